@@ -1,0 +1,65 @@
+# vramwatch: `make demo` runs the nightly end to end on this machine; `make test` runs the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON_BOOT ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+ROOT := $(CURDIR)
+
+# Airflow runs from the repo: SQLite metadata DB, our dags/ and plugins/, no examples.
+export AIRFLOW_HOME := $(ROOT)/airflow_home
+export AIRFLOW__CORE__DAGS_FOLDER := $(ROOT)/dags
+export AIRFLOW__CORE__PLUGINS_FOLDER := $(ROOT)/plugins
+export AIRFLOW__CORE__LOAD_EXAMPLES := False
+export AIRFLOW__DATABASE__SQL_ALCHEMY_CONN := sqlite:///$(ROOT)/airflow_home/airflow.db
+export AIRFLOW__CORE__UNIT_TEST_MODE := False
+export GX_ANALYTICS_ENABLED := False
+export PYTHONPATH := $(ROOT)/include
+DEMO_ENV := VRAMWATCH_MATRIX=demo
+
+.PHONY: help install engine models airflow-db demo test test-unit benchmarks clean
+
+help:
+	@echo "make demo   - install, build the engine, make tiny models, run the nightly DAG, write reports/latest.{md,html}"
+	@echo "make test   - install and run the whole test suite (unit, DAG integrity, end to end)"
+
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	@echo "==> [1/5] Python environment ($(VENV))"
+	@test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt -c constraints.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	@touch $@
+
+install: $(VENV)/.installed
+
+engine: install
+	@echo "==> [2/5] llama-cpp-python engine (CUDA where nvcc and a GPU exist, else CPU; cached after the first build)"
+	$(DEMO_ENV) $(VENV)/bin/vramwatch builds build --matrix demo
+
+models: engine
+	@echo "==> [3/5] Tiny shape-true synthetic models, quantized by the engine (cached)"
+	$(DEMO_ENV) $(VENV)/bin/vramwatch models prepare --matrix demo
+
+airflow-db: install
+	@echo "==> [4/5] Airflow metadata DB (SQLite under airflow_home/)"
+	@mkdir -p $(AIRFLOW_HOME)
+	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+
+demo: models airflow-db
+	@echo "==> [5/5] airflow dags test llamacpp_nightly (matrix: demo)"
+	$(DEMO_ENV) $(VENV)/bin/airflow dags test llamacpp_nightly --conf '{"force": true}'
+	@test -s reports/latest.md && test -s reports/latest.html
+	@echo "demo done: reports/latest.md and reports/latest.html"
+
+test: models airflow-db
+	$(PY) scripts/ensure_browser.py
+	$(PY) -m pytest -p no:cacheprovider -ra tests
+
+benchmarks: install
+	$(PY) benchmarks/bench_store.py
+	$(PY) benchmarks/bench_report.py
+
+clean:
+	rm -rf airflow_home reports data builds models

@@ -1,0 +1,115 @@
+"""llamacpp_nightly: how much VRAM and speed each model x quant costs on the newest llama.cpp build.
+
+detect_build -> build_engine -> prepare_models -> bench (one mapped task per config, GPU queue)
+  -> validate -> store -> detect_regressions -> report -> alert
+
+Orchestration only: every task is one call into vramwatch.pipeline. The matrix (models, quants, modes, queue) is
+VRAMWATCH_MATRIX (a shipped name or a YAML path; default "seed"); an invalid matrix fails the import naming the field.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import pendulum
+from airflow.sdk import Param, dag, task
+
+from vramwatch.config import load_matrix
+
+MATRIX_NAME = os.environ.get("VRAMWATCH_MATRIX", "seed")
+MATRIX = load_matrix(MATRIX_NAME)
+
+DEFAULT_ARGS = {
+    "owner": "vramwatch",
+    "retries": 2,  # network blips (PyPI, warehouse) and lost workers; a bench crash is a result, not a retry
+    "retry_delay": timedelta(minutes=5),
+}
+GPU = {"queue": MATRIX.queue, "pool": MATRIX.pool}
+
+
+def _alert_on_failure(context: dict) -> None:
+    from vramwatch.alerts.airflow_notifiers import notify_dag_failure
+
+    notify_dag_failure(context)
+
+
+@dag(
+    dag_id="llamacpp_nightly",
+    schedule="0 2 * * *",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    default_args=DEFAULT_ARGS,
+    tags=["vramwatch", "llama.cpp", "benchmark", "gpu"],
+    params={"force": Param(False, type="boolean", description="Run even when no new build appeared")},
+    on_failure_callback=_alert_on_failure,
+    doc_md=__doc__,
+)
+def llamacpp_nightly():
+    @task.short_circuit
+    def detect_build(params: dict | None = None) -> dict | None:
+        from vramwatch import pipeline
+
+        return pipeline.task_detect_build(MATRIX_NAME, bool(params and params["force"]))
+
+    @task(**GPU, execution_timeout=timedelta(hours=2))
+    def build_engine(check: dict) -> dict:
+        from vramwatch import pipeline
+
+        return pipeline.task_build_engine(MATRIX_NAME, check)
+
+    @task(**GPU, execution_timeout=timedelta(hours=3))
+    def prepare_models(build: dict) -> list[dict]:
+        from vramwatch import pipeline
+
+        return pipeline.task_prepare_models(MATRIX_NAME, build)
+
+    @task(**GPU, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2))
+    def bench(config: dict, build: dict) -> dict:
+        from vramwatch import pipeline
+
+        return pipeline.task_bench(config, build)
+
+    @task
+    def validate(results: list[dict], ds: str | None = None) -> dict:
+        from vramwatch import pipeline
+
+        return pipeline.task_validate(list(results), ds)
+
+    @task
+    def store(build: dict, validated: dict, run_id: str | None = None, ds: str | None = None,
+              dag_run=None) -> int:
+        from vramwatch import pipeline
+
+        return pipeline.task_store(run_id, ds, build, validated, str(dag_run.run_type))
+
+    @task(**GPU)  # a suspect throughput drop is rerun on the GPU before anyone is paged
+    def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> list[dict]:
+        from vramwatch import pipeline
+
+        return pipeline.task_detect_regressions(run_id, build)
+
+    @task
+    def report(incidents: list[dict], run_id: str | None = None) -> dict:
+        from vramwatch import pipeline
+
+        return pipeline.task_report(run_id, incidents)
+
+    @task
+    def alert(summary: dict) -> int:
+        from vramwatch import pipeline
+
+        return pipeline.task_alert(summary)
+
+    check = detect_build()
+    build = build_engine(check)
+    configs = prepare_models(build)
+    results = bench.partial(build=build).expand(config=configs)
+    validated = validate(results)
+    stored = store(build, validated)
+    incidents = detect_regressions(build, stored)
+    alert(report(incidents))
+
+
+llamacpp_nightly()

@@ -1,0 +1,158 @@
+"""The nightly's stages as plain functions: JSON-able in, JSON-able out.
+
+This is the one adapter between the library and a scheduler. Airflow tasks (dags/llamacpp_nightly.py) and the CLI
+(`vramwatch nightly`) call these; each turns dicts back into records, calls its stage, and hands a dict on. No
+Airflow import here: the library runs without it.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from vramwatch.config import Matrix, Paths, load_matrix
+from vramwatch.records import (
+    BenchConfig,
+    BenchResult,
+    BuildCheck,
+    BuildRecord,
+    Incident,
+    NightSummary,
+    ValidatedNight,
+)
+
+
+class BuildFailed(RuntimeError):
+    """The build under test did not build: the night stops here, loudly, and stores no results."""
+
+
+def _say(message: str) -> None:
+    print(f"[vramwatch] {message}", file=sys.stderr, flush=True)
+
+
+def detect_build(matrix: Matrix, force: bool = False) -> BuildCheck:
+    from vramwatch.builds import check_for_new_build
+    from vramwatch.warehouse import Warehouse
+
+    last = Warehouse().last_benchmarked_version(matrix.build.source)
+    check = check_for_new_build(matrix.build, last, force=force)
+    verdict = "new build" if check.is_new else ("forced run" if check.forced else "no new build: skipping the night")
+    _say(f"detect_build: latest {check.latest}, last benchmarked {check.last_benchmarked or 'none'} -> {verdict}")
+    return check
+
+
+def build_engine(matrix: Matrix, version: str) -> BuildRecord:
+    from vramwatch.builds import build_engine as build
+    from vramwatch.warehouse import Warehouse
+
+    record = build(matrix.build, version, Paths())
+    Warehouse().store_build(record)
+    if not record.ok:
+        raise BuildFailed(f"build {record.request.key} failed: {record.error}")
+    return record
+
+
+def prepare_models(matrix: Matrix, build: BuildRecord) -> list[BenchConfig]:
+    from vramwatch.models import prepare_models as prepare
+
+    configs = [config for entry, model in prepare(matrix, build, Paths()) for config in matrix.bench_configs(model, entry)]
+    _say(f"prepare_models: {len(configs)} bench configs")
+    return configs
+
+
+def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
+    from vramwatch.bench import run_config
+
+    result = run_config(config, build)
+    _say(f"bench {config.config_id}: {result.status}" + (f" ({result.error})" if result.error else ""))
+    return result
+
+
+def validate(results: list[BenchResult], night: str) -> ValidatedNight:
+    from vramwatch.validate import validate_night
+
+    data_docs = Paths().reports / night / "data_docs"
+    validated = validate_night(results, data_docs_dir=data_docs)
+    _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
+    return validated
+
+
+def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight, trigger: str) -> int:
+    from vramwatch.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    warehouse.start_run(run_id, night, build, trigger)
+    stored = warehouse.store_night(run_id, validated)
+    warehouse.finish_run(run_id, "stored")
+    _say(f"store: {stored} rows for run {run_id}")
+    return stored
+
+
+def detect_regressions(run_id: str, build: BuildRecord) -> list[Incident]:
+    from vramwatch.regress import detect_for_run
+    from vramwatch.warehouse import Warehouse
+
+    def rerun(config: BenchConfig) -> BenchResult:
+        return bench(config, build)
+
+    incidents = detect_for_run(Warehouse(), run_id, rerun=rerun)
+    _say(f"detect_regressions: {sum(i.is_new for i in incidents)} new, {len(incidents)} open")
+    return incidents
+
+
+def report(run_id: str, incidents: list[Incident]) -> NightSummary:
+    from vramwatch.report import report_for_run
+    from vramwatch.warehouse import Warehouse
+
+    summary = report_for_run(Warehouse(), run_id, incidents, Paths().reports)
+    _say(f"report: {summary.report_md}")
+    return summary
+
+
+def alert(summary: NightSummary) -> int:
+    from vramwatch.alerts import AlertChannels, send_alerts
+
+    sent = send_alerts(summary, AlertChannels.from_env())
+    _say(f"alert: {sent} alert(s) sent")
+    return sent
+
+
+# ------------------------------------------------------------------------- dict adapters for scheduler tasks
+# Airflow passes XComs as JSON; these wrap the stages above with record <-> dict conversion and nothing else.
+
+
+def task_detect_build(matrix_name: str, force: bool) -> dict[str, Any] | None:
+    check = detect_build(load_matrix(matrix_name), force)
+    return check.to_dict() if check.should_run else None
+
+
+def task_build_engine(matrix_name: str, check: dict[str, Any]) -> dict[str, Any]:
+    return build_engine(load_matrix(matrix_name), BuildCheck.from_dict(check).latest).to_dict()
+
+
+def task_prepare_models(matrix_name: str, build: dict[str, Any]) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in prepare_models(load_matrix(matrix_name), BuildRecord.from_dict(build))]
+
+
+def task_bench(config: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
+    return bench(BenchConfig.from_dict(config), BuildRecord.from_dict(build)).to_dict()
+
+
+def task_validate(results: list[dict[str, Any]], night: str) -> dict[str, Any]:
+    return validate([BenchResult.from_dict(r) for r in results], night).to_dict()
+
+
+def task_store(run_id: str, night: str, build: dict[str, Any], validated: dict[str, Any], trigger: str) -> int:
+    return store(run_id, night, BuildRecord.from_dict(build), ValidatedNight.from_dict(validated), trigger)
+
+
+def task_detect_regressions(run_id: str, build: dict[str, Any]) -> list[dict[str, Any]]:
+    return [i.to_dict() for i in detect_regressions(run_id, BuildRecord.from_dict(build))]
+
+
+def task_report(run_id: str, incidents: list[dict[str, Any]]) -> dict[str, Any]:
+    return report(run_id, [Incident.from_dict(i) for i in incidents]).to_dict()
+
+
+def task_alert(summary: dict[str, Any]) -> int:
+    return alert(NightSummary.from_dict(summary))

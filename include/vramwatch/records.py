@@ -1,0 +1,362 @@
+"""The typed records every stage passes on, one way: build -> models -> bench -> validate -> store -> regress -> report.
+
+Plain stdlib dataclasses on purpose: the bench child imports this module inside the build's own venv, which has
+llama-cpp-python and numpy but none of our other dependencies. Every record round-trips through JSON
+(`to_dict` / `from_dict`) because that is how it crosses process and Airflow task boundaries.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+Mode = Literal["baseline", "offload", "partial"]
+MODES: tuple[str, ...] = ("baseline", "offload", "partial")
+
+# Outcome of one bench config. `ok` is the only status that carries measurements.
+Status = Literal["ok", "oom", "timeout", "crashed", "invalid_model", "not_applicable"]
+STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "crashed", "invalid_model", "not_applicable")
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+R = TypeVar("R", bound="Record")
+
+
+class Record:
+    """JSON round-trip for nested dataclasses (records, lists and dicts of them, optionals)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: _revive(hints[k], v) for k, v in data.items() if k in names})
+
+    @classmethod
+    def from_json(cls: type[R], text: str) -> R:
+        return cls.from_dict(json.loads(text))
+
+
+def _revive(hint: Any, value: Any) -> Any:
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(hint) if a is not type(None)]
+        return _revive(inner[0], value) if len(inner) == 1 else value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        return [_revive(item, v) for v in value]
+    if origin is dict:
+        _, item = typing.get_args(hint)
+        return {k: _revive(item, v) for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Record):
+        return hint.from_dict(value)
+    return value
+
+
+# --------------------------------------------------------------------------------------------- build
+
+
+@dataclass(frozen=True)
+class BuildRequest(Record):
+    """What to build. `key` identifies the artifact: same request, same venv, no rebuild."""
+
+    version: str  # llama-cpp-python version ("0.3.36"), or the git ref for git sources
+    source: str = "pypi"  # pypi | git | path
+    location: str = ""  # index URL, git URL/path or source path; empty = PyPI
+    backend: str = "cpu"  # cpu | cuda
+    cuda_architectures: str = ""  # e.g. "90"; empty for cpu
+    cmake_args: str = ""
+
+    @property
+    def key(self) -> str:
+        import hashlib
+
+        raw = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        label = self.version.replace("/", "_")[:24]
+        return f"{label}-{self.backend}-{hashlib.sha256(raw).hexdigest()[:10]}"
+
+
+@dataclass(frozen=True)
+class BuildRecord(Record):
+    """A finished (or failed) build: an isolated venv whose Python runs the bench child."""
+
+    request: BuildRequest
+    status: str  # ok | reused | failed
+    python: str  # the build venv's interpreter; the only Python that ever loads llama.cpp
+    source_dir: str  # unpacked llama-cpp-python source (vocab GGUFs live under vendor/llama.cpp/models)
+    llama_cpp_python_version: str
+    llama_cpp_commit: str
+    duration_s: float = 0.0
+    artifact_bytes: int = 0
+    log_tail: str = ""
+    error: str = ""
+    built_at: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("ok", "reused")
+
+
+@dataclass(frozen=True)
+class BuildCheck(Record):
+    """Result of asking a build source for its newest build, against the last one benchmarked."""
+
+    latest: str
+    last_benchmarked: str | None
+    is_new: bool
+    forced: bool = False
+
+    @property
+    def should_run(self) -> bool:
+        return self.is_new or self.forced
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+@dataclass(frozen=True)
+class ModelFile(Record):
+    """One GGUF on disk, ready to bench: a model at one quantization."""
+
+    model: str  # matrix name, e.g. "deepseek-moe-16b"
+    quant: str  # llama.cpp file type name: Q2_K, Q4_K_M, Q8_0, MXFP4_MOE, F16, ...
+    path: str
+    file_bytes: int
+    sha256: str
+    arch: str  # general.architecture
+    n_params: int
+    n_layer: int
+    n_expert: int  # 0 for dense models
+    n_expert_used: int
+    synthetic: bool
+    scale: str = ""  # tiny | full for synthetic models
+    fallback_tensors: int = 0  # tensors llama_model_quantize stored in another type than asked
+
+    @property
+    def is_moe(self) -> bool:
+        return self.n_expert > 0
+
+
+# --------------------------------------------------------------------------------------------- bench
+
+
+@dataclass(frozen=True)
+class GenerationTest(Record):
+    """The seed's generation test: one fixed prompt, sampled, timed end to end."""
+
+    prompt: str = "Explain quantum computing in simple terms"
+    max_tokens: int = 100
+    temperature: float = 0.7
+    seed: int = 42
+
+
+@dataclass(frozen=True)
+class BenchConfig(Record):
+    """One test instance, as llama-bench has one: every knob that changes the numbers is a field here."""
+
+    model: ModelFile
+    mode: str  # baseline | offload | partial
+    n_cpu_moe: int = 0  # partial mode: experts of layers [0, n_cpu_moe) in CPU memory
+    n_prompt: int = 512
+    n_gen: int = 128
+    reps: int = 5
+    n_ctx: int = 4096
+    n_batch: int = 2048
+    n_ubatch: int = 512
+    n_threads: int = 0  # 0 = physical cores of the bench machine
+    n_gpu_layers: int = 999
+    flash_attn: str = "auto"  # auto | on | off
+    use_mmap: bool = True
+    type_k: str = "f16"
+    type_v: str = "f16"
+    generation: GenerationTest | None = field(default_factory=GenerationTest)
+    timeout_s: float = 900.0
+
+    @property
+    def config_id(self) -> str:
+        """Stable identity of a config across nights: what history and regressions are keyed by."""
+        mode = f"partial{self.n_cpu_moe}" if self.mode == "partial" else self.mode
+        return f"{self.model.model}/{self.model.quant}/{mode}"
+
+
+@dataclass(frozen=True)
+class TestResult(Record):
+    """One llama-bench test (pp or tg): repetitions, mean and stddev in tokens per second."""
+
+    n_prompt: int
+    n_gen: int
+    samples_ts: list[float]
+    avg_ts: float
+    stddev_ts: float
+
+
+@dataclass(frozen=True)
+class GenerationResult(Record):
+    tokens: int
+    tokens_per_s: float
+    text_sha256: str
+
+
+@dataclass(frozen=True)
+class Memory(Record):
+    """Memory of one config. Buffers are llama.cpp's own accounting (MiB); NVML figures sit beside them."""
+
+    # llama.cpp buffers, MiB, keyed "<device>/<kind>" e.g. "CUDA0/model", "CPU_Mapped/model", "CUDA_Host/compute".
+    buffers_mib: dict[str, float] = field(default_factory=dict)
+    gpu_model_mib: float = 0.0
+    gpu_kv_mib: float = 0.0
+    gpu_compute_mib: float = 0.0
+    gpu_output_mib: float = 0.0
+    host_model_mib: float = 0.0
+    host_kv_mib: float = 0.0
+    host_compute_mib: float = 0.0
+    # NVML; None where there is no GPU (never a zero that looks like a measurement).
+    gpu_total_mib: float | None = None
+    nvml_device_used_before_mib: float | None = None
+    nvml_device_used_after_mib: float | None = None
+    nvml_process_mib: float | None = None
+    nvml_peak_device_mib: float | None = None
+    cuda_context_mib: float | None = None
+    host_rss_peak_mib: float = 0.0
+
+    @property
+    def has_gpu(self) -> bool:
+        return self.gpu_total_mib is not None
+
+    @property
+    def vram_gib(self) -> float | None:
+        """The seed's metric: GPU model + KV + compute buffers, GiB. None without a GPU."""
+        if not self.has_gpu:
+            return None
+        return (self.gpu_model_mib + self.gpu_kv_mib + self.gpu_compute_mib) / 1024
+
+
+@dataclass(frozen=True)
+class Fingerprint(Record):
+    """Where a number was measured. Regressions compare only like with like."""
+
+    gpu_name: str = ""
+    gpu_count: int = 0
+    gpu_driver: str = ""
+    cuda_version: str = ""
+    compute_capability: str = ""
+    cpu_model: str = ""
+    cpu_cores: int = 0
+    ram_gib: float = 0.0
+    llama_cpp_commit: str = ""
+    llama_cpp_python_version: str = ""
+    build_flags: str = ""
+    backend: str = ""  # cpu | cuda
+
+    @property
+    def environment_id(self) -> str:
+        import hashlib
+
+        raw = "|".join([self.gpu_name, str(self.gpu_count), self.cpu_model, str(self.cpu_cores), self.backend])
+        return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class Roofline(Record):
+    """How close decode came to the memory-bandwidth bound: bytes read per token / bandwidth."""
+
+    active_bytes_per_token: int = 0
+    gpu_bytes_per_token: int = 0
+    host_bytes_per_token: int = 0
+    gpu_bandwidth_gbs: float | None = None
+    host_bandwidth_gbs: float | None = None
+    bound_tg_ts: float | None = None
+    fraction_of_bound: float | None = None
+
+
+@dataclass(frozen=True)
+class BenchResult(Record):
+    """What one bench child reports for one config. Only `status == "ok"` rows carry measurements."""
+
+    config: BenchConfig
+    status: str
+    error: str = ""
+    pp: TestResult | None = None
+    tg: TestResult | None = None
+    generation: GenerationResult | None = None
+    memory: Memory = field(default_factory=Memory)
+    n_overridden_tensors: int = 0  # tensors llama.cpp placed in CPU memory because of our override
+    n_threads: int = 0
+    flash_attn: str = ""
+    fingerprint: Fingerprint = field(default_factory=Fingerprint)
+    roofline: Roofline = field(default_factory=Roofline)
+    started_at: str = ""
+    duration_s: float = 0.0
+    load_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+
+# --------------------------------------------------------------------------------------------- validate
+
+
+@dataclass(frozen=True)
+class ValidatedNight(Record):
+    """The gate's verdict: rows fit for history, rows quarantined with the expectations they failed."""
+
+    accepted: list[BenchResult]
+    quarantined: list[QuarantinedResult]
+    data_docs_path: str = ""
+
+
+@dataclass(frozen=True)
+class QuarantinedResult(Record):
+    result: BenchResult
+    failed_expectations: list[str]
+
+
+# --------------------------------------------------------------------------------------------- regress / alert
+
+
+@dataclass(frozen=True)
+class Incident(Record):
+    """A persistent regression of one kind, across the configs that share it."""
+
+    incident_id: int | None
+    kind: str  # vram | throughput | stopped_fitting | vanished | offload_stopped | vram_improved
+    metric: str  # e.g. gpu_model_mib, tg_avg_ts
+    state: str  # open | acknowledged | resolved
+    configs: list[str]
+    summary: str
+    delta_mib: float | None = None
+    delta_pct: float | None = None
+    build_before: str = ""
+    build_after: str = ""
+    opened_night: str = ""
+    is_new: bool = False  # opened tonight: the only ones that page
+
+    @property
+    def pages(self) -> bool:
+        return self.is_new and self.kind != "vram_improved"
+
+
+@dataclass(frozen=True)
+class NightSummary(Record):
+    """What the alert and the DAG's last task know about a night."""
+
+    night: str
+    run_id: str
+    report_md: str
+    report_html: str
+    n_results: int
+    n_quarantined: int
+    incidents: list[Incident]

@@ -1,0 +1,43 @@
+"""Shared fixtures: the real engine (a CPU build of llama-cpp-python from the wheel cache) and the demo models.
+
+Both are session-scoped and cached on disk (~/.cache/vramwatch, models/), so only the first run on a machine pays
+for the ~10 minute compile.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+# Airflow reads these at import: point it at the repo before any test imports it.
+os.environ.setdefault("AIRFLOW_HOME", str(REPO / "airflow_home"))
+os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
+os.environ.setdefault("AIRFLOW__CORE__PLUGINS_FOLDER", str(REPO / "plugins"))
+os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
+os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{REPO}/airflow_home/airflow.db")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def engine_build():
+    """The demo matrix's engine (CPU here, CUDA on a GPU worker): built once, reused from the cache after."""
+    from vramwatch.builds import build_engine
+    from vramwatch.config import Paths, load_matrix
+
+    matrix = load_matrix("demo")
+    record = build_engine(matrix.build, matrix.build.version, Paths())
+    assert record.ok, f"engine build failed: {record.error}\n{record.log_tail}"
+    return record
+
+
+@pytest.fixture(scope="session")
+def demo_models(engine_build):
+    """The demo matrix's tiny models at every quant, from the model cache."""
+    from vramwatch.config import Paths, load_matrix
+    from vramwatch.models import prepare_models
+
+    return prepare_models(load_matrix("demo"), engine_build, Paths())
