@@ -1,0 +1,83 @@
+"""The nightly, end to end, as Airflow runs it: `airflow dags test` on tiny models, SQLite everywhere, real engine.
+
+Asserts what the team reads in the morning: warehouse rows for every config and the seed-format report tables.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+AIRFLOW = str(Path(sys.executable).with_name("airflow"))
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def night(tmp_path_factory, demo_models):
+    """One forced demo night in a throwaway Airflow home, warehouse and reports dir."""
+    tmp = tmp_path_factory.mktemp("night")
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp / "airflow"),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp}/airflow/airflow.db",
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "VRAMWATCH_MATRIX": "demo",
+        "VRAMWATCH_WAREHOUSE_URL": f"sqlite:///{tmp}/warehouse.db",
+        "VRAMWATCH_REPORTS_DIR": str(tmp / "reports"),
+        "PYTHONPATH": str(REPO / "include"),
+    }
+    (tmp / "airflow").mkdir()
+    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+
+    def dags_test(conf: dict) -> subprocess.CompletedProcess:
+        return subprocess.run([AIRFLOW, "dags", "test", "llamacpp_nightly", "--conf", json.dumps(conf)],
+                              env=env, capture_output=True, text=True, timeout=1800)
+
+    first = dags_test({"force": True})
+    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    return env, tmp, dags_test
+
+
+def _warehouse(env):
+    from vramwatch.warehouse import Warehouse
+
+    return Warehouse(env["VRAMWATCH_WAREHOUSE_URL"])
+
+
+def test_every_config_lands_in_the_warehouse(night):
+    env, _, _ = night
+    history = _warehouse(env).history()
+    assert len(history) == 2 * 3 * 2  # models x quants x modes
+    assert set(history["mode"]) == {"baseline", "offload"}
+    assert set(history["quant"]) == {"Q2_K", "Q4_K_M", "Q8_0"}
+    assert set(history["status"]) == {"ok"}
+    assert (history["tg_avg_ts"] > 0).all() and (history["pp_avg_ts"] > 0).all()
+
+
+def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
+    _, tmp, _ = night
+    md = (tmp / "reports" / "latest.md").read_text()
+    assert "| Quantization | File Size | VRAM Baseline | VRAM Offload | VRAM Saved | Reduction % |" in md.replace("  ", " ")
+    for model in ("deepseek-moe-16b-tiny", "phi-3.5-moe-tiny"):
+        assert model in md
+    for quant in ("Q2_K", "Q4_K_M", "Q8_0"):
+        assert quant in md
+    assert "no GPU" in md
+    html = (tmp / "reports" / "latest.html").read_text()
+    assert "<img" in html and "data:image/png;base64," in html
+
+
+def test_a_night_without_a_new_build_is_skipped_and_stores_nothing(night):
+    env, _, dags_test = night
+    before = len(_warehouse(env).history())
+    second = dags_test({"force": False})
+    assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
+    assert "no new build" in second.stdout + second.stderr
+    assert len(_warehouse(env).history()) == before
