@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from vramwatch.errors import UserError
 
@@ -16,10 +17,15 @@ from vramwatch.errors import UserError
 STAGES = ("builds", "models", "bench", "regress", "report")
 
 
-def _nightly(args: argparse.Namespace) -> int:
-    """Run the whole night in this process, without Airflow (what the DAG does, task by task)."""
+def _night_ids(run_id: str | None) -> tuple[str, str]:
     from datetime import datetime, timezone
 
+    now = datetime.now(timezone.utc)
+    return now.date().isoformat(), run_id or f"cli__{now.isoformat(timespec='seconds')}"
+
+
+def _nightly(args: argparse.Namespace) -> int:
+    """Run the whole night in this process, without Airflow (what the DAG does, task by task)."""
     from vramwatch import pipeline
     from vramwatch.config import load_matrix
 
@@ -28,16 +34,40 @@ def _nightly(args: argparse.Namespace) -> int:
     if not check.should_run:
         print("no new build: nothing to do (use --force to run anyway)")
         return 0
-    night = datetime.now(timezone.utc).date().isoformat()
-    run_id = args.run_id or f"cli__{datetime.now(timezone.utc).isoformat(timespec='seconds')}"
-    build = pipeline.build_engine(matrix, check.latest)
-    results = [pipeline.bench(config, build) for config in pipeline.prepare_models(matrix, build)]
-    validated = pipeline.validate(results, night)
-    pipeline.store(run_id, night, build, validated, trigger="cli")
-    summary = pipeline.report(run_id, pipeline.detect_regressions(run_id, build))
-    pipeline.alert(summary)
-    print(f"night {night}: {summary.n_results} results, {summary.n_quarantined} quarantined, "
-          f"{sum(i.is_new for i in summary.incidents)} new incident(s) -> {summary.report_md}")
+    night, run_id = _night_ids(args.run_id)
+    measured = pipeline.measure(matrix, check.latest, models=args.models)
+    summary = pipeline.ingest(measured, run_id, night, trigger="cli")
+    print(pipeline.one_line(summary))
+    return 0
+
+
+def _measure(args: argparse.Namespace) -> int:
+    """The GPU worker's half of a night: build, prepare models, bench; results to a JSON file."""
+    from vramwatch import pipeline
+    from vramwatch.config import load_matrix
+
+    matrix = load_matrix(args.matrix)
+    version = args.version or pipeline.detect_build(matrix, force=True).latest
+    measured = pipeline.measure(matrix, version, models=args.models)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(measured.to_json(indent=1))
+    ok = sum(r.ok for r in measured.results)
+    print(f"measured {len(measured.results)} configs ({ok} ok) on {measured.build.request.backend} "
+          f"in {sum(measured.stage_seconds.values()):.0f} s -> {args.out}")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    """The CPU half of a night: validate, store, detect regressions, report and alert a measured night."""
+    from vramwatch import pipeline
+    from vramwatch.records import MeasuredNight
+
+    if not args.measured.is_file():
+        raise UserError(f"no such file: {args.measured}", "pass the JSON written by `vramwatch measure --out`")
+    night, run_id = _night_ids(args.run_id)
+    summary = pipeline.ingest(MeasuredNight.from_json(args.measured.read_text()), run_id, args.night or night,
+                              trigger="ingest")
+    print(pipeline.one_line(summary))
     return 0
 
 
@@ -51,7 +81,21 @@ def build_parser() -> argparse.ArgumentParser:
     nightly.add_argument("--matrix", default="demo", help="shipped matrix name (demo, seed) or a YAML path")
     nightly.add_argument("--force", action="store_true", help="run even when no new build appeared")
     nightly.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
+    nightly.add_argument("--models", nargs="+", help="only these models of the matrix (default: all)")
     nightly.set_defaults(func=_nightly)
+
+    measure = subparsers.add_parser("measure", help="build, prepare models and bench a matrix; write the results")
+    measure.add_argument("--matrix", default="demo", help="shipped matrix name (demo, seed) or a YAML path")
+    measure.add_argument("--version", help="build this version (default: the newest the matrix's source has)")
+    measure.add_argument("--models", nargs="+", help="only these models of the matrix (default: all)")
+    measure.add_argument("--out", type=Path, required=True, help="JSON file for the measured night")
+    measure.set_defaults(func=_measure)
+
+    ingest = subparsers.add_parser("ingest", help="validate, store, detect regressions, report a measured night")
+    ingest.add_argument("measured", type=Path, help="JSON written by `vramwatch measure`")
+    ingest.add_argument("--night", help="the night's date, YYYY-MM-DD (default: today, UTC)")
+    ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
+    ingest.set_defaults(func=_ingest)
     for stage in STAGES:
         importlib.import_module(f"vramwatch.{stage}.cli").register(subparsers)
     return parser

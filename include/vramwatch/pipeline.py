@@ -8,15 +8,20 @@ Airflow import here: the library runs without it.
 from __future__ import annotations
 
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from vramwatch.config import Matrix, Paths, load_matrix
+from vramwatch.errors import UserError
 from vramwatch.records import (
     BenchConfig,
     BenchResult,
     BuildCheck,
     BuildRecord,
     Incident,
+    MeasuredNight,
     NightSummary,
     ValidatedNight,
 )
@@ -107,6 +112,47 @@ def report(run_id: str, incidents: list[Incident]) -> NightSummary:
     summary = report_for_run(Warehouse(), run_id, incidents, Paths().reports)
     _say(f"report: {summary.report_md}")
     return summary
+
+
+def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> MeasuredNight:
+    """The GPU half of a night in one process: build, prepare models, bench every config; timed per stage."""
+    if models:
+        unknown = set(models) - {m.name for m in matrix.models}
+        if unknown:
+            raise UserError(f"not in matrix {matrix.name}: {sorted(unknown)}",
+                            f"choose from {[m.name for m in matrix.models]}")
+        matrix = matrix.model_copy(update={"models": [m for m in matrix.models if m.name in models]})
+    stage_seconds: dict[str, float] = {}
+    with _timed(stage_seconds, "build_engine"):
+        build = build_engine(matrix, version)
+    with _timed(stage_seconds, "prepare_models"):
+        configs = prepare_models(matrix, build)
+    with _timed(stage_seconds, "bench"):
+        results = [bench(config, build) for config in configs]
+    return MeasuredNight(build=build, results=results, stage_seconds=stage_seconds)
+
+
+def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str) -> NightSummary:
+    """The CPU half of a night: what the DAG does after the bench tasks."""
+    validated = validate(measured.results, night)
+    store(run_id, night, measured.build, validated, trigger)
+    summary = report(run_id, detect_regressions(run_id, measured.build))
+    alert(summary)
+    return summary
+
+
+def one_line(summary: NightSummary) -> str:
+    new = sum(i.is_new for i in summary.incidents)
+    return (f"night {summary.night}: {summary.n_results} results, {summary.n_quarantined} quarantined, "
+            f"{new} new incident(s) -> {summary.report_md}")
+
+
+@contextmanager
+def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
+    start = time.monotonic()
+    yield
+    seconds[stage] = round(time.monotonic() - start, 1)
+    _say(f"{stage}: {seconds[stage]:.1f} s")
 
 
 def alert(summary: NightSummary) -> int:
