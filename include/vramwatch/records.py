@@ -195,6 +195,8 @@ class BenchConfig(Record):
 class TestResult(Record):
     """One llama-bench test (pp or tg): repetitions, mean and stddev in tokens per second."""
 
+    __test__ = False  # not a pytest class, despite the name llama-bench gave it
+
     n_prompt: int
     n_gen: int
     samples_ts: list[float]
@@ -306,6 +308,15 @@ class BenchResult(Record):
         return self.status == "ok"
 
 
+@dataclass(frozen=True)
+class MeasuredNight(Record):
+    """The GPU half of a night, as one document: what `vramwatch measure` writes and `vramwatch ingest` reads."""
+
+    build: BuildRecord
+    results: list[BenchResult]
+    stage_seconds: dict[str, float] = field(default_factory=dict)
+
+
 # --------------------------------------------------------------------------------------------- validate
 
 
@@ -322,6 +333,27 @@ class ValidatedNight(Record):
 class QuarantinedResult(Record):
     result: BenchResult
     failed_expectations: list[str]
+
+
+# --------------------------------------------------------------------------------------------- store
+
+
+@dataclass(frozen=True)
+class RunRecord(Record):
+    """One nightly run as the warehouse knows it: when, which build, how it ended, how many rows it kept."""
+
+    run_id: str
+    night: str  # YYYY-MM-DD
+    trigger: str  # scheduled | manual | test | ... (Airflow's run type, or the CLI's)
+    status: str  # running | stored | failed | ...
+    started: str  # ISO 8601, UTC
+    ended: str  # empty while running
+    build_version: str
+    llama_cpp_python_version: str
+    llama_cpp_commit: str
+    backend: str
+    n_results: int = 0
+    n_quarantined: int = 0
 
 
 # --------------------------------------------------------------------------------------------- regress / alert
