@@ -1,0 +1,120 @@
+"""The vramwatch page: a small FastAPI app, server-rendered, that reads the warehouse. It needs no Airflow.
+
+Airflow's API server mounts it through plugins/vramwatch_plugin.py; `uvicorn --factory vramwatch.ui:create_app`
+serves it alone. Every link in the page is relative, so it works under any mount prefix and behind Airflow's
+base_url. The warehouse is opened on the first request, not at import: the plugin is imported by every Airflow
+component at start, and a database that is down must not stop the API server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from fastapi.templating import Jinja2Templates
+
+from vramwatch.errors import UserError
+
+if TYPE_CHECKING:
+    from vramwatch.warehouse import Warehouse
+
+TEMPLATES = Path(__file__).with_name("templates")
+LATEST_REPORT = "latest.html"
+
+
+class _LazyWarehouse:
+    """Opens the warehouse once, on first use; a failed open is retried on the next request."""
+
+    def __init__(self, url: str | None) -> None:
+        self._url = url
+        self._warehouse: Warehouse | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> Warehouse:
+        with self._lock:
+            if self._warehouse is None:
+                from vramwatch.warehouse import Warehouse  # pandas + SQLAlchemy: only when the page is asked for
+
+                self._warehouse = Warehouse(self._url)
+            return self._warehouse
+
+    def close(self) -> None:
+        with self._lock:
+            if self._warehouse is not None:
+                self._warehouse.close()
+                self._warehouse = None
+
+
+def _report_info(reports_dir: Path) -> dict | None:
+    path = reports_dir / LATEST_REPORT
+    if not path.is_file():
+        return None
+    written = datetime.fromtimestamp(path.stat().st_mtime, timezone.utc)
+    return {"href": f"reports/{LATEST_REPORT}", "written": written.strftime("%Y-%m-%d %H:%M UTC")}
+
+
+def _unavailable(error: UserError) -> JSONResponse:
+    return JSONResponse({"error": error.message, "fix": error.fix}, status_code=503)
+
+
+def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None) -> FastAPI:
+    """The page and its JSON endpoints. warehouse_url None = the usual resolution (VRAMWATCH_WAREHOUSE_URL, the
+    Airflow connection, or SQLite under data/); reports_dir None = vramwatch.config.Paths().reports."""
+    if reports_dir is None:
+        from vramwatch.config import Paths
+
+        reports_dir = Paths().reports
+    warehouse = _LazyWarehouse(warehouse_url)
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        warehouse.close()
+
+    app = FastAPI(title="vramwatch", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    templates = Jinja2Templates(directory=TEMPLATES)
+    # The report may link files beside it (plots): serve the folder, not just the one file.
+    app.mount("/reports", StaticFiles(directory=reports_dir, check_dir=False), name="reports")
+
+    # Plain `def` endpoints: FastAPI runs them in its thread pool, so database reads never block the event loop
+    # of Airflow's API server.
+    @app.get("/", response_class=HTMLResponse)
+    def page(request: Request) -> HTMLResponse:
+        from vramwatch.ui.dashboard import load_dashboard  # pandas: only once the page is asked for
+
+        context = {"report": _report_info(reports_dir)}
+        try:
+            dashboard = load_dashboard(warehouse.get())
+        except UserError as error:
+            return templates.TemplateResponse(request, "unavailable.html", {**context, "error": error},
+                                              status_code=503)
+        return templates.TemplateResponse(request, "index.html", {**context, "d": dashboard})
+
+    @app.get("/api/history")
+    def api_history(config_id: str | None = None, environment_id: str | None = None,
+                    limit: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
+        """History rows (the warehouse's HISTORY_COLUMNS), oldest night first."""
+        try:
+            frame = warehouse.get().history(config_id=config_id, environment_id=environment_id, limit=limit)
+        except UserError as error:
+            return _unavailable(error)
+        return JSONResponse(json.loads(frame.to_json(orient="records")))  # pandas turns NaN into null
+
+    @app.get("/api/incidents")
+    def api_incidents(include_resolved: bool = False) -> JSONResponse:
+        """Open (and acknowledged) incidents, oldest first; include_resolved=true for all of them."""
+        try:
+            incidents = warehouse.get().incidents(include_resolved=include_resolved)
+        except UserError as error:
+            return _unavailable(error)
+        return JSONResponse([incident.to_dict() for incident in incidents])
+
+    return app

@@ -1,0 +1,173 @@
+"""The vramwatch page and its JSON endpoints, against a real SQLite warehouse filled through the Warehouse API.
+
+`three_nights` is also what tests/e2e/test_ui_browser.py serves to a real browser.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+from sample_results import night, replace, result
+
+from vramwatch.records import BuildRecord, BuildRequest, Incident, ValidatedNight
+from vramwatch.ui import create_app
+from vramwatch.warehouse import Warehouse
+
+NIGHTS = ("2026-01-01", "2026-01-02", "2026-01-03")
+OLD_BUILD, NEW_BUILD = "0c1e57098", "b7a3f21c0"
+REGRESSED = "deepseek-moe-16b/Q4_K_M/baseline"
+OOM = "phi-3.5-moe/Q4_K_M/baseline"
+GROWTH_MIB = 310.0
+
+
+def _build(commit: str) -> BuildRecord:
+    return BuildRecord(request=BuildRequest(version="0.3.36", backend="cuda"), status="ok",
+                       python="/builds/cuda/bin/python", source_dir="/builds/cuda/src",
+                       llama_cpp_python_version="0.3.36", llama_cpp_commit=commit, built_at=f"{commit}-built")
+
+
+def _third_night() -> list:
+    """The new build: DeepSeek Q4_K_M baseline grew by GROWTH_MIB, Phi Q4_K_M baseline no longer fits."""
+    results = []
+    for r in night():
+        if r.config.config_id == REGRESSED:
+            r = replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + GROWTH_MIB)
+        elif r.config.config_id == OOM:
+            r = result("phi-3.5-moe", "Q4_K_M", "baseline", status="oom")
+        results.append(r)
+    return results
+
+
+def three_nights(url: str) -> Incident:
+    """Three stored nights (two on the old build, one on the new) and the open VRAM incident of the third."""
+    warehouse = Warehouse(url)
+    try:
+        for i, day in enumerate(NIGHTS):
+            last = i == len(NIGHTS) - 1
+            run_id = f"scheduled__{day}"
+            warehouse.start_run(run_id, day, _build(NEW_BUILD if last else OLD_BUILD), "scheduled")
+            warehouse.store_night(run_id, ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]))
+            warehouse.finish_run(run_id, "stored")
+        before = result().memory.gpu_model_mib
+        incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[REGRESSED],
+                            summary=f"{REGRESSED}: CUDA0 model buffer +{GROWTH_MIB:.0f} MiB",
+                            delta_mib=GROWTH_MIB, delta_pct=100 * GROWTH_MIB / before,
+                            build_before=OLD_BUILD, build_after=NEW_BUILD, opened_night=NIGHTS[-1])
+        environment = night()[0].fingerprint.environment_id
+        return warehouse.save_incident(incident, environment, NIGHTS[-1])
+    finally:
+        warehouse.close()
+
+
+@pytest.fixture
+def reports(tmp_path) -> Path:
+    folder = tmp_path / "reports"
+    folder.mkdir()
+    (folder / "latest.html").write_text("<html><body><h1>vramwatch report 2026-01-03</h1></body></html>")
+    return folder
+
+
+@pytest.fixture
+def filled(tmp_path, reports):
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    incident = three_nights(url)
+    with TestClient(create_app(url, reports)) as client:
+        yield client, incident
+
+
+def test_page_shows_latest_night_incident_seed_table_and_charts(filled):
+    client, incident = filled
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.text
+    assert "Latest night <b>2026-01-03</b>" in html
+    # the incident, with its delta and builds
+    assert f'id="incident-{incident.incident_id}"' in html
+    assert "<code>deepseek-moe-16b/Q4_K_M/baseline</code>" in html
+    assert "+310" in html and "+3.1 %" in html
+    assert f"<code>{OLD_BUILD}</code> → <code>{NEW_BUILD}</code>" in html
+    # the seed table: tonight's VRAM (model + KV + compute buffers) and the config that ran out of memory
+    for model in ("deepseek-moe-16b", "phi-3.5-moe"):
+        assert f"<h3>{model}</h3>" in html
+    baseline = (10_010.0 + GROWTH_MIB + 1_024.0 + 204.5) / 1024
+    offload = (640.0 + 1_024.0 + 204.5) / 1024
+    assert f"{baseline:.2f} GiB" in html and f"{offload:.2f} GiB" in html
+    assert f"{100 * (baseline - offload) / baseline:.1f} %" in html
+    assert '<span class="muted">oom</span>' in html
+    baseline_speed, offload_speed = result(mode="baseline"), result(mode="offload")
+    assert f"<td class=\"num\">{baseline_speed.tg.avg_ts:.1f}</td>" in html
+    assert f"<td class=\"num\">{offload_speed.pp.avg_ts:.1f}</td>" in html
+    # one chart per config (2 models x 2 quants x 2 modes), the regressed one framed red, the new build marked
+    assert html.count('<figure class="vram-chart') == 8
+    assert html.count('<figure class="vram-chart flagged">') == 1
+    assert f"build {OLD_BUILD} -&gt; {NEW_BUILD}" in html
+    assert "2026-01-03: oom" in html
+    assert 'href="reports/latest.html"' in html
+
+
+def test_report_is_served_beside_the_page(filled):
+    client, _ = filled
+    report = client.get("/reports/latest.html")
+    assert report.status_code == 200 and "vramwatch report 2026-01-03" in report.text
+
+
+def test_history_endpoint_filters_by_config(filled):
+    client, _ = filled
+    rows = client.get("/api/history", params={"config_id": REGRESSED}).json()
+    assert [r["night"] for r in rows] == list(NIGHTS)
+    assert {r["config_id"] for r in rows} == {REGRESSED}
+    assert [r["gpu_model_mib"] for r in rows] == [10_010.0, 10_010.0, 10_010.0 + GROWTH_MIB]
+    assert [r["llama_cpp_commit"] for r in rows] == [OLD_BUILD, OLD_BUILD, NEW_BUILD]
+    everything = client.get("/api/history").json()
+    assert len(everything) == 3 * 8
+    oom = [r for r in everything if r["config_id"] == OOM and r["night"] == NIGHTS[-1]]
+    assert oom[0]["status"] == "oom" and oom[0]["vram_gib"] is None  # missing stays null, not 0 or NaN
+    assert len(client.get("/api/history", params={"limit": 5}).json()) == 5
+    assert client.get("/api/history", params={"limit": 0}).status_code == 422
+
+
+def test_incidents_endpoint_lists_open_incidents(filled, tmp_path):
+    client, incident = filled
+    listed = client.get("/api/incidents").json()
+    assert listed == [incident.to_dict() | {"is_new": False}]
+    warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    warehouse.resolve_incident(incident.incident_id, "2026-01-04")
+    warehouse.close()
+    assert client.get("/api/incidents").json() == []
+    assert [i["state"] for i in client.get("/api/incidents", params={"include_resolved": True}).json()] == ["resolved"]
+
+
+def test_empty_warehouse_says_no_nights_yet(tmp_path):
+    with TestClient(create_app(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "no-reports")) as client:
+        page = client.get("/")
+        assert page.status_code == 200
+        assert "No nights yet" in page.text and "Latest report" not in page.text
+        assert client.get("/api/history").json() == []
+        assert client.get("/api/incidents").json() == []
+
+
+def test_unreachable_warehouse_is_a_clear_503(tmp_path):
+    url = "postgresql+psycopg2://nobody@127.0.0.1:1/none"  # nothing listens on port 1
+    with TestClient(create_app(url, tmp_path)) as client:
+        page = client.get("/")
+        assert page.status_code == 503
+        assert "cannot open the warehouse" in page.text and "VRAMWATCH_WAREHOUSE_URL" in page.text
+        api = client.get("/api/incidents")
+        assert api.status_code == 503 and api.json()["error"].startswith("cannot open the warehouse")
+
+
+def test_cpu_only_night_charts_host_memory_and_says_no_gpu_in_the_seed_table(tmp_path):
+    url = f"sqlite:///{tmp_path / 'cpu.db'}"
+    warehouse = Warehouse(url)
+    warehouse.start_run("manual__cpu", "2026-01-05", _build(OLD_BUILD), "manual")
+    warehouse.store_night("manual__cpu", ValidatedNight(accepted=night(gpu=False), quarantined=[]))
+    warehouse.finish_run("manual__cpu", "stored")
+    warehouse.close()
+    with TestClient(create_app(url, tmp_path)) as client:
+        html = client.get("/").text
+    assert html.count('<span class="muted">no GPU</span>') == 8  # baseline and offload of 4 model x quant rows
+    assert html.count("no GPU: host RAM (Intel(R) Xeon(R) CPU @ 2.20GHz)") == 8
+    host_mib = 10_010.0 + 1_024.0 + 300.0  # deepseek Q4_K_M: the model, KV and compute buffers, all in host RAM
+    assert f"{host_mib / 1024:.2f} GiB" in html
