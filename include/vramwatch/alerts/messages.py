@@ -1,0 +1,60 @@
+"""Alert messages, built from records (pure): what regressed and by how much, where, between which builds, and where
+the report is. One message per night, whatever the number of channels, so every channel says the same thing."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from vramwatch.records import Incident, NightSummary
+
+
+@dataclass(frozen=True)
+class Alert:
+    subject: str
+    text: str  # plain text: the e-mail body and the Slack message
+    payload: dict[str, Any] = field(default_factory=dict)  # the JSON webhook's body
+
+
+def _size(incident: Incident) -> str:
+    parts = []
+    if incident.delta_mib is not None:
+        parts.append(f"{incident.delta_mib:+.0f} MiB")
+    if incident.delta_pct is not None:
+        parts.append(f"{incident.delta_pct:+.1f}%")
+    return " (" + ", ".join(parts) + ")" if parts else ""
+
+
+def incident_line(incident: Incident) -> str:
+    return (f"[{incident.kind}] {incident.metric}{_size(incident)} on {', '.join(incident.configs)}; "
+            f"llama.cpp {incident.build_before or '?'} -> {incident.build_after or '?'}")
+
+
+def regression_alert(summary: NightSummary) -> Alert | None:
+    """The night's alert, or None when no incident pages (only new ones do: a known regression is not re-sent)."""
+    paging = [i for i in summary.incidents if i.pages]
+    if not paging:
+        return None
+    builds = sorted({i.build_after for i in paging if i.build_after})
+    subject = (f"vramwatch {summary.night}: {len(paging)} new regression(s) on llama.cpp "
+               f"{', '.join(builds) or 'unknown build'}")
+    lines = [subject, ""]
+    lines += [f"- {incident_line(i)}\n  {i.summary}" for i in paging]
+    lines += ["", f"Report: {summary.report_html} (Markdown: {summary.report_md})", f"Run: {summary.run_id}"]
+    payload = {
+        "event": "regression", "night": summary.night, "run_id": summary.run_id,
+        "report_md": summary.report_md, "report_html": summary.report_html,
+        "incidents": [i.to_dict() for i in paging],
+    }
+    return Alert(subject=subject, text="\n".join(lines), payload=payload)
+
+
+def failure_alert(night: str, run_id: str, failed: str, error: str, log_url: str = "") -> Alert:
+    """A nightly that did not finish (a failed task, or the whole run): someone must look before tomorrow."""
+    subject = f"vramwatch {night}: nightly failed at {failed}"
+    lines = [subject, "", f"Run: {run_id}", f"Error: {error or 'unknown'}"]
+    if log_url:
+        lines.append(f"Log: {log_url}")
+    payload = {"event": "failure", "night": night, "run_id": run_id, "failed": failed, "error": error,
+               "log_url": log_url}
+    return Alert(subject=subject, text="\n".join(lines), payload=payload)

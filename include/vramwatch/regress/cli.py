@@ -1,0 +1,36 @@
+"""`vramwatch regress`: detect regressions for a stored run and print the open incidents."""
+
+from __future__ import annotations
+
+import argparse
+
+from vramwatch.errors import UserError
+
+
+def _regress(args: argparse.Namespace) -> int:
+    from vramwatch.regress.detect import detect_for_run
+    from vramwatch.warehouse import Warehouse
+
+    warehouse = Warehouse()
+    runs = [r.run_id for r in warehouse.runs() if r.n_results]
+    if not runs:
+        raise UserError("the warehouse holds no run with results", "run `vramwatch nightly` first")
+    run_id = args.run or runs[0]
+    if run_id not in runs:
+        raise UserError(f"run {run_id!r} has no results in the warehouse", f"use one of: {', '.join(runs[:5])}")
+    tonight = detect_for_run(warehouse, run_id, save=not args.dry_run)
+    still_open = [i for i in tonight if i.state != "resolved"]
+    for incident in tonight:
+        label = "NEW " if incident.is_new else ""
+        print(f"#{incident.incident_id or '-'} {label}[{incident.state}] {incident.kind} "
+              f"since {incident.opened_night}: {incident.summary}")
+    print(f"run {run_id}: {len(still_open)} open incident(s), {sum(i.is_new for i in tonight)} new"
+          f"{' (dry run: nothing stored)' if args.dry_run else ''}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("regress", help="detect VRAM/throughput regressions of a run; print incidents")
+    parser.add_argument("--run", metavar="RUN_ID", help="run to check (default: the latest run with results)")
+    parser.add_argument("--dry-run", action="store_true", help="print what tonight's incidents would be; store none")
+    parser.set_defaults(func=_regress)

@@ -1,0 +1,96 @@
+"""The regress stage: tonight's run against its history -> incidents. Pure core first, the warehouse at the edge."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import pandas as pd
+
+from vramwatch.records import BenchConfig, BenchResult, Incident
+from vramwatch.regress.findings import Finding, Suspect
+from vramwatch.regress.history import HistoryError, split_tonight
+from vramwatch.regress.incidents import cutoffs_for, reconcile
+from vramwatch.regress.throughput import ThroughputParams, confirm, throughput_findings
+from vramwatch.regress.vram import Tolerances, memory_and_status_findings, vanished_findings
+
+if TYPE_CHECKING:
+    from vramwatch.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One environment's night: confirmed findings, throughput suspects awaiting a rerun, what ran."""
+
+    night: str
+    environment_id: str
+    findings: list[Finding]
+    suspects: list[Suspect]
+    tonight_status: dict[str, str]  # config_id -> status, for every config that ran tonight
+
+
+def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
+           tolerances: Tolerances = Tolerances(), params: ThroughputParams = ThroughputParams()) -> Detection:
+    """Every check over one environment's history (Warehouse.history(environment_id=...)) for run `run_id`.
+
+    open_incidents are that environment's open or acknowledged incidents: their configs keep the reference of
+    before the incident opened.
+    """
+    tonight, before = split_tonight(history, run_id)
+    environments = set(tonight["environment_id"])
+    if len(environments) != 1:
+        raise HistoryError(f"run {run_id!r} has rows of {len(environments)} environments; detect one at a time")
+    (environment_id,) = environments
+    before = before[before["environment_id"] == environment_id]
+    cutoffs = cutoffs_for(open_incidents)
+    findings = memory_and_status_findings(tonight, before, cutoffs, tolerances) + vanished_findings(
+        tonight, before, cutoffs)
+    confirmed, suspects = throughput_findings(tonight, before, cutoffs, params)
+    return Detection(night=str(tonight["night"].iloc[0]), environment_id=environment_id,
+                     findings=findings + confirmed, suspects=suspects,
+                     tonight_status=dict(zip(tonight["config_id"], tonight["status"])))
+
+
+def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
+                rerun_fn: Callable[[str], BenchResult] | None = None, tolerances: Tolerances = Tolerances(),
+                params: ThroughputParams = ThroughputParams()) -> list[Incident]:
+    """detect -> confirm suspects with rerun_fn(config_id) (none given: they wait for the next night) -> incidents."""
+    detection = detect(history, run_id, open_incidents, tolerances, params)
+    findings = detection.findings
+    if rerun_fn is not None and detection.suspects:
+        findings = findings + confirm(detection.suspects, rerun_fn, params)
+    return reconcile(findings, open_incidents, detection.night, detection.tonight_status)
+
+
+def detect_for_run(warehouse: Warehouse, run_id: str, rerun: Callable[[BenchConfig], BenchResult] | None = None,
+                   save: bool = True) -> list[Incident]:
+    """Detect over the warehouse for one run, per environment, and store the incidents (unless save is false).
+
+    rerun(config) benches a config again (the DAG passes the bench stage). Returns tonight's incidents: new ones,
+    open ones carried on and ones resolved tonight. Running it twice for a night stores nothing twice.
+    """
+    history = warehouse.history()
+    tonight, _ = split_tonight(history, run_id)
+    configs = {r.config.config_id: r.config for r in warehouse.results_for_run(run_id)} if rerun else {}
+    rerun_fn = (lambda config_id: rerun(configs[config_id])) if rerun else None
+    incidents: list[Incident] = []
+    for environment_id in sorted(set(tonight["environment_id"])):
+        open_now = warehouse.open_incidents(environment_id)
+        found = regressions(history[history["environment_id"] == environment_id], run_id, open_now, rerun_fn)
+        night = str(tonight["night"].iloc[0])
+        if save:
+            known = {_identity(i): i for i in warehouse.incidents(environment_id) if i.opened_night == night}
+            found = [warehouse.save_incident(_reuse(i, known), environment_id, night) for i in found]
+        incidents += found
+    return incidents
+
+
+def _identity(incident: Incident) -> tuple:
+    return incident.kind, incident.metric, tuple(incident.configs), incident.opened_night
+
+
+def _reuse(incident: Incident, known: dict[tuple, Incident]) -> Incident:
+    """A new incident already stored tonight (a retried task) updates that row instead of adding a twin."""
+    twin = known.get(_identity(incident)) if incident.incident_id is None else None
+    return incident if twin is None else Incident(**{**incident.__dict__, "incident_id": twin.incident_id})

@@ -1,0 +1,42 @@
+"""What the detectors return: one Finding per config and metric that is out of line tonight.
+
+Findings are per config; incidents (incidents.py) group the findings that share a cause.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# Incident kinds (vramwatch.records.Incident.kind) the detectors produce.
+VRAM, VRAM_IMPROVED, THROUGHPUT = "vram", "vram_improved", "throughput"
+STOPPED_FITTING, FAILING, VANISHED, OFFLOAD_STOPPED = "stopped_fitting", "failing", "vanished", "offload_stopped"
+
+
+@dataclass(frozen=True)
+class Finding:
+    kind: str
+    metric: str  # a history column (gpu_model_mib, tg_avg_ts, ...), or status / config / n_overridden_tensors
+    config_id: str
+    environment_id: str
+    model: str
+    quant: str
+    mode: str
+    before: float | None = None
+    after: float | None = None
+    delta_mib: float | None = None  # VRAM findings only
+    delta_pct: float | None = None
+    build_before: str = ""  # llama.cpp commit of the reference row
+    build_after: str = ""  # llama.cpp commit of tonight's row
+    detail: str = ""  # e.g. "ok -> oom"
+
+
+@dataclass(frozen=True)
+class Suspect:
+    """A throughput drop seen once tonight: not an incident until a rerun (or the next night) repeats it."""
+
+    config_id: str
+    environment_id: str
+    metric: str  # tg_avg_ts | pp_avg_ts
+    baseline_median: float
+    baseline_sigma: float
+    finding: Finding  # what it becomes if confirmed

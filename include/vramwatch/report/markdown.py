@@ -1,0 +1,24 @@
+"""Render a Report as Markdown in the seed's layout (header lines, key findings, one table per model, ...)."""
+
+from __future__ import annotations
+
+from vramwatch.report.tables import Table
+
+
+def table(t: Table, level: str = "##") -> str:
+    lines = [f"{level} {t.title}", "", "| " + " | ".join(t.header) + " |",
+             "|" + "|".join("---" for _ in t.header) + "|"]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in t.rows]
+    if not t.rows:
+        lines.append("| " + " | ".join(["(none)"] + [""] * (len(t.header) - 1)) + " |")
+    if t.note:
+        lines += ["", f"_{t.note}_"]
+    return "\n".join(lines)
+
+
+def render(title: str, header: list[tuple[str, str]], findings: list[str], sections: list[Table]) -> str:
+    parts = [f"# {title}", "", "  \n".join(f"**{label}**: {value}" for label, value in header), "", "---", "",
+             "## Key Findings", "", *(f"- {b}" for b in findings), ""]
+    for section in sections:
+        parts += ["---", "", table(section), ""]
+    return "\n".join(parts)

@@ -1,0 +1,275 @@
+"""The report's tables as data: the seed table per model, fits-on-a-GPU, change against the previous build, the
+partial-offload sweep, and key findings. Pure functions over records and the history frame; markdown.py and the
+HTML template render the same `Table`s, so both reports always say the same thing.
+
+Units follow the seed: "GB" is GiB (1024^3 bytes), VRAM is llama.cpp's GPU model + KV + compute buffers. Where no
+GPU was measured a cell says "no GPU"; where a config failed it shows its status: never a zero that looks measured.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+
+from vramwatch.records import GIB, MIB, BenchResult, Incident, Record
+from vramwatch.regress.history import number, split_tonight
+
+NO_GPU, MISSING = "no GPU", "–"
+GPU_SIZES_GB = (8, 12, 16, 24, 48, 80, 141)
+SEED_HEADER = ["Quantization", "File Size", "VRAM Baseline", "VRAM Offload", "VRAM Saved", "Reduction %",
+               "pp tok/s Baseline", "tg tok/s Baseline", "pp tok/s Offload", "tg tok/s Offload", "N"]
+
+
+@dataclass(frozen=True)
+class Table:
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class ModeNumbers(Record):
+    """One mode of one model x quant: its status and, when ok, what it measured (None = not measured)."""
+
+    status: str
+    vram_gib: float | None = None
+    pp_ts: float | None = None
+    tg_ts: float | None = None
+    reps: int = 0
+
+
+@dataclass(frozen=True)
+class SeedRow(Record):
+    """One line of the seed's table: a model at one quantization, baseline against offload."""
+
+    model: str
+    quant: str
+    file_bytes: int
+    has_gpu: bool
+    baseline: ModeNumbers | None = None
+    offload: ModeNumbers | None = None
+    vram_saved_gib: float | None = None
+    reduction_pct: float | None = None
+
+
+def _mode_numbers(result: BenchResult) -> ModeNumbers:
+    if not result.ok:
+        return ModeNumbers(status=result.status, reps=result.config.reps)
+    return ModeNumbers(status="ok", vram_gib=result.memory.vram_gib, pp_ts=result.pp.avg_ts if result.pp else None,
+                       tg_ts=result.tg.avg_ts if result.tg else None, reps=result.config.reps)
+
+
+def seed_table_rows(results: Sequence[BenchResult]) -> list[SeedRow]:
+    """The seed table as data, one row per model x quant in the order results came (partial modes left out)."""
+    cells: dict[tuple[str, str], dict[str, BenchResult]] = {}
+    for r in results:
+        if r.config.mode in ("baseline", "offload"):
+            cells.setdefault((r.config.model.model, r.config.model.quant), {})[r.config.mode] = r
+    rows = []
+    for (model, quant), modes in cells.items():
+        first = next(iter(modes.values()))
+        baseline, offload = (_mode_numbers(modes[m]) if m in modes else None for m in ("baseline", "offload"))
+        has_gpu = any(r.memory.has_gpu or r.fingerprint.gpu_count > 0 for r in modes.values())
+        saved = reduction = None
+        if baseline and offload and baseline.vram_gib is not None and offload.vram_gib is not None:
+            saved = baseline.vram_gib - offload.vram_gib
+            reduction = 100.0 * saved / baseline.vram_gib if baseline.vram_gib else None
+        rows.append(SeedRow(model=model, quant=quant, file_bytes=first.config.model.file_bytes, has_gpu=has_gpu,
+                            baseline=baseline, offload=offload, vram_saved_gib=saved, reduction_pct=reduction))
+    return rows
+
+
+# --------------------------------------------------------------------------------------------- cell formats
+
+
+def size(n_bytes: float) -> str:
+    return f"{n_bytes / GIB:.1f} GB" if n_bytes >= GIB else f"{n_bytes / MIB:.1f} MB"
+
+
+def gib(value: float | None, has_gpu: bool) -> str:
+    if not has_gpu:
+        return NO_GPU
+    return MISSING if value is None else f"{value:.2f} GB"
+
+
+def _vram_cell(mode: ModeNumbers | None, has_gpu: bool) -> str:
+    if mode is None:
+        return MISSING
+    return mode.status if mode.status != "ok" else gib(mode.vram_gib, has_gpu)
+
+
+def _speed_cell(mode: ModeNumbers | None, which: str) -> str:
+    if mode is None:
+        return MISSING
+    if mode.status != "ok":
+        return mode.status
+    value = getattr(mode, which)
+    return MISSING if value is None else f"{value:.1f}"
+
+
+def seed_tables(rows: Sequence[SeedRow]) -> list[Table]:
+    tables: dict[str, list[list[str]]] = {}
+    for row in rows:
+        reps = sorted({m.reps for m in (row.baseline, row.offload) if m})
+        reduction = (NO_GPU if not row.has_gpu else
+                     MISSING if row.reduction_pct is None else f"**{row.reduction_pct:.1f}%**")
+        tables.setdefault(row.model, []).append([
+            f"**{row.quant}**", size(row.file_bytes), _vram_cell(row.baseline, row.has_gpu),
+            _vram_cell(row.offload, row.has_gpu),
+            gib(row.vram_saved_gib, row.has_gpu) if row.has_gpu else NO_GPU, reduction,
+            _speed_cell(row.baseline, "pp_ts"), _speed_cell(row.baseline, "tg_ts"),
+            _speed_cell(row.offload, "pp_ts"), _speed_cell(row.offload, "tg_ts"), "/".join(map(str, reps)),
+        ])
+    return [Table(f"{model} Quantizations", SEED_HEADER, body) for model, body in tables.items()]
+
+
+# --------------------------------------------------------------------------------------------- fits on a GPU
+
+
+def needed_mib(result: BenchResult) -> float | None:
+    """GPU memory a config needs: NVML's per-process figure (buffers + CUDA context) when known, else the buffers
+    plus the measured context. None without a GPU or without a result."""
+    memory = result.memory
+    if not result.ok or not memory.has_gpu:
+        return None
+    if memory.nvml_process_mib is not None:
+        return memory.nvml_process_mib
+    buffers = memory.gpu_model_mib + memory.gpu_kv_mib + memory.gpu_compute_mib + memory.gpu_output_mib
+    return buffers + (memory.cuda_context_mib or 0.0)
+
+
+def fits_table(results: Sequence[BenchResult]) -> Table:
+    """Per model x quant and GPU size, the cheapest mode that fits (baseline beats offload: it is faster)."""
+    by_cell: dict[tuple[str, str], dict[str, float | None]] = {}
+    for r in results:
+        if r.config.mode in ("baseline", "offload"):
+            by_cell.setdefault((r.config.model.model, r.config.model.quant), {})[r.config.mode] = needed_mib(r)
+    has_gpu = any(r.memory.has_gpu for r in results)
+    rows = []
+    for (model, quant), need in by_cell.items():
+        cells = []
+        for gb in GPU_SIZES_GB:
+            fitting = [m for m in ("baseline", "offload") if need.get(m) is not None and need[m] <= gb * 1024]
+            cells.append(NO_GPU if not has_gpu else fitting[0] if fitting else "does not fit")
+        rows.append([model, quant, *cells])
+    note = ("Needs = NVML per-process GPU memory (buffers + CUDA context) of tonight's run; a size fits when the need "
+            "is at most that many GiB.")
+    return Table("Fits on a GPU of", ["Model", "Quantization", *(f"{gb} GB" for gb in GPU_SIZES_GB)], rows, note)
+
+
+# --------------------------------------------------------------------------------------------- change, sweep
+
+
+def _pct(before: float | None, after: float | None) -> str:
+    if before is None or after is None or not before:
+        return MISSING
+    return f"{100.0 * (after - before) / before:+.1f}%"
+
+
+def changes_table(history: pd.DataFrame, run_id: str) -> Table | None:
+    """Each config tonight against the previous run with results on the same environment (None on the first)."""
+    tonight, before = split_tonight(history, run_id)
+    before = before[before["environment_id"].isin(set(tonight["environment_id"]))]
+    if before.empty:
+        return None
+    previous = before[before["run_id"] == before["run_id"].iloc[-1]].set_index("config_id")
+    rows = []
+    for _, now in tonight.iterrows():
+        cid = now["config_id"]
+        if cid not in previous.index:
+            rows.append([cid, f"new ({now['status']})", MISSING, MISSING, MISSING])
+            continue
+        old = previous.loc[cid]
+        status = now["status"] if old["status"] == now["status"] else f"{old['status']} -> {now['status']}"
+        vram_old, vram_new = number(old["vram_gib"]), number(now["vram_gib"])
+        measured = [number(r["gpu_total_mib"]) is not None for r in (old, now) if r["status"] == "ok"]
+        vram = (NO_GPU if measured and not any(measured) else
+                MISSING if vram_old is None or vram_new is None else
+                f"{vram_old:.2f} -> {vram_new:.2f} GB ({(vram_new - vram_old) * 1024:+.0f} MiB)")
+        rows.append([cid, status, vram, _pct(number(old["tg_avg_ts"]), number(now["tg_avg_ts"])),
+                     _pct(number(old["pp_avg_ts"]), number(now["pp_avg_ts"]))])
+    title = f"Change against the previous build (llama.cpp {previous['llama_cpp_commit'].iloc[0]} -> " \
+            f"{tonight['llama_cpp_commit'].iloc[0]}, night {previous['night'].iloc[0]})"
+    return Table(title, ["Config", "Status", "VRAM", "tg tok/s", "pp tok/s"], rows)
+
+
+def sweep_points(results: Sequence[BenchResult]) -> dict[tuple[str, str], list[tuple[int, BenchResult]]]:
+    """Per model x quant with partial configs: (n_cpu_moe, result) from all-on-GPU (0) to all experts on the CPU
+    (n_layer), sorted. Baseline and offload are the sweep's two ends."""
+    sweeps: dict[tuple[str, str], list[tuple[int, BenchResult]]] = {}
+    for r in results:
+        if r.config.mode == "partial":
+            sweeps.setdefault((r.config.model.model, r.config.model.quant), [])
+    for r in results:
+        key = (r.config.model.model, r.config.model.quant)
+        if key in sweeps:
+            n = {"baseline": 0, "offload": r.config.model.n_layer}.get(r.config.mode, r.config.n_cpu_moe)
+            sweeps[key].append((n, r))
+    return {key: sorted(points, key=lambda p: p[0]) for key, points in sweeps.items()}
+
+
+def sweep_tables(results: Sequence[BenchResult]) -> list[Table]:
+    tables = []
+    for (model, quant), points in sweep_points(results).items():
+        rows = [[str(n), r.config.mode, r.status if not r.ok else gib(r.memory.vram_gib, r.memory.has_gpu),
+                 _speed_cell(_mode_numbers(r), "tg_ts"), _speed_cell(_mode_numbers(r), "pp_ts"),
+                 str(r.n_overridden_tensors)] for n, r in points]
+        tables.append(Table(f"Partial offload sweep: {model} {quant}",
+                            ["n_cpu_moe", "Mode", "VRAM", "tg tok/s", "pp tok/s", "Tensors on CPU"], rows))
+    return tables
+
+
+def incidents_table(incidents: Sequence[Incident]) -> Table:
+    rows = [[str(i.incident_id or MISSING), "NEW" if i.is_new else "", i.state, i.kind, i.opened_night, i.summary]
+            for i in incidents]
+    return Table("Incidents", ["#", "", "State", "Kind", "Since", "Summary"], rows)
+
+
+# --------------------------------------------------------------------------------------------- prose
+
+
+def device_of(results: Sequence[BenchResult]) -> str:
+    prints = [r.fingerprint for r in results if r.fingerprint.cpu_model or r.fingerprint.gpu_name]
+    if not prints:
+        return "unknown"
+    fp = prints[0]
+    if fp.gpu_name:
+        cuda = f", CUDA {fp.cuda_version}" if fp.cuda_version else ""
+        return f"{fp.gpu_count}x {fp.gpu_name} (driver {fp.gpu_driver}{cuda}), {fp.cpu_model}"
+    return f"no GPU: {fp.cpu_model}, {fp.cpu_cores} cores, {fp.ram_gib:.0f} GiB RAM"
+
+
+def key_findings(rows: Sequence[SeedRow], results: Sequence[BenchResult], incidents: Sequence[Incident]) -> list[str]:
+    """Bullets written from tonight's numbers, per model, like the seed's Key Findings."""
+    bullets = []
+    if rows and not any(r.has_gpu for r in rows):
+        bullets.append("No GPU on this machine: VRAM was not measured (cells say 'no GPU'); throughput is CPU only.")
+    for model in dict.fromkeys(r.model for r in rows):
+        mine = [r for r in rows if r.model == model]
+        reductions = [r.reduction_pct for r in mine if r.reduction_pct is not None]
+        if reductions:
+            bullets.append(f"**{model}**: offload cuts VRAM by {min(reductions):.1f}% - {max(reductions):.1f}%"
+                           f" across {len(reductions)} quantization(s).")
+        kept = [r.offload.vram_gib for r in mine if r.offload and r.offload.vram_gib is not None]
+        if kept:
+            bullets.append(f"**{model}**: offload keeps {min(kept):.2f} - {max(kept):.2f} GB on the GPU.")
+        ratios = [r.baseline.tg_ts / r.offload.tg_ts for r in mine
+                  if r.baseline and r.offload and r.baseline.tg_ts and r.offload.tg_ts]
+        if ratios:
+            ratios.sort()
+            bullets.append(f"**{model}**: token generation with offload runs at "
+                           f"{100.0 / ratios[len(ratios) // 2]:.0f}% of baseline speed (median over quants).")
+    failed = [r for r in results if not r.ok]
+    if failed:
+        listed = ", ".join(f"{r.config.config_id} ({r.status})" for r in failed)
+        bullets.append(f"{len(failed)} config(s) produced no numbers: {listed}.")
+    else:
+        bullets.append(f"All {len(results)} configs ran.")
+    new = [i for i in incidents if i.pages]
+    open_ = [i for i in incidents if i.state != "resolved"]
+    bullets.append(f"{len(new)} new regression incident(s), {len(open_)} open." if incidents else
+                   "No regressions against history.")
+    return bullets

@@ -1,0 +1,116 @@
+"""write_report: one night's Markdown and HTML under reports/<night>/, copied to reports/latest.{md,html}.
+
+Pure over records and the history frame (the warehouse wrapper `report_for_run` sits at the end). latest.* are
+copies, not symlinks: the DAG, tests and people opening them from a checkout all read plain files.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import jinja2
+import pandas as pd
+from markupsafe import Markup, escape
+
+from vramwatch.errors import UserError
+from vramwatch.records import BenchResult, Incident, NightSummary, RunRecord
+from vramwatch.report import markdown, plots
+from vramwatch.report.tables import (
+    Table,
+    changes_table,
+    device_of,
+    fits_table,
+    incidents_table,
+    key_findings,
+    seed_table_rows,
+    seed_tables,
+    sweep_tables,
+)
+
+if TYPE_CHECKING:
+    from vramwatch.warehouse import Warehouse
+
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+def _inline(text: str) -> Markup:
+    """Markdown's **bold** as <strong>, everything else escaped."""
+    return Markup(re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", str(escape(text))))
+
+
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
+                             undefined=jinja2.StrictUndefined)
+    env.filters["inline"] = _inline
+    return env
+
+
+def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[str, str]]:
+    reps = sorted({r.config.reps for r in results})
+    return [
+        ("Test Date", run.night),
+        ("Build", f"llama-cpp-python {run.llama_cpp_python_version or run.build_version} with llama.cpp "
+                  f"{run.llama_cpp_commit or 'unknown'} ({run.backend or 'unknown'} backend)"),
+        ("Device", device_of(results)),
+        ("Runs per config", "N=" + "/".join(map(str, reps)) + " (averaged below)" if reps else "none"),
+        ("Results", f"{len(results)} stored, {run.n_quarantined} quarantined (run {run.run_id})"),
+    ]
+
+
+def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame,
+                 incidents: Sequence[Incident], out_dir: Path | str) -> tuple[Path, Path]:
+    """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
+
+    history is Warehouse.history() for this run's environment (it must hold the run itself).
+    """
+    out_dir = Path(out_dir)
+    rows = seed_table_rows(results)
+    sections: list[Table] = [*seed_tables(rows), fits_table(results)]
+    change = changes_table(history, run.run_id) if run.run_id in set(history["run_id"]) else None
+    sections += [change] if change else []
+    sections += [*sweep_tables(results), incidents_table(incidents)]
+    title = f"vramwatch nightly: {run.night}"
+    header = header_lines(run, results)
+    findings = key_findings(rows, results, incidents)
+
+    figures = {"VRAM by component (stacked)": plots.vram_by_component(results),
+               "Baseline vs offload": plots.baseline_vs_offload(rows),
+               "History per config (red: incident opened)": plots.history(history, incidents),
+               "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
+    html = _environment().get_template("summary.html.j2").render(
+        title=title, header=header, findings=findings, sections=sections,
+        plots=[(caption, png) for caption, png in figures.items() if png],
+        missing_plots=[caption for caption, png in figures.items() if not png])
+
+    night_dir = out_dir / run.night
+    night_dir.mkdir(parents=True, exist_ok=True)
+    md_path, html_path = night_dir / "summary.md", night_dir / "summary.html"
+    md_path.write_text(markdown.render(title, header, findings, sections))
+    html_path.write_text(html)
+    shutil.copyfile(md_path, out_dir / "latest.md")
+    shutil.copyfile(html_path, out_dir / "latest.html")
+    return md_path, html_path
+
+
+def _run(warehouse: Warehouse, run_id: str) -> RunRecord:
+    for run in warehouse.runs():
+        if run.run_id == run_id:
+            return run
+    raise UserError(f"run {run_id!r} is not in the warehouse", "list runs with `vramwatch regress` or pass --night")
+
+
+def report_for_run(warehouse: Warehouse, run_id: str, incidents: Sequence[Incident],
+                   reports_dir: Path | str) -> NightSummary:
+    """Read the run and its environment's history from the warehouse, write the report, return the night summary."""
+    run = _run(warehouse, run_id)
+    results = warehouse.results_for_run(run_id)
+    environments = {r.fingerprint.environment_id for r in results}
+    history = warehouse.history()
+    history = history[history["environment_id"].isin(environments)]
+    md_path, html_path = write_report(run, results, history, incidents, reports_dir)
+    return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
+                        n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(incidents))

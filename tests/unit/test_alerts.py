@@ -1,0 +1,214 @@
+"""Alerts: messages say what regressed, by how much, where and between which builds; delivery reaches real
+receivers on 127.0.0.1 (an HTTP server for the webhook and for Slack's webhook format, a small SMTP server)."""
+
+from __future__ import annotations
+
+import email
+import json
+import socketserver
+import threading
+from email import policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from vramwatch.alerts import AlertChannels, AlertDeliveryError, deliver, failure_alert, regression_alert, send_alerts
+from vramwatch.alerts.airflow_notifiers import notifiers, notify_dag_failure
+from vramwatch.records import Incident, NightSummary
+
+
+def incident(is_new: bool = True, kind: str = "vram", **changes) -> Incident:
+    fields = dict(incident_id=3, kind=kind, metric="gpu_compute_mib", state="open",
+                  configs=["phi-3.5-moe/Q2_K/offload", "deepseek-moe-16b/Q2_K/offload"],
+                  summary="VRAM gpu_compute_mib +64 MiB / +31.3% on 2 config(s) (offload only)", delta_mib=64.0,
+                  delta_pct=31.3, build_before="b5039", build_after="b5040", opened_night="2026-02-10",
+                  is_new=is_new)
+    return Incident(**{**fields, **changes})
+
+
+def summary(*incidents: Incident) -> NightSummary:
+    return NightSummary(night="2026-02-10", run_id="scheduled__2026-02-10", report_md="/r/2026-02-10/summary.md",
+                        report_html="/r/2026-02-10/summary.html", n_results=12, n_quarantined=0,
+                        incidents=list(incidents))
+
+
+# --------------------------------------------------------------------------------------------- receivers
+
+
+class HttpReceiver(ThreadingHTTPServer):
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(200)
+                self.end_headers()
+                self.wfile.write(b"ok")
+
+            def log_message(self, *args) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+class SmtpReceiver(socketserver.ThreadingTCPServer):
+    """Enough of RFC 5321 for smtplib: greeting, EHLO, MAIL, RCPT, DATA, QUIT. Keeps each message it accepts."""
+
+    daemon_threads = True
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
+        receiver = self
+
+        class Handler(socketserver.StreamRequestHandler):
+            def reply(self, line: str) -> None:
+                self.wfile.write(line.encode() + b"\r\n")
+
+            def handle(self) -> None:
+                self.reply("220 127.0.0.1 test SMTP")
+                recipients: list[str] = []
+                while line := self.rfile.readline().decode().rstrip("\r\n"):
+                    verb = line.split(" ", 1)[0].upper()
+                    if verb in ("EHLO", "HELO"):
+                        self.reply("250 127.0.0.1")
+                    elif verb == "MAIL":
+                        recipients = []
+                        self.reply("250 OK")
+                    elif verb == "RCPT":
+                        recipients.append(line.split(":", 1)[1].strip(" <>"))
+                        self.reply("250 OK")
+                    elif verb == "DATA":
+                        self.reply("354 end with <CRLF>.<CRLF>")
+                        data = []
+                        while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
+                            data.append(chunk[1:] if chunk.startswith(b"..") else chunk)
+                        message = email.message_from_bytes(b"".join(data), policy=policy.default)
+                        receiver.messages.append((recipients, message))
+                        self.reply("250 OK queued")
+                    elif verb == "QUIT":
+                        self.reply("221 bye")
+                        return
+                    else:
+                        self.reply("250 OK")
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+def serving(server):
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    return server
+
+
+@pytest.fixture
+def receivers():
+    webhook, slack, smtp = serving(HttpReceiver()), serving(HttpReceiver()), serving(SmtpReceiver())
+    channels = AlertChannels(webhook_url=webhook.url, smtp_host="127.0.0.1", smtp_port=smtp.server_address[1],
+                             email_to=["gpu-ops@example.com", "oncall@example.com"], slack_webhook_url=slack.url)
+    yield channels, webhook, slack, smtp
+    for server in (webhook, slack, smtp):
+        server.shutdown()
+        server.server_close()
+
+
+# --------------------------------------------------------------------------------------------- messages
+
+
+def test_a_regression_alert_says_what_how_much_where_and_which_builds():
+    alert = regression_alert(summary(incident(), incident(is_new=False, incident_id=1, metric="gpu_kv_mib")))
+
+    assert alert.subject == "vramwatch 2026-02-10: 1 new regression(s) on llama.cpp b5040"
+    assert "gpu_compute_mib (+64 MiB, +31.3%) on phi-3.5-moe/Q2_K/offload, deepseek-moe-16b/Q2_K/offload" in alert.text
+    assert "llama.cpp b5039 -> b5040" in alert.text
+    assert "Report: /r/2026-02-10/summary.html" in alert.text
+    assert "gpu_kv_mib" not in alert.text  # a known regression is not re-sent
+    assert [i["incident_id"] for i in alert.payload["incidents"]] == [3]
+    assert alert.payload["report_md"] == "/r/2026-02-10/summary.md"
+
+
+def test_no_paging_incident_no_alert():
+    assert regression_alert(summary()) is None
+    assert regression_alert(summary(incident(is_new=False), incident(kind="vram_improved", delta_mib=-512.0))) is None
+
+
+# --------------------------------------------------------------------------------------------- delivery
+
+
+def test_send_alerts_reaches_every_channel(receivers):
+    channels, webhook, slack, smtp = receivers
+
+    assert send_alerts(summary(incident()), channels) == 3
+
+    (body,) = webhook.bodies
+    assert body["event"] == "regression" and body["incidents"][0]["delta_mib"] == 64.0
+    (slack_body,) = slack.bodies
+    assert "+64 MiB, +31.3%" in slack_body["text"] and "b5039 -> b5040" in slack_body["text"]
+    ((recipients, message),) = smtp.messages
+    assert recipients == ["gpu-ops@example.com", "oncall@example.com"]
+    assert message["Subject"] == "vramwatch 2026-02-10: 1 new regression(s) on llama.cpp b5040"
+    assert "deepseek-moe-16b/Q2_K/offload" in message.get_content()
+
+
+def test_nothing_new_sends_nothing(receivers):
+    channels, webhook, slack, smtp = receivers
+
+    assert send_alerts(summary(incident(is_new=False)), channels) == 0
+    assert (webhook.bodies, slack.bodies, smtp.messages) == ([], [], [])
+
+
+def test_a_dead_channel_fails_loudly_after_the_others_delivered(receivers):
+    channels, webhook, _, smtp = receivers
+    dead = AlertChannels(webhook_url=webhook.url, smtp_host="127.0.0.1", smtp_port=smtp.server_address[1],
+                         email_to=["a@example.com"], slack_webhook_url="http://127.0.0.1:9/nothing-listens")
+
+    with pytest.raises(AlertDeliveryError, match="slack"):
+        deliver(failure_alert("2026-02-10", "r1", "bench", "boom"), dead)
+    assert len(webhook.bodies) == 1 and len(smtp.messages) == 1
+
+
+def test_channels_from_env(monkeypatch):
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", "http://127.0.0.1:1/h")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", "mail.local:2525")
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "a@x, b@x")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SLACK_WEBHOOK", "https://hooks.slack.com/services/T/B/X")
+
+    channels = AlertChannels.from_env()
+
+    assert (channels.smtp_host, channels.smtp_port, channels.email_to) == ("mail.local", 2525, ["a@x", "b@x"])
+    assert channels.slack_webhook_url.startswith("https://hooks.slack.com/")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", "mail.local:smtp")
+    with pytest.raises(Exception, match="host:port"):
+        AlertChannels.from_env()
+
+
+def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch):
+    channels, webhook, _, smtp = receivers
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", channels.webhook_url)
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp_port}")
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
+
+    class TaskInstance:
+        task_id, log_url = "build_engine", "http://airflow/log/1"
+
+    context = {"ds": "2026-02-10", "run_id": "scheduled__2026-02-10", "ti": TaskInstance(),
+               "exception": RuntimeError("nvcc: command not found")}
+    assert notify_dag_failure(context) == 2
+
+    (body,) = webhook.bodies
+    assert (body["event"], body["failed"], body["error"]) == ("failure", "build_engine", "nvcc: command not found")
+    ((_, message),) = smtp.messages
+    assert message["Subject"] == "vramwatch 2026-02-10: nightly failed at build_engine"
+
+
+def test_airflow_notifiers_are_the_providers_own():
+    slack, smtp = notifiers(email_to=["oncall@example.com"])
+
+    assert type(slack).__name__ == "SlackWebhookNotifier" and slack.slack_webhook_conn_id == "vramwatch_slack"
+    assert type(smtp).__name__ == "SmtpNotifier" and smtp.to == ["oncall@example.com"]
+    assert notifiers(slack_conn_id=None, email_to=None) == []

@@ -1,0 +1,162 @@
+"""The nightly report: the seed's table per model, honest 'no GPU' cells, fits/change/sweep tables, embedded plots."""
+
+from __future__ import annotations
+
+import argparse
+import re
+
+import pandas as pd
+import pytest
+from sample_results import night, replace, result
+
+from vramwatch.records import BuildRecord, BuildRequest, Incident, RunRecord, ValidatedNight
+from vramwatch.report import NO_GPU, report_for_run, seed_table_rows, write_report
+from vramwatch.report.cli import register
+from vramwatch.warehouse import Warehouse, flatten
+
+SEED_HEADER = "| Quantization | File Size | VRAM Baseline | VRAM Offload | VRAM Saved | Reduction % |"
+
+
+def run_record(run_id: str = "run001", night_: str = "2026-01-02") -> RunRecord:
+    return RunRecord(run_id=run_id, night=night_, trigger="test", status="stored", started="", ended="",
+                     build_version="0.3.36", llama_cpp_python_version="0.3.36", llama_cpp_commit="b5001",
+                     backend="cuda", n_quarantined=1)
+
+
+def history_of(*nights) -> pd.DataFrame:
+    return pd.DataFrame([{**flatten(r), "night": f"2026-01-0{i + 1}", "run_id": f"run{i:03d}",
+                          "llama_cpp_commit": f"b{5000 + i}"} for i, results in enumerate(nights) for r in results])
+
+
+def markdown_rows(md: str, model: str) -> list[list[str]]:
+    """The body rows of one model's seed table."""
+    section = md.split(f"## {model} Quantizations", 1)[1].split("\n---\n", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("| **")]
+    return [[cell.strip() for cell in line.strip("|").split("|")] for line in lines]
+
+
+@pytest.fixture
+def gpu_night():
+    results = night(n_cpu_moe_sweep=(4, 8)) + [result("phi-3.5-moe", "Q8_0", "baseline", status="oom"),
+                                               result("phi-3.5-moe", "Q8_0", "offload")]
+    return results, history_of(results, results)
+
+
+def test_seed_table_rows_are_data(gpu_night):
+    results, _ = gpu_night
+    rows = {(r.model, r.quant): r for r in seed_table_rows(results)}
+
+    assert list(rows) == [("deepseek-moe-16b", "Q2_K"), ("deepseek-moe-16b", "Q4_K_M"), ("phi-3.5-moe", "Q2_K"),
+                          ("phi-3.5-moe", "Q4_K_M"), ("phi-3.5-moe", "Q8_0")]
+    q4 = rows[("deepseek-moe-16b", "Q4_K_M")]
+    assert q4.baseline.vram_gib == pytest.approx((10_010 + 1_024 + 204.5) / 1024)
+    assert q4.offload.vram_gib == pytest.approx((640 + 1_024 + 204.5) / 1024)
+    assert q4.reduction_pct == pytest.approx(100 * (10_010 - 640) / (10_010 + 1_024 + 204.5))
+    assert (q4.baseline.tg_ts, q4.offload.tg_ts, q4.baseline.reps) == (118.0, 31.0, 5)
+    q8 = rows[("phi-3.5-moe", "Q8_0")]
+    assert (q8.baseline.status, q8.baseline.vram_gib, q8.vram_saved_gib) == ("oom", None, None)
+
+
+def test_markdown_has_the_seed_table_per_model_with_speed_and_failures(gpu_night, tmp_path):
+    results, history = gpu_night
+    md_path, html_path = write_report(run_record(), results, history, [], tmp_path)
+
+    md = md_path.read_text()
+    assert md_path == tmp_path / "2026-01-02" / "summary.md" and html_path.name == "summary.html"
+    assert "**Test Date**: 2026-01-02" in md and "llama-cpp-python 0.3.36 with llama.cpp b5001" in md
+    assert "NVIDIA H100 80GB HBM3" in md and "N=5" in md
+    assert md.count(SEED_HEADER) == 2
+    deepseek = markdown_rows(md, "deepseek-moe-16b")
+    assert [row[0] for row in deepseek] == ["**Q2_K**", "**Q4_K_M**"]
+    assert deepseek[1][:6] == ["**Q4_K_M**", "10.9 GB", "10.98 GB", "1.82 GB", "9.15 GB", "**83.4%**"]
+    assert deepseek[1][6:] == ["4100.0", "118.0", "820.0", "31.0", "5"]
+    q8 = markdown_rows(md, "phi-3.5-moe")[2]
+    assert q8[2] == "oom" and q8[3] == "2.59 GB" and q8[6] == "oom"
+    assert "phi-3.5-moe/Q8_0/baseline (oom)" in md  # key findings name the failure
+    assert "offload cuts VRAM by 77.7% - 83.4%" in md
+
+
+def test_no_gpu_cells_say_so_and_never_show_zeros(tmp_path):
+    results = night(gpu=False)
+    md_path, html_path = write_report(run_record(), results, history_of(results, results), [], tmp_path)
+
+    md = md_path.read_text()
+    for row in markdown_rows(md, "deepseek-moe-16b") + markdown_rows(md, "phi-3.5-moe"):
+        assert row[2:6] == [NO_GPU] * 4
+        assert row[7] == "9.5"  # CPU throughput is still measured
+    assert "0.00 GB" not in md and "No GPU on this machine" in md
+    fits = md.split("## Fits on a GPU of", 1)[1].split("\n---\n", 1)[0]
+    assert fits.count(NO_GPU) == 4 * 7
+    html = html_path.read_text()
+    assert "VRAM by component (stacked): nothing measured to draw" in html
+    assert len(re.findall(r'<img alt="[^"]+" src="data:image/png;base64,[A-Za-z0-9+/=]{500,}"', html)) == 2
+
+
+def test_html_embeds_every_plot_and_latest_are_copies(gpu_night, tmp_path):
+    results, history = gpu_night
+    md_path, html_path = write_report(run_record(), results, history, [], tmp_path)
+
+    html = html_path.read_text()
+    captions = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,[A-Za-z0-9+/=]{500,}"', html)
+    assert captions == ["VRAM by component (stacked)", "Baseline vs offload", "History per config (red: incident "
+                        "opened)", "Partial offload sweep: VRAM and tg against n_cpu_moe"]
+    assert "<td><strong>Q4_K_M</strong></td>" in html and "<td>10.98 GB</td>" in html
+    for latest, night_file in ((tmp_path / "latest.md", md_path), (tmp_path / "latest.html", html_path)):
+        assert not latest.is_symlink() and latest.read_text() == night_file.read_text()
+
+
+def test_fits_change_sweep_and_incident_sections(gpu_night, tmp_path):
+    results, history = gpu_night
+    tonight = [replace(r, memory__gpu_compute_mib=r.memory.gpu_compute_mib + 64)
+               if r.config.config_id == "phi-3.5-moe/Q2_K/offload" else r for r in results]
+    incident = Incident(incident_id=7, kind="vram", metric="gpu_compute_mib", state="open",
+                        configs=["phi-3.5-moe/Q2_K/offload"], summary="VRAM gpu_compute_mib +64 MiB / +4.3%",
+                        delta_mib=64.0, delta_pct=4.3, opened_night="2026-01-02", is_new=True)
+
+    md_path, _ = write_report(run_record(), tonight, history_of(results, tonight), [incident], tmp_path)
+
+    md = md_path.read_text()
+    fits = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:10]]
+            for line in md.split("## Fits on a GPU of", 1)[1].split("\n---\n", 1)[0].splitlines()
+            if line.startswith("| deepseek") or line.startswith("| phi")}
+    # deepseek Q4_K_M: baseline needs 10010 + 1850 MiB (NVML) > 8 GiB, offload 2490 MiB fits
+    assert fits["deepseek-moe-16b Q4_K_M"] == ["offload", "baseline", "baseline", "baseline", "baseline", "baseline",
+                                               "baseline"]
+    assert fits["phi-3.5-moe Q4_K_M"][:4] == ["offload"] * 4 and fits["phi-3.5-moe Q4_K_M"][4] == "baseline"
+    assert "## Change against the previous build (llama.cpp b5000 -> b5001, night 2026-01-01)" in md
+    assert "| phi-3.5-moe/Q2_K/offload | ok | 1.49 -> 1.56 GB (+64 MiB) | +0.0% | +0.0% |" in md
+    assert "| phi-3.5-moe/Q8_0/baseline | oom | – | – | – |" in md
+    sweep = md.split("## Partial offload sweep: deepseek-moe-16b Q2_K", 1)[1].split("\n---\n", 1)[0]
+    assert [line.split("|")[1].strip() for line in sweep.splitlines() if line.startswith("| ")][1:] == \
+        ["0", "4", "8", "28"]
+    assert "| 7 | NEW | open | vram | 2026-01-02 | VRAM gpu_compute_mib +64 MiB / +4.3% |" in md
+    assert "1 new regression incident(s), 1 open." in md
+
+
+def test_report_for_run_and_cli_read_the_warehouse(tmp_path, monkeypatch, capsys):
+    warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+    results = night(gpu=False)
+    for i in range(2):
+        build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
+                            llama_cpp_python_version="0.3.36", llama_cpp_commit=f"b500{i}",
+                            built_at=f"2026-01-0{i + 1}T01:00:00+00:00")
+        warehouse.start_run(f"run{i}", f"2026-01-0{i + 1}", build, "test")
+        warehouse.store_night(f"run{i}", ValidatedNight(accepted=results, quarantined=[]))
+        warehouse.finish_run(f"run{i}", "stored")
+
+    summary = report_for_run(warehouse, "run1", [], tmp_path / "reports")
+    assert (summary.night, summary.n_results, summary.incidents) == ("2026-01-02", 8, [])
+    assert "llama.cpp b5001 (cpu backend)" in (tmp_path / "reports" / "latest.md").read_text()
+
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", warehouse.url)
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "again"))
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    args = parser.parse_args(["report", "--night", "2026-01-01"])
+    assert args.func(args) == 0
+    assert "report for 2026-01-01 (run run0)" in capsys.readouterr().out
+    assert "**Test Date**: 2026-01-01" in (tmp_path / "again" / "latest.md").read_text()
+    args = parser.parse_args(["report", "--night", "2025-12-31"])
+    with pytest.raises(Exception, match="no results for night 2025-12-31"):
+        args.func(args)
+    warehouse.close()
