@@ -1,0 +1,107 @@
+"""`vramwatch models synth|quantize|inspect`: the model factory's steps, one at a time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+from vramwatch.config import Paths
+from vramwatch.errors import UserError
+from vramwatch.records import BuildRecord, BuildRequest
+
+VOCAB_ENV = "VRAMWATCH_VOCAB_DIR"
+
+
+def latest_build(paths: Paths) -> BuildRecord:
+    """The newest usable build record (paths.builds/<key>/build.json, as vramwatch.builds writes them)."""
+    candidates = sorted(paths.builds.glob("*/build.json"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in candidates:
+        try:
+            record = BuildRecord.from_json(path.read_text())
+        except (ValueError, TypeError, KeyError, AttributeError):
+            continue
+        if record.ok and Path(record.python).exists():
+            return record
+    raise UserError(f"no finished engine build under {paths.builds}",
+                    "build one first, or pass --python PATH (a Python with llama-cpp-python installed)")
+
+
+def _build_for(args: argparse.Namespace) -> BuildRecord:
+    if not args.python:
+        return latest_build(Paths())
+    python = Path(args.python)
+    if not python.exists():
+        raise UserError(f"--python {python} does not exist", "pass the engine venv's bin/python")
+    # A bare interpreter: label the build by the llama-cpp-python it has, as far as the caller says.
+    return BuildRecord(request=BuildRequest(version="unknown"), status="ok", python=str(python), source_dir="",
+                       llama_cpp_python_version="unknown", llama_cpp_commit="unknown")
+
+
+def _vocab_dir(args: argparse.Namespace) -> Path:
+    if args.vocab_dir:
+        return Path(args.vocab_dir)
+    if os.environ.get(VOCAB_ENV):
+        return Path(os.environ[VOCAB_ENV])
+    from vramwatch.models.prepare import vocab_dir
+
+    return vocab_dir(latest_build(Paths()))
+
+
+def _synth(args: argparse.Namespace) -> int:
+    from vramwatch.models.specs import get_spec
+    from vramwatch.models.synth import write_gguf
+
+    path = write_gguf(get_spec(args.name, args.scale), Path(args.out), _vocab_dir(args), seed=args.seed)
+    print(path)
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from vramwatch.models.quantize import quantize_gguf
+
+    result = quantize_gguf(args.src, args.type, _build_for(args), args.out, nthread=args.nthread, dry_run=args.dry_run)
+    where = "dry run, nothing written" if result.dry_run else str(result.path)
+    print(f"{args.type.upper()}: {result.file_bytes / 2**30:.2f} GiB ({result.file_bytes} bytes), "
+          f"{len(result.fallback_tensors)} fallback tensor(s), {where}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from vramwatch.models.inspect import active_bytes_per_token, inspect_gguf
+
+    record = inspect_gguf(args.file)
+    active, expert = active_bytes_per_token(args.file)
+    print(json.dumps({**record.to_dict(), "active_bytes_per_token": active, "expert_active_bytes": expert},
+                     indent=1))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    from vramwatch.models.specs import SCALES, SPEC_NAMES
+
+    models = subparsers.add_parser("models", help="make, quantize and inspect GGUF model files")
+    sub = models.add_subparsers(dest="models_command", metavar="STEP", required=True)
+
+    synth = sub.add_parser("synth", help="write a shape-true synthetic GGUF (random weights, real tokenizer)")
+    synth.add_argument("name", choices=SPEC_NAMES)
+    synth.add_argument("--scale", choices=SCALES, default="tiny")
+    synth.add_argument("--out", default=".", help="directory to write into (default: here)")
+    synth.add_argument("--seed", type=int, default=0)
+    synth.add_argument("--vocab-dir", help=f"llama.cpp's models/ folder with ggml-vocab-*.gguf "
+                                           f"(default: ${VOCAB_ENV}, else the newest build's source)")
+    synth.set_defaults(func=_synth)
+
+    quant = sub.add_parser("quantize", help="quantize a GGUF with llama.cpp's llama_model_quantize")
+    quant.add_argument("src")
+    quant.add_argument("--type", required=True, help="llama.cpp file type: Q4_K_M, Q2_K, Q8_0, ...")
+    quant.add_argument("--out", help="output file (default: SRC-TYPE.gguf beside SRC)")
+    quant.add_argument("--dry-run", action="store_true", help="only predict the size")
+    quant.add_argument("--nthread", type=int, default=0, help="threads (0 = all cores)")
+    quant.add_argument("--python", help="engine Python with llama-cpp-python (default: the newest build)")
+    quant.set_defaults(func=_quantize)
+
+    inspect = sub.add_parser("inspect", help="print a GGUF's ModelFile record and active bytes per token")
+    inspect.add_argument("file")
+    inspect.set_defaults(func=_inspect)
