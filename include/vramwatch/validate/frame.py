@@ -1,0 +1,51 @@
+"""A night's results as the pandas frame the expectation suite runs on.
+
+Each row is the flattened result (the warehouse's columns) plus derived columns for checks that GX cannot express
+on raw fields: counts of samples, the GPU buffer sum, the file size on disk, and the cross-row baseline VRAM of the
+same model and quantization. `row_id` is the row's position in the input list: failures map back through it.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pandas as pd
+
+from vramwatch.records import BenchResult
+from vramwatch.warehouse.flatten import flatten
+
+ROW_ID = "row_id"
+# Blank strings are missing values here: an empty model name is as absent as a None.
+REQUIRED_TEXT = ("model", "quant", "mode", "status", "error")
+
+
+def _fingerprint_present(result: BenchResult) -> bool:
+    """Enough to tell machines apart. Not cpu_model: aarch64 hosts (GH200) may have no model name to report."""
+    fp = result.fingerprint
+    return bool(fp.backend and fp.cpu_cores > 0 and (fp.gpu_name or fp.backend != "cuda"))
+
+
+def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, object]:
+    memory, path = result.memory, result.config.model.path
+    total = gpu_total_mib if gpu_total_mib is not None else memory.gpu_total_mib
+    return {
+        "pp_n_samples": len(result.pp.samples_ts) if result.pp else None,
+        "tg_n_samples": len(result.tg.samples_ts) if result.tg else None,
+        "gpu_buffers_mib": memory.gpu_model_mib + memory.gpu_kv_mib + memory.gpu_compute_mib + memory.gpu_output_mib,
+        "gpu_total_gib": total / 1024 if total is not None else None,
+        "file_bytes_on_disk": os.path.getsize(path) if path and os.path.isfile(path) else None,
+        "has_fingerprint": _fingerprint_present(result),
+    }
+
+
+def validation_frame(results: list[BenchResult], gpu_total_mib: float | None = None) -> pd.DataFrame:
+    frame = pd.DataFrame(
+        [{ROW_ID: i, **flatten(r), **_derived(r, gpu_total_mib)} for i, r in enumerate(results)]
+    )
+    for column in REQUIRED_TEXT:
+        frame[column] = frame[column].map(lambda v: v if isinstance(v, str) and v.strip() else None)
+    # Cross-row: the VRAM the ok baseline of the same model+quant measured tonight (None where there is none).
+    baseline = frame[(frame["mode"] == "baseline") & (frame["status"] == "ok")].groupby(["model", "quant"])["vram_gib"]
+    frame = frame.merge(baseline.max().rename("baseline_vram_gib"), how="left", left_on=["model", "quant"],
+                        right_index=True)
+    return frame

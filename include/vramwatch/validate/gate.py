@@ -1,0 +1,141 @@
+"""The validation gate: a Great Expectations suite over a night's results; failing rows go to quarantine.
+
+GX Core is called directly with an ephemeral context (the GX Airflow provider cannot install next to Airflow 3.3)
+and imported inside validate_night, because DAG files import this package and must import fast.
+
+Every expectation carries a short name in its meta; a row is quarantined with the names of all it failed, found
+through `unexpected_index_list` on the row_id column. Rows that did not run (oom, timeout, crashed, ...) are valid
+history when their status and error are sane: the measurement expectations apply to ok rows only.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from vramwatch.records import MODES, STATUSES, BenchResult, QuarantinedResult, ValidatedNight
+from vramwatch.validate.frame import ROW_ID, validation_frame
+
+log = logging.getLogger(__name__)
+
+SUITE = "vramwatch_night"
+DOCS_SITE = "vramwatch"
+
+
+class ValidationSuiteError(RuntimeError):
+    """An expectation could not be evaluated at all: a defect in the suite, not in the data."""
+
+
+def expectations() -> list[tuple[str, Any]]:
+    """(name, expectation) pairs of the suite, in the order they are reported."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.row_conditions import Column
+
+    ok = Column("status") == "ok"
+    missing = "either_value_is_missing"  # pair checks skip rows without the measurement (no GPU, no NVML, no file)
+    suite: list[tuple[str, Any]] = [
+        *[(f"{c}_present", gxe.ExpectColumnValuesToNotBeNull(column=c)) for c in ("model", "quant", "mode", "status")],
+        ("status_known", gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES))),
+        ("mode_known", gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=list(MODES))),
+        ("config_unique", gxe.ExpectColumnValuesToBeUnique(column="config_id")),
+        ("error_explained", gxe.ExpectColumnValuesToNotBeNull(column="error", row_condition=Column("status") != "ok")),
+        # ok rows only: the bench parent reports timeouts and crashes without the child's view of the machine
+        ("fingerprint_present", gxe.ExpectColumnValuesToBeInSet(column="has_fingerprint", value_set=[True],
+                                                                 row_condition=ok)),
+    ]
+    for test in ("pp", "tg"):
+        suite += [
+            (f"{test}_measured", gxe.ExpectColumnValuesToNotBeNull(column=f"{test}_avg_ts", row_condition=ok)),
+            (f"{test}_tok_s_positive", gxe.ExpectColumnValuesToBeBetween(
+                column=f"{test}_avg_ts", min_value=0, strict_min=True, row_condition=ok)),
+            (f"{test}_all_repetitions", gxe.ExpectColumnPairValuesToBeEqual(
+                column_A=f"{test}_n_samples", column_B="reps", ignore_row_if=missing, row_condition=ok)),
+        ]
+    suite += [
+        ("vram_non_negative", gxe.ExpectColumnValuesToBeBetween(column="vram_gib", min_value=0)),
+        ("vram_within_gpu_total", gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="gpu_total_gib", column_B="vram_gib", or_equal=True, ignore_row_if=missing)),
+        ("offload_below_baseline_vram", gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="baseline_vram_gib", column_B="vram_gib", ignore_row_if=missing,
+            row_condition=ok & (Column("mode") == "offload") & (Column("n_expert") > 0))),
+        ("buffers_within_nvml_process", gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+            column_A="nvml_process_mib", column_B="gpu_buffers_mib", or_equal=True, ignore_row_if=missing)),
+        ("file_size_matches_disk", gxe.ExpectColumnPairValuesToBeEqual(
+            column_A="file_bytes", column_B="file_bytes_on_disk", ignore_row_if=missing)),
+    ]
+    return suite
+
+
+def _context(gx: Any) -> Any:
+    from great_expectations.data_context.types.base import (
+        DataContextConfig,
+        InMemoryStoreBackendDefaults,
+        ProgressBarsConfig,
+    )
+
+    # GX 1.24 ships no analytics client, only this flag; progress bars would fill task logs.
+    return gx.get_context(mode="ephemeral", project_config=DataContextConfig(
+        store_backend_defaults=InMemoryStoreBackendDefaults(init_temp_docs_sites=False),
+        analytics_enabled=False,
+        progress_bars=ProgressBarsConfig(globally=False),
+    ))
+
+
+def _run_suite(frame: Any, data_docs_dir: Path | None) -> tuple[dict[int, list[str]], str]:
+    """Failed expectation names per row_id, and the Data Docs index (empty when not built)."""
+    import great_expectations as gx
+
+    context = _context(gx)
+    batch = context.data_sources.add_pandas("night").add_dataframe_asset("results") \
+        .add_batch_definition_whole_dataframe("all_rows")
+    suite = gx.ExpectationSuite(name=SUITE)
+    for name, expectation in expectations():
+        expectation.meta = {"name": name}
+        suite.add_expectation(expectation)
+    definition = gx.ValidationDefinition(name=SUITE, data=batch, suite=context.suites.add(suite))
+    actions = []
+    if data_docs_dir is not None:
+        data_docs_dir.mkdir(parents=True, exist_ok=True)
+        context.add_data_docs_site(site_name=DOCS_SITE, site_config={
+            "class_name": "SiteBuilder",
+            "store_backend": {"class_name": "TupleFilesystemStoreBackend", "base_directory": str(data_docs_dir)},
+            "site_index_builder": {"class_name": "DefaultSiteIndexBuilder"},
+        })
+        actions.append(gx.checkpoint.UpdateDataDocsAction(name="data_docs", site_names=[DOCS_SITE]))
+    checkpoint = context.checkpoints.add(gx.Checkpoint(
+        name=SUITE, validation_definitions=[context.validation_definitions.add(definition)], actions=actions,
+        result_format={"result_format": "COMPLETE", "unexpected_index_column_names": [ROW_ID]},
+    ))
+    outcome = checkpoint.run(batch_parameters={"dataframe": frame})
+
+    failures: dict[int, list[str]] = defaultdict(list)
+    for validation in outcome.run_results.values():
+        for check in validation.results:
+            name = check.expectation_config.meta["name"]
+            if check.exception_info.get("raised_exception"):
+                raise ValidationSuiteError(f"expectation {name} could not run: "
+                                           f"{check.exception_info.get('exception_message')}")
+            for unexpected in check.result.get("unexpected_index_list") or []:
+                failures[int(unexpected[ROW_ID])].append(name)
+    index = data_docs_dir / "index.html" if data_docs_dir is not None else None
+    return failures, str(index) if index is not None and index.is_file() else ""
+
+
+def validate_night(results: list[BenchResult], gpu_total_mib: float | None = None,
+                   data_docs_dir: Path | None = None) -> ValidatedNight:
+    """Split a night's results into accepted rows and quarantined rows (with the expectations each failed).
+
+    gpu_total_mib overrides the GPU size each row reports (None: use the row's own NVML figure, if any).
+    data_docs_dir, when given, receives GX Data Docs HTML (index.html) for the night.
+    """
+    if not results:
+        return ValidatedNight(accepted=[], quarantined=[])
+    failures, docs = _run_suite(validation_frame(results, gpu_total_mib), data_docs_dir)
+    accepted = [r for i, r in enumerate(results) if i not in failures]
+    quarantined = [QuarantinedResult(r, failures[i]) for i, r in enumerate(results) if i in failures]
+    for q in quarantined:
+        log.warning("quarantined %s (%s): failed %s", q.result.config.config_id, q.result.status,
+                    ", ".join(q.failed_expectations))
+    return ValidatedNight(accepted=accepted, quarantined=quarantined, data_docs_path=docs)

@@ -1,0 +1,301 @@
+"""The warehouse: where every night's builds, results, quarantined rows and incidents are kept.
+
+Records in, records (or a DataFrame of flat rows) out; ORM rows never leave this module. Opening a Warehouse brings
+its database to the newest schema (Alembic, see migrate.py), so an empty database just works.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import StaticPool
+
+from vramwatch.errors import UserError
+from vramwatch.records import BenchResult, BuildRecord, Incident, QuarantinedResult, RunRecord, ValidatedNight
+from vramwatch.warehouse import migrate
+from vramwatch.warehouse.flatten import flatten
+from vramwatch.warehouse.models import BuildRow, EnvironmentRow, IncidentRow, QuarantineRow, ResultRow, RunRow
+from vramwatch.warehouse.url import resolve_url
+
+RUNNING, FAILED, RESOLVED = "running", "failed", "resolved"
+# Flattened result columns, in table order; history() returns them after the run and build columns.
+RESULT_COLUMNS = [c.name for c in ResultRow.__table__.columns if c.name not in ("id", "run_id", "record")]
+HISTORY_COLUMNS = ["night", "run_id", "trigger", "run_status", "build_version", "llama_cpp_python_version",
+                   "llama_cpp_commit", *RESULT_COLUMNS, "gpu_name", "cpu_model"]
+
+
+class WarehouseError(UserError):
+    """The warehouse cannot do what was asked (unreachable, or a run that was never started)."""
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def _night(value: str | date) -> date:
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise WarehouseError(f"night {value!r} is not a date", "pass the night as YYYY-MM-DD (Airflow's ds)") from None
+
+
+def _iso(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        # One shared connection for an in-memory database, or each connection would see an empty one.
+        extra: dict[str, Any] = {"poolclass": StaticPool} if ":memory:" in url or url == "sqlite://" else {}
+        engine = create_engine(url, connect_args={"check_same_thread": False}, **extra)
+
+        @event.listens_for(engine, "connect")
+        def _foreign_keys_on(dbapi_connection: Any, _record: Any) -> None:  # as PostgreSQL always does
+            dbapi_connection.execute("PRAGMA foreign_keys=ON")
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class Warehouse:
+    def __init__(self, url: str | None = None) -> None:
+        self.url = resolve_url(url)
+        self.engine = _create_engine(self.url)
+        try:
+            migrate.upgrade(self.engine)
+        except OperationalError as exc:
+            self.engine.dispose()
+            shown = self.engine.url.render_as_string(hide_password=True)
+            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
+            raise WarehouseError(f"cannot open the warehouse at {shown}: {reason}",
+                                 "start the database, or point VRAMWATCH_WAREHOUSE_URL at a reachable one") from None
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # ------------------------------------------------------------------------------------------------ builds, runs
+
+    def store_build(self, build: BuildRecord) -> int:
+        """Insert or update one build; a venv reused on a later night keeps the row (and status) of its build."""
+        request = build.request
+        fields = dict(
+            source=request.source, location=request.location, version=request.version,
+            llama_cpp_python_version=build.llama_cpp_python_version, llama_cpp_commit=build.llama_cpp_commit,
+            backend=request.backend, cuda_architectures=request.cuda_architectures, flags=request.cmake_args,
+            status=build.status, duration_s=build.duration_s, artifact_bytes=build.artifact_bytes,
+            log_tail=build.log_tail, error=build.error,
+        )
+        with self._sessions.begin() as session:
+            row = session.scalar(select(BuildRow).filter_by(key=request.key, built_at=build.built_at))
+            if row is None:
+                row = BuildRow(key=request.key, built_at=build.built_at, **fields)
+                session.add(row)
+            else:
+                if build.status == "reused":
+                    fields.pop("status")
+                for name, value in fields.items():
+                    setattr(row, name, value)
+            session.flush()
+            return row.id
+
+    def start_run(self, run_id: str, night: str | date, build: BuildRecord, trigger: str) -> None:
+        """Record that a run began; starting the same run_id again restarts it (same row)."""
+        build_id = self.store_build(build)
+        with self._sessions.begin() as session:
+            run = session.get(RunRow, run_id) or RunRow(run_id=run_id)
+            run.night, run.build_id, run.trigger = _night(night), build_id, trigger
+            run.started, run.ended, run.status = _utcnow(), None, RUNNING
+            session.add(run)
+
+    def finish_run(self, run_id: str, status: str) -> None:
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            run.status, run.ended = status, _utcnow()
+
+    def store_night(self, run_id: str, validated: ValidatedNight) -> int:
+        """Store a run's accepted and quarantined results, replacing whatever that run stored before.
+
+        Returns the number of accepted rows stored. Idempotent: a retried store task never duplicates rows.
+        """
+        with self._sessions.begin() as session:
+            run = self._run(session, run_id)
+            session.execute(delete(ResultRow).where(ResultRow.run_id == run_id))
+            session.execute(delete(QuarantineRow).where(QuarantineRow.run_id == run_id))
+            for result in validated.accepted:
+                self._upsert_environment(session, result, run.night)
+            session.flush()
+            if validated.accepted:
+                rows = [{**flatten(r), "run_id": run_id, "record": r.to_dict()} for r in validated.accepted]
+                session.execute(insert(ResultRow), rows)
+            if validated.quarantined:
+                session.execute(insert(QuarantineRow), [
+                    {"run_id": run_id, "config_id": q.result.config.config_id,
+                     "failed_expectations": list(q.failed_expectations), "record": q.result.to_dict()}
+                    for q in validated.quarantined
+                ])
+        return len(validated.accepted)
+
+    @staticmethod
+    def _upsert_environment(session: Session, result: BenchResult, night: date) -> None:
+        fingerprint = result.fingerprint
+        env = session.get(EnvironmentRow, fingerprint.environment_id)
+        if env is None:
+            env = EnvironmentRow(environment_id=fingerprint.environment_id)
+            session.add(env)
+        for name in ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "cpu_model",
+                     "cpu_cores", "ram_gib", "backend"):
+            setattr(env, name, getattr(fingerprint, name))
+        env.last_night = max(env.last_night or night, night)
+
+    @staticmethod
+    def _run(session: Session, run_id: str) -> RunRow:
+        run = session.get(RunRow, run_id)
+        if run is None:
+            raise WarehouseError(f"run {run_id!r} is not in the warehouse", "call start_run before storing results")
+        return run
+
+    def runs(self) -> list[RunRecord]:
+        """Every run, newest first, with its build and how many rows it stored and quarantined."""
+        n_results = select(func.count(ResultRow.id)).where(ResultRow.run_id == RunRow.run_id).scalar_subquery()
+        n_quarantined = (select(func.count(QuarantineRow.id)).where(QuarantineRow.run_id == RunRow.run_id)
+                         .scalar_subquery())
+        query = (select(RunRow, BuildRow, n_results, n_quarantined).join(BuildRow, RunRow.build_id == BuildRow.id)
+                 .order_by(RunRow.night.desc(), RunRow.started.desc()))
+        with self._sessions() as session:
+            return [
+                RunRecord(
+                    run_id=run.run_id, night=run.night.isoformat(), trigger=run.trigger, status=run.status,
+                    started=_iso(run.started), ended=_iso(run.ended), build_version=build.version,
+                    llama_cpp_python_version=build.llama_cpp_python_version,
+                    llama_cpp_commit=build.llama_cpp_commit, backend=build.backend,
+                    n_results=results, n_quarantined=quarantined,
+                )
+                for run, build, results, quarantined in session.execute(query)
+            ]
+
+    def previous_run(self, run_id: str) -> str | None:
+        """The latest finished run before this one (by night, then start time), or None for the first."""
+        with self._sessions() as session:
+            run = self._run(session, run_id)
+            earlier = (RunRow.night < run.night) | ((RunRow.night == run.night) & (RunRow.started < run.started))
+            return session.scalar(
+                select(RunRow.run_id).where(earlier, RunRow.status.not_in((RUNNING, FAILED)))
+                .order_by(RunRow.night.desc(), RunRow.started.desc()).limit(1)
+            )
+
+    def last_benchmarked_version(self, source: str) -> str | None:
+        """The build version (PyPI version or git ref) of the latest finished run built from this source."""
+        with self._sessions() as session:
+            return session.scalar(
+                select(BuildRow.version).join(RunRow, RunRow.build_id == BuildRow.id)
+                .where(BuildRow.source == source, RunRow.status.not_in((RUNNING, FAILED)))
+                .order_by(RunRow.night.desc(), RunRow.started.desc()).limit(1)
+            )
+
+    # ------------------------------------------------------------------------------------------------ results
+
+    def results_for_run(self, run_id: str) -> list[BenchResult]:
+        with self._sessions() as session:
+            records = session.scalars(select(ResultRow.record).where(ResultRow.run_id == run_id).order_by(ResultRow.id))
+            return [BenchResult.from_dict(r) for r in records]
+
+    def quarantined_for_run(self, run_id: str) -> list[QuarantinedResult]:
+        with self._sessions() as session:
+            rows = session.execute(select(QuarantineRow.record, QuarantineRow.failed_expectations)
+                                   .where(QuarantineRow.run_id == run_id).order_by(QuarantineRow.id))
+            return [QuarantinedResult(BenchResult.from_dict(record), list(failed)) for record, failed in rows]
+
+    def history(self, config_id: str | None = None, environment_id: str | None = None,
+                limit: int | None = None) -> pd.DataFrame:
+        """One row per stored result (HISTORY_COLUMNS), oldest night first; `limit` keeps the most recent rows."""
+        query = (
+            select(RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, BuildRow.version,
+                   BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit,
+                   *(getattr(ResultRow, name) for name in RESULT_COLUMNS),
+                   EnvironmentRow.gpu_name, EnvironmentRow.cpu_model)
+            .join(RunRow, ResultRow.run_id == RunRow.run_id)
+            .join(BuildRow, RunRow.build_id == BuildRow.id)
+            .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
+            .order_by(RunRow.night.desc(), RunRow.started.desc(), ResultRow.id.desc())
+        )
+        if config_id is not None:
+            query = query.where(ResultRow.config_id == config_id)
+        if environment_id is not None:
+            query = query.where(ResultRow.environment_id == environment_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._sessions() as session:
+            rows = [tuple(row) for row in session.execute(query)][::-1]
+        frame = pd.DataFrame.from_records(rows, columns=HISTORY_COLUMNS)
+        frame["night"] = frame["night"].map(date.isoformat)
+        return frame
+
+    # ------------------------------------------------------------------------------------------------ incidents
+
+    def incidents(self, environment_id: str | None = None, include_resolved: bool = True) -> list[Incident]:
+        query = select(IncidentRow).order_by(IncidentRow.id)
+        if environment_id is not None:
+            query = query.where(IncidentRow.environment_id == environment_id)
+        if not include_resolved:
+            query = query.where(IncidentRow.state != RESOLVED)
+        with self._sessions() as session:
+            return [self._incident(row, night=None) for row in session.scalars(query)]
+
+    def open_incidents(self, environment_id: str | None = None) -> list[Incident]:
+        """Incidents not resolved yet (open or acknowledged), oldest first."""
+        return self.incidents(environment_id, include_resolved=False)
+
+    def save_incident(self, incident: Incident, environment_id: str, night: str | date) -> Incident:
+        """Insert a new incident (incident_id None) or update an existing one; returns it as stored.
+
+        is_new in the result is true exactly when the incident was opened on `night`.
+        """
+        night = _night(night)
+        fields = dict(
+            kind=incident.kind, metric=incident.metric, state=incident.state, configs=list(incident.configs),
+            summary=incident.summary, delta_mib=incident.delta_mib, delta_pct=incident.delta_pct,
+            build_before=incident.build_before, build_after=incident.build_after, updated_night=night,
+        )
+        with self._sessions.begin() as session:
+            if incident.incident_id is None:
+                opened = _night(incident.opened_night) if incident.opened_night else night
+                row = IncidentRow(environment_id=environment_id, opened_night=opened, **fields)
+                session.add(row)
+            else:
+                row = self._incident_row(session, incident.incident_id)
+                for name, value in fields.items():
+                    setattr(row, name, value)
+            row.resolved_night = night if incident.state == RESOLVED else None
+            session.flush()
+            return self._incident(row, night)
+
+    def resolve_incident(self, incident_id: int, night: str | date) -> None:
+        with self._sessions.begin() as session:
+            row = self._incident_row(session, incident_id)
+            row.state, row.updated_night, row.resolved_night = RESOLVED, _night(night), _night(night)
+
+    @staticmethod
+    def _incident_row(session: Session, incident_id: int) -> IncidentRow:
+        row = session.get(IncidentRow, incident_id)
+        if row is None:
+            raise WarehouseError(f"incident {incident_id} is not in the warehouse", "use an id from open_incidents()")
+        return row
+
+    @staticmethod
+    def _incident(row: IncidentRow, night: date | None) -> Incident:
+        return Incident(
+            incident_id=row.id, kind=row.kind, metric=row.metric, state=row.state, configs=list(row.configs),
+            summary=row.summary, delta_mib=row.delta_mib, delta_pct=row.delta_pct, build_before=row.build_before,
+            build_after=row.build_after, opened_night=row.opened_night.isoformat(),
+            is_new=night is not None and row.opened_night == night,
+        )

@@ -1,0 +1,117 @@
+"""Realistic BenchResult records built in code, for the validate and warehouse tests and benchmarks/bench_store.py.
+
+Figures follow the seed document (DeepSeek-MoE-16B and Phi-3.5-MoE on one 80 GB GPU: baseline VRAM close to the
+file size, offload ~1.3-2.5 GB) and a 16-core CPU host without a GPU for the no-GPU variant.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+
+from vramwatch.records import (
+    BenchConfig,
+    BenchResult,
+    Fingerprint,
+    GenerationResult,
+    Memory,
+    ModelFile,
+    Roofline,
+    TestResult,
+)
+
+H100_TOTAL_MIB = 81559.0
+# (file GiB, baseline GPU model MiB, offload GPU model MiB) per model and quant
+SIZES = {
+    ("deepseek-moe-16b", "Q2_K"): (6.3, 6_180.0, 420.0),
+    ("deepseek-moe-16b", "Q4_K_M"): (10.9, 10_010.0, 640.0),
+    ("deepseek-moe-16b", "Q8_0"): (17.4, 16_010.0, 1_080.0),
+    ("phi-3.5-moe", "Q2_K"): (15.0, 14_090.0, 300.0),
+    ("phi-3.5-moe", "Q4_K_M"): (24.0, 23_300.0, 660.0),
+    ("phi-3.5-moe", "Q8_0"): (42.0, 41_870.0, 1_420.0),
+}
+ARCH = {"deepseek-moe-16b": ("deepseek", 28, 64, 6), "phi-3.5-moe": ("phimoe", 32, 16, 2)}
+
+GPU_HOST = Fingerprint(gpu_name="NVIDIA H100 80GB HBM3", gpu_count=1, gpu_driver="580.65.06", cuda_version="13.0",
+                       compute_capability="9.0", cpu_model="AMD EPYC 9454 48-Core Processor", cpu_cores=16,
+                       ram_gib=125.7, llama_cpp_commit="0c1e57098", llama_cpp_python_version="0.3.36",
+                       build_flags="-DGGML_CUDA=on -DCMAKE_CUDA_ARCHITECTURES=90", backend="cuda")
+CPU_HOST = Fingerprint(cpu_model="Intel(R) Xeon(R) CPU @ 2.20GHz", cpu_cores=2, ram_gib=23.5,
+                       llama_cpp_commit="0c1e57098", llama_cpp_python_version="0.3.36", backend="cpu")
+
+
+def model_file(model: str = "deepseek-moe-16b", quant: str = "Q4_K_M", path: str = "") -> ModelFile:
+    file_gib = SIZES[(model, quant)][0]
+    arch, n_layer, n_expert, n_used = ARCH[model]
+    return ModelFile(model=model, quant=quant, path=path or f"/models/{model}-{quant}.gguf",
+                     file_bytes=int(file_gib * 2**30), sha256=hashlib.sha256(f"{model}{quant}".encode()).hexdigest(),
+                     arch=arch, n_params=16_400_000_000, n_layer=n_layer, n_expert=n_expert, n_expert_used=n_used,
+                     synthetic=True, scale="full")
+
+
+def _test(n_prompt: int, n_gen: int, mean: float, reps: int) -> TestResult:
+    samples = [round(mean * (1 + 0.01 * (i - reps // 2)), 2) for i in range(reps)]
+    return TestResult(n_prompt=n_prompt, n_gen=n_gen, samples_ts=samples, avg_ts=round(sum(samples) / reps, 2),
+                      stddev_ts=round(0.01 * mean, 2))
+
+
+def result(model: str = "deepseek-moe-16b", quant: str = "Q4_K_M", mode: str = "baseline", n_cpu_moe: int = 0,
+           gpu: bool = True, status: str = "ok", reps: int = 5, path: str = "") -> BenchResult:
+    """One config's result. Non-ok statuses carry an error and no measurements, as the bench parent reports them."""
+    config = BenchConfig(model=model_file(model, quant, path), mode=mode, n_cpu_moe=n_cpu_moe, reps=reps)
+    fingerprint = GPU_HOST if gpu else CPU_HOST
+    if status != "ok":
+        errors = {"oom": "CUDA error: out of memory", "timeout": "no result within 900 s", "crashed": "exit code -11"}
+        return BenchResult(config=config, status=status, error=errors.get(status, status), fingerprint=fingerprint,
+                           started_at="2026-01-02T02:10:00+00:00", duration_s=12.5)
+    _, baseline_mib, offload_mib = SIZES[(model, quant)]
+    on_gpu = {"baseline": baseline_mib, "offload": offload_mib}.get(mode, (baseline_mib + offload_mib) / 2)
+    host_model = baseline_mib - on_gpu
+    if gpu:
+        memory = Memory(
+            buffers_mib={"CUDA0/model": on_gpu, "CUDA0/KV": 1_024.0, "CUDA0/compute": 204.5,
+                         "CPU_Mapped/model": host_model + 210.0, "CUDA_Host/compute": 12.0},
+            gpu_model_mib=on_gpu, gpu_kv_mib=1_024.0, gpu_compute_mib=204.5, gpu_output_mib=0.39,
+            host_model_mib=host_model + 210.0, host_compute_mib=12.0, gpu_total_mib=H100_TOTAL_MIB,
+            nvml_device_used_before_mib=519.0, nvml_device_used_after_mib=519.0 + on_gpu + 1_850.0,
+            nvml_process_mib=on_gpu + 1_850.0, nvml_peak_device_mib=519.0 + on_gpu + 1_900.0,
+            cuda_context_mib=600.0, host_rss_peak_mib=host_model + 2_400.0,
+        )
+        tg_mean, pp_mean = (118.0, 4_100.0) if mode == "baseline" else (31.0, 820.0)
+    else:
+        memory = Memory(buffers_mib={"CPU_Mapped/model": baseline_mib, "CPU/KV": 1_024.0, "CPU/compute": 300.0},
+                        host_model_mib=baseline_mib, host_kv_mib=1_024.0, host_compute_mib=300.0,
+                        host_rss_peak_mib=baseline_mib + 1_600.0)
+        tg_mean, pp_mean = 9.5, 61.0
+    return BenchResult(
+        config=config, status="ok", pp=_test(512, 0, pp_mean, reps), tg=_test(0, 128, tg_mean, reps),
+        generation=GenerationResult(tokens=81, tokens_per_s=tg_mean * 0.93, text_sha256="5f" * 32), memory=memory,
+        n_overridden_tensors=0 if mode == "baseline" else 81, n_threads=16 if gpu else 2, flash_attn="auto",
+        fingerprint=fingerprint,
+        roofline=Roofline(active_bytes_per_token=1_570_000_000, gpu_bytes_per_token=1_570_000_000,
+                          gpu_bandwidth_gbs=3_000.0 if gpu else None, host_bandwidth_gbs=21.0,
+                          bound_tg_ts=1_910.0 if gpu else 13.4, fraction_of_bound=0.06 if gpu else 0.7),
+        started_at="2026-01-02T02:10:00+00:00", duration_s=48.2, load_s=3.1,
+    )
+
+
+def night(gpu: bool = True, models: tuple[str, ...] = ("deepseek-moe-16b", "phi-3.5-moe"),
+          quants: tuple[str, ...] = ("Q2_K", "Q4_K_M"), n_cpu_moe_sweep: tuple[int, ...] = ()) -> list[BenchResult]:
+    """Every model x quant in baseline and offload (plus partial over the sweep), all ok."""
+    return [
+        result(m, q, mode, n, gpu=gpu)
+        for m in models for q in quants
+        for mode, n in [("baseline", 0), ("offload", 0), *(("partial", n) for n in n_cpu_moe_sweep)]
+    ]
+
+
+def replace(record, **changes):
+    """dataclasses.replace for frozen records, nested one level with "part__field" keys."""
+    nested: dict[str, dict] = {}
+    for key, value in list(changes.items()):
+        if "__" in key:
+            part, field = key.split("__", 1)
+            nested.setdefault(part, {})[field] = changes.pop(key)
+    for part, fields in nested.items():
+        changes[part] = dataclasses.replace(getattr(record, part), **fields)
+    return dataclasses.replace(record, **changes)
