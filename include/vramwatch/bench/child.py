@@ -1,0 +1,483 @@
+"""The bench child: one BenchConfig in (JSON on stdin), one BenchResult out (a marked JSON line on stdout).
+
+Run as `<engine python> -m vramwatch.bench.child` with PYTHONPATH=<repo>/include. It imports only the stdlib,
+numpy, llama_cpp, vramwatch.records (plus this package's stdlib modules) and, if present, pynvml. It drives
+llama.cpp through the low-level API so that placement (tensor buffer-type overrides) and timing (llama-bench's
+method: warm-up, then pp and tg repetitions with llama_synchronize) are ours, and it proves placement from
+llama.cpp's own DEBUG log. Progress goes to stderr; the result line starts with MARKER so nothing else printed to
+stdout (a library's stray print) can be mistaken for it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import hashlib
+import os
+import random
+import resource
+import statistics
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from vramwatch.bench import host, llama_log, placement
+from vramwatch.bench.gguf_tensors import GGUFError, GGUFInfo, read_gguf
+from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
+from vramwatch.records import (
+    BenchConfig,
+    BenchResult,
+    Fingerprint,
+    GenerationResult,
+    Memory,
+    Roofline,
+    TestResult,
+)
+
+MARKER = "VRAMWATCH_RESULT "
+# KV cache types a user may name (llama.cpp's --cache-type-k/v values) -> ggml_type ids.
+KV_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "iq4_nl": 20}
+FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # llama_flash_attn_type
+LOAD_MODE_NONE, LOAD_MODE_MMAP = 0, 1  # llama_load_mode, where the struct has it instead of use_mmap
+TOKEN_SEED = 1234  # random prompt tokens, the same every run
+
+
+class BenchFailure(Exception):
+    """A config that ends without measurements: status plus a one-line reason."""
+
+    def __init__(self, status: str, error: str) -> None:
+        super().__init__(error)
+        self.status = status
+        self.error = " ".join(error.split())[:500]
+
+
+def say(message: str) -> None:
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+class _BuftOverride(ctypes.Structure):
+    """struct llama_model_tensor_buft_override { const char * pattern; ggml_backend_buffer_type_t buft; }"""
+
+    _fields_ = [("pattern", ctypes.c_char_p), ("buft", ctypes.c_void_p)]
+
+
+class Bench:
+    """One config, start to finish. Fields fill in as the run goes, so a failure still reports what was known."""
+
+    def __init__(self, config: BenchConfig) -> None:
+        self.config = config
+        self.memory: dict[str, Any] = {}
+        self.fingerprint = Fingerprint(
+            cpu_model=host.cpu_model(), cpu_cores=host.physical_cores(), ram_gib=host.ram_gib(),
+            llama_cpp_commit=os.environ.get("VRAMWATCH_LLAMA_CPP_COMMIT", ""),
+            build_flags=os.environ.get("VRAMWATCH_BUILD_FLAGS", ""),
+        )
+        self.n_threads = config.n_threads or host.physical_cores()
+        self.flash_attn = ""
+        self.n_overridden = 0
+        self.load_s = 0.0
+        self.log = llama_log.LogCapture()
+
+    # ------------------------------------------------------------------------------------------- the run
+
+    def run(self) -> BenchResult:
+        started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        start = time.perf_counter()
+        try:
+            fields = self._run()
+            status, error = "ok", ""
+        except BenchFailure as failure:
+            fields, status, error = {}, failure.status, failure.error
+        except Exception as exc:  # a bug or an API this build lacks: still one record, never a traceback
+            fields, status, error = {}, "crashed", f"{type(exc).__name__}: {exc}"
+        finally:
+            self._write_log()
+        say(f"{self.config.config_id}: {status}" + (f" ({error})" if error else ""))
+        return BenchResult(
+            config=self.config, status=status, error=" ".join(error.split())[:500],
+            memory=Memory(**self.memory), n_overridden_tensors=self.n_overridden, n_threads=self.n_threads,
+            flash_attn=self.flash_attn, fingerprint=self.fingerprint, started_at=started_at,
+            duration_s=round(time.perf_counter() - start, 3), load_s=round(self.load_s, 3), **fields,
+        )
+
+    def _run(self) -> dict[str, Any]:
+        config = self.config
+        nvml = Nvml.open()  # before llama.cpp touches the GPU: "before" is the device without us
+        used_before = [nvml.used_mib(i) for i in range(len(nvml.handles))] if nvml else []
+        info = self._read_model()
+        moved = self._check_mode(info)
+
+        import llama_cpp
+
+        self.fingerprint = _replace(self.fingerprint, llama_cpp_python_version=getattr(llama_cpp, "__version__", ""))
+        self._install_log(llama_cpp)
+        llama_cpp.llama_backend_init()
+        ggml = Ggml(llama_cpp.llama_cpp._lib)
+        gpus = ggml.gpus()
+        gpu_offload = bool(gpus) and bool(llama_cpp.llama_supports_gpu_offload())
+        self.fingerprint = _replace(self.fingerprint, backend=_backend_name(ggml, gpus))
+        device = self._measure_context(ggml, gpus, nvml, used_before)
+
+        sampler = PeakSampler(nvml, device) if nvml and gpus else None
+        with sampler or contextlib.nullcontext():
+            model, overrides = self._load(llama_cpp, ggml)
+            try:
+                self._check_placement(moved)
+                ctx = self._new_context(llama_cpp, model)
+                try:
+                    buffers = llama_log.parse_buffers(self.log.text())
+                    self._fill_buffers(buffers)
+                    pp, tg = self._time(llama_cpp, ctx)
+                    generation = self._generate(llama_cpp, ctx, model) if config.generation else None
+                    self._fill_nvml_after(nvml, gpus, device)
+                finally:
+                    llama_cpp.llama_free(ctx)
+            finally:
+                llama_cpp.llama_model_free(model)
+                del overrides  # the override array had to outlive the model
+        if sampler:
+            self.memory["nvml_peak_device_mib"] = round(sampler.peak_mib, 1)
+        self.memory["host_rss_peak_mib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        roofline = self._roofline(info, ggml, gpus, gpu_offload, tg)
+        if nvml:
+            nvml.close()
+        return {"pp": pp, "tg": tg, "generation": generation, "roofline": roofline}
+
+    # ------------------------------------------------------------------------------------------- steps
+
+    def _read_model(self) -> GGUFInfo:
+        try:
+            info = read_gguf(self.config.model.path)
+        except GGUFError as exc:
+            raise BenchFailure("invalid_model", str(exc)) from None
+        say(f"model {Path(info.path).name}: {info.arch}, {info.n_layer} layers, {info.n_expert} experts "
+            f"(top-{info.n_expert_used}), {len(info.tensors)} tensors")
+        return info
+
+    def _check_mode(self, info: GGUFInfo) -> set[str]:
+        """Names of the tensors this mode must move to CPU memory; not_applicable when there are none."""
+        config = self.config
+        if config.mode == "baseline":
+            return set()
+        if config.mode not in ("offload", "partial"):
+            raise BenchFailure("crashed", f"unknown mode {config.mode!r}: use baseline, offload or partial")
+        if not info.expert_tensors():
+            raise BenchFailure("not_applicable", f"{config.mode}: dense model ({info.arch}) has no expert tensors")
+        moved = {t.name for t in placement.moved_tensors(info, config.mode, config.n_cpu_moe)}
+        if not moved:
+            raise BenchFailure("not_applicable", f"partial: no expert tensors in layers 0..{config.n_cpu_moe - 1} "
+                                                 f"(n_cpu_moe={config.n_cpu_moe})")
+        return moved
+
+    def _install_log(self, llama_cpp: Any) -> None:
+        def on_log(level: int, text: bytes, _user_data: Any) -> None:
+            self.log.write(level, text.decode("utf-8", "replace") if text else "")
+
+        self._log_callback = llama_cpp.llama_log_callback(on_log)  # kept: C holds the pointer for the process
+        llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
+
+    def _measure_context(self, ggml: Ggml, gpus: list[int], nvml: Nvml | None, used_before: list[float]) -> int:
+        """Create the CUDA context before the model exists, so its cost is measured on its own; return the NVML
+        index of our device."""
+        if not gpus:
+            return 0
+        _free, total = ggml.memory_mib(gpus[0])  # cudaMemGetInfo: creates the primary context
+        if not nvml:
+            self.memory["gpu_total_mib"] = round(total, 1)
+            self.fingerprint = _replace(self.fingerprint, gpu_name=ggml.description(gpus[0]), gpu_count=len(gpus))
+            return 0
+        device = nvml.device_of(os.getpid())
+        own = nvml.process_mib(device, os.getpid())
+        context = own if own is not None else nvml.used_mib(device) - used_before[device]
+        self.memory.update(gpu_total_mib=round(nvml.total_mib(device), 1),
+                           nvml_device_used_before_mib=round(used_before[device], 1),
+                           cuda_context_mib=round(context, 1))
+        self.fingerprint = _replace(self.fingerprint, **nvml.fingerprint(device))
+        say(f"GPU {self.fingerprint.gpu_name}: context {context:.0f} MiB, {used_before[device]:.0f} MiB used before")
+        return device
+
+    def _load(self, llama_cpp: Any, ggml: Ggml) -> tuple[int, Any]:
+        config = self.config
+        params = llama_cpp.llama_model_default_params()
+        params.n_gpu_layers = config.n_gpu_layers
+        names = {name for name, _ in params._fields_}
+        if "use_mmap" in names:
+            params.use_mmap = config.use_mmap
+        else:
+            params.load_mode = LOAD_MODE_MMAP if config.use_mmap else LOAD_MODE_NONE
+        patterns = placement.override_patterns(config.mode, config.n_cpu_moe)
+        overrides = None
+        if patterns:
+            cpu = ggml.cpu_buffer_type()
+            say(f"override {len(patterns)} pattern(s) -> CPU buffer type {cpu:#x} from {ggml.cpu_buffer_type_origin()}")
+            overrides = (_BuftOverride * (len(patterns) + 1))()  # zeroed last entry = NULL terminator
+            for entry, pattern in zip(overrides, patterns):
+                entry.pattern, entry.buft = pattern.encode(), cpu
+            params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
+        say(f"loading {config.model.path} ({config.mode}, n_gpu_layers={config.n_gpu_layers}, mmap={config.use_mmap})")
+        start = time.perf_counter()
+        model = llama_cpp.llama_model_load_from_file(config.model.path.encode(), params)
+        self.load_s = time.perf_counter() - start
+        if not model:
+            problems = self.log.problems()
+            raise BenchFailure(llama_log.classify_failure(problems),
+                               llama_log.last_error(problems, "llama_model_load_from_file failed"))
+        return model, overrides
+
+    def _check_placement(self, expected: set[str]) -> None:
+        """llama.cpp's DEBUG lines name every tensor an override placed: at least one, and none but expected ones.
+
+        An expected tensor may go unnamed when llama.cpp does not load it at all (e.g. skipped MTP layers): that is
+        reported, not failed. Nothing placed means the override never reached llama.cpp: no result then.
+        """
+        placed = llama_log.overridden_tensors(self.log.text())
+        self.n_overridden = len(placed)
+        if expected and not placed:
+            raise BenchFailure("crashed", f"{self.config.mode}: llama.cpp placed no tensor by override (expected "
+                                          f"{len(expected)}): the override did not reach llama.cpp")
+        unexpected = sorted(set(placed) - expected)
+        if unexpected:
+            raise BenchFailure("crashed", f"{self.config.mode}: override placed {len(unexpected)} tensors it should "
+                                          f"not have, e.g. {unexpected[:3]}")
+        if placed:
+            say(f"placement proven: {len(placed)} expert tensors overridden to {', '.join(sorted(set(placed.values())))}")
+        not_loaded = sorted(expected - set(placed))
+        if not_loaded:
+            say(f"{len(not_loaded)} expert tensors of the file were not loaded by llama.cpp, e.g. {not_loaded[:3]}")
+
+    def _new_context(self, llama_cpp: Any, model: int) -> int:
+        config = self.config
+        params = llama_cpp.llama_context_default_params()
+        params.n_ctx, params.n_batch, params.n_ubatch = config.n_ctx, config.n_batch, config.n_ubatch
+        params.n_threads = params.n_threads_batch = self.n_threads
+        names = {name for name, _ in params._fields_}
+        if config.flash_attn not in FLASH_ATTN:
+            raise BenchFailure("crashed", f"flash_attn {config.flash_attn!r}: use auto, on or off")
+        if "flash_attn_type" in names:
+            params.flash_attn_type = FLASH_ATTN[config.flash_attn]
+        else:  # older llama.cpp: a bool, no auto
+            params.flash_attn = config.flash_attn == "on"
+        for field_name, kv_type in (("type_k", config.type_k), ("type_v", config.type_v)):
+            if kv_type.lower() not in KV_TYPES:
+                raise BenchFailure("crashed", f"KV cache type {kv_type!r}: use one of {', '.join(KV_TYPES)}")
+            setattr(params, field_name, KV_TYPES[kv_type.lower()])
+        ctx = llama_cpp.llama_init_from_model(model, params)
+        if not ctx:
+            problems = self.log.problems()
+            raise BenchFailure(llama_log.classify_failure(problems),
+                               llama_log.last_error(problems, "llama_init_from_model failed"))
+        self.flash_attn = llama_log.flash_attn_used(self.log.text(), config.flash_attn)
+        say(f"context: n_ctx={config.n_ctx} n_batch={config.n_batch} n_ubatch={config.n_ubatch} "
+            f"threads={self.n_threads} flash_attn={self.flash_attn}")
+        return ctx
+
+    def _fill_buffers(self, buffers: dict[str, float]) -> None:
+        total = llama_log.sum_buffers
+        self.memory.update(
+            buffers_mib=buffers,
+            gpu_model_mib=total(buffers, "model", True), gpu_kv_mib=total(buffers, "kv", True),
+            gpu_compute_mib=total(buffers, "compute", True), gpu_output_mib=total(buffers, "output", True),
+            host_model_mib=total(buffers, "model", False), host_kv_mib=total(buffers, "kv", False),
+            host_compute_mib=total(buffers, "compute", False),
+        )
+        say("buffers: " + ", ".join(f"{k} {v:.2f} MiB" for k, v in sorted(buffers.items())))
+
+    def _time(self, llama_cpp: Any, ctx: int) -> tuple[TestResult, TestResult]:
+        """llama-bench's method: one uncounted pp + tg warm-up, then `reps` of each from an empty cache."""
+        config = self.config
+        if config.n_prompt + 1 > config.n_ctx or config.n_gen > config.n_ctx:
+            raise BenchFailure("crashed", f"n_prompt {config.n_prompt} / n_gen {config.n_gen} do not fit n_ctx "
+                                          f"{config.n_ctx}")
+        decoder = _Decoder(llama_cpp, ctx, max(config.n_batch, 1))
+        try:
+            say("warm-up")
+            decoder.clear()
+            decoder.prompt(config.n_prompt, config.n_batch)
+            decoder.generate(1, start_pos=config.n_prompt)
+            pp_samples, tg_samples = [], []
+            for rep in range(config.reps):
+                decoder.clear()
+                start = time.perf_counter()
+                decoder.prompt(config.n_prompt, config.n_batch)
+                pp_samples.append(config.n_prompt / (time.perf_counter() - start))
+                say(f"pp{config.n_prompt} rep {rep + 1}/{config.reps}: {pp_samples[-1]:.2f} t/s")
+            for rep in range(config.reps):
+                decoder.clear()
+                start = time.perf_counter()
+                decoder.generate(config.n_gen, start_pos=0)
+                tg_samples.append(config.n_gen / (time.perf_counter() - start))
+                say(f"tg{config.n_gen} rep {rep + 1}/{config.reps}: {tg_samples[-1]:.2f} t/s")
+        except BenchFailure as failure:
+            problems = self.log.problems()
+            status = llama_log.classify_failure(problems)
+            raise BenchFailure(status if status != "invalid_model" else "crashed",
+                               f"{failure.error}: {llama_log.last_error(problems, 'no log')}") from None
+        finally:
+            decoder.free()
+        return _test_result(config.n_prompt, 0, pp_samples), _test_result(0, config.n_gen, tg_samples)
+
+    def _generate(self, llama_cpp: Any, ctx: int, model: int) -> GenerationResult:
+        """The seed's test: real prompt, sampled with temperature and seed, stopped at end of generation."""
+        test = self.config.generation
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        text = test.prompt.encode()
+        tokens = (llama_cpp.llama_token * (len(text) + 16))()
+        n_prompt = llama_cpp.llama_tokenize(vocab, text, len(text), tokens, len(tokens), True, False)
+        if n_prompt <= 0:
+            raise BenchFailure("crashed", f"tokenizing the generation prompt failed ({n_prompt})")
+        max_tokens = min(test.max_tokens, self.config.n_ctx - n_prompt)
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        if test.temperature > 0:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_temp(test.temperature))
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_dist(test.seed))
+        else:
+            llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        decoder = _Decoder(llama_cpp, ctx, max(n_prompt, 1))
+        piece = ctypes.create_string_buffer(256)
+        out, n_generated = bytearray(), 0
+        try:
+            decoder.clear()
+            start = time.perf_counter()
+            decoder.decode(list(tokens[:n_prompt]), 0)
+            pos = n_prompt
+            while n_generated < max_tokens:
+                token = llama_cpp.llama_sampler_sample(chain, ctx, -1)
+                if llama_cpp.llama_vocab_is_eog(vocab, token):
+                    break
+                n = llama_cpp.llama_token_to_piece(vocab, token, piece, len(piece), 0, False)
+                out += piece.raw[:max(n, 0)]
+                n_generated += 1
+                decoder.decode([token], pos)
+                pos += 1
+            elapsed = time.perf_counter() - start
+        finally:
+            decoder.free()
+            llama_cpp.llama_sampler_free(chain)
+        say(f"generation: {n_generated} tokens in {elapsed:.2f} s")
+        return GenerationResult(tokens=n_generated, tokens_per_s=round(n_generated / elapsed, 3) if elapsed else 0.0,
+                                text_sha256=hashlib.sha256(bytes(out)).hexdigest())
+
+    def _fill_nvml_after(self, nvml: Nvml | None, gpus: list[int], device: int) -> None:
+        if nvml and gpus:
+            self.memory["nvml_device_used_after_mib"] = round(nvml.used_mib(device), 1)
+            own = nvml.process_mib(device, os.getpid())
+            self.memory["nvml_process_mib"] = round(own, 1) if own is not None else None
+
+    def _roofline(self, info: GGUFInfo, ggml: Ggml, gpus: list[int], gpu_offload: bool, tg: TestResult) -> Roofline:
+        config = self.config
+        active = placement.active_bytes_per_token(info, config.mode, config.n_cpu_moe, gpu_offload)
+        host_gbs = host.host_copy_bandwidth_gbs(self.n_threads, int(os.environ.get("VRAMWATCH_HOST_BW_MIB", 1024)))
+        gpu_gbs = ggml.copy_bandwidth_gbs(gpus[0]) if gpus else None
+        seconds = active.host / (host_gbs * 1e9) if host_gbs else None
+        if seconds is not None and active.gpu:
+            seconds = seconds + active.gpu / (gpu_gbs * 1e9) if gpu_gbs else None
+        bound = round(1 / seconds, 2) if seconds else None
+        say(f"roofline: {active.total / 1e6:.1f} MB/token ({active.gpu / 1e6:.1f} GPU, {active.host / 1e6:.1f} host), "
+            f"bandwidth GPU {gpu_gbs} GB/s host {host_gbs} GB/s -> bound {bound} t/s")
+        return Roofline(
+            active_bytes_per_token=active.total, gpu_bytes_per_token=active.gpu, host_bytes_per_token=active.host,
+            gpu_bandwidth_gbs=gpu_gbs, host_bandwidth_gbs=host_gbs, bound_tg_ts=bound,
+            fraction_of_bound=round(tg.avg_ts / bound, 6) if bound else None,
+        )
+
+    def _write_log(self) -> None:
+        """VRAMWATCH_LLAMA_LOG=<file>: keep llama.cpp's whole log (all levels) for a human."""
+        target = os.environ.get("VRAMWATCH_LLAMA_LOG")
+        if target:
+            try:
+                Path(target).write_text(self.log.dump())
+            except OSError as exc:  # the log is a convenience: never lose the result over it
+                say(f"cannot write the llama.cpp log to {target}: {exc}")
+
+
+class _Decoder:
+    """llama_decode on one sequence through a llama_batch, llama-bench style (random tokens, synchronize)."""
+
+    def __init__(self, llama_cpp: Any, ctx: int, capacity: int) -> None:
+        self.lib, self.ctx, self.capacity = llama_cpp, ctx, capacity
+        self.batch = llama_cpp.llama_batch_init(capacity, 0, 1)
+        vocab = llama_cpp.llama_model_get_vocab(llama_cpp.llama_get_model(ctx))
+        self.n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        self.bos = llama_cpp.llama_vocab_bos(vocab) if llama_cpp.llama_vocab_get_add_bos(vocab) else None
+        self.rng = random.Random(TOKEN_SEED)
+
+    def clear(self) -> None:
+        lib = self.lib
+        if hasattr(lib, "llama_get_memory"):
+            lib.llama_memory_clear(lib.llama_get_memory(self.ctx), False)
+        else:  # before the memory API (mid 2025)
+            lib.llama_kv_self_clear(self.ctx)
+
+    def _random(self, n: int) -> list[int]:
+        return [self.rng.randrange(self.n_vocab) for _ in range(n)]
+
+    def prompt(self, n_prompt: int, n_batch: int) -> None:
+        done = 0
+        while done < n_prompt:
+            n = min(n_prompt - done, n_batch, self.capacity)
+            tokens = self._random(n)
+            if done == 0 and self.bos is not None:
+                tokens[0] = self.bos
+            self.decode(tokens, done)
+            done += n
+        self.lib.llama_synchronize(self.ctx)
+
+    def generate(self, n_gen: int, start_pos: int) -> None:
+        token = self.bos if self.bos is not None else self._random(1)[0]
+        for i in range(n_gen):
+            self.decode([token], start_pos + i)
+            self.lib.llama_synchronize(self.ctx)
+            token = self._random(1)[0]
+
+    def decode(self, tokens: list[int], pos: int) -> None:
+        batch = self.batch
+        batch.n_tokens = len(tokens)
+        for i, token in enumerate(tokens):
+            batch.token[i] = token
+            batch.pos[i] = pos + i
+            batch.n_seq_id[i] = 1
+            batch.seq_id[i][0] = 0
+            batch.logits[i] = i == len(tokens) - 1
+        rc = self.lib.llama_decode(self.ctx, batch)
+        if rc != 0:
+            raise BenchFailure("crashed", f"llama_decode returned {rc}")
+
+    def free(self) -> None:
+        self.lib.llama_batch_free(self.batch)
+
+
+def _test_result(n_prompt: int, n_gen: int, samples: list[float]) -> TestResult:
+    return TestResult(
+        n_prompt=n_prompt, n_gen=n_gen, samples_ts=[round(s, 3) for s in samples],
+        avg_ts=round(statistics.fmean(samples), 3),
+        stddev_ts=round(statistics.stdev(samples), 3) if len(samples) > 1 else 0.0,
+    )
+
+
+def _backend_name(ggml: Ggml, gpus: list[int]) -> str:
+    """cuda / rocm / vulkan from the first GPU device's name (CUDA0, ROCm0, Vulkan0), else cpu."""
+    if not gpus:
+        return "cpu"
+    return ggml.name(gpus[0]).rstrip("0123456789").lower() or "gpu"
+
+
+def _replace(record: Fingerprint, **changes: Any) -> Fingerprint:
+    return dataclasses.replace(record, **changes)
+
+
+def main() -> int:
+    try:
+        config = BenchConfig.from_json(sys.stdin.read())
+    except Exception as exc:
+        say(f"cannot read the BenchConfig JSON on stdin: {exc}")
+        return 2
+    result = Bench(config).run()
+    print(MARKER + result.to_json(), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

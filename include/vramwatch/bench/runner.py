@@ -1,0 +1,142 @@
+"""The parent of a bench child: spawn it in the build's own Python, enforce the timeout, always return a record.
+
+The child may hang (a deadlocked backend), be killed (the kernel's OOM killer), abort (GGML_ASSERT) or print
+something unexpected; none of that may take the nightly down with it or leave a config without a row. Whatever
+happens, `run_config` returns a BenchResult whose status says what happened and whose error is one line.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TextIO
+
+import vramwatch
+from vramwatch.bench import llama_log
+from vramwatch.bench.child import MARKER
+from vramwatch.bench.gguf_tensors import GGUFError, read_gguf
+from vramwatch.records import BenchConfig, BenchResult, BuildRecord, Fingerprint
+
+
+INCLUDE_DIR = Path(vramwatch.__file__).resolve().parents[1]
+STDERR_TAIL = 50
+
+
+def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str | os.PathLike[str] | None = None,
+               progress: TextIO | None = None) -> BenchResult:
+    """Bench one config in a child of `build.python`. Never raises for a failed bench: the status says it.
+
+    `llama_log_path` keeps llama.cpp's whole log (every level) of that run; `progress` receives the child's stderr
+    lines as they come (default: this process's stderr).
+    """
+    progress = progress or sys.stderr
+    started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+    def failed(status: str, error: str) -> BenchResult:
+        return BenchResult(config=config, status=status, error=_one_line(error), started_at=started_at,
+                           fingerprint=Fingerprint(llama_cpp_commit=build.llama_cpp_commit,
+                                                   llama_cpp_python_version=build.llama_cpp_python_version,
+                                                   backend=build.request.backend))
+
+    try:
+        read_gguf(config.model.path)
+    except GGUFError as exc:
+        return failed("invalid_model", str(exc))
+    if not build.ok:
+        return failed("crashed", f"build {build.request.key} is not usable (status {build.status}): {build.error}")
+    if not Path(build.python).is_file():
+        return failed("crashed", f"engine python not found: {build.python}")
+
+    try:
+        child = subprocess.Popen(
+            [build.python, "-m", "vramwatch.bench.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, env=_child_env(build, llama_log_path), text=True, start_new_session=True,
+        )
+    except OSError as exc:
+        return failed("crashed", f"cannot start {build.python}: {exc}")
+    stdout: list[str] = []
+    tail: deque[str] = deque(maxlen=STDERR_TAIL)
+    readers = [
+        threading.Thread(target=_collect, args=(child.stdout, stdout.append), daemon=True),
+        threading.Thread(target=_collect, args=(child.stderr, lambda line: _relay(line, tail, progress)), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        try:
+            child.stdin.write(config.to_json())
+            child.stdin.close()
+        except BrokenPipeError:
+            pass  # it died at once; its exit status and stderr say why
+        try:
+            returncode = child.wait(timeout=config.timeout_s)
+        except subprocess.TimeoutExpired:
+            _kill(child)
+            return failed("timeout", f"no result within timeout_s={config.timeout_s:g} s; killed the child "
+                                     f"(last output: {_last(tail)})")
+    finally:
+        _kill(child)
+        for reader in readers:
+            reader.join(timeout=5)
+
+    results = [line[len(MARKER):] for line in stdout if line.startswith(MARKER)]
+    if results:
+        try:
+            return BenchResult.from_json(results[-1])
+        except (ValueError, TypeError, KeyError) as exc:
+            return failed("crashed", f"unreadable result line from the child: {exc}")
+    status = "oom" if llama_log.classify_failure(list(tail)) == "oom" else "crashed"
+    if returncode < 0:
+        how = f"killed by {signal.Signals(-returncode).name}" if -returncode in signal.valid_signals() else "killed"
+    else:
+        how = f"exited with code {returncode} without a result"
+    return failed(status, f"child {how}: {_last(tail)}")
+
+
+def _child_env(build: BuildRecord, llama_log_path: str | os.PathLike[str] | None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(INCLUDE_DIR)  # only our records: the engine venv must not see the parent's packages
+    env["PYTHONUNBUFFERED"] = "1"
+    env["VRAMWATCH_LLAMA_CPP_COMMIT"] = build.llama_cpp_commit
+    arch = build.request.cuda_architectures
+    env["VRAMWATCH_BUILD_FLAGS"] = " ".join(
+        part for part in (build.request.cmake_args, f"-DCMAKE_CUDA_ARCHITECTURES={arch}" if arch else "") if part
+    )
+    if llama_log_path:
+        env["VRAMWATCH_LLAMA_LOG"] = str(Path(llama_log_path).resolve())
+    return env
+
+
+def _collect(stream: TextIO, sink) -> None:
+    for line in stream:
+        sink(line.rstrip("\n"))
+
+
+def _relay(line: str, tail: deque[str], progress: TextIO) -> None:
+    if line.strip():
+        tail.append(line)
+    print(line, file=progress, flush=True)
+
+
+def _kill(child: subprocess.Popen) -> None:
+    """Kill the child's whole process group (it is its own session leader), then reap it."""
+    if child.poll() is None:
+        try:
+            os.killpg(child.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    child.wait()
+
+
+def _last(tail: deque[str]) -> str:
+    return tail[-1].strip() if tail else "no output"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())[:500]

@@ -1,0 +1,239 @@
+"""The bench parent and child against the real llama.cpp (the CPU engine) and real tiny GGUF models."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import stat
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest_bench import ENGINE_PYTHON, SOURCE, cached_tiny_model
+from vramwatch.bench import llama_log, run_config
+from vramwatch.bench.cli import register
+from vramwatch.errors import UserError
+from vramwatch.records import BenchConfig, BenchResult, BuildRecord, BuildRequest, GenerationTest, ModelFile
+
+REPS = 2
+COMMIT = "0c1e57098"
+
+
+@pytest.fixture(scope="module", autouse=True)
+def small_bandwidth_probe():
+    """The host bandwidth probe copies 1 GiB by default: 64 MiB is plenty to exercise it here."""
+    previous = os.environ.get("VRAMWATCH_HOST_BW_MIB")
+    os.environ["VRAMWATCH_HOST_BW_MIB"] = "64"
+    yield
+    if previous is None:
+        os.environ.pop("VRAMWATCH_HOST_BW_MIB")
+    else:
+        os.environ["VRAMWATCH_HOST_BW_MIB"] = previous
+
+
+@pytest.fixture(scope="module")
+def engine(request) -> BuildRecord:
+    """The CPU engine from this machine's setup if present, else the demo matrix's engine build (slow once)."""
+    python = os.environ.get("VRAMWATCH_ENGINE_PYTHON") or (str(ENGINE_PYTHON) if ENGINE_PYTHON.exists() else "")
+    if not python:
+        return request.getfixturevalue("engine_build")
+    return BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python=python, source_dir=str(SOURCE),
+                       llama_cpp_python_version="0.3.36", llama_cpp_commit=COMMIT)
+
+
+@pytest.fixture(scope="module")
+def moe(request) -> Path:
+    return cached_tiny_model(request, "tiny-moe")
+
+
+@pytest.fixture(scope="module")
+def dense(request) -> Path:
+    return cached_tiny_model(request, "tiny-dense", moe=False)
+
+
+def config_for(path: Path, mode: str, **changes) -> BenchConfig:
+    model = ModelFile(model=path.stem, quant="F16", path=str(path), file_bytes=path.stat().st_size if path.exists()
+                      else 0, sha256="", arch="deepseek", n_params=0, n_layer=2, n_expert=4, n_expert_used=2,
+                      synthetic=True, scale="tiny")
+    settings = dict(n_prompt=16, n_gen=4, reps=REPS, n_ctx=128, n_batch=16, n_ubatch=16,
+                    generation=GenerationTest(max_tokens=8), timeout_s=240)
+    settings.update(changes)
+    return BenchConfig(model=model, mode=mode, **settings)
+
+
+@pytest.fixture(scope="module")
+def baseline(engine, moe) -> BenchResult:
+    return run_config(config_for(moe, "baseline"), engine)
+
+
+@pytest.fixture(scope="module")
+def offload(engine, moe) -> BenchResult:
+    return run_config(config_for(moe, "offload", generation=None), engine)
+
+
+def assert_measured(result: BenchResult) -> None:
+    assert result.status == "ok", result.error
+    for test, n_prompt, n_gen in ((result.pp, 16, 0), (result.tg, 0, 4)):
+        assert (test.n_prompt, test.n_gen) == (n_prompt, n_gen)
+        assert len(test.samples_ts) == REPS and all(s > 0 for s in test.samples_ts)
+        assert min(test.samples_ts) <= test.avg_ts <= max(test.samples_ts)
+        assert test.stddev_ts >= 0
+
+
+def test_baseline_is_measured_with_nothing_overridden(baseline):
+    assert_measured(baseline)
+    assert baseline.n_overridden_tensors == 0
+    assert baseline.memory.buffers_mib["CPU_Mapped/model"] > 0
+    assert baseline.memory.host_model_mib == baseline.memory.buffers_mib["CPU_Mapped/model"]
+    assert baseline.memory.host_kv_mib > 0 and baseline.memory.host_compute_mib > 0
+    assert baseline.memory.host_rss_peak_mib > 0
+    assert baseline.flash_attn in ("on", "off")
+    assert baseline.n_threads >= 1 and baseline.load_s > 0
+    generation = baseline.generation
+    assert 0 < generation.tokens <= 8 and generation.tokens_per_s > 0 and len(generation.text_sha256) == 64
+
+
+def test_without_a_gpu_every_gpu_reading_is_none_not_zero(baseline):
+    memory = baseline.memory
+    for name in ("gpu_total_mib", "nvml_device_used_before_mib", "nvml_device_used_after_mib", "nvml_process_mib",
+                 "nvml_peak_device_mib", "cuda_context_mib"):
+        assert getattr(memory, name) is None, name
+    assert memory.vram_gib is None
+    assert baseline.roofline.gpu_bandwidth_gbs is None and baseline.roofline.gpu_bytes_per_token == 0
+
+
+def test_fingerprint_and_roofline_describe_this_machine_and_build(baseline):
+    fingerprint = baseline.fingerprint
+    assert fingerprint.backend == "cpu" and fingerprint.gpu_name == "" and fingerprint.gpu_count == 0
+    assert fingerprint.llama_cpp_python_version == "0.3.36" and fingerprint.llama_cpp_commit == COMMIT
+    assert fingerprint.cpu_cores >= 1 and fingerprint.ram_gib > 0
+    roofline = baseline.roofline
+    assert roofline.host_bandwidth_gbs > 0 and roofline.active_bytes_per_token == roofline.host_bytes_per_token > 0
+    assert roofline.bound_tg_ts > 0 and roofline.fraction_of_bound == pytest.approx(
+        baseline.tg.avg_ts / roofline.bound_tg_ts, rel=1e-2)
+
+
+def test_offload_moves_every_expert_tensor(offload, baseline):
+    assert_measured(offload)
+    assert offload.n_overridden_tensors == 6  # 2 layers x gate/up/down expert tensors
+    assert offload.generation is None
+    assert offload.roofline.active_bytes_per_token == baseline.roofline.active_bytes_per_token
+
+
+def test_partial_moves_only_the_first_layers_experts(engine, moe, tmp_path):
+    log_path = tmp_path / "llama.log"
+    result = run_config(config_for(moe, "partial", n_cpu_moe=1, generation=None), engine, llama_log_path=log_path)
+    assert_measured(result)
+    assert result.n_overridden_tensors == 3
+    lines = [line.split("] ", 1)[1] for line in log_path.read_text().splitlines() if "] " in line]
+    placed = llama_log.overridden_tensors(lines)
+    assert sorted(placed) == ["blk.0.ffn_down_exps.weight", "blk.0.ffn_gate_exps.weight", "blk.0.ffn_up_exps.weight"]
+    assert llama_log.parse_buffers(lines) == result.memory.buffers_mib  # the record is what the log says
+
+
+def test_dense_model_has_nothing_to_offload(engine, dense):
+    for mode, n_cpu_moe in (("offload", 0), ("partial", 1)):
+        result = run_config(config_for(dense, mode, n_cpu_moe=n_cpu_moe), engine)
+        assert result.status == "not_applicable" and "no expert tensors" in result.error
+        assert result.pp is None and result.tg is None
+
+
+def test_bad_model_files_are_invalid_model_in_one_line(engine, moe, tmp_path):
+    foreign = tmp_path / "foreign.gguf"
+    foreign.write_text("not a model at all\n")
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(moe.read_bytes()[: moe.stat().st_size - 4096])
+    for path in (tmp_path / "missing.gguf", foreign, truncated):
+        result = run_config(config_for(path, "baseline"), engine)
+        assert result.status == "invalid_model", path
+        assert result.error and "\n" not in result.error and str(path) in result.error
+
+
+def test_child_itself_refuses_a_truncated_model(engine, moe, tmp_path):
+    """The parent checks first; the child must still hold if the file changes between check and load."""
+    import subprocess
+
+    truncated = tmp_path / "truncated.gguf"
+    truncated.write_bytes(moe.read_bytes()[:2_000_000])
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "include"))
+    done = subprocess.run([engine.python, "-m", "vramwatch.bench.child"], input=config_for(truncated, "offload").to_json(),
+                          capture_output=True, text=True, env=env, timeout=120)
+    marked = [line for line in done.stdout.splitlines() if line.startswith("VRAMWATCH_RESULT ")]
+    assert done.returncode == 0 and len(marked) == 1
+    result = BenchResult.from_json(marked[0].split(" ", 1)[1])
+    assert result.status == "invalid_model" and "truncated" in result.error
+
+
+def test_timeout_kills_the_child_and_says_timeout(engine, moe):
+    result = run_config(config_for(moe, "baseline", timeout_s=0.5), engine)
+    assert result.status == "timeout" and "timeout_s=0.5" in result.error
+
+
+def test_a_dead_child_is_crashed_with_its_last_words(moe, tmp_path):
+    script = tmp_path / "dies.sh"
+    script.write_text("#!/bin/sh\necho 'GGML_ASSERT(false) failed' >&2\nkill -9 $$\n")
+    script.chmod(script.stat().st_mode | stat.S_IEXEC)
+    quits = tmp_path / "quits.sh"
+    quits.write_text("#!/bin/sh\necho 'CUDA error: out of memory' >&2\nexit 3\n")
+    quits.chmod(quits.stat().st_mode | stat.S_IEXEC)
+    build = BuildRecord(request=BuildRequest(version="x"), status="ok", python=str(script), source_dir="",
+                        llama_cpp_python_version="", llama_cpp_commit="")
+    killed = run_config(config_for(moe, "baseline"), build)
+    assert killed.status == "crashed" and "SIGKILL" in killed.error and "GGML_ASSERT" in killed.error
+    exited = run_config(config_for(moe, "baseline"), BuildRecord(**{**build.to_dict(), "python": str(quits),
+                                                                     "request": build.request}))
+    assert exited.status == "oom" and "code 3" in exited.error
+
+
+def test_an_engine_without_llama_cpp_gives_a_crashed_record(moe):
+    build = BuildRecord(request=BuildRequest(version="x"), status="ok", python=sys.executable, source_dir="",
+                        llama_cpp_python_version="", llama_cpp_commit="")
+    result = run_config(config_for(moe, "baseline"), build)
+    assert result.status == "crashed" and "llama_cpp" in result.error
+
+
+def run_cli(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="vramwatch")
+    register(parser.add_subparsers())
+    args = parser.parse_args(["bench", *argv])
+    return args.func(args)
+
+
+def test_cli_prints_the_record_and_exits_by_status(engine, moe, tmp_path, capsys):
+    assert run_cli([str(moe), "--mode", "offload", "--reps", "1", "--n-prompt", "8", "--n-gen", "2", "--n-ctx",
+                    "64", "--no-generation", "--python", engine.python, "--json"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert len(out) == 1 and BenchResult.from_json(out[0]).n_overridden_tensors == 6
+
+    foreign = tmp_path / "foreign.gguf"
+    foreign.write_text("hello")
+    assert run_cli([str(foreign), "--python", engine.python]) == 1
+    captured = capsys.readouterr()
+    assert "invalid_model" in captured.out and "Traceback" not in captured.out + captured.err
+    assert captured.err.strip().splitlines() == [f"error: invalid_model: not a GGUF file (magic b'hell', "
+                                                 f"expected b'GGUF'): {foreign}"]
+    with pytest.raises(UserError, match="n-cpu-moe"):
+        run_cli([str(moe), "--mode", "partial", "--python", engine.python])
+
+
+def test_ggml_calls_work_on_the_library_llama_cpp_loaded(engine):
+    """The ctypes signatures used for the override pointer and the device copy, checked on the CPU device (the H100
+    run of the same code measured ~3 TB/s device-to-device)."""
+    import subprocess
+
+    probe = (
+        "import llama_cpp\n"
+        "from vramwatch.bench.gpu import Ggml\n"
+        "llama_cpp.llama_backend_init()\n"
+        "ggml = Ggml(llama_cpp.llama_cpp._lib)\n"
+        "cpu = ggml.lib.ggml_backend_dev_get(0)\n"
+        "print(ggml.cpu_buffer_type() != 0, ggml.cpu_buffer_type_origin(), ggml.gpus(), ggml.name(cpu),\n"
+        "      ggml.copy_bandwidth_gbs(cpu, mib=16, repeats=2) > 0)\n"
+    )
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "include"))
+    done = subprocess.run([engine.python, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    has_pointer, origin, gpus, name, copied = done.stdout.split()
+    assert has_pointer == "True" and "libggml" in origin and Path(origin).is_file()
+    assert gpus == "[]" and name == "CPU" and copied == "True"

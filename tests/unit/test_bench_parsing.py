@@ -1,0 +1,196 @@
+"""The bench's readers, without llama.cpp: GGUF tensor table, llama.cpp log lines, placement, CPU topology."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from conftest_bench import cached_tiny_model
+from vramwatch.bench import llama_log, placement
+from vramwatch.bench.gguf_tensors import GGML_BLOCKS, GGUFError, GGUFInfo, TensorInfo, read_gguf
+from vramwatch.bench.host import physical_cores
+
+# Real llama.cpp 0c1e570 (llama-cpp-python 0.3.36, CPU build) output, captured by the child's LogCapture.
+CPU_OFFLOAD_LOG = """\
+llama_model_loader: tensor overrides to CPU are used with mmap enabled - consider using --load-mode none for better performance
+tensor blk.0.ffn_gate_exps.weight (0 MiB f16) buffer type overridden to CPU
+tensor blk.0.ffn_down_exps.weight (0 MiB f16) buffer type overridden to CPU
+tensor blk.0.ffn_up_exps.weight (0 MiB f16) buffer type overridden to CPU
+tensor blk.1.ffn_gate_exps.weight (0 MiB f16) buffer type overridden to CPU
+tensor blk.1.ffn_down_exps.weight (0 MiB f16) buffer type overridden to CPU
+tensor blk.1.ffn_up_exps.weight (0 MiB f16) buffer type overridden to CPU
+done_getting_tensors: tensor 'token_embd.weight' (f16) (and 28 others) cannot be used with preferred buffer type CPU_REPACK, using CPU instead
+load_tensors:   CPU_Mapped model buffer size =    54.76 MiB
+llama_context: flash_attn            = auto
+llama_context:        CPU  output buffer size =     0.39 MiB
+llama_kv_cache:        CPU KV buffer size =     0.50 MiB
+sched_reserve: reserving ...
+resolve_fused_ops: Flash Attention enabled
+sched_reserve:        CPU compute buffer size =    12.59 MiB
+sched_reserve: graph: nodes = 100, splits = 1, input objects = 4, input tensors = 6
+~llama_context:        CPU compute buffer size is  12.5939 MiB, matches expectation of  12.5939 MiB
+""".splitlines()
+
+# Real lines of a CUDA build of the same llama.cpp on an H100 (offload mode, mmap on, then mmap off), captured by the
+# child; the second CUDA0 compute line stands for a re-reservation, which llama.cpp logs again in full.
+CUDA_LOG = """\
+tensor blk.0.ffn_gate_exps.weight (0 MiB f16) buffer type overridden to CUDA_Host
+load_tensors: offloaded 3/3 layers to GPU
+load_tensors:   CPU_Mapped model buffer size =    54.39 MiB
+load_tensors:        CUDA0 model buffer size =    51.76 MiB
+llama_context:  CUDA_Host  output buffer size =     0.39 MiB
+llama_kv_cache:      CUDA0 KV buffer size =     4.00 MiB
+resolve_fused_ops: Flash Attention enabled
+sched_reserve:      CUDA0 compute buffer size =   201.53 MiB
+sched_reserve:  CUDA_Host compute buffer size =     3.01 MiB
+~llama_context:      CUDA0 compute buffer size is 201.5293 MiB, matches expectation of 201.5293 MiB
+load_tensors:    CUDA_Host model buffer size =    53.00 MiB
+sched_reserve:      CUDA0 compute buffer size =   202.03 MiB
+""".splitlines()
+LEGACY_CUDA_LOG = """\
+llm_load_tensors:        CUDA0 buffer size =  8000.00 MiB
+llm_load_tensors:   CPU_Mapped buffer size =   100.00 MiB
+llama_kv_cache_init:      CUDA0 KV buffer size =   512.00 MiB
+llama_new_context_with_model:      CUDA0 compute buffer size =   164.01 MiB
+""".splitlines()
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(request) -> Path:
+    return cached_tiny_model(request, "tiny-moe")
+
+
+def test_tensor_table_matches_gguf_py(tiny_moe):
+    import gguf
+
+    info = read_gguf(tiny_moe)
+    theirs = gguf.GGUFReader(str(tiny_moe))
+    assert [t.name for t in info.tensors] == [t.name for t in theirs.tensors]
+    for mine, ref in zip(info.tensors, theirs.tensors):
+        assert mine.n_bytes == ref.n_bytes, mine.name
+        assert info.data_offset + mine.offset == ref.data_offset, mine.name
+    assert (info.arch, info.n_layer, info.n_expert, info.n_expert_used, info.n_vocab) == ("deepseek", 2, 4, 2, 102400)
+    assert len(info.expert_tensors()) == 6
+
+
+def test_block_table_matches_gguf_py():
+    import gguf
+
+    for qtype, (block, size) in gguf.GGML_QUANT_SIZES.items():
+        assert GGML_BLOCKS[int(qtype)] == (block, size), qtype.name
+
+
+def test_missing_foreign_and_truncated_files_are_refused_in_one_line(tmp_path, tiny_moe):
+    text = tmp_path / "notes.gguf"
+    text.write_text("this is not a model\n")
+    cut_tensors = tmp_path / "cut-data.gguf"
+    cut_tensors.write_bytes(tiny_moe.read_bytes()[: tiny_moe.stat().st_size // 2])
+    cut_header = tmp_path / "cut-header.gguf"
+    cut_header.write_bytes(tiny_moe.read_bytes()[:1000])
+    cases = {tmp_path / "absent.gguf": "not found", text: "not a GGUF", cut_tensors: "truncated",
+             cut_header: "truncated"}
+    for path, reason in cases.items():
+        with pytest.raises(GGUFError) as caught:
+            read_gguf(path)
+        assert reason in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_real_cpu_log_gives_buffers_placement_and_flash_attn():
+    buffers = llama_log.parse_buffers(CPU_OFFLOAD_LOG)
+    assert buffers == {"CPU_Mapped/model": 54.76, "CPU/output": 0.39, "CPU/kv": 0.5, "CPU/compute": 12.59}
+    assert llama_log.sum_buffers(buffers, "model", gpu=False) == 54.76
+    assert llama_log.sum_buffers(buffers, "model", gpu=True) == 0
+    placed = llama_log.overridden_tensors(CPU_OFFLOAD_LOG)
+    assert len(placed) == 6 and set(placed.values()) == {"CPU"}
+    assert llama_log.flash_attn_used(CPU_OFFLOAD_LOG, "auto") == "on"
+    assert llama_log.flash_attn_used(CPU_OFFLOAD_LOG, "off") == "off"
+    assert llama_log.classify_failure(CPU_OFFLOAD_LOG) == "crashed"  # nothing in it says memory or file
+
+
+def test_cuda_buffers_split_into_vram_and_host():
+    buffers = llama_log.parse_buffers(CUDA_LOG)
+    assert buffers["CUDA0/model"] == 51.76 and buffers["CUDA_Host/model"] == 53.0
+    assert buffers["CUDA0/compute"] == 202.03  # re-reserved: the last figure holds, not the sum
+    assert llama_log.sum_buffers(buffers, "model", gpu=True) == 51.76
+    assert llama_log.sum_buffers(buffers, "model", gpu=False) == 107.39  # CPU_Mapped + pinned CUDA_Host
+    assert llama_log.sum_buffers(buffers, "kv", gpu=True) == 4.0
+    assert llama_log.sum_buffers(buffers, "compute", gpu=False) == 3.01
+    assert llama_log.sum_buffers(buffers, "output", gpu=False) == 0.39
+    assert llama_log.overridden_tensors(CUDA_LOG) == {"blk.0.ffn_gate_exps.weight": "CUDA_Host"}
+    assert llama_log.flash_attn_used(CUDA_LOG, "auto") == "on"
+    legacy = llama_log.parse_buffers(LEGACY_CUDA_LOG)
+    assert legacy == {"CUDA0/model": 8000.0, "CPU_Mapped/model": 100.0, "CUDA0/kv": 512.0, "CUDA0/compute": 164.01}
+
+
+def test_log_capture_joins_pieces_and_judges_failures():
+    echoed = []
+    capture = llama_log.LogCapture(echo=echoed.append)
+    capture.write(llama_log.LEVEL_INFO, "load_tensors:   CPU_Mapped model buffer size = ")
+    capture.write(llama_log.LEVEL_CONT, "   54.76 MiB\nnext")
+    capture.write(llama_log.LEVEL_ERROR, "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 9000.00 MiB on "
+                                         "device 0: cudaMalloc failed: out of memory\n")
+    capture.write(llama_log.LEVEL_DEBUG, "tensor blk.0.ffn_up_exps.weight (1 MiB q4_K) buffer type overridden to CPU_REPACK\n")
+    lines = capture.text()
+    assert lines[0] == "load_tensors:   CPU_Mapped model buffer size =    54.76 MiB" and lines[1] == "next"
+    assert llama_log.parse_buffers(lines) == {"CPU_Mapped/model": 54.76}
+    assert echoed == [lines[2]]  # only WARN/ERROR go to stderr
+    assert llama_log.classify_failure(capture.problems()) == "oom"
+    assert "out of memory" in llama_log.last_error(capture.problems(), "")
+    assert llama_log.overridden_tensors(lines) == {"blk.0.ffn_up_exps.weight": "CPU_REPACK"}
+    # the H200 run of a 60M-token context: the first OOM line names the allocation, the last only the consequence
+    oom = ["llama_context: n_ctx_seq (60000000) > n_ctx_train (2048) -- possible training context overflow",
+           "ggml_backend_cuda_buffer_type_alloc_buffer: allocating 58598.26 MiB on device 0: cudaMalloc failed: "
+           "out of memory",
+           "graph_reserve: failed to allocate compute buffers",
+           "llama_init_from_model: failed to initialize the context: failed to allocate compute pp buffers"]
+    assert llama_log.classify_failure(oom) == "oom" and "58598.26 MiB" in llama_log.last_error(oom, "")
+    bad = ["llama_model_load: error loading model: error loading model architecture: unknown model architecture: 'x'"]
+    assert llama_log.classify_failure(bad) == "invalid_model"
+
+
+def _info(layers: list[bool], n_expert: int = 4, k: int = 2) -> GGUFInfo:
+    """A hand-made tensor table: per layer, True = MoE (3 expert tensors of 400 bytes), False = dense FFN."""
+    tensors = [TensorInfo("token_embd.weight", (8, 10), 0, 0, 320), TensorInfo("output.weight", (8, 10), 0, 0, 320)]
+    for i, moe in enumerate(layers):
+        tensors.append(TensorInfo(f"blk.{i}.attn_q.weight", (8, 8), 0, 0, 256))
+        names = ["ffn_gate_exps", "ffn_up_exps", "ffn_down_exps"] if moe else ["ffn_gate", "ffn_up", "ffn_down"]
+        tensors += [TensorInfo(f"blk.{i}.{n}.weight", (8, 8, n_expert), 0, 0, 400) for n in names]
+    metadata = {"general.architecture": "deepseek", "deepseek.expert_count": n_expert if any(layers) else 0,
+                "deepseek.expert_used_count": k, "deepseek.block_count": len(layers)}
+    return GGUFInfo("x.gguf", 3, metadata, tensors, 0, 0)
+
+
+def test_modes_move_what_llama_cpp_flags_move():
+    moe = _info([True, True, True])
+    assert placement.moved_tensors(moe, "baseline") == []
+    assert len(placement.moved_tensors(moe, "offload")) == 9
+    assert {t.layer for t in placement.moved_tensors(moe, "partial", 1)} == {0}
+    assert {t.layer for t in placement.moved_tensors(moe, "partial", 2)} == {0, 1}
+    # DeepSeek's layer 0 is dense: --n-cpu-moe 1 moves nothing there (REFERENCE.md)
+    assert placement.moved_tensors(_info([False, True]), "partial", 1) == []
+    assert placement.override_patterns("partial", 2) == [r"blk\.0\.ffn_(up|down|gate|gate_up)_(ch|)exps",
+                                                         r"blk\.1\.ffn_(up|down|gate|gate_up)_(ch|)exps"]
+    with pytest.raises(ValueError):
+        placement.override_patterns("sideways")
+
+
+def test_active_bytes_count_k_of_e_experts_and_split_by_memory():
+    moe = _info([True, True])  # per layer: 256 attention + 3 x 400 experts; embedding row 32, output 320
+    base = placement.active_bytes_per_token(moe, "baseline", 0, gpu_offload=True)
+    assert base.total == 32 + 320 + 2 * (256 + 3 * 400 * 2 // 4)
+    assert base.host == 32  # the token embedding stays in CPU memory
+    off = placement.active_bytes_per_token(moe, "offload", 0, gpu_offload=True)
+    assert off.total == base.total and off.host == 32 + 2 * 3 * 200
+    part = placement.active_bytes_per_token(moe, "partial", 1, gpu_offload=True)
+    assert part.host == 32 + 3 * 200
+    cpu_only = placement.active_bytes_per_token(moe, "baseline", 0, gpu_offload=False)
+    assert cpu_only.gpu == 0 and cpu_only.host == base.total
+
+
+def test_physical_cores_count_unique_core_ids():
+    two_sockets_ht = "".join(
+        f"processor\t: {n}\nphysical id\t: {n // 4}\ncore id\t\t: {n % 2}\n\n" for n in range(8)
+    )
+    assert physical_cores(two_sockets_ht) == 4
+    assert physical_cores("") >= 1  # no topology (containers, ARM): os.cpu_count()
