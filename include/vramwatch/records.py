@@ -103,6 +103,7 @@ class BuildRecord(Record):
     log_tail: str = ""
     error: str = ""
     built_at: str = ""
+    llama_bench: str = ""  # path of a llama-bench binary built from the same source; empty if not asked for
 
     @property
     def ok(self) -> bool:
@@ -117,6 +118,7 @@ class BuildCheck(Record):
     last_benchmarked: str | None
     is_new: bool
     forced: bool = False
+    commit: str = ""  # git sources: the llama.cpp commit `latest` points at
 
     @property
     def should_run(self) -> bool:

@@ -1,0 +1,189 @@
+"""build_engine: one isolated virtualenv per BuildRequest, holding llama-cpp-python built for it.
+
+    paths.builds/<key>/venv/          the only Python that ever loads llama.cpp (the bench child runs in it)
+    paths.builds/<key>/build.json     the BuildRecord; with an importable venv it means "reuse, do not rebuild"
+    paths.builds/<key>/build.log      everything the build printed
+    paths.cache/wheels/<key>/*.whl    the built wheel: a second build, or a fresh clone, installs it in seconds
+    paths.cache/build/<key>/          slim working copy + cmake tree while a build runs; kept if it is
+                                      interrupted (the next attempt resumes), removed once the wheel exists
+
+Build failures come back as a BuildRecord with status "failed" (the caller decides); only bad input raises UserError.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import subprocess
+import sys
+import time
+import tomllib
+from datetime import datetime, timezone
+from pathlib import Path
+
+from vramwatch.builds.backend import build_request, ccache_args, compile_env
+from vramwatch.builds.detect import find_build
+from vramwatch.builds.llama_bench import build_llama_bench
+from vramwatch.builds.process import StepFailed, run_step, say
+from vramwatch.builds.slim import copy_slim
+from vramwatch.builds.sources import (
+    GIT_BINDINGS_VERSION,
+    SourceTree,
+    appear_atomically,
+    find_sdist,
+    git_source,
+    pip_index_args,
+    release_source,
+)
+from vramwatch.config import BuildSource, Paths
+from vramwatch.records import BuildRecord, BuildRequest
+
+# The wheel brings numpy, typing-extensions, diskcache and jinja2; the bench child also reads NVML.
+BENCH_CHILD_EXTRAS = ("nvidia-ml-py",)
+
+
+def cached_wheel(paths: Paths, request: BuildRequest) -> Path | None:
+    wheels = sorted((paths.cache / "wheels" / request.key).glob("llama_cpp_python-*.whl"))
+    return wheels[-1] if wheels else None
+
+
+def engine_import_error(python: Path) -> str:
+    """Empty if `python` imports llama_cpp (which loads the shared libraries), else the reason in one line."""
+    if not python.is_file():
+        return f"{python} does not exist"
+    done = subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True, text=True, timeout=300)
+    return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["import failed"])[-1]
+
+
+def _read_record(home: Path) -> BuildRecord | None:
+    try:
+        return BuildRecord.from_json((home / "build.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def list_builds(paths: Paths) -> list[BuildRecord]:
+    """Every build recorded under paths.builds, newest first."""
+    records = [r for home in paths.builds.glob("*/") if (r := _read_record(home))] if paths.builds.is_dir() else []
+    return sorted(records, key=lambda r: r.built_at, reverse=True)
+
+
+def _known_commit(source: BuildSource, request: BuildRequest, paths: Paths) -> str:
+    """Ask the source for the version before anything is written: one it does not have raises UserError.
+    Returns the commit for git sources (a tag names one); a cached PyPI sdist needs no network."""
+    if source.source == "pypi" and find_sdist(paths.cache / "sdists", request.version):
+        return ""
+    return find_build(source, request.version).commit
+
+
+def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: Paths, log: Path) -> Path:
+    """Compile the wheel with the build venv's Python, from a slim working copy of the tree that is this key's own
+    (the build writes libraries into llama_cpp/lib of its source: they must not leak from a CUDA build into a CPU one).
+
+    pip's build isolation is off on purpose: it hides the interpreter's site-packages from every child process, which
+    breaks the pip-installed `cmake`/`ninja` launchers that CUDA images put first on PATH, and it then wants to
+    download cmake, which an air-gapped worker cannot. The build backend is installed into the venv instead.
+    """
+    work = paths.cache / "build" / request.key
+    if not (work / "src").is_dir():
+        appear_atomically(work / "src", lambda scratch: copy_slim(tree.path, scratch))
+    else:
+        say(f"continuing in the build tree of an earlier, unfinished attempt: {work}")
+    backend = tomllib.loads((work / "src" / "pyproject.toml").read_text())["build-system"]["requires"]
+    run_step("install build backend", [python, "-m", "pip", "install", "--disable-pip-version-check",
+                                       *pip_index_args(request), *backend], log)
+    env = compile_env(request)
+    env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend)])
+    say(f"CMAKE_ARGS={env['CMAKE_ARGS']}")
+    out = work / "wheel"
+    shutil.rmtree(out, ignore_errors=True)
+    try:
+        run_step("build wheel", [python, "-m", "pip", "wheel", "-v", "--disable-pip-version-check", "--no-deps",
+                                 "--no-build-isolation", "--wheel-dir", out,
+                                 f"--config-settings=build-dir={work / 'cmake'}", work / "src"], log, env=env)
+    except StepFailed as failure:  # name files relative to the source, not by their long cache path
+        raise StepFailed(failure.error.replace(f"{work / 'src'}/", ""), failure.log_tail) from None
+    built = sorted(out.glob("llama_cpp_python-*.whl"))
+    if not built:
+        raise StepFailed(f"build wheel failed: pip wheel left no wheel in {out}")
+    dest = paths.cache / "wheels" / request.key / built[-1].name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.move(built[-1], dest)
+    shutil.rmtree(work, ignore_errors=True)  # the wheel is the cache now; the cmake tree only served resuming
+    return dest
+
+
+def _fresh_venv(venv: Path, log: Path) -> Path:
+    shutil.rmtree(venv, ignore_errors=True)
+    run_step("create venv", [sys.executable, "-m", "venv", venv], log)
+    return venv / "bin" / "python"
+
+
+def _install_engine(python: Path, wheel: Path, request: BuildRequest, log: Path) -> None:
+    run_step("install engine", [python, "-m", "pip", "install", "--disable-pip-version-check",
+                                *pip_index_args(request), wheel, *BENCH_CHILD_EXTRAS], log)
+    problem = engine_import_error(python)
+    if problem:
+        raise StepFailed(f"import llama_cpp failed: {problem}")
+
+
+def build_engine(source: BuildSource, version: str, paths: Paths) -> BuildRecord:
+    """The engine for `version` of `source` ("latest" resolves first): reused if built before, else built.
+
+    Streams the build to stderr and ends with one result line. A failed build returns status "failed" with a
+    one-line error and the log's last lines; unknown versions and unusable locations raise UserError.
+    """
+    if version == "latest":
+        version = find_build(source).version
+    request = build_request(source, version)
+    home = paths.builds / request.key
+    previous = _read_record(home)
+    if previous and previous.ok and previous.request == request and not engine_import_error(Path(previous.python)):
+        has_bench = bool(previous.llama_bench) and Path(previous.llama_bench).is_file()
+        if has_bench or not source.build_llama_bench:
+            say(f"result: reused {request.key} (llama-cpp-python {previous.llama_cpp_python_version}, "
+                f"llama.cpp {previous.llama_cpp_commit[:12]}), python {previous.python}")
+            return dataclasses.replace(previous, status="reused")
+
+    commit = _known_commit(source, request, paths)
+    home.mkdir(parents=True, exist_ok=True)
+    log = home / "build.log"
+    log.write_text("")
+    started = time.monotonic()
+    say(f"building {request.key}: {request.source} {version} for {request.backend}"
+        + (f" from {request.location}" if request.location else "") + f"; CMake flags: {request.cmake_args}")
+    tree: SourceTree | None = None
+    wheel: Path | None = None
+    try:
+        tree = (git_source(request, commit, paths, log) if request.source == "git"
+                else release_source(request, paths, log))
+        python = _fresh_venv(home / "venv", log)
+        wheel = cached_wheel(paths, request)
+        if wheel:
+            say(f"using cached wheel {wheel}")
+        else:
+            wheel = _build_wheel(request, tree, python, paths, log)
+        _install_engine(python, wheel, request, log)
+        bench_binary = build_llama_bench(request, tree.path, home, paths, log) if source.build_llama_bench else ""
+        outcome = dict(status="ok", python=str(python), llama_bench=bench_binary)
+    except StepFailed as failure:
+        outcome = dict(status="failed", python="", error=failure.error, log_tail=failure.log_tail)
+    record = BuildRecord(
+        request=request,
+        source_dir=str(tree.path) if tree else "",
+        llama_cpp_python_version=tree.llama_cpp_python_version if tree else
+        (GIT_BINDINGS_VERSION if request.source == "git" else version),
+        llama_cpp_commit=tree.llama_cpp_commit if tree else "unknown",
+        duration_s=round(time.monotonic() - started, 1),
+        artifact_bytes=wheel.stat().st_size if wheel else 0,
+        built_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        **outcome,
+    )
+    (home / "build.json").write_text(record.to_json(indent=2) + "\n")
+    if record.ok:
+        say(f"result: built {request.key} in {record.duration_s:.0f} s (llama-cpp-python "
+            f"{record.llama_cpp_python_version}, llama.cpp {record.llama_cpp_commit[:12]}, wheel "
+            f"{record.artifact_bytes / 1e6:.1f} MB), python {record.python}")
+    else:
+        say(f"result: FAILED {request.key} after {record.duration_s:.0f} s: {record.error} (full log: {log})")
+    return record

@@ -1,0 +1,80 @@
+"""Run one long build step as a subprocess, streaming its output.
+
+Every line goes to stderr as it comes (in Airflow that is the task log, so a 10-minute compile shows progress) and
+to the build's log file; a failure becomes one line naming its cause plus the last lines, for the BuildRecord.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+TAIL_LINES = 40
+
+# The first line matching the earliest pattern in this list names the cause; later errors are usually fallout.
+_CAUSES = (
+    re.compile(r"CMake Error"),
+    re.compile(r"\b(fatal )?error\b:", re.IGNORECASE),
+    re.compile(r"^FAILED: "),
+    re.compile(r"^ERROR: "),
+)
+
+
+class StepFailed(Exception):
+    """A build step that failed for a reason in the build, not in the caller's input."""
+
+    def __init__(self, error: str, log_tail: str = "") -> None:
+        super().__init__(error)
+        self.error = error
+        self.log_tail = log_tail
+
+
+def say(message: str) -> None:
+    print(f"[builds] {message}", file=sys.stderr, flush=True)
+
+
+def failure_cause(lines: Sequence[str]) -> str:
+    """One line naming why a build failed. CMake puts its message on the line after 'CMake Error at ...:'."""
+    for pattern in _CAUSES:
+        for i, line in enumerate(lines):
+            if pattern.search(line):
+                cause = line.strip()
+                if cause.endswith(":"):
+                    following = next((n.strip() for n in lines[i + 1:i + 4] if n.strip()), "")
+                    cause = f"{cause} {following}".strip()
+                return cause[:400]
+    return ""
+
+
+def run_step(
+    title: str, cmd: Sequence[str | os.PathLike[str]], log: Path, env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
+    """Run `cmd`, streaming its output; raise StepFailed(one line, last lines) if it exits non-zero."""
+    argv = [str(part) for part in cmd]
+    say(f"{title}: {shlex.join(argv)}")
+    lines: list[str] = []
+    with open(log, "a", encoding="utf-8") as log_file:
+        log_file.write(f"\n### {title}: {shlex.join(argv)}\n")
+        try:
+            proc = subprocess.Popen(
+                argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
+                env=env, cwd=cwd,
+            )
+        except OSError as exc:
+            raise StepFailed(f"{title}: cannot run {argv[0]}: {exc.strerror}") from None
+        with proc:
+            assert proc.stdout is not None
+            for line in proc.stdout:
+                sys.stderr.write(line)
+                log_file.write(line)
+                lines.append(line.rstrip("\n"))
+        sys.stderr.flush()
+    if proc.returncode != 0:
+        cause = failure_cause(lines) or f"exited with status {proc.returncode}"
+        raise StepFailed(f"{title} failed: {cause}", "\n".join(lines[-TAIL_LINES:]))

@@ -1,0 +1,187 @@
+"""Source trees to build from: a llama-cpp-python sdist unpacked once, or that sdist around a llama.cpp git checkout.
+
+Layout under Paths.cache (it outlives clones of the repository):
+  sdists/llama_cpp_python-<version>.tar.gz       downloaded once (pip download --no-binary :all:)
+  src/<version>/                                 unpacked once; others read vendor/llama.cpp/models/ggml-vocab-*.gguf
+  git/<repo>-<hash>.git                          a bare repository holding only the fetched llama.cpp tags
+  src/<bindings>+llama.cpp-<commit12>/           the bindings around that llama.cpp commit (git sources)
+Every tree appears by an atomic rename, so an interrupted unpack never leaves a half tree that looks complete.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tarfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
+from packaging.version import InvalidVersion, Version
+
+from vramwatch.builds.detect import PROJECT, index_url
+from vramwatch.builds.process import StepFailed, run_step, say
+from vramwatch.builds.slim import LLAMA
+from vramwatch.config import Paths
+from vramwatch.errors import UserError
+from vramwatch.records import BuildRequest
+
+# The llama-cpp-python release whose bindings wrap llama.cpp checkouts from git. Its ctypes declarations follow the
+# llama.h it was released with: far-away llama.cpp tags may fail to build or to load, and the build record says so.
+GIT_BINDINGS_VERSION = "0.3.36"
+# Written by us into trees that have no git metadata (bundles, git checkouts): the llama.cpp commit, one line.
+COMMIT_MARKER = "LLAMA_CPP_COMMIT"
+UNKNOWN_COMMIT = "unknown"
+_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+
+
+@dataclass(frozen=True)
+class SourceTree:
+    path: Path
+    llama_cpp_python_version: str
+    llama_cpp_commit: str
+
+
+def find_sdist(folder: Path, version: str) -> Path | None:
+    """The llama-cpp-python sdist of `version` in `folder` (PEP 440 equal: 0.3.36 finds 0.3.36.0 too)."""
+    if not folder.is_dir():
+        return None
+    for path in sorted(folder.iterdir()):
+        try:
+            name, found = parse_sdist_filename(path.name)
+        except (InvalidSdistFilename, InvalidVersion):
+            continue
+        if name == canonicalize_name(PROJECT) and found == Version(version):
+            return path
+    return None
+
+
+def pip_index_args(request: BuildRequest) -> list[str]:
+    """Where pip finds packages for this request: a bundle directory only (no network), or the configured index."""
+    if request.source == "path":
+        return ["--no-index", "--find-links", request.location, "--find-links", str(Path(request.location, "wheels"))]
+    if request.source == "pypi" and request.location:
+        return ["--index-url", index_url(request.location)]
+    return []
+
+
+def fetch_sdist(version: str, index_args: list[str], paths: Paths, log: Path) -> Path:
+    """The sdist from the cache, downloading it once."""
+    folder = paths.cache / "sdists"
+    cached = find_sdist(folder, version)
+    if cached:
+        return cached
+    folder.mkdir(parents=True, exist_ok=True)
+    run_step("download sdist", [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
+                                "--dest", folder, *index_args, f"{PROJECT}=={version}"], log)
+    found = find_sdist(folder, version)
+    if not found:
+        raise StepFailed(f"download sdist failed: pip left no {PROJECT} {version} sdist in {folder}")
+    return found
+
+
+def appear_atomically(dest: Path, fill: Callable[[Path], None]) -> Path:
+    """Create `dest` by filling a scratch directory beside it and renaming it into place."""
+    scratch = dest.with_name(f".{dest.name}.partial-{os.getpid()}")
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    try:
+        fill(scratch)
+        scratch.rename(dest)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return dest
+
+
+def unpack_sdist(sdist: Path, dest: Path) -> Path:
+    """Unpack once; the sdist's single top directory becomes `dest`."""
+    if dest.is_dir():
+        return dest
+
+    def fill(scratch: Path) -> None:
+        with tarfile.open(sdist) as tar:
+            tar.extractall(scratch / "x", filter="data")
+        (top,) = (scratch / "x").iterdir()
+        for child in top.iterdir():
+            child.rename(scratch / child.name)
+        shutil.rmtree(scratch / "x")
+
+    say(f"unpacking {sdist.name} -> {dest}")
+    try:
+        return appear_atomically(dest, fill)
+    except (tarfile.TarError, ValueError, OSError) as exc:
+        raise StepFailed(f"unpack {sdist.name} failed: {exc}") from None
+
+
+def read_llama_cpp_commit(tree: Path) -> str:
+    """The vendored llama.cpp commit: our marker, else the submodule HEAD that PyPI sdists carry in .git."""
+    for candidate in (tree / COMMIT_MARKER, tree / ".git" / "modules" / "vendor" / "llama.cpp" / "HEAD"):
+        if candidate.is_file():
+            text = candidate.read_text().strip()
+            if _SHA1.match(text):
+                return text
+    return UNKNOWN_COMMIT
+
+
+def release_source(request: BuildRequest, paths: Paths, log: Path) -> SourceTree:
+    """A llama-cpp-python release (pypi or a bundle directory), unpacked under paths.cache/src/<version>/."""
+    if request.source == "path":
+        sdist = find_sdist(Path(request.location), request.version)
+        if not sdist:
+            raise UserError(f"no {PROJECT} {request.version} sdist in {request.location}",
+                            "make one with `vramwatch builds bundle --out DIR` and point build.location at DIR")
+    else:
+        sdist = fetch_sdist(request.version, pip_index_args(request), paths, log)
+    tree = unpack_sdist(sdist, paths.cache / "src" / request.version)
+    commit = read_llama_cpp_commit(tree)
+    if commit == UNKNOWN_COMMIT:
+        say(f"llama.cpp commit unknown: {sdist.name} carries no vendor/llama.cpp commit marker; recording 'unknown'")
+    return SourceTree(tree, request.version, commit)
+
+
+def _bare_repo(location: str, paths: Paths) -> Path:
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", location.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))[:40]
+    repo = paths.cache / "git" / f"{name}-{hashlib.sha256(location.encode()).hexdigest()[:10]}.git"
+    if not (repo / "HEAD").is_file():
+        repo.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["git", "init", "--quiet", "--bare", str(repo)], check=True)
+    return repo
+
+
+def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> SourceTree:
+    """The bindings of GIT_BINDINGS_VERSION with vendor/llama.cpp replaced by the tag `request.version`."""
+    dest = paths.cache / "src" / f"{GIT_BINDINGS_VERSION}+llama.cpp-{commit[:12]}"
+    if dest.is_dir():
+        return SourceTree(dest, GIT_BINDINGS_VERSION, commit)
+    bindings = release_source(BuildRequest(version=GIT_BINDINGS_VERSION), paths, log).path
+    repo = _bare_repo(request.location, paths)
+    local = Path(request.location)
+    url = local.resolve().as_uri() if local.is_dir() else request.location  # file:// lets --depth work locally
+    tag = request.version
+    run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", url,
+                                 f"+refs/tags/{tag}:refs/tags/{tag}"], log)
+    fetched = subprocess.run(["git", "-C", str(repo), "rev-parse", f"refs/tags/{tag}^{{commit}}"],
+                             capture_output=True, text=True).stdout.strip()
+    if fetched != commit:
+        raise StepFailed(f"fetch llama.cpp failed: tag {tag} is {fetched or 'missing'}, expected {commit}")
+
+    def fill(scratch: Path) -> None:
+        left_out = {bindings: {".git"}, bindings / "vendor": {"llama.cpp"}}  # old history, the old llama.cpp
+        shutil.copytree(bindings, scratch, dirs_exist_ok=True, symlinks=True,
+                        ignore=lambda folder, names: left_out.get(Path(folder), set()))
+        checkout = scratch / LLAMA
+        checkout.mkdir(parents=True)
+        archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
+        with archive, tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+            tar.extractall(checkout, filter="data")
+        if archive.returncode != 0:
+            raise StepFailed(f"git archive {commit} failed with status {archive.returncode}")
+        (scratch / COMMIT_MARKER).write_text(commit + "\n")
+
+    say(f"assembling llama-cpp-python {GIT_BINDINGS_VERSION} around llama.cpp {tag} ({commit[:12]}) -> {dest}")
+    return SourceTree(appear_atomically(dest, fill), GIT_BINDINGS_VERSION, commit)
