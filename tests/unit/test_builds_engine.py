@@ -16,6 +16,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import typing_extensions
 
 from vramwatch.builds import build_engine, build_request, list_builds, make_bundle
 from vramwatch.builds.engine import cached_wheel
@@ -94,7 +95,10 @@ def test_bundle_is_a_slim_sdist_with_the_commit_and_offline_wheels(bundle):
             "scikit_build_core"} <= wheels
 
 
-def test_offline_build_from_the_bundle_then_reuse(bundle, engine_build, tmp_path, offline):
+def test_offline_build_from_the_bundle_then_reuse(bundle, engine_build, tmp_path, offline, monkeypatch):
+    # A worker whose PYTHONPATH already has llama-cpp-python's dependencies (seen on a GPU worker): the engine venv
+    # must still get its own copies, since the bench child runs without the caller's PYTHONPATH.
+    monkeypatch.setenv("PYTHONPATH", str(Path(typing_extensions.__file__).parent))
     worker = _paths(tmp_path)
     source = BuildSource(source="path", location=str(bundle), version=VERSION, backend="cpu")
     wheel = _seed_wheel(worker, source, VERSION, engine_build)
@@ -104,8 +108,9 @@ def test_offline_build_from_the_bundle_then_reuse(bundle, engine_build, tmp_path
     assert first.llama_cpp_commit == VENDORED_COMMIT  # from the bundle's marker: the slim tree has no .git
     assert first.llama_cpp_python_version == VERSION and first.artifact_bytes == wheel.stat().st_size
     assert Path(first.source_dir, "vendor/llama.cpp/models/ggml-vocab-llama-bpe.gguf").is_file()
+    alone = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     imported = subprocess.run([first.python, "-c", "import llama_cpp, pynvml; print(llama_cpp.__version__)"],
-                              capture_output=True, text=True)
+                              capture_output=True, text=True, env=alone)
     assert imported.stdout.strip() == VERSION, imported.stderr
     assert not (worker.cache / "build").exists()  # the cached wheel was installed: nothing compiled
 

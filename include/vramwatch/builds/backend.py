@@ -11,6 +11,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from vramwatch.builds.process import engine_env
 from vramwatch.config import BuildSource
 from vramwatch.errors import UserError
 from vramwatch.records import BuildRequest
@@ -91,7 +92,7 @@ def ccache_args(backend: str) -> list[str]:
 
 def compile_env(request: BuildRequest) -> dict[str, str]:
     """Environment for a compile: every core, and nvcc found even where it is not on PATH."""
-    env = dict(os.environ)
+    env = engine_env()
     env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 1))
     nvcc = find_nvcc()
     if request.backend == "cuda" and nvcc:

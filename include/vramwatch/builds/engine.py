@@ -24,7 +24,7 @@ from pathlib import Path
 from vramwatch.builds.backend import build_request, ccache_args, compile_env
 from vramwatch.builds.detect import find_build
 from vramwatch.builds.llama_bench import build_llama_bench
-from vramwatch.builds.process import StepFailed, run_step, say
+from vramwatch.builds.process import StepFailed, engine_env, run_step, say
 from vramwatch.builds.slim import copy_slim
 from vramwatch.builds.sources import (
     GIT_BINDINGS_VERSION,
@@ -51,7 +51,8 @@ def engine_import_error(python: Path) -> str:
     """Empty if `python` imports llama_cpp (which loads the shared libraries), else the reason in one line."""
     if not python.is_file():
         return f"{python} does not exist"
-    done = subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True, text=True, timeout=300)
+    done = subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True, text=True, timeout=300,
+                          env=engine_env())
     return "" if done.returncode == 0 else (done.stderr.strip().splitlines() or ["import failed"])[-1]
 
 

@@ -51,6 +51,12 @@ def failure_cause(lines: Sequence[str]) -> str:
     return ""
 
 
+def engine_env() -> dict[str, str]:
+    """This environment minus what would leak the caller's packages into an engine venv: with PYTHONPATH set,
+    pip counts the caller's packages as installed and leaves them out of the venv, whose bench child then fails."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME")}
+
+
 def run_step(
     title: str, cmd: Sequence[str | os.PathLike[str]], log: Path, env: dict[str, str] | None = None,
     cwd: Path | None = None,
@@ -64,7 +70,7 @@ def run_step(
         try:
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
-                env=env, cwd=cwd,
+                env=env if env is not None else engine_env(), cwd=cwd,
             )
         except OSError as exc:
             raise StepFailed(f"{title}: cannot run {argv[0]}: {exc.strerror}") from None
