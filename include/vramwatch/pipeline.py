@@ -46,12 +46,16 @@ def detect_build(matrix: Matrix, force: bool = False) -> BuildCheck:
     return check
 
 
-def build_engine(matrix: Matrix, version: str) -> BuildRecord:
+def build_engine(matrix: Matrix, version: str, record_build: bool = True) -> BuildRecord:
+    """Build (or reuse) the engine. Every attempt is recorded, failures too, unless the caller has no warehouse
+    (a GPU worker running `vramwatch measure`: ingest records the build later)."""
     from vramwatch.builds import build_engine as build
-    from vramwatch.warehouse import Warehouse
 
     record = build(matrix.build, version, Paths())
-    Warehouse().store_build(record)
+    if record_build:
+        from vramwatch.warehouse import Warehouse
+
+        Warehouse().store_build(record)
     if not record.ok:
         raise BuildFailed(f"build {record.request.key} failed: {record.error}")
     return record
@@ -124,7 +128,7 @@ def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> Me
         matrix = matrix.model_copy(update={"models": [m for m in matrix.models if m.name in models]})
     stage_seconds: dict[str, float] = {}
     with _timed(stage_seconds, "build_engine"):
-        build = build_engine(matrix, version)
+        build = build_engine(matrix, version, record_build=False)
     with _timed(stage_seconds, "prepare_models"):
         configs = prepare_models(matrix, build)
     with _timed(stage_seconds, "bench"):
@@ -134,6 +138,9 @@ def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> Me
 
 def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str) -> NightSummary:
     """The CPU half of a night: what the DAG does after the bench tasks."""
+    from vramwatch.warehouse import Warehouse
+
+    Warehouse().store_build(measured.build)
     validated = validate(measured.results, night)
     store(run_id, night, measured.build, validated, trigger)
     summary = report(run_id, detect_regressions(run_id, measured.build))
