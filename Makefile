@@ -40,7 +40,7 @@ engine: install
 
 models: engine
 	@echo "==> [3/5] Tiny shape-true synthetic models, quantized by the engine (cached)"
-	$(DEMO_ENV) $(VENV)/bin/vramwatch models prepare --matrix demo
+	$(VENV)/bin/vramwatch models prepare --matrix demo
 
 airflow-db: install
 	@echo "==> [4/5] Airflow metadata DB (SQLite under airflow_home/)"

@@ -28,6 +28,11 @@ DEFAULT_ARGS = {
 GPU = {"queue": MATRIX.queue, "pool": MATRIX.pool}
 
 
+def _night(dag_run) -> str:
+    # Manual runs in Airflow 3 may have no logical date; when the run started is defined for every run.
+    return dag_run.run_after.date().isoformat()
+
+
 def _alert_on_failure(context: dict) -> None:
     from vramwatch.alerts.airflow_notifiers import notify_dag_failure
 
@@ -72,17 +77,16 @@ def llamacpp_nightly():
         return pipeline.task_bench(config, build)
 
     @task
-    def validate(results: list[dict], ds: str | None = None) -> dict:
+    def validate(results: list[dict], dag_run=None) -> dict:
         from vramwatch import pipeline
 
-        return pipeline.task_validate(list(results), ds)
+        return pipeline.task_validate(list(results), _night(dag_run))
 
     @task
-    def store(build: dict, validated: dict, run_id: str | None = None, ds: str | None = None,
-              dag_run=None) -> int:
+    def store(build: dict, validated: dict, dag_run=None) -> int:
         from vramwatch import pipeline
 
-        return pipeline.task_store(run_id, ds, build, validated, str(dag_run.run_type))
+        return pipeline.task_store(dag_run.run_id, _night(dag_run), build, validated, str(dag_run.run_type))
 
     @task(**GPU)  # a suspect throughput drop is rerun on the GPU before anyone is paged
     def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> list[dict]:

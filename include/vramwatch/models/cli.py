@@ -68,6 +68,16 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from vramwatch.config import load_matrix
+    from vramwatch.models.prepare import prepare_models
+
+    prepared = prepare_models(load_matrix(args.matrix), _build_for(args), Paths())
+    total = sum(model.file_bytes for _, model in prepared)
+    print(f"{len(prepared)} model files ready ({total / 2**30:.2f} GiB) under {Paths().models}")
+    return 0
+
+
 def _inspect(args: argparse.Namespace) -> int:
     from vramwatch.models.inspect import active_bytes_per_token, inspect_gguf
 
@@ -101,6 +111,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     quant.add_argument("--nthread", type=int, default=0, help="threads (0 = all cores)")
     quant.add_argument("--python", help="engine Python with llama-cpp-python (default: the newest build)")
     quant.set_defaults(func=_quantize)
+
+    prepare = sub.add_parser("prepare", help="make every (model, quant) file of a matrix (cached)")
+    prepare.add_argument("--matrix", default="demo", help="shipped matrix name (demo, seed) or a YAML path")
+    prepare.add_argument("--python", help="engine Python with llama-cpp-python (default: the newest build)")
+    prepare.set_defaults(func=_prepare)
 
     inspect = sub.add_parser("inspect", help="print a GGUF's ModelFile record and active bytes per token")
     inspect.add_argument("file")
