@@ -24,6 +24,7 @@ DEFAULT_ARGS = {
     "owner": "vramwatch",
     "retries": 2,  # network blips (PyPI, warehouse) and lost workers; a bench crash is a result, not a retry
     "retry_delay": timedelta(minutes=5),
+    "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
 }
 GPU = {"queue": MATRIX.queue, "pool": MATRIX.pool}
 
