@@ -53,7 +53,7 @@ def test_dag_files_import_no_heavy_modules():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("dag_id", ["llamacpp_nightly"])
+@pytest.mark.parametrize("dag_id", ["llamacpp_nightly", "llamacpp_weekly_refresh"])
 def test_dag_is_owned_tagged_and_scheduled(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert dag.tags, "every DAG needs tags"
@@ -85,6 +85,11 @@ def test_nightly_reads_like_the_pipeline(dagbag):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
     assert dag.timetable.expression == "0 2 * * *" and str(dag.timetable.timezone) == "UTC"
     assert dag.params["force"] is False
+
+
+def test_weekly_refresh_forces_the_nightly(dagbag):
+    (task,) = dagbag.dags["llamacpp_weekly_refresh"].tasks
+    assert task.trigger_dag_id == "llamacpp_nightly" and task.conf == {"force": True}
 
 
 def test_invalid_matrix_fails_the_import_naming_the_field(tmp_path):

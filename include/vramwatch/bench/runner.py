@@ -104,10 +104,7 @@ def _child_env(build: BuildRecord, llama_log_path: str | os.PathLike[str] | None
     env["PYTHONPATH"] = str(INCLUDE_DIR)  # only our records: the engine venv must not see the parent's packages
     env["PYTHONUNBUFFERED"] = "1"
     env["VRAMWATCH_LLAMA_CPP_COMMIT"] = build.llama_cpp_commit
-    arch = build.request.cuda_architectures
-    env["VRAMWATCH_BUILD_FLAGS"] = " ".join(
-        part for part in (build.request.cmake_args, f"-DCMAKE_CUDA_ARCHITECTURES={arch}" if arch else "") if part
-    )
+    env["VRAMWATCH_BUILD_FLAGS"] = build.request.cmake_args  # the CUDA architectures are among them
     if llama_log_path:
         env["VRAMWATCH_LLAMA_LOG"] = str(Path(llama_log_path).resolve())
     return env
