@@ -41,3 +41,9 @@ def demo_models(engine_build):
     from vramwatch.models import prepare_models
 
     return prepare_models(load_matrix("demo"), engine_build, Paths())
+
+
+@pytest.fixture(scope="session")
+def vocab_dir(engine_build) -> Path:
+    """llama.cpp's real tokenizer GGUFs, from the engine's own source tree."""
+    return Path(engine_build.source_dir) / "vendor" / "llama.cpp" / "models"

@@ -13,26 +13,28 @@ from pathlib import Path
 
 import numpy as np
 
-SOURCE = Path("/tmp/vw/src/llama_cpp_python-0.3.36")
-ENGINE_PYTHON = Path("/tmp/vw/engine/bin/python")
-VOCAB = SOURCE / "vendor/llama.cpp/models/ggml-vocab-deepseek-llm.gguf"
+VOCAB_FILE = "ggml-vocab-deepseek-llm.gguf"
 
 N_EMBD, N_HEAD, N_FF, N_FF_EXP = 256, 4, 512, 256
 FIXTURE_VERSION = 1  # bump when write_tiny_model changes: cached files are keyed by it
 
 
-def cached_tiny_model(request, name: str, **kwargs) -> Path:
-    """write_tiny_model once per machine, in pytest's cache dir (reading the vocab GGUF alone takes ~20 s)."""
-    folder = Path(request.config.cache.mkdir("vramwatch-bench-models"))
+def cached_tiny_model(vocab_dir: Path, name: str, **kwargs) -> Path:
+    """write_tiny_model once per machine, in vramwatch's cache (reading the vocab GGUF alone takes ~20 s)."""
+    from vramwatch.config import Paths
+
+    folder = Paths().cache / "test-models"
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}-v{FIXTURE_VERSION}.gguf"
     if not path.exists():
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
-        write_tiny_model(partial, **kwargs)
+        write_tiny_model(partial, vocab_dir / VOCAB_FILE, **kwargs)
         os.replace(partial, path)
     return path
 
 
-def write_tiny_model(path: Path, *, moe: bool = True, n_layer: int = 2, n_expert: int = 4, n_expert_used: int = 2,
+def write_tiny_model(path: Path, vocab: Path, *, moe: bool = True, n_layer: int = 2, n_expert: int = 4,
+                     n_expert_used: int = 2,
                      leading_dense: int = 0) -> Path:
     import gguf
 
@@ -56,7 +58,7 @@ def write_tiny_model(path: Path, *, moe: bool = True, n_layer: int = 2, n_expert
         writer.add_expert_shared_count(1)
         writer.add_leading_dense_block_count(leading_dense)
         writer.add_expert_weights_scale(1.0)
-    n_vocab = _copy_tokenizer(writer)
+    n_vocab = _copy_tokenizer(writer, vocab)
 
     def weight(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.02).astype(np.float16)
@@ -92,19 +94,19 @@ def write_tiny_model(path: Path, *, moe: bool = True, n_layer: int = 2, n_expert
     return path
 
 
-def _copy_tokenizer(writer) -> int:
+def _copy_tokenizer(writer, vocab: Path) -> int:
     """Copy every tokenizer.* key from llama.cpp's deepseek-llm vocab GGUF; return the vocabulary size."""
-    fields = _tokenizer_fields()
+    fields = _tokenizer_fields(vocab)
     for name, value, value_type, sub_type in fields:
         writer.add_key_value(name, value, value_type, sub_type=sub_type)
     return next(len(value) for name, value, *_ in fields if name == "tokenizer.ggml.tokens")
 
 
 @functools.lru_cache(maxsize=1)
-def _tokenizer_fields() -> list[tuple]:
+def _tokenizer_fields(vocab: Path) -> list[tuple]:
     import gguf
 
-    reader = gguf.GGUFReader(str(VOCAB))
+    reader = gguf.GGUFReader(str(vocab))
     fields = []
     for name, field in reader.fields.items():
         if name.startswith("tokenizer."):

@@ -10,14 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest_bench import ENGINE_PYTHON, SOURCE, cached_tiny_model
+from conftest_bench import cached_tiny_model
 from vramwatch.bench import llama_log, run_config
 from vramwatch.bench.cli import register
 from vramwatch.errors import UserError
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord, BuildRequest, GenerationTest, ModelFile
 
 REPS = 2
-COMMIT = "0c1e57098"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -33,23 +32,18 @@ def small_bandwidth_probe():
 
 
 @pytest.fixture(scope="module")
-def engine(request) -> BuildRecord:
-    """The CPU engine from this machine's setup if present, else the demo matrix's engine build (slow once)."""
-    python = os.environ.get("VRAMWATCH_ENGINE_PYTHON") or (str(ENGINE_PYTHON) if ENGINE_PYTHON.exists() else "")
-    if not python:
-        return request.getfixturevalue("engine_build")
-    return BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python=python, source_dir=str(SOURCE),
-                       llama_cpp_python_version="0.3.36", llama_cpp_commit=COMMIT)
+def engine(engine_build) -> BuildRecord:
+    return engine_build
 
 
 @pytest.fixture(scope="module")
-def moe(request) -> Path:
-    return cached_tiny_model(request, "tiny-moe")
+def moe(vocab_dir) -> Path:
+    return cached_tiny_model(vocab_dir, "tiny-moe")
 
 
 @pytest.fixture(scope="module")
-def dense(request) -> Path:
-    return cached_tiny_model(request, "tiny-dense", moe=False)
+def dense(vocab_dir) -> Path:
+    return cached_tiny_model(vocab_dir, "tiny-dense", moe=False)
 
 
 def config_for(path: Path, mode: str, **changes) -> BenchConfig:
@@ -103,10 +97,10 @@ def test_without_a_gpu_every_gpu_reading_is_none_not_zero(baseline):
     assert baseline.roofline.gpu_bandwidth_gbs is None and baseline.roofline.gpu_bytes_per_token == 0
 
 
-def test_fingerprint_and_roofline_describe_this_machine_and_build(baseline):
+def test_fingerprint_and_roofline_describe_this_machine_and_build(baseline, engine):
     fingerprint = baseline.fingerprint
     assert fingerprint.backend == "cpu" and fingerprint.gpu_name == "" and fingerprint.gpu_count == 0
-    assert fingerprint.llama_cpp_python_version == "0.3.36" and fingerprint.llama_cpp_commit == COMMIT
+    assert fingerprint.llama_cpp_python_version == "0.3.36" and fingerprint.llama_cpp_commit == engine.llama_cpp_commit
     assert fingerprint.cpu_cores >= 1 and fingerprint.ram_gib > 0
     roofline = baseline.roofline
     assert roofline.host_bandwidth_gbs > 0 and roofline.active_bytes_per_token == roofline.host_bytes_per_token > 0

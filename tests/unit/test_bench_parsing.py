@@ -8,8 +8,8 @@ import pytest
 
 from conftest_bench import cached_tiny_model
 from vramwatch.bench import llama_log, placement
-from vramwatch.bench.gguf_tensors import GGML_BLOCKS, GGUFError, GGUFInfo, TensorInfo, read_gguf
 from vramwatch.bench.host import physical_cores
+from vramwatch.gguf_file import GGML_BLOCKS, GGUFError, GGUFInfo, TensorInfo, read_gguf
 
 # Real llama.cpp 0c1e570 (llama-cpp-python 0.3.36, CPU build) output, captured by the child's LogCapture.
 CPU_OFFLOAD_LOG = """\
@@ -57,8 +57,8 @@ llama_new_context_with_model:      CUDA0 compute buffer size =   164.01 MiB
 
 
 @pytest.fixture(scope="module")
-def tiny_moe(request) -> Path:
-    return cached_tiny_model(request, "tiny-moe")
+def tiny_moe(vocab_dir) -> Path:
+    return cached_tiny_model(vocab_dir, "tiny-moe")
 
 
 def test_tensor_table_matches_gguf_py(tiny_moe):

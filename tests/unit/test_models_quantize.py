@@ -11,16 +11,11 @@ import pytest
 from vramwatch.config import Matrix, Paths
 from vramwatch.errors import UserError
 from vramwatch.models import prepare_models, quantize_gguf
-from vramwatch.models.gguf_header import read_header
+from vramwatch.models.inspect import read_header
 from vramwatch.models.specs import get_spec
 from vramwatch.models.synth import write_gguf
-from vramwatch.records import BuildRecord, BuildRequest
+from vramwatch.records import BuildRecord
 
-ENGINE_PYTHON = "/tmp/vw/engine/bin/python"
-SOURCE_DIR = Path("/tmp/vw/src/llama_cpp_python-0.3.36")
-ENGINE = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python=ENGINE_PYTHON,
-                     source_dir=str(SOURCE_DIR), llama_cpp_python_version="0.3.36", llama_cpp_commit="0c1e57098")
-pytestmark = pytest.mark.skipif(not Path(ENGINE_PYTHON).exists(), reason="engine venv not built yet")
 
 GENERATE = """
 import sys, llama_cpp
@@ -30,9 +25,9 @@ print(llm.create_completion("Hello", max_tokens=4, seed=1)["usage"]["completion_
 
 
 @pytest.fixture(scope="module")
-def deepseek_tiny(tmp_path_factory) -> Path:
+def deepseek_tiny(tmp_path_factory, vocab_dir) -> Path:
     return write_gguf(get_spec("deepseek-moe-16b", "tiny"), tmp_path_factory.mktemp("src"),
-                      SOURCE_DIR / "vendor/llama.cpp/models")
+                      vocab_dir)
 
 
 def _types(path: Path) -> dict[str, str]:
@@ -41,8 +36,8 @@ def _types(path: Path) -> dict[str, str]:
     return {t.name: GGMLQuantizationType(t.type).name for t in read_header(path).tensors}
 
 
-def test_q4_k_m_file_holds_k_quants_and_generates(deepseek_tiny, tmp_path):
-    result = quantize_gguf(deepseek_tiny, "q4_k_m", ENGINE, tmp_path / "ds-q4km.gguf", nthread=2)
+def test_q4_k_m_file_holds_k_quants_and_generates(deepseek_tiny, tmp_path, engine_build):
+    result = quantize_gguf(deepseek_tiny, "q4_k_m", engine_build, tmp_path / "ds-q4km.gguf", nthread=2)
     types = _types(result.path)
     assert result.ftype == 15 and result.quant == "Q4_K_M"
     assert types["blk.1.ffn_gate_exps.weight"] == "Q4_K"
@@ -50,30 +45,30 @@ def test_q4_k_m_file_holds_k_quants_and_generates(deepseek_tiny, tmp_path):
     assert types["blk.1.ffn_gate_inp.weight"] == "F32"  # routers are never quantized
     assert result.fallback_tensors == []  # tiny widths are multiples of 256
     assert result.file_bytes == result.path.stat().st_size < deepseek_tiny.stat().st_size / 2
-    assert read_header(result.path).kv["general.file_type"] == 15
+    assert read_header(result.path).metadata["general.file_type"] == 15
     assert not list(tmp_path.glob("*.partial"))
-    proc = subprocess.run([ENGINE_PYTHON, "-c", GENERATE, str(result.path)], capture_output=True, text=True,
+    proc = subprocess.run([engine_build.python, "-c", GENERATE, str(result.path)], capture_output=True, text=True,
                           timeout=120)
     assert proc.returncode == 0 and int(proc.stdout.split()[-1]) > 0, proc.stderr[-2000:]
 
 
 @pytest.mark.parametrize("quant,weight_type", [("Q8_0", "Q8_0"), ("Q2_K", "Q2_K")])
-def test_requested_type_lands_in_the_file(deepseek_tiny, tmp_path, quant, weight_type):
-    result = quantize_gguf(deepseek_tiny, quant, ENGINE, tmp_path / f"ds-{quant}.gguf", nthread=2)
+def test_requested_type_lands_in_the_file(deepseek_tiny, tmp_path, quant, weight_type, engine_build):
+    result = quantize_gguf(deepseek_tiny, quant, engine_build, tmp_path / f"ds-{quant}.gguf", nthread=2)
     types = _types(result.path)
     assert types["blk.1.ffn_up_exps.weight"] == weight_type
     assert {t for name, t in types.items() if name.endswith("norm.weight")} == {"F32"}
     assert result.tensor_types["blk.1.ffn_up_exps.weight"] == weight_type.lower()
 
 
-def test_dry_run_predicts_the_real_size(deepseek_tiny, tmp_path):
-    predicted = quantize_gguf(deepseek_tiny, "Q8_0", ENGINE, dry_run=True)
+def test_dry_run_predicts_the_real_size(deepseek_tiny, tmp_path, engine_build):
+    predicted = quantize_gguf(deepseek_tiny, "Q8_0", engine_build, dry_run=True)
     assert predicted.path is None and not list(deepseek_tiny.parent.glob("*Q8_0*"))
-    real = quantize_gguf(deepseek_tiny, "Q8_0", ENGINE, tmp_path / "real.gguf", nthread=2)
+    real = quantize_gguf(deepseek_tiny, "Q8_0", engine_build, tmp_path / "real.gguf", nthread=2)
     assert abs(predicted.file_bytes - real.file_bytes) <= 64  # header differs by the file_type value at most
 
 
-def test_shape_fallbacks_are_reported(tmp_path):
+def test_shape_fallbacks_are_reported(tmp_path, engine_build, vocab_dir):
     """gpt-oss's 2880-wide rows are not multiples of 256: K-quants fall back, and we say which tensors."""
     from dataclasses import replace
 
@@ -81,26 +76,26 @@ def test_shape_fallbacks_are_reported(tmp_path):
     widths = {"expert_feed_forward_length": 288, "attention.key_length": 72, "attention.value_length": 72}
     spec = replace(tiny, n_embd=288, n_ff=288, n_ff_exp=288, n_head=4, head_dim=72,
                    extra_kv=tuple((k, widths.get(k, v), t) for k, v, t in tiny.extra_kv))
-    src = write_gguf(spec, tmp_path, SOURCE_DIR / "vendor/llama.cpp/models", shape_only=True)
-    result = quantize_gguf(src, "Q4_K_M", ENGINE, dry_run=True)
+    src = write_gguf(spec, tmp_path, vocab_dir, shape_only=True)
+    result = quantize_gguf(src, "Q4_K_M", engine_build, dry_run=True)
     assert "blk.0.attn_q.weight" in result.fallback_tensors
     assert result.tensor_types["blk.0.attn_q.weight"] not in ("q4_k", "q6_k")
 
 
-def test_bad_quantize_inputs(deepseek_tiny, tmp_path):
+def test_bad_quantize_inputs(deepseek_tiny, tmp_path, engine_build):
     with pytest.raises(UserError, match="unknown file type 'Q9_Z'") as err:
-        quantize_gguf(deepseek_tiny, "Q9_Z", ENGINE, tmp_path / "x.gguf")
+        quantize_gguf(deepseek_tiny, "Q9_Z", engine_build, tmp_path / "x.gguf")
     assert "Q4_K_M" in err.value.fix
     with pytest.raises(UserError, match="no such file"):
-        quantize_gguf(tmp_path / "missing.gguf", "Q8_0", ENGINE)
-    broken = BuildRecord.from_dict({**ENGINE.to_dict(), "python": str(tmp_path / "no-python")})
+        quantize_gguf(tmp_path / "missing.gguf", "Q8_0", engine_build)
+    broken = BuildRecord.from_dict({**engine_build.to_dict(), "python": str(tmp_path / "no-python")})
     with pytest.raises(UserError, match="engine python"):
         quantize_gguf(deepseek_tiny, "Q8_0", broken, tmp_path / "x.gguf")
     with pytest.raises(UserError, match="is the source"):
-        quantize_gguf(deepseek_tiny, "Q8_0", ENGINE, deepseek_tiny)
+        quantize_gguf(deepseek_tiny, "Q8_0", engine_build, deepseek_tiny)
 
 
-def test_prepare_makes_every_file_once_then_reuses_them(tmp_path, monkeypatch):
+def test_prepare_makes_every_file_once_then_reuses_them(tmp_path, monkeypatch, engine_build):
     for var in ("VRAMWATCH_MODELS_DIR", "VRAMWATCH_BUILDS_DIR"):
         monkeypatch.delenv(var, raising=False)
     matrix = Matrix.model_validate({
@@ -111,7 +106,7 @@ def test_prepare_makes_every_file_once_then_reuses_them(tmp_path, monkeypatch):
         ],
     })
     paths = Paths(tmp_path)
-    first = prepare_models(matrix, ENGINE, paths)
+    first = prepare_models(matrix, engine_build, paths)
     assert [(e.name, m.quant) for e, m in first] == [
         ("ds-tiny", "Q4_K_M"), ("ds-tiny", "F16"), ("phi-tiny", "Q8_0"), ("phi-tiny", "Q2_K")]
     assert all(m.synthetic and m.scale == "tiny" and Path(m.path).is_file() for _, m in first)
@@ -119,7 +114,7 @@ def test_prepare_makes_every_file_once_then_reuses_them(tmp_path, monkeypatch):
     files = sorted(p for p in paths.models.rglob("*") if p.is_file())
     stamps = {p: p.stat().st_mtime_ns for p in files}
 
-    second = prepare_models(matrix, ENGINE, paths)
+    second = prepare_models(matrix, engine_build, paths)
     assert [m.to_dict() for _, m in second] == [m.to_dict() for _, m in first]
     assert sorted(p for p in paths.models.rglob("*") if p.is_file()) == files
     assert {p: p.stat().st_mtime_ns for p in files} == stamps  # nothing regenerated or requantized
@@ -128,7 +123,7 @@ def test_prepare_makes_every_file_once_then_reuses_them(tmp_path, monkeypatch):
     assert record["quant"] == "Q2_K" and record["fallback_tensors"] == 0
 
 
-def test_cli_quantize_and_inspect(deepseek_tiny, tmp_path, capsys):
+def test_cli_quantize_and_inspect(deepseek_tiny, tmp_path, capsys, engine_build):
     import argparse
 
     from vramwatch.models.cli import register
@@ -142,7 +137,7 @@ def test_cli_quantize_and_inspect(deepseek_tiny, tmp_path, capsys):
 
     out = tmp_path / "cli.gguf"
     assert main(["models", "quantize", str(deepseek_tiny), "--type", "Q8_0", "--out", str(out),
-                 "--python", ENGINE_PYTHON, "--nthread", "2"]) == 0
+                 "--python", engine_build.python, "--nthread", "2"]) == 0
     assert main(["models", "inspect", str(out)]) == 0
     shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
     assert shown["quant"] == "Q8_0" and shown["arch"] == "deepseek" and shown["active_bytes_per_token"] > 0

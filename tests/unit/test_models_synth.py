@@ -14,19 +14,11 @@ from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
 from vramwatch.errors import UserError
-from vramwatch.models.gguf_header import read_header, tensor_nbytes
-from vramwatch.models.inspect import active_bytes_per_token, inspect_gguf
+from vramwatch.models.inspect import active_bytes_per_token, inspect_gguf, read_header
 from vramwatch.models.quantize import quantize_gguf
 from vramwatch.models.specs import SPEC_NAMES, get_spec, tensor_plan
 from vramwatch.models.synth import ensure_free_space, planned_file_bytes, write_gguf
-from vramwatch.records import BuildRecord, BuildRequest
 
-ENGINE_PYTHON = "/tmp/vw/engine/bin/python"
-SOURCE_DIR = Path("/tmp/vw/src/llama_cpp_python-0.3.36")
-VOCAB_DIR = SOURCE_DIR / "vendor/llama.cpp/models"
-ENGINE = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python=ENGINE_PYTHON,
-                     source_dir=str(SOURCE_DIR), llama_cpp_python_version="0.3.36", llama_cpp_commit="0c1e57098")
-needs_engine = pytest.mark.skipif(not Path(ENGINE_PYTHON).exists(), reason="engine venv not built yet")
 
 GENERATE = """
 import json, sys, llama_cpp
@@ -37,9 +29,9 @@ print(json.dumps({"tokens": out["usage"]["completion_tokens"], "text": out["choi
 """
 
 
-def generate(path: Path) -> dict:
+def generate(python: str, path: Path) -> dict:
     """A short completion in the engine's Python: the file loads and decodes on the CPU build."""
-    proc = subprocess.run([ENGINE_PYTHON, "-c", GENERATE, str(path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([python, "-c", GENERATE, str(path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -57,9 +49,9 @@ def ls_h(n: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_sources(tmp_path_factory) -> dict[str, Path]:
+def tiny_sources(tmp_path_factory, vocab_dir) -> dict[str, Path]:
     out = tmp_path_factory.mktemp("synth")
-    return {name: write_gguf(get_spec(name, "tiny"), out, VOCAB_DIR) for name in SPEC_NAMES}
+    return {name: write_gguf(get_spec(name, "tiny"), out, vocab_dir) for name in SPEC_NAMES}
 
 
 def test_ls_h_matches_gnu_rounding():
@@ -67,24 +59,23 @@ def test_ls_h_matches_gnu_rounding():
         ["1023", "6.3G", "11G", "10G", "31G"]
 
 
-@needs_engine
 @pytest.mark.parametrize("name", SPEC_NAMES)
-def test_tiny_model_loads_and_generates_on_cpu_engine(tiny_sources, name):
+def test_tiny_model_loads_and_generates_on_cpu_engine(tiny_sources, name, engine_build):
     spec = get_spec(name, "tiny")
-    result = generate(tiny_sources[name])
+    result = generate(engine_build.python, tiny_sources[name])
     assert result["tokens"] > 0 and result["text"]
     assert result["n_vocab"] == spec.n_vocab
 
 
 @pytest.mark.parametrize("name", SPEC_NAMES)
-def test_tiny_file_is_what_the_plan_says(tiny_sources, name):
+def test_tiny_file_is_what_the_plan_says(tiny_sources, name, vocab_dir):
     spec = get_spec(name, "tiny")
     path = tiny_sources[name]
     header = read_header(path)
     plan = tensor_plan(spec)
     assert [(t.name, t.shape, t.type) for t in header.tensors] == [(p.name, p.shape, p.type) for p in plan]
-    assert path.stat().st_size == planned_file_bytes(spec, VOCAB_DIR)
-    assert header.arch == spec.arch and header.kv["tokenizer.ggml.tokens"]
+    assert path.stat().st_size == planned_file_bytes(spec, vocab_dir)
+    assert header.arch == spec.arch and header.metadata["tokenizer.ggml.tokens"]
     # K-quants apply to every matmul weight: input dims (ne0) are multiples of 256
     assert all(t.shape[0] % 256 == 0 for t in plan if len(t.shape) > 1)
     assert 1 * 2**20 < path.stat().st_size < 160 * 2**20
@@ -106,7 +97,7 @@ def test_mxfp4_experts_decode_to_finite_weights_of_the_planned_scale(tiny_source
     path = tiny_sources["gpt-oss-20b"]
     header = read_header(path)
     info = next(t for t in header.tensors if t.name == "blk.0.ffn_up_exps.weight")
-    raw = np.fromfile(path, dtype=np.uint8, count=tensor_nbytes(info), offset=header.data_offset + info.offset)
+    raw = np.fromfile(path, dtype=np.uint8, count=info.n_bytes, offset=header.data_offset + info.offset)
     values = dequantize(raw.reshape(-1, 17 * info.shape[0] // 32), GGMLQuantizationType.MXFP4)
     assert np.isfinite(values).all()
     target = 1 / math.sqrt(info.shape[0])
@@ -123,25 +114,24 @@ def test_full_specs_match_upstream_parameter_counts():
 
 
 @pytest.fixture(scope="module")
-def deepseek_full_layout(tmp_path_factory) -> Path:
+def deepseek_full_layout(tmp_path_factory, vocab_dir) -> Path:
     """Full DeepSeek-MoE-16B as metadata + tensor layout over a hole: 30.5 GiB apparent, ~4 MB on disk."""
-    return write_gguf(get_spec("deepseek-moe-16b", "full"), tmp_path_factory.mktemp("full"), VOCAB_DIR,
+    return write_gguf(get_spec("deepseek-moe-16b", "full"), tmp_path_factory.mktemp("full"), vocab_dir,
                       shape_only=True)
 
 
-def test_full_deepseek_f16_size_equals_the_seed(deepseek_full_layout):
+def test_full_deepseek_f16_size_equals_the_seed(deepseek_full_layout, vocab_dir):
     spec = get_spec("deepseek-moe-16b", "full")
-    size = planned_file_bytes(spec, VOCAB_DIR)
+    size = planned_file_bytes(spec, vocab_dir)
     assert deepseek_full_layout.stat().st_size == size
     assert deepseek_full_layout.stat().st_blocks * 512 < 64 * 2**20  # sparse: nothing was really written
     assert ls_h(size) == "31G"
 
 
-@needs_engine
 @pytest.mark.parametrize("quant,seed_size", [("Q8_0", "17G"), ("Q4_K_M", "11G"), ("Q2_K", "6.3G")])
-def test_full_deepseek_quantized_sizes_equal_the_seed(deepseek_full_layout, quant, seed_size):
+def test_full_deepseek_quantized_sizes_equal_the_seed(deepseek_full_layout, quant, seed_size, engine_build):
     """llama_model_quantize's dry run picks each tensor's type; the file size follows from ggml type sizes."""
-    result = quantize_gguf(deepseek_full_layout, quant, ENGINE, dry_run=True)
+    result = quantize_gguf(deepseek_full_layout, quant, engine_build, dry_run=True)
     assert ls_h(result.file_bytes) == seed_size
     if quant != "Q8_0":  # ffn_down rows of 1408 and 10944 are not multiples of 256: llama.cpp falls back
         assert len(result.fallback_tensors) == 28 and "blk.1.ffn_down_exps.weight" in result.fallback_tensors
@@ -188,9 +178,9 @@ def test_bad_inputs_raise_user_errors(tmp_path, tiny_sources):
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_seed_makes_files_reproducible(tmp_path, tiny_sources):
-    again = write_gguf(get_spec("phi-3.5-moe", "tiny"), tmp_path, VOCAB_DIR)
+def test_seed_makes_files_reproducible(tmp_path, tiny_sources, vocab_dir):
+    again = write_gguf(get_spec("phi-3.5-moe", "tiny"), tmp_path, vocab_dir)
     assert again.read_bytes() == tiny_sources["phi-3.5-moe"].read_bytes()
-    other = write_gguf(get_spec("phi-3.5-moe", "tiny"), tmp_path / "s1", VOCAB_DIR, seed=1)
+    other = write_gguf(get_spec("phi-3.5-moe", "tiny"), tmp_path / "s1", vocab_dir, seed=1)
     assert other.read_bytes() != again.read_bytes()
     assert os.path.getsize(other) == os.path.getsize(again)

@@ -1,11 +1,11 @@
 """The bench child: one BenchConfig in (JSON on stdin), one BenchResult out (a marked JSON line on stdout).
 
 Run as `<engine python> -m vramwatch.bench.child` with PYTHONPATH=<repo>/include. It imports only the stdlib,
-numpy, llama_cpp, vramwatch.records (plus this package's stdlib modules) and, if present, pynvml. It drives
-llama.cpp through the low-level API so that placement (tensor buffer-type overrides) and timing (llama-bench's
-method: warm-up, then pp and tg repetitions with llama_synchronize) are ours, and it proves placement from
-llama.cpp's own DEBUG log. Progress goes to stderr; the result line starts with MARKER so nothing else printed to
-stdout (a library's stray print) can be mistaken for it.
+numpy, llama_cpp, vramwatch.records and vramwatch.gguf_file (plus this package's stdlib modules) and, if present,
+pynvml. It drives llama.cpp through the low-level API so that placement (tensor buffer-type overrides) and
+timing (llama-bench's method: warm-up, then pp and tg repetitions with llama_synchronize) are ours, and it proves
+placement from llama.cpp's own DEBUG log. Progress goes to stderr; the result line starts with MARKER so nothing
+else printed to stdout (a library's stray print) can be mistaken for it.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from vramwatch.bench import host, llama_log, placement
-from vramwatch.bench.gguf_tensors import GGUFError, GGUFInfo, read_gguf
 from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
+from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
 from vramwatch.records import (
     BenchConfig,
     BenchResult,

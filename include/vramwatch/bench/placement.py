@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from vramwatch.bench.gguf_tensors import EXPERT_PATTERN, GGUFInfo, TensorInfo
+from vramwatch.gguf_file import EXPERT_PATTERN, GGUFInfo, TensorInfo, token_reads
 
 
 def override_patterns(mode: str, n_cpu_moe: int = 0) -> list[str]:
@@ -40,26 +40,10 @@ class ActiveBytes:
 
 
 def active_bytes_per_token(info: GGUFInfo, mode: str, n_cpu_moe: int, gpu_offload: bool) -> ActiveBytes:
-    """Dense tensors in full, routed experts at k/E (k experts of E are read per token), token embedding one row.
-
-    The token embedding always lives in CPU memory (llama.cpp's input layer); when the output projection is tied to
-    it, the whole matrix is also read once per token for the logits. Without GPU offload every byte is host memory.
+    """gguf_file.token_reads split by memory: the embedding row and the tensors this mode moves are read from host
+    memory, the rest from the GPU; without GPU offload every byte is host memory.
     """
+    reads = token_reads(info)
     moved = {t.name for t in moved_tensors(info, mode, n_cpu_moe)}
-    n_expert, k = info.n_expert, info.n_expert_used
-    tied_output = info.tensor("output.weight") is None
-    gpu = host = 0
-    for tensor in info.tensors:
-        if tensor.is_expert and n_expert:
-            n_bytes, on_host = tensor.n_bytes * k // n_expert, tensor.name in moved
-        elif tensor.name == "token_embd.weight":
-            row = tensor.n_bytes // max(tensor.shape[-1], 1)
-            host += row
-            n_bytes, on_host = (tensor.n_bytes, False) if tied_output else (0, False)
-        else:
-            n_bytes, on_host = tensor.n_bytes, False
-        if on_host or not gpu_offload:
-            host += n_bytes
-        else:
-            gpu += n_bytes
-    return ActiveBytes(total=gpu + host, gpu=gpu, host=host)
+    host = reads.embedding_row + sum(n for name, n in reads.tensors.items() if name in moved or not gpu_offload)
+    return ActiveBytes(total=reads.total, gpu=reads.total - host, host=host)

@@ -20,7 +20,7 @@ from typing import TextIO
 import vramwatch
 from vramwatch.bench import llama_log
 from vramwatch.bench.child import MARKER
-from vramwatch.bench.gguf_tensors import GGUFError, read_gguf
+from vramwatch.gguf_file import GGUFError, read_gguf
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord, Fingerprint
 
 

@@ -11,12 +11,12 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "active_bytes_per_token": "inspect", "inspect_gguf": "inspect", "sha256_file": "inspect",
-    "tensor_sizes": "inspect",
+    "active_bytes_per_token": "inspect", "inspect_gguf": "inspect", "read_header": "inspect",
+    "sha256_file": "inspect", "tensor_sizes": "inspect",
     "prepare_models": "prepare", "vocab_dir": "prepare",
     "QuantizeResult": "quantize", "file_types": "quantize", "quantize_gguf": "quantize",
     "resolve_source": "sources",
-    "EXPERT_TENSOR_PATTERN": "specs", "SPEC_NAMES": "specs", "ModelSpec": "specs", "get_spec": "specs",
+    "SPEC_NAMES": "specs", "ModelSpec": "specs", "get_spec": "specs",
     "tensor_plan": "specs",
     "planned_file_bytes": "synth", "write_gguf": "synth",
 }

@@ -4,23 +4,38 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from pathlib import Path
 
 from gguf import LlamaFileType
 
 from vramwatch.errors import UserError
-from vramwatch.models.gguf_header import GGUFHeader, read_header, tensor_nbytes
-from vramwatch.models.specs import EXPERT_TENSOR_PATTERN
+from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf, token_reads
 from vramwatch.records import ModelFile
 
-_EXPERT = re.compile(EXPERT_TENSOR_PATTERN)
 HASH_CHUNK = 16 * 1024 * 1024
+# What to do about each GGUFError problem.
+_FIXES = {
+    "missing": "check the path (models inspect takes a .gguf file)",
+    "foreign": "pass a .gguf model file",
+    "version": "convert the model again with current gguf-py",
+    "corrupt": "the file was cut short: download or regenerate it",
+}
 
 
-def quant_name(header: GGUFHeader) -> str:
+def read_header(path: str | os.PathLike[str]) -> GGUFInfo:
+    """gguf_file.read_gguf with every array kept (the tokenizer too), and UserError (message and fix) for a
+    missing, non-GGUF, too old or truncated file.
+    """
+    try:
+        return read_gguf(path, full_arrays=True)
+    except GGUFError as exc:
+        message = f"{path}: no such file" if exc.problem == "missing" else str(exc)
+        raise UserError(message, _FIXES[exc.problem]) from None
+
+
+def quant_name(header: GGUFInfo) -> str:
     """llama.cpp's name for the file's type mix (general.file_type): Q4_K_M, Q8_0, F16, MXFP4_MOE, ..."""
-    ftype = header.kv.get("general.file_type")
+    ftype = header.metadata.get("general.file_type")
     if ftype is None:
         return "unknown"
     try:
@@ -28,14 +43,6 @@ def quant_name(header: GGUFHeader) -> str:
     except ValueError:
         return f"ftype{ftype}"
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-
-
-def _check_complete(header: GGUFHeader) -> None:
-    end = max((header.data_offset + t.offset + tensor_nbytes(t) for t in header.tensors), default=0)
-    size = header.path.stat().st_size
-    if end > size:
-        raise UserError(f"{header.path}: truncated: tensor data ends at byte {end}, file has {size}",
-                        "the file was cut short: download or regenerate it")
 
 
 def sha256_file(path: str | os.PathLike[str]) -> str:
@@ -69,24 +76,17 @@ def inspect_gguf(path: str | os.PathLike[str], *, model: str = "", quant: str = 
     model defaults to general.name, quant to llama.cpp's name for general.file_type.
     """
     header = read_header(path)
-    _check_complete(header)
-    n_params = 0
-    for t in header.tensors:
-        n = 1
-        for d in t.shape:
-            n *= d
-        n_params += n
     return ModelFile(
-        model=model or str(header.kv.get("general.name", Path(path).stem)),
+        model=model or str(header.metadata.get("general.name", Path(path).stem)),
         quant=quant or quant_name(header),
         path=str(Path(path).resolve()),
-        file_bytes=header.path.stat().st_size,
+        file_bytes=header.file_bytes,
         sha256=sha256_file(path),
         arch=header.arch,
-        n_params=n_params,
-        n_layer=header.arch_int("block_count"),
-        n_expert=header.arch_int("expert_count"),
-        n_expert_used=header.arch_int("expert_used_count"),
+        n_params=header.n_params,
+        n_layer=header.n_layer,
+        n_expert=header.n_expert,
+        n_expert_used=header.n_expert_used,
         synthetic=synthetic,
         scale=scale,
         fallback_tensors=fallback_tensors,
@@ -95,25 +95,14 @@ def inspect_gguf(path: str | os.PathLike[str], *, model: str = "", quant: str = 
 
 def tensor_sizes(path: str | os.PathLike[str]) -> dict[str, int]:
     """Bytes of each tensor in the file, by name."""
-    return {t.name: tensor_nbytes(t) for t in read_header(path).tensors}
+    return {t.name: t.n_bytes for t in read_header(path).tensors}
 
 
 def active_bytes_per_token(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(total_active, expert_active): weight bytes one decoded token reads.
+    """(total_active, expert_active): weight bytes one decoded token reads (gguf_file.token_reads).
 
     Every non-expert tensor is read whole, routed expert tensors (llama.cpp's --cpu-moe pattern) only for the
-    n_expert_used of n_expert experts picked. token_embd is a row lookup (one row per token, negligible) unless the
-    model has no output.weight and reuses it as the output matrix.
+    n_expert_used of n_expert experts picked, token_embd one row unless the output reuses it as its matrix.
     """
-    header = read_header(path)
-    sizes = {t.name: tensor_nbytes(t) for t in header.tensors}
-    n_expert, n_used = header.arch_int("expert_count"), header.arch_int("expert_used_count")
-    tied = "output.weight" not in sizes
-    dense = expert = 0
-    for name, nbytes in sizes.items():
-        if _EXPERT.search(name):
-            expert += nbytes
-        elif name != "token_embd.weight" or tied:
-            dense += nbytes
-    expert_active = expert * n_used // n_expert if n_expert else 0
-    return dense + expert_active, expert_active
+    reads = token_reads(read_header(path))
+    return reads.total, reads.experts

@@ -13,8 +13,7 @@ from pathlib import Path
 
 from vramwatch.config import Matrix, ModelEntry, Paths, SynthSource
 from vramwatch.models import sources, synth
-from vramwatch.models.inspect import inspect_gguf, quant_name, sha256_file
-from vramwatch.models.gguf_header import read_header
+from vramwatch.models.inspect import inspect_gguf, quant_name, read_header, sha256_file
 from vramwatch.models.quantize import quantize_gguf
 from vramwatch.models.specs import get_spec
 from vramwatch.records import BuildRecord, ModelFile

@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gguf.constants import GGML_QUANT_SIZES, GGMLQuantizationType
+from gguf.constants import GGMLQuantizationType
 
 from vramwatch.errors import UserError
-from vramwatch.models.gguf_header import read_header
+from vramwatch.gguf_file import tensor_bytes
+from vramwatch.models.inspect import read_header
 from vramwatch.models.synth import ensure_free_space
 from vramwatch.records import BuildRecord
 
@@ -84,7 +85,8 @@ def quantize_gguf(src: str | os.PathLike[str], quant: str, build: BuildRecord, o
     if dry_run:
         result = _child(build, args + ["--dry-run"], timeout_s)
         _check(result, src, quant)
-        sizes = [_padded(_tensor_bytes(t["type"], t["shape"]), header.alignment) for t in result["tensors"]]
+        sizes = [_padded(tensor_bytes(GGMLQuantizationType[t["type"].upper()], t["shape"]), header.alignment)
+                 for t in result["tensors"]]
         # The output keeps the source's metadata (file_type changes in place): same header size.
         return _result(quant, result, None, header.data_offset + sum(sizes), started, dry_run=True)
 
@@ -123,14 +125,6 @@ def _result(quant: str, result: dict, path: Path | None, size: int, started: flo
         fallback = fallback[: result["fallback_count"]] + ["?"] * max(0, result["fallback_count"] - len(fallback))
     return QuantizeResult(quant, result["ftype"], path, size, tensor_types, fallback,
                           round(time.monotonic() - started, 3), dry_run)
-
-
-def _tensor_bytes(type_name: str, shape: list[int]) -> int:
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[type_name.upper()]]
-    n = 1
-    for d in shape:
-        n *= d
-    return n // block * size
 
 
 def _padded(n: int, alignment: int) -> int:

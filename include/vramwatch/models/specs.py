@@ -21,10 +21,9 @@ from gguf import GGUFValueType as VT
 from gguf import LlamaFileType
 
 from vramwatch.errors import UserError
+from vramwatch.gguf_file import tensor_bytes
 
 SCALES = ("tiny", "full")
-# Tensors holding routed experts: llama.cpp's --cpu-moe pattern; offload and active-bytes accounting use it too.
-EXPERT_TENSOR_PATTERN = r"\.ffn_(up|down|gate|gate_up)_(ch|)exps"
 
 
 @dataclass(frozen=True)
@@ -90,10 +89,7 @@ class TensorPlan:
 
     @property
     def nbytes(self) -> int:
-        from gguf.constants import GGML_QUANT_SIZES
-
-        block, size = GGML_QUANT_SIZES[self.type]
-        return self.n_elements // block * size
+        return tensor_bytes(self.type, self.shape)
 
 
 def _w(name: str, shape: tuple[int, ...], qtype: QT) -> TensorPlan:

@@ -23,7 +23,7 @@ from gguf.gguf_writer import WriterState
 from gguf.quants import quantize as numpy_quantize
 
 from vramwatch.errors import UserError
-from vramwatch.models.gguf_header import read_header
+from vramwatch.models.inspect import read_header
 from vramwatch.models.specs import ModelSpec, TensorPlan, arch_metadata, tensor_plan
 
 ALIGNMENT = 32  # GGUF default data alignment
@@ -48,13 +48,13 @@ def file_name(spec: ModelSpec) -> str:
 def _tokenizer_kv(vocab_file: Path, n_vocab: int) -> list[tuple[str, object, GGUFValueType, GGUFValueType | None]]:
     """tokenizer.* keys of a real vocab file; padded with unused tokens up to n_vocab rows when the model has more."""
     header = read_header(vocab_file)
-    n_tokens = len(header.kv["tokenizer.ggml.tokens"])
+    n_tokens = len(header.metadata["tokenizer.ggml.tokens"])
     if n_tokens > n_vocab:
         raise UserError(f"{vocab_file.name} has {n_tokens} tokens, more than the model's {n_vocab}",
                         "use a vocab file with at most as many tokens as the spec's n_vocab")
     pad = n_vocab - n_tokens
     kv = []
-    for key, value in header.kv.items():
+    for key, value in header.metadata.items():
         if not key.startswith("tokenizer."):
             continue
         if pad and key == "tokenizer.ggml.tokens":
@@ -63,7 +63,7 @@ def _tokenizer_kv(vocab_file: Path, n_vocab: int) -> list[tuple[str, object, GGU
             value = value + [5] * pad  # LLAMA_TOKEN_TYPE_UNUSED
         elif pad and key == "tokenizer.ggml.scores":
             value = value + [-1000.0] * pad
-        vtype, item = header.kv_types[key]
+        vtype, item = header.value_types[key]
         kv.append((key, value, GGUFValueType(vtype), GGUFValueType(item) if item is not None else None))
     return kv
 
