@@ -45,16 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--timeout", type=float, default=defaults["timeout_s"].default, metavar="S",
                         help="kill the child and record status timeout after S seconds (default %(default)s)")
     parser.add_argument("--python", default=os.environ.get(ENGINE_ENV), metavar="PATH",
-                        help=f"the engine venv's python, which has llama_cpp (default: ${ENGINE_ENV})")
+                        help=f"the engine venv's python, which has llama_cpp (default: ${ENGINE_ENV}, else the newest build)")
     parser.add_argument("--llama-log", metavar="FILE", help="write llama.cpp's whole log (all levels) to FILE")
     parser.add_argument("--json", action="store_true", help="print the BenchResult record as one JSON line")
     parser.set_defaults(func=bench_command)
 
 
 def bench_command(args: argparse.Namespace) -> int:
-    if not args.python:
-        raise UserError("no engine python to run llama.cpp in",
-                        f"pass --python /path/to/engine/bin/python or set {ENGINE_ENV}")
     if args.mode == "partial" and args.n_cpu_moe < 1:
         raise UserError("--mode partial needs --n-cpu-moe N with N >= 1", "e.g. --mode partial --n-cpu-moe 4")
     if min(args.reps, args.n_prompt, args.n_gen) < 1:
@@ -68,14 +65,24 @@ def bench_command(args: argparse.Namespace) -> int:
         flash_attn=args.flash_attn, use_mmap=not args.no_mmap, timeout_s=args.timeout,
         generation=None if args.no_generation else GenerationTest(),
     )
-    build = BuildRecord(request=BuildRequest(version="local"), status="ok", python=args.python, source_dir="",
-                        llama_cpp_python_version="", llama_cpp_commit=os.environ.get("VRAMWATCH_LLAMA_CPP_COMMIT", ""))
+    build = _engine(args.python)
     result = run_config(config, build, llama_log_path=args.llama_log)
     print(result.to_json() if args.json else format_result(result))
     if not result.ok:
         print(f"error: {result.status}: {result.error}", file=sys.stderr)
         return 1
     return 0
+
+
+def _engine(python: str | None) -> BuildRecord:
+    """The newest engine build, or a bare engine Python the caller names (its version is then unknown)."""
+    if not python:
+        from vramwatch.builds import newest_engine
+        from vramwatch.config import Paths
+
+        return newest_engine(Paths())
+    return BuildRecord(request=BuildRequest(version="local"), status="ok", python=python, source_dir="",
+                       llama_cpp_python_version="", llama_cpp_commit=os.environ.get("VRAMWATCH_LLAMA_CPP_COMMIT", ""))
 
 
 def model_file(path: Path) -> ModelFile:

@@ -36,6 +36,7 @@ from vramwatch.builds.sources import (
     release_source,
 )
 from vramwatch.config import BuildSource, Paths
+from vramwatch.errors import UserError
 from vramwatch.records import BuildRecord, BuildRequest
 
 # The wheel brings numpy, typing-extensions, diskcache and jinja2; the bench child also reads NVML.
@@ -67,6 +68,15 @@ def list_builds(paths: Paths) -> list[BuildRecord]:
     """Every build recorded under paths.builds, newest first."""
     records = [r for home in paths.builds.glob("*/") if (r := _read_record(home))] if paths.builds.is_dir() else []
     return sorted(records, key=lambda r: r.built_at, reverse=True)
+
+
+def newest_engine(paths: Paths) -> BuildRecord:
+    """The newest finished engine under paths.builds: what a command uses when it is not told which."""
+    for record in list_builds(paths):
+        if record.ok and Path(record.python).exists():
+            return record
+    raise UserError(f"no finished engine build under {paths.builds}",
+                    "build one first (`vramwatch builds build`), or pass --python PATH to an engine venv's python")
 
 
 def _known_commit(source: BuildSource, request: BuildRequest, paths: Paths) -> str:

@@ -14,23 +14,11 @@ from vramwatch.records import BuildRecord, BuildRequest
 VOCAB_ENV = "VRAMWATCH_VOCAB_DIR"
 
 
-def latest_build(paths: Paths) -> BuildRecord:
-    """The newest usable build record (paths.builds/<key>/build.json, as vramwatch.builds writes them)."""
-    candidates = sorted(paths.builds.glob("*/build.json"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for path in candidates:
-        try:
-            record = BuildRecord.from_json(path.read_text())
-        except (ValueError, TypeError, KeyError, AttributeError):
-            continue
-        if record.ok and Path(record.python).exists():
-            return record
-    raise UserError(f"no finished engine build under {paths.builds}",
-                    "build one first, or pass --python PATH (a Python with llama-cpp-python installed)")
-
-
 def _build_for(args: argparse.Namespace) -> BuildRecord:
     if not args.python:
-        return latest_build(Paths())
+        from vramwatch.builds import newest_engine
+
+        return newest_engine(Paths())
     python = Path(args.python)
     if not python.exists():
         raise UserError(f"--python {python} does not exist", "pass the engine venv's bin/python")
@@ -46,7 +34,9 @@ def _vocab_dir(args: argparse.Namespace) -> Path:
         return Path(os.environ[VOCAB_ENV])
     from vramwatch.models.prepare import vocab_dir
 
-    return vocab_dir(latest_build(Paths()))
+    from vramwatch.builds import newest_engine
+
+    return vocab_dir(newest_engine(Paths()))
 
 
 def _synth(args: argparse.Namespace) -> int:
