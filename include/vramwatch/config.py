@@ -106,7 +106,7 @@ class Matrix(Strict):
         common = dict(
             model=model, n_prompt=self.n_prompt, n_gen=self.n_gen, reps=self.reps, n_ctx=self.n_ctx,
             n_batch=self.n_batch, n_ubatch=self.n_ubatch, n_threads=self.n_threads, flash_attn=self.flash_attn,
-            use_mmap=self.use_mmap, generation=self.generation, timeout_s=self.timeout_s,
+            use_mmap=self.use_mmap, generation=self.generation, timeout_s=self.timeout_s, quality=entry.quality,
         )
         configs = []
         for mode in entry.modes or self.modes:

@@ -185,6 +185,7 @@ class BenchConfig(Record):
     type_v: str = "f16"
     generation: GenerationTest | None = field(default_factory=GenerationTest)
     timeout_s: float = 900.0
+    quality: bool = False  # also measure perplexity and a greedy continuation (real weights only)
 
     @property
     def config_id(self) -> str:
@@ -211,6 +212,16 @@ class GenerationResult(Record):
     tokens: int
     tokens_per_s: float
     text_sha256: str
+
+
+@dataclass(frozen=True)
+class QualityResult(Record):
+    """Output quality of real weights: perplexity over a fixed text and the hash of a greedy continuation."""
+
+    perplexity: float
+    n_tokens: int  # tokens scored for the perplexity
+    greedy_sha256: str  # sha256 of the greedy continuation's text: changes when the build changes the output
+    greedy_tokens: int
 
 
 @dataclass(frozen=True)
@@ -295,6 +306,7 @@ class BenchResult(Record):
     pp: TestResult | None = None
     tg: TestResult | None = None
     generation: GenerationResult | None = None
+    quality: QualityResult | None = None
     memory: Memory = field(default_factory=Memory)
     n_overridden_tensors: int = 0  # tensors llama.cpp placed in CPU memory because of our override
     n_threads: int = 0

@@ -6,6 +6,7 @@ Asserts what the team reads in the morning: warehouse rows for every config and 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -54,11 +55,16 @@ def _warehouse(env):
 def test_every_config_lands_in_the_warehouse(night):
     env, _, _ = night
     history = _warehouse(env).history()
-    assert len(history) == 2 * 3 * 2  # models x quants x modes
+    assert len(history) == 2 * 3 * 2 + 1  # synthetic models x quants x modes, plus real Gemma at baseline
     assert set(history["mode"]) == {"baseline", "offload"}
     assert set(history["quant"]) == {"Q2_K", "Q4_K_M", "Q8_0"}
     assert set(history["status"]) == {"ok"}
     assert (history["tg_avg_ts"] > 0).all() and (history["pp_avg_ts"] > 0).all()
+    synthetic, real = history[history["model"] != "gemma-3-270m"], history[history["model"] == "gemma-3-270m"]
+    assert list(real["config_id"]) == ["gemma-3-270m/Q4_K_M/baseline"]
+    gemma = real.iloc[0]
+    assert math.isfinite(gemma["perplexity"]) and gemma["perplexity"] > 1 and len(gemma["greedy_sha256"]) == 64
+    assert synthetic["perplexity"].isna().all()  # random weights: no quality figure
 
 
 def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
@@ -70,6 +76,8 @@ def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
     for quant in ("Q2_K", "Q4_K_M", "Q8_0"):
         assert quant in md
     assert "no GPU" in md
+    quality = md.split("## Quality (real weights)", 1)[1].split("\n---\n", 1)[0]
+    assert "| gemma-3-270m | Q4_K_M | baseline |" in quality and "| – |" in quality  # first night: nothing before
     html = (tmp / "reports" / "latest.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
 

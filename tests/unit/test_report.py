@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from sample_results import night, replace, result
 
-from vramwatch.records import BuildRecord, BuildRequest, Incident, RunRecord, ValidatedNight
+from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, RunRecord, ValidatedNight
 from vramwatch.report import NO_GPU, report_for_run, seed_table_rows, write_report
 from vramwatch.report.cli import register
 from vramwatch.warehouse import Warehouse, flatten
@@ -131,6 +131,31 @@ def test_fits_change_sweep_and_incident_sections(gpu_night, tmp_path):
         ["0", "4", "8", "28"]
     assert "| 7 | NEW | open | vram | 2026-01-02 | VRAM gpu_compute_mib +64 MiB / +4.3% |" in md
     assert "1 new regression incident(s), 1 open." in md
+
+
+def with_quality(r, perplexity: float, greedy: str):
+    return replace(r, config__quality=True,
+                   quality=QualityResult(perplexity=perplexity, n_tokens=327, greedy_sha256=greedy, greedy_tokens=32))
+
+
+def test_quality_table_flags_a_greedy_hash_that_changed_since_the_previous_build(tmp_path):
+    plain = night(models=("deepseek-moe-16b",), quants=("Q2_K",))
+    same, moved = result("phi-3.5-moe", "Q2_K"), result("phi-3.5-moe", "Q4_K_M")
+    last_night = plain + [with_quality(same, 25.1, "ab" * 32), with_quality(moved, 31.0, "cd" * 32)]
+    tonight = plain + [with_quality(same, 25.1, "ab" * 32), with_quality(moved, 30.25, "ef" * 32)]
+
+    md_path, html_path = write_report(run_record(), tonight, history_of(last_night, tonight), [], tmp_path)
+
+    md = md_path.read_text()
+    section = md.split("## Quality (real weights)", 1)[1].split("\n---\n", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| phi") or line.startswith("| deepseek")]
+    assert rows == ["| phi-3.5-moe | Q2_K | baseline | 25.10 | abababababab | no |",
+                    "| phi-3.5-moe | Q4_K_M | baseline | 30.25 | efefefefefef | **yes** (was cdcdcdcdcdcd) |"]
+    assert "327 tokens" in section and "Quality (real weights)" in html_path.read_text()
+    first, _ = write_report(run_record("run000", "2026-01-01"), last_night, history_of(last_night), [], tmp_path)
+    assert "| phi-3.5-moe | Q4_K_M | baseline | 31.00 | cdcdcdcdcdcd | – |" in first.read_text()  # nothing before
+    without, _ = write_report(run_record(), plain, history_of(plain, plain), [], tmp_path)
+    assert "Quality (real weights)" not in without.read_text()
 
 
 def test_report_for_run_and_cli_read_the_warehouse(tmp_path, monkeypatch, capsys):

@@ -15,7 +15,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sample_results import CPU_HOST, night, replace, result
 
-from vramwatch.records import BuildRecord, BuildRequest, Incident, QuarantinedResult, ValidatedNight
+from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, QuarantinedResult, ValidatedNight
 from vramwatch.warehouse import (
     HISTORY_COLUMNS,
     Warehouse,
@@ -92,7 +92,21 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert {"builds", "runs", "environments", "results", "quarantine", "incidents"} <= tables
     assert "alembic_version" not in tables  # Airflow's name stays free when both share a database
     assert diffs == []  # migrations and models describe the same schema
-    assert version == "0001"
+    assert version == "0002"
+
+
+def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
+    engine = sa.create_engine(url)
+    migrate.upgrade(engine, "0001")
+    assert "perplexity" not in {c["name"] for c in sa.inspect(engine).get_columns("results")}
+
+    Warehouse(url).close()  # opening upgrades to the newest schema
+
+    columns = {c["name"] for c in sa.inspect(engine).get_columns("results")}
+    assert {"perplexity", "quality_tokens", "greedy_sha256"} <= columns
+    migrate.downgrade(engine, "0001")  # and 0002 goes back cleanly
+    assert "greedy_sha256" not in {c["name"] for c in sa.inspect(engine).get_columns("results")}
+    engine.dispose()
 
 
 def test_an_unreachable_database_is_one_clear_error():
@@ -132,6 +146,21 @@ def test_results_come_back_as_the_records_that_went_in_with_or_without_a_gpu(war
     assert len(cpu) == 4 and cpu["vram_gib"].isna().all() and cpu["gpu_total_mib"].isna().all()
     oom = frame[frame["status"] == "oom"].iloc[0]
     assert oom["error"] == "CUDA error: out of memory" and oom["tg_samples_ts"] is None
+
+
+def test_quality_figures_round_trip_and_reach_history(warehouse):
+    plain, asked = result("deepseek-moe-16b", "Q2_K"), result("phi-3.5-moe", "Q4_K_M")
+    real = dataclasses.replace(
+        asked, config=dataclasses.replace(asked.config, quality=True),
+        quality=QualityResult(perplexity=25.123, n_tokens=327, greedy_sha256="f2" * 32, greedy_tokens=32),
+    )
+    store(warehouse, "night", "2026-01-02", [plain, real])
+
+    assert warehouse.results_for_run("night") == [plain, real]
+    frame = warehouse.history().set_index("model")
+    assert frame.loc["phi-3.5-moe", ["perplexity", "quality_tokens", "greedy_sha256"]].tolist() == [
+        25.123, 327, "f2" * 32]
+    assert frame.loc["deepseek-moe-16b", ["perplexity", "quality_tokens", "greedy_sha256"]].isna().all()
 
 
 def test_storing_before_the_run_started_names_the_fix(warehouse):

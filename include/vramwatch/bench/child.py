@@ -1,7 +1,7 @@
 """The bench child: one BenchConfig in (JSON on stdin), one BenchResult out (a marked JSON line on stdout).
 
 Run as `<engine python> -m vramwatch.bench.child` with PYTHONPATH=<repo>/include. It imports only the stdlib,
-numpy, llama_cpp, vramwatch.records and vramwatch.gguf_file (plus this package's stdlib modules) and, if present,
+numpy, llama_cpp, vramwatch.records and vramwatch.gguf_file (plus this package's own modules) and, if present,
 pynvml. It drives llama.cpp through the low-level API so that placement (tensor buffer-type overrides) and
 timing (llama-bench's method: warm-up, then pp and tg repetitions with llama_synchronize) are ours, and it proves
 placement from llama.cpp's own DEBUG log. Progress goes to stderr; the result line starts with MARKER so nothing
@@ -24,7 +24,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from vramwatch.bench import host, llama_log, placement
+import numpy as np
+
+from vramwatch.bench import host, llama_log, placement, quality
 from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
 from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
 from vramwatch.records import (
@@ -32,7 +34,9 @@ from vramwatch.records import (
     BenchResult,
     Fingerprint,
     GenerationResult,
+    GenerationTest,
     Memory,
+    QualityResult,
     Roofline,
     TestResult,
 )
@@ -131,7 +135,8 @@ class Bench:
                     buffers = llama_log.parse_buffers(self.log.text())
                     self._fill_buffers(buffers)
                     pp, tg = self._time(llama_cpp, ctx)
-                    generation = self._generate(llama_cpp, ctx, model) if config.generation else None
+                    generation = config.generation and self._generate(llama_cpp, ctx, model, config.generation)
+                    quality_result = self._quality(llama_cpp, ctx, model) if config.quality else None
                     self._fill_nvml_after(nvml, gpus, device)
                 finally:
                     llama_cpp.llama_free(ctx)
@@ -144,7 +149,7 @@ class Bench:
         roofline = self._roofline(info, ggml, gpus, gpu_offload, tg)
         if nvml:
             nvml.close()
-        return {"pp": pp, "tg": tg, "generation": generation, "roofline": roofline}
+        return {"pp": pp, "tg": tg, "generation": generation, "quality": quality_result, "roofline": roofline}
 
     # ------------------------------------------------------------------------------------------- steps
 
@@ -319,15 +324,12 @@ class Bench:
             decoder.free()
         return _test_result(config.n_prompt, 0, pp_samples), _test_result(0, config.n_gen, tg_samples)
 
-    def _generate(self, llama_cpp: Any, ctx: int, model: int) -> GenerationResult:
-        """The seed's test: real prompt, sampled with temperature and seed, stopped at end of generation."""
-        test = self.config.generation
+    def _generate(self, llama_cpp: Any, ctx: int, model: int, test: GenerationTest) -> GenerationResult:
+        """The seed's test: real prompt, sampled with temperature and seed (greedy at temperature 0), stopped at
+        end of generation."""
         vocab = llama_cpp.llama_model_get_vocab(model)
-        text = test.prompt.encode()
-        tokens = (llama_cpp.llama_token * (len(text) + 16))()
-        n_prompt = llama_cpp.llama_tokenize(vocab, text, len(text), tokens, len(tokens), True, False)
-        if n_prompt <= 0:
-            raise BenchFailure("crashed", f"tokenizing the generation prompt failed ({n_prompt})")
+        tokens = _tokenize(llama_cpp, vocab, test.prompt)
+        n_prompt = len(tokens)
         max_tokens = min(test.max_tokens, self.config.n_ctx - n_prompt)
         chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
         if test.temperature > 0:
@@ -341,7 +343,7 @@ class Bench:
         try:
             decoder.clear()
             start = time.perf_counter()
-            decoder.decode(list(tokens[:n_prompt]), 0)
+            decoder.decode(tokens, 0)
             pos = n_prompt
             while n_generated < max_tokens:
                 token = llama_cpp.llama_sampler_sample(chain, ctx, -1)
@@ -359,6 +361,45 @@ class Bench:
         say(f"generation: {n_generated} tokens in {elapsed:.2f} s")
         return GenerationResult(tokens=n_generated, tokens_per_s=round(n_generated / elapsed, 3) if elapsed else 0.0,
                                 text_sha256=hashlib.sha256(bytes(out)).hexdigest())
+
+    def _quality(self, llama_cpp: Any, ctx: int, model: int) -> QualityResult:
+        """Perplexity of the fixed text from every position's logits, in n_ctx-sized windows (each from an empty
+        cache and opening with BOS where the model wants one, as llama.cpp's perplexity tool does), then the greedy
+        continuation of the fixed prompt. After the timing, so it cannot disturb it."""
+        config = self.config
+        vocab = llama_cpp.llama_model_get_vocab(model)
+        n_vocab = llama_cpp.llama_vocab_n_tokens(vocab)
+        tokens = _tokenize(llama_cpp, vocab, quality.TEXT, add_special=False)
+        bos = [llama_cpp.llama_vocab_bos(vocab)] if llama_cpp.llama_vocab_get_add_bos(vocab) else []
+        per_window = config.n_ctx - len(bos)
+        step = max(1, min(config.n_batch, config.n_ubatch, quality.LOGITS_BATCH))
+        decoder = _Decoder(llama_cpp, ctx, step)
+        total, scored = 0.0, 0
+        start = time.perf_counter()
+        try:
+            for begin in range(0, len(tokens), per_window):
+                window = bos + tokens[begin:begin + per_window]
+                decoder.clear()
+                for at in range(0, len(window), step):
+                    part = window[at:at + step]
+                    decoder.decode(part, at, all_logits=True)
+                    targets = window[at + 1:at + 1 + len(part)]  # the window's last position has nothing to predict
+                    if not targets:
+                        continue
+                    # every position was asked for, so the logits are len(part) contiguous rows of n_vocab
+                    logits = np.ctypeslib.as_array(llama_cpp.llama_get_logits(ctx), shape=(len(part), n_vocab))
+                    logits = logits[:len(targets)]
+                    total += float(quality.target_log_probs(logits, targets).sum())
+                    scored += len(targets)
+        finally:
+            decoder.free()
+        if not scored:
+            raise BenchFailure("crashed", f"quality: the text gave {len(tokens)} token(s), nothing to score")
+        ppl = quality.perplexity(total, scored)
+        say(f"quality: perplexity {ppl:.3f} over {scored} tokens in {time.perf_counter() - start:.2f} s")
+        greedy = self._generate(llama_cpp, ctx, model, quality.GREEDY)
+        return QualityResult(perplexity=round(ppl, 4), n_tokens=scored, greedy_sha256=greedy.text_sha256,
+                             greedy_tokens=greedy.tokens)
 
     def _fill_nvml_after(self, nvml: Nvml | None, gpus: list[int], device: int) -> None:
         if nvml and gpus:
@@ -432,7 +473,7 @@ class _Decoder:
             self.lib.llama_synchronize(self.ctx)
             token = self._random(1)[0]
 
-    def decode(self, tokens: list[int], pos: int) -> None:
+    def decode(self, tokens: list[int], pos: int, all_logits: bool = False) -> None:
         batch = self.batch
         batch.n_tokens = len(tokens)
         for i, token in enumerate(tokens):
@@ -440,13 +481,23 @@ class _Decoder:
             batch.pos[i] = pos + i
             batch.n_seq_id[i] = 1
             batch.seq_id[i][0] = 0
-            batch.logits[i] = i == len(tokens) - 1
+            batch.logits[i] = all_logits or i == len(tokens) - 1
         rc = self.lib.llama_decode(self.ctx, batch)
         if rc != 0:
             raise BenchFailure("crashed", f"llama_decode returned {rc}")
 
     def free(self) -> None:
         self.lib.llama_batch_free(self.batch)
+
+
+def _tokenize(llama_cpp: Any, vocab: int, text: str, add_special: bool = True) -> list[int]:
+    """Tokens of text; add_special: with the model's BOS where it wants one."""
+    raw = text.encode()
+    tokens = (llama_cpp.llama_token * (len(raw) + 16))()
+    n = llama_cpp.llama_tokenize(vocab, raw, len(raw), tokens, len(tokens), add_special, False)
+    if n <= 0:
+        raise BenchFailure("crashed", f"tokenizing {text[:40]!r}... failed ({n})")
+    return list(tokens[:n])
 
 
 def _test_result(n_prompt: int, n_gen: int, samples: list[float]) -> TestResult:

@@ -222,6 +222,30 @@ def sweep_tables(results: Sequence[BenchResult]) -> list[Table]:
     return tables
 
 
+def quality_table(results: Sequence[BenchResult], history: pd.DataFrame, run_id: str) -> Table | None:
+    """Tonight's real-weight quality figures; the greedy hash against the last earlier run that recorded one for the
+    same config (history is one environment's, oldest first). None when no result carries quality."""
+    measured = [r for r in results if r.quality]
+    if not measured:
+        return None
+    previous: dict[str, str] = {}
+    if "greedy_sha256" in history.columns and run_id in set(history["run_id"]):
+        _, before = split_tonight(history, run_id)
+        for cid, sha in zip(before["config_id"], before["greedy_sha256"]):
+            if isinstance(sha, str):
+                previous[cid] = sha  # oldest first: the last one kept is the most recent
+    rows = []
+    for r in measured:
+        sha, earlier = r.quality.greedy_sha256, previous.get(r.config.config_id)
+        changed = MISSING if earlier is None else "no" if earlier == sha else f"**yes** (was {earlier[:12]})"
+        rows.append([r.config.model.model, r.config.model.quant, r.config.mode, f"{r.quality.perplexity:.2f}",
+                     sha[:12], changed])
+    note = (f"Perplexity over vramwatch's fixed English text ({measured[0].quality.n_tokens} tokens); greedy hash = "
+            f"sha256 of a {measured[0].quality.greedy_tokens}-token greedy continuation of a fixed prompt.")
+    return Table("Quality (real weights)", ["Model", "Quantization", "Mode", "Perplexity", "Greedy hash",
+                                            "Hash changed"], rows, note)
+
+
 def incidents_table(incidents: Sequence[Incident]) -> Table:
     rows = [[str(i.incident_id or MISSING), "NEW" if i.is_new else "", i.state, i.kind, i.opened_night, i.summary]
             for i in incidents]

@@ -26,6 +26,7 @@ from vramwatch.report.tables import (
     fits_table,
     incidents_table,
     key_findings,
+    quality_table,
     seed_table_rows,
     seed_tables,
     sweep_tables,
@@ -72,6 +73,8 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     sections: list[Table] = [*seed_tables(rows), fits_table(results)]
     change = changes_table(history, run.run_id) if run.run_id in set(history["run_id"]) else None
     sections += [change] if change else []
+    quality = quality_table(results, history, run.run_id)
+    sections += [quality] if quality else []
     sections += [*sweep_tables(results), incidents_table(incidents)]
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)

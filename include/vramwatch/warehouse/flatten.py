@@ -22,8 +22,8 @@ def _test_fields(prefix: str, test: TestResult | None) -> dict[str, Any]:
 
 
 def flatten(result: BenchResult) -> dict[str, Any]:
-    config, model, memory, roofline, gen = (
-        result.config, result.config.model, result.memory, result.roofline, result.generation,
+    config, model, memory, roofline, gen, quality = (
+        result.config, result.config.model, result.memory, result.roofline, result.generation, result.quality,
     )
     return {
         "config_id": config.config_id,
@@ -51,6 +51,9 @@ def flatten(result: BenchResult) -> dict[str, Any]:
         "gen_tokens": gen.tokens if gen else None,
         "gen_tokens_per_s": gen.tokens_per_s if gen else None,
         "gen_text_sha256": gen.text_sha256 if gen else None,
+        "perplexity": quality.perplexity if quality else None,
+        "quality_tokens": quality.n_tokens if quality else None,
+        "greedy_sha256": quality.greedy_sha256 if quality else None,
         "buffers_mib": dict(memory.buffers_mib),
         "gpu_model_mib": memory.gpu_model_mib,
         "gpu_kv_mib": memory.gpu_kv_mib,

@@ -128,6 +128,10 @@ class ResultRow(Base):
     gen_tokens: Mapped[int | None]
     gen_tokens_per_s: Mapped[float | None] = mapped_column(Float)
     gen_text_sha256: Mapped[str | None] = mapped_column(String(64))
+    # output quality on real weights: None unless the matrix entry asked for it (migration 0002)
+    perplexity: Mapped[float | None] = mapped_column(Float)
+    quality_tokens: Mapped[int | None]
+    greedy_sha256: Mapped[str | None] = mapped_column(String(64))
     # memory: llama.cpp buffers (MiB), the seed's VRAM (GiB), NVML beside them (None without a GPU)
     buffers_mib: Mapped[dict[str, Any]]
     gpu_model_mib: Mapped[float] = mapped_column(Float, default=0.0)
