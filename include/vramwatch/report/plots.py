@@ -21,6 +21,8 @@ from vramwatch.report.tables import SeedRow, sweep_points  # noqa: E402
 
 COMPONENTS = (("gpu_model_mib", "model"), ("gpu_kv_mib", "KV"), ("gpu_compute_mib", "compute"))
 
+SHORT_HISTORY = 60  # nights; beyond this, per-night markers only clutter the line
+
 
 def _png(fig: plt.Figure, tight: bool = True) -> str:
     buffer = io.BytesIO()
@@ -98,8 +100,9 @@ def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> str | None:
         for col, (field, title) in enumerate(panels):
             ax = axes[row][col]
             for config_id, series in mine.groupby("config_id", sort=False):
-                ax.plot(series["day"].to_numpy(), series[field].to_numpy(float), linewidth=0.8,
-                        label=config_id.split("/", 1)[1])
+                # markers while history is short: a lone first night is otherwise an invisible line
+                ax.plot(series["day"].to_numpy(), series[field].to_numpy(float), linewidth=0.8, markersize=3,
+                        marker="o" if len(series) <= SHORT_HISTORY else None, label=config_id.split("/", 1)[1])
                 hit = series[series["night"].isin(marks.get(config_id, ()))]
                 if not hit.empty:
                     ax.scatter(hit["day"], hit[field], color="red", marker="v", s=40, zorder=3)
