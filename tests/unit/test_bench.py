@@ -159,9 +159,11 @@ def test_child_itself_refuses_a_truncated_model(engine, moe, tmp_path):
     assert result.status == "invalid_model" and "truncated" in result.error
 
 
-def test_timeout_kills_the_child_and_says_timeout(engine, moe):
+def test_timeout_kills_the_child_and_says_timeout(engine, moe, baseline):
     result = run_config(config_for(moe, "baseline", timeout_s=0.5), engine)
     assert result.status == "timeout" and "timeout_s=0.5" in result.error
+    # recorded by the parent, yet in the same environment as the child's own results: history compares them
+    assert result.fingerprint.environment_id == baseline.fingerprint.environment_id
 
 
 def test_a_dead_child_is_crashed_with_its_last_words(moe, tmp_path):

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 import vramwatch
-from vramwatch.bench import llama_log
+from vramwatch.bench import host, llama_log
+from vramwatch.bench.gpu import Nvml
 from vramwatch.bench.child import MARKER
 from vramwatch.gguf_file import GGUFError, read_gguf
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord, Fingerprint
@@ -40,9 +41,7 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
 
     def failed(status: str, error: str) -> BenchResult:
         return BenchResult(config=config, status=status, error=_one_line(error), started_at=started_at,
-                           fingerprint=Fingerprint(llama_cpp_commit=build.llama_cpp_commit,
-                                                   llama_cpp_python_version=build.llama_cpp_python_version,
-                                                   backend=build.request.backend))
+                           fingerprint=machine_fingerprint(build))
 
     try:
         read_gguf(config.model.path)
@@ -97,6 +96,22 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
     else:
         how = f"exited with code {returncode} without a result"
     return failed(status, f"child {how}: {_last(tail)}")
+
+
+def machine_fingerprint(build: BuildRecord) -> Fingerprint:
+    """What the parent knows of this machine and build when no child reported: the same facts the child records,
+    so a timeout or crash lands in the same environment's history as the config's earlier ok nights."""
+    gpu: dict[str, object] = {}
+    nvml = Nvml.open() if build.request.backend == "cuda" else None
+    if nvml:
+        try:
+            gpu = nvml.fingerprint(nvml.device_of(os.getpid()))
+        finally:
+            nvml.close()
+    return Fingerprint(cpu_model=host.cpu_model(), cpu_cores=host.physical_cores(), ram_gib=host.ram_gib(),
+                       llama_cpp_commit=build.llama_cpp_commit,
+                       llama_cpp_python_version=build.llama_cpp_python_version, build_flags=build.request.cmake_args,
+                       backend=build.request.backend, **gpu)
 
 
 def _child_env(build: BuildRecord, llama_log_path: str | os.PathLike[str] | None) -> dict[str, str]:
