@@ -13,11 +13,13 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
+from vramwatch.bench import run_config
 from vramwatch.errors import UserError
 from vramwatch.models.inspect import active_bytes_per_token, inspect_gguf, read_header
 from vramwatch.models.quantize import quantize_gguf
 from vramwatch.models.specs import SPEC_NAMES, get_spec, tensor_plan
 from vramwatch.models.synth import ensure_free_space, planned_file_bytes, write_gguf
+from vramwatch.records import BenchConfig
 
 
 GENERATE = """
@@ -65,6 +67,20 @@ def test_tiny_model_loads_and_generates_on_cpu_engine(tiny_sources, name, engine
     result = generate(engine_build.python, tiny_sources[name])
     assert result["tokens"] > 0 and result["text"]
     assert result["n_vocab"] == spec.n_vocab
+
+
+@pytest.mark.parametrize("name", SPEC_NAMES)
+def test_tiny_model_offloads_its_experts_on_cpu_engine(tiny_sources, name, engine_build):
+    """The bench's offload mode finds every arch's expert tensors; a dense model has none to move."""
+    model = inspect_gguf(tiny_sources[name], model=name, synthetic=True, scale="tiny")
+    config = BenchConfig(model=model, mode="offload", n_prompt=16, n_gen=4, reps=1, n_ctx=128, n_batch=16,
+                         n_ubatch=16, generation=None, timeout_s=240)
+    result = run_config(config, engine_build)
+    if model.is_moe:
+        assert result.status == "ok", result.error
+        assert result.n_overridden_tensors > 0 and result.tg.avg_ts > 0
+    else:
+        assert result.status == "not_applicable"
 
 
 @pytest.mark.parametrize("name", SPEC_NAMES)
