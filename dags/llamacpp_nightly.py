@@ -81,7 +81,8 @@ def llamacpp_nightly():
     def validate(results: list[dict], dag_run=None) -> dict:
         from vramwatch import pipeline
 
-        return pipeline.task_validate(list(results), _night(dag_run))
+        # indexed reads: iterating the lazy sequence probes one XCom past the end and logs a 404 error
+        return pipeline.task_validate([results[i] for i in range(len(results))], _night(dag_run))
 
     @task
     def store(build: dict, validated: dict, dag_run=None) -> int:
