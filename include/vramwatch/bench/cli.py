@@ -9,7 +9,7 @@ from pathlib import Path
 
 from vramwatch.bench.runner import run_config
 from vramwatch.errors import UserError
-from vramwatch.records import MODES, BenchConfig, BenchResult, BuildRecord, BuildRequest, GenerationTest, ModelFile
+from vramwatch.records import MODES, BenchConfig, BenchResult, GenerationTest, ModelFile
 
 ENGINE_ENV = "VRAMWATCH_ENGINE_PYTHON"
 
@@ -65,24 +65,16 @@ def bench_command(args: argparse.Namespace) -> int:
         flash_attn=args.flash_attn, use_mmap=not args.no_mmap, timeout_s=args.timeout,
         generation=None if args.no_generation else GenerationTest(),
     )
-    build = _engine(args.python)
+    from vramwatch.builds import engine_for
+    from vramwatch.config import Paths
+
+    build = engine_for(args.python, Paths())
     result = run_config(config, build, llama_log_path=args.llama_log)
     print(result.to_json() if args.json else format_result(result))
     if not result.ok:
         print(f"error: {result.status}: {result.error}", file=sys.stderr)
         return 1
     return 0
-
-
-def _engine(python: str | None) -> BuildRecord:
-    """The newest engine build, or a bare engine Python the caller names (its version is then unknown)."""
-    if not python:
-        from vramwatch.builds import newest_engine
-        from vramwatch.config import Paths
-
-        return newest_engine(Paths())
-    return BuildRecord(request=BuildRequest(version="local"), status="ok", python=python, source_dir="",
-                       llama_cpp_python_version="", llama_cpp_commit=os.environ.get("VRAMWATCH_LLAMA_CPP_COMMIT", ""))
 
 
 def model_file(path: Path) -> ModelFile:

@@ -3,7 +3,7 @@
 from vramwatch.builds.backend import build_request, cuda_architectures, resolve_backend
 from vramwatch.builds.bundle import make_bundle
 from vramwatch.builds.detect import check_for_new_build
-from vramwatch.builds.engine import build_engine, list_builds, newest_engine
+from vramwatch.builds.engine import build_engine, engine_for, list_builds, newest_engine
 
 __all__ = [
     "build_engine",

@@ -13,6 +13,7 @@ Build failures come back as a BuildRecord with status "failed" (the caller decid
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import subprocess
 import sys
@@ -77,6 +78,16 @@ def newest_engine(paths: Paths) -> BuildRecord:
             return record
     raise UserError(f"no finished engine build under {paths.builds}",
                     "build one first (`vramwatch builds build`), or pass --python PATH to an engine venv's python")
+
+
+def engine_for(python: str | None, paths: Paths) -> BuildRecord:
+    """The engine a command runs in: the newest build, or a bare engine Python the caller names (its llama.cpp
+    commit then comes from VRAMWATCH_LLAMA_CPP_COMMIT, else is unknown)."""
+    if not python:
+        return newest_engine(paths)
+    return BuildRecord(request=BuildRequest(version="unknown"), status="ok", python=python, source_dir="",
+                       llama_cpp_python_version="unknown",
+                       llama_cpp_commit=os.environ.get("VRAMWATCH_LLAMA_CPP_COMMIT", "unknown"))
 
 
 def _known_commit(source: BuildSource, request: BuildRequest, paths: Paths) -> str:

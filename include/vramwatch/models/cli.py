@@ -9,22 +9,17 @@ from pathlib import Path
 
 from vramwatch.config import Paths
 from vramwatch.errors import UserError
-from vramwatch.records import BuildRecord, BuildRequest
+from vramwatch.records import BuildRecord
 
 VOCAB_ENV = "VRAMWATCH_VOCAB_DIR"
 
 
 def _build_for(args: argparse.Namespace) -> BuildRecord:
-    if not args.python:
-        from vramwatch.builds import newest_engine
+    from vramwatch.builds import engine_for
 
-        return newest_engine(Paths())
-    python = Path(args.python)
-    if not python.exists():
-        raise UserError(f"--python {python} does not exist", "pass the engine venv's bin/python")
-    # A bare interpreter: label the build by the llama-cpp-python it has, as far as the caller says.
-    return BuildRecord(request=BuildRequest(version="unknown"), status="ok", python=str(python), source_dir="",
-                       llama_cpp_python_version="unknown", llama_cpp_commit="unknown")
+    if args.python and not Path(args.python).exists():
+        raise UserError(f"--python {args.python} does not exist", "pass the engine venv's bin/python")
+    return engine_for(args.python, Paths())
 
 
 def _vocab_dir(args: argparse.Namespace) -> Path:
