@@ -36,13 +36,12 @@ def _paths(root: Path) -> Paths:
 
 
 def _seed_wheel(paths: Paths, source: BuildSource, version: str, engine_build) -> Path:
-    """Put the session engine's wheel where a finished compile of this request would have left it."""
-    wheel = cached_wheel(Paths(), engine_build.request)
-    assert wheel, "the session engine's wheel is not in the wheel cache"
-    dest = paths.cache / "wheels" / build_request(source, version).key / wheel.name
-    dest.parent.mkdir(parents=True)
-    shutil.copy(wheel, dest)
-    return dest
+    """Put the session engine's wheel (and its llama-bench) where a finished compile of this request would have."""
+    wheel = cached_wheel(Paths(), engine_build.request, with_llama_bench=True)
+    assert wheel, "the session engine's wheel and llama-bench are not in the wheel cache"
+    dest = paths.cache / "wheels" / build_request(source, version).key
+    shutil.copytree(wheel.parent, dest)
+    return dest / wheel.name
 
 
 def _share_release(paths: Paths, engine_build) -> None:

@@ -4,7 +4,7 @@
     <out>/wheels/*.whl                         runtime deps (numpy for the target Python), NVML, the build backend
 
 On the worker: build.source "path", build.location <out>; pip then runs with --no-index --find-links <out>.
-Before it returns, the slim tree is unpacked and CMake-configured (bindings and llama-bench), so a CMakeLists that
+Before it returns, the slim tree is unpacked and CMake-configured (bindings, then with the tools llama-bench needs), so a CMakeLists that
 references something the slim rule dropped fails here, not on the air-gapped worker.
 """
 
@@ -23,13 +23,12 @@ from packaging.requirements import Requirement
 from vramwatch.builds.backend import CPU_CMAKE_ARGS
 from vramwatch.builds.detect import PROJECT, find_build
 from vramwatch.builds.engine import BENCH_CHILD_EXTRAS
-from vramwatch.builds.llama_bench import configure_llama_bench
+from vramwatch.builds.llama_bench import configure_tools
 from vramwatch.builds.process import StepFailed, run_step, say
 from vramwatch.builds.slim import keep
 from vramwatch.builds.sources import COMMIT_MARKER, fetch_sdist, read_llama_cpp_commit, unpack_sdist
 from vramwatch.config import BuildSource, Paths
 from vramwatch.errors import UserError
-from vramwatch.records import BuildRequest
 
 
 def _requirements(tree: Path) -> list[str]:
@@ -54,15 +53,14 @@ def _pack_slim(tree: Path, top: str, commit: str, archive: Path) -> None:
 
 
 def _check_configures(archive: Path, log: Path) -> None:
-    """CMake-configure what was packed: the bindings with the CPU flags, and llama-bench."""
+    """CMake-configure what was packed: the bindings with the CPU flags, then with llama.cpp's tools on."""
     with tempfile.TemporaryDirectory(prefix="vramwatch-bundle-") as scratch:
         with tarfile.open(archive) as tar:
             tar.extractall(scratch, filter="data")
         (tree,) = Path(scratch).glob(f"{archive.name.removesuffix('.tar.gz')}")
-        run_step("configure bindings", ["cmake", "-S", tree, "-B", Path(scratch, "bindings"),
-                                        *CPU_CMAKE_ARGS.split()], log)
-        configure_llama_bench(BuildRequest(version="check", cmake_args=CPU_CMAKE_ARGS), tree,
-                              Path(scratch, "llama-bench"), log)
+        bindings = Path(scratch, "bindings")
+        run_step("configure bindings", ["cmake", "-S", tree, "-B", bindings, *CPU_CMAKE_ARGS.split()], log)
+        configure_tools(bindings, log)
 
 
 def make_bundle(version: str, out_dir: Path, paths: Paths, python_version: str | None = None) -> Path:

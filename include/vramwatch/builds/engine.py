@@ -4,6 +4,8 @@
     paths.builds/<key>/build.json     the BuildRecord; with an importable venv it means "reuse, do not rebuild"
     paths.builds/<key>/build.log      everything the build printed
     paths.cache/wheels/<key>/*.whl    the built wheel: a second build, or a fresh clone, installs it in seconds
+    paths.cache/wheels/<key>/llama-bench/   built from the wheel's cmake tree, when the matrix asks for it
+    paths.builds/<key>/llama-bench/         its copy for this build (runs on the venv's libraries: llama_bench_env)
     paths.cache/build/<key>/          slim working copy + cmake tree while a build runs; kept if it is
                                       interrupted (the next attempt resumes), removed once the wheel exists
 
@@ -44,9 +46,12 @@ from vramwatch.records import BuildRecord, BuildRequest
 BENCH_CHILD_EXTRAS = ("nvidia-ml-py",)
 
 
-def cached_wheel(paths: Paths, request: BuildRequest) -> Path | None:
+def cached_wheel(paths: Paths, request: BuildRequest, with_llama_bench: bool) -> Path | None:
+    """The cached wheel; with_llama_bench: only together with its llama-bench (the tree that makes one is gone)."""
     wheels = sorted((paths.cache / "wheels" / request.key).glob("llama_cpp_python-*.whl"))
-    return wheels[-1] if wheels else None
+    if not wheels or (with_llama_bench and not (wheels[-1].parent / "llama-bench" / "llama-bench").is_file()):
+        return None
+    return wheels[-1]
 
 
 def engine_import_error(python: Path) -> str:
@@ -98,7 +103,8 @@ def _known_commit(source: BuildSource, request: BuildRequest, paths: Paths) -> s
     return find_build(source, request.version).commit
 
 
-def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: Paths, log: Path) -> Path:
+def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: Paths, log: Path,
+                 with_llama_bench: bool) -> Path:
     """Compile the wheel with the build venv's Python, from a slim working copy of the tree that is this key's own
     (the build writes libraries into llama_cpp/lib of its source: they must not leak from a CUDA build into a CPU one).
 
@@ -131,6 +137,8 @@ def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: P
     dest = paths.cache / "wheels" / request.key / built[-1].name
     dest.parent.mkdir(parents=True, exist_ok=True)
     shutil.move(built[-1], dest)
+    if with_llama_bench:
+        build_llama_bench(work / "cmake", dest, dest.parent / "llama-bench", log, env)
     shutil.rmtree(work, ignore_errors=True)  # the wheel is the cache now; the cmake tree only served resuming
     return dest
 
@@ -180,13 +188,17 @@ def build_engine(source: BuildSource, version: str, paths: Paths) -> BuildRecord
         tree = (git_source(request, commit, paths, log) if request.source == "git"
                 else release_source(request, paths, log))
         python = _fresh_venv(home / "venv", log)
-        wheel = cached_wheel(paths, request)
+        wheel = cached_wheel(paths, request, source.build_llama_bench)
         if wheel:
             say(f"using cached wheel {wheel}")
         else:
-            wheel = _build_wheel(request, tree, python, paths, log)
+            wheel = _build_wheel(request, tree, python, paths, log, source.build_llama_bench)
         _install_engine(python, wheel, request, log)
-        bench_binary = build_llama_bench(request, tree.path, home, paths, log) if source.build_llama_bench else ""
+        bench_binary = ""
+        if source.build_llama_bench:
+            shutil.rmtree(home / "llama-bench", ignore_errors=True)
+            shutil.copytree(wheel.parent / "llama-bench", home / "llama-bench", symlinks=True)
+            bench_binary = str(home / "llama-bench" / "llama-bench")
         outcome = dict(status="ok", python=str(python), llama_bench=bench_binary)
     except StepFailed as failure:
         outcome = dict(status="failed", python="", error=failure.error, log_tail=failure.log_tail)
