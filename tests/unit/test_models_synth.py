@@ -109,15 +109,23 @@ def test_tiny_archs_keep_their_structure():
     assert "blk.0.ffn_gate_exps.bias" in gptoss and "blk.0.post_attention_norm.weight" in gptoss
 
 
-def test_mxfp4_experts_decode_to_finite_weights_of_the_planned_scale(tiny_sources):
-    path = tiny_sources["gpt-oss-20b"]
+@pytest.mark.parametrize("name,tensor,qtype,block_bytes,tolerance", [
+    ("gpt-oss-20b", "blk.0.ffn_up_exps.weight", GGMLQuantizationType.MXFP4, 17, 2.0),  # a power-of-two scale
+    ("phi-3.5-moe", "blk.0.ffn_up_exps.weight", GGMLQuantizationType.Q8_0, 34, 1.05),
+    ("phi-3.5-moe", "blk.0.attn_q.weight", GGMLQuantizationType.Q8_0, 34, 1.05),
+])
+def test_directly_drawn_blocks_decode_to_weights_of_the_planned_scale(tiny_sources, name, tensor, qtype, block_bytes,
+                                                                      tolerance):
+    """Block types drawn as codes (not quantized from floats) still give variance 1/fan_in, like the F16 ones."""
+    path = tiny_sources[name]
     header = read_header(path)
-    info = next(t for t in header.tensors if t.name == "blk.0.ffn_up_exps.weight")
+    info = next(t for t in header.tensors if t.name == tensor)
+    assert info.type == qtype
     raw = np.fromfile(path, dtype=np.uint8, count=info.n_bytes, offset=header.data_offset + info.offset)
-    values = dequantize(raw.reshape(-1, 17 * info.shape[0] // 32), GGMLQuantizationType.MXFP4)
+    values = dequantize(raw.reshape(-1, block_bytes * info.shape[0] // 32), qtype)
     assert np.isfinite(values).all()
     target = 1 / math.sqrt(info.shape[0])
-    assert 0.5 * target < values.std() < 2 * target
+    assert target / tolerance < values.std() < target * tolerance
 
 
 def test_full_specs_match_upstream_parameter_counts():

@@ -112,13 +112,16 @@ def _slabs(t: TensorPlan, rng: np.random.Generator) -> Iterator[bytes]:
         if t.type == QT.MXFP4:
             yield _random_mxfp4(rng, rows, ne0, bound / np.sqrt(3.0))
             continue
+        if t.type == QT.Q8_0:
+            yield _random_q8_0(rng, rows, ne0, bound)
+            continue
         x = rng.random((rows, ne0), dtype=np.float32)
         x = (x - 0.5) * (2.0 * bound)
         if t.type == QT.F32:
             yield x.tobytes()
         elif t.type == QT.F16:
             yield x.astype(np.float16).tobytes()
-        else:  # Q8_0 and friends: gguf-py's numpy quantizer
+        else:  # other block types: gguf-py's numpy quantizer
             yield numpy_quantize(x, t.type).tobytes()
 
 
@@ -133,6 +136,19 @@ def _random_mxfp4(rng: np.random.Generator, rows: int, ne0: int, std: float) -> 
     blocks = np.empty((n_blocks, 17), dtype=np.uint8)
     blocks[:, 0] = exponent
     blocks[:, 1:] = rng.integers(0, 256, size=(n_blocks, 16), dtype=np.uint8)
+    return blocks.tobytes()
+
+
+def _random_q8_0(rng: np.random.Generator, rows: int, ne0: int, bound: float) -> bytes:
+    """Q8_0 blocks (f16 scale + 32 int8 codes per 32 values): codes uniform in [-127, 127] under the scale bound/127,
+    i.e. uniform(-bound, bound) on a 255-step grid, which is what quantizing such values gives.
+
+    Drawn directly: gguf-py's Q8_0 quantizer runs at ~16 M values/s, about 40 minutes for Phi-3.5-MoE's 42 B weights.
+    """
+    n_blocks = rows * (ne0 // 32)
+    blocks = np.empty((n_blocks, 34), dtype=np.uint8)
+    blocks[:, :2] = np.frombuffer(np.float16(bound / 127).tobytes(), dtype=np.uint8)
+    blocks[:, 2:] = rng.integers(-127, 128, size=(n_blocks, 32), dtype=np.int8).view(np.uint8)
     return blocks.tobytes()
 
 
