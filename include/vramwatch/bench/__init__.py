@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["run_config"]
+__all__ = ["MARKER", "run_config"]
+
+MARKER = "VRAMWATCH_RESULT "  # starts the child's one result line on stdout (the parent never imports the child)
 
 
 def __getattr__(name: str) -> Any:

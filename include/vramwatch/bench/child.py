@@ -24,9 +24,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+# llama_cpp before numpy: with numpy 2.5 loaded first, a CUDA build's libllama crashed (SIGSEGV) in its first
+# iostream call of every model load (H200, llama.cpp 0c1e57098, 2026-11-27). This module only runs in an engine venv.
+import llama_cpp  # noqa: I001
 import numpy as np
 
-from vramwatch.bench import host, llama_log, placement, quality
+from vramwatch.bench import MARKER, host, llama_log, placement, quality
 from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
 from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
 from vramwatch.records import (
@@ -41,7 +44,6 @@ from vramwatch.records import (
     TestResult,
 )
 
-MARKER = "VRAMWATCH_RESULT "
 # KV cache types a user may name (llama.cpp's --cache-type-k/v values) -> ggml_type ids.
 KV_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "iq4_nl": 20}
 FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # llama_flash_attn_type
@@ -113,8 +115,6 @@ class Bench:
         used_before = [nvml.used_mib(i) for i in range(len(nvml.handles))] if nvml else []
         info = self._read_model()
         moved = self._check_mode(info)
-
-        import llama_cpp
 
         self.fingerprint = _replace(self.fingerprint, llama_cpp_python_version=getattr(llama_cpp, "__version__", ""))
         self._install_log(llama_cpp)
