@@ -1,0 +1,178 @@
+"""The GPU half of the seed reproduction, as one detached plan: the nightly's own stages (vramwatch.pipeline:
+build -> models -> bench) over several matrices, plus the engine-vs-llama-bench fidelity check.
+
+`python benchmarks/gpu/seed_night.py --rehearse` runs the same plan with tiny models on this machine's demo engine
+(CPU is fine), to check the plan before spending GPU time.
+
+Run by seed_night.sh, which starts it once (setsid: it outlives the 10-minute device calls) and then only waits.
+Steps run in priority order, each writing <out>/<step>.json when it ends, so a lease that ends early still leaves
+the most important results. Everything a step prints goes to <out>/logs/<step>.log; <out>/driver.log has one line
+per event. Sizes: DeepSeek F16 source 33 GB and its quants 34 GB in /dev/shm (RAM); the Phi Q8_0 source (44.5 GB)
+on the disk when it has room, since both sources together would not leave RAM for the quants.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "include"))
+
+from vramwatch import pipeline  # noqa: E402
+from vramwatch.config import Matrix, Paths, SynthSource, load_matrix  # noqa: E402
+from vramwatch.models.specs import get_spec  # noqa: E402
+from vramwatch.models.synth import file_name, planned_file_bytes  # noqa: E402
+from vramwatch.records import MeasuredNight  # noqa: E402
+
+OUT = Path(os.environ.get("SEED_NIGHT_OUT", "/root/vwout"))
+DISK = Path("/root/vwdisk")
+VERSION = "0.3.36"
+MATRICES = REPO / "benchmarks" / "gpu"
+SCALE = "full"  # "tiny" when rehearsing
+
+
+def load(name: str) -> Matrix:
+    """benchmarks/gpu/<name>.yaml; when rehearsing, at tiny scale on the demo matrix's engine."""
+    matrix = load_matrix(MATRICES / f"{name}.yaml")
+    if SCALE == "full":
+        return matrix
+    models = [m.model_copy(update={"source": SynthSource(synth=m.source.synth, scale=SCALE)}) for m in matrix.models]
+    return matrix.model_copy(update={"build": load_matrix("demo").build, "models": models})
+
+
+def log(message: str) -> None:
+    with open(OUT / "driver.log", "a") as f:
+        f.write(f"{time.strftime('%H:%M:%S')} {message}\n")
+
+
+@contextmanager
+def step(name: str):
+    """Time a step, send everything it prints to its own log, and log how it ended (a failure does not stop the plan)."""
+    log(f"{name}: start")
+    started = time.monotonic()
+    saved_out, saved_err = os.dup(1), os.dup(2)
+    with open(OUT / "logs" / f"{name}.log", "a") as sink:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        outcome = "ok"
+        try:
+            yield
+        except BaseException as exc:  # noqa: BLE001 - a failed step is recorded, the next one still runs
+            outcome = f"failed: {type(exc).__name__}: {exc}"[:300]
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved_out, 1)
+            os.dup2(saved_err, 2)
+    log(f"{name}: {outcome} in {time.monotonic() - started:.1f} s")
+
+
+def synthesize(model: str, out_dir: Path, vocab_dir: Path) -> subprocess.Popen:
+    """Write a full-scale synthetic source in the background (numpy, one core), logging to logs/synth-<model>.log."""
+    code = ("import sys; from pathlib import Path; from vramwatch.models.specs import get_spec; "
+            "from vramwatch.models.synth import write_gguf; "
+            "print(write_gguf(get_spec(sys.argv[1], sys.argv[4]), Path(sys.argv[2]), Path(sys.argv[3])))")
+    sink = open(OUT / "logs" / f"synth-{model}.log", "w")  # noqa: SIM115 - lives as long as the child
+    return subprocess.Popen([sys.executable, "-c", code, model, str(out_dir), str(vocab_dir), SCALE], stdout=sink,
+                            stderr=subprocess.STDOUT)
+
+
+def wait_synth(proc: subprocess.Popen, model: str) -> None:
+    code = proc.wait()
+    log(f"synth {model}: exit {code}")
+    if code:
+        raise RuntimeError(f"synthesizing {model} failed: see logs/synth-{model}.log")
+
+
+def measure(name: str) -> MeasuredNight:
+    measured = pipeline.measure(load(name), VERSION)
+    (OUT / f"{name}.json").write_text(measured.to_json(indent=1))
+    for r in measured.results:
+        log(f"  {r.config.config_id}: {r.status} vram_gib={r.memory.vram_gib and round(r.memory.vram_gib, 3)} "
+            f"pp={r.pp and round(r.pp.avg_ts, 1)} tg={r.tg and round(r.tg.avg_ts, 1)} moved={r.n_overridden_tensors}"
+            + (f" error={r.error[:200]}" if r.error else ""))
+    log(f"  stages {measured.stage_seconds}")
+    return measured
+
+
+def fidelity(name: str, model: Path) -> None:
+    subprocess.run([sys.executable, str(REPO / "benchmarks" / "engine_vs_llama_bench.py"), "--model", str(model),
+                    "--reps", "5", "--out", str(OUT / f"{name}.json")], check=True)
+    for row in json.loads((OUT / f"{name}.json").read_text())["rows"]:
+        log(f"  {row['mode']} {row['test']}: llama-bench {row['llama_bench_ts']:.1f} engine {row['engine_ts']:.1f} "
+            f"ratio {row['ratio']}")
+
+
+def model_path(measured: MeasuredNight, quant: str) -> Path:
+    return Path(next(r.config.model.path for r in measured.results if r.config.model.quant == quant))
+
+
+def main() -> None:
+    global SCALE
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rehearse", action="store_true", help="tiny models on the demo engine, here")
+    if parser.parse_args().rehearse:
+        SCALE = "tiny"
+    (OUT / "logs").mkdir(parents=True, exist_ok=True)
+    paths = Paths()
+    shm_synth = paths.models / "synth"
+    shm_synth.mkdir(parents=True, exist_ok=True)
+    log(f"plan start; models in {paths.models}, builds in {paths.builds}")
+
+    with step("build"):  # the CUDA engine and llama-bench; both sources are written meanwhile
+        vocab = Path("/tmp/vocab")
+        vocab.mkdir(exist_ok=True)
+        subprocess.run(["tar", "xzf", str(REPO / "device/bundle/llama_cpp_python-0.3.36.tar.gz"), "-C", str(vocab),
+                        "--wildcards", "*ggml-vocab-deepseek-llm.gguf", "*ggml-vocab-phi-3.gguf"], check=True)
+        vocab_dir = next(vocab.rglob("ggml-vocab-deepseek-llm.gguf")).parent
+        deepseek = (None if (shm_synth / file_name(get_spec("deepseek-moe-16b", SCALE))).is_file()
+                    else synthesize("deepseek-moe-16b", shm_synth, vocab_dir))
+        phi_spec = get_spec("phi-3.5-moe", SCALE)
+        DISK.mkdir(exist_ok=True)
+        phi_on_disk = shutil.disk_usage(DISK).free > planned_file_bytes(phi_spec, vocab_dir) + (4 << 30)
+        log(f"phi source: {'on disk, now' if phi_on_disk else 'in RAM by its prepare step, once DeepSeek is gone'}")
+        phi = synthesize("phi-3.5-moe", DISK, vocab_dir) if phi_on_disk and not (DISK / file_name(phi_spec)).is_file() \
+            else None
+        build = pipeline.build_engine(load("deepseek-a"), VERSION, record_build=False)
+        log(f"  build {build.status} {build.duration_s} s, llama.cpp {build.llama_cpp_commit[:12]}, "
+            f"llama-bench {build.llama_bench or 'MISSING'} {build.error}")
+        if deepseek:
+            wait_synth(deepseek, "deepseek-moe-16b")
+
+    with step("deepseek-a"):  # Q4_K_M, baseline and offload
+        deepseek_a = measure("deepseek-a")
+    with step("fidelity"):  # the engine against llama-bench on the same libraries, both modes
+        fidelity("fidelity", model_path(deepseek_a, "Q4_K_M"))
+    with step("deepseek-sweep"):  # experts of the first N layers on the CPU
+        measure("deepseek-sweep")
+    with step("deepseek-b"):  # Q2_K and Q8_0; then every DeepSeek file goes
+        measure("deepseek-b")
+        for done in [*shm_synth.glob(f"deepseek-moe-16b-{SCALE}-*"),
+                     *(paths.models / "quantized").glob(f"deepseek-moe-16b-{SCALE}-*")]:
+            done.unlink()
+    with step("phi"):  # Q8_0 as written (no quantization)
+        name = file_name(phi_spec)
+        if phi is not None:
+            wait_synth(phi, "phi-3.5-moe")
+        if (DISK / name).is_file():
+            (shm_synth / name).unlink(missing_ok=True)
+            (shm_synth / name).symlink_to(DISK / name)
+        phi_measured = measure("phi")
+    with step("fidelity-phi"):
+        fidelity("fidelity-phi", model_path(phi_measured, "Q8_0"))
+    with step("phi-b"):  # Q4_K_M and Q2_K, requantized from the Q8_0 source
+        measure("phi-b")
+    log("plan done")
+    (OUT / "DONE").touch()
+
+
+if __name__ == "__main__":
+    main()
