@@ -160,7 +160,8 @@ def test_child_itself_refuses_a_truncated_model(engine, moe, tmp_path):
 
 
 def test_timeout_kills_the_child_and_says_timeout(engine, moe, baseline):
-    result = run_config(config_for(moe, "baseline", timeout_s=0.5), engine)
+    # thousands of repetitions: far longer than the limit however fast the machine (the plain config takes ~0.5 s)
+    result = run_config(config_for(moe, "baseline", timeout_s=0.5, reps=5000), engine)
     assert result.status == "timeout" and "timeout_s=0.5" in result.error
     # recorded by the parent, yet in the same environment as the child's own results: history compares them
     assert result.fingerprint.environment_id == baseline.fingerprint.environment_id
