@@ -33,7 +33,7 @@ from vramwatch.models.synth import file_name, planned_file_bytes  # noqa: E402
 from vramwatch.records import MeasuredNight  # noqa: E402
 
 OUT = Path(os.environ.get("SEED_NIGHT_OUT", "/root/vwout"))
-DISK = Path("/root/vwdisk")
+DISK = Path(os.environ.get("SEED_NIGHT_DISK", "/root/vwdisk"))  # a disk folder, not RAM: the Phi source
 VERSION = "0.3.36"
 MATRICES = REPO / "benchmarks" / "gpu"
 SCALE = "full"  # "tiny" when rehearsing
@@ -128,7 +128,7 @@ def main() -> None:
     log(f"plan start; models in {paths.models}, builds in {paths.builds}")
 
     with step("build"):  # the CUDA engine and llama-bench; both sources are written meanwhile
-        vocab = Path("/tmp/vocab")
+        vocab = OUT / "vocab"
         vocab.mkdir(exist_ok=True)
         subprocess.run(["tar", "xzf", str(REPO / "device/bundle/llama_cpp_python-0.3.36.tar.gz"), "-C", str(vocab),
                         "--wildcards", "*ggml-vocab-deepseek-llm.gguf", "*ggml-vocab-phi-3.gguf"], check=True)
@@ -136,7 +136,7 @@ def main() -> None:
         deepseek = (None if (shm_synth / file_name(get_spec("deepseek-moe-16b", SCALE))).is_file()
                     else synthesize("deepseek-moe-16b", shm_synth, vocab_dir))
         phi_spec = get_spec("phi-3.5-moe", SCALE)
-        DISK.mkdir(exist_ok=True)
+        DISK.mkdir(parents=True, exist_ok=True)
         phi_on_disk = shutil.disk_usage(DISK).free > planned_file_bytes(phi_spec, vocab_dir) + (4 << 30)
         log(f"phi source: {'on disk, now' if phi_on_disk else 'in RAM by its prepare step, once DeepSeek is gone'}")
         phi = synthesize("phi-3.5-moe", DISK, vocab_dir) if phi_on_disk and not (DISK / file_name(phi_spec)).is_file() \

@@ -1,0 +1,35 @@
+"""The GPU run's plan (benchmarks/gpu/seed_night.py) rehearsed end to end with tiny models on the demo engine, so a
+broken step shows here rather than on a leased GPU machine."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+STEPS = ("build", "deepseek-a", "fidelity", "deepseek-sweep", "deepseek-b", "phi", "fidelity-phi", "phi-b")
+
+
+def test_rehearsal_runs_every_step_and_leaves_the_results(engine_build, tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "SEED_NIGHT_OUT": str(out), "SEED_NIGHT_DISK": str(tmp_path / "disk"),
+           "VRAMWATCH_MODELS_DIR": str(tmp_path / "models"), "VRAMWATCH_HOST_BW_MIB": "64"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/seed_night.py"), "--rehearse"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    log = (out / "driver.log").read_text()
+    assert proc.returncode == 0, proc.stderr[-2000:] + log
+    for step in STEPS:
+        assert f" {step}: ok in " in log, log
+    assert (out / "DONE").is_file()
+    results = sorted(p.name for p in out.glob("*.json"))
+    assert results == sorted(f"{s}.json" for s in STEPS if s != "build")
+    assert len(results) + 1 <= 8  # with driver.log: what one device call can bring back
+    sweep = json.loads((out / "deepseek-sweep.json").read_text())["results"]
+    assert [r["config"]["n_cpu_moe"] for r in sweep if r["config"]["mode"] == "partial"] == [4, 8, 12, 16, 20, 24, 28]
+    assert all(r["status"] == "ok" for r in sweep)
+    fidelity = json.loads((out / "fidelity.json").read_text())
+    assert {row["mode"] for row in fidelity["rows"]} == {"baseline", "offload"}
+    assert not list((tmp_path / "models" / "synth").glob("deepseek-*"))  # DeepSeek's files go before Phi's
