@@ -28,6 +28,7 @@ sys.path.insert(0, str(REPO / "include"))
 
 from vramwatch import pipeline  # noqa: E402
 from vramwatch.config import Matrix, Paths, SynthSource, load_matrix  # noqa: E402
+from vramwatch.models import prepare  # noqa: E402
 from vramwatch.models.specs import get_spec  # noqa: E402
 from vramwatch.models.synth import file_name, planned_file_bytes  # noqa: E402
 from vramwatch.records import MeasuredNight  # noqa: E402
@@ -111,6 +112,19 @@ def fidelity(name: str, model: Path) -> None:
             f"ratio {row['ratio']}")
 
 
+def vocab_files(matrix: Matrix) -> Path:
+    """llama.cpp's vocab GGUFs before the engine exists, so the sources are written while it builds: from the bundle
+    (build source "path"); when rehearsing (the demo's PyPI build, already made), from the engine's source tree."""
+    if matrix.build.source != "path":
+        return prepare.vocab_dir(pipeline.build_engine(matrix, VERSION, record_build=False))
+    vocab = OUT / "vocab"
+    vocab.mkdir(exist_ok=True)
+    bundle = REPO / matrix.build.location / f"llama_cpp_python-{VERSION}.tar.gz"
+    subprocess.run(["tar", "xzf", str(bundle), "-C", str(vocab), "--wildcards", "*ggml-vocab-deepseek-llm.gguf",
+                    "*ggml-vocab-phi-3.gguf"], check=True)
+    return next(vocab.rglob("ggml-vocab-deepseek-llm.gguf")).parent
+
+
 def model_path(measured: MeasuredNight, quant: str) -> Path:
     return Path(next(r.config.model.path for r in measured.results if r.config.model.quant == quant))
 
@@ -128,11 +142,7 @@ def main() -> None:
     log(f"plan start; models in {paths.models}, builds in {paths.builds}")
 
     with step("build"):  # the CUDA engine and llama-bench; both sources are written meanwhile
-        vocab = OUT / "vocab"
-        vocab.mkdir(exist_ok=True)
-        subprocess.run(["tar", "xzf", str(REPO / "device/bundle/llama_cpp_python-0.3.36.tar.gz"), "-C", str(vocab),
-                        "--wildcards", "*ggml-vocab-deepseek-llm.gguf", "*ggml-vocab-phi-3.gguf"], check=True)
-        vocab_dir = next(vocab.rglob("ggml-vocab-deepseek-llm.gguf")).parent
+        vocab_dir = vocab_files(load("deepseek-a"))
         deepseek = (None if (shm_synth / file_name(get_spec("deepseek-moe-16b", SCALE))).is_file()
                     else synthesize("deepseek-moe-16b", shm_synth, vocab_dir))
         phi_spec = get_spec("phi-3.5-moe", SCALE)
