@@ -25,11 +25,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from vramwatch.bench import run_config  # noqa: E402
+from vramwatch.bench.cli import model_file  # noqa: E402
+from vramwatch.bench.placement import override_patterns  # noqa: E402
 from vramwatch.builds import newest_engine  # noqa: E402
 from vramwatch.builds.llama_bench import llama_bench_env  # noqa: E402
 from vramwatch.config import Paths  # noqa: E402
-from vramwatch.bench.cli import model_file  # noqa: E402
-from vramwatch.bench.placement import override_patterns  # noqa: E402
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord  # noqa: E402
 
 
@@ -87,7 +87,7 @@ def main() -> int:
                 ratio = ours[test] / theirs[test]
                 rows.append({"model": name, "quant": quant, "mode": mode, "test": label,
                              "llama_bench_ts": round(theirs[test], 2), "engine_ts": round(ours[test], 2),
-                             "ratio": round(ours[test] / theirs[test], 4), "n_threads": result.n_threads})
+                             "ratio": round(ratio, 4), "n_threads": result.n_threads})
                 print(f"{name:<24} {quant:<7} {mode:<9} {label:<6} {theirs[test]:>16.2f} {ours[test]:>11.2f} "
                       f"{ratio:>6.3f}")
     if args.out:

@@ -24,6 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from vramwatch.records import BenchResult, MeasuredNight  # noqa: E402
+from vramwatch.report.tables import sweep_points  # noqa: E402
 
 # The seed's VRAM (GPU model + KV + compute buffers), GB as the seed prints them (GiB), GH200, llama.cpp b6686.
 SEED_GIB = {
@@ -83,19 +84,18 @@ def seed_section(rows: list[dict]) -> list[str]:
 
 
 def sweep_section(results: list[BenchResult]) -> list[str]:
-    points = sorted(((0 if r.config.mode == "baseline" else r.config.n_cpu_moe if r.config.mode == "partial"
-                      else r.config.model.n_layer, r) for r in results if r.ok), key=lambda p: p[0])
-    if not points:
-        return []
-    first = points[0][1].config.model
-    lines = ["", f"## Partial offload sweep: {first.model} {first.quant}", "",
-             "Experts of the first n_cpu_moe layers in CPU memory (llama.cpp's --n-cpu-moe); 0 is baseline, "
-             f"{first.n_layer} is offload.", "",
-             "| n_cpu_moe | VRAM GiB | NVML process GiB | Tensors on CPU | pp512 t/s | tg128 t/s |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for n, r in points:
-        lines.append(f"| {n} | {_cell(r.memory.vram_gib)} | {_cell(_gib(r.memory.nvml_process_mib))} | "
-                     f"{r.n_overridden_tensors} | {r.pp.avg_ts:.1f} | {r.tg.avg_ts:.1f} |")
+    """One table per model x quant with partial configs, ordered as the report orders them (tables.sweep_points)."""
+    lines = []
+    for (model, quant), points in sweep_points([r for r in results if r.ok]).items():
+        n_layer = points[0][1].config.model.n_layer
+        lines += ["", f"## Partial offload sweep: {model} {quant}", "",
+                  "Experts of the first n_cpu_moe layers in CPU memory (llama.cpp's --n-cpu-moe); 0 is baseline, "
+                  f"{n_layer} is offload.", "",
+                  "| n_cpu_moe | VRAM GiB | NVML process GiB | Tensors on CPU | pp512 t/s | tg128 t/s |",
+                  "|---:|---:|---:|---:|---:|---:|"]
+        for n, r in points:
+            lines.append(f"| {n} | {_cell(r.memory.vram_gib)} | {_cell(_gib(r.memory.nvml_process_mib))} | "
+                         f"{r.n_overridden_tensors} | {r.pp.avg_ts:.1f} | {r.tg.avg_ts:.1f} |")
     return lines
 
 

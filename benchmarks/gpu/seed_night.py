@@ -142,7 +142,8 @@ def main() -> None:
     log(f"plan start; models in {paths.models}, builds in {paths.builds}")
 
     with step("build"):  # the CUDA engine and llama-bench; both sources are written meanwhile
-        vocab_dir = vocab_files(load("deepseek-a"))
+        first = load("deepseek-a")  # its build is every matrix's build
+        vocab_dir = vocab_files(first)
         deepseek = (None if (shm_synth / file_name(get_spec("deepseek-moe-16b", SCALE))).is_file()
                     else synthesize("deepseek-moe-16b", shm_synth, vocab_dir))
         phi_spec = get_spec("phi-3.5-moe", SCALE)
@@ -151,7 +152,7 @@ def main() -> None:
         log(f"phi source: {'on disk, now' if phi_on_disk else 'in RAM by its prepare step, once DeepSeek is gone'}")
         phi = synthesize("phi-3.5-moe", DISK, vocab_dir) if phi_on_disk and not (DISK / file_name(phi_spec)).is_file() \
             else None
-        build = pipeline.build_engine(load("deepseek-a"), VERSION, record_build=False)
+        build = pipeline.build_engine(first, VERSION, record_build=False)
         log(f"  build {build.status} {build.duration_s} s, llama.cpp {build.llama_cpp_commit[:12]}, "
             f"llama-bench {build.llama_bench or 'MISSING'} {build.error}")
         if deepseek:

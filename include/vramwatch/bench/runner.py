@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 import vramwatch
-from vramwatch.bench import host, llama_log
+from vramwatch.bench import MARKER, host, llama_log
 from vramwatch.bench.gpu import Nvml
-from vramwatch.bench import MARKER
 from vramwatch.gguf_file import GGUFError, read_gguf
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord, Fingerprint
 

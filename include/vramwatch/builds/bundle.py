@@ -4,8 +4,8 @@
     <out>/wheels/*.whl                         runtime deps (numpy for the target Python), NVML, the build backend
 
 On the worker: build.source "path", build.location <out>; pip then runs with --no-index --find-links <out>.
-Before it returns, the slim tree is unpacked and CMake-configured (bindings, then with the tools llama-bench needs), so a CMakeLists that
-references something the slim rule dropped fails here, not on the air-gapped worker.
+Before it returns, the slim tree is unpacked and CMake-configured (the bindings, then with the tools llama-bench
+needs), so a CMakeLists that references something the slim rule dropped fails here, not on the air-gapped worker.
 """
 
 from __future__ import annotations
