@@ -2,7 +2,8 @@
 build -> models -> bench) over several matrices, plus the engine-vs-llama-bench fidelity check.
 
 `python benchmarks/gpu/seed_night.py --rehearse` runs the same plan with tiny models on this machine's demo engine
-(CPU is fine), to check the plan before spending GPU time.
+(CPU is fine), to check the plan before spending GPU time. `--only STEP...` runs the build and just those steps, so a
+fresh machine can finish what an earlier lease left unmeasured without redoing the rest.
 
 Run by seed_night.sh, which starts it once (setsid: it outlives the 10-minute device calls) and then only waits.
 Steps run in priority order, each writing <out>/<step>.json when it ends, so a lease that ends early still leaves
@@ -129,58 +130,82 @@ def model_path(measured: MeasuredNight, quant: str) -> Path:
     return Path(next(r.config.model.path for r in measured.results if r.config.model.quant == quant))
 
 
-def main() -> None:
+STEPS = ("deepseek-a", "fidelity", "deepseek-sweep", "deepseek-b", "phi", "fidelity-phi", "phi-b")  # after "build"
+NEEDS = {"fidelity": "deepseek-a", "fidelity-phi": "phi"}  # a fidelity step benches the file its measure step made
+
+
+def chosen_steps(argv: list[str] | None = None) -> set[str]:
+    """The steps asked for on the command line (all by default); --rehearse switches to tiny models."""
     global SCALE
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rehearse", action="store_true", help="tiny models on the demo engine, here")
-    if parser.parse_args().rehearse:
+    parser.add_argument("--only", nargs="+", choices=STEPS, metavar="STEP",
+                        help=f"run the build and just these steps, in plan order ({', '.join(STEPS)})")
+    args = parser.parse_args(argv)
+    only = set(args.only or STEPS)
+    for fidelity_step, measure_step in NEEDS.items():
+        if fidelity_step in only and measure_step not in only:
+            parser.error(f"{fidelity_step} needs {measure_step}: add it to --only")
+    if args.rehearse:
         SCALE = "tiny"
+    return only
+
+
+def main() -> None:
+    only = chosen_steps()
+    wanted = [s for s in STEPS if s in only]
     (OUT / "logs").mkdir(parents=True, exist_ok=True)
     paths = Paths()
     shm_synth = paths.models / "synth"
     shm_synth.mkdir(parents=True, exist_ok=True)
-    log(f"plan start; models in {paths.models}, builds in {paths.builds}")
+    log(f"plan start: build, {', '.join(wanted)}; models in {paths.models}, builds in {paths.builds}")
+    needs_deepseek = any(s.startswith("deepseek") for s in only)
+    needs_phi = any(s.startswith("phi") for s in only)
 
-    with step("build"):  # the CUDA engine and llama-bench; both sources are written meanwhile
+    with step("build"):  # the CUDA engine and llama-bench; the sources the steps need are written meanwhile
         first = load("deepseek-a")  # its build is every matrix's build
         vocab_dir = vocab_files(first)
-        deepseek = (None if (shm_synth / file_name(get_spec("deepseek-moe-16b", SCALE))).is_file()
-                    else synthesize("deepseek-moe-16b", shm_synth, vocab_dir))
+        deepseek = (synthesize("deepseek-moe-16b", shm_synth, vocab_dir) if needs_deepseek and not
+                    (shm_synth / file_name(get_spec("deepseek-moe-16b", SCALE))).is_file() else None)
         phi_spec = get_spec("phi-3.5-moe", SCALE)
         DISK.mkdir(parents=True, exist_ok=True)
         phi_on_disk = shutil.disk_usage(DISK).free > planned_file_bytes(phi_spec, vocab_dir) + (4 << 30)
-        log(f"phi source: {'on disk, now' if phi_on_disk else 'in RAM by its prepare step, once DeepSeek is gone'}")
-        phi = synthesize("phi-3.5-moe", DISK, vocab_dir) if phi_on_disk and not (DISK / file_name(phi_spec)).is_file() \
-            else None
+        if needs_phi:
+            log(f"phi source: {'on disk, now' if phi_on_disk else 'in RAM by its prepare step'}")
+        phi = (synthesize("phi-3.5-moe", DISK, vocab_dir) if needs_phi and phi_on_disk
+               and not (DISK / file_name(phi_spec)).is_file() else None)
         build = pipeline.build_engine(first, VERSION, record_build=False)
         log(f"  build {build.status} {build.duration_s} s, llama.cpp {build.llama_cpp_commit[:12]}, "
             f"llama-bench {build.llama_bench or 'MISSING'} {build.error}")
         if deepseek:
             wait_synth(deepseek, "deepseek-moe-16b")
 
-    with step("deepseek-a"):  # Q4_K_M, baseline and offload
-        deepseek_a = measure("deepseek-a")
-    with step("fidelity"):  # the engine against llama-bench on the same libraries, both modes
-        fidelity("fidelity", model_path(deepseek_a, "Q4_K_M"))
-    with step("deepseek-sweep"):  # experts of the first N layers on the CPU
-        measure("deepseek-sweep")
-    with step("deepseek-b"):  # Q2_K and Q8_0; then every DeepSeek file goes
-        measure("deepseek-b")
-        for done in [*shm_synth.glob(f"deepseek-moe-16b-{SCALE}-*"),
-                     *(paths.models / "quantized").glob(f"deepseek-moe-16b-{SCALE}-*")]:
-            done.unlink()
-    with step("phi"):  # Q8_0 as written (no quantization)
-        name = file_name(phi_spec)
+    def phi_source() -> None:
+        """The disk copy of Phi's source, linked where the models stage looks for it (once it is written)."""
+        nonlocal phi
         if phi is not None:
             wait_synth(phi, "phi-3.5-moe")
-        if (DISK / name).is_file():
+            phi = None
+        name = file_name(phi_spec)
+        if (DISK / name).is_file() and not (shm_synth / name).is_symlink():
             (shm_synth / name).unlink(missing_ok=True)
             (shm_synth / name).symlink_to(DISK / name)
-        phi_measured = measure("phi")
-    with step("fidelity-phi"):
-        fidelity("fidelity-phi", model_path(phi_measured, "Q8_0"))
-    with step("phi-b"):  # Q4_K_M and Q2_K, requantized from the Q8_0 source
-        measure("phi-b")
+
+    measured: dict[str, MeasuredNight] = {}
+    for name in wanted:
+        with step(name):
+            if name == "fidelity":  # the engine against llama-bench on the same libraries, both modes
+                fidelity(name, model_path(measured["deepseek-a"], "Q4_K_M"))
+            elif name == "fidelity-phi":
+                fidelity(name, model_path(measured["phi"], "Q8_0"))
+            else:
+                if name.startswith("phi"):
+                    phi_source()
+                measured[name] = measure(name)
+            if name == "deepseek-b":  # the last DeepSeek step: its files go, so RAM holds Phi's quants
+                for done in [*shm_synth.glob(f"deepseek-moe-16b-{SCALE}-*"),
+                             *(paths.models / "quantized").glob(f"deepseek-moe-16b-{SCALE}-*")]:
+                    done.unlink()
     log("plan done")
     (OUT / "DONE").touch()
 

@@ -1,8 +1,9 @@
 #!/bin/bash
 # The same command in every device call: starts seed_night.py once (detached, so it outlives the call), then waits
 # up to SECONDS for it and copies what it has finished to $OUT. Chain the calls while the machine is warm.
-#   bash benchmarks/gpu/seed_night.sh 560 [restart]   (carry: device; see seed_night.py for the plan)
-# restart: run the plan again from the top (the engine and model files already made are reused).
+#   bash benchmarks/gpu/seed_night.sh 560 [restart] [--only STEP...]   (carry: device; see seed_night.py for the plan)
+# restart: run the plan again from the top (the engine and model files already made are reused); what follows goes
+# to seed_night.py when it starts.
 # device/ is prepared here first:
 #   vramwatch builds bundle --out device/bundle --python 3.12
 #   pip download --only-binary :all: --python-version 3.12 --no-deps -d device/wheels pydantic pydantic-core \
@@ -10,19 +11,21 @@
 # then the results become docs/results with benchmarks/seed_reproduction.py.
 set -u
 cd "$(dirname "$0")/../.."
+seconds=${1:-560}; shift
+restart=; [ "${1:-}" = restart ] && { restart=1; shift; }
 work=/root/vwout
 export PYTHONPATH=/tmp/vwsite:$PWD/include PYTHONUNBUFFERED=1 SEED_NIGHT_OUT=$work
 export VRAMWATCH_CACHE_DIR=/root/vwcache VRAMWATCH_BUILDS_DIR=/root/vwbuilds VRAMWATCH_MODELS_DIR=/dev/shm/vw
-[ "${2:-}" = restart ] && { pkill -f seed_night.py; sleep 2; rm -rf $work /dev/shm/vw/quantized/*.partial; }
+[ -n "$restart" ] && { pkill -f seed_night.py; sleep 2; rm -rf $work /dev/shm/vw/quantized/*.partial; }
 if [ ! -e $work/driver.log ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; free -g | head -2
   df -h / /dev/shm | tail -2
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/vwsite device/wheels/*.whl 2>&1 | tail -2
   mkdir -p $work/logs
-  setsid nohup python3 benchmarks/gpu/seed_night.py > $work/driver.out 2>&1 < /dev/null &
+  setsid nohup python3 benchmarks/gpu/seed_night.py "$@" > $work/driver.out 2>&1 < /dev/null &
   sleep 5
 fi
-deadline=$(( $(date +%s) + ${1:-560} ))
+deadline=$(( $(date +%s) + seconds ))
 while [ ! -e $work/DONE ] && [ "$(date +%s)" -lt $deadline ] && pgrep -f seed_night.py > /dev/null; do sleep 5; done
 cp $work/*.json $work/driver.log "$OUT"/ 2>/dev/null
 cat $work/driver.out; cat $work/driver.log
