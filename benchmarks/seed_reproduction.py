@@ -66,7 +66,8 @@ def _deviation(r: dict) -> str:
     if not r["seed_gib"] or r["vram_gib"] is None:
         return "not in seed" if not r["seed_gib"] else "no GPU"
     dev = r["vram_gib"] / r["seed_gib"] - 1
-    return f"{dev * 100:+.1f}%" + ("" if abs(dev) <= TOLERANCE else " (over 2%)")
+    pct = round(dev * 100, 1) + 0.0  # + 0.0 turns a rounded -0.0 into 0.0
+    return f"{pct:+.1f}%" + ("" if abs(dev) <= TOLERANCE else " (over 2%)")
 
 
 def seed_section(rows: list[dict]) -> list[str]:
