@@ -378,7 +378,7 @@ class Incident(Record):
     """A persistent regression of one kind, across the configs that share it."""
 
     incident_id: int | None
-    kind: str  # vram | throughput | stopped_fitting | vanished | offload_stopped | vram_improved
+    kind: str  # vram, vram_improved, throughput, stopped_fitting, failing, quarantined, vanished, offload_stopped
     metric: str  # e.g. gpu_model_mib, tg_avg_ts
     state: str  # open | acknowledged | resolved
     configs: list[str]

@@ -20,6 +20,7 @@ from vramwatch.regress import (
     regressions,
 )
 from vramwatch.regress.cli import register
+from vramwatch.validate import validate_night
 from vramwatch.warehouse import Warehouse, flatten
 
 START = date(2026, 1, 1)
@@ -245,14 +246,19 @@ def test_detection_needs_a_run_of_one_environment():
 # --------------------------------------------------------------------------------------------- with the warehouse
 
 
+def start_night(warehouse: Warehouse, i: int) -> str:
+    build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
+                        llama_cpp_python_version="0.3.36", llama_cpp_commit=commit_of(i),
+                        built_at=f"{night_of(i)}T01:00:00+00:00")
+    warehouse.start_run(f"run{i:03d}", night_of(i), build, "test")
+    return f"run{i:03d}"
+
+
 def store_nights(warehouse: Warehouse, nights: list[list[BenchResult]], first: int = 0) -> None:
     for i, results in enumerate(nights, start=first):
-        build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
-                            llama_cpp_python_version="0.3.36", llama_cpp_commit=commit_of(i),
-                            built_at=f"{night_of(i)}T01:00:00+00:00")
-        warehouse.start_run(f"run{i:03d}", night_of(i), build, "test")
-        warehouse.store_night(f"run{i:03d}", ValidatedNight(accepted=results, quarantined=[]))
-        warehouse.finish_run(f"run{i:03d}", "stored")
+        run_id = start_night(warehouse, i)
+        warehouse.store_night(run_id, ValidatedNight(accepted=results, quarantined=[]))
+        warehouse.finish_run(run_id, "stored")
 
 
 @pytest.fixture
@@ -287,6 +293,29 @@ def test_an_incident_opens_once_carries_on_without_an_alert_and_resolves_when_fi
     tonight = {i.kind: i for i in detect_for_run(warehouse, "run005")}
     assert tonight["vram"].state == "resolved" and tonight["failing"].state == "resolved"
     assert warehouse.open_incidents() == []
+
+
+def test_a_quarantined_row_is_reported_as_quarantined_not_vanished(warehouse):
+    zero_tg = TestResult(0, 128, [0.0] * 5, 0.0, 0.0)  # a build that "generates" at 0 t/s
+    store_nights(warehouse, [CONFIGS])
+    tonight = [replace(r, tg=zero_tg) if r.config.config_id == A else r for r in CONFIGS]
+    warehouse.store_night(start_night(warehouse, 1), validate_night(tonight))
+
+    (incident,) = detect_for_run(warehouse, "run001")
+
+    assert (incident.kind, incident.configs, incident.pages) == ("quarantined", [A], True)
+    assert "failed validation" in incident.summary and "tg_tok_s_positive" in incident.summary
+
+
+def test_a_night_quarantined_whole_is_still_checked(warehouse):
+    store_nights(warehouse, [CONFIGS])
+    unknown_status = [replace(r, status="exploded", error="") for r in CONFIGS]  # every row fails status_known
+    warehouse.store_night(start_night(warehouse, 1), validate_night(unknown_status))
+
+    (incident,) = detect_for_run(warehouse, "run001")
+
+    assert incident.kind == "quarantined" and len(incident.configs) == len(CONFIGS)
+    assert warehouse.history()["run_id"].tolist() == ["run000"] * len(CONFIGS)  # still none of it in history
 
 
 def test_cli_prints_tonights_incidents(warehouse, monkeypatch, capsys):

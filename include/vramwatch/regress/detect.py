@@ -67,10 +67,16 @@ def detect_for_run(warehouse: Warehouse, run_id: str, rerun: Callable[[BenchConf
                    save: bool = True) -> list[Incident]:
     """Detect over the warehouse for one run, per environment, and store the incidents (unless save is false).
 
+    The run's quarantined rows join tonight with status "quarantined": a config whose row failed validation is
+    reported as such (when it was ok before), not as vanished, and a night quarantined whole still gets detection.
+
     rerun(config) benches a config again (the DAG passes the bench stage). Returns tonight's incidents: new ones,
     open ones carried on and ones resolved tonight. Running it twice for a night stores nothing twice.
     """
     history = warehouse.history()
+    quarantined = warehouse.quarantined_history(run_id)  # tonight's rows that validation kept out of history
+    if not quarantined.empty:
+        history = pd.concat([history, quarantined], ignore_index=True)
     tonight, _ = split_tonight(history, run_id)
     configs = {r.config.config_id: r.config for r in warehouse.results_for_run(run_id)} if rerun else {}
     rerun_fn = (lambda config_id: rerun(configs[config_id])) if rerun else None

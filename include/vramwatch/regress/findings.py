@@ -10,6 +10,7 @@ from dataclasses import dataclass
 # Incident kinds (vramwatch.records.Incident.kind) the detectors produce.
 VRAM, VRAM_IMPROVED, THROUGHPUT = "vram", "vram_improved", "throughput"
 STOPPED_FITTING, FAILING, VANISHED, OFFLOAD_STOPPED = "stopped_fitting", "failing", "vanished", "offload_stopped"
+QUARANTINED = "quarantined"  # ran, but validation kept its row out of history (status "quarantined" in the frame)
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,8 @@ Grouping. A build that grows every Q4_K_M model buffer by 2 %, or every offload 
 cause showing in many configs: one page, not ten. Findings of one night are grouped when they have the same kind and
 metric, the same direction and a similar size: within 1.5x either in MiB (a fixed allocation that moved) or in %
 (a proportional growth). The incident's summary names what the configs share (a quant across models, offload only,
-one model), so the reader sees the likely cause. Status findings (stopped fitting, failing, vanished, offload
-stopped) group by kind alone.
+one model), so the reader sees the likely cause. Status findings (stopped fitting, failing, quarantined, vanished,
+offload stopped) group by kind alone.
 
 Life cycle. A finding that matches an open (or acknowledged) incident - same kind, metric and config - keeps it
 going with is_new false: no second alert. An open incident none of whose configs has a finding tonight is resolved.
@@ -25,6 +25,7 @@ from vramwatch.records import Incident
 from vramwatch.regress.findings import (
     FAILING,
     OFFLOAD_STOPPED,
+    QUARANTINED,
     STOPPED_FITTING,
     THROUGHPUT,
     VANISHED,
@@ -36,7 +37,8 @@ from vramwatch.regress.findings import (
 SIMILAR = 1.5  # two deltas within this ratio are "similar"
 OPEN, RESOLVED = "open", "resolved"  # and "acknowledged": set by people, kept until resolved
 STATUS_KINDS = {STOPPED_FITTING: "stopped fitting (ok -> oom)", FAILING: "started failing",
-                VANISHED: "vanished from the night", OFFLOAD_STOPPED: "offload stopped moving tensors"}
+                VANISHED: "vanished from the night", OFFLOAD_STOPPED: "offload stopped moving tensors",
+                QUARANTINED: "failed validation (quarantined)"}
 
 
 def _similar(a: float | None, b: float | None) -> bool:

@@ -19,6 +19,7 @@ import pandas as pd
 from vramwatch.regress.findings import (
     FAILING,
     OFFLOAD_STOPPED,
+    QUARANTINED,
     STOPPED_FITTING,
     VANISHED,
     VRAM,
@@ -69,12 +70,14 @@ def _finding(kind: str, metric: str, row: pd.Series, ref: pd.Series | None, **va
 
 
 def _status_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
-    """ok -> oom is a config that stopped fitting; ok -> timeout/crashed/... a config that started failing."""
-    kind = STOPPED_FITTING if row["status"] == "oom" else FAILING
+    """ok -> oom is a config that stopped fitting; ok -> quarantined one whose row failed validation (its error
+    names the expectations); ok -> timeout/crashed/... a config that started failing."""
+    kind = {"oom": STOPPED_FITTING, "quarantined": QUARANTINED}.get(row["status"], FAILING)
     ref = _reference(past, cutoffs.get((row["config_id"], "status")))
     if ref is None or ref["status"] != "ok":
         return None
-    return _finding(kind, "status", row, ref, detail=f"ok -> {row['status']}")
+    detail = f"ok -> {row['status']}" + (f": {row['error']}" if kind == QUARANTINED and row["error"] else "")
+    return _finding(kind, "status", row, ref, detail=detail)
 
 
 def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:

@@ -29,6 +29,16 @@ HISTORY_COLUMNS = ["night", "run_id", "trigger", "run_status", "build_version", 
                    "llama_cpp_commit", *RESULT_COLUMNS, "gpu_name", "cpu_model"]
 
 
+_RUN_COLUMNS = (RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, BuildRow.version,
+                BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit)  # history()'s first columns
+
+
+def _history_frame(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=HISTORY_COLUMNS)
+    frame["night"] = frame["night"].map(date.isoformat)
+    return frame
+
+
 class WarehouseError(UserError):
     """The warehouse cannot do what was asked (unreachable, or a run that was never started)."""
 
@@ -219,9 +229,7 @@ class Warehouse:
                 limit: int | None = None) -> pd.DataFrame:
         """One row per stored result (HISTORY_COLUMNS), oldest night first; `limit` keeps the most recent rows."""
         query = (
-            select(RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, BuildRow.version,
-                   BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit,
-                   *(getattr(ResultRow, name) for name in RESULT_COLUMNS),
+            select(*_RUN_COLUMNS, *(getattr(ResultRow, name) for name in RESULT_COLUMNS),
                    EnvironmentRow.gpu_name, EnvironmentRow.cpu_model)
             .join(RunRow, ResultRow.run_id == RunRow.run_id)
             .join(BuildRow, RunRow.build_id == BuildRow.id)
@@ -236,9 +244,22 @@ class Warehouse:
             query = query.limit(limit)
         with self._sessions() as session:
             rows = [tuple(row) for row in session.execute(query)][::-1]
-        frame = pd.DataFrame.from_records(rows, columns=HISTORY_COLUMNS)
-        frame["night"] = frame["night"].map(date.isoformat)
-        return frame
+        return _history_frame(rows)
+
+    def quarantined_history(self, run_id: str) -> pd.DataFrame:
+        """A run's quarantined results as history() rows, with status "quarantined" and an error naming the
+        expectations each failed: so the regress stage tells a config that ran badly from one that did not run."""
+        query = (select(*_RUN_COLUMNS, QuarantineRow.record, QuarantineRow.failed_expectations)
+                 .join(RunRow, QuarantineRow.run_id == RunRow.run_id).join(BuildRow, RunRow.build_id == BuildRow.id)
+                 .where(QuarantineRow.run_id == run_id).order_by(QuarantineRow.id))
+        rows = []
+        with self._sessions() as session:
+            for *run, record, failed in session.execute(query):
+                result = BenchResult.from_dict(record)
+                flat = {**flatten(result), "status": "quarantined", "error": f"failed {', '.join(failed)}"}
+                rows.append((*run, *(flat[name] for name in RESULT_COLUMNS), result.fingerprint.gpu_name,
+                             result.fingerprint.cpu_model))
+        return _history_frame(rows)
 
     # ------------------------------------------------------------------------------------------------ incidents
 
