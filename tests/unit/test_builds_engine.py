@@ -8,11 +8,14 @@ The one compile is a tiny broken source, to prove how a failed build is reported
 
 from __future__ import annotations
 
+import fcntl
 import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
+import threading
 from pathlib import Path
 
 import pytest
@@ -184,3 +187,25 @@ def test_git_checkout_replaces_the_vendored_llama_cpp(engine_build, tmp_path):
     assert (tree / "vendor/llama.cpp/models/ggml-vocab-tiny.gguf").is_file()
     assert (tree / "llama_cpp" / "llama_cpp.py").is_file()  # the bindings around it
     assert (tree / "LLAMA_CPP_COMMIT").read_text().strip() == commit
+
+
+def test_a_second_build_of_a_key_waits_for_the_first_then_reuses_it(engine_build):
+    lock_path = Paths().builds / f"{engine_build.request.key}.lock"
+    vramwatch = Path(sys.executable).parent / "vramwatch"
+    with open(lock_path, "w") as first_build:  # this test holds the key, as a running build would
+        fcntl.flock(first_build, fcntl.LOCK_EX)
+        first_build.write("pid 4242 on nightly-worker")
+        first_build.flush()
+        second = subprocess.Popen([str(vramwatch), "builds", "build"], stderr=subprocess.PIPE, text=True)
+        watchdog = threading.Timer(300, second.kill)  # a build that never says it waits must not hang the suite
+        watchdog.start()
+        said = ""
+        while "waiting for" not in said and (line := second.stderr.readline()):
+            said += line
+        assert f"waiting for the build of {engine_build.request.key} that pid 4242 on nightly-worker is running" \
+            in said
+        assert second.poll() is None  # still waiting while the first holds the key
+    rest = second.stderr.read()
+    watchdog.cancel()
+    assert second.wait() == 0
+    assert f"result: reused {engine_build.request.key}" in rest

@@ -3,6 +3,7 @@
     paths.builds/<key>/venv/          the only Python that ever loads llama.cpp (the bench child runs in it)
     paths.builds/<key>/build.json     the BuildRecord; with an importable venv it means "reuse, do not rebuild"
     paths.builds/<key>/build.log      everything the build printed
+    paths.builds/<key>.lock           held while <key> is built or checked: one build per key at a time
     paths.cache/wheels/<key>/*.whl    the built wheel: a second build, or a fresh clone, installs it in seconds
     paths.cache/wheels/<key>/llama-bench/   built from the wheel's cmake tree, when the matrix asks for it
     paths.builds/<key>/llama-bench/         its copy for this build (runs on the venv's libraries: llama_bench_env)
@@ -15,12 +16,16 @@ Build failures come back as a BuildRecord with status "failed" (the caller decid
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -166,6 +171,30 @@ def build_engine(source: BuildSource, version: str, paths: Paths) -> BuildRecord
     if version == "latest":
         version = find_build(source).version
     request = build_request(source, version)
+    with _one_build_at_a_time(paths.builds / f"{request.key}.lock", request.key):
+        return _reuse_or_build(source, version, request, paths)
+
+
+@contextmanager
+def _one_build_at_a_time(lock_path: Path, key: str) -> Iterator[None]:
+    """Two builds of one key (two DAG runs, or the CLI beside the scheduler) would share its venv, cmake tree and
+    wheel cache and break each other: the second waits for the first, then reuses what it built."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.seek(0)
+            say(f"waiting for the build of {key} that {lock.read().strip() or 'another process'} is running")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        lock.seek(0)
+        lock.truncate()
+        lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        lock.flush()
+        yield  # closing the file releases the lock, also when the process dies
+
+
+def _reuse_or_build(source: BuildSource, version: str, request: BuildRequest, paths: Paths) -> BuildRecord:
     home = paths.builds / request.key
     previous = _read_record(home)
     if previous and previous.ok and previous.request == request and not engine_import_error(Path(previous.python)):

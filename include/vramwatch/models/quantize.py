@@ -95,7 +95,7 @@ def quantize_gguf(src: str | os.PathLike[str], quant: str, build: BuildRecord, o
         raise UserError(f"output {out} is the source file", "pass another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     ensure_free_space(out.parent, src.stat().st_size, f"quantizing {src.name} to {quant}")
-    partial = out.with_name(out.name + ".partial")
+    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # per process: two runs may make one file at once
     print(f"[quantize] {src.name} -> {out.name} ({quant}, llama.cpp {build.llama_cpp_commit})",
           file=sys.stderr, flush=True)
     try:

@@ -183,7 +183,7 @@ def write_gguf(spec: ModelSpec, out_dir: Path, vocab_dir: Path, *, seed: int = 0
     path = out_dir / (file_name(spec) if not shape_only else file_name(spec).replace(".gguf", "-shape-only.gguf"))
     plan = tensor_plan(spec)
     vocab_file = vocab_path(vocab_dir, spec)
-    partial = path.with_name(path.name + ".partial")
+    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: two runs may write one source
     started = time.monotonic()
     try:
         with open(partial, "wb") as fout:
