@@ -130,6 +130,24 @@ def test_planted_steps_are_caught_the_night_they_land(seed):
     assert "+200 MiB / +2.0%" in by_metric["gpu_model_mib"].summary
 
 
+def test_a_creep_below_the_tolerance_each_night_pages_once_when_it_adds_up():
+    def crept(mib: float) -> list[BenchResult]:
+        return [replace(r, memory__gpu_compute_mib=r.memory.gpu_compute_mib + mib) if r.config.config_id == B else r
+                for r in CONFIGS]
+
+    nights = [crept(8.0 * i) for i in range(9)] + [CONFIGS]  # +8 MiB a build (tolerance 32), then a fix
+
+    incidents = simulate(nights, lambda i: None)
+
+    assert [len(incidents[i]) for i in range(10)] == [0, 0, 0, 0, 0, 1, 1, 1, 1, 1]  # 40 MiB > 32 on night 5
+    opened = incidents[5][0]
+    assert (opened.kind, opened.metric, opened.configs, opened.pages) == ("vram", "gpu_compute_mib", [B], True)
+    assert opened.delta_mib == 40.0 and opened.build_before == commit_of(0) and opened.build_after == commit_of(5)
+    assert f"crept up since {night_of(0)}" in opened.summary
+    assert all(i.incident_id == opened.incident_id and not i.pages for n in range(6, 9) for i in incidents[n])
+    assert incidents[9][0].state == "resolved"
+
+
 @pytest.mark.parametrize("sigma", [0.015, 0.03])
 def test_ninety_nights_of_noise_raise_nothing(sigma):
     nights = noisy_nights(90, sigma, seed=7)

@@ -1,11 +1,14 @@
-"""VRAM and status checks: near-deterministic numbers, compared exactly against the last good night.
+"""VRAM and status checks: near-deterministic numbers, compared exactly against recent good nights.
 
 llama.cpp's buffer sizes are a function of the model, the context and the build: the same config on the same
-machine gives the same MiB every night. So no statistics here: a component is compared with the config's last good
-(status ok) row on the same environment, and anything beyond max(32 MiB, 1 %) is a regression (the 32 MiB floor
-absorbs allocator rounding and NVML's context jitter; the 1 % keeps large models from paging on alignment changes).
-While an incident is open for a config and metric, the reference stays the last good row before the incident
-opened, so a regression keeps its incident until the number is back within tolerance (not just until it is old).
+machine gives the same MiB every night. So no statistics here: a component is compared with its lowest value in the
+config's last `window` good (status ok) rows on the same environment, and anything beyond max(32 MiB, 1 %) is a
+regression (the 32 MiB floor absorbs allocator rounding and NVML's context jitter; the 1 % keeps large models from
+paging on alignment changes). The lowest rather than the last value catches a creep: builds that each add less than
+the tolerance page once their sum exceeds it within the window. A sudden step compares with the last good row, as
+that is the lowest too. While an incident is open for a config and metric, the window ends before the night the
+incident opened, so a regression keeps its incident until the number is back within tolerance (not just until it
+is old).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ Cutoffs = Mapping[tuple[str, str], str]
 class VramTolerance:
     abs_mib: float = 32.0
     rel: float = 0.01
+    window: int = 30  # good runs the reference is the lowest of: a creep of limit/window MiB a night still pages
 
     def limit(self, before: float) -> float:
         return max(self.abs_mib, self.rel * abs(before))
@@ -90,11 +94,19 @@ def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Fi
                     detail=f"{int(ref[metric])} -> 0 tensors in CPU memory")
 
 
+def _lowest_recent(good: pd.DataFrame, metric: str, cutoff: str | None, window: int) -> pd.Series | None:
+    """The row with the metric's lowest value among the last `window` good rows (before the cutoff); the latest
+    such row on a tie, so the reference names the newest build at that level."""
+    rows = (good if cutoff is None else good[good["night"] < cutoff]).tail(window)
+    values = rows[metric].map(number).dropna()
+    return None if values.empty else rows.loc[values[::-1].idxmin()]
+
+
 def _vram_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, tolerance: VramTolerance) -> list[Finding]:
     findings = []
     for metric in COMPONENTS:
         after = number(row[metric])
-        ref = _reference(good, cutoffs.get((row["config_id"], metric)))
+        ref = _lowest_recent(good, metric, cutoffs.get((row["config_id"], metric)), tolerance.window)
         before = None if ref is None else number(ref[metric])
         if after is None or before is None:
             continue
@@ -102,8 +114,11 @@ def _vram_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, toleran
         if abs(delta) <= tolerance.limit(before):
             continue
         pct = 100.0 * delta / before if before else None
+        last = number(good.iloc[-1][metric])
+        creep = delta > 0 and last is not None and after - last <= tolerance.limit(before)  # tonight's step is small
         findings.append(_finding(VRAM if delta > 0 else VRAM_IMPROVED, metric, row, ref, before=before, after=after,
-                                 delta_mib=delta, delta_pct=pct))
+                                 delta_mib=delta, delta_pct=pct,
+                                 detail=f"crept up since {ref['night']}" if creep else ""))
     return findings
 
 
