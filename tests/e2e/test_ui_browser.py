@@ -15,6 +15,7 @@ import struct
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import zlib
 from pathlib import Path
@@ -135,11 +136,10 @@ def test_page_renders_in_headless_chromium(warehouse_env):
         shutil.copy(shot, os.environ["VRAMWATCH_UI_SCREENSHOT"])
 
 
-@pytest.fixture(scope="module")
-def airflow_api_server(warehouse_env):
-    """`airflow api-server` on a free loopback port, SQLite metadata, our plugins/, simple auth with all admins."""
+def _api_server(warehouse_env, name: str, auth_env: dict):
+    """`airflow api-server` on a free loopback port, SQLite metadata, our plugins/, the simple auth manager."""
     env, tmp, incident = warehouse_env
-    home = tmp / "airflow"
+    home = tmp / name
     (home / "dags").mkdir(parents=True)
     env = {
         **env,
@@ -150,17 +150,35 @@ def airflow_api_server(warehouse_env):
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "AIRFLOW__CORE__AUTH_MANAGER":
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
-        # Every request is an admin: the REST API and the UI need no login in this test.
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
+        **auth_env,
     }
     migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
     assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve([AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env,
-                    f"{base}/api/v2/monitor/health", tmp / "api-server.log", 180)
-    yield base, tmp, incident
+                    f"{base}/api/v2/monitor/health", home / "api-server.log", 180)
+    yield base, home, incident
     _stop(server)
+
+
+@pytest.fixture(scope="module")
+def airflow_api_server(warehouse_env):
+    # Every request is an admin: the REST API and the UI need no login in these tests.
+    yield from _api_server(warehouse_env, "airflow", {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"})
+
+
+@pytest.fixture(scope="module")
+def airflow_api_server_with_login(warehouse_env):
+    """A deployment with real users: one viewer, "ops", whose password is in a file as the simple manager reads it."""
+    _env, tmp, _incident = warehouse_env
+    passwords = tmp / "passwords.json"
+    passwords.write_text('{"ops": "night-shift"}')
+    yield from _api_server(warehouse_env, "airflow-login", {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "ops:viewer",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+    })
 
 
 def _get(url: str) -> tuple[int, str]:
@@ -194,3 +212,29 @@ def test_airflow_ui_frames_the_page_from_its_nav_entry(airflow_api_server):
     assert "<iframe" in dom and 'src="vramwatch/"' in dom, dom[-3000:]
     _chromium(tmp, "--virtual-time-budget=15000", f"--screenshot={shot}", f"{base}/plugin/vramwatch")
     assert shot.stat().st_size > 20_000
+
+
+def test_the_page_needs_an_airflow_sign_in(airflow_api_server_with_login):
+    import json
+
+    base, _home, incident = airflow_api_server_with_login
+    for path in ("vramwatch/", "vramwatch/api/incidents", "vramwatch/reports/latest.html"):
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            _get(f"{base}/{path}")
+        assert refused.value.code == 401, path
+        assert "sign in to Airflow" in refused.value.read().decode()
+
+    login = urllib.request.Request(f"{base}/auth/token", data=json.dumps({"username": "ops", "password": "night-shift"})
+                                   .encode(), headers={"Content-Type": "application/json"}, method="POST")
+    with urllib.request.urlopen(login, timeout=30) as response:
+        token = json.loads(response.read())["access_token"]
+    as_bearer = urllib.request.Request(f"{base}/vramwatch/", headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(as_bearer, timeout=30) as response:
+        assert f'id="incident-{incident.incident_id}"' in response.read().decode()
+    as_ui_session = urllib.request.Request(f"{base}/vramwatch/api/incidents", headers={"Cookie": f"_token={token}"})
+    with urllib.request.urlopen(as_ui_session, timeout=30) as response:  # the cookie the UI's iframe sends
+        assert [i["incident_id"] for i in json.loads(response.read())] == [incident.incident_id]
+    forged = urllib.request.Request(f"{base}/vramwatch/", headers={"Authorization": f"Bearer {token[:-4]}AAAA"})
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(forged, timeout=30)
+    assert refused.value.code in (401, 403)

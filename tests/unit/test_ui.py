@@ -139,6 +139,24 @@ def test_incidents_endpoint_lists_open_incidents(filled, tmp_path):
     assert [i["state"] for i in client.get("/api/incidents", params={"include_resolved": True}).json()] == ["resolved"]
 
 
+def test_with_a_sign_in_check_every_path_is_refused_without_it(tmp_path, reports):
+    from fastapi import HTTPException
+
+    async def signed_in(request) -> str:
+        if request.headers.get("x-user") != "ops":
+            raise HTTPException(status_code=401, detail="Not authenticated")
+        return "ops"
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    three_nights(url)
+    with TestClient(create_app(url, reports, authenticate=signed_in)) as client:
+        for path in ("/", "/api/history", "/api/incidents", "/reports/latest.html"):
+            refused = client.get(path)
+            assert (refused.status_code, refused.json()["error"]) == (401, "Not authenticated"), path
+            assert "sign in to Airflow" in refused.json()["fix"]
+            assert client.get(path, headers={"x-user": "ops"}).status_code == 200, path
+
+
 def test_empty_warehouse_says_no_nights_yet(tmp_path):
     with TestClient(create_app(f"sqlite:///{tmp_path / 'empty.db'}", tmp_path / "no-reports")) as client:
         page = client.get("/")

@@ -4,20 +4,24 @@ Airflow's API server mounts it through plugins/vramwatch_plugin.py; `uvicorn --f
 serves it alone. Every link in the page is relative, so it works under any mount prefix and behind Airflow's
 base_url. The warehouse is opened on the first request, not at import: the plugin is imported by every Airflow
 component at start, and a database that is down must not stop the API server.
+
+Who may see it is the caller's decision: `authenticate` runs before every request, the report files included, and
+refuses one by raising HTTPException. The plugin passes Airflow's own sign-in check; served alone, the page is open
+to whoever reaches its port.
 """
 
 from __future__ import annotations
 
 import json
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from fastapi import FastAPI, Query, Request
-from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
@@ -28,6 +32,8 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).with_name("templates")
 LATEST_REPORT = "latest.html"
+# Called with every request before it is served; raises HTTPException (401, 403) to refuse it.
+Authenticate = Callable[[Request], Awaitable[object]]
 
 
 class _LazyWarehouse:
@@ -65,9 +71,11 @@ def _unavailable(error: UserError) -> JSONResponse:
     return JSONResponse({"error": error.message, "fix": error.fix}, status_code=503)
 
 
-def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None) -> FastAPI:
+def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None,
+               authenticate: Authenticate | None = None) -> FastAPI:
     """The page and its JSON endpoints. warehouse_url None = the usual resolution (VRAMWATCH_WAREHOUSE_URL, the
-    Airflow connection, or SQLite under data/); reports_dir None = vramwatch.config.Paths().reports."""
+    Airflow connection, or SQLite under data/); reports_dir None = vramwatch.config.Paths().reports;
+    authenticate None = no sign-in."""
     if reports_dir is None:
         from vramwatch.config import Paths
 
@@ -80,6 +88,17 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
         warehouse.close()
 
     app = FastAPI(title="vramwatch", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    if authenticate is not None:
+        # A middleware, not a dependency: dependencies never reach the /reports mount.
+        @app.middleware("http")
+        async def signed_in_only(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+            try:
+                await authenticate(request)
+            except HTTPException as refused:
+                return JSONResponse({"error": str(refused.detail), "fix": "sign in to Airflow, then reload this page"},
+                                    status_code=refused.status_code)
+            return await call_next(request)
+
     templates = Jinja2Templates(directory=TEMPLATES)
     # The report may link files beside it (plots): serve the folder, not just the one file.
     app.mount("/reports", StaticFiles(directory=reports_dir, check_dir=False), name="reports")
