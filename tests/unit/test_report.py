@@ -12,6 +12,7 @@ from sample_results import night, replace, result
 from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, RunRecord, ValidatedNight
 from vramwatch.report import NO_GPU, report_for_run, seed_table_rows, write_report
 from vramwatch.report.cli import register
+from vramwatch.validate import validate_night
 from vramwatch.warehouse import Warehouse, flatten
 
 SEED_HEADER = "| Quantization | File Size | VRAM Baseline | VRAM Offload | VRAM Saved | Reduction % |"
@@ -185,3 +186,25 @@ def test_report_for_run_and_cli_read_the_warehouse(tmp_path, monkeypatch, capsys
     with pytest.raises(Exception, match="no results for night 2025-12-31"):
         args.func(args)
     warehouse.close()
+
+
+def test_the_report_lists_quarantined_rows_and_what_they_failed(tmp_path):
+    warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+    results = night(gpu=False)
+    broken = replace(results[0], status="exploded", error="")  # an unknown status with no error: two failures
+    build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
+                        llama_cpp_python_version="0.3.36", llama_cpp_commit="b5001")
+    warehouse.start_run("run1", "2026-01-02", build, "test")
+    warehouse.store_night("run1", validate_night([broken, *results[1:]]))
+
+    summary = report_for_run(warehouse, "run1", [], tmp_path / "reports")
+
+    assert (summary.n_results, summary.n_quarantined) == (7, 1)
+    md = (tmp_path / "reports" / "latest.md").read_text()
+    section = md.split("## Quarantined", 1)[1]
+    (row,) = [line for line in section.splitlines() if line.startswith(f"| {broken.config.config_id} ")]
+    assert "| exploded |" in row and "error_explained" in row and "status_known" in row
+    assert "<h2>Quarantined</h2>" in (tmp_path / "reports" / "latest.html").read_text()
+    warehouse.close()
+    clean, _ = write_report(run_record(), results, history_of(results, results), [], tmp_path / "clean")
+    assert "## Quarantined" not in clean.read_text()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vramwatch.records import GIB, MIB, BenchResult, Incident, Record
+from vramwatch.records import GIB, MIB, BenchResult, Incident, QuarantinedResult, Record
 from vramwatch.regress.history import number, split_tonight
 
 NO_GPU, MISSING = "no GPU", "–"
@@ -244,6 +244,16 @@ def quality_table(results: Sequence[BenchResult], history: pd.DataFrame, run_id:
             f"sha256 of a {measured[0].quality.greedy_tokens}-token greedy continuation of a fixed prompt.")
     return Table("Quality (real weights)", ["Model", "Quantization", "Mode", "Perplexity", "Greedy hash",
                                             "Hash changed"], rows, note)
+
+
+def quarantine_table(quarantined: Sequence[QuarantinedResult]) -> Table | None:
+    """Tonight's rows that validation kept out of history, and why: none of their numbers are in the tables above."""
+    if not quarantined:
+        return None
+    rows = [[q.result.config.config_id, q.result.status, ", ".join(q.failed_expectations)] for q in quarantined]
+    return Table("Quarantined", ["Config", "Status", "Failed expectations"], rows,
+                 note="Kept out of history and of the tables above; their records are in the warehouse's "
+                      "quarantine table.")
 
 
 def incidents_table(incidents: Sequence[Incident]) -> Table:

@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from vramwatch.errors import UserError
-from vramwatch.records import BenchResult, Incident, NightSummary, RunRecord
+from vramwatch.records import BenchResult, Incident, NightSummary, QuarantinedResult, RunRecord
 from vramwatch.report import markdown, plots
 from vramwatch.report.tables import (
     Table,
@@ -27,6 +27,7 @@ from vramwatch.report.tables import (
     incidents_table,
     key_findings,
     quality_table,
+    quarantine_table,
     seed_table_rows,
     seed_tables,
     sweep_tables,
@@ -63,7 +64,8 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
 
 
 def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame,
-                 incidents: Sequence[Incident], out_dir: Path | str) -> tuple[Path, Path]:
+                 incidents: Sequence[Incident], out_dir: Path | str,
+                 quarantined: Sequence[QuarantinedResult] = ()) -> tuple[Path, Path]:
     """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
 
     history is Warehouse.history() for this run's environment (it must hold the run itself).
@@ -76,6 +78,8 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     quality = quality_table(results, history, run.run_id)
     sections += [quality] if quality else []
     sections += [*sweep_tables(results), incidents_table(incidents)]
+    unfit = quarantine_table(quarantined)
+    sections += [unfit] if unfit else []
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)
     findings = key_findings(rows, results, incidents)
@@ -114,6 +118,7 @@ def report_for_run(warehouse: Warehouse, run_id: str, incidents: Sequence[Incide
     environments = {r.fingerprint.environment_id for r in results}
     history = warehouse.history()
     history = history[history["environment_id"].isin(environments)]
-    md_path, html_path = write_report(run, results, history, incidents, reports_dir)
+    md_path, html_path = write_report(run, results, history, incidents, reports_dir,
+                                      warehouse.quarantined_for_run(run_id))
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(incidents))
