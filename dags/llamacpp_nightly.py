@@ -1,7 +1,7 @@
 """llamacpp_nightly: how much VRAM and speed each model x quant costs on the newest llama.cpp build.
 
 detect_build -> build_engine -> prepare_models -> bench (one mapped task per config, GPU queue)
-  -> validate -> store -> detect_regressions -> report -> alert
+  -> validate -> store -> detect_regressions -> report -> alert -> prune
 
 Orchestration only: every task is one call into vramwatch.pipeline. The matrix (models, quants, modes, queue) is
 VRAMWATCH_MATRIX (a shipped name or a YAML path; default "seed"); an invalid matrix fails the import naming the field.
@@ -108,6 +108,12 @@ def llamacpp_nightly():
 
         return pipeline.task_alert(summary)
 
+    @task(**GPU)  # the GPU worker's disk holds the engines and models of every build; only the newest stay
+    def prune() -> dict:
+        from vramwatch import pipeline
+
+        return pipeline.task_prune(MATRIX_NAME)
+
     check = detect_build()
     build = build_engine(check)
     configs = prepare_models(build)
@@ -115,7 +121,7 @@ def llamacpp_nightly():
     validated = validate(results)
     stored = store(build, validated)
     incidents = detect_regressions(build, stored)
-    alert(report(incidents))
+    alert(report(incidents)) >> prune()
 
 
 llamacpp_nightly()

@@ -37,6 +37,7 @@ def _nightly(args: argparse.Namespace) -> int:
     night, run_id = _night_ids(args.run_id)
     measured = pipeline.measure(matrix, check.latest, models=args.models)
     summary = pipeline.ingest(measured, run_id, night, trigger="cli")
+    pipeline.prune(matrix)
     print(pipeline.one_line(summary))
     return 0
 
@@ -71,6 +72,24 @@ def _ingest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prune(args: argparse.Namespace) -> int:
+    """Free this worker's disk of what old builds left: engines, wheels, source trees, quantized models."""
+    from vramwatch import pipeline
+    from vramwatch.config import load_matrix
+
+    matrix = load_matrix(args.matrix)
+    if args.keep is not None:
+        matrix = matrix.model_copy(update={"keep_builds": args.keep})
+    print(pipeline.prune(matrix, dry_run=args.dry_run).summary())
+    return 0
+
+
+def _at_least_one(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of builds, at least 1")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vramwatch",
@@ -96,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--night", help="the night's date, YYYY-MM-DD (default: today, UTC)")
     ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
     ingest.set_defaults(func=_ingest)
+
+    prune = subparsers.add_parser("prune", help="remove what builds older than the newest N left on this disk")
+    prune.add_argument("--matrix", default="demo", help="matrix whose keep_builds applies (default: demo)")
+    prune.add_argument("--keep", type=_at_least_one, help="keep the newest N finished builds (default: the matrix's)")
+    prune.add_argument("--dry-run", action="store_true", help="only list what would go and how much it frees")
+    prune.set_defaults(func=_prune)
     for stage in STAGES:
         importlib.import_module(f"vramwatch.{stage}.cli").register(subparsers)
     return parser

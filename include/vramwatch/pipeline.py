@@ -23,6 +23,7 @@ from vramwatch.records import (
     Incident,
     MeasuredNight,
     NightSummary,
+    PruneResult,
     ValidatedNight,
 )
 
@@ -170,6 +171,13 @@ def alert(summary: NightSummary) -> int:
     return sent
 
 
+def prune(matrix: Matrix, dry_run: bool = False) -> PruneResult:
+    """What builds older than the matrix's keep_builds left on this worker's disk: engines, wheels, models."""
+    from vramwatch.prune import prune as prune_disk
+
+    return prune_disk(Paths(), matrix.keep_builds, dry_run=dry_run)
+
+
 # ------------------------------------------------------------------------- dict adapters for scheduler tasks
 # Airflow passes XComs as JSON; these wrap the stages above with record <-> dict conversion and nothing else.
 
@@ -209,3 +217,7 @@ def task_report(run_id: str, incidents: list[dict[str, Any]]) -> dict[str, Any]:
 
 def task_alert(summary: dict[str, Any]) -> int:
     return alert(NightSummary.from_dict(summary))
+
+
+def task_prune(matrix_name: str) -> dict[str, Any]:
+    return prune(load_matrix(matrix_name)).to_dict()

@@ -406,3 +406,24 @@ class NightSummary(Record):
     n_results: int
     n_quarantined: int
     incidents: list[Incident]
+
+
+# --------------------------------------------------------------------------------------------- prune
+
+
+@dataclass(frozen=True)
+class PruneResult(Record):
+    """What prune removed from a worker's disk, and what it kept."""
+
+    kept: list[str]  # build keys, newest first
+    removed: list[str]  # build keys
+    in_use: list[str]  # build keys skipped because their lock was held
+    paths: list[str] = field(default_factory=list)  # everything removed (or, dry run, that would be)
+    freed_bytes: int = 0
+    dry_run: bool = False
+
+    def summary(self) -> str:
+        verb = "would free" if self.dry_run else "freed"
+        return (f"{verb} {self.freed_bytes / 2**30:.1f} GiB: removed {len(self.removed)} build(s), kept "
+                f"{len(self.kept)} ({', '.join(self.kept) or 'none'})"
+                + (f", {len(self.in_use)} in use left for next time" if self.in_use else ""))

@@ -15,7 +15,7 @@ DAGS = REPO / "dags"
 # Modules that must never load when the DAG processor parses a file: they cost seconds, or load llama.cpp.
 HEAVY_MODULES = ("llama_cpp", "great_expectations", "matplotlib", "pandas", "sqlalchemy.orm", "gguf", "numpy",
                  "vramwatch.bench", "vramwatch.warehouse", "vramwatch.report", "vramwatch.models")
-GPU_TASKS = {"build_engine", "prepare_models", "bench", "detect_regressions"}
+GPU_TASKS = {"build_engine", "prepare_models", "bench", "detect_regressions", "prune"}  # prune: the worker's disk
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +80,7 @@ def test_gpu_tasks_run_on_the_gpu_queue_and_pool(dagbag):
 def test_nightly_reads_like_the_pipeline(dagbag):
     dag = dagbag.dags["llamacpp_nightly"]
     order = ["detect_build", "build_engine", "prepare_models", "bench", "validate", "store",
-             "detect_regressions", "report", "alert"]
+             "detect_regressions", "report", "alert", "prune"]
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
     assert dag.timetable.expression == "0 2 * * *" and str(dag.timetable.timezone) == "UTC"

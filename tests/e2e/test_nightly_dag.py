@@ -43,6 +43,7 @@ def night(tmp_path_factory, demo_models):
 
     first = dags_test({"force": True})
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    assert "[prune] result: freed" in first.stdout + first.stderr  # the last task ran
     return env, tmp, dags_test
 
 

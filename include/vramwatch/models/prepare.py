@@ -30,6 +30,11 @@ def vocab_dir(build: BuildRecord) -> Path:
     return Path(build.source_dir) / "vendor" / "llama.cpp" / "models"
 
 
+def quantized_tag(build: BuildRecord) -> str:
+    """What names the build in its quantized files (they end in -<tag>.gguf): its llama.cpp commit."""
+    return build.llama_cpp_commit or build.llama_cpp_python_version
+
+
 class _Preparer:
     def __init__(self, build: BuildRecord, paths: Paths) -> None:
         self.build, self.paths = build, paths
@@ -54,9 +59,8 @@ class _Preparer:
         if quant.upper() in (NATIVE.upper(), src_quant):
             return inspect_gguf(src, model=entry.name, synthetic=synthetic, scale=scale)
         quant = quant.upper()
-        commit = self.build.llama_cpp_commit or self.build.llama_cpp_python_version
         out = (self.paths.models / "quantized" /
-               f"{src.name.removesuffix('.gguf')}-{quant}-{sha256_file(src)[:12]}-{commit}.gguf")
+               f"{src.name.removesuffix('.gguf')}-{quant}-{sha256_file(src)[:12]}-{quantized_tag(self.build)}.gguf")
         record_path = out.with_name(out.name + ".json")
         if out.is_file() and record_path.is_file():
             record = ModelFile.from_json(record_path.read_text())

@@ -1,0 +1,111 @@
+"""prune: keep the GPU worker's disk bounded. Every new llama.cpp build leaves an engine venv, a cached wheel, often
+a source tree, and its own quantized copy of every model (about 75 GB for the seed matrix at full scale); nothing
+else ever deletes them, so a nightly on a fresh llama.cpp each day fills a disk within a week.
+
+The newest `keep` finished builds stay, with every failed build newer than them (their logs explain a failure).
+Each older build goes with what it alone left behind:
+
+    paths.builds/<key>/                         its venv, build.json, build.log, llama-bench
+    paths.cache/wheels/<key>/, cache/build/<key>/   its wheel (and llama-bench), an interrupted cmake tree
+    its source tree under paths.cache/src/      unless a kept build was made from the same tree
+    paths.models/quantized/*-<commit>.gguf(.json)   unless a kept build has the same llama.cpp commit
+
+Synthetic sources, downloaded models, sdists and reports stay: they do not grow with builds. A build whose key is
+locked (being built or checked right now) is left for the next prune.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import shutil
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from vramwatch.builds import list_builds
+from vramwatch.config import Paths
+from vramwatch.models.prepare import quantized_tag
+from vramwatch.records import BuildRecord, PruneResult
+
+
+def _say(message: str) -> None:
+    print(f"[prune] {message}", file=sys.stderr, flush=True)
+
+
+def _size(path: Path) -> int:
+    if path.is_symlink() or path.is_file():
+        return path.lstat().st_size
+    return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def split_builds(builds: list[BuildRecord], keep: int) -> tuple[list[BuildRecord], list[BuildRecord]]:
+    """(kept, older) from builds newest first: the newest `keep` ok builds and anything newer than the last of them."""
+    kept, ok_seen = [], 0
+    for position, build in enumerate(builds):
+        if ok_seen == keep:
+            return kept, builds[position:]
+        kept.append(build)
+        ok_seen += build.ok
+    return kept, []
+
+
+@contextmanager
+def _unless_locked(lock_path: Path) -> Iterator[bool]:
+    """True while this process holds the build key's lock (see builds.engine), False if someone else does."""
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+
+
+def _leftovers(build: BuildRecord, kept: list[BuildRecord], paths: Paths) -> list[Path]:
+    key = build.request.key
+    found = [paths.builds / key, paths.cache / "wheels" / key, paths.cache / "build" / key]
+    source = Path(build.source_dir) if build.source_dir else None
+    if source and source.is_relative_to(paths.cache / "src") and all(Path(k.source_dir) != source for k in kept):
+        found.append(source)
+    tag = quantized_tag(build)
+    if tag not in {quantized_tag(k) for k in kept}:
+        found += sorted((paths.models / "quantized").glob(f"*-{tag}.gguf*"))
+    return [p for p in found if p.exists() or p.is_symlink()]
+
+
+def prune(paths: Paths, keep: int, dry_run: bool = False) -> PruneResult:
+    """Remove what builds older than the newest `keep` finished ones left behind (see the module doc)."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1: tonight's engine is always kept")
+    kept, older = split_builds(list_builds(paths), keep)
+    removed, in_use, gone, freed = [], [], [], 0
+    for build in older:
+        key = build.request.key
+        with _unless_locked(paths.builds / f"{key}.lock") as free:
+            if not free:
+                _say(f"{key}: in use, left for the next prune")
+                in_use.append(key)
+                continue
+            for path in _leftovers(build, kept, paths):
+                if str(path) in gone:  # two old builds of one commit or source tree share those files
+                    continue
+                size = _size(path)
+                _say(f"{'would remove' if dry_run else 'removing'} {path} ({size / 2**20:.0f} MiB)")
+                if not dry_run:
+                    _remove(path)
+                gone.append(str(path))
+                freed += size
+        removed.append(key)
+    result = PruneResult(kept=[b.request.key for b in kept], removed=removed, in_use=in_use, paths=gone,
+                         freed_bytes=freed, dry_run=dry_run)
+    _say(f"result: {result.summary()}")
+    return result
