@@ -116,9 +116,10 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
     ingest.set_defaults(func=_ingest)
 
-    prune = subparsers.add_parser("prune", help="remove what builds older than the newest N left on this disk")
+    prune = subparsers.add_parser("prune", help="remove what builds used before the last N left on this disk")
     prune.add_argument("--matrix", default="demo", help="matrix whose keep_builds applies (default: demo)")
-    prune.add_argument("--keep", type=_at_least_one, help="keep the newest N finished builds (default: the matrix's)")
+    prune.add_argument("--keep", type=_at_least_one,
+                       help="keep the N finished builds used last (default: the matrix's keep_builds)")
     prune.add_argument("--dry-run", action="store_true", help="only list what would go and how much it frees")
     prune.set_defaults(func=_prune)
     for stage in STAGES:

@@ -87,7 +87,7 @@ class Matrix(Strict):
     timeout_s: float = Field(900, gt=0)
     queue: str = "gpu"
     pool: str = "gpu"
-    keep_builds: int = Field(2, ge=1)  # prune: engines and quantized models of the newest N builds stay on disk
+    keep_builds: int = Field(2, ge=1)  # prune: engines and quantized models of the N builds used last stay on disk
 
     @model_validator(mode="after")
     def _partial_needs_sweep(self) -> "Matrix":

@@ -2,7 +2,9 @@
 a source tree, and its own quantized copy of every model (about 75 GB for the seed matrix at full scale); nothing
 else ever deletes them, so a nightly on a fresh llama.cpp each day fills a disk within a week.
 
-The newest `keep` finished builds stay, with every failed build newer than them (their logs explain a failure).
+The `keep` finished builds used last stay (a build's build.json is touched each time a night reuses it, so a pinned
+version benched every night stays however many builds are newer), with every failed build tried since the oldest of
+them (their logs explain a failure).
 Each older build goes with what it alone left behind:
 
     paths.builds/<key>/                         its venv, build.json, build.log, llama-bench
@@ -46,8 +48,12 @@ def _remove(path: Path) -> None:
         path.unlink()
 
 
+def _last_used(build: BuildRecord, paths: Paths) -> float:
+    return (paths.builds / build.request.key / "build.json").stat().st_mtime
+
+
 def split_builds(builds: list[BuildRecord], keep: int) -> tuple[list[BuildRecord], list[BuildRecord]]:
-    """(kept, older) from builds newest first: the newest `keep` ok builds and anything newer than the last of them."""
+    """(kept, older) from builds latest used first: the first `keep` ok builds and every build before the last."""
     kept, ok_seen = [], 0
     for position, build in enumerate(builds):
         if ok_seen == keep:
@@ -83,10 +89,10 @@ def _leftovers(build: BuildRecord, kept: list[BuildRecord], paths: Paths) -> lis
 
 
 def prune(paths: Paths, keep: int, dry_run: bool = False) -> PruneResult:
-    """Remove what builds older than the newest `keep` finished ones left behind (see the module doc)."""
+    """Remove what builds used before the last `keep` finished ones left behind (see the module doc)."""
     if keep < 1:
         raise ValueError("keep must be at least 1: tonight's engine is always kept")
-    kept, older = split_builds(list_builds(paths), keep)
+    kept, older = split_builds(sorted(list_builds(paths), key=lambda b: _last_used(b, paths), reverse=True), keep)
     removed, in_use, gone, freed = [], [], [], 0
     for build in older:
         key = build.request.key

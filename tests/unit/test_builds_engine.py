@@ -24,7 +24,7 @@ import typing_extensions
 from vramwatch.builds import build_engine, build_request, list_builds, make_bundle
 from vramwatch.builds.engine import cached_wheel
 from vramwatch.builds.slim import keep
-from vramwatch.config import BuildSource, Paths
+from vramwatch.config import BuildSource, Paths, load_matrix
 from vramwatch.errors import UserError
 
 VERSION = "0.3.36"
@@ -209,3 +209,12 @@ def test_a_second_build_of_a_key_waits_for_the_first_then_reuses_it(engine_build
     watchdog.cancel()
     assert second.wait() == 0
     assert f"result: reused {engine_build.request.key}" in rest
+
+
+def test_reusing_an_engine_marks_it_used(engine_build):
+    record = Paths().builds / engine_build.request.key / "build.json"
+    os.utime(record, (0, 0))
+    demo = load_matrix("demo").build  # what the engine_build fixture built
+
+    assert build_engine(demo, demo.version, Paths()).status == "reused"
+    assert record.stat().st_mtime > 0  # prune keeps the builds used last

@@ -4,8 +4,10 @@ commits, their wheels, source trees and quantized models; only what the older bu
 from __future__ import annotations
 
 import fcntl
+import os
 import subprocess
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -32,6 +34,8 @@ def _build(paths: Paths, version: str, backend: str, commit: str, day: int, stat
                          llama_cpp_commit=commit, built_at=f"2026-11-{day:02d}T02:00:00+00:00")
     _file(home / "build.json", 0)
     (home / "build.json").write_text(record.to_json())
+    used = datetime(2026, 11, day, 2, tzinfo=timezone.utc).timestamp()
+    os.utime(home / "build.json", (used, used))  # built (or last reused) that night
     if status == "ok":
         _file(home / "venv/lib/libllama.so", 3 * MIB)
         _file(paths.cache / "wheels" / request.key / f"llama_cpp_python-{version}.whl", 2 * MIB)
@@ -91,6 +95,17 @@ def test_older_builds_go_with_what_only_they_left(disk):
     assert 15 * MIB < result.freed_bytes < 15 * MIB + 8192  # + the three build.json
     assert len(result.paths) == len(set(result.paths))
     assert prune(paths, keep=2).removed == []  # nothing older is left
+
+
+def test_an_old_build_a_night_still_uses_is_kept(disk):
+    paths, builds, _ = disk
+    pinned = builds["cpu-36"].request.key
+    (paths.builds / pinned / "build.json").touch()  # what builds.engine does when a night reuses it
+
+    result = prune(paths, keep=2)
+
+    assert result.kept == [pinned, builds["failed-new"].request.key, builds["cuda-37"].request.key]
+    assert builds["cpu-37"].request.key in result.removed
 
 
 def test_a_dry_run_lists_and_counts_but_removes_nothing(disk):

@@ -1,7 +1,8 @@
 """build_engine: one isolated virtualenv per BuildRequest, holding llama-cpp-python built for it.
 
     paths.builds/<key>/venv/          the only Python that ever loads llama.cpp (the bench child runs in it)
-    paths.builds/<key>/build.json     the BuildRecord; with an importable venv it means "reuse, do not rebuild"
+    paths.builds/<key>/build.json     the BuildRecord; with an importable venv it means "reuse, do not rebuild";
+                                      its mtime is the build's last use (vramwatch.prune keeps the latest)
     paths.builds/<key>/build.log      everything the build printed
     paths.builds/<key>.lock           held while <key> is built or checked: one build per key at a time
     paths.cache/wheels/<key>/*.whl    the built wheel: a second build, or a fresh clone, installs it in seconds
@@ -200,6 +201,7 @@ def _reuse_or_build(source: BuildSource, version: str, request: BuildRequest, pa
     if previous and previous.ok and previous.request == request and not engine_import_error(Path(previous.python)):
         has_bench = bool(previous.llama_bench) and Path(previous.llama_bench).is_file()
         if has_bench or not source.build_llama_bench:
+            (home / "build.json").touch()  # its mtime is when the engine was last used: prune keeps the recent ones
             say(f"result: reused {request.key} (llama-cpp-python {previous.llama_cpp_python_version}, "
                 f"llama.cpp {previous.llama_cpp_commit[:12]}), python {previous.python}")
             return dataclasses.replace(previous, status="reused")
