@@ -8,8 +8,9 @@ fresh machine can finish what an earlier lease left unmeasured without redoing t
 Run by seed_night.sh, which starts it once (setsid: it outlives the 10-minute device calls) and then only waits.
 Steps run in priority order, each writing <out>/<step>.json when it ends, so a lease that ends early still leaves
 the most important results. Everything a step prints goes to <out>/logs/<step>.log; <out>/driver.log has one line
-per event. Sizes: DeepSeek F16 source 33 GB and its quants 34 GB in /dev/shm (RAM); the Phi Q8_0 source (44.5 GB)
-on the disk when it has room, since both sources together would not leave RAM for the quants.
+per event. Sizes: DeepSeek F16 source 33 GB and its quants 34 GB in /dev/shm (RAM), gone before Phi's steps; the Phi
+Q8_0 source (44.5 GB) on the disk when it has room, since both sources together would not leave RAM for the quants;
+gpt-oss-20b's MXFP4 source (13 GB, benched as it is) in RAM.
 """
 
 from __future__ import annotations
@@ -122,7 +123,7 @@ def vocab_files(matrix: Matrix) -> Path:
     vocab.mkdir(exist_ok=True)
     bundle = REPO / matrix.build.location / f"llama_cpp_python-{VERSION}.tar.gz"
     subprocess.run(["tar", "xzf", str(bundle), "-C", str(vocab), "--wildcards", "*ggml-vocab-deepseek-llm.gguf",
-                    "*ggml-vocab-phi-3.gguf"], check=True)
+                    "*ggml-vocab-phi-3.gguf", "*ggml-vocab-llama-bpe.gguf"], check=True)
     return next(vocab.rglob("ggml-vocab-deepseek-llm.gguf")).parent
 
 
@@ -130,7 +131,9 @@ def model_path(measured: MeasuredNight, quant: str) -> Path:
     return Path(next(r.config.model.path for r in measured.results if r.config.model.quant == quant))
 
 
-STEPS = ("deepseek-a", "fidelity", "deepseek-sweep", "deepseek-b", "phi", "fidelity-phi", "phi-b")  # after "build"
+STEPS = ("deepseek-a", "fidelity", "deepseek-sweep", "deepseek-b", "phi", "fidelity-phi", "phi-b",  # after "build"
+         "gptoss", "gptoss-nommap")  # gpt-oss-20b with its weights mmapped, then loaded into memory (use_mmap false)
+IN_RAM = {"deepseek": "deepseek-moe-16b", "gptoss": "gpt-oss-20b"}  # step prefix -> the source it needs in /dev/shm
 NEEDS = {"fidelity": "deepseek-a", "fidelity-phi": "phi"}  # a fidelity step benches the file its measure step made
 
 
@@ -159,14 +162,14 @@ def main() -> None:
     shm_synth = paths.models / "synth"
     shm_synth.mkdir(parents=True, exist_ok=True)
     log(f"plan start: build, {', '.join(wanted)}; models in {paths.models}, builds in {paths.builds}")
-    needs_deepseek = any(s.startswith("deepseek") for s in only)
+    in_ram = [model for prefix, model in IN_RAM.items() if any(s.startswith(prefix) for s in only)]
     needs_phi = any(s.startswith("phi") for s in only)
 
     with step("build"):  # the CUDA engine and llama-bench; the sources the steps need are written meanwhile
         first = load("deepseek-a")  # its build is every matrix's build
         vocab_dir = vocab_files(first)
-        deepseek = (synthesize("deepseek-moe-16b", shm_synth, vocab_dir) if needs_deepseek and not
-                    (shm_synth / file_name(get_spec("deepseek-moe-16b", SCALE))).is_file() else None)
+        writing = {model: synthesize(model, shm_synth, vocab_dir) for model in in_ram
+                   if not (shm_synth / file_name(get_spec(model, SCALE))).is_file()}
         phi_spec = get_spec("phi-3.5-moe", SCALE)
         DISK.mkdir(parents=True, exist_ok=True)
         phi_on_disk = shutil.disk_usage(DISK).free > planned_file_bytes(phi_spec, vocab_dir) + (4 << 30)
@@ -177,8 +180,8 @@ def main() -> None:
         build = pipeline.build_engine(first, VERSION, record_build=False)
         log(f"  build {build.status} {build.duration_s} s, llama.cpp {build.llama_cpp_commit[:12]}, "
             f"llama-bench {build.llama_bench or 'MISSING'} {build.error}")
-        if deepseek:
-            wait_synth(deepseek, "deepseek-moe-16b")
+        for model, writer in writing.items():
+            wait_synth(writer, model)
 
     def phi_source() -> None:
         """The disk copy of Phi's source, linked where the models stage looks for it (once it is written)."""

@@ -27,7 +27,8 @@ if [ ! -e $work/driver.log ]; then
 fi
 deadline=$(( $(date +%s) + seconds ))
 while [ ! -e $work/DONE ] && [ "$(date +%s)" -lt $deadline ] && pgrep -f seed_night.py > /dev/null; do sleep 5; done
-cp $work/*.json $work/driver.log "$OUT"/ 2>/dev/null
+# one archive: a call brings back at most 8 files, and a whole plan writes more
+(cd $work && tar czf "$OUT/results.tgz" $(ls *.json 2>/dev/null) driver.log) && cp $work/driver.log "$OUT"/
 cat $work/driver.out; cat $work/driver.log
 latest=$(ls -t $work/logs/*.log 2>/dev/null | head -1)
 [ -n "$latest" ] && { echo "--- tail of $latest"; tail -n 15 "$latest" | cut -c1-300; }
