@@ -380,7 +380,7 @@ class Incident(Record):
     incident_id: int | None
     kind: str  # vram, vram_improved, throughput, stopped_fitting, failing, quarantined, vanished, offload_stopped
     metric: str  # e.g. gpu_model_mib, tg_avg_ts
-    state: str  # open | acknowledged | resolved
+    state: str  # open | acknowledged | resolved | accepted
     configs: list[str]
     summary: str
     delta_mib: float | None = None

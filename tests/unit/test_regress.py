@@ -148,6 +148,21 @@ def test_a_creep_below_the_tolerance_each_night_pages_once_when_it_adds_up():
     assert incidents[9][0].state == "resolved"
 
 
+def test_an_accepted_level_is_the_reference_from_the_night_it_opened():
+    def grown(mib: float) -> list[BenchResult]:
+        return [replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + mib) if r.config.config_id == A else r
+                for r in CONFIGS]
+
+    nights = [CONFIGS, CONFIGS, grown(128), grown(128), grown(128), grown(256)]  # tolerance: 1 % of 10 GiB
+    (opened,) = regressions(frame(nights[:3]), "run002")
+    accepted = dataclasses.replace(opened, incident_id=1, state="accepted")
+
+    assert regressions(frame(nights[:5]), "run004", accepted=[accepted]) == []
+    assert [i.kind for i in regressions(frame(nights[:5]), "run004")] == ["vram"]  # closed but not accepted: pages
+    (further,) = regressions(frame(nights), "run005", accepted=[accepted])  # a new step on top of the accepted one
+    assert (further.kind, further.delta_mib, further.build_before) == ("vram", 128.0, commit_of(4))
+
+
 @pytest.mark.parametrize("sigma", [0.015, 0.03])
 def test_ninety_nights_of_noise_raise_nothing(sigma):
     nights = noisy_nights(90, sigma, seed=7)
@@ -334,6 +349,27 @@ def test_a_night_quarantined_whole_is_still_checked(warehouse):
 
     assert incident.kind == "quarantined" and len(incident.configs) == len(CONFIGS)
     assert warehouse.history()["run_id"].tolist() == ["run000"] * len(CONFIGS)  # still none of it in history
+
+
+def test_cli_accepts_an_incident_and_it_stops_paging(warehouse, monkeypatch, capsys):
+    import argparse
+
+    grown = [replace(r, memory__gpu_kv_mib=r.memory.gpu_kv_mib + 128) if r.config.config_id == B else r
+             for r in CONFIGS]
+    store_nights(warehouse, [CONFIGS, grown])
+    (opened,) = detect_for_run(warehouse, "run001")
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", warehouse.url)
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+
+    args = parser.parse_args(["regress", "--accept", str(opened.incident_id)])
+    assert args.func(args) == 0
+    assert f"#{opened.incident_id} accepted: vram gpu_kv_mib on {B}" in capsys.readouterr().out
+    assert warehouse.open_incidents() == []
+    store_nights(warehouse, [grown, grown], first=2)
+    assert detect_for_run(warehouse, "run002") == [] and detect_for_run(warehouse, "run003") == []
+    with pytest.raises(Exception, match=f"incident {opened.incident_id} is already accepted"):
+        args.func(args)
 
 
 def test_cli_prints_tonights_incidents(warehouse, monkeypatch, capsys):

@@ -7,10 +7,23 @@ import argparse
 from vramwatch.errors import UserError
 
 
+def _accept(incident_id: int) -> int:
+    from datetime import datetime, timezone
+
+    from vramwatch.warehouse import Warehouse
+
+    accepted = Warehouse().accept_incident(incident_id, datetime.now(timezone.utc).date())
+    print(f"#{accepted.incident_id} accepted: {accepted.kind} {accepted.metric} on {', '.join(accepted.configs)}; "
+          f"from {accepted.opened_night} on, that level is the reference and pages no more")
+    return 0
+
+
 def _regress(args: argparse.Namespace) -> int:
     from vramwatch.regress.detect import detect_for_run
     from vramwatch.warehouse import Warehouse
 
+    if args.accept is not None:
+        return _accept(args.accept)
     warehouse = Warehouse()
     runs = [r.run_id for r in warehouse.runs() if r.n_results]
     if not runs:
@@ -19,7 +32,7 @@ def _regress(args: argparse.Namespace) -> int:
     if run_id not in runs:
         raise UserError(f"run {run_id!r} has no results in the warehouse", f"use one of: {', '.join(runs[:5])}")
     tonight = detect_for_run(warehouse, run_id, save=not args.dry_run)
-    still_open = [i for i in tonight if i.state != "resolved"]
+    still_open = [i for i in tonight if i.state not in ("resolved", "accepted")]
     for incident in tonight:
         label = "NEW " if incident.is_new else ""
         print(f"#{incident.incident_id or '-'} {label}[{incident.state}] {incident.kind} "
@@ -33,4 +46,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("regress", help="detect VRAM/throughput regressions of a run; print incidents")
     parser.add_argument("--run", metavar="RUN_ID", help="run to check (default: the latest run with results)")
     parser.add_argument("--dry-run", action="store_true", help="print what tonight's incidents would be; store none")
+    parser.add_argument("--accept", type=int, metavar="INCIDENT_ID",
+                        help="close an incident whose new level is intended: it becomes the reference")
     parser.set_defaults(func=_regress)

@@ -11,7 +11,7 @@ import pandas as pd
 from vramwatch.records import BenchConfig, BenchResult, Incident
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.history import HistoryError, split_tonight
-from vramwatch.regress.incidents import cutoffs_for, reconcile
+from vramwatch.regress.incidents import ACCEPTED, cutoffs_for, forget_before_accepted, reconcile
 from vramwatch.regress.throughput import ThroughputParams, confirm, throughput_findings
 from vramwatch.regress.vram import Tolerances, memory_and_status_findings, vanished_findings
 
@@ -31,18 +31,19 @@ class Detection:
 
 
 def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
-           tolerances: Tolerances = Tolerances(), params: ThroughputParams = ThroughputParams()) -> Detection:
+           tolerances: Tolerances = Tolerances(), params: ThroughputParams = ThroughputParams(),
+           accepted: Sequence[Incident] = ()) -> Detection:
     """Every check over one environment's history (Warehouse.history(environment_id=...)) for run `run_id`.
 
     open_incidents are that environment's open or acknowledged incidents: their configs keep the reference of
-    before the incident opened.
+    before the incident opened. accepted are its accepted incidents: their level is the reference since they opened.
     """
     tonight, before = split_tonight(history, run_id)
     environments = set(tonight["environment_id"])
     if len(environments) != 1:
         raise HistoryError(f"run {run_id!r} has rows of {len(environments)} environments; detect one at a time")
     (environment_id,) = environments
-    before = before[before["environment_id"] == environment_id]
+    before = forget_before_accepted(before[before["environment_id"] == environment_id], accepted)
     cutoffs = cutoffs_for(open_incidents)
     findings = memory_and_status_findings(tonight, before, cutoffs, tolerances) + vanished_findings(
         tonight, before, cutoffs)
@@ -54,9 +55,9 @@ def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident
 
 def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
                 rerun_fn: Callable[[str], BenchResult] | None = None, tolerances: Tolerances = Tolerances(),
-                params: ThroughputParams = ThroughputParams()) -> list[Incident]:
+                params: ThroughputParams = ThroughputParams(), accepted: Sequence[Incident] = ()) -> list[Incident]:
     """detect -> confirm suspects with rerun_fn(config_id) (none given: they wait for the next night) -> incidents."""
-    detection = detect(history, run_id, open_incidents, tolerances, params)
+    detection = detect(history, run_id, open_incidents, tolerances, params, accepted)
     findings = detection.findings
     if rerun_fn is not None and detection.suspects:
         findings = findings + confirm(detection.suspects, rerun_fn, params)
@@ -83,7 +84,9 @@ def detect_for_run(warehouse: Warehouse, run_id: str, rerun: Callable[[BenchConf
     incidents: list[Incident] = []
     for environment_id in sorted(set(tonight["environment_id"])):
         open_now = warehouse.open_incidents(environment_id)
-        found = regressions(history[history["environment_id"] == environment_id], run_id, open_now, rerun_fn)
+        accepted = [i for i in warehouse.incidents(environment_id) if i.state == ACCEPTED]
+        found = regressions(history[history["environment_id"] == environment_id], run_id, open_now, rerun_fn,
+                            accepted=accepted)
         night = str(tonight["night"].iloc[0])
         if save:
             known = {_identity(i): i for i in warehouse.incidents(environment_id) if i.opened_night == night}

@@ -12,7 +12,9 @@ going with is_new false: no second alert. An open incident none of whose configs
 It resolves only on evidence: at least one of its configs ran tonight (ok, for a number to compare), so a config that
 crashed tonight does not close its VRAM incident. Everything else opens a new incident (is_new true, the only ones
 that page). An improvement (vram_improved) is a
-note for the night it happens: it is opened and resolved at once and never pages.
+note for the night it happens: it is opened and resolved at once and never pages. People may accept an incident
+(`vramwatch regress --accept ID`) when its new level is intended: it closes, and from the night it opened that level
+is the reference, so the same change never pages again.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from __future__ import annotations
 import dataclasses
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+
+import pandas as pd
 
 from vramwatch.records import Incident
 from vramwatch.regress.findings import (
@@ -36,6 +40,7 @@ from vramwatch.regress.findings import (
 
 SIMILAR = 1.5  # two deltas within this ratio are "similar"
 OPEN, RESOLVED = "open", "resolved"  # and "acknowledged": set by people, kept until resolved
+ACCEPTED = "accepted"  # set by people: the new level is expected; it is the reference from the night it opened
 STATUS_KINDS = {STOPPED_FITTING: "stopped fitting (ok -> oom)", FAILING: "started failing",
                 VANISHED: "vanished from the night", OFFLOAD_STOPPED: "offload stopped moving tensors",
                 QUARANTINED: "failed validation (quarantined)"}
@@ -135,6 +140,21 @@ def cutoffs_for(open_incidents: Iterable[Incident]) -> dict[tuple[str, str], str
             key = (config_id, incident.metric)
             cutoffs[key] = min(cutoffs.get(key, incident.opened_night), incident.opened_night)
     return cutoffs
+
+
+def forget_before_accepted(before: pd.DataFrame, accepted: Iterable[Incident]) -> pd.DataFrame:
+    """History with each accepted incident's metric blanked for its configs before the night it opened, so the level
+    people accepted is the only reference for it (VRAM and throughput; a status change needs no reference: the
+    rows since already hold the new status)."""
+    masked = before
+    for incident in accepted:
+        if incident.metric not in before.columns or not pd.api.types.is_numeric_dtype(before[incident.metric]):
+            continue
+        earlier = before["config_id"].isin(incident.configs) & (before["night"] < incident.opened_night)
+        if earlier.any():
+            masked = masked.copy() if masked is before else masked
+            masked.loc[earlier, incident.metric] = float("nan")
+    return masked
 
 
 def _evidence(incident: Incident, tonight_status: Mapping[str, str]) -> bool:

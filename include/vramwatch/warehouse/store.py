@@ -22,7 +22,7 @@ from vramwatch.warehouse.flatten import flatten
 from vramwatch.warehouse.models import BuildRow, EnvironmentRow, IncidentRow, QuarantineRow, ResultRow, RunRow
 from vramwatch.warehouse.url import resolve_url
 
-RUNNING, FAILED, RESOLVED = "running", "failed", "resolved"
+RUNNING, FAILED, RESOLVED, ACCEPTED = "running", "failed", "resolved", "accepted"
 # Flattened result columns, in table order; history() returns them after the run and build columns.
 RESULT_COLUMNS = [c.name for c in ResultRow.__table__.columns if c.name not in ("id", "run_id", "record")]
 HISTORY_COLUMNS = ["night", "run_id", "trigger", "run_status", "build_version", "llama_cpp_python_version",
@@ -268,7 +268,7 @@ class Warehouse:
         if environment_id is not None:
             query = query.where(IncidentRow.environment_id == environment_id)
         if not include_resolved:
-            query = query.where(IncidentRow.state != RESOLVED)
+            query = query.where(IncidentRow.state.not_in((RESOLVED, ACCEPTED)))
         with self._sessions() as session:
             return [self._incident(row, night=None) for row in session.scalars(query)]
 
@@ -301,9 +301,21 @@ class Warehouse:
             return self._incident(row, night)
 
     def resolve_incident(self, incident_id: int, night: str | date) -> None:
+        self._close_incident(incident_id, night, RESOLVED)
+
+    def accept_incident(self, incident_id: int, night: str | date) -> Incident:
+        """Close an open incident as intended: detection takes its new level as the reference (regress.incidents)."""
+        return self._close_incident(incident_id, night, ACCEPTED)
+
+    def _close_incident(self, incident_id: int, night: str | date, state: str) -> Incident:
         with self._sessions.begin() as session:
             row = self._incident_row(session, incident_id)
-            row.state, row.updated_night, row.resolved_night = RESOLVED, _night(night), _night(night)
+            if row.state in (RESOLVED, ACCEPTED):
+                raise WarehouseError(f"incident {incident_id} is already {row.state}",
+                                     "pick an open one: `vramwatch regress --dry-run` lists them")
+            row.state, row.updated_night, row.resolved_night = state, _night(night), _night(night)
+            session.flush()
+            return self._incident(row, night=None)
 
     @staticmethod
     def _incident_row(session: Session, incident_id: int) -> IncidentRow:
