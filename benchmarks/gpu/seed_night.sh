@@ -1,6 +1,7 @@
 #!/bin/bash
 # The same command in every device call: starts seed_night.py once (detached, so it outlives the call), then waits
-# up to SECONDS for it and copies what it has finished to $OUT. Chain the calls while the machine is warm.
+# up to SECONDS for it and copies what it has finished to $OUT (results.tgz: every <step>.json and driver.log).
+# Chain the calls while the machine is warm.
 #   bash benchmarks/gpu/seed_night.sh 560 [restart] [--only STEP...]   (carry: device; see seed_night.py for the plan)
 # restart: run the plan again from the top (the engine and model files already made are reused); what follows goes
 # to seed_night.py when it starts.
