@@ -372,6 +372,11 @@ class RunRecord(Record):
 
 # --------------------------------------------------------------------------------------------- regress / alert
 
+# Incident states, besides "acknowledged" (set by people, kept until resolved). People set accepted: the new level
+# is intended and is the reference from the night the incident opened.
+OPEN, RESOLVED, ACCEPTED = "open", "resolved", "accepted"
+CLOSED_STATES = (RESOLVED, ACCEPTED)
+
 
 @dataclass(frozen=True)
 class Incident(Record):
@@ -380,7 +385,7 @@ class Incident(Record):
     incident_id: int | None
     kind: str  # vram, vram_improved, throughput, stopped_fitting, failing, quarantined, vanished, offload_stopped
     metric: str  # e.g. gpu_model_mib, tg_avg_ts
-    state: str  # open | acknowledged | resolved | accepted
+    state: str  # one of the states above
     configs: list[str]
     summary: str
     delta_mib: float | None = None
@@ -393,6 +398,10 @@ class Incident(Record):
     @property
     def pages(self) -> bool:
         return self.is_new and self.kind != "vram_improved"
+
+    @property
+    def is_closed(self) -> bool:
+        return self.state in CLOSED_STATES
 
 
 @dataclass(frozen=True)

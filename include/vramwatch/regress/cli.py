@@ -32,7 +32,7 @@ def _regress(args: argparse.Namespace) -> int:
     if run_id not in runs:
         raise UserError(f"run {run_id!r} has no results in the warehouse", f"use one of: {', '.join(runs[:5])}")
     tonight = detect_for_run(warehouse, run_id, save=not args.dry_run)
-    still_open = [i for i in tonight if i.state not in ("resolved", "accepted")]
+    still_open = [i for i in tonight if not i.is_closed]
     for incident in tonight:
         label = "NEW " if incident.is_new else ""
         print(f"#{incident.incident_id or '-'} {label}[{incident.state}] {incident.kind} "

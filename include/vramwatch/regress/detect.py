@@ -8,10 +8,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from vramwatch.records import BenchConfig, BenchResult, Incident
+from vramwatch.records import ACCEPTED, BenchConfig, BenchResult, Incident
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.history import HistoryError, split_tonight
-from vramwatch.regress.incidents import ACCEPTED, cutoffs_for, forget_before_accepted, reconcile
+from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
 from vramwatch.regress.throughput import ThroughputParams, confirm, throughput_findings
 from vramwatch.regress.vram import Tolerances, memory_and_status_findings, vanished_findings
 
@@ -82,14 +82,15 @@ def detect_for_run(warehouse: Warehouse, run_id: str, rerun: Callable[[BenchConf
     configs = {r.config.config_id: r.config for r in warehouse.results_for_run(run_id)} if rerun else {}
     rerun_fn = (lambda config_id: rerun(configs[config_id])) if rerun else None
     incidents: list[Incident] = []
+    night = str(tonight["night"].iloc[0])
     for environment_id in sorted(set(tonight["environment_id"])):
-        open_now = warehouse.open_incidents(environment_id)
-        accepted = [i for i in warehouse.incidents(environment_id) if i.state == ACCEPTED]
+        stored = warehouse.incidents(environment_id)
+        open_now = [i for i in stored if not i.is_closed]
+        accepted = [i for i in stored if i.state == ACCEPTED]
         found = regressions(history[history["environment_id"] == environment_id], run_id, open_now, rerun_fn,
                             accepted=accepted)
-        night = str(tonight["night"].iloc[0])
         if save:
-            known = {_identity(i): i for i in warehouse.incidents(environment_id) if i.opened_night == night}
+            known = {_identity(i): i for i in stored if i.opened_night == night}
             found = [warehouse.save_incident(_reuse(i, known), environment_id, night) for i in found]
         incidents += found
     return incidents

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from vramwatch.records import Incident
+from vramwatch.records import OPEN, RESOLVED, Incident
 from vramwatch.regress.findings import (
     FAILING,
     OFFLOAD_STOPPED,
@@ -39,8 +39,6 @@ from vramwatch.regress.findings import (
 )
 
 SIMILAR = 1.5  # two deltas within this ratio are "similar"
-OPEN, RESOLVED = "open", "resolved"  # and "acknowledged": set by people, kept until resolved
-ACCEPTED = "accepted"  # set by people: the new level is expected; it is the reference from the night it opened
 STATUS_KINDS = {STOPPED_FITTING: "stopped fitting (ok -> oom)", FAILING: "started failing",
                 VANISHED: "vanished from the night", OFFLOAD_STOPPED: "offload stopped moving tensors",
                 QUARANTINED: "failed validation (quarantined)"}

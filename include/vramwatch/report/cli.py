@@ -23,7 +23,7 @@ def _report(args: argparse.Namespace) -> int:
     run = runs[0]
     environments = {r.fingerprint.environment_id for r in warehouse.results_for_run(run.run_id)}
     incidents = [i for env in sorted(environments) for i in warehouse.incidents(env)
-                 if i.state not in ("resolved", "accepted") or i.opened_night == run.night]
+                 if not i.is_closed or i.opened_night == run.night]
     summary = report_for_run(warehouse, run.run_id, incidents, Paths().reports)
     print(f"report for {run.night} (run {run.run_id}): {summary.report_md} and {summary.report_html}")
     return 0

@@ -303,7 +303,7 @@ def key_findings(rows: Sequence[SeedRow], results: Sequence[BenchResult], incide
     else:
         bullets.append(f"All {len(results)} configs ran.")
     new = [i for i in incidents if i.pages]
-    open_ = [i for i in incidents if i.state not in ("resolved", "accepted")]
+    open_ = [i for i in incidents if not i.is_closed]
     bullets.append(f"{len(new)} new regression incident(s), {len(open_)} open." if incidents else
                    "No regressions against history.")
     return bullets

@@ -16,13 +16,23 @@ from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
 from vramwatch.errors import UserError
-from vramwatch.records import BenchResult, BuildRecord, Incident, QuarantinedResult, RunRecord, ValidatedNight
+from vramwatch.records import (
+    ACCEPTED,
+    CLOSED_STATES,
+    RESOLVED,
+    BenchResult,
+    BuildRecord,
+    Incident,
+    QuarantinedResult,
+    RunRecord,
+    ValidatedNight,
+)
 from vramwatch.warehouse import migrate
 from vramwatch.warehouse.flatten import flatten
 from vramwatch.warehouse.models import BuildRow, EnvironmentRow, IncidentRow, QuarantineRow, ResultRow, RunRow
 from vramwatch.warehouse.url import resolve_url
 
-RUNNING, FAILED, RESOLVED, ACCEPTED = "running", "failed", "resolved", "accepted"
+RUNNING, FAILED = "running", "failed"
 # Flattened result columns, in table order; history() returns them after the run and build columns.
 RESULT_COLUMNS = [c.name for c in ResultRow.__table__.columns if c.name not in ("id", "run_id", "record")]
 HISTORY_COLUMNS = ["night", "run_id", "trigger", "run_status", "build_version", "llama_cpp_python_version",
@@ -268,7 +278,7 @@ class Warehouse:
         if environment_id is not None:
             query = query.where(IncidentRow.environment_id == environment_id)
         if not include_resolved:
-            query = query.where(IncidentRow.state.not_in((RESOLVED, ACCEPTED)))
+            query = query.where(IncidentRow.state.not_in(CLOSED_STATES))
         with self._sessions() as session:
             return [self._incident(row, night=None) for row in session.scalars(query)]
 
@@ -310,7 +320,7 @@ class Warehouse:
     def _close_incident(self, incident_id: int, night: str | date, state: str) -> Incident:
         with self._sessions.begin() as session:
             row = self._incident_row(session, incident_id)
-            if row.state in (RESOLVED, ACCEPTED):
+            if row.state in CLOSED_STATES:
                 raise WarehouseError(f"incident {incident_id} is already {row.state}",
                                      "pick an open one: `vramwatch regress --dry-run` lists them")
             row.state, row.updated_night, row.resolved_night = state, _night(night), _night(night)
