@@ -18,14 +18,12 @@ locked (being built or checked right now) is left for the next prune.
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 from vramwatch.builds import list_builds
+from vramwatch.builds.engine import build_lock
 from vramwatch.config import Paths
 from vramwatch.models.prepare import quantized_tag
 from vramwatch.records import BuildRecord, PruneResult
@@ -63,19 +61,6 @@ def split_builds(builds: list[BuildRecord], keep: int) -> tuple[list[BuildRecord
     return kept, []
 
 
-@contextmanager
-def _unless_locked(lock_path: Path) -> Iterator[bool]:
-    """True while this process holds the build key's lock (see builds.engine), False if someone else does."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield False
-            return
-        yield True
-
-
 def _leftovers(build: BuildRecord, kept: list[BuildRecord], paths: Paths) -> list[Path]:
     key = build.request.key
     found = [paths.builds / key, paths.cache / "wheels" / key, paths.cache / "build" / key]
@@ -96,7 +81,7 @@ def prune(paths: Paths, keep: int, dry_run: bool = False) -> PruneResult:
     removed, in_use, gone, freed = [], [], [], 0
     for build in older:
         key = build.request.key
-        with _unless_locked(paths.builds / f"{key}.lock") as free:
+        with build_lock(paths, key, wait=False) as free:
             if not free:
                 _say(f"{key}: in use, left for the next prune")
                 in_use.append(key)

@@ -172,19 +172,24 @@ def build_engine(source: BuildSource, version: str, paths: Paths) -> BuildRecord
     if version == "latest":
         version = find_build(source).version
     request = build_request(source, version)
-    with _one_build_at_a_time(paths.builds / f"{request.key}.lock", request.key):
+    with build_lock(paths, request.key):
         return _reuse_or_build(source, version, request, paths)
 
 
 @contextmanager
-def _one_build_at_a_time(lock_path: Path, key: str) -> Iterator[None]:
-    """Two builds of one key (two DAG runs, or the CLI beside the scheduler) would share its venv, cmake tree and
-    wheel cache and break each other: the second waits for the first, then reuses what it built."""
+def build_lock(paths: Paths, key: str, wait: bool = True) -> Iterator[bool]:
+    """Hold <key>'s lock: two builds of one key (two DAG runs, or the CLI beside the scheduler) would share its venv,
+    cmake tree and wheel cache and break each other, so the second waits for the first, then reuses what it built.
+    wait False (prune): yields False at once if another process holds it, True once this one does."""
+    lock_path = paths.builds / f"{key}.lock"
     lock_path.parent.mkdir(parents=True, exist_ok=True)
     with open(lock_path, "a+") as lock:
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                yield False
+                return
             lock.seek(0)
             say(f"waiting for the build of {key} that {lock.read().strip() or 'another process'} is running")
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -192,7 +197,7 @@ def _one_build_at_a_time(lock_path: Path, key: str) -> Iterator[None]:
         lock.truncate()
         lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
         lock.flush()
-        yield  # closing the file releases the lock, also when the process dies
+        yield True  # closing the file releases the lock, also when the process dies
 
 
 def _reuse_or_build(source: BuildSource, version: str, request: BuildRequest, paths: Paths) -> BuildRecord:
