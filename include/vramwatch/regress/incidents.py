@@ -140,17 +140,14 @@ def cutoffs_for(open_incidents: Iterable[Incident]) -> dict[tuple[str, str], str
     return cutoffs
 
 
-def forget_before_accepted(before: pd.DataFrame, accepted: Iterable[Incident]) -> pd.DataFrame:
+def forget_before_accepted(before: pd.DataFrame, accepted: Sequence[Incident]) -> pd.DataFrame:
     """History with each accepted incident's metric blanked for its configs before the night it opened, so the level
     people accepted is the only reference for it (VRAM and throughput; a status change needs no reference: the
     rows since already hold the new status)."""
-    masked = before
+    masked = before.copy() if accepted else before
     for incident in accepted:
-        if incident.metric not in before.columns or not pd.api.types.is_numeric_dtype(before[incident.metric]):
-            continue
-        earlier = before["config_id"].isin(incident.configs) & (before["night"] < incident.opened_night)
-        if earlier.any():
-            masked = masked.copy() if masked is before else masked
+        if incident.metric in before.columns and pd.api.types.is_numeric_dtype(before[incident.metric]):
+            earlier = before["config_id"].isin(incident.configs) & (before["night"] < incident.opened_night)
             masked.loc[earlier, incident.metric] = float("nan")
     return masked
 

@@ -61,8 +61,13 @@ class Tolerances:
         return self.default
 
 
+def _before(rows: pd.DataFrame, cutoff: str | None) -> pd.DataFrame:
+    """The rows a reference may come from: all, or those before the night an open incident began."""
+    return rows if cutoff is None else rows[rows["night"] < cutoff]
+
+
 def _reference(past: pd.DataFrame, cutoff: str | None) -> pd.Series | None:
-    rows = past if cutoff is None else past[past["night"] < cutoff]
+    rows = _before(past, cutoff)
     return None if rows.empty else rows.iloc[-1]
 
 
@@ -97,7 +102,7 @@ def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Fi
 def _lowest_recent(good: pd.DataFrame, metric: str, cutoff: str | None, window: int) -> pd.Series | None:
     """The row with the metric's lowest value among the last `window` good rows (before the cutoff); the latest
     such row on a tie, so the reference names the newest build at that level."""
-    rows = (good if cutoff is None else good[good["night"] < cutoff]).tail(window)
+    rows = _before(good, cutoff).tail(window)
     values = rows[metric].map(number).dropna()
     return None if values.empty else rows.loc[values[::-1].idxmin()]
 
