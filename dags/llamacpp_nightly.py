@@ -108,7 +108,7 @@ def llamacpp_nightly():
 
         return pipeline.task_alert(summary)
 
-    @task(**GPU)  # the GPU worker's disk holds the engines and models of every build; only the newest stay
+    @task(**GPU)  # the GPU worker's disk holds every build's engine and models; those of the builds used last stay
     def prune() -> dict:
         from vramwatch import pipeline
 

@@ -172,7 +172,7 @@ def alert(summary: NightSummary) -> int:
 
 
 def prune(matrix: Matrix, dry_run: bool = False) -> PruneResult:
-    """What builds older than the matrix's keep_builds left on this worker's disk: engines, wheels, models."""
+    """Remove what builds used before the last keep_builds left on this worker's disk: engines, wheels, models."""
     from vramwatch.prune import prune as prune_disk
 
     return prune_disk(Paths(), matrix.keep_builds, dry_run=dry_run)
