@@ -6,7 +6,8 @@
 MEASURED.json are documents written by `vramwatch measure` (pipeline.measure) on a GPU worker, FIDELITY.json the
 output of benchmarks/engine_vs_llama_bench.py --out. Writes into --out:
   seed-reproduction.json   one record per model x quant x baseline/offload (issue 8's schema, plus N and the context)
-  seed-reproduction.md     the table, deviations from the seed, the partial sweep, stage wall times, what is missing
+  seed-reproduction.md     the table, deviations from the seed, the partial sweep, every stage's wall time, what is
+                           missing
   engine-vs-llama-bench.{json,md}  the fidelity rows with device, build, date and command
   seed-report.{md,html}    the nightly's own report of all of it (ingested into a throwaway SQLite warehouse)
 """
@@ -140,8 +141,9 @@ def fidelity_markdown(runs: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def write_report(nights: dict[str, MeasuredNight], date: str, out: Path) -> None:
-    """All results as one night through the nightly's own ingest (validate, store, regress, report)."""
+def write_report(nights: dict[str, MeasuredNight], date: str, out: Path) -> tuple[int, dict[str, float]]:
+    """All results as one night through the nightly's own ingest (validate, store, regress, report, alert); returns
+    how many results that night held and each of those stages' wall time."""
     from vramwatch import pipeline
 
     results, seen = [], set()
@@ -152,12 +154,20 @@ def write_report(nights: dict[str, MeasuredNight], date: str, out: Path) -> None
                 results.append(result)
     first = next(iter(nights.values()))
     merged = MeasuredNight(build=first.build, results=results, stage_seconds={})
+    seconds: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["VRAMWATCH_WAREHOUSE_URL"] = f"sqlite:///{scratch}/warehouse.db"
         os.environ["VRAMWATCH_REPORTS_DIR"] = f"{scratch}/reports"
-        summary = pipeline.ingest(merged, run_id=f"gpu__{date}", night=date, trigger="gpu-run")
+        summary = pipeline.ingest(merged, run_id=f"gpu__{date}", night=date, trigger="gpu-run", stage_seconds=seconds)
         shutil.copyfile(summary.report_md, out / "seed-report.md")
         shutil.copyfile(summary.report_html, out / "seed-report.html")
+    return len(results), seconds
+
+
+def cpu_half_line(n_results: int, seconds: dict[str, float]) -> list[str]:
+    stages = ", ".join(f"{stage} {s:.1f} s" for stage, s in seconds.items())
+    return ["", f"The CPU half, all {n_results} results ingested as one night on the machine that wrote these docs "
+            f"({os.cpu_count()} cores): {stages}."]
 
 
 def main() -> int:
@@ -186,7 +196,8 @@ def main() -> int:
              "memory (adds the CUDA context and the VMM pool). Synthetic shape-true weights, quantized by the build "
              "under test; n_ctx 4096; pp512/tg128 like llama-bench (N runs each). The seed ran on a GH200 with "
              "llama.cpp b6686.", "", *seed_section(rows),
-             *sweep_section([r for n in sweep for r in n.results]), *stages_section(nights)]
+             *sweep_section([r for n in sweep for r in n.results]), *stages_section(nights),
+             *cpu_half_line(*write_report(nights, args.date, args.out))]
     if args.fidelity:
         lines += ["", "## Engine vs llama-bench", "", "See engine-vs-llama-bench.md."]
     if missing or failed:
@@ -200,7 +211,6 @@ def main() -> int:
         (args.out / "engine-vs-llama-bench.json").write_text(json.dumps(runs, indent=1) + "\n")
         (args.out / "engine-vs-llama-bench.md").write_text(fidelity_markdown(runs))
         print(fidelity_markdown(runs))
-    write_report(nights, args.date, args.out)
     return 0
 
 

@@ -137,15 +137,24 @@ def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> Me
     return MeasuredNight(build=build, results=results, stage_seconds=stage_seconds)
 
 
-def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str) -> NightSummary:
-    """The CPU half of a night: what the DAG does after the bench tasks."""
+def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str,
+           stage_seconds: dict[str, float] | None = None) -> NightSummary:
+    """The CPU half of a night: what the DAG does after the bench tasks. Each stage's wall time is said and, when the
+    caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds)."""
     from vramwatch.warehouse import Warehouse
 
+    seconds = {} if stage_seconds is None else stage_seconds
     Warehouse().store_build(measured.build)
-    validated = validate(measured.results, night)
-    store(run_id, night, measured.build, validated, trigger)
-    summary = report(run_id, detect_regressions(run_id, measured.build))
-    alert(summary)
+    with _timed(seconds, "validate"):
+        validated = validate(measured.results, night)
+    with _timed(seconds, "store"):
+        store(run_id, night, measured.build, validated, trigger)
+    with _timed(seconds, "detect_regressions"):
+        incidents = detect_regressions(run_id, measured.build)
+    with _timed(seconds, "report"):
+        summary = report(run_id, incidents)
+    with _timed(seconds, "alert"):
+        alert(summary)
     return summary
 
 

@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 STEPS = ("build", "deepseek-a", "fidelity", "deepseek-sweep", "deepseek-b", "phi", "fidelity-phi", "phi-b", "gptoss",
          "gptoss-nommap")
@@ -21,8 +23,15 @@ def rehearse(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, env=env, timeout=900)
 
 
-def test_rehearsal_runs_every_step_and_leaves_the_results(engine_build, tmp_path):
-    proc = rehearse(tmp_path)
+@pytest.fixture(scope="module")
+def full_plan(engine_build, tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    """The whole plan, rehearsed once for the tests that read its results."""
+    tmp_path = tmp_path_factory.mktemp("plan")
+    return tmp_path, rehearse(tmp_path)
+
+
+def test_rehearsal_runs_every_step_and_leaves_the_results(full_plan):
+    tmp_path, proc = full_plan
     out = tmp_path / "out"
     log = (out / "driver.log").read_text()
     assert proc.returncode == 0, proc.stderr[-2000:] + log
@@ -40,6 +49,33 @@ def test_rehearsal_runs_every_step_and_leaves_the_results(engine_build, tmp_path
     loads = {name: {r["config"]["use_mmap"] for r in json.loads((out / f"{name}.json").read_text())["results"]}
              for name in ("gptoss", "gptoss-nommap")}
     assert loads == {"gptoss": {True}, "gptoss-nommap": {False}}
+
+
+def test_the_plans_results_become_the_docs(full_plan, tmp_path):
+    """benchmarks/seed_reproduction.py, as docs/results/README.md runs it, on what the plan brought back."""
+    out = full_plan[0] / "out"
+    measured = [out / f"{name}.json" for name in ("deepseek-a", "deepseek-b", "deepseek-sweep", "phi", "phi-b",
+                                                   "gptoss")]
+    fidelity = [out / "fidelity.json", out / "fidelity-phi.json"]
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/seed_reproduction.py"), *map(str, measured),
+                           "--fidelity", *map(str, fidelity), "--date", "2026-01-02", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    rows = json.loads((tmp_path / "seed-reproduction.json").read_text())
+    assert {(r["model"], r["quant"], r["mode"]) for r in rows} == {
+        *((model, quant, mode) for model in ("deepseek-moe-16b", "phi-3.5-moe") for quant in ("Q2_K", "Q4_K_M", "Q8_0")
+          for mode in ("baseline", "offload")),
+        ("gpt-oss-20b", "MXFP4_MOE", "baseline"), ("gpt-oss-20b", "MXFP4_MOE", "offload")}
+    assert all(r["date"] == "2026-01-02" and r["tg128_ts"] > 0 for r in rows)
+    md = (tmp_path / "seed-reproduction.md").read_text()
+    assert "## Partial offload sweep: deepseek-moe-16b Q4_K_M" in md
+    assert "DeepSeek matrix (6 configs) after the build" in md
+    cpu_half = next(line for line in md.splitlines() if line.startswith("The CPU half"))
+    for stage in ("validate", "store", "detect_regressions", "report", "alert"):
+        assert f" {stage} " in cpu_half, cpu_half
+    assert "Worst ratio" in (tmp_path / "engine-vs-llama-bench.md").read_text()
+    assert "Partial offload" in (tmp_path / "seed-report.html").read_text()
 
 
 def test_only_runs_the_build_and_the_steps_named(engine_build, tmp_path):
