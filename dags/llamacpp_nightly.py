@@ -1,7 +1,7 @@
 """llamacpp_nightly: how much VRAM and speed each model x quant costs on the newest llama.cpp build.
 
 detect_build -> build_engine -> prepare_models -> bench (one mapped task per config, GPU queue)
-  -> validate -> store -> detect_regressions -> report -> alert -> prune
+  -> validate -> store -> detect_regressions -> report -> alert -> prune (GPU worker) + prune_reports
 
 Orchestration only: every task is one call into vramwatch.pipeline. The matrix (models, quants, modes, queue) is
 VRAMWATCH_MATRIX (a shipped name or a YAML path; default "seed"); an invalid matrix fails the import naming the field.
@@ -114,6 +114,12 @@ def llamacpp_nightly():
 
         return pipeline.task_prune(MATRIX_NAME)
 
+    @task  # the reports folder lives with the default workers and the UI, not with the GPU worker
+    def prune_reports() -> dict:
+        from vramwatch import pipeline
+
+        return pipeline.task_prune_reports(MATRIX_NAME)
+
     check = detect_build()
     build = build_engine(check)
     configs = prepare_models(build)
@@ -121,7 +127,7 @@ def llamacpp_nightly():
     validated = validate(results)
     stored = store(build, validated)
     incidents = detect_regressions(build, stored)
-    alert(report(incidents)) >> prune()
+    alert(report(incidents)) >> [prune(), prune_reports()]
 
 
 llamacpp_nightly()

@@ -38,6 +38,7 @@ def _nightly(args: argparse.Namespace) -> int:
     measured = pipeline.measure(matrix, check.latest, models=args.models)
     summary = pipeline.ingest(measured, run_id, night, trigger="cli")
     pipeline.prune(matrix)
+    pipeline.prune_reports(matrix)
     print(pipeline.one_line(summary))
     return 0
 
@@ -73,20 +74,22 @@ def _ingest(args: argparse.Namespace) -> int:
 
 
 def _prune(args: argparse.Namespace) -> int:
-    """Free this worker's disk of what old builds left: engines, wheels, source trees, quantized models."""
+    """Free this disk of what old builds left (engines, wheels, source trees, quantized models) and of old nights'
+    GX Data Docs."""
     from vramwatch import pipeline
     from vramwatch.config import load_matrix
 
     matrix = load_matrix(args.matrix)
-    if args.keep is not None:
-        matrix = matrix.model_copy(update={"keep_builds": args.keep})
-    print(pipeline.prune(matrix, dry_run=args.dry_run).summary())
+    overrides = {"keep_builds": args.keep, "keep_data_docs": args.keep_data_docs}
+    matrix = matrix.model_copy(update={k: v for k, v in overrides.items() if v is not None})
+    print(f"builds: {pipeline.prune(matrix, dry_run=args.dry_run).summary()}")
+    print(f"data docs: {pipeline.prune_reports(matrix, dry_run=args.dry_run).summary()}")
     return 0
 
 
 def _at_least_one(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of builds, at least 1")
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, at least 1")
     return int(text)
 
 
@@ -116,10 +119,13 @@ def build_parser() -> argparse.ArgumentParser:
     ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
     ingest.set_defaults(func=_ingest)
 
-    prune = subparsers.add_parser("prune", help="remove what builds used before the last N left on this disk")
-    prune.add_argument("--matrix", default="demo", help="matrix whose keep_builds applies (default: demo)")
+    prune = subparsers.add_parser("prune", help="remove what builds used before the last N left on this disk, "
+                                                "and GX Data Docs of all but the newest nights")
+    prune.add_argument("--matrix", default="demo", help="matrix whose keep_* settings apply (default: demo)")
     prune.add_argument("--keep", type=_at_least_one,
                        help="keep the N finished builds used last (default: the matrix's keep_builds)")
+    prune.add_argument("--keep-data-docs", type=_at_least_one, metavar="N",
+                       help="keep the N newest nights' Data Docs (default: the matrix's keep_data_docs)")
     prune.add_argument("--dry-run", action="store_true", help="only list what would go and how much it frees")
     prune.set_defaults(func=_prune)
     for stage in STAGES:

@@ -88,6 +88,7 @@ class Matrix(Strict):
     queue: str = "gpu"
     pool: str = "gpu"
     keep_builds: int = Field(2, ge=1)  # prune: engines and quantized models of the N builds used last stay on disk
+    keep_data_docs: int = Field(30, ge=1)  # prune_reports: GX Data Docs of the N newest nights stay
 
     @model_validator(mode="after")
     def _partial_needs_sweep(self) -> "Matrix":

@@ -187,6 +187,13 @@ def prune(matrix: Matrix, dry_run: bool = False) -> PruneResult:
     return prune_disk(Paths(), matrix.keep_builds, dry_run=dry_run)
 
 
+def prune_reports(matrix: Matrix, dry_run: bool = False) -> PruneResult:
+    """Remove GX Data Docs of nights before the newest keep_data_docs from the reports folder; summaries stay."""
+    from vramwatch.prune import prune_data_docs
+
+    return prune_data_docs(Paths().reports, matrix.keep_data_docs, dry_run=dry_run)
+
+
 # ------------------------------------------------------------------------- dict adapters for scheduler tasks
 # Airflow passes XComs as JSON; these wrap the stages above with record <-> dict conversion and nothing else.
 
@@ -230,3 +237,7 @@ def task_alert(summary: dict[str, Any]) -> int:
 
 def task_prune(matrix_name: str) -> dict[str, Any]:
     return prune(load_matrix(matrix_name)).to_dict()
+
+
+def task_prune_reports(matrix_name: str) -> dict[str, Any]:
+    return prune_reports(load_matrix(matrix_name)).to_dict()

@@ -12,12 +12,17 @@ Each older build goes with what it alone left behind:
     its source tree under paths.cache/src/      unless a kept build was made from the same tree
     paths.models/quantized/*-<commit>.gguf(.json)   unless a kept build has the same llama.cpp commit
 
-Synthetic sources, downloaded models, sdists and reports stay: they do not grow with builds. A build whose key is
-locked (being built or checked right now) is left for the next prune.
+Synthetic sources, downloaded models and sdists stay: they do not grow with builds. A build whose key is locked
+(being built or checked right now) is left for the next prune.
+
+Reports grow with nights instead. A night's GX Data Docs are about 4 MiB, nearly all of it GX's own static assets
+copied again each night, so prune_data_docs keeps them for the newest nights only. The night's summary.md/.html
+(under 0.1 MiB) stays for good, and why a row was quarantined stays in the warehouse.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +32,9 @@ from vramwatch.builds.engine import build_lock
 from vramwatch.config import Paths
 from vramwatch.models.prepare import quantized_tag
 from vramwatch.records import BuildRecord, PruneResult
+
+
+NIGHT = re.compile(r"\d{4}-\d{2}-\d{2}")  # reports/<night>/, as the report and validate stages name it
 
 
 def _say(message: str) -> None:
@@ -99,4 +107,25 @@ def prune(paths: Paths, keep: int, dry_run: bool = False) -> PruneResult:
     result = PruneResult(kept=[b.request.key for b in kept], removed=removed, in_use=in_use, paths=gone,
                          freed_bytes=freed, dry_run=dry_run)
     _say(f"result: {result.summary()}")
+    return result
+
+
+def prune_data_docs(reports: Path, keep: int, dry_run: bool = False) -> PruneResult:
+    """Remove reports/<night>/data_docs of every night before the newest `keep` (see the module doc)."""
+    if keep < 1:
+        raise ValueError("keep must be at least 1: tonight's Data Docs are always kept")
+    nights = sorted((docs.parent.name for docs in reports.glob("*/data_docs") if NIGHT.fullmatch(docs.parent.name)),
+                    reverse=True)
+    freed = 0
+    for night in nights[keep:]:
+        docs = reports / night / "data_docs"
+        size = _size(docs)
+        _say(f"{'would remove' if dry_run else 'removing'} {docs} ({size / 2**20:.1f} MiB)")
+        if not dry_run:
+            _remove(docs)
+        freed += size
+    result = PruneResult(kept=nights[:keep], removed=nights[keep:], in_use=[],
+                         paths=[str(reports / night / "data_docs") for night in nights[keep:]], freed_bytes=freed,
+                         dry_run=dry_run, unit="night")
+    _say(f"data docs: {result.summary()}")
     return result

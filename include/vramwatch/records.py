@@ -422,17 +422,19 @@ class NightSummary(Record):
 
 @dataclass(frozen=True)
 class PruneResult(Record):
-    """What prune removed from a worker's disk, and what it kept."""
+    """What prune removed from a disk, and what it kept: builds (by key) or nights' GX Data Docs (by date)."""
 
-    kept: list[str]  # build keys, newest first
-    removed: list[str]  # build keys
+    kept: list[str]  # build keys or nights, newest first
+    removed: list[str]
     in_use: list[str]  # build keys skipped because their lock was held
     paths: list[str] = field(default_factory=list)  # everything removed (or, dry run, that would be)
     freed_bytes: int = 0
     dry_run: bool = False
+    unit: str = "build"  # what kept and removed hold: "build" or "night"
 
     def summary(self) -> str:
         verb = "would free" if self.dry_run else "freed"
-        return (f"{verb} {self.freed_bytes / 2**30:.1f} GiB: removed {len(self.removed)} build(s), kept "
-                f"{len(self.kept)} ({', '.join(self.kept) or 'none'})"
+        kept = ", ".join(self.kept) if len(self.kept) <= 4 else f"{self.kept[0]} ... {self.kept[-1]}"
+        return (f"{verb} {self.freed_bytes / 2**30:.1f} GiB: removed {len(self.removed)} {self.unit}(s), kept "
+                f"{len(self.kept)} ({kept or 'none'})"
                 + (f", {len(self.in_use)} in use left for next time" if self.in_use else ""))

@@ -83,6 +83,7 @@ def test_nightly_reads_like_the_pipeline(dagbag):
              "detect_regressions", "report", "alert", "prune"]
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
+    assert dag.get_task("prune_reports").upstream_task_ids == {"alert"}
     assert dag.timetable.expression == "0 2 * * *" and str(dag.timetable.timezone) == "UTC"
     assert dag.params["force"] is False
 

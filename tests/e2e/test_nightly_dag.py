@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from vramwatch.config import load_matrix
+
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 pytestmark = pytest.mark.e2e
@@ -36,6 +38,11 @@ def night(tmp_path_factory, demo_models):
     }
     (tmp / "airflow").mkdir()
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
+    for day in range(1, 31):  # 30 earlier nights: with tonight's, one more than the demo matrix keeps Data Docs for
+        night = tmp / "reports" / f"2000-01-{day:02d}"
+        (night / "data_docs").mkdir(parents=True)
+        (night / "data_docs" / "index.html").write_text("<html></html>")
+        (night / "summary.md").write_text("# an earlier night\n")
 
     def dags_test(conf: dict) -> subprocess.CompletedProcess:
         return subprocess.run([AIRFLOW, "dags", "test", "llamacpp_nightly", "--conf", json.dumps(conf)],
@@ -43,7 +50,8 @@ def night(tmp_path_factory, demo_models):
 
     first = dags_test({"force": True})
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    assert "[prune] result: freed" in first.stdout + first.stderr  # the last task ran
+    assert "[prune] result: freed" in first.stdout + first.stderr  # the last tasks ran
+    assert "[prune] data docs: freed" in first.stdout + first.stderr
     return env, tmp, dags_test
 
 
@@ -81,6 +89,15 @@ def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
     assert "| gemma-3-270m | Q4_K_M | baseline |" in quality and "| – |" in quality  # first night: nothing before
     html = (tmp / "reports" / "latest.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
+
+
+def test_tonights_data_docs_push_out_the_oldest_nights(night):
+    _, tmp, _ = night
+    assert load_matrix("demo").keep_data_docs == 30
+    nights = sorted(p.parent.name for p in (tmp / "reports").glob("*/data_docs"))
+    assert len(nights) == 30 and nights[0] == "2000-01-02"
+    assert (tmp / "reports" / nights[-1] / "data_docs" / "index.html").is_file()  # tonight's, built by validate
+    assert (tmp / "reports" / "2000-01-01" / "summary.md").is_file()  # a night's summary stays
 
 
 def test_a_night_without_a_new_build_is_skipped_and_stores_nothing(night):

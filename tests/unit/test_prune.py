@@ -1,5 +1,6 @@
 """prune on a worker's disk laid out the way builds and the models stage leave it: five builds of four llama.cpp
-commits, their wheels, source trees and quantized models; only what the older builds alone left may go."""
+commits, their wheels, source trees and quantized models; only what the older builds alone left may go. And
+prune_data_docs on a reports folder as the validate and report stages leave it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vramwatch.config import Paths
-from vramwatch.prune import prune
+from vramwatch.prune import prune, prune_data_docs
 from vramwatch.records import BuildRecord, BuildRequest
 
 MIB = 1 << 20
@@ -129,15 +130,60 @@ def test_a_build_whose_key_is_locked_is_left_for_next_time(disk):
     assert prune(paths, keep=2).removed == [key]
 
 
-def test_cli_refuses_a_keep_below_one_and_prints_one_line(disk, monkeypatch):
+def _nights(reports: Path, days: range) -> None:
+    """reports/<night>/ as a night leaves it: summary.md/html and GX Data Docs (1 MiB here, about 4 MiB for real)."""
+    for day in days:
+        night = reports / f"2026-11-{day:02d}"
+        _file(night / "data_docs" / "static" / "styles" / "data_docs_default_styles.css", MIB)
+        _file(night / "data_docs" / "index.html", 0)
+        (night / "summary.md").write_text(f"# vramwatch nightly: {night.name}\n")
+        (night / "summary.html").write_text("<html></html>")
+    (reports / "latest.md").write_text("# latest\n")
+
+
+def test_data_docs_of_all_but_the_newest_nights_go_and_summaries_stay(tmp_path):
+    reports = tmp_path / "reports"
+    _nights(reports, range(20, 26))
+    (reports / "2026-11-26").mkdir()  # a night whose validate stage has not run yet
+    _file(reports / "scratch" / "data_docs" / "index.html", MIB)  # not a night: not ours to remove
+
+    result = prune_data_docs(reports, keep=3)
+
+    assert result.kept == ["2026-11-25", "2026-11-24", "2026-11-23"]
+    assert result.removed == ["2026-11-22", "2026-11-21", "2026-11-20"]
+    assert result.freed_bytes == 3 * MIB
+    assert "freed 0.0 GiB: removed 3 night(s), kept 3 (2026-11-25, 2026-11-24, 2026-11-23)" == result.summary()
+    for day in range(20, 26):
+        night = reports / f"2026-11-{day:02d}"
+        assert (night / "data_docs").is_dir() == (day >= 23), night
+        assert (night / "summary.md").is_file() and (night / "summary.html").is_file()
+    assert (reports / "scratch" / "data_docs" / "index.html").is_file() and (reports / "latest.md").is_file()
+    assert prune_data_docs(reports, keep=3).removed == []
+
+
+def test_a_dry_run_of_data_docs_removes_nothing(tmp_path):
+    reports = tmp_path / "reports"
+    _nights(reports, range(1, 6))
+    result = prune_data_docs(reports, keep=2, dry_run=True)
+    assert result.removed == ["2026-11-03", "2026-11-02", "2026-11-01"] and result.freed_bytes == 3 * MIB
+    assert all((reports / f"2026-11-0{day}" / "data_docs").is_dir() for day in range(1, 6))
+
+
+def test_cli_refuses_a_keep_below_one_and_prints_one_line_per_disk_part(disk, monkeypatch):
     paths, _, _ = disk
+    _nights(paths.reports, range(1, 7))
     vramwatch = str(Path(sys.executable).parent / "vramwatch")
     env = {"VRAMWATCH_HOME": str(paths.root), "VRAMWATCH_CACHE_DIR": str(paths.cache), "PATH": "/usr/bin:/bin"}
 
     refused = subprocess.run([vramwatch, "prune", "--keep", "0"], capture_output=True, text=True, env=env)
     assert refused.returncode == 2 and "at least 1" in refused.stderr and "Traceback" not in refused.stderr
 
-    done = subprocess.run([vramwatch, "prune", "--keep", "2", "--dry-run"], capture_output=True, text=True, env=env)
+    refused = subprocess.run([vramwatch, "prune", "--keep-data-docs", "0"], capture_output=True, text=True, env=env)
+    assert refused.returncode == 2 and "at least 1" in refused.stderr and "Traceback" not in refused.stderr
+
+    done = subprocess.run([vramwatch, "prune", "--keep", "2", "--keep-data-docs", "5", "--dry-run"],
+                          capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip().splitlines() == ["would free 0.0 GiB: removed 3 build(s), kept 3 ("
-                                                 + ", ".join(prune(paths, 2, dry_run=True).kept) + ")"]
+    assert done.stdout.strip().splitlines() == [
+        "builds: would free 0.0 GiB: removed 3 build(s), kept 3 (" + ", ".join(prune(paths, 2, dry_run=True).kept) + ")",
+        "data docs: would free 0.0 GiB: removed 1 night(s), kept 5 (2026-11-06 ... 2026-11-02)"]
