@@ -25,20 +25,22 @@ pytestmark = pytest.mark.e2e
 def night(tmp_path_factory, demo_models):
     """One forced demo night in a throwaway Airflow home, warehouse and reports dir."""
     tmp = tmp_path_factory.mktemp("night")
+    matrix = tmp / "demo.yaml"  # builds/ is this checkout's: the night must not prune a developer's other engines
+    matrix.write_text((REPO / "include/vramwatch/matrices/demo.yaml").read_text() + "keep_builds: 1000\n")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp / "airflow"),
         "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp}/airflow/airflow.db",
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "VRAMWATCH_MATRIX": "demo",
+        "VRAMWATCH_MATRIX": str(matrix),
         "VRAMWATCH_WAREHOUSE_URL": f"sqlite:///{tmp}/warehouse.db",
         "VRAMWATCH_REPORTS_DIR": str(tmp / "reports"),
         "PYTHONPATH": str(REPO / "include"),
     }
     (tmp / "airflow").mkdir()
     subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
-    for day in range(1, 31):  # 30 earlier nights: with tonight's, one more than the demo matrix keeps Data Docs for
+    for day in range(1, 31):  # 30 earlier nights: with tonight's, one more than the matrix keeps Data Docs for
         night = tmp / "reports" / f"2000-01-{day:02d}"
         (night / "data_docs").mkdir(parents=True)
         (night / "data_docs" / "index.html").write_text("<html></html>")
@@ -92,8 +94,8 @@ def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
 
 
 def test_tonights_data_docs_push_out_the_oldest_nights(night):
-    _, tmp, _ = night
-    assert load_matrix("demo").keep_data_docs == 30
+    env, tmp, _ = night
+    assert load_matrix(env["VRAMWATCH_MATRIX"]).keep_data_docs == 30
     nights = sorted(p.parent.name for p in (tmp / "reports").glob("*/data_docs"))
     assert len(nights) == 30 and nights[0] == "2000-01-02"
     assert (tmp / "reports" / nights[-1] / "data_docs" / "index.html").is_file()  # tonight's, built by validate
