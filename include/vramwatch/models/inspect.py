@@ -45,6 +45,12 @@ def quant_name(header: GGUFInfo) -> str:
     return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
+def partial_path(path: Path) -> Path:
+    """Where this process writes `path` before renaming it into place: per process, so two runs making one file at
+    once (two DAG runs, the CLI beside the scheduler) never write into each other's bytes."""
+    return path.with_name(f"{path.name}.{os.getpid()}.partial")
+
+
 def sha256_file(path: str | os.PathLike[str]) -> str:
     """sha256 of the file, streamed; remembered beside it (keyed by size and mtime) so big files hash once."""
     path = Path(path)

@@ -18,7 +18,7 @@ from gguf.constants import GGMLQuantizationType
 
 from vramwatch.errors import UserError
 from vramwatch.gguf_file import tensor_bytes
-from vramwatch.models.inspect import read_header
+from vramwatch.models.inspect import partial_path, read_header
 from vramwatch.models.synth import ensure_free_space
 from vramwatch.records import BuildRecord
 
@@ -95,7 +95,7 @@ def quantize_gguf(src: str | os.PathLike[str], quant: str, build: BuildRecord, o
         raise UserError(f"output {out} is the source file", "pass another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
     ensure_free_space(out.parent, src.stat().st_size, f"quantizing {src.name} to {quant}")
-    partial = out.with_name(f"{out.name}.{os.getpid()}.partial")  # per process: two runs may make one file at once
+    partial = partial_path(out)
     print(f"[quantize] {src.name} -> {out.name} ({quant}, llama.cpp {build.llama_cpp_commit})",
           file=sys.stderr, flush=True)
     try:

