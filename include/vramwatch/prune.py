@@ -47,11 +47,17 @@ def _size(path: Path) -> int:
     return sum(p.lstat().st_size for p in path.rglob("*") if not p.is_dir() or p.is_symlink())
 
 
-def _remove(path: Path) -> None:
+def _drop(path: Path, dry_run: bool) -> int:
+    """Remove `path` (a file, link or folder) unless dry_run, saying so; returns the bytes it held."""
+    size = _size(path)
+    _say(f"{'would remove' if dry_run else 'removing'} {path} ({size / 2**20:.1f} MiB)")
+    if dry_run:
+        return size
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path)
     else:
         path.unlink()
+    return size
 
 
 def _last_used(build: BuildRecord, paths: Paths) -> float:
@@ -97,12 +103,8 @@ def prune(paths: Paths, keep: int, dry_run: bool = False) -> PruneResult:
             for path in _leftovers(build, kept, paths):
                 if str(path) in gone:  # two old builds of one commit or source tree share those files
                     continue
-                size = _size(path)
-                _say(f"{'would remove' if dry_run else 'removing'} {path} ({size / 2**20:.0f} MiB)")
-                if not dry_run:
-                    _remove(path)
+                freed += _drop(path, dry_run)
                 gone.append(str(path))
-                freed += size
         removed.append(key)
     result = PruneResult(kept=[b.request.key for b in kept], removed=removed, in_use=in_use, paths=gone,
                          freed_bytes=freed, dry_run=dry_run)
@@ -116,16 +118,9 @@ def prune_data_docs(reports: Path, keep: int, dry_run: bool = False) -> PruneRes
         raise ValueError("keep must be at least 1: tonight's Data Docs are always kept")
     nights = sorted((docs.parent.name for docs in reports.glob("*/data_docs") if NIGHT.fullmatch(docs.parent.name)),
                     reverse=True)
-    freed = 0
-    for night in nights[keep:]:
-        docs = reports / night / "data_docs"
-        size = _size(docs)
-        _say(f"{'would remove' if dry_run else 'removing'} {docs} ({size / 2**20:.1f} MiB)")
-        if not dry_run:
-            _remove(docs)
-        freed += size
-    result = PruneResult(kept=nights[:keep], removed=nights[keep:], in_use=[],
-                         paths=[str(reports / night / "data_docs") for night in nights[keep:]], freed_bytes=freed,
-                         dry_run=dry_run, unit="night")
+    gone = [reports / night / "data_docs" for night in nights[keep:]]
+    freed = sum(_drop(docs, dry_run) for docs in gone)
+    result = PruneResult(kept=nights[:keep], removed=nights[keep:], in_use=[], paths=[str(d) for d in gone],
+                         freed_bytes=freed, dry_run=dry_run, unit="night")
     _say(f"data docs: {result.summary()}")
     return result
