@@ -24,9 +24,9 @@ from vramwatch.records import (
     RunRecord,
     TestResult,
 )
-from vramwatch.regress import regressions
-from vramwatch.report import write_report
-from vramwatch.warehouse import flatten
+from vramwatch.regress.detect import regressions
+from vramwatch.report.write import write_report
+from vramwatch.rows import flatten
 
 NIGHTS, MODELS, QUANTS, MODES = 3 * 365, 10, ("Q2_K", "Q3_K_M", "Q4_K_M", "Q6_K", "Q8_0"), ("baseline", "offload")
 GPU = Fingerprint(gpu_name="NVIDIA H100 80GB HBM3", gpu_count=1, gpu_driver="580.65.06", cuda_version="13.0",

@@ -15,14 +15,14 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "include"), str(REPO / "tests" / "unit")]
+sys.path[:0] = [str(REPO / "include"), str(REPO / "tests")]
 
-from sample_results import night  # noqa: E402  (realistic records, shared with the tests)
 from sqlalchemy import create_engine  # noqa: E402
 from sqlalchemy.exc import OperationalError  # noqa: E402
+from support.samples import night  # noqa: E402  (realistic records, shared with the tests)
 
 from vramwatch.records import BuildRecord, BuildRequest, ValidatedNight  # noqa: E402
-from vramwatch.warehouse import Warehouse  # noqa: E402
+from vramwatch.warehouse.store import Warehouse
 from vramwatch.warehouse.tempdb import temporary_database  # noqa: E402
 
 POSTGRES = os.environ.get("VRAMWATCH_BENCH_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")

@@ -24,12 +24,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
-from vramwatch.bench import run_config  # noqa: E402
-from vramwatch.bench.cli import model_file  # noqa: E402
 from vramwatch.bench.placement import override_patterns  # noqa: E402
-from vramwatch.builds import newest_engine  # noqa: E402
+from vramwatch.bench.runner import run_config
+from vramwatch.builds.engine import newest_engine
 from vramwatch.builds.llama_bench import llama_bench_env  # noqa: E402
 from vramwatch.config import Paths  # noqa: E402
+from vramwatch.models.inspect import model_file  # noqa: E402
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord  # noqa: E402
 
 

@@ -35,9 +35,9 @@ def _night(dag_run) -> str:
 
 
 def _alert_on_failure(context: dict) -> None:
-    from vramwatch.alerts.airflow_notifiers import notify_dag_failure
+    from vramwatch import pipeline
 
-    notify_dag_failure(context)
+    pipeline.task_failure_alert(context)
 
 
 @dag(

@@ -13,7 +13,7 @@ from __future__ import annotations
 from airflow.plugins_manager import AirflowPlugin
 from fastapi import Request
 
-from vramwatch.ui import create_app
+from vramwatch.ui.app import create_app
 
 URL_PREFIX = "/vramwatch"
 

@@ -30,7 +30,7 @@ sys.path.insert(0, str(REPO / "include"))
 
 from vramwatch import pipeline  # noqa: E402
 from vramwatch.config import Matrix, Paths, SynthSource, load_matrix  # noqa: E402
-from vramwatch.models import prepare  # noqa: E402
+from vramwatch.models import prepare
 from vramwatch.models.specs import get_spec  # noqa: E402
 from vramwatch.models.synth import file_name, planned_file_bytes  # noqa: E402
 from vramwatch.records import MeasuredNight  # noqa: E402

@@ -5,15 +5,25 @@ An invalid matrix raises `MatrixError` whose message names the field, so a bad e
 
 from __future__ import annotations
 
+import difflib
 import os
+import typing
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
 
 from vramwatch.errors import UserError
-from vramwatch.records import BenchConfig, GenerationTest, ModelFile
+from vramwatch.records import (
+    KNOB_NAMES,
+    QUANT_TYPES,
+    BenchConfig,
+    BenchKnobs,
+    Mode,
+    ModelFile,
+    knob_problems,
+)
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MATRIX_DIR = Path(__file__).with_name("matrices")
@@ -53,7 +63,7 @@ class ModelEntry(Strict):
     name: str
     source: SynthSource | PathSource | HubSource | PackageSource
     quants: list[str] | None = None  # None = the matrix's quants; ["native"] = bench the file as it is
-    modes: list[Literal["baseline", "offload", "partial"]] | None = None
+    modes: list[Mode] | None = None
     quality: bool = False  # record perplexity and greedy hash: meaningful only for real weights
 
 
@@ -67,37 +77,58 @@ class BuildSource(Strict):
     build_llama_bench: bool = False
 
 
-class Matrix(Strict):
+def _did_you_mean(quant: str) -> str:
+    close = difflib.get_close_matches(quant.upper(), QUANT_TYPES, n=2, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else f" (known: {', '.join(QUANT_TYPES)})"
+
+
+def _knob_fields() -> dict[str, Any]:
+    """The matrix's bench settings: BenchKnobs' fields with their defaults (declared there, and only there)."""
+    hints = typing.get_type_hints(BenchKnobs)
+    defaults = BenchKnobs()
+    return {name: (hints[name], getattr(defaults, name)) for name in KNOB_NAMES}
+
+
+# Strict plus one field per bench knob: the base the matrix adds its own fields to.
+_MatrixKnobs = create_model("_MatrixKnobs", __base__=Strict, **_knob_fields())
+
+
+class Matrix(_MatrixKnobs):
+    """One benchmark matrix. Besides the fields below it takes every bench knob (n_prompt, n_ctx, reps, ...: see
+    records.BenchKnobs), which every config of the matrix gets."""
+
     name: str
     build: BuildSource = BuildSource()
     models: list[ModelEntry] = Field(min_length=1)
     quants: list[str] = Field(min_length=1)
-    modes: list[Literal["baseline", "offload", "partial"]] = Field(min_length=1)
+    modes: list[Mode] = Field(min_length=1)
     n_cpu_moe_sweep: list[int] = []
-    reps: int = Field(5, ge=1)
-    n_prompt: int = Field(512, ge=1)
-    n_gen: int = Field(128, ge=1)
-    n_ctx: int = Field(4096, ge=64)
-    n_batch: int = 2048
-    n_ubatch: int = 512
-    n_threads: int = 0
-    flash_attn: Literal["auto", "on", "off"] = "auto"
-    use_mmap: bool = True
-    generation: GenerationTest | None = GenerationTest()
-    timeout_s: float = Field(900, gt=0)
     queue: str = "gpu"
     pool: str = "gpu"
     keep_builds: int = Field(2, ge=1)  # prune: engines and quantized models of the N builds used last stay on disk
     keep_data_docs: int = Field(30, ge=1)  # prune_reports: GX Data Docs of the N newest nights stay
 
+    @field_validator("flash_attn", mode="before")
+    @classmethod
+    def _yaml_on_off(cls, value: Any) -> Any:
+        """YAML reads a bare on/off as a boolean: take it as the setting it spells."""
+        return {True: "on", False: "off"}.get(value, value) if isinstance(value, bool) else value
+
     @model_validator(mode="after")
-    def _partial_needs_sweep(self) -> "Matrix":
+    def _consistent(self) -> "Matrix":
+        problems = knob_problems(self)
         wants_partial = "partial" in self.modes or any("partial" in (m.modes or []) for m in self.models)
         if wants_partial and not self.n_cpu_moe_sweep:
-            raise ValueError("mode 'partial' needs n_cpu_moe_sweep (e.g. [4, 8, 12])")
+            problems.append("n_cpu_moe_sweep: mode 'partial' needs it (e.g. [4, 8, 12])")
+        problems += [f"n_cpu_moe_sweep: {n} layers: use at least 1" for n in self.n_cpu_moe_sweep if n < 1]
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
-            raise ValueError(f"model names must be unique: {names}")
+            problems.append(f"models: names must be unique, got {names}")
+        for where, quants in [("quants", self.quants)] + [(f"models.{m.name}.quants", m.quants or []) for m in self.models]:
+            problems += [f"{where}: {quant!r} is not a llama.cpp file type{_did_you_mean(quant)}"
+                         for quant in quants if quant not in QUANT_TYPES]
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     def quants_for(self, entry: ModelEntry) -> list[str]:
@@ -105,11 +136,8 @@ class Matrix(Strict):
 
     def bench_configs(self, model: ModelFile, entry: ModelEntry) -> list[BenchConfig]:
         """Every config to bench for one model file, in a stable order."""
-        common = dict(
-            model=model, n_prompt=self.n_prompt, n_gen=self.n_gen, reps=self.reps, n_ctx=self.n_ctx,
-            n_batch=self.n_batch, n_ubatch=self.n_ubatch, n_threads=self.n_threads, flash_attn=self.flash_attn,
-            use_mmap=self.use_mmap, generation=self.generation, timeout_s=self.timeout_s, quality=entry.quality,
-        )
+        common = {name: getattr(self, name) for name in KNOB_NAMES}
+        common.update(model=model, quality=entry.quality)
         configs = []
         for mode in entry.modes or self.modes:
             if mode == "partial":
@@ -134,10 +162,16 @@ def load_matrix(name_or_path: str | os.PathLike[str]) -> Matrix:
     try:
         return Matrix.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(_problem(err) for err in exc.errors())
         raise MatrixError(f"{path}: {problems}") from None
+
+
+def _problem(error: Any) -> str:
+    """One pydantic error as "field: why"; the matrix's own checks (no location) already name their fields."""
+    where = ".".join(str(p) for p in error["loc"])
+    if not where and error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    return f"{where or '(top level)'}: {error['msg']}"
 
 
 class Paths:

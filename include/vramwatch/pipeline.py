@@ -7,14 +7,14 @@ Airflow import here: the library runs without it.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vramwatch.config import Matrix, Paths, load_matrix
 from vramwatch.errors import UserError
+from vramwatch.progress import for_stage
 from vramwatch.records import (
     BenchConfig,
     BenchResult,
@@ -24,23 +24,34 @@ from vramwatch.records import (
     MeasuredNight,
     NightSummary,
     PruneResult,
+    RunRecord,
     ValidatedNight,
 )
+
+if TYPE_CHECKING:
+    from vramwatch.warehouse.store import Warehouse
 
 
 class BuildFailed(RuntimeError):
     """The build under test did not build: the night stops here, loudly, and stores no results."""
 
 
-def _say(message: str) -> None:
-    print(f"[vramwatch] {message}", file=sys.stderr, flush=True)
+_say = for_stage("vramwatch")
 
 
-def detect_build(matrix: Matrix, force: bool = False) -> BuildCheck:
-    from vramwatch.builds import check_for_new_build
-    from vramwatch.warehouse import Warehouse
+def _open(warehouse: Warehouse | None) -> Warehouse:
+    """The caller's warehouse, or one opened now: a task opens its own, a whole night shares one."""
+    if warehouse is not None:
+        return warehouse
+    from vramwatch.warehouse.store import Warehouse
 
-    last = Warehouse().last_benchmarked_version(matrix.build.source)
+    return Warehouse()
+
+
+def detect_build(matrix: Matrix, force: bool = False, warehouse: Warehouse | None = None) -> BuildCheck:
+    from vramwatch.builds.detect import check_for_new_build
+
+    last = _open(warehouse).last_benchmarked_version(matrix.build.source)
     check = check_for_new_build(matrix.build, last, force=force)
     verdict = "new build" if check.is_new else ("forced run" if check.forced else "no new build: skipping the night")
     _say(f"detect_build: latest {check.latest}, last benchmarked {check.last_benchmarked or 'none'} -> {verdict}")
@@ -50,28 +61,27 @@ def detect_build(matrix: Matrix, force: bool = False) -> BuildCheck:
 def build_engine(matrix: Matrix, version: str, record_build: bool = True) -> BuildRecord:
     """Build (or reuse) the engine. Every attempt is recorded, failures too, unless the caller has no warehouse
     (a GPU worker running `vramwatch measure`: ingest records the build later)."""
-    from vramwatch.builds import build_engine as build
+    from vramwatch.builds.engine import build_engine as build
 
     record = build(matrix.build, version, Paths())
     if record_build:
-        from vramwatch.warehouse import Warehouse
-
-        Warehouse().store_build(record)
+        _open(None).store_build(record)
     if not record.ok:
         raise BuildFailed(f"build {record.request.key} failed: {record.error}")
     return record
 
 
 def prepare_models(matrix: Matrix, build: BuildRecord) -> list[BenchConfig]:
-    from vramwatch.models import prepare_models as prepare
+    from vramwatch.models.prepare import prepare_models as prepare
 
-    configs = [config for entry, model in prepare(matrix, build, Paths()) for config in matrix.bench_configs(model, entry)]
+    configs = [config for entry, model in prepare(matrix, build, Paths())
+               for config in matrix.bench_configs(model, entry)]
     _say(f"prepare_models: {len(configs)} bench configs")
     return configs
 
 
 def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
-    from vramwatch.bench import run_config
+    from vramwatch.bench.runner import run_config
 
     result = run_config(config, build)
     _say(f"bench {config.config_id}: {result.status}" + (f" ({result.error})" if result.error else ""))
@@ -79,7 +89,7 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
 
 
 def validate(results: list[BenchResult], night: str) -> ValidatedNight:
-    from vramwatch.validate import validate_night
+    from vramwatch.validate.gate import validate_night
 
     data_docs = Paths().reports / night / "data_docs"
     validated = validate_night(results, data_docs_dir=data_docs)
@@ -87,10 +97,9 @@ def validate(results: list[BenchResult], night: str) -> ValidatedNight:
     return validated
 
 
-def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight, trigger: str) -> int:
-    from vramwatch.warehouse import Warehouse
-
-    warehouse = Warehouse()
+def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight, trigger: str,
+          warehouse: Warehouse | None = None) -> int:
+    warehouse = _open(warehouse)
     warehouse.start_run(run_id, night, build, trigger)
     stored = warehouse.store_night(run_id, validated)
     warehouse.finish_run(run_id, "stored")
@@ -98,25 +107,45 @@ def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight
     return stored
 
 
-def detect_regressions(run_id: str, build: BuildRecord) -> list[Incident]:
-    from vramwatch.regress import detect_for_run
-    from vramwatch.warehouse import Warehouse
+def detect_regressions(run_id: str, build: BuildRecord | None, warehouse: Warehouse | None = None,
+                       save: bool = True) -> list[Incident]:
+    """Tonight's incidents for a stored run. With a build, a suspect throughput drop is benched again on it first;
+    save False stores nothing (what would tonight's incidents be?)."""
+    from vramwatch.regress.detect import detect_for_run
 
     def rerun(config: BenchConfig) -> BenchResult:
         return bench(config, build)
 
-    incidents = detect_for_run(Warehouse(), run_id, rerun=rerun)
+    incidents = detect_for_run(_open(warehouse), run_id, rerun=rerun if build else None, save=save)
     _say(f"detect_regressions: {sum(i.is_new for i in incidents)} new, {len(incidents)} open")
     return incidents
 
 
-def report(run_id: str, incidents: list[Incident]) -> NightSummary:
-    from vramwatch.report import report_for_run
-    from vramwatch.warehouse import Warehouse
+def report(run_id: str, incidents: list[Incident], warehouse: Warehouse | None = None) -> NightSummary:
+    from vramwatch.report.write import report_for_run
 
-    summary = report_for_run(Warehouse(), run_id, incidents, Paths().reports)
+    summary = report_for_run(_open(warehouse), run_id, incidents, Paths().reports)
     _say(f"report: {summary.report_md}")
     return summary
+
+
+def stored_run(warehouse: Warehouse, run_id: str | None = None, night: str | None = None) -> RunRecord:
+    """The run a command asked for (by id, or a night's latest), else the latest that stored results."""
+    run = warehouse.run(run_id) if run_id else warehouse.latest_run(night)
+    if run is None or not run.n_results:
+        wanted = f"run {run_id}" if run_id else f"night {night}" if night else "any run"
+        raise UserError(f"the warehouse holds no results for {wanted}", "run the nightly first, or pick another run")
+    return run
+
+
+def report_again(run_id: str | None = None, night: str | None = None) -> NightSummary:
+    """Write a stored run's report again (its night's latest run, or the latest run with results), with the incidents
+    still open in its environments and those opened that night."""
+    warehouse = _open(None)
+    run = stored_run(warehouse, run_id, night)
+    incidents = [i for env in warehouse.run_environments(run.run_id) for i in warehouse.incidents(env)
+                 if not i.is_closed or i.opened_night == run.night]
+    return report(run.run_id, incidents, warehouse)
 
 
 def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> MeasuredNight:
@@ -141,18 +170,17 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str,
            stage_seconds: dict[str, float] | None = None) -> NightSummary:
     """The CPU half of a night: what the DAG does after the bench tasks. Each stage's wall time is said and, when the
     caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds)."""
-    from vramwatch.warehouse import Warehouse
-
     seconds = {} if stage_seconds is None else stage_seconds
-    Warehouse().store_build(measured.build)
+    warehouse = _open(None)
+    warehouse.store_build(measured.build)
     with _timed(seconds, "validate"):
         validated = validate(measured.results, night)
     with _timed(seconds, "store"):
-        store(run_id, night, measured.build, validated, trigger)
+        store(run_id, night, measured.build, validated, trigger, warehouse)
     with _timed(seconds, "detect_regressions"):
-        incidents = detect_regressions(run_id, measured.build)
+        incidents = detect_regressions(run_id, measured.build, warehouse)
     with _timed(seconds, "report"):
-        summary = report(run_id, incidents)
+        summary = report(run_id, incidents, warehouse)
     with _timed(seconds, "alert"):
         alert(summary)
     return summary
@@ -173,7 +201,7 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def alert(summary: NightSummary) -> int:
-    from vramwatch.alerts import AlertChannels, send_alerts
+    from vramwatch.alerts.delivery import AlertChannels, send_alerts
 
     sent = send_alerts(summary, AlertChannels.from_env())
     _say(f"alert: {sent} alert(s) sent")
@@ -233,6 +261,14 @@ def task_report(run_id: str, incidents: list[dict[str, Any]]) -> dict[str, Any]:
 
 def task_alert(summary: dict[str, Any]) -> int:
     return alert(NightSummary.from_dict(summary))
+
+
+def task_failure_alert(context: dict[str, Any]) -> int:
+    """The DAG's failure callback: a night that did not finish alerts where regressions do."""
+    from vramwatch.alerts.delivery import AlertChannels, deliver
+    from vramwatch.alerts.messages import failure_from_context
+
+    return deliver(failure_from_context(context), AlertChannels.from_env())
 
 
 def task_prune(matrix_name: str) -> dict[str, Any]:

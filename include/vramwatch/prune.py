@@ -24,21 +24,18 @@ from __future__ import annotations
 
 import re
 import shutil
-import sys
 from pathlib import Path
 
-from vramwatch.builds import list_builds
-from vramwatch.builds.engine import build_lock
+from vramwatch.builds.engine import build_lock, list_builds
 from vramwatch.config import Paths
 from vramwatch.models.prepare import quantized_tag
+from vramwatch.progress import for_stage
 from vramwatch.records import BuildRecord, PruneResult
-
 
 NIGHT = re.compile(r"\d{4}-\d{2}-\d{2}")  # reports/<night>/, as the report and validate stages name it
 
 
-def _say(message: str) -> None:
-    print(f"[prune] {message}", file=sys.stderr, flush=True)
+_say = for_stage("prune")
 
 
 def _size(path: Path) -> int:

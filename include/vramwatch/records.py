@@ -8,6 +8,7 @@ llama-cpp-python and numpy but none of our other dependencies. Every record roun
 from __future__ import annotations
 
 import dataclasses
+import enum
 import json
 import types
 import typing
@@ -15,11 +16,27 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 Mode = Literal["baseline", "offload", "partial"]
-MODES: tuple[str, ...] = ("baseline", "offload", "partial")
+MODES: tuple[Mode, ...] = typing.get_args(Mode)
+OFFLOAD_MODES: tuple[Mode, ...] = ("offload", "partial")  # the modes that keep (some) experts in CPU memory
+SEED_MODES: tuple[Mode, ...] = ("baseline", "offload")  # the seed table's two columns
 
 # Outcome of one bench config. `ok` is the only status that carries measurements.
 Status = Literal["ok", "oom", "timeout", "crashed", "invalid_model", "not_applicable"]
-STATUSES: tuple[str, ...] = ("ok", "oom", "timeout", "crashed", "invalid_model", "not_applicable")
+STATUSES: tuple[Status, ...] = typing.get_args(Status)
+
+FlashAttn = Literal["auto", "on", "off"]
+FLASH_ATTN: tuple[FlashAttn, ...] = typing.get_args(FlashAttn)
+# KV cache types llama.cpp accepts for type_k / type_v (ggml type names, as llama-bench's -ctk / -ctv take them).
+KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+# llama.cpp file types a matrix may ask for (llama_ftype names without LLAMA_FTYPE_MOSTLY_), plus "native": bench
+# the source file as it is. A test keeps them equal to the pinned engine's own table.
+QUANT_TYPES = (
+    "native", "F32", "F16", "BF16", "Q1_0", "Q2_0", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q2_K_S", "Q3_K_S",
+    "Q3_K_M", "Q3_K_L", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS",
+    "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE",
+    "NVFP4",
+)
+RESULT_MARKER = "VRAMWATCH_RESULT "  # starts the bench child's one result line on stdout
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -165,12 +182,13 @@ class GenerationTest(Record):
 
 
 @dataclass(frozen=True)
-class BenchConfig(Record):
-    """One test instance, as llama-bench has one: every knob that changes the numbers is a field here."""
+class BenchKnobs(Record):
+    """Every setting of a bench that changes its numbers, with its default: the one place both are declared.
 
-    model: ModelFile
-    mode: str  # baseline | offload | partial
-    n_cpu_moe: int = 0  # partial mode: experts of layers [0, n_cpu_moe) in CPU memory
+    The matrix takes these fields (config.Matrix derives its own from here), BenchConfig carries them, and
+    `knob_problems` is the one check of them, run where a matrix loads, by the CLI and by the bench child.
+    """
+
     n_prompt: int = 512
     n_gen: int = 128
     reps: int = 5
@@ -179,19 +197,63 @@ class BenchConfig(Record):
     n_ubatch: int = 512
     n_threads: int = 0  # 0 = physical cores of the bench machine
     n_gpu_layers: int = 999
-    flash_attn: str = "auto"  # auto | on | off
+    flash_attn: FlashAttn = "auto"
     use_mmap: bool = True
     type_k: str = "f16"
     type_v: str = "f16"
     generation: GenerationTest | None = field(default_factory=GenerationTest)
     timeout_s: float = 900.0
+
+
+KNOB_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BenchKnobs))
+
+
+def knob_problems(knobs: Any) -> list[str]:
+    """What is wrong with a set of bench knobs (a BenchKnobs, BenchConfig or Matrix), one "field: why" each."""
+    problems = [f"{name}: must be at least 1, got {getattr(knobs, name)}"
+                for name in ("n_prompt", "n_gen", "reps", "n_batch", "n_ubatch") if getattr(knobs, name) < 1]
+    if knobs.n_prompt + 1 > knobs.n_ctx:
+        problems.append(f"n_prompt: {knobs.n_prompt} prompt tokens plus one generated do not fit n_ctx {knobs.n_ctx}")
+    if knobs.n_gen > knobs.n_ctx:
+        problems.append(f"n_gen: {knobs.n_gen} tokens do not fit n_ctx {knobs.n_ctx}")
+    if knobs.n_threads < 0:
+        problems.append(f"n_threads: must be 0 (physical cores) or more, got {knobs.n_threads}")
+    if knobs.flash_attn not in FLASH_ATTN:
+        problems.append(f"flash_attn: {knobs.flash_attn!r} is not one of {', '.join(FLASH_ATTN)}")
+    problems += [f"{name}: {getattr(knobs, name)!r} is not a KV type llama.cpp knows ({', '.join(KV_TYPES)})"
+                 for name in ("type_k", "type_v") if getattr(knobs, name) not in KV_TYPES]
+    if not knobs.timeout_s > 0:
+        problems.append(f"timeout_s: must be above 0, got {knobs.timeout_s}")
+    return problems
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchConfig(BenchKnobs):
+    """One test instance, as llama-bench has one: a model file in a mode, with every knob that changes the numbers."""
+
+    model: ModelFile
+    mode: Mode
+    n_cpu_moe: int = 0  # partial mode: experts of layers [0, n_cpu_moe) in CPU memory
     quality: bool = False  # also measure perplexity and a greedy continuation (real weights only)
+
+    @property
+    def mode_label(self) -> str:
+        """The mode as tables name it: partial mode with its layer count (partial4)."""
+        return f"partial{self.n_cpu_moe}" if self.mode == "partial" else self.mode
 
     @property
     def config_id(self) -> str:
         """Stable identity of a config across nights: what history and regressions are keyed by."""
-        mode = f"partial{self.n_cpu_moe}" if self.mode == "partial" else self.mode
-        return f"{self.model.model}/{self.model.quant}/{mode}"
+        return f"{self.model.model}/{self.model.quant}/{self.mode_label}"
+
+    def problems(self) -> list[str]:
+        """knob_problems, plus what the mode needs."""
+        found = knob_problems(self)
+        if self.mode not in MODES:
+            found.append(f"mode: {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.mode == "partial" and self.n_cpu_moe < 1:
+            found.append(f"n_cpu_moe: partial mode needs at least 1 layer, got {self.n_cpu_moe}")
+        return found
 
 
 @dataclass(frozen=True)
@@ -301,7 +363,7 @@ class BenchResult(Record):
     """What one bench child reports for one config. Only `status == "ok"` rows carry measurements."""
 
     config: BenchConfig
-    status: str
+    status: Status
     error: str = ""
     pp: TestResult | None = None
     tg: TestResult | None = None
@@ -378,12 +440,25 @@ OPEN, RESOLVED, ACCEPTED = "open", "resolved", "accepted"
 CLOSED_STATES = (RESOLVED, ACCEPTED)
 
 
+class IncidentKind(enum.StrEnum):
+    """What an incident is about; the detectors in vramwatch.regress produce these."""
+
+    VRAM = "vram"
+    VRAM_IMPROVED = "vram_improved"
+    THROUGHPUT = "throughput"
+    STOPPED_FITTING = "stopped_fitting"  # ok -> oom
+    FAILING = "failing"  # ok -> timeout, crashed, ...
+    QUARANTINED = "quarantined"  # ran, but validation kept its row out of history
+    VANISHED = "vanished"  # in the previous run, absent tonight
+    OFFLOAD_STOPPED = "offload_stopped"  # an offload run whose override moved no tensor
+
+
 @dataclass(frozen=True)
 class Incident(Record):
     """A persistent regression of one kind, across the configs that share it."""
 
     incident_id: int | None
-    kind: str  # vram, vram_improved, throughput, stopped_fitting, failing, quarantined, vanished, offload_stopped
+    kind: str  # an IncidentKind
     metric: str  # e.g. gpu_model_mib, tg_avg_ts
     state: str  # one of the states above
     configs: list[str]

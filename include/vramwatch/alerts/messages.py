@@ -58,3 +58,14 @@ def failure_alert(night: str, run_id: str, failed: str, error: str, log_url: str
     payload = {"event": "failure", "night": night, "run_id": run_id, "failed": failed, "error": error,
                "log_url": log_url}
     return Alert(subject=subject, text="\n".join(lines), payload=payload)
+
+
+def failure_from_context(context: dict[str, Any]) -> Alert:
+    """The failure alert for an Airflow failure callback's context (read as a plain dict: no Airflow import)."""
+    ti = context.get("ti") or context.get("task_instance")
+    dag_run = context.get("dag_run")
+    night = str(context.get("ds") or getattr(dag_run, "logical_date", "") or "")[:10]
+    return failure_alert(night=night, run_id=str(context.get("run_id") or getattr(dag_run, "run_id", "")),
+                         failed=str(getattr(ti, "task_id", "") or "the DAG run"),
+                         error=str(context.get("exception") or context.get("reason") or ""),
+                         log_url=str(getattr(ti, "log_url", "") or ""))

@@ -4,7 +4,7 @@ Run as `<engine python> -m vramwatch.bench.child` with PYTHONPATH=<repo>/include
 numpy, llama_cpp, vramwatch.records and vramwatch.gguf_file (plus this package's own modules) and, if present,
 pynvml. It drives llama.cpp through the low-level API so that placement (tensor buffer-type overrides) and
 timing (llama-bench's method: warm-up, then pp and tg repetitions with llama_synchronize) are ours, and it proves
-placement from llama.cpp's own DEBUG log. Progress goes to stderr; the result line starts with MARKER so nothing
+placement from llama.cpp's own DEBUG log. Progress goes to stderr; the result line starts with RESULT_MARKER so nothing
 else printed to stdout (a library's stray print) can be mistaken for it.
 """
 
@@ -29,10 +29,12 @@ from typing import Any
 import llama_cpp  # noqa: I001
 import numpy as np
 
-from vramwatch.bench import MARKER, host, llama_log, placement, quality
+from vramwatch.bench import host, llama_log, placement, quality
 from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
 from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
+from vramwatch.progress import for_stage
 from vramwatch.records import (
+    RESULT_MARKER,
     BenchConfig,
     BenchResult,
     Fingerprint,
@@ -44,11 +46,12 @@ from vramwatch.records import (
     TestResult,
 )
 
-# KV cache types a user may name (llama.cpp's --cache-type-k/v values) -> ggml_type ids.
-KV_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "iq4_nl": 20}
-FLASH_ATTN = {"auto": -1, "off": 0, "on": 1}  # llama_flash_attn_type
+# ggml_type ids of the KV cache types a config may name (records.KV_TYPES), and llama_flash_attn_type values.
+GGML_KV_TYPE = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "iq4_nl": 20}
+FLASH_ATTN_TYPE = {"auto": -1, "off": 0, "on": 1}
 LOAD_MODE_NONE, LOAD_MODE_MMAP = 0, 1  # llama_load_mode, where the struct has it instead of use_mmap
 TOKEN_SEED = 1234  # random prompt tokens, the same every run
+say = for_stage("bench")
 
 
 class BenchFailure(Exception):
@@ -58,10 +61,6 @@ class BenchFailure(Exception):
         super().__init__(error)
         self.status = status
         self.error = " ".join(error.split())[:500]
-
-
-def say(message: str) -> None:
-    print(f"[bench] {message}", file=sys.stderr, flush=True)
 
 
 class _BuftOverride(ctypes.Structure):
@@ -111,6 +110,9 @@ class Bench:
 
     def _run(self) -> dict[str, Any]:
         config = self.config
+        problems = config.problems()  # the matrix loader checked these too; a hand-written config may not have been
+        if problems:
+            raise BenchFailure("crashed", "; ".join(problems))
         nvml = Nvml.open()  # before llama.cpp touches the GPU: "before" is the device without us
         used_before = [nvml.used_mib(i) for i in range(len(nvml.handles))] if nvml else []
         info = self._read_model()
@@ -167,8 +169,6 @@ class Bench:
         config = self.config
         if config.mode == "baseline":
             return set()
-        if config.mode not in ("offload", "partial"):
-            raise BenchFailure("crashed", f"unknown mode {config.mode!r}: use baseline, offload or partial")
         if not info.expert_tensors():
             raise BenchFailure("not_applicable", f"{config.mode}: dense model ({info.arch}) has no expert tensors")
         moved = {t.name for t in placement.moved_tensors(info, config.mode, config.n_cpu_moe)}
@@ -259,16 +259,11 @@ class Bench:
         params.n_ctx, params.n_batch, params.n_ubatch = config.n_ctx, config.n_batch, config.n_ubatch
         params.n_threads = params.n_threads_batch = self.n_threads
         names = {name for name, _ in params._fields_}
-        if config.flash_attn not in FLASH_ATTN:
-            raise BenchFailure("crashed", f"flash_attn {config.flash_attn!r}: use auto, on or off")
         if "flash_attn_type" in names:
-            params.flash_attn_type = FLASH_ATTN[config.flash_attn]
+            params.flash_attn_type = FLASH_ATTN_TYPE[config.flash_attn]
         else:  # older llama.cpp: a bool, no auto
             params.flash_attn = config.flash_attn == "on"
-        for field_name, kv_type in (("type_k", config.type_k), ("type_v", config.type_v)):
-            if kv_type.lower() not in KV_TYPES:
-                raise BenchFailure("crashed", f"KV cache type {kv_type!r}: use one of {', '.join(KV_TYPES)}")
-            setattr(params, field_name, KV_TYPES[kv_type.lower()])
+        params.type_k, params.type_v = GGML_KV_TYPE[config.type_k], GGML_KV_TYPE[config.type_v]
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             problems = self.log.problems()
@@ -293,9 +288,6 @@ class Bench:
     def _time(self, llama_cpp: Any, ctx: int) -> tuple[TestResult, TestResult]:
         """llama-bench's method: one uncounted pp + tg warm-up, then `reps` of each from an empty cache."""
         config = self.config
-        if config.n_prompt + 1 > config.n_ctx or config.n_gen > config.n_ctx:
-            raise BenchFailure("crashed", f"n_prompt {config.n_prompt} / n_gen {config.n_gen} do not fit n_ctx "
-                                          f"{config.n_ctx}")
         decoder = _Decoder(llama_cpp, ctx, max(config.n_batch, 1))
         try:
             say("warm-up")
@@ -526,7 +518,7 @@ def main() -> int:
         say(f"cannot read the BenchConfig JSON on stdin: {exc}")
         return 2
     result = Bench(config).run()
-    print(MARKER + result.to_json(), flush=True)
+    print(RESULT_MARKER + result.to_json(), flush=True)
     return 0
 
 

@@ -18,11 +18,10 @@ from pathlib import Path
 from typing import TextIO
 
 import vramwatch
-from vramwatch.bench import MARKER, host, llama_log
+from vramwatch.bench import host, llama_log
 from vramwatch.bench.gpu import Nvml
 from vramwatch.gguf_file import GGUFError, read_gguf
-from vramwatch.records import BenchConfig, BenchResult, BuildRecord, Fingerprint
-
+from vramwatch.records import RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint
 
 INCLUDE_DIR = Path(vramwatch.__file__).resolve().parents[1]
 STDERR_TAIL = 50
@@ -83,7 +82,7 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
         for reader in readers:
             reader.join(timeout=5)
 
-    results = [line[len(MARKER):] for line in stdout if line.startswith(MARKER)]
+    results = [line[len(RESULT_MARKER):] for line in stdout if line.startswith(RESULT_MARKER)]
     if results:
         try:
             return BenchResult.from_json(results[-1])

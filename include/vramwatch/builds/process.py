@@ -14,6 +14,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from vramwatch.progress import for_stage
+
 TAIL_LINES = 40
 
 # The first line matching the earliest pattern in this list names the cause; later errors are usually fallout.
@@ -34,8 +36,7 @@ class StepFailed(Exception):
         self.log_tail = log_tail
 
 
-def say(message: str) -> None:
-    print(f"[builds] {message}", file=sys.stderr, flush=True)
+say = for_stage("builds")
 
 
 def failure_cause(lines: Sequence[str]) -> str:

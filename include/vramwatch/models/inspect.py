@@ -99,11 +99,6 @@ def inspect_gguf(path: str | os.PathLike[str], *, model: str = "", quant: str = 
     )
 
 
-def tensor_sizes(path: str | os.PathLike[str]) -> dict[str, int]:
-    """Bytes of each tensor in the file, by name."""
-    return {t.name: t.n_bytes for t in read_header(path).tensors}
-
-
 def active_bytes_per_token(path: str | os.PathLike[str]) -> tuple[int, int]:
     """(total_active, expert_active): weight bytes one decoded token reads (gguf_file.token_reads).
 
@@ -112,3 +107,13 @@ def active_bytes_per_token(path: str | os.PathLike[str]) -> tuple[int, int]:
     """
     reads = token_reads(read_header(path))
     return reads.total, reads.experts
+
+
+def model_file(path: str | os.PathLike[str]) -> ModelFile:
+    """The record of a file to bench; a missing or broken file gets a placeholder, which the bench then records as
+    invalid_model with the reason, so every bad input still yields one record."""
+    try:
+        return inspect_gguf(path)
+    except UserError:
+        return ModelFile(model=Path(path).stem, quant="", path=str(path), file_bytes=0, sha256="", arch="",
+                         n_params=0, n_layer=0, n_expert=0, n_expert_used=0, synthetic=False)

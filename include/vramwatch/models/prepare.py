@@ -7,7 +7,6 @@ with nothing changed writes nothing.
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
@@ -16,13 +15,13 @@ from vramwatch.models import sources, synth
 from vramwatch.models.inspect import inspect_gguf, quant_name, read_header, sha256_file
 from vramwatch.models.quantize import quantize_gguf
 from vramwatch.models.specs import get_spec
+from vramwatch.progress import for_stage
 from vramwatch.records import BuildRecord, ModelFile
 
 NATIVE = "native"  # bench the source file as it is
 
 
-def _say(message: str) -> None:
-    print(f"[models] {message}", file=sys.stderr, flush=True)
+_say = for_stage("models")
 
 
 def vocab_dir(build: BuildRecord) -> Path:

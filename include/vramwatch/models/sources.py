@@ -9,7 +9,7 @@ from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 
-from vramwatch.config import HubSource, PackageSource, PathSource, Paths
+from vramwatch.config import HubSource, PackageSource, Paths, PathSource
 from vramwatch.errors import UserError
 from vramwatch.models.inspect import partial_path, sha256_file
 

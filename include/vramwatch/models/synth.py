@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import os
 import shutil
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +24,7 @@ from gguf.quants import quantize as numpy_quantize
 from vramwatch.errors import UserError
 from vramwatch.models.inspect import partial_path, read_header
 from vramwatch.models.specs import ModelSpec, TensorPlan, arch_metadata, tensor_plan
+from vramwatch.progress import for_stage
 
 ALIGNMENT = 32  # GGUF default data alignment
 SLAB_ELEMENTS = 16 * 1024 * 1024  # elements generated per write: bounds memory to ~100 MB
@@ -160,8 +160,7 @@ def ensure_free_space(directory: Path, needed: int, what: str) -> None:
                         "free disk space or write to another directory (--out)")
 
 
-def _say(message: str) -> None:
-    print(f"[synth] {message}", file=sys.stderr, flush=True)
+_say = for_stage("synth")
 
 
 def _human(n: float) -> str:

@@ -10,13 +10,13 @@ import pandas as pd
 
 from vramwatch.records import ACCEPTED, BenchConfig, BenchResult, Incident
 from vramwatch.regress.findings import Finding, Suspect
-from vramwatch.regress.history import HistoryError, split_tonight
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
 from vramwatch.regress.throughput import ThroughputParams, confirm, throughput_findings
 from vramwatch.regress.vram import Tolerances, memory_and_status_findings, vanished_findings
+from vramwatch.rows import HistoryError, split_tonight
 
 if TYPE_CHECKING:
-    from vramwatch.warehouse import Warehouse
+    from vramwatch.warehouse.store import Warehouse
 
 
 @dataclass(frozen=True)
@@ -74,8 +74,9 @@ def detect_for_run(warehouse: Warehouse, run_id: str, rerun: Callable[[BenchConf
     rerun(config) benches a config again (the DAG passes the bench stage). Returns tonight's incidents: new ones,
     open ones carried on and ones resolved tonight. Running it twice for a night stores nothing twice.
     """
-    history = warehouse.history()
     quarantined = warehouse.quarantined_history(run_id)  # tonight's rows that validation kept out of history
+    environments = set(warehouse.run_environments(run_id)) | set(quarantined["environment_id"])
+    history = warehouse.history(environment_ids=environments)
     if not quarantined.empty:
         history = pd.concat([history, quarantined], ignore_index=True)
     tonight, _ = split_tonight(history, run_id)

@@ -7,15 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-# Incident kinds (vramwatch.records.Incident.kind) the detectors produce.
-VRAM, VRAM_IMPROVED, THROUGHPUT = "vram", "vram_improved", "throughput"
-STOPPED_FITTING, FAILING, VANISHED, OFFLOAD_STOPPED = "stopped_fitting", "failing", "vanished", "offload_stopped"
-QUARANTINED = "quarantined"  # ran, but validation kept its row out of history (status "quarantined" in the frame)
-
 
 @dataclass(frozen=True)
 class Finding:
-    kind: str
+    kind: str  # a vramwatch.records.IncidentKind
     metric: str  # a history column (gpu_model_mib, tg_avg_ts, ...), or status / config / n_overridden_tensors
     config_id: str
     environment_id: str

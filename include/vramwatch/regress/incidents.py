@@ -25,23 +25,14 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from vramwatch.records import OPEN, RESOLVED, Incident
-from vramwatch.regress.findings import (
-    FAILING,
-    OFFLOAD_STOPPED,
-    QUARANTINED,
-    STOPPED_FITTING,
-    THROUGHPUT,
-    VANISHED,
-    VRAM,
-    VRAM_IMPROVED,
-    Finding,
-)
+from vramwatch.records import OFFLOAD_MODES, OPEN, RESOLVED, Incident
+from vramwatch.records import IncidentKind as Kind
+from vramwatch.regress.findings import Finding
 
 SIMILAR = 1.5  # two deltas within this ratio are "similar"
-STATUS_KINDS = {STOPPED_FITTING: "stopped fitting (ok -> oom)", FAILING: "started failing",
-                VANISHED: "vanished from the night", OFFLOAD_STOPPED: "offload stopped moving tensors",
-                QUARANTINED: "failed validation (quarantined)"}
+STATUS_KINDS = {Kind.STOPPED_FITTING: "stopped fitting (ok -> oom)", Kind.FAILING: "started failing",
+                Kind.VANISHED: "vanished from the night", Kind.OFFLOAD_STOPPED: "offload stopped moving tensors",
+                Kind.QUARANTINED: "failed validation (quarantined)"}
 
 
 def _similar(a: float | None, b: float | None) -> bool:
@@ -87,7 +78,7 @@ def shared_cause(group: Sequence[Finding]) -> str:
     if len(quants) == 1:
         parts.append(f"{next(iter(quants))} across {len(models)} model(s)" if len(models) > 1
                      else next(iter(quants)))
-    if modes <= {"offload", "partial"}:
+    if modes <= set(OFFLOAD_MODES):
         parts.append("offload only")
     elif modes == {"baseline"}:
         parts.append("baseline only")
@@ -109,7 +100,7 @@ def _describe(kind: str, metric: str, delta_mib: float | None, delta_pct: float 
         size.append(f"{delta_mib:+.0f} MiB")
     if delta_pct is not None:
         size.append(f"{delta_pct:+.1f}%")
-    what = {VRAM: "VRAM", VRAM_IMPROVED: "VRAM improved", THROUGHPUT: "throughput"}[kind]
+    what = {Kind.VRAM: "VRAM", Kind.VRAM_IMPROVED: "VRAM improved", Kind.THROUGHPUT: "throughput"}[kind]
     return f"{what} {metric} {' / '.join(size)}"
 
 
@@ -125,7 +116,7 @@ def incident_for_group(group: Sequence[Finding], night: str) -> Incident:
     summary = (f"{_describe(first.kind, first.metric, delta_mib, delta_pct)}{detail} on {len(configs)} config(s)"
                f"{f' ({cause})' if cause else ''}: {', '.join(configs)}; llama.cpp {before or '?'} -> {after or '?'}")
     return Incident(incident_id=None, kind=first.kind, metric=first.metric,
-                    state=RESOLVED if first.kind == VRAM_IMPROVED else OPEN, configs=configs, summary=summary,
+                    state=RESOLVED if first.kind == Kind.VRAM_IMPROVED else OPEN, configs=configs, summary=summary,
                     delta_mib=delta_mib, delta_pct=delta_pct, build_before=before, build_after=after,
                     opened_night=night, is_new=True)
 

@@ -38,7 +38,8 @@ import numpy as np
 import pandas as pd
 
 from vramwatch.records import BenchResult
-from vramwatch.regress.findings import THROUGHPUT, Finding, Suspect
+from vramwatch.records import IncidentKind as Kind
+from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.vram import Cutoffs
 
 METRICS = ("tg_avg_ts", "pp_avg_ts")
@@ -77,10 +78,10 @@ class Baseline:
 
 
 def _finding(row: pd.Series, metric: str, baseline: Baseline, value: float, build_before: str) -> Finding:
-    return Finding(kind=THROUGHPUT, metric=metric, config_id=row["config_id"], environment_id=row["environment_id"],
-                   model=row["model"], quant=row["quant"], mode=row["mode"], before=baseline.median, after=value,
-                   delta_pct=100.0 * (value - baseline.median) / baseline.median, build_before=build_before,
-                   build_after=str(row["llama_cpp_commit"]))
+    return Finding(kind=Kind.THROUGHPUT, metric=metric, config_id=row["config_id"],
+                   environment_id=row["environment_id"], model=row["model"], quant=row["quant"], mode=row["mode"],
+                   before=baseline.median, after=value, delta_pct=100.0 * (value - baseline.median) / baseline.median,
+                   build_before=build_before, build_after=str(row["llama_cpp_commit"]))
 
 
 def _check(row: pd.Series, series: pd.DataFrame, metric: str, cutoff: str | None,

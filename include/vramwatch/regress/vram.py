@@ -19,20 +19,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from vramwatch.regress.findings import (
-    FAILING,
-    OFFLOAD_STOPPED,
-    QUARANTINED,
-    STOPPED_FITTING,
-    VANISHED,
-    VRAM,
-    VRAM_IMPROVED,
-    Finding,
-)
-from vramwatch.regress.history import number
+from vramwatch.records import OFFLOAD_MODES
+from vramwatch.records import IncidentKind as Kind
+from vramwatch.regress.findings import Finding
+from vramwatch.rows import number
 
 COMPONENTS = ("gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "nvml_process_mib")
-OFFLOAD_MODES = ("offload", "partial")
 # (config_id, metric) -> night an open incident began: references must come from before it.
 Cutoffs = Mapping[tuple[str, str], str]
 
@@ -81,11 +73,11 @@ def _finding(kind: str, metric: str, row: pd.Series, ref: pd.Series | None, **va
 def _status_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
     """ok -> oom is a config that stopped fitting; ok -> quarantined one whose row failed validation (its error
     names the expectations); ok -> timeout/crashed/... a config that started failing."""
-    kind = {"oom": STOPPED_FITTING, "quarantined": QUARANTINED}.get(row["status"], FAILING)
+    kind = {"oom": Kind.STOPPED_FITTING, "quarantined": Kind.QUARANTINED}.get(row["status"], Kind.FAILING)
     ref = _reference(past, cutoffs.get((row["config_id"], "status")))
     if ref is None or ref["status"] != "ok":
         return None
-    detail = f"ok -> {row['status']}" + (f": {row['error']}" if kind == QUARANTINED and row["error"] else "")
+    detail = f"ok -> {row['status']}" + (f": {row['error']}" if kind == Kind.QUARANTINED and row["error"] else "")
     return _finding(kind, "status", row, ref, detail=detail)
 
 
@@ -95,7 +87,7 @@ def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Fi
     ref = _reference(good, cutoffs.get((row["config_id"], metric)))
     if row["mode"] not in OFFLOAD_MODES or ref is None or not ref[metric] or row[metric]:
         return None
-    return _finding(OFFLOAD_STOPPED, metric, row, ref, before=float(ref[metric]), after=0.0,
+    return _finding(Kind.OFFLOAD_STOPPED, metric, row, ref, before=float(ref[metric]), after=0.0,
                     detail=f"{int(ref[metric])} -> 0 tensors in CPU memory")
 
 
@@ -121,8 +113,8 @@ def _vram_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, toleran
         pct = 100.0 * delta / before if before else None
         last = number(good.iloc[-1][metric])
         creep = delta > 0 and last is not None and after - last <= tolerance.limit(before)  # tonight's step is small
-        findings.append(_finding(VRAM if delta > 0 else VRAM_IMPROVED, metric, row, ref, before=before, after=after,
-                                 delta_mib=delta, delta_pct=pct,
+        findings.append(_finding(Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before,
+                                 after=after, delta_mib=delta, delta_pct=pct,
                                  detail=f"crept up since {ref['night']}" if creep else ""))
     return findings
 
@@ -165,5 +157,5 @@ def vanished_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cuto
         row = last_seen.loc[config_id].copy()
         row["config_id"], row["llama_cpp_commit"] = config_id, after
         ref = last_seen.loc[config_id]
-        findings.append(_finding(VANISHED, "config", row, ref, detail=f"last seen {ref['night']}"))
+        findings.append(_finding(Kind.VANISHED, "config", row, ref, detail=f"last seen {ref['night']}"))
     return findings

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vramwatch.records import GIB, MIB, BenchResult, Incident, QuarantinedResult, Record
-from vramwatch.regress.history import number, split_tonight
+from vramwatch.records import GIB, MIB, SEED_MODES, BenchResult, Incident, QuarantinedResult, Record
+from vramwatch.rows import number, split_tonight
 
 NO_GPU, MISSING = "no GPU", "–"
 GPU_SIZES_GB = (8, 12, 16, 24, 48, 80, 141)
@@ -66,12 +66,12 @@ def seed_table_rows(results: Sequence[BenchResult]) -> list[SeedRow]:
     """The seed table as data, one row per model x quant in the order results came (partial modes left out)."""
     cells: dict[tuple[str, str], dict[str, BenchResult]] = {}
     for r in results:
-        if r.config.mode in ("baseline", "offload"):
+        if r.config.mode in SEED_MODES:
             cells.setdefault((r.config.model.model, r.config.model.quant), {})[r.config.mode] = r
     rows = []
     for (model, quant), modes in cells.items():
         first = next(iter(modes.values()))
-        baseline, offload = (_mode_numbers(modes[m]) if m in modes else None for m in ("baseline", "offload"))
+        baseline, offload = (_mode_numbers(modes[m]) if m in modes else None for m in SEED_MODES)
         has_gpu = any(r.memory.has_gpu or r.fingerprint.gpu_count > 0 for r in modes.values())
         saved = reduction = None
         if baseline and offload and baseline.vram_gib is not None and offload.vram_gib is not None:
@@ -145,14 +145,14 @@ def fits_table(results: Sequence[BenchResult]) -> Table:
     """Per model x quant and GPU size, the cheapest mode that fits (baseline beats offload: it is faster)."""
     by_cell: dict[tuple[str, str], dict[str, float | None]] = {}
     for r in results:
-        if r.config.mode in ("baseline", "offload"):
+        if r.config.mode in SEED_MODES:
             by_cell.setdefault((r.config.model.model, r.config.model.quant), {})[r.config.mode] = needed_mib(r)
     has_gpu = any(r.memory.has_gpu for r in results)
     rows = []
     for (model, quant), need in by_cell.items():
         cells = []
         for gb in GPU_SIZES_GB:
-            fitting = [m for m in ("baseline", "offload") if need.get(m) is not None and need[m] <= gb * 1024]
+            fitting = [m for m in SEED_MODES if need.get(m) is not None and need[m] <= gb * 1024]
             cells.append(NO_GPU if not has_gpu else fitting[0] if fitting else "does not fit")
         rows.append([model, quant, *cells])
     note = ("Needs = NVML per-process GPU memory (buffers + CUDA context) of tonight's run; a size fits when the need "

@@ -16,7 +16,6 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
-from vramwatch.errors import UserError
 from vramwatch.records import BenchResult, Incident, NightSummary, QuarantinedResult, RunRecord
 from vramwatch.report import markdown, plots
 from vramwatch.report.tables import (
@@ -34,7 +33,7 @@ from vramwatch.report.tables import (
 )
 
 if TYPE_CHECKING:
-    from vramwatch.warehouse import Warehouse
+    from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
 
@@ -103,21 +102,12 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     return md_path, html_path
 
 
-def _run(warehouse: Warehouse, run_id: str) -> RunRecord:
-    for run in warehouse.runs():
-        if run.run_id == run_id:
-            return run
-    raise UserError(f"run {run_id!r} is not in the warehouse", "list runs with `vramwatch regress` or pass --night")
-
-
 def report_for_run(warehouse: Warehouse, run_id: str, incidents: Sequence[Incident],
                    reports_dir: Path | str) -> NightSummary:
     """Read the run and its environment's history from the warehouse, write the report, return the night summary."""
-    run = _run(warehouse, run_id)
+    run = warehouse.run(run_id)
     results = warehouse.results_for_run(run_id)
-    environments = {r.fingerprint.environment_id for r in results}
-    history = warehouse.history()
-    history = history[history["environment_id"].isin(environments)]
+    history = warehouse.history(environment_ids=warehouse.run_environments(run_id))
     md_path, html_path = write_report(run, results, history, incidents, reports_dir,
                                       warehouse.quarantined_for_run(run_id))
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),

@@ -1,6 +1,6 @@
 """The vramwatch page: a small FastAPI app, server-rendered, that reads the warehouse. It needs no Airflow.
 
-Airflow's API server mounts it through plugins/vramwatch_plugin.py; `uvicorn --factory vramwatch.ui:create_app`
+Airflow's API server mounts it through plugins/vramwatch_plugin.py; `uvicorn --factory vramwatch.ui.app:create_app`
 serves it alone. Every link in the page is relative, so it works under any mount prefix and behind Airflow's
 base_url. The warehouse is opened on the first request, not at import: the plugin is imported by every Airflow
 component at start, and a database that is down must not stop the API server.
@@ -28,7 +28,7 @@ from fastapi.templating import Jinja2Templates
 from vramwatch.errors import UserError
 
 if TYPE_CHECKING:
-    from vramwatch.warehouse import Warehouse
+    from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
 LATEST_REPORT = "latest.html"
@@ -47,7 +47,7 @@ class _LazyWarehouse:
     def get(self) -> Warehouse:
         with self._lock:
             if self._warehouse is None:
-                from vramwatch.warehouse import Warehouse  # pandas + SQLAlchemy: only when the page is asked for
+                from vramwatch.warehouse.store import Warehouse
 
                 self._warehouse = Warehouse(self._url)
             return self._warehouse
@@ -122,7 +122,8 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
                     limit: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
         """History rows (the warehouse's HISTORY_COLUMNS), oldest night first."""
         try:
-            frame = warehouse.get().history(config_id=config_id, environment_id=environment_id, limit=limit)
+            frame = warehouse.get().history(config_ids=[config_id] if config_id else None,
+                                            environment_ids=[environment_id] if environment_id else None, limit=limit)
         except UserError as error:
             return _unavailable(error)
         return JSONResponse(json.loads(frame.to_json(orient="records")))  # pandas turns NaN into null

@@ -17,7 +17,7 @@ from vramwatch.ui.chart import Chart, Night, history_chart
 if TYPE_CHECKING:
     import pandas as pd
 
-    from vramwatch.warehouse import Warehouse
+    from vramwatch.warehouse.store import Warehouse
 
 HISTORY_NIGHTS = 60  # nights per chart: two months of nightlies
 
@@ -80,14 +80,14 @@ def memory_charts(frame: pd.DataFrame, flagged_configs: set[str],
 
 
 def load_dashboard(warehouse: Warehouse, nights: int = HISTORY_NIGHTS) -> Dashboard:
-    runs = warehouse.runs()
-    latest = next((run for run in runs if run.n_results > 0), None)
+    newest = next(iter(warehouse.runs(limit=1)), None)
+    latest = warehouse.latest_run()
     if latest is None:
-        return Dashboard(newest=runs[0] if runs else None)
+        return Dashboard(newest=newest)
     incidents = warehouse.open_incidents()
     flagged = {config for incident in incidents for config in incident.configs}
     return Dashboard(
-        newest=runs[0], latest=latest, incidents=incidents,
+        newest=newest, latest=latest, incidents=incidents,
         seed_tables=_by_model(seed_table_rows(warehouse.results_for_run(latest.run_id))),
         charts=memory_charts(warehouse.history(), flagged, nights),
     )

@@ -12,7 +12,7 @@ import os
 import pandas as pd
 
 from vramwatch.records import BenchResult
-from vramwatch.warehouse.flatten import flatten
+from vramwatch.rows import flatten
 
 ROW_ID = "row_id"
 # Blank strings are missing values here: an empty model name is as absent as a None.

@@ -2,6 +2,7 @@
 models are what the code reads and writes, and a test checks the two never drift apart.
 
 Records stay plain data: `Warehouse` maps records to these rows and back, nothing outside this package sees a row.
+The results table is derived from the flat row's field list (vramwatch.rows.FIELDS); migrations stay explicit.
 """
 
 from __future__ import annotations
@@ -9,9 +10,25 @@ from __future__ import annotations
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, Date, DateTime, Float, ForeignKey, Integer, MetaData, String, Text
-from sqlalchemy import UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from vramwatch import rows
 
 # Named constraints, so migrations name them the same on SQLite and PostgreSQL.
 NAMING = {
@@ -83,86 +100,33 @@ class EnvironmentRow(Base):
     last_night: Mapped[date] = mapped_column(Date)
 
 
+SQL_TYPES = {rows.TEXT: Text, rows.INT: Integer, rows.BIGINT: BigInteger, rows.FLOAT: Float, rows.BOOL: Boolean,
+             rows.JSON: JSON}
+# Defaults of the flat row's non-optional columns, by kind (what an ORM insert without the value would write).
+DEFAULTS = {rows.TEXT: "", rows.STRING: "", rows.INT: 0, rows.BIGINT: 0, rows.FLOAT: 0.0, rows.BOOL: False}
+FOREIGN_KEYS = {"environment_id": "environments.environment_id"}
+
+
+def result_column(field: rows.Field) -> Column[Any]:
+    """A results column from the flat row's field list (vramwatch.rows.FIELDS)."""
+    sql_type = String(field.length) if field.kind == rows.STRING else SQL_TYPES[field.kind]
+    keys = [ForeignKey(FOREIGN_KEYS[field.name])] if field.name in FOREIGN_KEYS else []
+    default = None if field.optional else DEFAULTS.get(field.kind)
+    return Column(field.name, sql_type, *keys, nullable=field.optional, index=field.index, default=default)
+
+
 class ResultRow(Base):
-    """One config of one run, every measured field a column (see flatten.py), plus the whole record as JSON."""
+    """One config of one run: every field of the flat row (vramwatch.rows.FIELDS) a column, plus the whole record as
+    JSON for anything not flattened."""
 
-    __tablename__ = "results"
-    __table_args__ = (UniqueConstraint("run_id", "config_id", name="uq_results_run_id_config_id"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), index=True)
-    environment_id: Mapped[str] = mapped_column(ForeignKey("environments.environment_id"), index=True)
-    config_id: Mapped[str] = mapped_column(String(200), index=True)
-    model: Mapped[str] = mapped_column(String(120))
-    quant: Mapped[str] = mapped_column(String(32))
-    mode: Mapped[str] = mapped_column(String(16))
-    n_cpu_moe: Mapped[int] = mapped_column(default=0)
-    status: Mapped[str] = mapped_column(String(16))
-    error: Mapped[str] = mapped_column(Text, default="")
-    # the model file
-    arch: Mapped[str] = mapped_column(String(40), default="")
-    n_expert: Mapped[int] = mapped_column(default=0)
-    synthetic: Mapped[bool] = mapped_column(default=False)
-    file_bytes: Mapped[int] = mapped_column(BigInteger, default=0)
-    file_sha256: Mapped[str] = mapped_column(String(64), default="")
-    # knobs that change the numbers
-    reps: Mapped[int] = mapped_column(default=0)
-    n_ctx: Mapped[int] = mapped_column(default=0)
-    n_batch: Mapped[int] = mapped_column(default=0)
-    n_ubatch: Mapped[int] = mapped_column(default=0)
-    n_threads: Mapped[int] = mapped_column(default=0)
-    flash_attn: Mapped[str] = mapped_column(String(8), default="")
-    use_mmap: Mapped[bool] = mapped_column(default=True)
-    # llama-bench's pp and tg tests
-    pp_n_prompt: Mapped[int | None]
-    pp_n_gen: Mapped[int | None]
-    pp_avg_ts: Mapped[float | None] = mapped_column(Float)
-    pp_stddev_ts: Mapped[float | None] = mapped_column(Float)
-    pp_samples_ts: Mapped[list[Any] | None]
-    tg_n_prompt: Mapped[int | None]
-    tg_n_gen: Mapped[int | None]
-    tg_avg_ts: Mapped[float | None] = mapped_column(Float)
-    tg_stddev_ts: Mapped[float | None] = mapped_column(Float)
-    tg_samples_ts: Mapped[list[Any] | None]
-    # the seed's generation test
-    gen_tokens: Mapped[int | None]
-    gen_tokens_per_s: Mapped[float | None] = mapped_column(Float)
-    gen_text_sha256: Mapped[str | None] = mapped_column(String(64))
-    # output quality on real weights: None unless the matrix entry asked for it (migration 0002)
-    perplexity: Mapped[float | None] = mapped_column(Float)
-    quality_tokens: Mapped[int | None]
-    greedy_sha256: Mapped[str | None] = mapped_column(String(64))
-    # memory: llama.cpp buffers (MiB), the seed's VRAM (GiB), NVML beside them (None without a GPU)
-    buffers_mib: Mapped[dict[str, Any]]
-    gpu_model_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    gpu_kv_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    gpu_compute_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    gpu_output_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    host_model_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    host_kv_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    host_compute_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    gpu_total_mib: Mapped[float | None] = mapped_column(Float)
-    nvml_device_used_before_mib: Mapped[float | None] = mapped_column(Float)
-    nvml_device_used_after_mib: Mapped[float | None] = mapped_column(Float)
-    nvml_process_mib: Mapped[float | None] = mapped_column(Float)
-    nvml_peak_device_mib: Mapped[float | None] = mapped_column(Float)
-    cuda_context_mib: Mapped[float | None] = mapped_column(Float)
-    host_rss_peak_mib: Mapped[float] = mapped_column(Float, default=0.0)
-    vram_gib: Mapped[float | None] = mapped_column(Float)
-    n_overridden_tensors: Mapped[int] = mapped_column(default=0)
-    # roofline
-    active_bytes_per_token: Mapped[int] = mapped_column(BigInteger, default=0)
-    gpu_bytes_per_token: Mapped[int] = mapped_column(BigInteger, default=0)
-    host_bytes_per_token: Mapped[int] = mapped_column(BigInteger, default=0)
-    gpu_bandwidth_gbs: Mapped[float | None] = mapped_column(Float)
-    host_bandwidth_gbs: Mapped[float | None] = mapped_column(Float)
-    bound_tg_ts: Mapped[float | None] = mapped_column(Float)
-    fraction_of_bound: Mapped[float | None] = mapped_column(Float)
-    # when and how long
-    started_at: Mapped[str] = mapped_column(String(40), default="")
-    duration_s: Mapped[float] = mapped_column(Float, default=0.0)
-    load_s: Mapped[float] = mapped_column(Float, default=0.0)
-    record: Mapped[dict[str, Any]]  # the full BenchResult, for anything not flattened above
+    __table__ = Table(
+        "results", Base.metadata,
+        Column("id", Integer, primary_key=True),
+        Column("run_id", String(250), ForeignKey("runs.run_id", ondelete="CASCADE"), nullable=False, index=True),
+        *(result_column(field) for field in rows.FIELDS),
+        Column("record", JSON, nullable=False),
+        UniqueConstraint("run_id", "config_id", name="uq_results_run_id_config_id"),
+    )
 
 
 class QuarantineRow(Base):

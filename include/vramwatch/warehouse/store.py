@@ -6,6 +6,7 @@ its database to the newest schema (Alembic, see migrate.py), so an empty databas
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime, timezone
 from typing import Any
 
@@ -27,24 +28,19 @@ from vramwatch.records import (
     RunRecord,
     ValidatedNight,
 )
+from vramwatch.rows import FIELD_NAMES, HISTORY_COLUMNS, flatten
 from vramwatch.warehouse import migrate
-from vramwatch.warehouse.flatten import flatten
 from vramwatch.warehouse.models import BuildRow, EnvironmentRow, IncidentRow, QuarantineRow, ResultRow, RunRow
 from vramwatch.warehouse.url import resolve_url
 
 RUNNING, FAILED = "running", "failed"
-# Flattened result columns, in table order; history() returns them after the run and build columns.
-RESULT_COLUMNS = [c.name for c in ResultRow.__table__.columns if c.name not in ("id", "run_id", "record")]
-HISTORY_COLUMNS = ["night", "run_id", "trigger", "run_status", "build_version", "llama_cpp_python_version",
-                   "llama_cpp_commit", *RESULT_COLUMNS, "gpu_name", "cpu_model"]
-
-
+# history()'s first columns (vramwatch.rows.RUN_COLUMNS), then the flat row, then the machine in words.
 _RUN_COLUMNS = (RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, BuildRow.version,
-                BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit)  # history()'s first columns
+                BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit)
 
 
 def _history_frame(rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=HISTORY_COLUMNS)
+    frame = pd.DataFrame.from_records(rows, columns=list(HISTORY_COLUMNS))
     frame["night"] = frame["night"].map(date.isoformat)
     return frame
 
@@ -184,13 +180,14 @@ class Warehouse:
             raise WarehouseError(f"run {run_id!r} is not in the warehouse", "call start_run before storing results")
         return run
 
-    def runs(self) -> list[RunRecord]:
-        """Every run, newest first, with its build and how many rows it stored and quarantined."""
+    def _run_records(self, *conditions: Any, limit: int | None = None) -> list[RunRecord]:
+        """Runs matching the conditions, newest first, with their build and how many rows they stored and
+        quarantined."""
         n_results = select(func.count(ResultRow.id)).where(ResultRow.run_id == RunRow.run_id).scalar_subquery()
         n_quarantined = (select(func.count(QuarantineRow.id)).where(QuarantineRow.run_id == RunRow.run_id)
                          .scalar_subquery())
         query = (select(RunRow, BuildRow, n_results, n_quarantined).join(BuildRow, RunRow.build_id == BuildRow.id)
-                 .order_by(RunRow.night.desc(), RunRow.started.desc()))
+                 .where(*conditions).order_by(RunRow.night.desc(), RunRow.started.desc()).limit(limit))
         with self._sessions() as session:
             return [
                 RunRecord(
@@ -203,15 +200,30 @@ class Warehouse:
                 for run, build, results, quarantined in session.execute(query)
             ]
 
-    def previous_run(self, run_id: str) -> str | None:
-        """The latest finished run before this one (by night, then start time), or None for the first."""
+    def runs(self, limit: int | None = None) -> list[RunRecord]:
+        """Every run (or the newest `limit`), newest first."""
+        return self._run_records(limit=limit)
+
+    def run(self, run_id: str) -> RunRecord:
+        """One run; a WarehouseError naming the fix if it is not there."""
+        found = self._run_records(RunRow.run_id == run_id)
+        if not found:
+            raise WarehouseError(f"run {run_id!r} is not in the warehouse",
+                                 "pick a run the warehouse has: `vramwatch report --night DATE` takes a night's latest")
+        return found[0]
+
+    def latest_run(self, night: str | date | None = None) -> RunRecord | None:
+        """The newest run that stored results (on `night`, if given), or None."""
+        has_results = select(ResultRow.id).where(ResultRow.run_id == RunRow.run_id).exists()
+        conditions = [has_results] + ([RunRow.night == _night(night)] if night is not None else [])
+        found = self._run_records(*conditions, limit=1)
+        return found[0] if found else None
+
+    def run_environments(self, run_id: str) -> list[str]:
+        """The environments a run's stored results were measured in."""
         with self._sessions() as session:
-            run = self._run(session, run_id)
-            earlier = (RunRow.night < run.night) | ((RunRow.night == run.night) & (RunRow.started < run.started))
-            return session.scalar(
-                select(RunRow.run_id).where(earlier, RunRow.status.not_in((RUNNING, FAILED)))
-                .order_by(RunRow.night.desc(), RunRow.started.desc()).limit(1)
-            )
+            return sorted(session.scalars(select(ResultRow.environment_id).where(ResultRow.run_id == run_id)
+                                          .distinct()))
 
     def last_benchmarked_version(self, source: str) -> str | None:
         """The build version (PyPI version or git ref) of the latest finished run built from this source."""
@@ -235,21 +247,22 @@ class Warehouse:
                                    .where(QuarantineRow.run_id == run_id).order_by(QuarantineRow.id))
             return [QuarantinedResult(BenchResult.from_dict(record), list(failed)) for record, failed in rows]
 
-    def history(self, config_id: str | None = None, environment_id: str | None = None,
+    def history(self, config_ids: Iterable[str] | None = None, environment_ids: Iterable[str] | None = None,
                 limit: int | None = None) -> pd.DataFrame:
-        """One row per stored result (HISTORY_COLUMNS), oldest night first; `limit` keeps the most recent rows."""
+        """One row per stored result (rows.HISTORY_COLUMNS), oldest night first, of the given configs and
+        environments (None: all), filtered in SQL; `limit` keeps the most recent rows."""
         query = (
-            select(*_RUN_COLUMNS, *(getattr(ResultRow, name) for name in RESULT_COLUMNS),
+            select(*_RUN_COLUMNS, *(ResultRow.__table__.c[name] for name in FIELD_NAMES),
                    EnvironmentRow.gpu_name, EnvironmentRow.cpu_model)
             .join(RunRow, ResultRow.run_id == RunRow.run_id)
             .join(BuildRow, RunRow.build_id == BuildRow.id)
             .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
             .order_by(RunRow.night.desc(), RunRow.started.desc(), ResultRow.id.desc())
         )
-        if config_id is not None:
-            query = query.where(ResultRow.config_id == config_id)
-        if environment_id is not None:
-            query = query.where(ResultRow.environment_id == environment_id)
+        if config_ids is not None:
+            query = query.where(ResultRow.config_id.in_(list(config_ids)))
+        if environment_ids is not None:
+            query = query.where(ResultRow.environment_id.in_(list(environment_ids)))
         if limit is not None:
             query = query.limit(limit)
         with self._sessions() as session:
@@ -267,7 +280,7 @@ class Warehouse:
             for *run, record, failed in session.execute(query):
                 result = BenchResult.from_dict(record)
                 flat = {**flatten(result), "status": "quarantined", "error": f"failed {', '.join(failed)}"}
-                rows.append((*run, *(flat[name] for name in RESULT_COLUMNS), result.fingerprint.gpu_name,
+                rows.append((*run, *(flat[name] for name in FIELD_NAMES), result.fingerprint.gpu_name,
                              result.fingerprint.cpu_model))
         return _history_frame(rows)
 
