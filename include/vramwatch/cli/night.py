@@ -1,34 +1,25 @@
-"""`vramwatch`: the same library calls as the nightly DAG, one subcommand per stage.
-
-Each stage package contributes its subcommands through `register(subparsers)`; errors a user can fix print as one
-line plus the fix (exit 2), never a traceback.
-"""
+"""`vramwatch nightly|measure|ingest|prune`: a whole night, or its GPU and CPU halves, and the disk after it."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
+from vramwatch import pipeline
+from vramwatch.cli.common import add_matrix, add_models, at_least_one
+from vramwatch.config import load_matrix
 from vramwatch.errors import UserError
-
-# Stage packages that contribute subcommands, in the order the pipeline runs them.
-STAGES = ("builds", "models", "bench", "regress", "report")
+from vramwatch.records import MeasuredNight
 
 
 def _night_ids(run_id: str | None) -> tuple[str, str]:
-    from datetime import datetime, timezone
-
     now = datetime.now(timezone.utc)
     return now.date().isoformat(), run_id or f"cli__{now.isoformat(timespec='seconds')}"
 
 
 def _nightly(args: argparse.Namespace) -> int:
     """Run the whole night in this process, without Airflow (what the DAG does, task by task)."""
-    from vramwatch import pipeline
-    from vramwatch.config import load_matrix
-
     matrix = load_matrix(args.matrix)
     check = pipeline.detect_build(matrix, force=args.force)
     if not check.should_run:
@@ -45,9 +36,6 @@ def _nightly(args: argparse.Namespace) -> int:
 
 def _measure(args: argparse.Namespace) -> int:
     """The GPU worker's half of a night: build, prepare models, bench; results to a JSON file."""
-    from vramwatch import pipeline
-    from vramwatch.config import load_matrix
-
     matrix = load_matrix(args.matrix)
     version = args.version or pipeline.detect_build(matrix, force=True).latest
     measured = pipeline.measure(matrix, version, models=args.models)
@@ -61,9 +49,6 @@ def _measure(args: argparse.Namespace) -> int:
 
 def _ingest(args: argparse.Namespace) -> int:
     """The CPU half of a night: validate, store, detect regressions, report and alert a measured night."""
-    from vramwatch import pipeline
-    from vramwatch.records import MeasuredNight
-
     if not args.measured.is_file():
         raise UserError(f"no such file: {args.measured}", "pass the JSON written by `vramwatch measure --out`")
     night, run_id = _night_ids(args.run_id)
@@ -76,9 +61,6 @@ def _ingest(args: argparse.Namespace) -> int:
 def _prune(args: argparse.Namespace) -> int:
     """Free this disk of what old builds left (engines, wheels, source trees, quantized models) and of old nights'
     GX Data Docs."""
-    from vramwatch import pipeline
-    from vramwatch.config import load_matrix
-
     matrix = load_matrix(args.matrix)
     overrides = {"keep_builds": args.keep, "keep_data_docs": args.keep_data_docs}
     matrix = matrix.model_copy(update={k: v for k, v in overrides.items() if v is not None})
@@ -87,29 +69,18 @@ def _prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def _at_least_one(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number, at least 1")
-    return int(text)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="vramwatch",
-        description="Nightly VRAM and speed benchmark of llama.cpp builds: baseline vs MoE expert offload.",
-    )
-    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+def register(subparsers: argparse._SubParsersAction) -> None:
     nightly = subparsers.add_parser("nightly", help="run the whole nightly pipeline here, without Airflow")
-    nightly.add_argument("--matrix", default="demo", help="shipped matrix name (demo, seed) or a YAML path")
+    add_matrix(nightly)
     nightly.add_argument("--force", action="store_true", help="run even when no new build appeared")
     nightly.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
-    nightly.add_argument("--models", nargs="+", help="only these models of the matrix (default: all)")
+    add_models(nightly)
     nightly.set_defaults(func=_nightly)
 
     measure = subparsers.add_parser("measure", help="build, prepare models and bench a matrix; write the results")
-    measure.add_argument("--matrix", default="demo", help="shipped matrix name (demo, seed) or a YAML path")
+    add_matrix(measure)
     measure.add_argument("--version", help="build this version (default: the newest the matrix's source has)")
-    measure.add_argument("--models", nargs="+", help="only these models of the matrix (default: all)")
+    add_models(measure)
     measure.add_argument("--out", type=Path, required=True, help="JSON file for the measured night")
     measure.set_defaults(func=_measure)
 
@@ -121,32 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     prune = subparsers.add_parser("prune", help="remove what builds used before the last N left on this disk, "
                                                 "and GX Data Docs of all but the newest nights")
-    prune.add_argument("--matrix", default="demo", help="matrix whose keep_* settings apply (default: demo)")
-    prune.add_argument("--keep", type=_at_least_one,
+    add_matrix(prune, "the matrix whose keep_* settings apply")
+    prune.add_argument("--keep", type=at_least_one,
                        help="keep the N finished builds used last (default: the matrix's keep_builds)")
-    prune.add_argument("--keep-data-docs", type=_at_least_one, metavar="N",
+    prune.add_argument("--keep-data-docs", type=at_least_one, metavar="N",
                        help="keep the N newest nights' Data Docs (default: the matrix's keep_data_docs)")
     prune.add_argument("--dry-run", action="store_true", help="only list what would go and how much it frees")
     prune.set_defaults(func=_prune)
-    for stage in STAGES:
-        importlib.import_module(f"vramwatch.{stage}.cli").register(subparsers)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.fix:
-            print(f"  fix: {exc.fix}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,45 @@
+"""`vramwatch regress`: detect regressions for a stored run and print its incidents; accept an intended change."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime, timezone
+
+from vramwatch import pipeline
+from vramwatch.cli.common import add_run_selection
+
+
+def _accept(incident_id: int) -> int:
+    from vramwatch.warehouse.store import Warehouse
+
+    accepted = Warehouse().accept_incident(incident_id, datetime.now(timezone.utc).date())
+    print(f"#{accepted.incident_id} accepted: {accepted.kind} {accepted.metric} on {', '.join(accepted.configs)}; "
+          f"from {accepted.opened_night} on, that level is the reference and pages no more")
+    return 0
+
+
+def _regress(args: argparse.Namespace) -> int:
+    from vramwatch.warehouse.store import Warehouse
+
+    if args.accept is not None:
+        return _accept(args.accept)
+    warehouse = Warehouse()
+    run = pipeline.stored_run(warehouse, args.run, args.night)
+    tonight = pipeline.detect_regressions(run.run_id, None, warehouse, save=not args.dry_run)
+    still_open = [i for i in tonight if not i.is_closed]
+    for incident in tonight:
+        label = "NEW " if incident.is_new else ""
+        print(f"#{incident.incident_id or '-'} {label}[{incident.state}] {incident.kind} "
+              f"since {incident.opened_night}: {incident.summary}")
+    print(f"run {run.run_id}: {len(still_open)} open incident(s), {sum(i.is_new for i in tonight)} new"
+          f"{' (dry run: nothing stored)' if args.dry_run else ''}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("regress", help="detect VRAM/throughput regressions of a run; print incidents")
+    add_run_selection(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print what tonight's incidents would be; store none")
+    parser.add_argument("--accept", type=int, metavar="INCIDENT_ID",
+                        help="close an incident whose new level is intended: it becomes the reference")
+    parser.set_defaults(func=_regress)
