@@ -18,11 +18,10 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONPATH := $(ROOT)/include
 DEMO_ENV := VRAMWATCH_MATRIX=demo
 
-.PHONY: help install engine models airflow-db demo test test-unit benchmarks clean
+.PHONY: help install engine models airflow-db demo test test-unit lint benchmarks clean
 
-help:
-	@echo "make demo   - install, build the engine, make tiny models, run the nightly DAG, write reports/latest.{md,html}"
-	@echo "make test   - install and run the whole test suite (unit, DAG integrity, end to end)"
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	@echo "==> [1/5] Python environment ($(VENV))"
@@ -32,34 +31,41 @@ $(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
 	$(PY) -m pip install --quiet --no-deps -e .
 	@touch $@
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed ## the Python environment (.venv) from requirements.txt and constraints.txt
 
-engine: install
+engine: install ## build the llama-cpp-python engine (CUDA where nvcc and a GPU exist, else CPU; cached)
 	@echo "==> [2/5] llama-cpp-python engine (CUDA where nvcc and a GPU exist, else CPU; cached after the first build)"
 	$(DEMO_ENV) $(VENV)/bin/vramwatch builds build --matrix demo
 
-models: engine
+models: engine ## the demo matrix's tiny synthetic models, quantized by the engine (cached)
 	@echo "==> [3/5] Tiny shape-true synthetic models, quantized by the engine (cached)"
 	$(VENV)/bin/vramwatch models prepare --matrix demo
 
-airflow-db: install
+airflow-db: install ## Airflow's metadata DB (SQLite under airflow_home/)
 	@echo "==> [4/5] Airflow metadata DB (SQLite under airflow_home/)"
 	@mkdir -p $(AIRFLOW_HOME)
 	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
 
-demo: models airflow-db
+demo: models airflow-db ## the nightly DAG end to end on the demo matrix -> reports/latest.{md,html}
 	@echo "==> [5/5] airflow dags test llamacpp_nightly (matrix: demo)"
 	$(DEMO_ENV) $(VENV)/bin/airflow dags test llamacpp_nightly --conf '{"force": true}'
 	@test -s reports/latest.md && test -s reports/latest.html
 	@echo "demo done: reports/latest.md and reports/latest.html"
 
-test: models airflow-db
+test: models airflow-db lint ## the whole suite: unit, DAG integrity, end to end (what CI runs)
 	$(PY) scripts/ensure_browser.py
-	$(PY) -m pytest -p no:cacheprovider -ra tests
+	$(PY) -m pytest -ra tests
 
-benchmarks: install
+test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser
+	$(PY) -m pytest -ra -m "not engine" tests/unit
+
+lint: install ## ruff (undefined names, unused imports, import order) and import-linter (layers, cycles)
+	$(VENV)/bin/ruff check include dags plugins tests benchmarks scripts
+	$(VENV)/bin/lint-imports --no-cache
+
+benchmarks: install ## print the store and report timings (benchmarks/)
 	$(PY) benchmarks/bench_store.py
 	$(PY) benchmarks/bench_report.py
 
-clean:
+clean: ## remove what demo and test wrote here (builds, models, reports, data, Airflow's home)
 	rm -rf airflow_home reports data builds models
