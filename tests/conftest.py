@@ -22,10 +22,20 @@ os.environ.setdefault("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", f"sqlite:///{REPO}/
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 
+ENGINE_FIXTURES = {"engine_build", "demo_models", "vocab_dir"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that needs the engine build (directly or through a fixture): the fast loop skips them."""
+    for item in items:
+        if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.engine)
+
+
 @pytest.fixture(scope="session")
 def engine_build():
     """The demo matrix's engine (CPU here, CUDA on a GPU worker): built once, reused from the cache after."""
-    from vramwatch.builds import build_engine
+    from vramwatch.builds.engine import build_engine
     from vramwatch.config import Paths, load_matrix
 
     matrix = load_matrix("demo")
@@ -38,7 +48,7 @@ def engine_build():
 def demo_models(engine_build):
     """The demo matrix's tiny models at every quant, from the model cache."""
     from vramwatch.config import Paths, load_matrix
-    from vramwatch.models import prepare_models
+    from vramwatch.models.prepare import prepare_models
 
     return prepare_models(load_matrix("demo"), engine_build, Paths())
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -93,12 +94,15 @@ def test_weekly_refresh_forces_the_nightly(dagbag):
     assert task.trigger_dag_id == "llamacpp_nightly" and task.conf == {"force": True}
 
 
-def test_invalid_matrix_fails_the_import_naming_the_field(tmp_path):
+def test_a_matrix_that_cannot_run_fails_the_dag_import_naming_each_field(tmp_path):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: bad\nmodels: [{name: m, source: {synth: deepseek-moe-16b}}]\nquants: [Q4_K_M]\n"
-                   "modes: [baseline]\nreps: 0\n")
-    probe = (f"from airflow.dag_processing.dagbag import DagBag; "
-             f"print(list(DagBag(dag_folder={str(DAGS)!r}).import_errors.values()))")
+    bad.write_text("name: bad\nmodels: [{name: m, source: {synth: deepseek-moe-16b}}]\nquants: [Q4_K_X]\n"
+                   "modes: [baseline]\nn_prompt: 4096\nn_ctx: 4096\n")
     env = {**os.environ, "VRAMWATCH_MATRIX": str(bad)}
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=env)
-    assert "reps" in out.stdout and "greater than or equal to 1" in out.stdout, out.stdout[-2000:] + out.stderr[-2000:]
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    out = subprocess.run([airflow, "dags", "list-import-errors", "--local", "-o", "json"], capture_output=True,
+                         text=True, env=env, timeout=300)
+    (error,) = json.loads(out.stdout[out.stdout.index("[{"):])
+    assert error["filepath"].endswith("llamacpp_nightly.py")
+    assert "n_prompt: 4096 prompt tokens plus one generated do not fit n_ctx 4096" in error["error"]
+    assert "quants: 'Q4_K_X' is not a llama.cpp file type" in error["error"]

@@ -58,7 +58,7 @@ def night(tmp_path_factory, demo_models):
 
 
 def _warehouse(env):
-    from vramwatch.warehouse import Warehouse
+    from vramwatch.warehouse.store import Warehouse
 
     return Warehouse(env["VRAMWATCH_WAREHOUSE_URL"])
 

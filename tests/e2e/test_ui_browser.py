@@ -21,10 +21,9 @@ import zlib
 from pathlib import Path
 
 import pytest
+from support.warehouses import NEW_BUILD, REGRESSED, three_nights
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "unit"))  # the warehouse the unit tests read: test_ui.three_nights
-from test_ui import NEW_BUILD, REGRESSED, three_nights  # noqa: E402
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
@@ -116,7 +115,7 @@ def warehouse_env(tmp_path_factory):
 def test_page_renders_in_headless_chromium(warehouse_env):
     env, tmp, incident = warehouse_env
     port = _free_port()
-    server = _serve([sys.executable, "-m", "uvicorn", "--factory", "vramwatch.ui:create_app", "--host", "127.0.0.1",
+    server = _serve([sys.executable, "-m", "uvicorn", "--factory", "vramwatch.ui.app:create_app", "--host", "127.0.0.1",
                      "--port", str(port)], env, f"http://127.0.0.1:{port}/api/incidents", tmp / "uvicorn.log", 60)
     try:
         page = f"http://127.0.0.1:{port}/"

@@ -21,8 +21,9 @@ from pathlib import Path
 import pytest
 import typing_extensions
 
-from vramwatch.builds import build_engine, build_request, list_builds, make_bundle
-from vramwatch.builds.engine import cached_wheel
+from vramwatch.builds.backend import build_request
+from vramwatch.builds.bundle import make_bundle
+from vramwatch.builds.engine import build_engine, cached_wheel, list_builds
 from vramwatch.builds.slim import keep
 from vramwatch.config import BuildSource, Paths, load_matrix
 from vramwatch.errors import UserError

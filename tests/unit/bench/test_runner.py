@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import stat
 import sys
 from pathlib import Path
 
 import pytest
+from support.tiny_models import cached_tiny_model
 
-from conftest_bench import cached_tiny_model
-from vramwatch.bench import llama_log, run_config
-from vramwatch.bench.cli import register
-from vramwatch.errors import UserError
+from vramwatch.bench import llama_log
+from vramwatch.bench.runner import run_config
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord, BuildRequest, GenerationTest, ModelFile
 
 REPS = 2
@@ -150,7 +148,7 @@ def test_child_itself_refuses_a_truncated_model(engine, moe, tmp_path):
 
     truncated = tmp_path / "truncated.gguf"
     truncated.write_bytes(moe.read_bytes()[:2_000_000])
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "include"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3] / "include"))
     done = subprocess.run([engine.python, "-m", "vramwatch.bench.child"], input=config_for(truncated, "offload").to_json(),
                           capture_output=True, text=True, env=env, timeout=120)
     marked = [line for line in done.stdout.splitlines() if line.startswith("VRAMWATCH_RESULT ")]
@@ -190,30 +188,6 @@ def test_an_engine_without_llama_cpp_gives_a_crashed_record(moe):
     assert result.status == "crashed" and "llama_cpp" in result.error
 
 
-def run_cli(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="vramwatch")
-    register(parser.add_subparsers())
-    args = parser.parse_args(["bench", *argv])
-    return args.func(args)
-
-
-def test_cli_prints_the_record_and_exits_by_status(engine, moe, tmp_path, capsys):
-    assert run_cli([str(moe), "--mode", "offload", "--reps", "1", "--n-prompt", "8", "--n-gen", "2", "--n-ctx",
-                    "64", "--no-generation", "--python", engine.python, "--json"]) == 0
-    out = capsys.readouterr().out.strip().splitlines()
-    assert len(out) == 1 and BenchResult.from_json(out[0]).n_overridden_tensors == 6
-
-    foreign = tmp_path / "foreign.gguf"
-    foreign.write_text("hello")
-    assert run_cli([str(foreign), "--python", engine.python]) == 1
-    captured = capsys.readouterr()
-    assert "invalid_model" in captured.out and "Traceback" not in captured.out + captured.err
-    assert captured.err.strip().splitlines() == [f"error: invalid_model: not a GGUF file (magic b'hell', "
-                                                 f"expected b'GGUF'): {foreign}"]
-    with pytest.raises(UserError, match="n-cpu-moe"):
-        run_cli([str(moe), "--mode", "partial", "--python", engine.python])
-
-
 def test_ggml_calls_work_on_the_library_llama_cpp_loaded(engine):
     """The ctypes signatures used for the override pointer and the device copy, checked on the CPU device (the H100
     run of the same code measured ~3 TB/s device-to-device)."""
@@ -228,7 +202,7 @@ def test_ggml_calls_work_on_the_library_llama_cpp_loaded(engine):
         "print(ggml.cpu_buffer_type() != 0, ggml.cpu_buffer_type_origin(), ggml.gpus(), ggml.name(cpu),\n"
         "      ggml.copy_bandwidth_gbs(cpu, mib=16, repeats=2) > 0)\n"
     )
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2] / "include"))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3] / "include"))
     done = subprocess.run([engine.python, "-c", probe], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     has_pointer, origin, gpus, name, copied = done.stdout.split()

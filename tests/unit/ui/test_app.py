@@ -1,7 +1,5 @@
-"""The vramwatch page and its JSON endpoints, against a real SQLite warehouse filled through the Warehouse API.
-
-`three_nights` is also what tests/e2e/test_ui_browser.py serves to a real browser.
-"""
+"""The vramwatch page and its JSON endpoints, against a real SQLite warehouse filled through the Warehouse API
+(support.warehouses.three_nights, which tests/e2e/test_ui_browser.py serves to a real browser too)."""
 
 from __future__ import annotations
 
@@ -9,56 +7,21 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from sample_results import night, replace, result
+from support.samples import night, result
+from support.warehouses import (
+    GROWTH_MIB,
+    NEW_BUILD,
+    NIGHTS,
+    OLD_BUILD,
+    OOM,
+    REGRESSED,
+    build_record,
+    three_nights,
+)
 
-from vramwatch.records import BuildRecord, BuildRequest, Incident, ValidatedNight
-from vramwatch.ui import create_app
-from vramwatch.warehouse import Warehouse
-
-NIGHTS = ("2026-01-01", "2026-01-02", "2026-01-03")
-OLD_BUILD, NEW_BUILD = "0c1e57098", "b7a3f21c0"
-REGRESSED = "deepseek-moe-16b/Q4_K_M/baseline"
-OOM = "phi-3.5-moe/Q4_K_M/baseline"
-GROWTH_MIB = 310.0
-
-
-def _build(commit: str) -> BuildRecord:
-    return BuildRecord(request=BuildRequest(version="0.3.36", backend="cuda"), status="ok",
-                       python="/builds/cuda/bin/python", source_dir="/builds/cuda/src",
-                       llama_cpp_python_version="0.3.36", llama_cpp_commit=commit, built_at=f"{commit}-built")
-
-
-def _third_night() -> list:
-    """The new build: DeepSeek Q4_K_M baseline grew by GROWTH_MIB, Phi Q4_K_M baseline no longer fits."""
-    results = []
-    for r in night():
-        if r.config.config_id == REGRESSED:
-            r = replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + GROWTH_MIB)
-        elif r.config.config_id == OOM:
-            r = result("phi-3.5-moe", "Q4_K_M", "baseline", status="oom")
-        results.append(r)
-    return results
-
-
-def three_nights(url: str) -> Incident:
-    """Three stored nights (two on the old build, one on the new) and the open VRAM incident of the third."""
-    warehouse = Warehouse(url)
-    try:
-        for i, day in enumerate(NIGHTS):
-            last = i == len(NIGHTS) - 1
-            run_id = f"scheduled__{day}"
-            warehouse.start_run(run_id, day, _build(NEW_BUILD if last else OLD_BUILD), "scheduled")
-            warehouse.store_night(run_id, ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]))
-            warehouse.finish_run(run_id, "stored")
-        before = result().memory.gpu_model_mib
-        incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[REGRESSED],
-                            summary=f"{REGRESSED}: CUDA0 model buffer +{GROWTH_MIB:.0f} MiB",
-                            delta_mib=GROWTH_MIB, delta_pct=100 * GROWTH_MIB / before,
-                            build_before=OLD_BUILD, build_after=NEW_BUILD, opened_night=NIGHTS[-1])
-        environment = night()[0].fingerprint.environment_id
-        return warehouse.save_incident(incident, environment, NIGHTS[-1])
-    finally:
-        warehouse.close()
+from vramwatch.records import ValidatedNight
+from vramwatch.ui.app import create_app
+from vramwatch.warehouse.store import Warehouse
 
 
 @pytest.fixture
@@ -179,7 +142,7 @@ def test_unreachable_warehouse_is_a_clear_503(tmp_path):
 def test_cpu_only_night_charts_host_memory_and_says_no_gpu_in_the_seed_table(tmp_path):
     url = f"sqlite:///{tmp_path / 'cpu.db'}"
     warehouse = Warehouse(url)
-    warehouse.start_run("manual__cpu", "2026-01-05", _build(OLD_BUILD), "manual")
+    warehouse.start_run("manual__cpu", "2026-01-05", build_record(OLD_BUILD), "manual")
     warehouse.store_night("manual__cpu", ValidatedNight(accepted=night(gpu=False), quarantined=[]))
     warehouse.finish_run("manual__cpu", "stored")
     warehouse.close()

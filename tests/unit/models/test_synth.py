@@ -13,14 +13,13 @@ import pytest
 from gguf import GGMLQuantizationType
 from gguf.quants import dequantize
 
-from vramwatch.bench import run_config
+from vramwatch.bench.runner import run_config
 from vramwatch.errors import UserError
 from vramwatch.models.inspect import active_bytes_per_token, inspect_gguf, read_header
 from vramwatch.models.quantize import quantize_gguf
 from vramwatch.models.specs import SPEC_NAMES, get_spec, tensor_plan
 from vramwatch.models.synth import ensure_free_space, planned_file_bytes, write_gguf
 from vramwatch.records import BenchConfig
-
 
 GENERATE = """
 import json, sys, llama_cpp

@@ -10,12 +10,12 @@ import pytest
 
 from vramwatch.config import Matrix, Paths
 from vramwatch.errors import UserError
-from vramwatch.models import prepare_models, quantize_gguf
 from vramwatch.models.inspect import read_header
+from vramwatch.models.prepare import NATIVE, prepare_models
+from vramwatch.models.quantize import file_types, quantize_gguf
 from vramwatch.models.specs import get_spec
 from vramwatch.models.synth import write_gguf
-from vramwatch.records import BuildRecord
-
+from vramwatch.records import QUANT_TYPES, BuildRecord
 
 GENERATE = """
 import sys, llama_cpp
@@ -123,23 +123,5 @@ def test_prepare_makes_every_file_once_then_reuses_them(tmp_path, monkeypatch, e
     assert record["quant"] == "Q2_K" and record["fallback_tensors"] == 0
 
 
-def test_cli_quantize_and_inspect(deepseek_tiny, tmp_path, capsys, engine_build):
-    import argparse
-
-    from vramwatch.models.cli import register
-
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-
-    def main(argv: list[str]) -> int:
-        args = parser.parse_args(argv)
-        return args.func(args)
-
-    out = tmp_path / "cli.gguf"
-    assert main(["models", "quantize", str(deepseek_tiny), "--type", "Q8_0", "--out", str(out),
-                 "--python", engine_build.python, "--nthread", "2"]) == 0
-    assert main(["models", "inspect", str(out)]) == 0
-    shown = json.loads(capsys.readouterr().out.split("\n", 1)[1])
-    assert shown["quant"] == "Q8_0" and shown["arch"] == "deepseek" and shown["active_bytes_per_token"] > 0
-    with pytest.raises(UserError, match="no such file"):
-        main(["models", "inspect", str(tmp_path / "nope.gguf")])
+def test_the_quant_names_a_matrix_may_ask_for_are_the_engines_own(engine_build):
+    assert set(QUANT_TYPES) - {NATIVE} == set(file_types(engine_build))

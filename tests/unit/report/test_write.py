@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import re
 
 import pandas as pd
 import pytest
-from sample_results import night, replace, result
+from support.samples import night, replace, result
+from support.warehouses import commit_of, night_of, store_nights
 
-from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, RunRecord, ValidatedNight
-from vramwatch.report import NO_GPU, report_for_run, seed_table_rows, write_report
-from vramwatch.report.cli import register
-from vramwatch.validate import validate_night
-from vramwatch.warehouse import Warehouse, flatten
+from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, RunRecord
+from vramwatch.report.tables import NO_GPU, seed_table_rows
+from vramwatch.report.write import report_for_run, write_report
+from vramwatch.rows import flatten
+from vramwatch.validate.gate import validate_night
+from vramwatch.warehouse.store import Warehouse
 
 SEED_HEADER = "| Quantization | File Size | VRAM Baseline | VRAM Offload | VRAM Saved | Reduction % |"
 
@@ -159,32 +160,14 @@ def test_quality_table_flags_a_greedy_hash_that_changed_since_the_previous_build
     assert "Quality (real weights)" not in without.read_text()
 
 
-def test_report_for_run_and_cli_read_the_warehouse(tmp_path, monkeypatch, capsys):
+def test_report_for_run_reads_the_run_and_its_history_from_the_warehouse(tmp_path):
     warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
-    results = night(gpu=False)
-    for i in range(2):
-        build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
-                            llama_cpp_python_version="0.3.36", llama_cpp_commit=f"b500{i}",
-                            built_at=f"2026-01-0{i + 1}T01:00:00+00:00")
-        warehouse.start_run(f"run{i}", f"2026-01-0{i + 1}", build, "test")
-        warehouse.store_night(f"run{i}", ValidatedNight(accepted=results, quarantined=[]))
-        warehouse.finish_run(f"run{i}", "stored")
+    store_nights(warehouse, [night(gpu=False)] * 2)
 
-    summary = report_for_run(warehouse, "run1", [], tmp_path / "reports")
-    assert (summary.night, summary.n_results, summary.incidents) == ("2026-01-02", 8, [])
-    assert "llama.cpp b5001 (cpu backend)" in (tmp_path / "reports" / "latest.md").read_text()
+    summary = report_for_run(warehouse, "run001", [], tmp_path / "reports")
 
-    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", warehouse.url)
-    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "again"))
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-    args = parser.parse_args(["report", "--night", "2026-01-01"])
-    assert args.func(args) == 0
-    assert "report for 2026-01-01 (run run0)" in capsys.readouterr().out
-    assert "**Test Date**: 2026-01-01" in (tmp_path / "again" / "latest.md").read_text()
-    args = parser.parse_args(["report", "--night", "2025-12-31"])
-    with pytest.raises(Exception, match="no results for night 2025-12-31"):
-        args.func(args)
+    assert (summary.night, summary.n_results, summary.incidents) == (night_of(1), 8, [])
+    assert f"llama.cpp {commit_of(1)} (cpu backend)" in (tmp_path / "reports" / "latest.md").read_text()
     warehouse.close()
 
 

@@ -4,35 +4,21 @@ incidents open once, carry on without a second alert, and resolve when the numbe
 from __future__ import annotations
 
 import dataclasses
-from datetime import date, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
-from sample_results import night, replace, result
+from support.samples import night, replace, result
+from support.warehouses import commit_of, night_of, start_night, store_nights
 
-from vramwatch.records import BenchResult, BuildRecord, BuildRequest, Incident, TestResult, ValidatedNight
-from vramwatch.regress import (
-    Tolerances,
-    VramTolerance,
-    detect,
-    detect_for_run,
-    regressions,
-)
-from vramwatch.regress.cli import register
-from vramwatch.validate import validate_night
-from vramwatch.warehouse import Warehouse, flatten
+from vramwatch.records import BenchResult, Incident, TestResult
+from vramwatch.regress.detect import detect, detect_for_run, regressions
+from vramwatch.regress.vram import Tolerances, VramTolerance
+from vramwatch.rows import flatten
+from vramwatch.validate.gate import validate_night
+from vramwatch.warehouse.store import Warehouse
 
-START = date(2026, 1, 1)
 CONFIGS = night()  # deepseek and phi, Q2_K and Q4_K_M, baseline and offload: 8 configs on an H100
-
-
-def night_of(i: int) -> str:
-    return (START + timedelta(days=i)).isoformat()
-
-
-def commit_of(i: int) -> str:
-    return f"b{5000 + i}"
 
 
 def scaled(test: TestResult, factor: float) -> TestResult:
@@ -279,21 +265,6 @@ def test_detection_needs_a_run_of_one_environment():
 # --------------------------------------------------------------------------------------------- with the warehouse
 
 
-def start_night(warehouse: Warehouse, i: int) -> str:
-    build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
-                        llama_cpp_python_version="0.3.36", llama_cpp_commit=commit_of(i),
-                        built_at=f"{night_of(i)}T01:00:00+00:00")
-    warehouse.start_run(f"run{i:03d}", night_of(i), build, "test")
-    return f"run{i:03d}"
-
-
-def store_nights(warehouse: Warehouse, nights: list[list[BenchResult]], first: int = 0) -> None:
-    for i, results in enumerate(nights, start=first):
-        run_id = start_night(warehouse, i)
-        warehouse.store_night(run_id, ValidatedNight(accepted=results, quarantined=[]))
-        warehouse.finish_run(run_id, "stored")
-
-
 @pytest.fixture
 def warehouse(tmp_path):
     w = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
@@ -349,45 +320,3 @@ def test_a_night_quarantined_whole_is_still_checked(warehouse):
 
     assert incident.kind == "quarantined" and len(incident.configs) == len(CONFIGS)
     assert warehouse.history()["run_id"].tolist() == ["run000"] * len(CONFIGS)  # still none of it in history
-
-
-def test_cli_accepts_an_incident_and_it_stops_paging(warehouse, monkeypatch, capsys):
-    import argparse
-
-    grown = [replace(r, memory__gpu_kv_mib=r.memory.gpu_kv_mib + 128) if r.config.config_id == B else r
-             for r in CONFIGS]
-    store_nights(warehouse, [CONFIGS, grown])
-    (opened,) = detect_for_run(warehouse, "run001")
-    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", warehouse.url)
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-
-    args = parser.parse_args(["regress", "--accept", str(opened.incident_id)])
-    assert args.func(args) == 0
-    assert f"#{opened.incident_id} accepted: vram gpu_kv_mib on {B}" in capsys.readouterr().out
-    assert warehouse.open_incidents() == []
-    store_nights(warehouse, [grown, grown], first=2)
-    assert detect_for_run(warehouse, "run002") == [] and detect_for_run(warehouse, "run003") == []
-    with pytest.raises(Exception, match=f"incident {opened.incident_id} is already accepted"):
-        args.func(args)
-
-
-def test_cli_prints_tonights_incidents(warehouse, monkeypatch, capsys):
-    import argparse
-
-    regressed = [replace(r, memory__gpu_kv_mib=r.memory.gpu_kv_mib + 128) if r.config.config_id == B else r
-                 for r in CONFIGS]
-    store_nights(warehouse, [CONFIGS, regressed])
-    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", warehouse.url)
-    parser = argparse.ArgumentParser()
-    register(parser.add_subparsers())
-
-    args = parser.parse_args(["regress", "--dry-run"])
-    assert args.func(args) == 0
-    out = capsys.readouterr().out
-    assert f"NEW [open] vram since {night_of(1)}" in out and B in out and "+128 MiB" in out
-    assert warehouse.open_incidents() == []  # dry run
-
-    args = parser.parse_args(["regress", "--run", "run000"])
-    assert args.func(args) == 0
-    assert "0 open incident(s)" in capsys.readouterr().out

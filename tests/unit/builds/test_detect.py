@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vramwatch.builds import build_request, check_for_new_build, cuda_architectures, resolve_backend
-from vramwatch.builds.detect import tag_order
+from vramwatch.builds.backend import build_request, cuda_architectures, resolve_backend
+from vramwatch.builds.detect import check_for_new_build, tag_order
 from vramwatch.builds.process import failure_cause
 from vramwatch.config import BuildSource
 from vramwatch.errors import UserError

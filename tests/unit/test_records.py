@@ -1,0 +1,59 @@
+"""Records survive the JSON trip between processes and tasks, measured nights of every committed version still read,
+and the one check of a bench config names what is wrong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vramwatch.records import (
+    BenchConfig,
+    BenchKnobs,
+    BenchResult,
+    MeasuredNight,
+    Memory,
+    ModelFile,
+    TestResult,
+    knob_problems,
+)
+
+RAW = Path(__file__).resolve().parents[2] / "docs" / "results" / "raw"
+RAW_NIGHTS = sorted(p for p in RAW.glob("*.json") if "fidelity" not in p.name)  # what `vramwatch measure` wrote
+
+
+def _model(**overrides) -> ModelFile:
+    fields = dict(model="deepseek-moe-16b", quant="Q4_K_M", path="/m.gguf", file_bytes=10, sha256="ab", arch="deepseek",
+                  n_params=16_000_000_000, n_layer=28, n_expert=64, n_expert_used=6, synthetic=True, scale="full")
+    return ModelFile(**{**fields, **overrides})
+
+
+def test_bench_result_round_trips_through_json_with_nested_records():
+    config = BenchConfig(model=_model(), mode="partial", n_cpu_moe=4)
+    result = BenchResult(config=config, status="ok",
+                         tg=TestResult(n_prompt=0, n_gen=128, samples_ts=[10.0, 12.0], avg_ts=11.0, stddev_ts=1.41),
+                         memory=Memory(buffers_mib={"CUDA0/model": 100.0}, gpu_model_mib=100.0, gpu_total_mib=81559.0))
+    again = BenchResult.from_json(result.to_json())
+    assert again == result
+    assert isinstance(again.config.model, ModelFile) and isinstance(again.tg, TestResult)
+    assert again.config.config_id == "deepseek-moe-16b/Q4_K_M/partial4"
+
+
+def test_seed_vram_metric_is_model_plus_kv_plus_compute_and_absent_without_a_gpu():
+    gpu = Memory(gpu_model_mib=1024, gpu_kv_mib=512, gpu_compute_mib=512, gpu_output_mib=99, gpu_total_mib=81559)
+    assert gpu.vram_gib == 2.0
+    assert Memory(gpu_model_mib=1024).vram_gib is None
+
+
+def test_a_good_config_has_no_problems_and_a_bad_one_names_each_field():
+    assert BenchConfig(model=_model(), mode="baseline").problems() == []
+    bad = BenchConfig(model=_model(), mode="partial", n_cpu_moe=0, n_prompt=4096, n_ctx=4096, type_v="f8")
+    assert [p.split(":")[0] for p in bad.problems()] == ["n_prompt", "type_v", "n_cpu_moe"]
+    assert knob_problems(BenchKnobs(n_ctx=513, n_prompt=512)) == []
+
+
+@pytest.mark.parametrize("path", RAW_NIGHTS, ids=[p.name for p in RAW_NIGHTS])
+def test_committed_measured_nights_still_read(path):
+    measured = MeasuredNight.from_json(path.read_text())
+    assert measured.results and all(isinstance(r.config, BenchConfig) for r in measured.results)
+    assert MeasuredNight.from_json(measured.to_json()) == measured
