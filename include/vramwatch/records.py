@@ -21,7 +21,8 @@ OFFLOAD_MODES: tuple[Mode, ...] = ("offload", "partial")  # the modes that keep 
 SEED_MODES: tuple[Mode, ...] = ("baseline", "offload")  # the seed table's two columns
 
 # Outcome of one bench config. `ok` is the only status that carries measurements.
-Status = Literal["ok", "oom", "timeout", "crashed", "invalid_model", "not_applicable"]
+# invalid_measurement: it ran, but llama.cpp's buffer lines did not parse (or not the GPU's), so there is no figure.
+Status = Literal["ok", "oom", "timeout", "crashed", "invalid_model", "not_applicable", "invalid_measurement"]
 STATUSES: tuple[Status, ...] = typing.get_args(Status)
 
 FlashAttn = Literal["auto", "on", "off"]
@@ -292,6 +293,8 @@ class Memory(Record):
 
     # llama.cpp buffers, MiB, keyed "<device>/<kind>" e.g. "CUDA0/model", "CPU_Mapped/model", "CUDA_Host/compute".
     buffers_mib: dict[str, float] = field(default_factory=dict)
+    # the llama.cpp log lines each buffers_mib figure was read from, by the same key: every number traces to its source
+    source_lines: dict[str, list[str]] = field(default_factory=dict)
     gpu_model_mib: float = 0.0
     gpu_kv_mib: float = 0.0
     gpu_compute_mib: float = 0.0

@@ -134,8 +134,11 @@ class Bench:
                 self._check_placement(moved)
                 ctx = self._new_context(llama_cpp, model)
                 try:
-                    buffers = llama_log.parse_buffers(self.log.text())
-                    self._fill_buffers(buffers)
+                    parsed = llama_log.parse_buffers(self.log.text())
+                    self._fill_buffers(parsed)
+                    problem = llama_log.measurement_problem(parsed.mib, self.fingerprint.backend, config.n_gpu_layers)
+                    if problem:  # a figure we could not read must not pass for a 0 MiB measurement
+                        raise BenchFailure("invalid_measurement", problem)
                     pp, tg = self._time(llama_cpp, ctx)
                     generation = config.generation and self._generate(llama_cpp, ctx, model, config.generation)
                     quality_result = self._quality(llama_cpp, ctx, model) if config.quality else None
@@ -274,10 +277,10 @@ class Bench:
             f"threads={self.n_threads} flash_attn={self.flash_attn}")
         return ctx
 
-    def _fill_buffers(self, buffers: dict[str, float]) -> None:
-        total = llama_log.sum_buffers
+    def _fill_buffers(self, parsed: llama_log.ParsedBuffers) -> None:
+        total, buffers = llama_log.sum_buffers, parsed.mib
         self.memory.update(
-            buffers_mib=buffers,
+            buffers_mib=buffers, source_lines=parsed.source_lines,
             gpu_model_mib=total(buffers, "model", True), gpu_kv_mib=total(buffers, "kv", True),
             gpu_compute_mib=total(buffers, "compute", True), gpu_output_mib=total(buffers, "output", True),
             host_model_mib=total(buffers, "model", False), host_kv_mib=total(buffers, "kv", False),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import sys
-from typing import Callable
+from typing import Callable, NamedTuple
 
 # ggml_log_level; llama-cpp-python's own table predates DEBUG = 1 and maps the levels wrongly.
 LEVEL_DEBUG, LEVEL_INFO, LEVEL_WARN, LEVEL_ERROR, LEVEL_CONT = 1, 2, 3, 4, 5
@@ -83,13 +83,22 @@ def is_gpu_device(device: str) -> bool:
     return bool(_GPU_DEVICE_RE.match(device)) and not device.endswith("_Host")
 
 
-def parse_buffers(lines: list[str]) -> dict[str, float]:
-    """llama.cpp's buffer lines per "<device>/<kind>", MiB (kind: model, kv, compute, output).
+class ParsedBuffers(NamedTuple):
+    """llama.cpp's buffers per "<device>/<kind>" (MiB), with the log lines each figure was read from."""
 
-    Weights and KV may come in several buffers per device (each logged): those add up. Compute and output buffers
-    are logged again whenever they are re-reserved: the last figure is the one in force.
+    mib: dict[str, float]
+    source_lines: dict[str, list[str]]
+
+
+def parse_buffers(lines: list[str]) -> ParsedBuffers:
+    """llama.cpp's buffer lines per "<device>/<kind>", MiB (kind: model, kv, compute, output), and their lines.
+
+    Weights and KV may come in several buffers per device (each logged): those add up, and every line is kept.
+    Compute and output buffers are logged again whenever they are re-reserved: the last figure is the one in force,
+    and its line the one kept. So each figure is the sum of the figures on its source lines.
     """
     buffers: dict[str, float] = {}
+    source_lines: dict[str, list[str]] = {}
     for line in lines:
         match = _BUFFER_RE.search(" " + line)
         if match:
@@ -101,7 +110,23 @@ def parse_buffers(lines: list[str]) -> dict[str, float]:
             key = f"{match['dev']}/model"
         summed = key.endswith(("/model", "/kv"))
         buffers[key] = round((buffers.get(key, 0.0) if summed else 0.0) + float(match["mib"]), 2)
-    return buffers
+        source_lines[key] = [*source_lines.get(key, []), line] if summed else [line]
+    return ParsedBuffers(buffers, source_lines)
+
+
+def measurement_problem(buffers: dict[str, float], backend: str, n_gpu_layers: int) -> str | None:
+    """Why parsed buffers cannot stand as a memory measurement, in one line; None when they can.
+
+    No buffer at all means llama.cpp's log no longer reads as we expect (a format change), on any backend. On a GPU
+    backend with layers offloaded, every mode keeps at least the non-expert weights on the GPU, so a missing GPU model
+    buffer is a parse failure too, not a model that needs no VRAM. Either way a 0 would pass for a measurement.
+    """
+    if not buffers:
+        return "no llama.cpp buffer line parsed: the log format may have changed"
+    if backend != "cpu" and n_gpu_layers > 0 and sum_buffers(buffers, "model", gpu=True) <= 0:
+        return (f"no GPU model buffer parsed on backend {backend} with n_gpu_layers={n_gpu_layers} "
+                f"(parsed: {', '.join(sorted(buffers))}): the log format may have changed")
+    return None
 
 
 def sum_buffers(buffers: dict[str, float], kind: str, gpu: bool) -> float:

@@ -97,7 +97,7 @@ def test_missing_foreign_and_truncated_files_are_refused_in_one_line(tmp_path, t
 
 
 def test_real_cpu_log_gives_buffers_placement_and_flash_attn():
-    buffers = llama_log.parse_buffers(CPU_OFFLOAD_LOG)
+    buffers = llama_log.parse_buffers(CPU_OFFLOAD_LOG).mib
     assert buffers == {"CPU_Mapped/model": 54.76, "CPU/output": 0.39, "CPU/kv": 0.5, "CPU/compute": 12.59}
     assert llama_log.sum_buffers(buffers, "model", gpu=False) == 54.76
     assert llama_log.sum_buffers(buffers, "model", gpu=True) == 0
@@ -109,7 +109,7 @@ def test_real_cpu_log_gives_buffers_placement_and_flash_attn():
 
 
 def test_cuda_buffers_split_into_vram_and_host():
-    buffers = llama_log.parse_buffers(CUDA_LOG)
+    buffers = llama_log.parse_buffers(CUDA_LOG).mib
     assert buffers["CUDA0/model"] == 51.76 and buffers["CUDA_Host/model"] == 53.0
     assert buffers["CUDA0/compute"] == 202.03  # re-reserved: the last figure holds, not the sum
     assert llama_log.sum_buffers(buffers, "model", gpu=True) == 51.76
@@ -119,8 +119,54 @@ def test_cuda_buffers_split_into_vram_and_host():
     assert llama_log.sum_buffers(buffers, "output", gpu=False) == 0.39
     assert llama_log.overridden_tensors(CUDA_LOG) == {"blk.0.ffn_gate_exps.weight": "CUDA_Host"}
     assert llama_log.flash_attn_used(CUDA_LOG, "auto") == "on"
-    legacy = llama_log.parse_buffers(LEGACY_CUDA_LOG)
+    legacy = llama_log.parse_buffers(LEGACY_CUDA_LOG).mib
     assert legacy == {"CUDA0/model": 8000.0, "CPU_Mapped/model": 100.0, "CUDA0/kv": 512.0, "CUDA0/compute": 164.01}
+
+
+def test_each_buffer_figure_keeps_the_lines_it_was_read_from():
+    for log in (CPU_OFFLOAD_LOG, CUDA_LOG, LEGACY_CUDA_LOG):
+        parsed = llama_log.parse_buffers(log)
+        assert parsed.source_lines.keys() == parsed.mib.keys()
+        for key, lines in parsed.source_lines.items():
+            assert all(line in log for line in lines), key
+            # the figure is what its lines say: summed for weights and KV, the one in force for compute and output
+            assert sum(_mib_on(line) for line in lines) == pytest.approx(parsed.mib[key]), key
+    cuda = llama_log.parse_buffers(CUDA_LOG).source_lines
+    assert cuda["CUDA_Host/model"] == ["load_tensors:    CUDA_Host model buffer size =    53.00 MiB"]
+    assert cuda["CUDA0/compute"] == ["sched_reserve:      CUDA0 compute buffer size =   202.03 MiB"]  # re-reserved
+    assert llama_log.parse_buffers(LEGACY_CUDA_LOG).source_lines["CUDA0/model"] == [LEGACY_CUDA_LOG[0]]
+
+
+def _mib_on(line: str) -> float:
+    return float(line.split("=")[1].split("MiB")[0])
+
+
+# The same CUDA run as a llama.cpp whose buffer lines changed wording: nothing of it parses any more.
+CHANGED_FORMAT_CUDA_LOG = [line.replace("buffer size =", "buffer:") for line in CUDA_LOG]
+# Only the weights lines changed ("model buffer" -> "weights buffer"): KV and compute still parse, the model does not.
+CHANGED_MODEL_LINE_CUDA_LOG = [line.replace("model buffer", "weights buffer") for line in CUDA_LOG]
+
+
+def test_a_measurement_whose_buffers_did_not_parse_is_named_invalid():
+    def problem(log: list[str], backend: str, n_gpu_layers: int = 999) -> str | None:
+        return llama_log.measurement_problem(llama_log.parse_buffers(log).mib, backend, n_gpu_layers)
+
+    # real logs are measurements
+    assert problem(CUDA_LOG, "cuda") is None
+    assert problem(LEGACY_CUDA_LOG, "cuda") is None
+    assert problem(CPU_OFFLOAD_LOG, "cpu") is None
+    # nothing parsed: invalid on any backend
+    assert llama_log.parse_buffers(CHANGED_FORMAT_CUDA_LOG).mib == {}
+    for backend in ("cuda", "cpu"):
+        assert "no llama.cpp buffer line parsed" in problem(CHANGED_FORMAT_CUDA_LOG, backend)
+    # KV and compute parsed, the GPU weights did not: a GPU backend with layers offloaded must have them
+    assert llama_log.parse_buffers(CHANGED_MODEL_LINE_CUDA_LOG).mib["CUDA0/compute"] == 202.03
+    reason = problem(CHANGED_MODEL_LINE_CUDA_LOG, "cuda")
+    assert "no GPU model buffer parsed on backend cuda with n_gpu_layers=999" in reason and "\n" not in reason
+    # ... but not where no layer was offloaded, nor on the CPU backend (whose weights are host buffers)
+    assert problem(CHANGED_MODEL_LINE_CUDA_LOG, "cuda", n_gpu_layers=0) is None
+    assert problem(CPU_OFFLOAD_LOG, "cuda", n_gpu_layers=0) is None
+    assert "no GPU model buffer" in problem(CPU_OFFLOAD_LOG, "cuda")
 
 
 def test_log_capture_joins_pieces_and_judges_failures():
@@ -133,7 +179,7 @@ def test_log_capture_joins_pieces_and_judges_failures():
     capture.write(llama_log.LEVEL_DEBUG, "tensor blk.0.ffn_up_exps.weight (1 MiB q4_K) buffer type overridden to CPU_REPACK\n")
     lines = capture.text()
     assert lines[0] == "load_tensors:   CPU_Mapped model buffer size =    54.76 MiB" and lines[1] == "next"
-    assert llama_log.parse_buffers(lines) == {"CPU_Mapped/model": 54.76}
+    assert llama_log.parse_buffers(lines).mib == {"CPU_Mapped/model": 54.76}
     assert echoed == [lines[2]]  # only WARN/ERROR go to stderr
     assert llama_log.classify_failure(capture.problems()) == "oom"
     assert "out of memory" in llama_log.last_error(capture.problems(), "")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -86,6 +87,17 @@ def test_baseline_is_measured_with_nothing_overridden(baseline):
     assert 0 < generation.tokens <= 8 and generation.tokens_per_s > 0 and len(generation.text_sha256) == 64
 
 
+def test_every_buffer_figure_carries_the_log_lines_it_was_read_from(baseline, offload):
+    for result in (baseline, offload):
+        memory = result.memory
+        assert memory.buffers_mib and memory.source_lines.keys() == memory.buffers_mib.keys()
+        for key, mib in memory.buffers_mib.items():
+            device = key.split("/")[0]
+            lines = memory.source_lines[key]
+            assert lines and all(f" {device} " in line and "buffer size" in line for line in lines), key
+            assert sum(float(re.search(r"=\s*([\d.]+)\s*MiB", line)[1]) for line in lines) == pytest.approx(mib), key
+
+
 def test_without_a_gpu_every_gpu_reading_is_none_not_zero(baseline):
     memory = baseline.memory
     for name in ("gpu_total_mib", "nvml_device_used_before_mib", "nvml_device_used_after_mib", "nvml_process_mib",
@@ -121,7 +133,9 @@ def test_partial_moves_only_the_first_layers_experts(engine, moe, tmp_path):
     lines = [line.split("] ", 1)[1] for line in log_path.read_text().splitlines() if "] " in line]
     placed = llama_log.overridden_tensors(lines)
     assert sorted(placed) == ["blk.0.ffn_down_exps.weight", "blk.0.ffn_gate_exps.weight", "blk.0.ffn_up_exps.weight"]
-    assert llama_log.parse_buffers(lines) == result.memory.buffers_mib  # the record is what the log says
+    parsed = llama_log.parse_buffers(lines)
+    assert parsed.mib == result.memory.buffers_mib  # the record is what the log says
+    assert parsed.source_lines == result.memory.source_lines
 
 
 def test_dense_model_has_nothing_to_offload(engine, dense):
