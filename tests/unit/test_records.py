@@ -45,6 +45,16 @@ def test_seed_vram_metric_is_model_plus_kv_plus_compute_and_absent_without_a_gpu
     assert Memory(gpu_model_mib=1024).vram_gib is None
 
 
+def test_cuda_context_is_nvml_process_memory_beyond_the_gpu_buffers():
+    # the DeepSeek Q4_K_M baseline's shape on an H200; 518 MiB is what the old pre-load reading said under 0.3.36
+    memory = Memory(gpu_model_mib=10_010.0, gpu_kv_mib=1_024.0, gpu_compute_mib=260.39, gpu_output_mib=0.39,
+                    nvml_process_mib=11_965.0, gpu_total_mib=143_771.0, cuda_context_mib=518.0)
+    assert memory.gpu_buffers_mib == 11_294.78
+    assert memory.with_cuda_context().cuda_context_mib == 670.22
+    # no NVML process figure (no GPU, or a container that hides pids): no context figure, never a 0
+    assert Memory(gpu_model_mib=100.0, cuda_context_mib=3.2).with_cuda_context().cuda_context_mib is None
+
+
 def test_a_good_config_has_no_problems_and_a_bad_one_names_each_field():
     assert BenchConfig(model=_model(), mode="baseline").problems() == []
     bad = BenchConfig(model=_model(), mode="partial", n_cpu_moe=0, n_prompt=4096, n_ctx=4096, type_v="f8")

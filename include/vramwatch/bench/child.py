@@ -103,8 +103,8 @@ class Bench:
         say(f"{self.config.config_id}: {status}" + (f" ({error})" if error else ""))
         return BenchResult(
             config=self.config, status=status, error=" ".join(error.split())[:500],
-            memory=Memory(**self.memory), n_overridden_tensors=self.n_overridden, n_threads=self.n_threads,
-            flash_attn=self.flash_attn, fingerprint=self.fingerprint, started_at=started_at,
+            memory=Memory(**self.memory).with_cuda_context(), n_overridden_tensors=self.n_overridden,
+            n_threads=self.n_threads, flash_attn=self.flash_attn, fingerprint=self.fingerprint, started_at=started_at,
             duration_s=round(time.perf_counter() - start, 3), load_s=round(self.load_s, 3), **fields,
         )
 
@@ -125,7 +125,7 @@ class Bench:
         gpus = ggml.gpus()
         gpu_offload = bool(gpus) and bool(llama_cpp.llama_supports_gpu_offload())
         self.fingerprint = _replace(self.fingerprint, backend=_backend_name(ggml, gpus))
-        device = self._measure_context(ggml, gpus, nvml, used_before)
+        device = self._identify_gpu(ggml, gpus, nvml, used_before)
 
         sampler = PeakSampler(nvml, device) if nvml and gpus else None
         with sampler or contextlib.nullcontext():
@@ -187,24 +187,21 @@ class Bench:
         self._log_callback = llama_cpp.llama_log_callback(on_log)  # kept: C holds the pointer for the process
         llama_cpp.llama_log_set(self._log_callback, ctypes.c_void_p(0))
 
-    def _measure_context(self, ggml: Ggml, gpus: list[int], nvml: Nvml | None, used_before: list[float]) -> int:
-        """Create the CUDA context before the model exists, so its cost is measured on its own; return the NVML
-        index of our device."""
+    def _identify_gpu(self, ggml: Ggml, gpus: list[int], nvml: Nvml | None, used_before: list[float]) -> int:
+        """Record the GPU's size, what was used on it before us and its fingerprint; return the NVML index of our
+        device. (The CUDA context's cost is taken after the run, in Memory.with_cuda_context.)"""
         if not gpus:
             return 0
-        _free, total = ggml.memory_mib(gpus[0])  # cudaMemGetInfo: creates the primary context
+        _free, total = ggml.memory_mib(gpus[0])  # cudaMemGetInfo: creates the primary context, so NVML sees our device
         if not nvml:
             self.memory["gpu_total_mib"] = round(total, 1)
             self.fingerprint = _replace(self.fingerprint, gpu_name=ggml.description(gpus[0]), gpu_count=len(gpus))
             return 0
         device = nvml.device_of(os.getpid())
-        own = nvml.process_mib(device, os.getpid())
-        context = own if own is not None else nvml.used_mib(device) - used_before[device]
         self.memory.update(gpu_total_mib=round(nvml.total_mib(device), 1),
-                           nvml_device_used_before_mib=round(used_before[device], 1),
-                           cuda_context_mib=round(context, 1))
+                           nvml_device_used_before_mib=round(used_before[device], 1))
         self.fingerprint = _replace(self.fingerprint, **nvml.fingerprint(device))
-        say(f"GPU {self.fingerprint.gpu_name}: context {context:.0f} MiB, {used_before[device]:.0f} MiB used before")
+        say(f"GPU {self.fingerprint.gpu_name}: {used_before[device]:.0f} MiB used before")
         return device
 
     def _load(self, llama_cpp: Any, ggml: Ggml) -> tuple[int, Any]:

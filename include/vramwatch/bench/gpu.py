@@ -175,8 +175,8 @@ class Ggml:
         return _text(self.lib.ggml_backend_dev_description(device))
 
     def memory_mib(self, device: int) -> tuple[float, float]:
-        """(free, total) MiB; on CUDA this creates the device's primary context, which is the point when we call it
-        before loading the model: the context's own cost is then measurable on its own."""
+        """(free, total) MiB; on CUDA this creates the device's primary context, after which NVML lists this process
+        on the device it uses."""
         free, total = ctypes.c_size_t(), ctypes.c_size_t()
         self.lib.ggml_backend_dev_memory(device, ctypes.byref(free), ctypes.byref(total))
         return free.value / MIB, total.value / MIB
