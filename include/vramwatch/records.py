@@ -15,6 +15,8 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
+from vramwatch.errors import UserError
+
 Mode = Literal["baseline", "offload", "partial"]
 MODES: tuple[Mode, ...] = typing.get_args(Mode)
 OFFLOAD_MODES: tuple[Mode, ...] = ("offload", "partial")  # the modes that keep (some) experts in CPU memory
@@ -403,13 +405,35 @@ class BenchResult(Record):
         return self.status == "ok"
 
 
+# The measured-night format. 1: no version field. 2: cuda_context_mib is NVML process memory minus the GPU buffers,
+# and Memory keeps its source_lines.
+MEASURED_NIGHT_VERSION = 2
+
+
 @dataclass(frozen=True)
 class MeasuredNight(Record):
-    """The GPU half of a night, as one document: what `vramwatch measure` writes and `vramwatch ingest` reads."""
+    """The GPU half of a night, as one document: what `vramwatch measure` writes and `vramwatch ingest` reads.
+
+    Reading one (from_dict, hence from_json) migrates an older format to this one, so every reader sees one format.
+    """
 
     build: BuildRecord
     results: list[BenchResult]
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    format_version: int = MEASURED_NIGHT_VERSION
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> MeasuredNight:
+        version = data.get("format_version", 1)
+        if version > MEASURED_NIGHT_VERSION:
+            raise UserError(f"this measured night has format version {version}; this vramwatch reads up to "
+                            f"{MEASURED_NIGHT_VERSION}", "upgrade vramwatch on the ingest side to the version that "
+                            "measured the night")
+        night = super().from_dict(data)
+        if version == 1:  # its cuda_context_mib was read before the model loaded; it had no source lines
+            results = [dataclasses.replace(r, memory=r.memory.with_cuda_context()) for r in night.results]
+            night = dataclasses.replace(night, results=results)
+        return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 
 
 # --------------------------------------------------------------------------------------------- validate

@@ -3,14 +3,19 @@ and the one check of a bench config names what is wrong."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 
+from vramwatch.errors import UserError
 from vramwatch.records import (
+    MEASURED_NIGHT_VERSION,
     BenchConfig,
     BenchKnobs,
     BenchResult,
+    BuildRecord,
+    BuildRequest,
     MeasuredNight,
     Memory,
     ModelFile,
@@ -63,7 +68,32 @@ def test_a_good_config_has_no_problems_and_a_bad_one_names_each_field():
 
 
 @pytest.mark.parametrize("path", RAW_NIGHTS, ids=[p.name for p in RAW_NIGHTS])
-def test_committed_measured_nights_still_read(path):
+def test_committed_measured_nights_read_migrated_to_the_current_version(path):
+    assert "format_version" not in json.loads(path.read_text())  # written before the field: version 1
     measured = MeasuredNight.from_json(path.read_text())
+    assert measured.format_version == MEASURED_NIGHT_VERSION
     assert measured.results and all(isinstance(r.config, BenchConfig) for r in measured.results)
-    assert MeasuredNight.from_json(measured.to_json()) == measured
+    measured_on_gpu = [r.memory for r in measured.results if r.memory.nvml_process_mib is not None]
+    assert measured_on_gpu
+    for memory in measured_on_gpu:
+        assert memory.cuda_context_mib == pytest.approx(memory.nvml_process_mib - memory.gpu_buffers_mib, abs=0.01)
+        assert 0 < memory.cuda_context_mib < 1024  # ~0.7 GiB on the H200, where the old reading said 518 MiB
+    assert all(r.memory.source_lines == {} for r in measured.results)
+    assert MeasuredNight.from_json(measured.to_json()) == measured  # the current version reads back as written
+
+
+def test_a_current_night_keeps_its_figures_and_a_newer_one_asks_for_an_upgrade():
+    memory = Memory(gpu_model_mib=100.0, nvml_process_mib=900.0, cuda_context_mib=800.0,
+                    source_lines={"CUDA0/model": ["load_tensors:        CUDA0 model buffer size =   100.00 MiB"]})
+    build = BuildRecord(request=BuildRequest(version="0.3.36", backend="cuda"), status="ok", python="", source_dir="",
+                        llama_cpp_python_version="0.3.36", llama_cpp_commit="0c1e57098")
+    night = MeasuredNight(build=build, results=[BenchResult(config=BenchConfig(model=_model(), mode="baseline"),
+                                                             status="ok", memory=memory)])
+    assert json.loads(night.to_json())["format_version"] == MEASURED_NIGHT_VERSION
+    assert MeasuredNight.from_json(night.to_json()) == night
+
+    newer = {**night.to_dict(), "format_version": MEASURED_NIGHT_VERSION + 1}
+    with pytest.raises(UserError) as refused:
+        MeasuredNight.from_json(json.dumps(newer))
+    assert f"format version {MEASURED_NIGHT_VERSION + 1}" in str(refused.value) and "\n" not in str(refused.value)
+    assert "upgrade vramwatch on the ingest side" in refused.value.fix
