@@ -78,11 +78,11 @@ def llamacpp_nightly():
         return pipeline.task_bench(config, build)
 
     @task
-    def validate(results: list[dict], dag_run=None) -> dict:
+    def validate(results: list[dict], build: dict, dag_run=None) -> dict:
         from vramwatch import pipeline
 
         # indexed reads: iterating the lazy sequence probes one XCom past the end and logs a 404 error
-        return pipeline.task_validate([results[i] for i in range(len(results))], _night(dag_run))
+        return pipeline.task_validate([results[i] for i in range(len(results))], _night(dag_run), build)
 
     @task
     def store(build: dict, validated: dict, dag_run=None) -> int:
@@ -124,7 +124,7 @@ def llamacpp_nightly():
     build = build_engine(check)
     configs = prepare_models(build)
     results = bench.partial(build=build).expand(config=configs)
-    validated = validate(results)
+    validated = validate(results, build)
     stored = store(build, validated)
     incidents = detect_regressions(build, stored)
     alert(report(incidents)) >> [prune(), prune_reports()]

@@ -88,11 +88,11 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
     return result
 
 
-def validate(results: list[BenchResult], night: str) -> ValidatedNight:
+def validate(results: list[BenchResult], night: str, build: BuildRecord) -> ValidatedNight:
     from vramwatch.validate.gate import validate_night
 
     data_docs = Paths().reports / night / "data_docs"
-    validated = validate_night(results, data_docs_dir=data_docs)
+    validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
     _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
     return validated
 
@@ -174,7 +174,7 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str,
     warehouse = _open(None)
     warehouse.store_build(measured.build)
     with _timed(seconds, "validate"):
-        validated = validate(measured.results, night)
+        validated = validate(measured.results, night, measured.build)
     with _timed(seconds, "store"):
         store(run_id, night, measured.build, validated, trigger, warehouse)
     with _timed(seconds, "detect_regressions"):
@@ -243,8 +243,8 @@ def task_bench(config: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
     return bench(BenchConfig.from_dict(config), BuildRecord.from_dict(build)).to_dict()
 
 
-def task_validate(results: list[dict[str, Any]], night: str) -> dict[str, Any]:
-    return validate([BenchResult.from_dict(r) for r in results], night).to_dict()
+def task_validate(results: list[dict[str, Any]], night: str, build: dict[str, Any]) -> dict[str, Any]:
+    return validate([BenchResult.from_dict(r) for r in results], night, BuildRecord.from_dict(build)).to_dict()
 
 
 def task_store(run_id: str, night: str, build: dict[str, Any], validated: dict[str, Any], trigger: str) -> int:

@@ -85,6 +85,7 @@ def test_nightly_reads_like_the_pipeline(dagbag):
     for upstream, downstream in zip(order, order[1:]):
         assert upstream in dag.get_task(downstream).upstream_task_ids, f"{upstream} -> {downstream}"
     assert dag.get_task("prune_reports").upstream_task_ids == {"alert"}
+    assert "build_engine" in dag.get_task("validate").upstream_task_ids  # results must have run on the build's backend
     assert dag.timetable.expression == "0 2 * * *" and str(dag.timetable.timezone) == "UTC"
     assert dag.params["force"] is False
 

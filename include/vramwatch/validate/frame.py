@@ -1,8 +1,8 @@
 """A night's results as the pandas frame the expectation suite runs on.
 
 Each row is the flattened result (the warehouse's columns) plus derived columns for checks that GX cannot express
-on raw fields: counts of samples, the GPU buffer sum, the file size on disk, and the cross-row baseline VRAM of the
-same model and quantization. `row_id` is the row's position in the input list: failures map back through it.
+on raw fields: counts of samples and buffers, NVML process memory beyond the GPU buffers, the backend and GPU layers,
+the file size on disk, and the cross-row baseline VRAM of the same model and quantization. `row_id` is the row's position in the input list: failures map back through it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,11 @@ def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, obje
     return {
         "pp_n_samples": len(result.pp.samples_ts) if result.pp else None,
         "tg_n_samples": len(result.tg.samples_ts) if result.tg else None,
-        "gpu_buffers_mib": memory.gpu_model_mib + memory.gpu_kv_mib + memory.gpu_compute_mib + memory.gpu_output_mib,
+        "n_buffers": len(memory.buffers_mib),
+        # NVML process memory minus the GPU buffers: what cuda_context_mib holds, computed from the two it compares
+        "nvml_beyond_buffers_mib": memory.with_cuda_context().cuda_context_mib,
+        "backend": result.fingerprint.backend,
+        "n_gpu_layers": result.config.n_gpu_layers,
         "gpu_total_gib": total / 1024 if total is not None else None,
         "file_bytes_on_disk": os.path.getsize(path) if path and os.path.isfile(path) else None,
         "has_fingerprint": _fingerprint_present(result),
@@ -44,8 +48,10 @@ def validation_frame(results: list[BenchResult], gpu_total_mib: float | None = N
     )
     for column in REQUIRED_TEXT:
         frame[column] = frame[column].map(lambda v: v if isinstance(v, str) and v.strip() else None)
-    # Cross-row: the VRAM the ok baseline of the same model+quant measured tonight (None where there is none).
-    baseline = frame[(frame["mode"] == "baseline") & (frame["status"] == "ok")].groupby(["model", "quant"])["vram_gib"]
+    # Cross-row: the VRAM the ok baseline of the same model+quant measured tonight (None where there is none). A
+    # baseline whose GPU weights did not parse is no reference: its offload row is not to blame for it.
+    measured = (frame["mode"] == "baseline") & (frame["status"] == "ok") & (frame["gpu_model_mib"] > 0)
+    baseline = frame[measured].groupby(["model", "quant"])["vram_gib"]
     frame = frame.merge(baseline.max().rename("baseline_vram_gib"), how="left", left_on=["model", "quant"],
                         right_index=True)
     return frame

@@ -11,7 +11,7 @@ from support.samples import night, replace, result
 
 from vramwatch.records import Fingerprint, TestResult
 from vramwatch.validate.frame import validation_frame
-from vramwatch.validate.gate import validate_night
+from vramwatch.validate.gate import NVML_MARGIN_MIB, validate_night
 
 
 def _by_config(validated):
@@ -21,12 +21,16 @@ def _by_config(validated):
 @pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "no-gpu"])
 def test_a_sane_night_passes_whole(gpu):
     # rows that did not run are valid history when status and error are sane, even with the partial fingerprint
-    # the bench parent gives a child that never reported
+    # the bench parent gives a child that never reported, or none at all
     timeout = replace(result("phi-3.5-moe", "Q8_0", "offload", gpu=gpu, status="timeout"),
                       fingerprint=Fingerprint(llama_cpp_commit="0c1e57098", backend="cuda" if gpu else "cpu"))
-    results = night(gpu=gpu, n_cpu_moe_sweep=(4,)) + [result("phi-3.5-moe", "Q8_0", gpu=gpu, status="oom"), timeout]
+    crashed = replace(result("deepseek-moe-16b", "Q8_0", gpu=gpu, status="crashed"), fingerprint=Fingerprint())
+    unparsed = replace(result("deepseek-moe-16b", "Q8_0", "offload", gpu=gpu, status="invalid_measurement"),
+                       error="no llama.cpp buffer line parsed: the log format may have changed")
+    results = night(gpu=gpu, n_cpu_moe_sweep=(4,)) + [result("phi-3.5-moe", "Q8_0", gpu=gpu, status="oom"), timeout,
+                                                      crashed, unparsed]
 
-    validated = validate_night(results)
+    validated = validate_night(results, build_backend="cuda" if gpu else "cpu")
 
     assert validated.quarantined == []
     assert validated.accepted == results
@@ -65,7 +69,7 @@ def test_each_broken_row_is_quarantined_with_the_expectations_it_failed(tmp_path
         "deepseek-moe-16b/Q2_K/offload": ["pp_all_repetitions"],
         "deepseek-moe-16b/Q4_K_M/offload": ["offload_below_baseline_vram"],
         "deepseek-moe-16b/Q8_0/baseline": ["file_size_matches_disk"],
-        "phi-3.5-moe/Q2_K/baseline": ["buffers_within_nvml_process"],
+        "phi-3.5-moe/Q2_K/baseline": ["nvml_agrees_with_buffers"],
         "phi-3.5-moe/Q2_K/offload": ["fingerprint_present"],
         "phi-3.5-moe/Q4_K_M/baseline": ["tg_measured"],
         "phi-3.5-moe/Q4_K_M/offload": ["error_explained", "status_known"],
@@ -84,6 +88,60 @@ def test_vram_beyond_the_gpu_is_quarantined_and_only_where_there_is_a_gpu():
     validated = validate_night(gpu_rows + cpu_rows, gpu_total_mib=10_240)
 
     assert _by_config(validated) == {"deepseek-moe-16b/Q4_K_M/baseline": ["vram_within_gpu_total"]}
+
+
+def test_results_measured_on_another_backend_than_the_build_are_quarantined():
+    cuda_night = night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))
+    # a CUDA engine on a worker that lost its GPU: llama.cpp ran it on the CPU, tg fell twentyfold
+    on_cpu = result("phi-3.5-moe", "Q4_K_M", gpu=False)
+    never_ran = replace(result("phi-3.5-moe", "Q2_K", status="timeout"), fingerprint=Fingerprint())
+
+    validated = validate_night([*cuda_night, on_cpu, never_ran], build_backend="cuda")
+
+    assert _by_config(validated) == {"phi-3.5-moe/Q4_K_M/baseline": ["backend_matches_build"]}
+    # and a CPU build's night is CPU results only
+    assert _by_config(validate_night(cuda_night, build_backend="cpu")) == {
+        r.config.config_id: ["backend_matches_build"] for r in cuda_night}
+
+
+def test_a_row_whose_buffers_did_not_parse_is_never_accepted_as_ok():
+    gpu_baseline, gpu_offload = night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))
+    no_buffers = dict(memory__buffers_mib={}, memory__gpu_model_mib=0.0, memory__gpu_kv_mib=0.0,
+                      memory__gpu_compute_mib=0.0, memory__gpu_output_mib=0.0, memory__host_model_mib=0.0,
+                      memory__host_kv_mib=0.0, memory__host_compute_mib=0.0)
+    # what an older worker stored after llama.cpp reworded its buffer lines: every figure 0, NVML still counting
+    unparsed_gpu = replace(gpu_baseline, **no_buffers)
+    unparsed_cpu = replace(result("phi-3.5-moe", "Q2_K", gpu=False), **no_buffers)
+    # only the GPU weights' line went unread: KV and compute parsed
+    no_gpu_weights = replace(result("phi-3.5-moe", "Q4_K_M"), memory__gpu_model_mib=0.0,
+                             memory__nvml_process_mib=None)
+    # no layer offloaded: no GPU weights expected
+    cpu_layers = replace(result("phi-3.5-moe", "Q8_0"), config__n_gpu_layers=0, memory__gpu_model_mib=0.0,
+                         memory__nvml_process_mib=None)
+
+    validated = validate_night([unparsed_gpu, gpu_offload, unparsed_cpu, no_gpu_weights, cpu_layers])
+
+    assert _by_config(validated) == {
+        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_model_buffer_measured",
+                                             "nvml_agrees_with_buffers"],
+        "phi-3.5-moe/Q2_K/baseline": ["buffers_parsed"],
+        "phi-3.5-moe/Q4_K_M/baseline": ["gpu_model_buffer_measured"],
+    }
+    # the broken baseline is no reference for tonight's offload row of the same file, which stays accepted
+    assert gpu_offload in validated.accepted
+
+
+def test_nvml_may_exceed_the_buffers_by_the_stated_margin_and_no_more():
+    row = result()
+    buffers = row.memory.gpu_buffers_mib
+
+    def failed(nvml_process_mib: float) -> list[list[str]]:
+        quarantined = validate_night([replace(row, memory__nvml_process_mib=nvml_process_mib)]).quarantined
+        return [q.failed_expectations for q in quarantined]
+
+    assert failed(buffers) == [] and failed(buffers + NVML_MARGIN_MIB) == []
+    assert failed(buffers + NVML_MARGIN_MIB + 1) == [["nvml_agrees_with_buffers"]]  # buffers missed an allocation
+    assert failed(buffers - 1) == [["nvml_agrees_with_buffers"]]  # buffers above what the process holds
 
 
 def test_a_file_that_matches_the_gguf_on_disk_passes(tmp_path):
