@@ -1,0 +1,70 @@
+"""The CPU half of a night (pipeline.ingest: validate, store, detect, report, alert) on a real SQLite warehouse."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from support.samples import night, replace
+
+from vramwatch import pipeline
+from vramwatch.records import BuildRecord, BuildRequest, IncidentKind, MeasuredNight
+from vramwatch.warehouse.store import Warehouse
+
+BASELINE = "deepseek-moe-16b/Q4_K_M/baseline"
+# What an older worker stored once llama.cpp reworded its buffer lines: nothing parsed, every figure 0, ok status.
+UNPARSED = dict(memory__buffers_mib={}, memory__source_lines={}, memory__gpu_model_mib=0.0, memory__gpu_kv_mib=0.0,
+                memory__gpu_compute_mib=0.0, memory__gpu_output_mib=0.0, memory__host_model_mib=0.0,
+                memory__host_kv_mib=0.0, memory__host_compute_mib=0.0)
+
+
+@pytest.fixture
+def warehouse_url(tmp_path, monkeypatch) -> str:
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    for channel in ("WEBHOOK", "SMTP", "EMAIL_TO", "SLACK_WEBHOOK"):
+        monkeypatch.delenv(f"VRAMWATCH_ALERT_{channel}", raising=False)
+    return url
+
+
+def _measured(commit: str, built_at: str, unparsed_baseline: bool, tmp_path: Path) -> MeasuredNight:
+    """A CUDA night of DeepSeek Q4_K_M (baseline + offload), through the JSON file `vramwatch ingest` reads."""
+    build = BuildRecord(request=BuildRequest(version="0.3.36", backend="cuda"), status="ok", python="", source_dir="",
+                        llama_cpp_python_version="0.3.36", llama_cpp_commit=commit, built_at=built_at)
+    results = [replace(r, **UNPARSED) if unparsed_baseline and r.config.config_id == BASELINE else r
+               for r in night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))]
+    path = tmp_path / f"{commit}.json"
+    path.write_text(MeasuredNight(build=build, results=results).to_json())
+    return MeasuredNight.from_json(path.read_text())
+
+
+def test_a_night_whose_buffers_did_not_parse_is_quarantined_never_a_vram_change(warehouse_url, tmp_path):
+    first = _measured("e3a74b29", "2026-01-01T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)
+    second = _measured("0c1e57098", "2026-01-02T01:00:00+00:00", unparsed_baseline=True, tmp_path=tmp_path)
+
+    pipeline.ingest(first, "run1", "2026-01-01", trigger="test")
+    summary = pipeline.ingest(second, "run2", "2026-01-02", trigger="test")
+
+    warehouse = Warehouse(warehouse_url)
+    try:
+        (quarantined,) = warehouse.quarantined_for_run("run2")
+        stored = warehouse.history()
+    finally:
+        warehouse.close()
+    assert quarantined.result.config.config_id == BASELINE
+    assert {"buffers_parsed", "gpu_model_buffer_measured"} <= set(quarantined.failed_expectations)
+    tonight = stored[stored["run_id"] == "run2"]
+    assert list(tonight["config_id"]) == ["deepseek-moe-16b/Q4_K_M/offload"]  # the zeros never stored as ok
+    assert summary.n_quarantined == 1
+    # the zeros are no "VRAM improved -100%" (nor its reverse the night after): the row is reported as quarantined
+    assert IncidentKind.VRAM_IMPROVED not in {i.kind for i in summary.incidents}
+    assert not any("VRAM improved" in i.summary for i in summary.incidents)
+    assert "VRAM improved" not in Path(summary.report_md).read_text()
+    (flagged,) = [i for i in summary.incidents if i.kind == IncidentKind.QUARANTINED]
+    assert flagged.configs == [BASELINE] and "buffers_parsed" in flagged.summary
+
+    # the parser fixed, the next night measures the baseline again: no zero reference, so no +10 GiB page
+    third = _measured("b7a3f21c0", "2026-01-03T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)
+    after_fix = pipeline.ingest(third, "run3", "2026-01-03", trigger="test")
+    assert not {IncidentKind.VRAM, IncidentKind.VRAM_IMPROVED} & {i.kind for i in after_fix.incidents}
