@@ -90,17 +90,17 @@ def llamacpp_nightly():
 
         return pipeline.task_store(dag_run.run_id, _night(dag_run), build, validated, str(dag_run.run_type))
 
-    @task(**GPU)  # a suspect throughput drop is rerun on the GPU before anyone is paged
-    def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> list[dict]:
+    @task(**GPU)  # a build change in tok/s is rerun A/B on the GPU before anyone is paged
+    def detect_regressions(stored: int, run_id: str | None = None) -> dict:
         from vramwatch import pipeline
 
-        return pipeline.task_detect_regressions(run_id, build)
+        return pipeline.task_detect_regressions(MATRIX_NAME, run_id)
 
     @task
-    def report(incidents: list[dict], run_id: str | None = None) -> dict:
+    def report(verdicts: dict, run_id: str | None = None) -> dict:
         from vramwatch import pipeline
 
-        return pipeline.task_report(run_id, incidents)
+        return pipeline.task_report(run_id, verdicts)
 
     @task
     def alert(summary: dict) -> int:
@@ -126,8 +126,8 @@ def llamacpp_nightly():
     results = bench.partial(build=build).expand(config=configs)
     validated = validate(results, build)
     stored = store(build, validated)
-    incidents = detect_regressions(build, stored)
-    alert(report(incidents)) >> [prune(), prune_reports()]
+    verdicts = detect_regressions(stored)
+    alert(report(verdicts)) >> [prune(), prune_reports()]
 
 
 llamacpp_nightly()

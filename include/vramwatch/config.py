@@ -77,6 +77,54 @@ class BuildSource(Strict):
     build_llama_bench: bool = False
 
 
+# The deterministic llama.cpp buffer components a VRAM policy judges (flat-row columns, MiB).
+VRAM_COMPONENTS = ("gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "gpu_output_mib")
+
+
+class VramRule(Strict):
+    """When a buffer's growth pages: at least page_mib MiB, or at least page_pct % of it and at least 1 MiB."""
+
+    page_mib: float = Field(16.0, ge=0)
+    page_pct: float = Field(5.0, ge=0)
+
+    def pages(self, before: float, delta: float) -> bool:
+        if delta <= 0:
+            return False
+        return delta >= self.page_mib or (delta >= 1.0 and before > 0 and 100.0 * delta / before >= self.page_pct)
+
+
+class VramPolicy(VramRule):
+    """VRAM verdicts. llama.cpp's buffers are deterministic, so every change is reported exactly; these say which
+    page. `components` overrides the rule per component; `fits_gib` pages when a config that fit a GPU of that size
+    (NVML's per-process need) no longer does; `window` is how many good nights the reference (their lowest value)
+    is taken from, so a creep of small steps pages once they add up."""
+
+    components: dict[Literal["gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "gpu_output_mib"], VramRule] = {}
+    fits_gib: list[float] = [24.0, 48.0, 80.0]
+    window: int = Field(30, ge=1)
+
+    def rule(self, component: str) -> VramRule:
+        return self.components.get(component, self)  # type: ignore[arg-type]
+
+
+class ThroughputPolicy(Strict):
+    """Throughput verdicts. A build change whose tok/s differs from the previous build's by more than the config's
+    noise is rerun the same night, both engines interleaved (ab_processes each); a slowdown pages when the A/B
+    confirms it and it is at least page_pct %. History catches slow drift (a robust z-score over `window` nights,
+    from `min_history` nights on)."""
+
+    page_pct: float = Field(5.0, gt=0)
+    ab_processes: int = Field(5, ge=3)
+    ab_confidence: float = Field(0.95, gt=0.5, lt=1)
+    window: int = Field(30, ge=5)
+    min_history: int = Field(20, ge=5)
+
+
+class Policy(Strict):
+    vram: VramPolicy = VramPolicy()
+    throughput: ThroughputPolicy = ThroughputPolicy()
+
+
 def _did_you_mean(quant: str) -> str:
     close = difflib.get_close_matches(quant.upper(), QUANT_TYPES, n=2, cutoff=0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else f" (known: {', '.join(QUANT_TYPES)})"
@@ -107,6 +155,7 @@ class Matrix(_MatrixKnobs):
     pool: str = "gpu"
     keep_builds: int = Field(2, ge=1)  # prune: engines and quantized models of the N builds used last stay on disk
     keep_data_docs: int = Field(30, ge=1)  # prune_reports: GX Data Docs of the N newest nights stay
+    policy: Policy = Policy()  # what pages (README: "What pages")
 
     @field_validator("flash_attn", mode="before")
     @classmethod

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from vramwatch.config import Matrix, Paths, load_matrix
+from vramwatch.config import Matrix, Paths, Policy, load_matrix
 from vramwatch.errors import UserError
 from vramwatch.progress import for_stage
 from vramwatch.records import (
@@ -20,9 +20,9 @@ from vramwatch.records import (
     BenchResult,
     BuildCheck,
     BuildRecord,
-    Incident,
     MeasuredNight,
     NightSummary,
+    NightVerdicts,
     PruneResult,
     RunRecord,
     ValidatedNight,
@@ -107,24 +107,22 @@ def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight
     return stored
 
 
-def detect_regressions(run_id: str, build: BuildRecord | None, warehouse: Warehouse | None = None,
-                       save: bool = True) -> list[Incident]:
-    """Tonight's incidents for a stored run. With a build, a suspect throughput drop is benched again on it first;
-    save False stores nothing (what would tonight's incidents be?)."""
+def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None = None,
+                       save: bool = True) -> NightVerdicts:
+    """Tonight's verdicts for a stored run; save False stores nothing (what would tonight's incidents be?)."""
     from vramwatch.regress.detect import detect_for_run
 
-    def rerun(config: BenchConfig) -> BenchResult:
-        return bench(config, build)
+    verdicts = detect_for_run(_open(warehouse), run_id, policy, save=save)
+    incidents = verdicts.incidents
+    _say(f"detect_regressions: {sum(i.pages for i in incidents)} paging, "
+         f"{sum(not i.is_closed for i in incidents)} open, {len(verdicts.not_judged)} check(s) not judged")
+    return verdicts
 
-    incidents = detect_for_run(_open(warehouse), run_id, rerun=rerun if build else None, save=save)
-    _say(f"detect_regressions: {sum(i.is_new for i in incidents)} new, {len(incidents)} open")
-    return incidents
 
-
-def report(run_id: str, incidents: list[Incident], warehouse: Warehouse | None = None) -> NightSummary:
+def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None) -> NightSummary:
     from vramwatch.report.write import report_for_run
 
-    summary = report_for_run(_open(warehouse), run_id, incidents, Paths().reports)
+    summary = report_for_run(_open(warehouse), run_id, verdicts, Paths().reports)
     _say(f"report: {summary.report_md}")
     return summary
 
@@ -139,13 +137,12 @@ def stored_run(warehouse: Warehouse, run_id: str | None = None, night: str | Non
 
 
 def report_again(run_id: str | None = None, night: str | None = None) -> NightSummary:
-    """Write a stored run's report again (its night's latest run, or the latest run with results), with the incidents
-    still open in its environments and those opened that night."""
+    """Write a stored run's report again (its night's latest run, or the latest run with results), with the verdicts
+    the night stored (an older run without them is judged again, storing nothing)."""
     warehouse = _open(None)
     run = stored_run(warehouse, run_id, night)
-    incidents = [i for env in warehouse.run_environments(run.run_id) for i in warehouse.incidents(env)
-                 if not i.is_closed or i.opened_night == run.night]
-    return report(run.run_id, incidents, warehouse)
+    verdicts = warehouse.verdicts(run.run_id) or detect_regressions(run.run_id, Policy(), warehouse, save=False)
+    return report(run.run_id, verdicts, warehouse)
 
 
 def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> MeasuredNight:
@@ -166,7 +163,7 @@ def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> Me
     return MeasuredNight(build=build, results=results, stage_seconds=stage_seconds)
 
 
-def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str,
+def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, policy: Policy = Policy(),
            stage_seconds: dict[str, float] | None = None) -> NightSummary:
     """The CPU half of a night: what the DAG does after the bench tasks. Each stage's wall time is said and, when the
     caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds)."""
@@ -178,9 +175,9 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str,
     with _timed(seconds, "store"):
         store(run_id, night, measured.build, validated, trigger, warehouse)
     with _timed(seconds, "detect_regressions"):
-        incidents = detect_regressions(run_id, measured.build, warehouse)
+        verdicts = detect_regressions(run_id, policy, warehouse)
     with _timed(seconds, "report"):
-        summary = report(run_id, incidents, warehouse)
+        summary = report(run_id, verdicts, warehouse)
     with _timed(seconds, "alert"):
         alert(summary)
     return summary
@@ -251,12 +248,12 @@ def task_store(run_id: str, night: str, build: dict[str, Any], validated: dict[s
     return store(run_id, night, BuildRecord.from_dict(build), ValidatedNight.from_dict(validated), trigger)
 
 
-def task_detect_regressions(run_id: str, build: dict[str, Any]) -> list[dict[str, Any]]:
-    return [i.to_dict() for i in detect_regressions(run_id, BuildRecord.from_dict(build))]
+def task_detect_regressions(matrix_name: str, run_id: str) -> dict[str, Any]:
+    return detect_regressions(run_id, load_matrix(matrix_name).policy).to_dict()
 
 
-def task_report(run_id: str, incidents: list[dict[str, Any]]) -> dict[str, Any]:
-    return report(run_id, [Incident.from_dict(i) for i in incidents]).to_dict()
+def task_report(run_id: str, verdicts: dict[str, Any]) -> dict[str, Any]:
+    return report(run_id, NightVerdicts.from_dict(verdicts)).to_dict()
 
 
 def task_alert(summary: dict[str, Any]) -> int:

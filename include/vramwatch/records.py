@@ -209,6 +209,22 @@ class BenchKnobs(Record):
 
 
 KNOB_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BenchKnobs))
+# The knobs that change a config's figures: with the model, quant and mode they are its identity, so a matrix edit
+# starts a new series instead of paging as a llama.cpp regression. reps (precision) and timeout_s change no figure.
+IDENTITY_KNOBS: tuple[str, ...] = tuple(name for name in KNOB_NAMES if name not in ("reps", "timeout_s"))
+
+
+def settings_id(settings: dict[str, Any]) -> str:
+    """A short, stable hash of a config's identity settings (json with sorted keys)."""
+    import hashlib
+
+    text = json.dumps(settings, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:8]
+
+
+def config_name(config_id: str) -> str:
+    """The readable part of a config id (model/quant/mode), what reports and alerts show."""
+    return config_id.split("@", 1)[0]
 
 
 def knob_problems(knobs: Any) -> list[str]:
@@ -245,9 +261,21 @@ class BenchConfig(BenchKnobs):
         return f"partial{self.n_cpu_moe}" if self.mode == "partial" else self.mode
 
     @property
-    def config_id(self) -> str:
-        """Stable identity of a config across nights: what history and regressions are keyed by."""
+    def config_name(self) -> str:
+        """model/quant/mode: what people call the config."""
         return f"{self.model.model}/{self.model.quant}/{self.mode_label}"
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        """The identity knobs' values, JSON-able (the generation test as a dict, or None)."""
+        return {name: (dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
+                for name in IDENTITY_KNOBS for value in [getattr(self, name)]}
+
+    @property
+    def config_id(self) -> str:
+        """Stable identity of a series across nights, what history and regressions are keyed by: the name plus a
+        hash of every setting that changes the figures (deepseek-moe-16b/Q4_K_M/baseline@1f3a9c0e)."""
+        return f"{self.config_name}@{settings_id(self.settings)}"
 
     def problems(self) -> list[str]:
         """knob_problems, plus what the mode needs."""
@@ -334,6 +362,16 @@ class Memory(Record):
         return dataclasses.replace(self, cuda_context_mib=context)
 
     @property
+    def needed_mib(self) -> float | None:
+        """GPU memory the config needs: NVML's per-process figure (buffers + CUDA context) when known, else the
+        buffers alone (no NVML, no context figure). None without a GPU."""
+        if not self.has_gpu:
+            return None
+        if self.nvml_process_mib is not None:
+            return self.nvml_process_mib
+        return self.gpu_buffers_mib
+
+    @property
     def vram_gib(self) -> float | None:
         """The seed's metric: GPU model + KV + compute buffers, GiB. None without a GPU."""
         if not self.has_gpu:
@@ -357,6 +395,7 @@ class Fingerprint(Record):
     llama_cpp_python_version: str = ""
     build_flags: str = ""
     backend: str = ""  # cpu | cuda
+    host: str = ""  # the machine's host name: a new host is an environment change (not part of environment_id)
 
     @property
     def environment_id(self) -> str:
@@ -486,14 +525,22 @@ CLOSED_STATES = (RESOLVED, ACCEPTED)
 class IncidentKind(enum.StrEnum):
     """What an incident is about; the detectors in vramwatch.regress produce these."""
 
-    VRAM = "vram"
+    VRAM = "vram"  # a llama.cpp buffer grew beyond the matrix's policy
     VRAM_IMPROVED = "vram_improved"
+    NO_LONGER_FITS = "no_longer_fits"  # a config that fit a GPU size of the policy needs more than it now
     THROUGHPUT = "throughput"
     STOPPED_FITTING = "stopped_fitting"  # ok -> oom
-    FAILING = "failing"  # ok -> timeout, crashed, ...
+    FAILING = "failing"  # ok -> timeout, crashed, invalid_measurement, ...
     QUARANTINED = "quarantined"  # ran, but validation kept its row out of history
     VANISHED = "vanished"  # in the previous run, absent tonight
     OFFLOAD_STOPPED = "offload_stopped"  # an offload run whose override moved no tensor
+    GPU_LOST = "gpu_lost"  # the matrix ran on a GPU last time and without one tonight
+    ENVIRONMENT_CHANGED = "environment_changed"  # driver, CUDA, GPU, host or backend differ from the last run
+    SERIES_CHANGED = "series_changed"  # a matrix edit changed a config's settings: a new series, not a regression
+
+
+# Notes: said in the night's report, opened and closed at once, never paged.
+NOTE_KINDS = frozenset({IncidentKind.VRAM_IMPROVED, IncidentKind.ENVIRONMENT_CHANGED, IncidentKind.SERIES_CHANGED})
 
 
 @dataclass(frozen=True)
@@ -511,15 +558,31 @@ class Incident(Record):
     build_before: str = ""
     build_after: str = ""
     opened_night: str = ""
-    is_new: bool = False  # opened tonight: the only ones that page
+    is_new: bool = False  # opened tonight
+    escalated: bool = False  # an open incident that grew tonight beyond the policy: it pages again
+    changes: list[str] = field(default_factory=list)  # per config, what changed exactly (the report's first lines)
 
     @property
     def pages(self) -> bool:
-        return self.is_new and self.kind != "vram_improved"
+        return (self.is_new or self.escalated) and self.kind not in NOTE_KINDS
+
+    def headlines(self) -> list[str]:
+        """What the report's and the alert's first lines say of it: each config's exact change and the builds."""
+        builds = f"llama.cpp {self.build_before[:8] or '?'} -> {self.build_after[:8] or '?'}"
+        return [f"{change}, {builds}" for change in self.changes] or [self.summary]
 
     @property
     def is_closed(self) -> bool:
         return self.state in CLOSED_STATES
+
+
+@dataclass(frozen=True)
+class NightVerdicts(Record):
+    """What the regress stage concluded about a night: its incidents, and the checks it could not make, with why
+    (the report never says "no regressions" for a check that did not judge)."""
+
+    incidents: list[Incident]
+    not_judged: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

@@ -65,11 +65,12 @@ def _optional_floats(group: str, *names: str) -> tuple[Field, ...]:
 FIELDS: tuple[Field, ...] = (
     Field("environment_id", STRING, "fingerprint.environment_id", length=16, index=True),
     Field("config_id", STRING, "config.config_id", length=200, index=True),
+    Field("config_name", STRING, "config.config_name", length=200),
     Field("model", STRING, "config.model.model", length=120),
     Field("quant", STRING, "config.model.quant", length=32),
     Field("mode", STRING, "config.mode", length=16),
     Field("n_cpu_moe", INT, "config.n_cpu_moe"),
-    Field("status", STRING, "status", length=16),
+    Field("status", STRING, "status", length=32),
     Field("error", TEXT, "error"),
     # the model file
     Field("arch", STRING, "config.model.arch", length=40),
@@ -77,14 +78,19 @@ FIELDS: tuple[Field, ...] = (
     Field("synthetic", BOOL, "config.model.synthetic"),
     Field("file_bytes", BIGINT, "config.model.file_bytes"),
     Field("file_sha256", STRING, "config.model.sha256", length=64),
-    # knobs that change the numbers
+    # knobs that change the numbers (with the generation test, config_id hashes them: records.IDENTITY_KNOBS)
     Field("reps", INT, "config.reps"),
+    Field("n_prompt", INT, "config.n_prompt"),
+    Field("n_gen", INT, "config.n_gen"),
     Field("n_ctx", INT, "config.n_ctx"),
     Field("n_batch", INT, "config.n_batch"),
     Field("n_ubatch", INT, "config.n_ubatch"),
     Field("n_threads", INT, "n_threads"),  # what the child used (the config's 0 means "physical cores")
     Field("flash_attn", STRING, lambda r: r.flash_attn or r.config.flash_attn, length=8),
     Field("use_mmap", BOOL, "config.use_mmap"),
+    Field("n_gpu_layers", INT, "config.n_gpu_layers"),
+    Field("type_k", STRING, "config.type_k", length=8),
+    Field("type_v", STRING, "config.type_v", length=8),
     # llama-bench's pp and tg tests
     *_test_fields("pp"),
     *_test_fields("tg"),
@@ -105,6 +111,7 @@ FIELDS: tuple[Field, ...] = (
                       "nvml_process_mib", "nvml_peak_device_mib", "cuda_context_mib"),
     Field("host_rss_peak_mib", FLOAT, "memory.host_rss_peak_mib"),
     Field("vram_gib", FLOAT, "memory.vram_gib", optional=True),
+    Field("needed_mib", FLOAT, "memory.needed_mib", optional=True),
     Field("n_overridden_tensors", INT, "n_overridden_tensors"),
     # roofline
     *(Field(name, BIGINT, f"roofline.{name}") for name in (

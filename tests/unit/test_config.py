@@ -36,8 +36,9 @@ def test_partial_mode_expands_over_the_sweep(tmp_path):
     path.write_text("name: p\nmodels: [{name: d, source: {synth: deepseek-moe-16b}}]\nquants: [Q4_K_M]\n"
                     "modes: [baseline, partial]\nn_cpu_moe_sweep: [4, 8]\n")
     matrix = load_matrix(path)
-    ids = [c.config_id for c in matrix.bench_configs(_model(model="d"), matrix.models[0])]
-    assert ids == ["d/Q4_K_M/baseline", "d/Q4_K_M/partial4", "d/Q4_K_M/partial8"]
+    configs = matrix.bench_configs(_model(model="d"), matrix.models[0])
+    assert [c.config_name for c in configs] == ["d/Q4_K_M/baseline", "d/Q4_K_M/partial4", "d/Q4_K_M/partial8"]
+    assert len({c.config_id for c in configs}) == 3
 
 
 def test_unknown_matrix_name_lists_the_shipped_ones():

@@ -3,6 +3,7 @@ and the one check of a bench config names what is wrong."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from vramwatch.records import (
     Memory,
     ModelFile,
     TestResult,
+    config_name,
     knob_problems,
 )
 
@@ -41,7 +43,8 @@ def test_bench_result_round_trips_through_json_with_nested_records():
     again = BenchResult.from_json(result.to_json())
     assert again == result
     assert isinstance(again.config.model, ModelFile) and isinstance(again.tg, TestResult)
-    assert again.config.config_id == "deepseek-moe-16b/Q4_K_M/partial4"
+    assert again.config.config_name == "deepseek-moe-16b/Q4_K_M/partial4"
+    assert again.config.config_id == config.config_id
 
 
 def test_seed_vram_metric_is_model_plus_kv_plus_compute_and_absent_without_a_gpu():
@@ -97,3 +100,14 @@ def test_a_current_night_keeps_its_figures_and_a_newer_one_asks_for_an_upgrade()
         MeasuredNight.from_json(json.dumps(newer))
     assert f"format version {MEASURED_NIGHT_VERSION + 1}" in str(refused.value) and "\n" not in str(refused.value)
     assert "upgrade vramwatch on the ingest side" in refused.value.fix
+
+def test_the_config_id_changes_with_every_setting_that_changes_the_figures():
+    base = BenchConfig(model=_model(), mode="baseline")
+    assert base.config_id.startswith("deepseek-moe-16b/Q4_K_M/baseline@") and config_name(base.config_id) == \
+        base.config_name
+    for change in (dict(n_ctx=8192), dict(n_prompt=256), dict(n_gen=64), dict(flash_attn="on"), dict(type_k="q8_0"),
+                   dict(use_mmap=False), dict(n_threads=8), dict(generation=None), dict(n_ubatch=256)):
+        assert dataclasses.replace(base, **change).config_id != base.config_id, change
+    for same in (dict(reps=3), dict(timeout_s=60.0), dict(quality=True)):
+        assert dataclasses.replace(base, **same).config_id == base.config_id, same
+    assert dataclasses.replace(base, model=_model(sha256="cd", path="/other.gguf")).config_id == base.config_id

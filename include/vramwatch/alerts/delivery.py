@@ -37,11 +37,13 @@ class AlertChannels:
     email_to: list[str] = field(default_factory=list)
     email_from: str = "vramwatch@localhost"
     slack_webhook_url: str = ""
+    report_base_url: str = ""  # the UI's page (e.g. https://airflow.example.com/vramwatch): alerts link reports there
 
     @classmethod
     def from_env(cls) -> AlertChannels:
         """VRAMWATCH_ALERT_WEBHOOK, VRAMWATCH_ALERT_SMTP (host:port), VRAMWATCH_ALERT_EMAIL_TO (comma separated),
-        VRAMWATCH_ALERT_EMAIL_FROM, VRAMWATCH_ALERT_SLACK_WEBHOOK; unset ones are off."""
+        VRAMWATCH_ALERT_EMAIL_FROM, VRAMWATCH_ALERT_SLACK_WEBHOOK; unset ones are off. VRAMWATCH_UI_URL: the base
+        URL alerts link the night's report under."""
         smtp = os.environ.get("VRAMWATCH_ALERT_SMTP", "").strip()
         host, _, port = smtp.rpartition(":") if ":" in smtp else (smtp, "", "25")
         if smtp and not port.isdigit():
@@ -53,7 +55,8 @@ class AlertChannels:
         return cls(webhook_url=os.environ.get("VRAMWATCH_ALERT_WEBHOOK", "").strip(), smtp_host=host,
                    smtp_port=int(port), email_to=to,
                    email_from=os.environ.get("VRAMWATCH_ALERT_EMAIL_FROM", cls.email_from),
-                   slack_webhook_url=os.environ.get("VRAMWATCH_ALERT_SLACK_WEBHOOK", "").strip())
+                   slack_webhook_url=os.environ.get("VRAMWATCH_ALERT_SLACK_WEBHOOK", "").strip(),
+                   report_base_url=os.environ.get("VRAMWATCH_UI_URL", "").strip())
 
 
 def post_json(url: str, body: dict[str, Any]) -> None:
@@ -96,5 +99,5 @@ def deliver(alert: Alert, channels: AlertChannels) -> int:
 
 def send_alerts(summary: NightSummary, channels: AlertChannels) -> int:
     """Page on the night's new incidents (those with `pages`); nothing to page, nothing sent. Returns deliveries."""
-    alert = regression_alert(summary)
+    alert = regression_alert(summary, channels.report_base_url)
     return 0 if alert is None else deliver(alert, channels)

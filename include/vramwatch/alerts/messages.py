@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vramwatch.records import Incident, NightSummary
+from vramwatch.records import Incident, NightSummary, config_name
 
 
 @dataclass(frozen=True)
@@ -26,24 +26,35 @@ def _size(incident: Incident) -> str:
 
 
 def incident_line(incident: Incident) -> str:
-    return (f"[{incident.kind}] {incident.metric}{_size(incident)} on {', '.join(incident.configs)}; "
+    return (f"[{incident.kind}] {incident.metric}{_size(incident)} on "
+            f"{', '.join(config_name(c) for c in incident.configs)}; "
             f"llama.cpp {incident.build_before or '?'} -> {incident.build_after or '?'}")
 
 
-def regression_alert(summary: NightSummary) -> Alert | None:
-    """The night's alert, or None when no incident pages (only new ones do: a known regression is not re-sent)."""
+def report_link(summary: NightSummary, base_url: str = "") -> str:
+    """Where a person opens the night's report: under the UI's base URL (the Airflow plugin page serves reports/),
+    else the file on the worker that wrote it."""
+    if not base_url:
+        return summary.report_html
+    return f"{base_url.rstrip('/')}/reports/{summary.night}/summary.html"
+
+
+def regression_alert(summary: NightSummary, base_url: str = "") -> Alert | None:
+    """The night's alert, or None when no incident pages (new ones, and open ones that grew tonight). Its first lines
+    are the report's: each regressed config, its component, the exact change and the two builds."""
     paging = [i for i in summary.incidents if i.pages]
     if not paging:
         return None
-    builds = sorted({i.build_after for i in paging if i.build_after})
-    subject = (f"vramwatch {summary.night}: {len(paging)} new regression(s) on llama.cpp "
+    builds = sorted({i.build_after[:8] for i in paging if i.build_after})
+    headlines = [line for i in paging for line in i.headlines()]
+    subject = (f"vramwatch {summary.night}: {len(headlines)} regression(s) on llama.cpp "
                f"{', '.join(builds) or 'unknown build'}")
-    lines = [subject, ""]
-    lines += [f"- {incident_line(i)}\n  {i.summary}" for i in paging]
-    lines += ["", f"Report: {summary.report_html} (Markdown: {summary.report_md})", f"Run: {summary.run_id}"]
+    link = report_link(summary, base_url)
+    lines = [*headlines, "", *(f"- {incident_line(i)}{' (grew tonight)' if i.escalated else ''}\n  {i.summary}"
+                               for i in paging), "", f"Report: {link}", f"Run: {summary.run_id}"]
     payload = {
-        "event": "regression", "night": summary.night, "run_id": summary.run_id,
-        "report_md": summary.report_md, "report_html": summary.report_html,
+        "event": "regression", "night": summary.night, "run_id": summary.run_id, "report": link,
+        "report_md": summary.report_md, "report_html": summary.report_html, "headlines": headlines,
         "incidents": [i.to_dict() for i in paging],
     }
     return Alert(subject=subject, text="\n".join(lines), payload=payload)

@@ -27,7 +27,7 @@ def _nightly(args: argparse.Namespace) -> int:
         return 0
     night, run_id = _night_ids(args.run_id)
     measured = pipeline.measure(matrix, check.latest, models=args.models)
-    summary = pipeline.ingest(measured, run_id, night, trigger="cli")
+    summary = pipeline.ingest(measured, run_id, night, trigger="cli", policy=matrix.policy)
     pipeline.prune(matrix)
     pipeline.prune_reports(matrix)
     print(pipeline.one_line(summary))
@@ -53,7 +53,7 @@ def _ingest(args: argparse.Namespace) -> int:
         raise UserError(f"no such file: {args.measured}", "pass the JSON written by `vramwatch measure --out`")
     night, run_id = _night_ids(args.run_id)
     summary = pipeline.ingest(MeasuredNight.from_json(args.measured.read_text()), run_id, args.night or night,
-                              trigger="ingest")
+                              trigger="ingest", policy=load_matrix(args.matrix).policy)
     print(pipeline.one_line(summary))
     return 0
 
@@ -88,6 +88,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("measured", type=Path, help="JSON written by `vramwatch measure`")
     ingest.add_argument("--night", help="the night's date, YYYY-MM-DD (default: today, UTC)")
     ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
+    add_matrix(ingest, "the matrix whose policy judges the night")
     ingest.set_defaults(func=_ingest)
 
     prune = subparsers.add_parser("prune", help="remove what builds used before the last N left on this disk, "

@@ -6,7 +6,8 @@ import argparse
 from datetime import datetime, timezone
 
 from vramwatch import pipeline
-from vramwatch.cli.common import add_run_selection
+from vramwatch.cli.common import add_matrix, add_run_selection
+from vramwatch.config import load_matrix
 
 
 def _accept(incident_id: int) -> int:
@@ -25,7 +26,8 @@ def _regress(args: argparse.Namespace) -> int:
         return _accept(args.accept)
     warehouse = Warehouse()
     run = pipeline.stored_run(warehouse, args.run, args.night)
-    tonight = pipeline.detect_regressions(run.run_id, None, warehouse, save=not args.dry_run)
+    tonight = pipeline.detect_regressions(run.run_id, load_matrix(args.matrix).policy, warehouse,
+                                          save=not args.dry_run).incidents
     still_open = [i for i in tonight if not i.is_closed]
     for incident in tonight:
         label = "NEW " if incident.is_new else ""
@@ -39,6 +41,7 @@ def _regress(args: argparse.Namespace) -> int:
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("regress", help="detect VRAM/throughput regressions of a run; print incidents")
     add_run_selection(parser)
+    add_matrix(parser, "the matrix whose policy judges the run")
     parser.add_argument("--dry-run", action="store_true", help="print what tonight's incidents would be; store none")
     parser.add_argument("--accept", type=int, metavar="INCIDENT_ID",
                         help="close an incident whose new level is intended: it becomes the reference")

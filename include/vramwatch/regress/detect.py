@@ -1,100 +1,154 @@
-"""The regress stage: tonight's run against its history -> incidents. Pure core first, the warehouse at the edge."""
+"""The regress stage: tonight's run against its history -> the night's verdicts. Pure core first, the warehouse at
+the edge (detect_for_run).
+
+Which nights a check compares with: VRAM per GPU model (llama.cpp's buffers do not depend on the driver or the
+host), throughput drift per machine (environment), status and presence per config on any machine. A new machine is a
+finding of its own (environment_findings), and a GPU matrix that ran without its GPU pages.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from vramwatch.records import ACCEPTED, BenchConfig, BenchResult, Incident
+from vramwatch.config import Policy
+from vramwatch.records import ACCEPTED, BenchResult, Fingerprint, Incident, NightVerdicts
+from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
-from vramwatch.regress.throughput import ThroughputParams, confirm, throughput_findings
-from vramwatch.regress.vram import Tolerances, memory_and_status_findings, vanished_findings
-from vramwatch.rows import HistoryError, split_tonight
+from vramwatch.regress.throughput import throughput_findings
+from vramwatch.regress.vram import Cutoffs, memory_and_status_findings, vanished_findings
+from vramwatch.rows import number, split_tonight
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
+# What a machine is, for "it changed": every field of the fingerprint but the build's own.
+MACHINE_FIELDS = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "backend", "host",
+                  "cpu_model", "cpu_cores")
+
 
 @dataclass(frozen=True)
 class Detection:
-    """One environment's night: confirmed findings, throughput suspects awaiting a rerun, what ran."""
+    """A night's findings, the throughput drifts seen once (judged tomorrow), and what ran."""
 
     night: str
-    environment_id: str
     findings: list[Finding]
     suspects: list[Suspect]
     tonight_status: dict[str, str]  # config_id -> status, for every config that ran tonight
 
 
-def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
-           tolerances: Tolerances = Tolerances(), params: ThroughputParams = ThroughputParams(),
-           accepted: Sequence[Incident] = ()) -> Detection:
-    """Every check over one environment's history (Warehouse.history(environment_id=...)) for run `run_id`.
+def _gpu_lost_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs) -> list[Finding]:
+    """Configs measured on a GPU before (before the loss, while an incident is open) and without one tonight."""
+    findings = []
+    good = before[before["status"] == "ok"]
+    for _, row in tonight[tonight["status"] == "ok"].iterrows():
+        if number(row["gpu_total_mib"]) is not None:
+            continue
+        cutoff = cutoffs.get((row["config_id"], "backend"))
+        past = good[(good["config_id"] == row["config_id"]) & ((good["night"] < cutoff) if cutoff else True)]
+        if past.empty or number(past.iloc[-1]["gpu_total_mib"]) is None:
+            continue
+        ref = past.iloc[-1]
+        findings.append(Finding(kind=Kind.GPU_LOST, metric="backend", config_id=row["config_id"],
+                                environment_id=row["environment_id"], model=row["model"], quant=row["quant"],
+                                mode=row["mode"], build_before=str(ref["llama_cpp_commit"]),
+                                build_after=str(row["llama_cpp_commit"]),
+                                detail=f"{ref['gpu_name']} -> no GPU ({row['cpu_model']})"))
+    return findings
 
-    open_incidents are that environment's open or acknowledged incidents: their configs keep the reference of
-    before the incident opened. accepted are its accepted incidents: their level is the reference since they opened.
+
+def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (), policy: Policy = Policy(),
+           accepted: Sequence[Incident] = ()) -> Detection:
+    """Every check over the history of tonight's configs (Warehouse.history(), any machine) for run `run_id`.
+
+    open_incidents (open or acknowledged) keep their configs' references from before they opened; accepted ones
+    make their level the reference since they opened.
     """
     tonight, before = split_tonight(history, run_id)
-    environments = set(tonight["environment_id"])
-    if len(environments) != 1:
-        raise HistoryError(f"run {run_id!r} has rows of {len(environments)} environments; detect one at a time")
-    (environment_id,) = environments
-    before = forget_before_accepted(before[before["environment_id"] == environment_id], accepted)
+    before = forget_before_accepted(before, accepted)
     cutoffs = cutoffs_for(open_incidents)
-    findings = memory_and_status_findings(tonight, before, cutoffs, tolerances) + vanished_findings(
-        tonight, before, cutoffs)
-    confirmed, suspects = throughput_findings(tonight, before, cutoffs, params)
-    return Detection(night=str(tonight["night"].iloc[0]), environment_id=environment_id,
-                     findings=findings + confirmed, suspects=suspects,
+    findings = (memory_and_status_findings(tonight, before, cutoffs, policy.vram)
+                + vanished_findings(tonight, before, cutoffs) + _gpu_lost_findings(tonight, before, cutoffs))
+    drift, suspects = throughput_findings(tonight, before, cutoffs, policy.throughput)
+    return Detection(night=str(tonight["night"].iloc[0]), findings=findings + drift, suspects=suspects,
                      tonight_status=dict(zip(tonight["config_id"], tonight["status"])))
 
 
 def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
-                rerun_fn: Callable[[str], BenchResult] | None = None, tolerances: Tolerances = Tolerances(),
-                params: ThroughputParams = ThroughputParams(), accepted: Sequence[Incident] = ()) -> list[Incident]:
-    """detect -> confirm suspects with rerun_fn(config_id) (none given: they wait for the next night) -> incidents."""
-    detection = detect(history, run_id, open_incidents, tolerances, params, accepted)
-    findings = detection.findings
-    if rerun_fn is not None and detection.suspects:
-        findings = findings + confirm(detection.suspects, rerun_fn, params)
-    return reconcile(findings, open_incidents, detection.night, detection.tonight_status)
+                policy: Policy = Policy(), accepted: Sequence[Incident] = (),
+                more_findings: Sequence[Finding] = ()) -> list[Incident]:
+    """detect -> incidents. more_findings are tonight's findings from outside the history (the machine, A/B)."""
+    detection = detect(history, run_id, open_incidents, policy, accepted)
+    return reconcile([*detection.findings, *more_findings], open_incidents, detection.night,
+                     detection.tonight_status, policy)
 
 
-def detect_for_run(warehouse: Warehouse, run_id: str, rerun: Callable[[BenchConfig], BenchResult] | None = None,
-                   save: bool = True) -> list[Incident]:
-    """Detect over the warehouse for one run, per environment, and store the incidents (unless save is false).
+def _machine(results: Sequence[BenchResult]) -> Fingerprint | None:
+    """The machine most of a run's results were measured on (a timeout's parent-made fingerprint may lack bits)."""
+    prints = [r.fingerprint for r in results if r.ok]
+    return Counter(prints).most_common(1)[0][0] if prints else None
+
+
+def environment_findings(previous: Sequence[BenchResult], tonight: Sequence[BenchResult]) -> list[Finding]:
+    """A note when tonight's machine differs from the previous run's, naming what changed."""
+    before, after = _machine(previous), _machine(tonight)
+    if before is None or after is None:
+        return []
+    changed = [f"{name} {getattr(before, name) or '-'} -> {getattr(after, name) or '-'}" for name in MACHINE_FIELDS
+               if getattr(before, name) != getattr(after, name)]
+    if not changed:
+        return []
+    return [Finding(kind=Kind.ENVIRONMENT_CHANGED, metric="machine", config_id="", environment_id=after.environment_id,
+                    model="", quant="", mode="", build_before=before.llama_cpp_commit,
+                    build_after=after.llama_cpp_commit, detail=", ".join(changed))]
+
+
+def _not_judged(detection_suspects: Sequence[Suspect], tonight: Sequence[BenchResult]) -> list[str]:
+    lines = [f"{r.config.config_name}: not measured ({r.status}), so not judged" for r in tonight if not r.ok]
+    if tonight and not any(r.memory.has_gpu for r in tonight if r.ok):
+        lines.append("VRAM: no GPU tonight, so no VRAM was judged")
+    lines += [f"{s.finding.model}/{s.finding.quant}/{s.finding.mode} {s.metric}: "
+              f"{s.finding.delta_pct:+.1f}% against its recent nights tonight; judged if tomorrow repeats it"
+              for s in detection_suspects if s.finding.delta_pct is not None]
+    return lines
+
+
+def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(), save: bool = True) -> NightVerdicts:
+    """Detect over the warehouse for one run and store its incidents and verdicts (unless save is false).
 
     The run's quarantined rows join tonight with status "quarantined": a config whose row failed validation is
     reported as such (when it was ok before), not as vanished, and a night quarantined whole still gets detection.
-
-    rerun(config) benches a config again (the DAG passes the bench stage). Returns tonight's incidents: new ones,
-    open ones carried on and ones resolved tonight. Running it twice for a night stores nothing twice.
+    Returns tonight's incidents (new, carried on, escalated, resolved tonight). Running it twice for a night stores
+    nothing twice.
     """
+    tonight_results = warehouse.results_for_run(run_id)
+    previous = warehouse.previous_run(run_id)
+    previous_results = warehouse.results_for_run(previous.run_id) if previous else []
     quarantined = warehouse.quarantined_history(run_id)  # tonight's rows that validation kept out of history
-    environments = set(warehouse.run_environments(run_id)) | set(quarantined["environment_id"])
-    history = warehouse.history(environment_ids=environments)
+    stored = warehouse.incidents()
+    open_now = [i for i in stored if not i.is_closed]
+    accepted = [i for i in stored if i.state == ACCEPTED]
+    configs = ({r.config.config_id for r in tonight_results + previous_results} | set(quarantined["config_id"])
+               | {c for i in open_now for c in i.configs})
+    history = warehouse.history(config_ids=configs)
     if not quarantined.empty:
         history = pd.concat([history, quarantined], ignore_index=True)
-    tonight, _ = split_tonight(history, run_id)
-    configs = {r.config.config_id: r.config for r in warehouse.results_for_run(run_id)} if rerun else {}
-    rerun_fn = (lambda config_id: rerun(configs[config_id])) if rerun else None
-    incidents: list[Incident] = []
-    night = str(tonight["night"].iloc[0])
-    for environment_id in sorted(set(tonight["environment_id"])):
-        stored = warehouse.incidents(environment_id)
-        open_now = [i for i in stored if not i.is_closed]
-        accepted = [i for i in stored if i.state == ACCEPTED]
-        found = regressions(history[history["environment_id"] == environment_id], run_id, open_now, rerun_fn,
-                            accepted=accepted)
-        if save:
-            known = {_identity(i): i for i in stored if i.opened_night == night}
-            found = [warehouse.save_incident(_reuse(i, known), environment_id, night) for i in found]
-        incidents += found
-    return incidents
+    detection = detect(history, run_id, open_now, policy, accepted)
+    found = reconcile([*detection.findings, *environment_findings(previous_results, tonight_results)], open_now,
+                      detection.night, detection.tonight_status, policy)
+    if save:
+        environment = next(iter(warehouse.run_environments(run_id)), "")
+        known = {_identity(i): i for i in stored if i.opened_night == detection.night}
+        found = [warehouse.save_incident(_reuse(i, known), environment, detection.night) for i in found]
+    verdicts = NightVerdicts(incidents=found, not_judged=_not_judged(detection.suspects, tonight_results))
+    if save:
+        warehouse.save_verdicts(run_id, verdicts)
+    return verdicts
 
 
 def _identity(incident: Incident) -> tuple:

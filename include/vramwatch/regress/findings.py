@@ -24,11 +24,12 @@ class Finding:
     build_before: str = ""  # llama.cpp commit of the reference row
     build_after: str = ""  # llama.cpp commit of tonight's row
     detail: str = ""  # e.g. "ok -> oom"
+    change: str = ""  # the exact change in one line, naming the config (VRAM and fit findings)
 
 
 @dataclass(frozen=True)
 class Suspect:
-    """A throughput drop seen once tonight: not an incident until a rerun (or the next night) repeats it."""
+    """A throughput drift seen once tonight: not an incident until the next night repeats it."""
 
     config_id: str
     environment_id: str

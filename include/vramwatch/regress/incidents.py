@@ -8,13 +8,13 @@ one model), so the reader sees the likely cause. Status findings (stopped fittin
 offload stopped) group by kind alone.
 
 Life cycle. A finding that matches an open (or acknowledged) incident - same kind, metric and config - keeps it
-going with is_new false: no second alert. An open incident none of whose configs has a finding tonight is resolved.
-It resolves only on evidence: at least one of its configs ran tonight (ok, for a number to compare), so a config that
-crashed tonight does not close its VRAM incident. Everything else opens a new incident (is_new true, the only ones
-that page). An improvement (vram_improved) is a
-note for the night it happens: it is opened and resolved at once and never pages. People may accept an incident
-(`vramwatch regress --accept ID`) when its new level is intended: it closes, and from the night it opened that level
-is the reference, so the same change never pages again.
+going with is_new false: no second alert, unless it grew beyond the policy since (a +200 MiB incident followed by a
++3000 MiB step): then the incident takes the new magnitude and pages again (escalated). An open incident resolves
+only when every one of its configs was measured clean tonight (status ok, no finding): a config that crashed or was
+absent tonight keeps it open. Everything else opens a new incident (is_new true). Notes (records.NOTE_KINDS: an
+improvement, a changed environment, a matrix edit) are opened and resolved at once and never page. People may accept
+an incident (`vramwatch regress --accept ID`) when its new level is intended: it closes, and from the night it opened
+that level is the reference, so the same change never pages again.
 """
 
 from __future__ import annotations
@@ -25,14 +25,19 @@ from collections.abc import Iterable, Mapping, Sequence
 
 import pandas as pd
 
-from vramwatch.records import OFFLOAD_MODES, OPEN, RESOLVED, Incident
+from vramwatch.config import Policy
+from vramwatch.records import NOTE_KINDS, OFFLOAD_MODES, OPEN, RESOLVED, Incident, config_name
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
 
 SIMILAR = 1.5  # two deltas within this ratio are "similar"
 STATUS_KINDS = {Kind.STOPPED_FITTING: "stopped fitting (ok -> oom)", Kind.FAILING: "started failing",
                 Kind.VANISHED: "vanished from the night", Kind.OFFLOAD_STOPPED: "offload stopped moving tensors",
-                Kind.QUARANTINED: "failed validation (quarantined)"}
+                Kind.QUARANTINED: "failed validation (quarantined)", Kind.GPU_LOST: "ran without its GPU",
+                Kind.ENVIRONMENT_CHANGED: "ran on a changed machine",
+                Kind.SERIES_CHANGED: "new series: the matrix changed its settings"}
+SIZED_KINDS = {Kind.VRAM: "VRAM", Kind.VRAM_IMPROVED: "VRAM improved", Kind.THROUGHPUT: "throughput",
+               Kind.NO_LONGER_FITS: "no longer fits"}
 
 
 def _similar(a: float | None, b: float | None) -> bool:
@@ -97,28 +102,60 @@ def _describe(kind: str, metric: str, delta_mib: float | None, delta_pct: float 
         return STATUS_KINDS[kind]
     size = []
     if delta_mib is not None:
-        size.append(f"{delta_mib:+.0f} MiB")
+        size.append(f"{delta_mib:+.2f} MiB")
     if delta_pct is not None:
         size.append(f"{delta_pct:+.1f}%")
-    what = {Kind.VRAM: "VRAM", Kind.VRAM_IMPROVED: "VRAM improved", Kind.THROUGHPUT: "throughput"}[kind]
-    return f"{what} {metric} {' / '.join(size)}"
+    return f"{SIZED_KINDS[kind]} {metric} {' / '.join(size)}"
+
+
+def _summary(group: Sequence[Finding], delta_mib: float | None, delta_pct: float | None, before: str,
+             after: str) -> str:
+    first = group[0]
+    names = sorted({config_name(f.config_id) for f in group})
+    cause = shared_cause(group)
+    details = {f.detail for f in group if f.detail}
+    detail = f" [{details.pop()}]" if len(details) == 1 else ""
+    return (f"{_describe(first.kind, first.metric, delta_mib, delta_pct)}{detail} on {len(names)} config(s)"
+            f"{f' ({cause})' if cause else ''}: {', '.join(names)}; llama.cpp {before or '?'} -> {after or '?'}")
+
+
+def _changes(group: Sequence[Finding]) -> list[str]:
+    """One line per config: the exact change where the detector wrote one, else the summary's terms."""
+    return [f.change or f"{config_name(f.config_id)}: {_describe(f.kind, f.metric, f.delta_mib, f.delta_pct)}"
+            + (f" ({f.detail})" if f.detail and not f.change else "") for f in group]
 
 
 def incident_for_group(group: Sequence[Finding], night: str) -> Incident:
     first = group[0]
     delta_mib, delta_pct = _median(f.delta_mib for f in group), _median(f.delta_pct for f in group)
-    configs = sorted({f.config_id for f in group})
     before = Counter(f.build_before for f in group).most_common(1)[0][0]
     after = Counter(f.build_after for f in group).most_common(1)[0][0]
-    cause = shared_cause(group)
-    details = {f.detail for f in group if f.detail}
-    detail = f" [{details.pop()}]" if len(details) == 1 else ""
-    summary = (f"{_describe(first.kind, first.metric, delta_mib, delta_pct)}{detail} on {len(configs)} config(s)"
-               f"{f' ({cause})' if cause else ''}: {', '.join(configs)}; llama.cpp {before or '?'} -> {after or '?'}")
     return Incident(incident_id=None, kind=first.kind, metric=first.metric,
-                    state=RESOLVED if first.kind == Kind.VRAM_IMPROVED else OPEN, configs=configs, summary=summary,
-                    delta_mib=delta_mib, delta_pct=delta_pct, build_before=before, build_after=after,
-                    opened_night=night, is_new=True)
+                    state=RESOLVED if first.kind in NOTE_KINDS else OPEN, configs=sorted({f.config_id for f in group}),
+                    summary=_summary(group, delta_mib, delta_pct, before, after), delta_mib=delta_mib,
+                    delta_pct=delta_pct, build_before=before, build_after=after, opened_night=night, is_new=True,
+                    changes=_changes(group))
+
+
+def _grew(incident: Incident, findings: Sequence[Finding], policy: Policy) -> bool:
+    """Whether tonight's findings on an open incident go beyond its recorded magnitude by what pages."""
+    if incident.kind == Kind.THROUGHPUT:
+        old, new = abs(incident.delta_pct or 0.0), max(abs(f.delta_pct or 0.0) for f in findings)
+        return new - old >= policy.throughput.page_pct
+    if incident.kind in (Kind.VRAM, Kind.NO_LONGER_FITS):
+        old = incident.delta_mib or 0.0
+        grown = [f for f in findings if f.delta_mib is not None and f.before is not None
+                 and policy.vram.rule(f.metric).pages(f.before + old, f.delta_mib - old)]
+        return bool(grown)
+    return False
+
+
+def _escalated(incident: Incident, findings: Sequence[Finding]) -> Incident:
+    delta_mib, delta_pct = _median(f.delta_mib for f in findings), _median(f.delta_pct for f in findings)
+    return dataclasses.replace(
+        incident, delta_mib=delta_mib, delta_pct=delta_pct, changes=_changes(findings), is_new=False, escalated=True,
+        summary=_summary(findings, delta_mib, delta_pct, incident.build_before, findings[0].build_after),
+        build_after=findings[0].build_after)
 
 
 def cutoffs_for(open_incidents: Iterable[Incident]) -> dict[tuple[str, str], str]:
@@ -143,26 +180,25 @@ def forget_before_accepted(before: pd.DataFrame, accepted: Sequence[Incident]) -
     return masked
 
 
-def _evidence(incident: Incident, tonight_status: Mapping[str, str]) -> bool:
-    """Whether tonight says anything about this incident's configs (else it carries on unchanged)."""
-    if incident.kind in STATUS_KINDS:
-        return any(c in tonight_status for c in incident.configs)
-    return any(tonight_status.get(c) == "ok" for c in incident.configs)
+def _measured_clean(incident: Incident, tonight_status: Mapping[str, str]) -> bool:
+    """Every config of the incident ran tonight with status ok (and, as the caller checks, without a finding)."""
+    return all(tonight_status.get(c) == "ok" for c in incident.configs)
 
 
 def reconcile(findings: Sequence[Finding], open_incidents: Sequence[Incident], night: str,
-              tonight_status: Mapping[str, str]) -> list[Incident]:
-    """Tonight's incidents: open ones carried on or resolved, and new ones for findings no open incident covers.
-
-    tonight_status maps each config that ran tonight to its status.
-    """
+              tonight_status: Mapping[str, str], policy: Policy = Policy()) -> list[Incident]:
+    """Tonight's incidents: open ones carried on, escalated or resolved, and new ones for findings no open incident
+    covers. tonight_status maps each config that ran tonight to its status."""
     covered: set[int] = set()
     result = []
     for incident in open_incidents:
         mine = [i for i, f in enumerate(findings)
                 if (f.kind, f.metric) == (incident.kind, incident.metric) and f.config_id in incident.configs]
         covered.update(mine)
-        state = RESOLVED if not mine and _evidence(incident, tonight_status) else incident.state
-        result.append(dataclasses.replace(incident, state=state, is_new=False))
+        if mine and _grew(incident, [findings[i] for i in mine], policy):
+            result.append(_escalated(incident, [findings[i] for i in mine]))
+            continue
+        state = RESOLVED if not mine and _measured_clean(incident, tonight_status) else incident.state
+        result.append(dataclasses.replace(incident, state=state, is_new=False, escalated=False))
     fresh = [f for i, f in enumerate(findings) if i not in covered]
     return result + [incident_for_group(group, night) for group in group_findings(fresh)]

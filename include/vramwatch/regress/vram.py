@@ -1,56 +1,37 @@
-"""VRAM and status checks: near-deterministic numbers, compared exactly against recent good nights.
+"""VRAM, fit and status checks: deterministic numbers, compared exactly.
 
-llama.cpp's buffer sizes are a function of the model, the context and the build: the same config on the same
-machine gives the same MiB every night. So no statistics here: a component is compared with its lowest value in the
-config's last `window` good (status ok) rows on the same environment, and anything beyond max(32 MiB, 1 %) is a
-regression (the 32 MiB floor absorbs allocator rounding and NVML's context jitter; the 1 % keeps large models from
-paging on alignment changes). The lowest rather than the last value catches a creep: builds that each add less than
-the tolerance page once their sum exceeds it within the window. A sudden step compares with the last good row, as
-that is the lowest too. While an incident is open for a config and metric, the window ends before the night the
-incident opened, so a regression keeps its incident until the number is back within tolerance (not just until it
-is old).
+llama.cpp's buffers are a function of the model file, the settings and the build: the same config on the same GPU
+model gives the same MiB every night, whatever the driver or the host. So there is no statistics here. Each
+component (model, KV, compute, output buffer on the GPU) is compared, per config and GPU model, with its lowest value
+in the last `window` good nights, and the matrix's policy (config.VramPolicy) says which growth pages. The lowest
+rather than the last value catches a creep: builds that each add less than the policy page once their sum reaches
+it. While an incident is open for a config and component, the reference ends before the night it opened, so it
+stays open until the number is back (and grows, and pages again, when the number grows further).
+
+NVML's per-process figure is noisy (the CUDA context, cuBLAS' workspace, ggml's pool) and pages nothing here: it is
+a cross-check in validation and in the report, and the need that `fits_gib` judges.
+
+Status checks follow a config across machines: ok -> oom is a config that stopped fitting, ok -> quarantined one
+whose row failed validation, ok -> anything else one that started failing.
 """
 
 from __future__ import annotations
 
-import fnmatch
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import pandas as pd
 
-from vramwatch.records import OFFLOAD_MODES
+from vramwatch.config import VRAM_COMPONENTS, VramPolicy
+from vramwatch.records import OFFLOAD_MODES, config_name
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
 from vramwatch.rows import number
 
-COMPONENTS = ("gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "nvml_process_mib")
 # (config_id, metric) -> night an open incident began: references must come from before it.
 Cutoffs = Mapping[tuple[str, str], str]
-
-
-@dataclass(frozen=True)
-class VramTolerance:
-    abs_mib: float = 32.0
-    rel: float = 0.01
-    window: int = 30  # good runs the reference is the lowest of: a creep of limit/window MiB a night still pages
-
-    def limit(self, before: float) -> float:
-        return max(self.abs_mib, self.rel * abs(before))
-
-
-@dataclass(frozen=True)
-class Tolerances:
-    """Default tolerance, and per-config ones keyed by fnmatch patterns on config_id (first match wins)."""
-
-    default: VramTolerance = VramTolerance()
-    per_config: dict[str, VramTolerance] = field(default_factory=dict)
-
-    def for_config(self, config_id: str) -> VramTolerance:
-        for pattern, tolerance in self.per_config.items():
-            if fnmatch.fnmatchcase(config_id, pattern):
-                return tolerance
-        return self.default
+# What a component is called in a sentence, after the GPU device (CUDA0 compute).
+COMPONENT_WORDS = {"gpu_model_mib": "model", "gpu_kv_mib": "KV", "gpu_compute_mib": "compute",
+                   "gpu_output_mib": "output"}
 
 
 def _before(rows: pd.DataFrame, cutoff: str | None) -> pd.DataFrame:
@@ -70,14 +51,28 @@ def _finding(kind: str, metric: str, row: pd.Series, ref: pd.Series | None, **va
                    build_after=str(row["llama_cpp_commit"]), **values)  # type: ignore[arg-type]
 
 
+def gpu_device(row: pd.Series) -> str:
+    """The GPU device llama.cpp named in a row's buffers (CUDA0), or "GPU" when there are several or none."""
+    buffers = row.get("buffers_mib")
+    devices = sorted({key.split("/")[0] for key in buffers} if isinstance(buffers, dict) else set())
+    gpus = [d for d in devices if not d.startswith("CPU") and not d.endswith("_Host")]
+    return gpus[0] if len(gpus) == 1 else "GPU"
+
+
+def component_change(row: pd.Series, metric: str, before: float, after: float) -> str:
+    """One config's exact change, as the report's and the alert's first lines say it."""
+    delta = after - before
+    pct = f", {100.0 * delta / before:+.1f}%" if before else ""
+    return (f"{config_name(row['config_id'])}: {gpu_device(row)} {COMPONENT_WORDS[metric]} {before:.2f} -> "
+            f"{after:.2f} MiB ({delta:+.2f} MiB{pct})")
+
+
 def _status_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
-    """ok -> oom is a config that stopped fitting; ok -> quarantined one whose row failed validation (its error
-    names the expectations); ok -> timeout/crashed/... a config that started failing."""
     kind = {"oom": Kind.STOPPED_FITTING, "quarantined": Kind.QUARANTINED}.get(row["status"], Kind.FAILING)
     ref = _reference(past, cutoffs.get((row["config_id"], "status")))
     if ref is None or ref["status"] != "ok":
         return None
-    detail = f"ok -> {row['status']}" + (f": {row['error']}" if kind == Kind.QUARANTINED and row["error"] else "")
+    detail = f"ok -> {row['status']}" + (f": {row['error']}" if row["error"] else "")
     return _finding(kind, "status", row, ref, detail=detail)
 
 
@@ -99,32 +94,50 @@ def _lowest_recent(good: pd.DataFrame, metric: str, cutoff: str | None, window: 
     return None if values.empty else rows.loc[values[::-1].idxmin()]
 
 
-def _vram_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, tolerance: VramTolerance) -> list[Finding]:
+def _component_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, policy: VramPolicy) -> list[Finding]:
     findings = []
-    for metric in COMPONENTS:
+    for metric in VRAM_COMPONENTS:
         after = number(row[metric])
-        ref = _lowest_recent(good, metric, cutoffs.get((row["config_id"], metric)), tolerance.window)
+        ref = _lowest_recent(good, metric, cutoffs.get((row["config_id"], metric)), policy.window)
         before = None if ref is None else number(ref[metric])
-        if after is None or before is None:
+        if after is None or before is None or after == before:
             continue
-        delta = after - before
-        if abs(delta) <= tolerance.limit(before):
-            continue
-        pct = 100.0 * delta / before if before else None
+        delta, rule = after - before, policy.rule(metric)
+        if not (rule.pages(before, delta) or rule.pages(after, -delta)):
+            continue  # reported exactly in the report's change table, but below what pages
         last = number(good.iloc[-1][metric])
-        creep = delta > 0 and last is not None and after - last <= tolerance.limit(before)  # tonight's step is small
-        findings.append(_finding(Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before,
-                                 after=after, delta_mib=delta, delta_pct=pct,
-                                 detail=f"crept up since {ref['night']}" if creep else ""))
+        creep = delta > 0 and last is not None and not rule.pages(before, after - last)  # tonight's step is small
+        findings.append(_finding(
+            Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before, after=after,
+            delta_mib=delta, delta_pct=100.0 * delta / before if before else None,
+            detail=f"crept up since {ref['night']}" if creep else "",
+            change=component_change(row, metric, before, after)))
+    return findings
+
+
+def _fit_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, policy: VramPolicy) -> list[Finding]:
+    """Sizes of the policy the config's need fit last time and no longer fits tonight."""
+    after = number(row["needed_mib"])
+    findings = []
+    for size in policy.fits_gib:
+        metric = f"fits_{size:g}gib"
+        ref = _reference(good[good["needed_mib"].notna()], cutoffs.get((row["config_id"], metric)))
+        before = None if ref is None else number(ref["needed_mib"])
+        limit = size * 1024
+        if after is not None and before is not None and before <= limit < after:
+            findings.append(_finding(
+                Kind.NO_LONGER_FITS, metric, row, ref, before=before, after=after, delta_mib=after - before,
+                delta_pct=100.0 * (after - before) / before,
+                change=f"{config_name(row['config_id'])}: needs {after / 1024:.2f} GiB, no longer fits {size:g} GiB "
+                       f"(needed {before / 1024:.2f})"))
     return findings
 
 
 def memory_and_status_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs = {},
-                               tolerances: Tolerances = Tolerances()) -> list[Finding]:
-    """VRAM per component, ok -> failure, and offload that stopped moving tensors, for each of tonight's configs.
-
-    `tonight` and `before` are history rows of one environment; `before` holds earlier runs, oldest first.
-    """
+                               policy: VramPolicy = VramPolicy()) -> list[Finding]:
+    """Per component VRAM, GPU-size fit, ok -> failure, and offload that stopped moving tensors, for each of
+    tonight's configs. `before` holds earlier runs, oldest first, of any machine: VRAM is compared on the same GPU
+    model (the driver and the host do not change llama.cpp's buffers), status on any."""
     past_by_config = dict(tuple(before.groupby("config_id", sort=False)))
     findings: list[Finding] = []
     for _, row in tonight.iterrows():
@@ -137,25 +150,41 @@ def memory_and_status_findings(tonight: pd.DataFrame, before: pd.DataFrame, cuto
         good = past[past["status"] == "ok"]
         findings += filter(None, [_offload_finding(row, good, cutoffs)])
         if number(row["gpu_total_mib"]) is not None:  # no GPU tonight: no VRAM to compare
-            measured = good[good["gpu_total_mib"].notna()]
-            findings += _vram_findings(row, measured, cutoffs, tolerances.for_config(row["config_id"]))
+            same_gpu = good[(good["gpu_name"] == row["gpu_name"]) & good["gpu_total_mib"].notna()]
+            findings += _component_findings(row, same_gpu, cutoffs, policy)
+            findings += _fit_findings(row, same_gpu, cutoffs, policy)
     return findings
 
 
+def _settings_changes(old: pd.Series, new: pd.Series) -> str:
+    knobs = ("n_prompt", "n_gen", "n_ctx", "n_batch", "n_ubatch", "flash_attn", "use_mmap", "type_k", "type_v",
+             "n_gpu_layers")
+    changed = [f"{k} {old[k]} -> {new[k]}" for k in knobs if k in old and k in new and old[k] != new[k]]
+    return ", ".join(changed) or "generation test or threads"
+
+
 def vanished_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs = {}) -> list[Finding]:
-    """Configs of the previous run (or of an open 'vanished' incident) with no row tonight."""
+    """Configs of the previous run (or of an open 'vanished' incident) with no row tonight, on any machine. A config
+    whose name comes back with other settings is a new series (a matrix edit), not a vanished one."""
     if before.empty:
         return []
     previous = before[before["run_id"] == before["run_id"].iloc[-1]]
     still_open = {config for config, metric in cutoffs if metric == "config"}
     present = set(tonight["config_id"])
+    renamed = dict(zip(tonight["config_name"], tonight.index))
     last_seen = before.drop_duplicates("config_id", keep="last").set_index("config_id")
-    wanted = (set(previous["config_id"]) | still_open) - present
     after = tonight["llama_cpp_commit"].iloc[0] if not tonight.empty else ""
     findings = []
-    for config_id in sorted(wanted & set(last_seen.index)):
-        row = last_seen.loc[config_id].copy()
-        row["config_id"], row["llama_cpp_commit"] = config_id, after
+    for config_id in sorted((set(previous["config_id"]) | still_open) - present):
+        if config_id not in last_seen.index:
+            continue
         ref = last_seen.loc[config_id]
-        findings.append(_finding(Kind.VANISHED, "config", row, ref, detail=f"last seen {ref['night']}"))
+        row = ref.copy()
+        row["config_id"], row["llama_cpp_commit"] = config_id, after
+        if ref["config_name"] in renamed:
+            new = tonight.loc[renamed[ref["config_name"]]]
+            findings.append(_finding(Kind.SERIES_CHANGED, "config", new, ref,
+                                     detail=f"settings changed: {_settings_changes(ref, new)}"))
+        else:
+            findings.append(_finding(Kind.VANISHED, "config", row, ref, detail=f"last seen {ref['night']}"))
     return findings

@@ -16,8 +16,10 @@ def table(t: Table, level: str = "##") -> str:
     return "\n".join(lines)
 
 
-def render(title: str, header: list[tuple[str, str]], findings: list[str], sections: list[Table]) -> str:
-    parts = [f"# {title}", "", "  \n".join(f"**{label}**: {value}" for label, value in header), "", "---", "",
+def render(title: str, top: list[str], header: list[tuple[str, str]], findings: list[str],
+           sections: list[Table]) -> str:
+    parts = [f"# {title}", "", *(f"- {line}" if i else line for i, line in enumerate(top)), "",
+             "  \n".join(f"**{label}**: {value}" for label, value in header), "", "---", "",
              "## Key Findings", "", *(f"- {b}" for b in findings), ""]
     for section in sections:
         parts += ["---", "", table(section), ""]

@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from vramwatch.records import BenchResult, Incident  # noqa: E402
+from vramwatch.records import BenchResult, Incident, config_name  # noqa: E402
 from vramwatch.report.tables import SeedRow, sweep_points  # noqa: E402
 
 COMPONENTS = (("gpu_model_mib", "model"), ("gpu_kv_mib", "KV"), ("gpu_compute_mib", "compute"))
@@ -36,7 +36,7 @@ def vram_by_component(results: Sequence[BenchResult]) -> str | None:
     if not measured:
         return None
     fig, ax = plt.subplots(figsize=(9, 0.3 * len(measured) + 1.2))
-    labels = [r.config.config_id for r in measured]
+    labels = [r.config.config_name for r in measured]
     left = [0.0] * len(measured)
     for field, name in COMPONENTS:
         widths = [getattr(r.memory, field) / 1024 for r in measured]
@@ -102,7 +102,7 @@ def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> str | None:
             for config_id, series in mine.groupby("config_id", sort=False):
                 # markers while history is short: a lone first night is otherwise an invisible line
                 ax.plot(series["day"].to_numpy(), series[field].to_numpy(float), linewidth=0.8, markersize=3,
-                        marker="o" if len(series) <= SHORT_HISTORY else None, label=config_id.split("/", 1)[1])
+                        marker="o" if len(series) <= SHORT_HISTORY else None, label=config_name(config_id).split("/", 1)[1])
                 hit = series[series["night"].isin(marks.get(config_id, ()))]
                 if not hit.empty:
                     ax.scatter(hit["day"], hit[field], color="red", marker="v", s=40, zorder=3)

@@ -130,15 +130,8 @@ def seed_tables(rows: Sequence[SeedRow]) -> list[Table]:
 
 
 def needed_mib(result: BenchResult) -> float | None:
-    """GPU memory a config needs: NVML's per-process figure (buffers + CUDA context) when known, else the buffers
-    plus the measured context. None without a GPU or without a result."""
-    memory = result.memory
-    if not result.ok or not memory.has_gpu:
-        return None
-    if memory.nvml_process_mib is not None:
-        return memory.nvml_process_mib
-    buffers = memory.gpu_model_mib + memory.gpu_kv_mib + memory.gpu_compute_mib + memory.gpu_output_mib
-    return buffers + (memory.cuda_context_mib or 0.0)
+    """GPU memory an ok config needs (Memory.needed_mib); None without a GPU or without a result."""
+    return result.memory.needed_mib if result.ok else None
 
 
 def fits_table(results: Sequence[BenchResult]) -> Table:
@@ -169,31 +162,49 @@ def _pct(before: float | None, after: float | None) -> str:
     return f"{100.0 * (after - before) / before:+.1f}%"
 
 
+COMPONENTS = {"gpu_model_mib": "model", "gpu_kv_mib": "KV", "gpu_compute_mib": "compute", "gpu_output_mib": "output"}
+
+
+def _component_changes(old: pd.Series, new: pd.Series) -> str:
+    """Every GPU buffer that changed, exactly (llama.cpp's buffers are deterministic: any change is real)."""
+    changes = []
+    for column, word in COMPONENTS.items():
+        before, after = number(old[column]), number(new[column])
+        if before is not None and after is not None and round(after - before, 2) != 0:
+            changes.append(f"{word} {after - before:+.2f} MiB ({_pct(before, after)})")
+    return ", ".join(changes) or "unchanged"
+
+
 def changes_table(history: pd.DataFrame, run_id: str) -> Table | None:
-    """Each config tonight against the previous run with results on the same environment (None on the first)."""
+    """Each config tonight against the previous run that measured it: status, every GPU buffer that changed (on the
+    same GPU model), NVML's process figure as a cross-check, and tok/s. None on the first night."""
     tonight, before = split_tonight(history, run_id)
-    before = before[before["environment_id"].isin(set(tonight["environment_id"]))]
+    before = before[before["config_id"].isin(set(tonight["config_id"]))]
     if before.empty:
         return None
     previous = before[before["run_id"] == before["run_id"].iloc[-1]].set_index("config_id")
     rows = []
     for _, now in tonight.iterrows():
-        cid = now["config_id"]
+        cid, name = now["config_id"], now["config_name"]
         if cid not in previous.index:
-            rows.append([cid, f"new ({now['status']})", MISSING, MISSING, MISSING])
+            rows.append([name, f"new ({now['status']})", MISSING, MISSING, MISSING, MISSING])
             continue
         old = previous.loc[cid]
         status = now["status"] if old["status"] == now["status"] else f"{old['status']} -> {now['status']}"
-        vram_old, vram_new = number(old["vram_gib"]), number(now["vram_gib"])
         measured = [number(r["gpu_total_mib"]) is not None for r in (old, now) if r["status"] == "ok"]
-        vram = (NO_GPU if measured and not any(measured) else
-                MISSING if vram_old is None or vram_new is None else
-                f"{vram_old:.2f} -> {vram_new:.2f} GB ({(vram_new - vram_old) * 1024:+.0f} MiB)")
-        rows.append([cid, status, vram, _pct(number(old["tg_avg_ts"]), number(now["tg_avg_ts"])),
+        both_ok = old["status"] == now["status"] == "ok"
+        buffers = (NO_GPU if measured and not any(measured) else
+                   MISSING if not both_ok or not all(measured) else
+                   "another GPU model" if old["gpu_name"] != now["gpu_name"] else _component_changes(old, now))
+        nvml_old, nvml_new = number(old["nvml_process_mib"]), number(now["nvml_process_mib"])
+        nvml = MISSING if nvml_old is None or nvml_new is None else f"{nvml_new - nvml_old:+.0f} MiB"
+        rows.append([name, status, buffers, nvml, _pct(number(old["tg_avg_ts"]), number(now["tg_avg_ts"])),
                      _pct(number(old["pp_avg_ts"]), number(now["pp_avg_ts"]))])
-    title = f"Change against the previous build (llama.cpp {previous['llama_cpp_commit'].iloc[0]} -> " \
-            f"{tonight['llama_cpp_commit'].iloc[0]}, night {previous['night'].iloc[0]})"
-    return Table(title, ["Config", "Status", "VRAM", "tg tok/s", "pp tok/s"], rows)
+    title = f"Change against the previous run (llama.cpp {str(previous['llama_cpp_commit'].iloc[0])[:8]} -> " \
+            f"{str(tonight['llama_cpp_commit'].iloc[0])[:8]}, night {previous['night'].iloc[0]})"
+    note = ("GPU buffers: llama.cpp's own accounting, exact to the byte, so every change is listed; which ones page "
+            "is the matrix's policy. NVML process: a cross-check (it adds the CUDA context and pools, and varies).")
+    return Table(title, ["Config", "Status", "GPU buffers", "NVML process", "tg tok/s", "pp tok/s"], rows, note)
 
 
 def sweep_points(results: Sequence[BenchResult]) -> dict[tuple[str, str], list[tuple[int, BenchResult]]]:
@@ -250,16 +261,35 @@ def quarantine_table(quarantined: Sequence[QuarantinedResult]) -> Table | None:
     """Tonight's rows that validation kept out of history, and why: none of their numbers are in the tables above."""
     if not quarantined:
         return None
-    rows = [[q.result.config.config_id, q.result.status, ", ".join(q.failed_expectations)] for q in quarantined]
+    rows = [[q.result.config.config_name, q.result.status, ", ".join(q.failed_expectations)] for q in quarantined]
     return Table("Quarantined", ["Config", "Status", "Failed expectations"], rows,
                  note="Kept out of history and of the tables above; their records are in the warehouse's "
                       "quarantine table.")
 
 
 def incidents_table(incidents: Sequence[Incident]) -> Table:
-    rows = [[str(i.incident_id or MISSING), "NEW" if i.is_new else "", i.state, i.kind, i.opened_night, i.summary]
-            for i in incidents]
+    rows = [[str(i.incident_id or MISSING), "NEW" if i.is_new else "GREW" if i.escalated else "", i.state, i.kind,
+             i.opened_night, i.summary] for i in incidents]
     return Table("Incidents", ["#", "", "State", "Kind", "Since", "Summary"], rows)
+
+
+def not_judged_table(not_judged: Sequence[str]) -> Table | None:
+    if not not_judged:
+        return None
+    return Table("Not judged", ["Check", "Why"], [line.split(": ", 1) if ": " in line else [line, ""]
+                                                for line in not_judged],
+                 note="Checks the night could not make: none of them counts as 'no regression'.")
+
+
+def top_lines(incidents: Sequence[Incident], not_judged: Sequence[str]) -> list[str]:
+    """The report's first lines: each config that regressed tonight, its component, the exact change and the two
+    builds; else that nothing paged, and how many checks could not judge."""
+    paging = [i for i in incidents if i.pages]
+    if paging:
+        lines = [line for i in paging for line in i.headlines()]
+        return [f"**{len(lines)} regression(s) tonight**", *lines]
+    unjudged = f"; {len(not_judged)} check(s) not judged (see 'Not judged')" if not_judged else ""
+    return [f"No regression paged tonight{unjudged}."]
 
 
 # --------------------------------------------------------------------------------------------- prose
@@ -298,12 +328,12 @@ def key_findings(rows: Sequence[SeedRow], results: Sequence[BenchResult], incide
                            f"{100.0 / ratios[len(ratios) // 2]:.0f}% of baseline speed (median over quants).")
     failed = [r for r in results if not r.ok]
     if failed:
-        listed = ", ".join(f"{r.config.config_id} ({r.status})" for r in failed)
+        listed = ", ".join(f"{r.config.config_name} ({r.status})" for r in failed)
         bullets.append(f"{len(failed)} config(s) produced no numbers: {listed}.")
     else:
         bullets.append(f"All {len(results)} configs ran.")
-    new = [i for i in incidents if i.pages]
+    paging = [i for i in incidents if i.pages]
     open_ = [i for i in incidents if not i.is_closed]
-    bullets.append(f"{len(new)} new regression incident(s), {len(open_)} open." if incidents else
-                   "No regressions against history.")
+    bullets.append(f"{len(paging)} incident(s) paged tonight, {len(open_)} open." if open_ or paging else
+                   "No incident open.")
     return bullets

@@ -16,7 +16,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
-from vramwatch.records import BenchResult, Incident, NightSummary, QuarantinedResult, RunRecord
+from vramwatch.records import BenchResult, NightSummary, NightVerdicts, QuarantinedResult, RunRecord
 from vramwatch.report import markdown, plots
 from vramwatch.report.tables import (
     Table,
@@ -25,11 +25,13 @@ from vramwatch.report.tables import (
     fits_table,
     incidents_table,
     key_findings,
+    not_judged_table,
     quality_table,
     quarantine_table,
     seed_table_rows,
     seed_tables,
     sweep_tables,
+    top_lines,
 )
 
 if TYPE_CHECKING:
@@ -62,13 +64,13 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
     ]
 
 
-def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame,
-                 incidents: Sequence[Incident], out_dir: Path | str,
-                 quarantined: Sequence[QuarantinedResult] = ()) -> tuple[Path, Path]:
+def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame, verdicts: NightVerdicts,
+                 out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = ()) -> tuple[Path, Path]:
     """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
 
-    history is Warehouse.history() for this run's environment (it must hold the run itself).
+    history is Warehouse.history() of this run's configs (it must hold the run itself).
     """
+    incidents = verdicts.incidents
     out_dir = Path(out_dir)
     rows = seed_table_rows(results)
     sections: list[Table] = [*seed_tables(rows), fits_table(results)]
@@ -77,38 +79,38 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     quality = quality_table(results, history, run.run_id)
     sections += [quality] if quality else []
     sections += [*sweep_tables(results), incidents_table(incidents)]
-    unfit = quarantine_table(quarantined)
-    sections += [unfit] if unfit else []
+    sections += [t for t in (not_judged_table(verdicts.not_judged), quarantine_table(quarantined)) if t]
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)
     findings = key_findings(rows, results, incidents)
+    top = top_lines(incidents, verdicts.not_judged)
 
     figures = {"VRAM by component (stacked)": plots.vram_by_component(results),
                "Baseline vs offload": plots.baseline_vs_offload(rows),
                "History per config (red: incident opened)": plots.history(history, incidents),
                "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
     html = _environment().get_template("summary.html.j2").render(
-        title=title, header=header, findings=findings, sections=sections,
+        title=title, top=top, header=header, findings=findings, sections=sections,
         plots=[(caption, png) for caption, png in figures.items() if png],
         missing_plots=[caption for caption, png in figures.items() if not png])
 
     night_dir = out_dir / run.night
     night_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = night_dir / "summary.md", night_dir / "summary.html"
-    md_path.write_text(markdown.render(title, header, findings, sections))
+    md_path.write_text(markdown.render(title, top, header, findings, sections))
     html_path.write_text(html)
     shutil.copyfile(md_path, out_dir / "latest.md")
     shutil.copyfile(html_path, out_dir / "latest.html")
     return md_path, html_path
 
 
-def report_for_run(warehouse: Warehouse, run_id: str, incidents: Sequence[Incident],
+def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
                    reports_dir: Path | str) -> NightSummary:
-    """Read the run and its environment's history from the warehouse, write the report, return the night summary."""
+    """Read the run and its configs' history from the warehouse, write the report, return the night summary."""
     run = warehouse.run(run_id)
     results = warehouse.results_for_run(run_id)
-    history = warehouse.history(environment_ids=warehouse.run_environments(run_id))
-    md_path, html_path = write_report(run, results, history, incidents, reports_dir,
+    history = warehouse.history(config_ids={r.config.config_id for r in results})
+    md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id))
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
-                        n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(incidents))
+                        n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))

@@ -160,3 +160,14 @@ class IncidentRow(Base):
     opened_night: Mapped[date] = mapped_column(Date)
     updated_night: Mapped[date] = mapped_column(Date)
     resolved_night: Mapped[date | None] = mapped_column(Date)
+    changes: Mapped[list[Any]] = mapped_column(default=list)  # one line per config: what changed, exactly (0003)
+    escalated_night: Mapped[date | None] = mapped_column(Date)  # the last night it grew and paged again (0003)
+
+
+class VerdictRow(Base):
+    """A night's verdicts beyond its incidents: same-night A/B comparisons and what could not be judged (0003)."""
+
+    __tablename__ = "verdicts"
+
+    run_id: Mapped[str] = mapped_column(ForeignKey("runs.run_id", ondelete="CASCADE"), primary_key=True)
+    record: Mapped[dict[str, Any]]

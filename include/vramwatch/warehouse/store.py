@@ -24,13 +24,22 @@ from vramwatch.records import (
     BenchResult,
     BuildRecord,
     Incident,
+    NightVerdicts,
     QuarantinedResult,
     RunRecord,
     ValidatedNight,
 )
 from vramwatch.rows import FIELD_NAMES, HISTORY_COLUMNS, flatten
 from vramwatch.warehouse import migrate
-from vramwatch.warehouse.models import BuildRow, EnvironmentRow, IncidentRow, QuarantineRow, ResultRow, RunRow
+from vramwatch.warehouse.models import (
+    BuildRow,
+    EnvironmentRow,
+    IncidentRow,
+    QuarantineRow,
+    ResultRow,
+    RunRow,
+    VerdictRow,
+)
 from vramwatch.warehouse.url import resolve_url
 
 RUNNING, FAILED = "running", "failed"
@@ -219,6 +228,15 @@ class Warehouse:
         found = self._run_records(*conditions, limit=1)
         return found[0] if found else None
 
+    def previous_run(self, run_id: str) -> RunRecord | None:
+        """The latest run before this one (by night, then start) that stored results, or None for the first."""
+        run = self.run(run_id)
+        night, started = _night(run.night), datetime.fromisoformat(run.started)
+        earlier = (RunRow.night < night) | ((RunRow.night == night) & (RunRow.started < started))
+        has_results = select(ResultRow.id).where(ResultRow.run_id == RunRow.run_id).exists()
+        found = self._run_records(earlier, has_results, limit=1)
+        return found[0] if found else None
+
     def run_environments(self, run_id: str) -> list[str]:
         """The environments a run's stored results were measured in."""
         with self._sessions() as session:
@@ -248,9 +266,9 @@ class Warehouse:
             return [QuarantinedResult(BenchResult.from_dict(record), list(failed)) for record, failed in rows]
 
     def history(self, config_ids: Iterable[str] | None = None, environment_ids: Iterable[str] | None = None,
-                limit: int | None = None) -> pd.DataFrame:
-        """One row per stored result (rows.HISTORY_COLUMNS), oldest night first, of the given configs and
-        environments (None: all), filtered in SQL; `limit` keeps the most recent rows."""
+                limit: int | None = None, config_names: Iterable[str] | None = None) -> pd.DataFrame:
+        """One row per stored result (rows.HISTORY_COLUMNS), oldest night first, of the given configs (by id or by
+        name) and environments (None: all), filtered in SQL; `limit` keeps the most recent rows."""
         query = (
             select(*_RUN_COLUMNS, *(ResultRow.__table__.c[name] for name in FIELD_NAMES),
                    EnvironmentRow.gpu_name, EnvironmentRow.cpu_model)
@@ -261,6 +279,8 @@ class Warehouse:
         )
         if config_ids is not None:
             query = query.where(ResultRow.config_id.in_(list(config_ids)))
+        if config_names is not None:
+            query = query.where(ResultRow.__table__.c.config_name.in_(list(config_names)))
         if environment_ids is not None:
             query = query.where(ResultRow.environment_id.in_(list(environment_ids)))
         if limit is not None:
@@ -283,6 +303,21 @@ class Warehouse:
                 rows.append((*run, *(flat[name] for name in FIELD_NAMES), result.fingerprint.gpu_name,
                              result.fingerprint.cpu_model))
         return _history_frame(rows)
+
+    # ------------------------------------------------------------------------------------------------ verdicts
+
+    def save_verdicts(self, run_id: str, verdicts: NightVerdicts) -> None:
+        """A night's verdicts, replacing what that run stored before."""
+        with self._sessions.begin() as session:
+            self._run(session, run_id)
+            row = session.get(VerdictRow, run_id) or VerdictRow(run_id=run_id)
+            row.record = verdicts.to_dict()
+            session.add(row)
+
+    def verdicts(self, run_id: str) -> NightVerdicts | None:
+        with self._sessions() as session:
+            row = session.get(VerdictRow, run_id)
+            return None if row is None else NightVerdicts.from_dict(row.record)
 
     # ------------------------------------------------------------------------------------------------ incidents
 
@@ -309,6 +344,7 @@ class Warehouse:
             kind=incident.kind, metric=incident.metric, state=incident.state, configs=list(incident.configs),
             summary=incident.summary, delta_mib=incident.delta_mib, delta_pct=incident.delta_pct,
             build_before=incident.build_before, build_after=incident.build_after, updated_night=night,
+            changes=list(incident.changes),
         )
         with self._sessions.begin() as session:
             if incident.incident_id is None:
@@ -320,6 +356,8 @@ class Warehouse:
                 for name, value in fields.items():
                     setattr(row, name, value)
             row.resolved_night = night if incident.state == RESOLVED else None
+            if incident.escalated:
+                row.escalated_night = night
             session.flush()
             return self._incident(row, night)
 
@@ -354,4 +392,6 @@ class Warehouse:
             summary=row.summary, delta_mib=row.delta_mib, delta_pct=row.delta_pct, build_before=row.build_before,
             build_after=row.build_after, opened_night=row.opened_night.isoformat(),
             is_new=night is not None and row.opened_night == night,
+            escalated=night is not None and row.escalated_night == night and row.opened_night != night,
+            changes=list(row.changes or []),
         )

@@ -23,7 +23,9 @@ def incident(is_new: bool = True, kind: str = "vram", **changes) -> Incident:
                   configs=["phi-3.5-moe/Q2_K/offload", "deepseek-moe-16b/Q2_K/offload"],
                   summary="VRAM gpu_compute_mib +64 MiB / +31.3% on 2 config(s) (offload only)", delta_mib=64.0,
                   delta_pct=31.3, build_before="b5039", build_after="b5040", opened_night="2026-02-10",
-                  is_new=is_new)
+                  is_new=is_new, changes=["phi-3.5-moe/Q2_K/offload: CUDA0 compute 204.00 -> 268.00 MiB (+64.00 MiB, +31.4%)",
+                                          "deepseek-moe-16b/Q2_K/offload: CUDA0 compute 205.00 -> 269.00 MiB "
+                                          "(+64.00 MiB, +31.2%)"])
     return Incident(**{**fields, **changes})
 
 
@@ -124,13 +126,28 @@ def receivers():
 def test_a_regression_alert_says_what_how_much_where_and_which_builds():
     alert = regression_alert(summary(incident(), incident(is_new=False, incident_id=1, metric="gpu_kv_mib")))
 
-    assert alert.subject == "vramwatch 2026-02-10: 1 new regression(s) on llama.cpp b5040"
+    assert alert.subject == "vramwatch 2026-02-10: 2 regression(s) on llama.cpp b5040"
+    assert alert.text.splitlines()[:2] == [
+        "phi-3.5-moe/Q2_K/offload: CUDA0 compute 204.00 -> 268.00 MiB (+64.00 MiB, +31.4%), llama.cpp b5039 -> b5040",
+        "deepseek-moe-16b/Q2_K/offload: CUDA0 compute 205.00 -> 269.00 MiB (+64.00 MiB, +31.2%), llama.cpp b5039 -> "
+        "b5040"]
     assert "gpu_compute_mib (+64 MiB, +31.3%) on phi-3.5-moe/Q2_K/offload, deepseek-moe-16b/Q2_K/offload" in alert.text
     assert "llama.cpp b5039 -> b5040" in alert.text
     assert "Report: /r/2026-02-10/summary.html" in alert.text
     assert "gpu_kv_mib" not in alert.text  # a known regression is not re-sent
     assert [i["incident_id"] for i in alert.payload["incidents"]] == [3]
     assert alert.payload["report_md"] == "/r/2026-02-10/summary.md"
+
+
+def test_an_incident_that_grew_pages_again_and_links_the_report_on_the_ui():
+    grown = incident(is_new=False, escalated=True, delta_mib=3200.0, changes=["x/Q4_K_M/baseline: CUDA0 model "
+                                                                              "+3200.00 MiB"])
+    alert = regression_alert(summary(grown), base_url="https://airflow.example.com/vramwatch/")
+
+    assert alert.text.startswith("x/Q4_K_M/baseline: CUDA0 model +3200.00 MiB, llama.cpp b5039 -> b5040")
+    assert "(grew tonight)" in alert.text
+    assert "Report: https://airflow.example.com/vramwatch/reports/2026-02-10/summary.html" in alert.text
+    assert alert.payload["report"] == "https://airflow.example.com/vramwatch/reports/2026-02-10/summary.html"
 
 
 def test_no_paging_incident_no_alert():
@@ -152,7 +169,7 @@ def test_send_alerts_reaches_every_channel(receivers):
     assert "+64 MiB, +31.3%" in slack_body["text"] and "b5039 -> b5040" in slack_body["text"]
     ((recipients, message),) = smtp.messages
     assert recipients == ["gpu-ops@example.com", "oncall@example.com"]
-    assert message["Subject"] == "vramwatch 2026-02-10: 1 new regression(s) on llama.cpp b5040"
+    assert message["Subject"] == "vramwatch 2026-02-10: 2 regression(s) on llama.cpp b5040"
     assert "deepseek-moe-16b/Q2_K/offload" in message.get_content()
 
 

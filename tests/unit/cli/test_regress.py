@@ -13,19 +13,20 @@ GROWN = "phi-3.5-moe/Q2_K/offload"
 
 
 def _grown() -> list:
-    return [replace(r, memory__gpu_kv_mib=r.memory.gpu_kv_mib + 128) if r.config.config_id == GROWN else r
+    return [replace(r, memory__gpu_kv_mib=r.memory.gpu_kv_mib + 128) if r.config.config_name == GROWN else r
             for r in CONFIGS]
 
 
 def test_accepting_an_incident_stops_it_paging(warehouse, capsys):
     store_nights(warehouse, [CONFIGS, _grown()])
-    (opened,) = detect_for_run(warehouse, "run001")
+    (opened,) = detect_for_run(warehouse, "run001").incidents
 
     assert main(["regress", "--accept", str(opened.incident_id)]) == 0
     assert f"#{opened.incident_id} accepted: vram gpu_kv_mib on {GROWN}" in capsys.readouterr().out
     assert warehouse.open_incidents() == []
     store_nights(warehouse, [_grown(), _grown()], first=2)
-    assert detect_for_run(warehouse, "run002") == [] and detect_for_run(warehouse, "run003") == []
+    assert detect_for_run(warehouse, "run002").incidents == []
+    assert detect_for_run(warehouse, "run003").incidents == []
     assert main(["regress", "--accept", str(opened.incident_id)]) == 2
     assert f"incident {opened.incident_id} is already accepted" in capsys.readouterr().err
 
@@ -35,7 +36,7 @@ def test_it_prints_tonights_incidents_and_a_dry_run_stores_none(warehouse, capsy
 
     assert main(["regress", "--dry-run"]) == 0
     out = capsys.readouterr().out
-    assert f"NEW [open] vram since {night_of(1)}" in out and GROWN in out and "+128 MiB" in out
+    assert f"NEW [open] vram since {night_of(1)}" in out and GROWN in out and "+128.00 MiB" in out
     assert warehouse.open_incidents() == []  # dry run
 
     assert main(["regress", "--run", "run000"]) == 0

@@ -9,7 +9,7 @@ import pytest
 from support.samples import night, replace, result
 from support.warehouses import commit_of, night_of, store_nights
 
-from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, RunRecord
+from vramwatch.records import BuildRecord, BuildRequest, Incident, NightVerdicts, QualityResult, RunRecord
 from vramwatch.report.tables import NO_GPU, seed_table_rows
 from vramwatch.report.write import report_for_run, write_report
 from vramwatch.rows import flatten
@@ -17,6 +17,7 @@ from vramwatch.validate.gate import validate_night
 from vramwatch.warehouse.store import Warehouse
 
 SEED_HEADER = "| Quantization | File Size | VRAM Baseline | VRAM Offload | VRAM Saved | Reduction % |"
+NOTHING = NightVerdicts(incidents=[])  # a night whose checks found nothing and judged everything
 
 
 def run_record(run_id: str = "run001", night_: str = "2026-01-02") -> RunRecord:
@@ -27,7 +28,8 @@ def run_record(run_id: str = "run001", night_: str = "2026-01-02") -> RunRecord:
 
 def history_of(*nights) -> pd.DataFrame:
     return pd.DataFrame([{**flatten(r), "night": f"2026-01-0{i + 1}", "run_id": f"run{i:03d}",
-                          "llama_cpp_commit": f"b{5000 + i}"} for i, results in enumerate(nights) for r in results])
+                          "llama_cpp_commit": f"b{5000 + i}", "gpu_name": r.fingerprint.gpu_name}
+                         for i, results in enumerate(nights) for r in results])
 
 
 def markdown_rows(md: str, model: str) -> list[list[str]]:
@@ -61,7 +63,7 @@ def test_seed_table_rows_are_data(gpu_night):
 
 def test_markdown_has_the_seed_table_per_model_with_speed_and_failures(gpu_night, tmp_path):
     results, history = gpu_night
-    md_path, html_path = write_report(run_record(), results, history, [], tmp_path)
+    md_path, html_path = write_report(run_record(), results, history, NOTHING, tmp_path)
 
     md = md_path.read_text()
     assert md_path == tmp_path / "2026-01-02" / "summary.md" and html_path.name == "summary.html"
@@ -80,7 +82,7 @@ def test_markdown_has_the_seed_table_per_model_with_speed_and_failures(gpu_night
 
 def test_no_gpu_cells_say_so_and_never_show_zeros(tmp_path):
     results = night(gpu=False)
-    md_path, html_path = write_report(run_record(), results, history_of(results, results), [], tmp_path)
+    md_path, html_path = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path)
 
     md = md_path.read_text()
     for row in markdown_rows(md, "deepseek-moe-16b") + markdown_rows(md, "phi-3.5-moe"):
@@ -96,7 +98,7 @@ def test_no_gpu_cells_say_so_and_never_show_zeros(tmp_path):
 
 def test_html_embeds_every_plot_and_latest_are_copies(gpu_night, tmp_path):
     results, history = gpu_night
-    md_path, html_path = write_report(run_record(), results, history, [], tmp_path)
+    md_path, html_path = write_report(run_record(), results, history, NOTHING, tmp_path)
 
     html = html_path.read_text()
     captions = re.findall(r'<img alt="([^"]+)" src="data:image/png;base64,[A-Za-z0-9+/=]{500,}"', html)
@@ -109,13 +111,16 @@ def test_html_embeds_every_plot_and_latest_are_copies(gpu_night, tmp_path):
 
 def test_fits_change_sweep_and_incident_sections(gpu_night, tmp_path):
     results, history = gpu_night
-    tonight = [replace(r, memory__gpu_compute_mib=r.memory.gpu_compute_mib + 64)
-               if r.config.config_id == "phi-3.5-moe/Q2_K/offload" else r for r in results]
+    grown = next(r for r in results if r.config.config_name == "phi-3.5-moe/Q2_K/offload")
+    tonight = [replace(r, memory__gpu_compute_mib=r.memory.gpu_compute_mib + 64) if r is grown else r
+               for r in results]
+    change = "phi-3.5-moe/Q2_K/offload: CUDA0 compute 204.50 -> 268.50 MiB (+64.00 MiB, +31.3%)"
     incident = Incident(incident_id=7, kind="vram", metric="gpu_compute_mib", state="open",
-                        configs=["phi-3.5-moe/Q2_K/offload"], summary="VRAM gpu_compute_mib +64 MiB / +4.3%",
-                        delta_mib=64.0, delta_pct=4.3, opened_night="2026-01-02", is_new=True)
+                        configs=[grown.config.config_id], summary="VRAM gpu_compute_mib +64 MiB / +31.3%",
+                        delta_mib=64.0, delta_pct=31.3, build_before="b5000", build_after="b5001",
+                        opened_night="2026-01-02", is_new=True, changes=[change])
 
-    md_path, _ = write_report(run_record(), tonight, history_of(results, tonight), [incident], tmp_path)
+    md_path, _ = write_report(run_record(), tonight, history_of(results, tonight), NightVerdicts([incident]), tmp_path)
 
     md = md_path.read_text()
     fits = {line.split("|")[1].strip() + " " + line.split("|")[2].strip(): [c.strip() for c in line.split("|")[3:10]]
@@ -125,14 +130,16 @@ def test_fits_change_sweep_and_incident_sections(gpu_night, tmp_path):
     assert fits["deepseek-moe-16b Q4_K_M"] == ["offload", "baseline", "baseline", "baseline", "baseline", "baseline",
                                                "baseline"]
     assert fits["phi-3.5-moe Q4_K_M"][:4] == ["offload"] * 4 and fits["phi-3.5-moe Q4_K_M"][4] == "baseline"
-    assert "## Change against the previous build (llama.cpp b5000 -> b5001, night 2026-01-01)" in md
-    assert "| phi-3.5-moe/Q2_K/offload | ok | 1.49 -> 1.56 GB (+64 MiB) | +0.0% | +0.0% |" in md
-    assert "| phi-3.5-moe/Q8_0/baseline | oom | – | – | – |" in md
+    assert md.splitlines()[2:4] == ["**1 regression(s) tonight**", f"- {change}, llama.cpp b5000 -> b5001"]
+    assert "## Change against the previous run (llama.cpp b5000 -> b5001, night 2026-01-01)" in md
+    assert "| phi-3.5-moe/Q2_K/offload | ok | compute +64.00 MiB (+31.3%) | +0 MiB | +0.0% | +0.0% |" in md
+    assert "| deepseek-moe-16b/Q2_K/offload | ok | unchanged | +0 MiB | +0.0% | +0.0% |" in md
+    assert "| phi-3.5-moe/Q8_0/baseline | oom | – | – | – | – |" in md
     sweep = md.split("## Partial offload sweep: deepseek-moe-16b Q2_K", 1)[1].split("\n---\n", 1)[0]
     assert [line.split("|")[1].strip() for line in sweep.splitlines() if line.startswith("| ")][1:] == \
         ["0", "4", "8", "28"]
-    assert "| 7 | NEW | open | vram | 2026-01-02 | VRAM gpu_compute_mib +64 MiB / +4.3% |" in md
-    assert "1 new regression incident(s), 1 open." in md
+    assert "| 7 | NEW | open | vram | 2026-01-02 | VRAM gpu_compute_mib +64 MiB / +31.3% |" in md
+    assert "1 incident(s) paged tonight, 1 open." in md
 
 
 def with_quality(r, perplexity: float, greedy: str):
@@ -146,7 +153,7 @@ def test_quality_table_flags_a_greedy_hash_that_changed_since_the_previous_build
     last_night = plain + [with_quality(same, 25.1, "ab" * 32), with_quality(moved, 31.0, "cd" * 32)]
     tonight = plain + [with_quality(same, 25.1, "ab" * 32), with_quality(moved, 30.25, "ef" * 32)]
 
-    md_path, html_path = write_report(run_record(), tonight, history_of(last_night, tonight), [], tmp_path)
+    md_path, html_path = write_report(run_record(), tonight, history_of(last_night, tonight), NOTHING, tmp_path)
 
     md = md_path.read_text()
     section = md.split("## Quality (real weights)", 1)[1].split("\n---\n", 1)[0]
@@ -154,9 +161,9 @@ def test_quality_table_flags_a_greedy_hash_that_changed_since_the_previous_build
     assert rows == ["| phi-3.5-moe | Q2_K | baseline | 25.10 | abababababab | no |",
                     "| phi-3.5-moe | Q4_K_M | baseline | 30.25 | efefefefefef | **yes** (was cdcdcdcdcdcd) |"]
     assert "327 tokens" in section and "Quality (real weights)" in html_path.read_text()
-    first, _ = write_report(run_record("run000", "2026-01-01"), last_night, history_of(last_night), [], tmp_path)
+    first, _ = write_report(run_record("run000", "2026-01-01"), last_night, history_of(last_night), NOTHING, tmp_path)
     assert "| phi-3.5-moe | Q4_K_M | baseline | 31.00 | cdcdcdcdcdcd | – |" in first.read_text()  # nothing before
-    without, _ = write_report(run_record(), plain, history_of(plain, plain), [], tmp_path)
+    without, _ = write_report(run_record(), plain, history_of(plain, plain), NOTHING, tmp_path)
     assert "Quality (real weights)" not in without.read_text()
 
 
@@ -164,7 +171,7 @@ def test_report_for_run_reads_the_run_and_its_history_from_the_warehouse(tmp_pat
     warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
     store_nights(warehouse, [night(gpu=False)] * 2)
 
-    summary = report_for_run(warehouse, "run001", [], tmp_path / "reports")
+    summary = report_for_run(warehouse, "run001", NOTHING, tmp_path / "reports")
 
     assert (summary.night, summary.n_results, summary.incidents) == (night_of(1), 8, [])
     assert f"llama.cpp {commit_of(1)} (cpu backend)" in (tmp_path / "reports" / "latest.md").read_text()
@@ -180,14 +187,14 @@ def test_the_report_lists_quarantined_rows_and_what_they_failed(tmp_path):
     warehouse.start_run("run1", "2026-01-02", build, "test")
     warehouse.store_night("run1", validate_night([broken, *results[1:]]))
 
-    summary = report_for_run(warehouse, "run1", [], tmp_path / "reports")
+    summary = report_for_run(warehouse, "run1", NOTHING, tmp_path / "reports")
 
     assert (summary.n_results, summary.n_quarantined) == (7, 1)
     md = (tmp_path / "reports" / "latest.md").read_text()
     section = md.split("## Quarantined", 1)[1]
-    (row,) = [line for line in section.splitlines() if line.startswith(f"| {broken.config.config_id} ")]
+    (row,) = [line for line in section.splitlines() if line.startswith(f"| {broken.config.config_name} ")]
     assert "| exploded |" in row and "error_explained" in row and "status_known" in row
     assert "<h2>Quarantined</h2>" in (tmp_path / "reports" / "latest.html").read_text()
     warehouse.close()
-    clean, _ = write_report(run_record(), results, history_of(results, results), [], tmp_path / "clean")
+    clean, _ = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path / "clean")
     assert "## Quarantined" not in clean.read_text()

@@ -55,6 +55,11 @@ def warehouse(url):
     wh.close()
 
 
+def config_id(name: str) -> str:
+    """The id a sample config of this name has (its name plus the hash of its settings)."""
+    return next(r.config.config_id for r in night() if r.config.config_name == name)
+
+
 def build(version: str = "0.3.36", status: str = "ok", source: str = "pypi", built_at: str = "") -> BuildRecord:
     return BuildRecord(
         request=BuildRequest(version=version, source=source, backend="cuda", cuda_architectures="90"),
@@ -88,7 +93,7 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert {"builds", "runs", "environments", "results", "quarantine", "incidents"} <= tables
     assert "alembic_version" not in tables  # Airflow's name stays free when both share a database
     assert diffs == []  # migrations and models describe the same schema
-    assert version == "0002"
+    assert version == "0003"
 
 
 def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
@@ -102,6 +107,36 @@ def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
     assert {"perplexity", "quality_tokens", "greedy_sha256"} <= columns
     migrate.downgrade(engine, "0001")  # and 0002 goes back cleanly
     assert "greedy_sha256" not in {c["name"] for c in sa.inspect(engine).get_columns("results")}
+    engine.dispose()
+
+
+def test_stored_history_takes_the_settings_into_its_config_ids_on_upgrade(url):
+    rows = night(quants=("Q2_K",))
+    warehouse = Warehouse(url)
+    store(warehouse, "n1", "2026-01-01", rows[1:], quarantined=[QuarantinedResult(rows[0], ["vram_non_negative"])])
+    incident = warehouse.save_incident(
+        Incident(incident_id=None, kind="vram", metric="gpu_kv_mib", state="open", configs=[rows[1].config.config_id],
+                 summary="s", opened_night="2026-01-01"), rows[1].fingerprint.environment_id, "2026-01-01")
+    warehouse.close()
+    engine = sa.create_engine(url)
+
+    def ids(table: str) -> list[str]:
+        with engine.connect() as connection:
+            return list(connection.execute(sa.text(f"SELECT config_id FROM {table} ORDER BY id")).scalars())
+
+    migrate.downgrade(engine, "0002")  # the schema before identity: config_id was model/quant/mode
+    assert ids("results") == [r.config.config_name for r in rows[1:]]
+    migrate.upgrade(engine, "head")
+
+    assert ids("results") == [r.config.config_id for r in rows[1:]]
+    assert ids("quarantine") == [rows[0].config.config_id]
+    warehouse = Warehouse(url)
+    (back,) = warehouse.incidents()
+    assert back.incident_id == incident.incident_id and back.configs == [rows[1].config.config_id]
+    history = warehouse.history()
+    assert list(history["config_name"]) == [r.config.config_name for r in rows[1:]]
+    assert list(history["needed_mib"]) == [r.memory.needed_mib for r in rows[1:]]
+    warehouse.close()
     engine.dispose()
 
 
@@ -195,7 +230,7 @@ def test_history_is_ordered_by_night_and_carries_the_build(warehouse):
     assert frame["pp_samples_ts"].iloc[0] == rows[0].pp.samples_ts
     assert frame["gpu_name"].iloc[0] == "NVIDIA H100 80GB HBM3"
 
-    offload = warehouse.history(config_ids=["deepseek-moe-16b/Q4_K_M/offload"], limit=2)
+    offload = warehouse.history(config_ids=[config_id("deepseek-moe-16b/Q4_K_M/offload")], limit=2)
     assert list(offload["night"]) == ["2026-01-02", "2026-01-03"]  # the most recent two, oldest first
     assert set(offload["mode"]) == {"offload"}
 
@@ -208,8 +243,9 @@ def test_history_keeps_environments_apart(warehouse):
 
     assert set(cpu["run_id"]) == {"cpu"} and set(cpu["cpu_model"]) == {CPU_HOST.cpu_model}
     assert warehouse.history(config_ids=["no/such/config"]).empty
-    both = warehouse.history(config_ids=["deepseek-moe-16b/Q2_K/baseline", "phi-3.5-moe/Q2_K/offload"])
-    assert sorted(both["config_id"]) == ["deepseek-moe-16b/Q2_K/baseline"] * 2 + ["phi-3.5-moe/Q2_K/offload"] * 2
+    both = warehouse.history(config_ids=[config_id("deepseek-moe-16b/Q2_K/baseline"),
+                                         config_id("phi-3.5-moe/Q2_K/offload")])
+    assert sorted(both["config_name"]) == ["deepseek-moe-16b/Q2_K/baseline"] * 2 + ["phi-3.5-moe/Q2_K/offload"] * 2
     assert warehouse.run_environments("cpu") == [CPU_HOST.environment_id]
 
 
