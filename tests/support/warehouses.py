@@ -58,9 +58,9 @@ def _third_night() -> list:
     """The new build: DeepSeek Q4_K_M baseline grew by GROWTH_MIB, Phi Q4_K_M baseline no longer fits."""
     results = []
     for r in night():
-        if r.config.config_id == REGRESSED:
+        if r.config.config_name == REGRESSED:
             r = replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + GROWTH_MIB)
-        elif r.config.config_id == OOM:
+        elif r.config.config_name == OOM:
             r = result("phi-3.5-moe", "Q4_K_M", "baseline", status="oom")
         results.append(r)
     return results
@@ -77,7 +77,8 @@ def three_nights(url: str) -> Incident:
             warehouse.store_night(run_id, ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]))
             warehouse.finish_run(run_id, "stored")
         before = result().memory.gpu_model_mib
-        incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[REGRESSED],
+        regressed = next(r.config.config_id for r in night() if r.config.config_name == REGRESSED)
+        incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[regressed],
                             summary=f"{REGRESSED}: CUDA0 model buffer +{GROWTH_MIB:.0f} MiB",
                             delta_mib=GROWTH_MIB, delta_pct=100 * GROWTH_MIB / before,
                             build_before=OLD_BUILD, build_after=NEW_BUILD, opened_night=NIGHTS[-1])

@@ -32,7 +32,7 @@ def _measured(commit: str, built_at: str, unparsed_baseline: bool, tmp_path: Pat
     """A CUDA night of DeepSeek Q4_K_M (baseline + offload), through the JSON file `vramwatch ingest` reads."""
     build = BuildRecord(request=BuildRequest(version="0.3.36", backend="cuda"), status="ok", python="", source_dir="",
                         llama_cpp_python_version="0.3.36", llama_cpp_commit=commit, built_at=built_at)
-    results = [replace(r, **UNPARSED) if unparsed_baseline and r.config.config_id == BASELINE else r
+    results = [replace(r, **UNPARSED) if unparsed_baseline and r.config.config_name == BASELINE else r
                for r in night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))]
     path = tmp_path / f"{commit}.json"
     path.write_text(MeasuredNight(build=build, results=results).to_json())
@@ -52,17 +52,17 @@ def test_a_night_whose_buffers_did_not_parse_is_quarantined_never_a_vram_change(
         stored = warehouse.history()
     finally:
         warehouse.close()
-    assert quarantined.result.config.config_id == BASELINE
+    assert quarantined.result.config.config_name == BASELINE
     assert {"buffers_parsed", "gpu_model_buffer_measured"} <= set(quarantined.failed_expectations)
     tonight = stored[stored["run_id"] == "run2"]
-    assert list(tonight["config_id"]) == ["deepseek-moe-16b/Q4_K_M/offload"]  # the zeros never stored as ok
+    assert list(tonight["config_name"]) == ["deepseek-moe-16b/Q4_K_M/offload"]  # the zeros never stored as ok
     assert summary.n_quarantined == 1
     # the zeros are no "VRAM improved -100%" (nor its reverse the night after): the row is reported as quarantined
     assert IncidentKind.VRAM_IMPROVED not in {i.kind for i in summary.incidents}
     assert not any("VRAM improved" in i.summary for i in summary.incidents)
     assert "VRAM improved" not in Path(summary.report_md).read_text()
     (flagged,) = [i for i in summary.incidents if i.kind == IncidentKind.QUARANTINED]
-    assert flagged.configs == [BASELINE] and "buffers_parsed" in flagged.summary
+    assert flagged.configs == [quarantined.result.config.config_id] and "buffers_parsed" in flagged.summary
 
     # the parser fixed, the next night measures the baseline again: no zero reference, so no +10 GiB page
     third = _measured("b7a3f21c0", "2026-01-03T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)

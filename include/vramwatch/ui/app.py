@@ -26,6 +26,7 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from vramwatch.errors import UserError
+from vramwatch.records import config_name
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
@@ -100,6 +101,7 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
             return await call_next(request)
 
     templates = Jinja2Templates(directory=TEMPLATES)
+    templates.env.filters["config_name"] = config_name  # an incident lists config ids; people read names
     # The report may link files beside it (plots): serve the folder, not just the one file.
     app.mount("/reports", StaticFiles(directory=reports_dir, check_dir=False), name="reports")
 
@@ -120,10 +122,13 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
     @app.get("/api/history")
     def api_history(config_id: str | None = None, environment_id: str | None = None,
                     limit: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
-        """History rows (the warehouse's HISTORY_COLUMNS), oldest night first."""
+        """History rows (rows.HISTORY_COLUMNS), oldest night first; config_id takes a config's id, or its name
+        (model/quant/mode: every series of that name)."""
         try:
-            frame = warehouse.get().history(config_ids=[config_id] if config_id else None,
-                                            environment_ids=[environment_id] if environment_id else None, limit=limit)
+            frame = warehouse.get().history(
+                config_ids=[config_id] if config_id and "@" in config_id else None,
+                config_names=[config_id] if config_id and "@" not in config_id else None,
+                environment_ids=[environment_id] if environment_id else None, limit=limit)
         except UserError as error:
             return _unavailable(error)
         return JSONResponse(json.loads(frame.to_json(orient="records")))  # pandas turns NaN into null

@@ -48,7 +48,7 @@ def test_page_shows_latest_night_incident_seed_table_and_charts(filled):
     assert "Latest night <b>2026-01-03</b>" in html
     # the incident, with its delta and builds
     assert f'id="incident-{incident.incident_id}"' in html
-    assert "<code>deepseek-moe-16b/Q4_K_M/baseline</code>" in html
+    assert ">deepseek-moe-16b/Q4_K_M/baseline</code>" in html
     assert "+310" in html and "+3.1 %" in html
     assert f"<code>{OLD_BUILD}</code> → <code>{NEW_BUILD}</code>" in html
     # the seed table: tonight's VRAM (model + KV + compute buffers) and the config that ran out of memory
@@ -80,12 +80,14 @@ def test_history_endpoint_filters_by_config(filled):
     client, _ = filled
     rows = client.get("/api/history", params={"config_id": REGRESSED}).json()
     assert [r["night"] for r in rows] == list(NIGHTS)
-    assert {r["config_id"] for r in rows} == {REGRESSED}
+    assert {r["config_name"] for r in rows} == {REGRESSED}
+    by_id = client.get("/api/history", params={"config_id": rows[0]["config_id"]}).json()
+    assert by_id == rows
     assert [r["gpu_model_mib"] for r in rows] == [10_010.0, 10_010.0, 10_010.0 + GROWTH_MIB]
     assert [r["llama_cpp_commit"] for r in rows] == [OLD_BUILD, OLD_BUILD, NEW_BUILD]
     everything = client.get("/api/history").json()
     assert len(everything) == 3 * 8
-    oom = [r for r in everything if r["config_id"] == OOM and r["night"] == NIGHTS[-1]]
+    oom = [r for r in everything if r["config_name"] == OOM and r["night"] == NIGHTS[-1]]
     assert oom[0]["status"] == "oom" and oom[0]["vram_gib"] is None  # missing stays null, not 0 or NaN
     assert len(client.get("/api/history", params={"limit": 5}).json()) == 5
     assert client.get("/api/history", params={"limit": 0}).status_code == 422

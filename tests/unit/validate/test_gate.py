@@ -15,7 +15,7 @@ from vramwatch.validate.gate import NVML_MARGIN_MIB, validate_night
 
 
 def _by_config(validated):
-    return {q.result.config.config_id: sorted(q.failed_expectations) for q in validated.quarantined}
+    return {q.result.config.config_name: sorted(q.failed_expectations) for q in validated.quarantined}
 
 
 @pytest.mark.parametrize("gpu", [True, False], ids=["gpu", "no-gpu"])
@@ -40,7 +40,7 @@ def test_each_broken_row_is_quarantined_with_the_expectations_it_failed(tmp_path
     gguf = tmp_path / "deepseek-Q8_0.gguf"
     gguf.write_bytes(b"GGUF" + bytes(60))
     good = night(quants=("Q2_K", "Q4_K_M", "Q8_0"))
-    by_id = {r.config.config_id: r for r in good}
+    by_id = {r.config.config_name: r for r in good}
     offload = by_id["deepseek-moe-16b/Q4_K_M/offload"]
     broken = {
         "deepseek-moe-16b/Q2_K/baseline": replace(by_id["deepseek-moe-16b/Q2_K/baseline"],
@@ -75,7 +75,7 @@ def test_each_broken_row_is_quarantined_with_the_expectations_it_failed(tmp_path
         "phi-3.5-moe/Q4_K_M/offload": ["error_explained", "status_known"],
         "phi-3.5-moe/Q8_0/offload": ["error_explained"],
     }
-    assert [r.config.config_id for r in validated.accepted] == [cid for cid in by_id if cid not in broken]
+    assert [r.config.config_name for r in validated.accepted] == [cid for cid in by_id if cid not in broken]
     # the quarantined row is the record that came in, untouched
     assert validated.quarantined[0].result == broken["deepseek-moe-16b/Q2_K/baseline"]
 
@@ -101,7 +101,7 @@ def test_results_measured_on_another_backend_than_the_build_are_quarantined():
     assert _by_config(validated) == {"phi-3.5-moe/Q4_K_M/baseline": ["backend_matches_build"]}
     # and a CPU build's night is CPU results only
     assert _by_config(validate_night(cuda_night, build_backend="cpu")) == {
-        r.config.config_id: ["backend_matches_build"] for r in cuda_night}
+        r.config.config_name: ["backend_matches_build"] for r in cuda_night}
 
 
 def test_a_row_whose_buffers_did_not_parse_is_never_accepted_as_ok():
@@ -186,7 +186,7 @@ def test_no_results_validate_to_an_empty_night():
 
 
 def test_frame_pairs_each_offload_row_with_tonights_baseline_of_the_same_file():
-    frame = validation_frame(night()).set_index("config_id")
+    frame = validation_frame(night()).set_index("config_name")
 
     baseline = frame.loc["phi-3.5-moe/Q4_K_M/baseline", "vram_gib"]
     assert frame.loc["phi-3.5-moe/Q4_K_M/offload", "baseline_vram_gib"] == baseline
