@@ -475,6 +475,31 @@ class MeasuredNight(Record):
         return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 
 
+ABSide = Literal["A", "B"]
+AB_SIDES: tuple[ABSide, ...] = typing.get_args(ABSide)
+AB_METRICS = ("pp", "tg")  # the llama-bench tests of a BenchResult an A/B samples
+
+
+@dataclass(frozen=True)
+class ABRun(Record):
+    """A same-night A/B of one config: the previous build's engine (A, the reference) and tonight's (B), run in
+    `processes` child processes each, interleaved A, B, A, B, ... on one machine.
+
+    Each ok process gives one sample per test (its avg_ts): the variation between processes is the noise a verdict
+    must see through, so the repetitions inside one process are averaged away, not counted as samples.
+    """
+
+    config_id: str  # tonight's (B's) config
+    llama_cpp_commit_a: str
+    llama_cpp_python_version_a: str
+    llama_cpp_commit_b: str
+    llama_cpp_python_version_b: str
+    processes: int  # per side
+    samples_ts: dict[str, dict[str, list[float]]]  # test ("pp", "tg") -> side -> one avg_ts per ok process, in order
+    statuses: dict[str, list[Status]]  # side -> the status of each of its processes, in order
+    failures: list[str] = field(default_factory=list)  # one line per failed process: which, its status, its error
+
+
 # --------------------------------------------------------------------------------------------- validate
 
 
@@ -596,6 +621,39 @@ class NightSummary(Record):
     n_results: int
     n_quarantined: int
     incidents: list[Incident]
+
+
+ABOutcome = Literal["slower", "faster", "no change", "inconclusive"]
+
+
+@dataclass(frozen=True)
+class ABVerdict(Record):
+    """What a same-night A/B says about one metric (vramwatch.regress.ab.compare states the rule).
+
+    A figure the samples could not give (too few processes) is None, and `reason` says why.
+    """
+
+    metric: str  # "pp" or "tg"
+    n_a: int  # ok processes on each side
+    n_b: int
+    median_a: float | None  # tokens/s
+    median_b: float | None
+    ratio: float | None  # median_b / median_a: below 1 is slower
+    ci_low: float | None  # bootstrap interval of the ratio, at `confidence`
+    ci_high: float | None
+    confidence: float
+    p_value: float | None  # two-sided Mann-Whitney U
+    verdict: ABOutcome
+    reason: str
+
+    def describe(self) -> str:
+        """One line: "tg 0.81x [0.77, 0.85] (95% CI, 5 v 5 processes, p=0.008): slower"."""
+        ratio = f" {self.ratio:.2f}x" if self.ratio is not None else ""
+        interval = (f" [{self.ci_low:.2f}, {self.ci_high:.2f}] ({self.confidence:.0%} CI, "
+                    if self.ci_low is not None and self.ci_high is not None else " (")
+        p_value = f", p={self.p_value:.3f}" if self.p_value is not None else ""
+        why = f" ({self.reason})" if self.verdict == "inconclusive" else ""
+        return f"{self.metric}{ratio}{interval}{self.n_a} v {self.n_b} processes{p_value}): {self.verdict}{why}"
 
 
 # --------------------------------------------------------------------------------------------- prune
