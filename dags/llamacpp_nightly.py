@@ -91,10 +91,10 @@ def llamacpp_nightly():
         return pipeline.task_store(dag_run.run_id, _night(dag_run), build, validated, str(dag_run.run_type))
 
     @task(**GPU)  # a build change in tok/s is rerun A/B on the GPU before anyone is paged
-    def detect_regressions(stored: int, run_id: str | None = None) -> dict:
+    def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> dict:
         from vramwatch import pipeline
 
-        return pipeline.task_detect_regressions(MATRIX_NAME, run_id)
+        return pipeline.task_detect_regressions(MATRIX_NAME, run_id, build)
 
     @task
     def report(verdicts: dict, run_id: str | None = None) -> dict:
@@ -126,7 +126,7 @@ def llamacpp_nightly():
     results = bench.partial(build=build).expand(config=configs)
     validated = validate(results, build)
     stored = store(build, validated)
-    verdicts = detect_regressions(stored)
+    verdicts = detect_regressions(build, stored)
     alert(report(verdicts)) >> [prune(), prune_reports()]
 
 

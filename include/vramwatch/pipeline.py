@@ -8,14 +8,16 @@ Airflow import here: the library runs without it.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vramwatch.config import Matrix, Paths, Policy, load_matrix
 from vramwatch.errors import UserError
 from vramwatch.progress import for_stage
 from vramwatch.records import (
+    ABRun,
     BenchConfig,
     BenchResult,
     BuildCheck,
@@ -107,15 +109,37 @@ def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight
     return stored
 
 
-def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None = None,
-                       save: bool = True) -> NightVerdicts:
-    """Tonight's verdicts for a stored run; save False stores nothing (what would tonight's incidents be?)."""
+def same_night_ab(build: BuildRecord, processes: int) -> Callable[[BenchConfig, str], ABRun | str]:
+    """The A/B runner detection uses: tonight's config on the previous build's engine (found on this worker by its
+    llama.cpp commit) against tonight's build, interleaved, `processes` child processes each."""
+    from vramwatch.bench.ab import run_ab
+    from vramwatch.builds.engine import list_builds
+
+    def run(config: BenchConfig, previous_commit: str) -> ABRun | str:
+        engines = [b for b in list_builds(Paths()) if b.ok and b.llama_cpp_commit == previous_commit
+                   and b.request.backend == build.request.backend and Path(b.python).exists()]
+        if not engines:
+            return (f"the previous build's engine (llama.cpp {previous_commit[:8]}, {build.request.backend}) is not on "
+                    f"this worker")
+        _say(f"same-night A/B {config.config_name}: llama.cpp {previous_commit[:8]} (A) against "
+             f"{build.llama_cpp_commit[:8]} (B), {processes} processes each")
+        return run_ab((config, engines[0]), (config, build), processes)
+
+    return run
+
+
+def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None = None, save: bool = True,
+                       build: BuildRecord | None = None) -> NightVerdicts:
+    """Tonight's verdicts for a stored run. With tonight's build (on the worker that has the engines), a build change
+    in tok/s is rerun A/B; save False stores nothing (what would tonight's incidents be?)."""
     from vramwatch.regress.detect import detect_for_run
 
-    verdicts = detect_for_run(_open(warehouse), run_id, policy, save=save)
+    ab = same_night_ab(build, policy.throughput.ab_processes) if build is not None else None
+    verdicts = detect_for_run(_open(warehouse), run_id, policy, ab=ab, save=save)
     incidents = verdicts.incidents
     _say(f"detect_regressions: {sum(i.pages for i in incidents)} paging, "
-         f"{sum(not i.is_closed for i in incidents)} open, {len(verdicts.not_judged)} check(s) not judged")
+         f"{sum(not i.is_closed for i in incidents)} open, {len(verdicts.ab)} A/B, "
+         f"{len(verdicts.not_judged)} check(s) not judged")
     return verdicts
 
 
@@ -175,7 +199,7 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     with _timed(seconds, "store"):
         store(run_id, night, measured.build, validated, trigger, warehouse)
     with _timed(seconds, "detect_regressions"):
-        verdicts = detect_regressions(run_id, policy, warehouse)
+        verdicts = detect_regressions(run_id, policy, warehouse, build=measured.build)
     with _timed(seconds, "report"):
         summary = report(run_id, verdicts, warehouse)
     with _timed(seconds, "alert"):
@@ -248,8 +272,8 @@ def task_store(run_id: str, night: str, build: dict[str, Any], validated: dict[s
     return store(run_id, night, BuildRecord.from_dict(build), ValidatedNight.from_dict(validated), trigger)
 
 
-def task_detect_regressions(matrix_name: str, run_id: str) -> dict[str, Any]:
-    return detect_regressions(run_id, load_matrix(matrix_name).policy).to_dict()
+def task_detect_regressions(matrix_name: str, run_id: str, build: dict[str, Any]) -> dict[str, Any]:
+    return detect_regressions(run_id, load_matrix(matrix_name).policy, build=BuildRecord.from_dict(build)).to_dict()
 
 
 def task_report(run_id: str, verdicts: dict[str, Any]) -> dict[str, Any]:

@@ -602,15 +602,6 @@ class Incident(Record):
 
 
 @dataclass(frozen=True)
-class NightVerdicts(Record):
-    """What the regress stage concluded about a night: its incidents, and the checks it could not make, with why
-    (the report never says "no regressions" for a check that did not judge)."""
-
-    incidents: list[Incident]
-    not_judged: list[str] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
 class NightSummary(Record):
     """What the alert and the DAG's last task know about a night."""
 
@@ -654,6 +645,24 @@ class ABVerdict(Record):
         p_value = f", p={self.p_value:.3f}" if self.p_value is not None else ""
         why = f" ({self.reason})" if self.verdict == "inconclusive" else ""
         return f"{self.metric}{ratio}{interval}{self.n_a} v {self.n_b} processes{p_value}): {self.verdict}{why}"
+
+
+@dataclass(frozen=True)
+class ABComparison(Record):
+    """A same-night A/B of one config and what it says of each metric."""
+
+    run: ABRun
+    verdicts: list[ABVerdict]
+
+
+@dataclass(frozen=True)
+class NightVerdicts(Record):
+    """What the regress stage concluded about a night: its incidents, the same-night A/B comparisons it ran, and the
+    checks it could not make, with why (the report never says "no regressions" for a check that did not judge)."""
+
+    incidents: list[Incident]
+    ab: list[ABComparison] = field(default_factory=list)
+    not_judged: list[str] = field(default_factory=list)
 
 
 # --------------------------------------------------------------------------------------------- prune

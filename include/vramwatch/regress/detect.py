@@ -9,24 +9,38 @@ finding of its own (environment_findings), and a GPU matrix that ran without its
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from vramwatch.config import Policy
-from vramwatch.records import ACCEPTED, BenchResult, Fingerprint, Incident, NightVerdicts
+from vramwatch.config import Policy, ThroughputPolicy
+from vramwatch.records import (
+    AB_METRICS,
+    ACCEPTED,
+    ABComparison,
+    ABRun,
+    BenchConfig,
+    BenchResult,
+    Fingerprint,
+    Incident,
+    NightVerdicts,
+)
 from vramwatch.records import IncidentKind as Kind
+from vramwatch.regress.ab import compare, needs_ab
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
-from vramwatch.regress.throughput import throughput_findings
+from vramwatch.regress.throughput import relative_noise, throughput_findings
 from vramwatch.regress.vram import Cutoffs, memory_and_status_findings, vanished_findings
 from vramwatch.rows import number, split_tonight
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
+# Runs tonight's config on the previous build's engine and on tonight's, interleaved (bench.ab.run_ab); given the
+# previous build's llama.cpp commit. Returns the A/B, or why it could not run (that engine is gone from the worker).
+ABRunner = Callable[[BenchConfig, str], "ABRun | str"]
 # What a machine is, for "it changed": every field of the fingerprint but the build's own.
 MACHINE_FIELDS = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "backend", "host",
                   "cpu_model", "cpu_cores")
@@ -108,6 +122,66 @@ def environment_findings(previous: Sequence[BenchResult], tonight: Sequence[Benc
                     build_after=after.llama_cpp_commit, detail=", ".join(changed))]
 
 
+def ab_candidates(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolicy) -> dict[str, str]:
+    """config_id -> the previous build's commit, for tonight's configs whose build changed and whose tok/s moved from
+    that build's last result by more than the config's noise (regress.ab.needs_ab), on the same machine."""
+    good = before[before["status"] == "ok"]
+    wanted = {}
+    for _, row in tonight[tonight["status"] == "ok"].iterrows():
+        series = good[(good["config_id"] == row["config_id"]) & (good["environment_id"] == row["environment_id"])]
+        if series.empty or series.iloc[-1]["llama_cpp_commit"] == row["llama_cpp_commit"]:
+            continue
+        last = series.iloc[-1]
+        for test in AB_METRICS:
+            column = f"{test}_avg_ts"
+            values = series[column].dropna().to_numpy(float)
+            if pd.notna(row[column]) and pd.notna(last[column]) and needs_ab(
+                    float(last[column]), float(row[column]), relative_noise(values), policy.page_pct / 100):
+                wanted[row["config_id"]] = str(last["llama_cpp_commit"])
+    return wanted
+
+
+def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: str) -> list[Finding]:
+    """A confirmed slowdown beyond the policy (the verdict's rule) is a throughput finding that pages."""
+    run = comparison.run
+    return [Finding(kind=Kind.THROUGHPUT, metric=f"{v.metric}_avg_ts", config_id=run.config_id,
+                    environment_id=environment_id, model=config.model.model, quant=config.model.quant,
+                    mode=config.mode, before=v.median_a, after=v.median_b, delta_pct=100.0 * (v.ratio - 1),
+                    build_before=run.llama_cpp_commit_a, build_after=run.llama_cpp_commit_b,
+                    detail=f"same-night A/B: {v.describe()}",
+                    change=f"{config.config_name}: {v.metric} {v.median_a:.1f} -> {v.median_b:.1f} t/s "
+                           f"({100.0 * (v.ratio - 1):+.1f}%, same-night A/B {v.ratio:.2f}x "
+                           f"[{v.ci_low:.2f}, {v.ci_high:.2f}])")
+            for v in comparison.verdicts if v.verdict == "slower"]
+
+
+def _same_night_ab(tonight_results: Sequence[BenchResult], wanted: dict[str, str], ab: ABRunner | None,
+                   policy: ThroughputPolicy) -> tuple[list[ABComparison], list[Finding], list[str]]:
+    """Run the A/Bs the night needs: (comparisons, findings, what could not be judged)."""
+    comparisons, findings, not_judged = [], [], []
+    for result in tonight_results:
+        previous = wanted.get(result.config.config_id)
+        if previous is None:
+            continue
+        name = result.config.config_name
+        if ab is None:
+            not_judged.append(f"{name} throughput: the build changed tok/s beyond its noise; no A/B was run here "
+                              "(the nightly's detect_regressions runs one on the GPU worker)")
+            continue
+        run = ab(result.config, previous)
+        if isinstance(run, str):
+            not_judged.append(f"{name} throughput: no same-night A/B: {run}")
+            continue
+        verdicts = [compare(test, run.samples_ts[test]["A"], run.samples_ts[test]["B"], policy.page_pct / 100,
+                            confidence=policy.ab_confidence) for test in AB_METRICS]
+        comparison = ABComparison(run=run, verdicts=verdicts)
+        comparisons.append(comparison)
+        findings += ab_findings(comparison, result.config, result.fingerprint.environment_id)
+        not_judged += [f"{name} {v.metric}: unconfirmed: {v.describe()}" for v in verdicts
+                       if v.verdict == "inconclusive"]
+    return comparisons, findings, not_judged
+
+
 def _not_judged(detection_suspects: Sequence[Suspect], tonight: Sequence[BenchResult]) -> list[str]:
     lines = [f"{r.config.config_name}: not measured ({r.status}), so not judged" for r in tonight if not r.ok]
     if tonight and not any(r.memory.has_gpu for r in tonight if r.ok):
@@ -118,11 +192,13 @@ def _not_judged(detection_suspects: Sequence[Suspect], tonight: Sequence[BenchRe
     return lines
 
 
-def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(), save: bool = True) -> NightVerdicts:
+def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(), ab: ABRunner | None = None,
+                   save: bool = True) -> NightVerdicts:
     """Detect over the warehouse for one run and store its incidents and verdicts (unless save is false).
 
     The run's quarantined rows join tonight with status "quarantined": a config whose row failed validation is
     reported as such (when it was ok before), not as vanished, and a night quarantined whole still gets detection.
+    A config whose build changed its tok/s beyond its noise is rerun A/B with `ab` (none: it is said not judged).
     Returns tonight's incidents (new, carried on, escalated, resolved tonight). Running it twice for a night stores
     nothing twice.
     """
@@ -139,13 +215,18 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
     if not quarantined.empty:
         history = pd.concat([history, quarantined], ignore_index=True)
     detection = detect(history, run_id, open_now, policy, accepted)
-    found = reconcile([*detection.findings, *environment_findings(previous_results, tonight_results)], open_now,
-                      detection.night, detection.tonight_status, policy)
+    tonight, before = split_tonight(history, run_id)
+    comparisons, ab_found, unconfirmed = _same_night_ab(tonight_results, ab_candidates(tonight, before,
+                                                                                       policy.throughput),
+                                                        ab, policy.throughput)
+    found = reconcile([*detection.findings, *ab_found, *environment_findings(previous_results, tonight_results)],
+                      open_now, detection.night, detection.tonight_status, policy)
     if save:
         environment = next(iter(warehouse.run_environments(run_id)), "")
         known = {_identity(i): i for i in stored if i.opened_night == detection.night}
         found = [warehouse.save_incident(_reuse(i, known), environment, detection.night) for i in found]
-    verdicts = NightVerdicts(incidents=found, not_judged=_not_judged(detection.suspects, tonight_results))
+    verdicts = NightVerdicts(incidents=found, ab=comparisons,
+                             not_judged=_not_judged(detection.suspects, tonight_results) + unconfirmed)
     if save:
         warehouse.save_verdicts(run_id, verdicts)
     return verdicts

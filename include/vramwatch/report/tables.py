@@ -13,7 +13,17 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vramwatch.records import GIB, MIB, SEED_MODES, BenchResult, Incident, QuarantinedResult, Record
+from vramwatch.records import (
+    GIB,
+    MIB,
+    SEED_MODES,
+    ABComparison,
+    BenchResult,
+    Incident,
+    QuarantinedResult,
+    Record,
+    config_name,
+)
 from vramwatch.rows import number, split_tonight
 
 NO_GPU, MISSING = "no GPU", "–"
@@ -271,6 +281,30 @@ def incidents_table(incidents: Sequence[Incident]) -> Table:
     rows = [[str(i.incident_id or MISSING), "NEW" if i.is_new else "GREW" if i.escalated else "", i.state, i.kind,
              i.opened_night, i.summary] for i in incidents]
     return Table("Incidents", ["#", "", "State", "Kind", "Since", "Summary"], rows)
+
+
+def ab_table(comparisons: Sequence[ABComparison]) -> Table | None:
+    """Tonight's same-night A/Bs: the previous build's engine (A) against tonight's (B) on one machine."""
+    if not comparisons:
+        return None
+    rows = []
+    for c in comparisons:
+        for v in c.verdicts:
+            ratio = MISSING if v.ratio is None else f"{v.ratio:.3f}"
+            interval = MISSING if v.ci_low is None else f"[{v.ci_low:.3f}, {v.ci_high:.3f}]"
+            rows.append([config_name(c.run.config_id), v.metric, f"{c.run.llama_cpp_commit_a[:8]} -> "
+                         f"{c.run.llama_cpp_commit_b[:8]}", f"{v.n_a} v {v.n_b}",
+                         MISSING if v.median_a is None else f"{v.median_a:.2f}",
+                         MISSING if v.median_b is None else f"{v.median_b:.2f}", ratio, interval,
+                         MISSING if v.p_value is None else f"{v.p_value:.3f}",
+                         v.verdict if v.verdict != "inconclusive" else f"unconfirmed ({v.reason})"])
+    confidence = f"{comparisons[0].verdicts[0].confidence:.0%}"
+    note = (f"Both engines ran tonight, interleaved A B A B, one child process per sample, on tonight's model file. "
+            f"Ratio = median(B) / median(A) tok/s with a {confidence} bootstrap interval; p = two-sided Mann-Whitney "
+            f"U. Slower pages when the whole interval is below 1 and the ratio is beyond the policy.")
+    return Table("Same-night A/B (previous build -> tonight's)",
+                 ["Config", "Test", "llama.cpp", "Processes", "A t/s", "B t/s", "Ratio", "Interval", "p", "Verdict"],
+                 rows, note)
 
 
 def not_judged_table(not_judged: Sequence[str]) -> Table | None:

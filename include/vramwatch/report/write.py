@@ -20,6 +20,7 @@ from vramwatch.records import BenchResult, NightSummary, NightVerdicts, Quaranti
 from vramwatch.report import markdown, plots
 from vramwatch.report.tables import (
     Table,
+    ab_table,
     changes_table,
     device_of,
     fits_table,
@@ -79,7 +80,8 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     quality = quality_table(results, history, run.run_id)
     sections += [quality] if quality else []
     sections += [*sweep_tables(results), incidents_table(incidents)]
-    sections += [t for t in (not_judged_table(verdicts.not_judged), quarantine_table(quarantined)) if t]
+    sections += [t for t in (ab_table(verdicts.ab), not_judged_table(verdicts.not_judged),
+                             quarantine_table(quarantined)) if t]
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)
     findings = key_findings(rows, results, incidents)

@@ -13,7 +13,7 @@ from support.samples import night, replace, result
 from support.warehouses import commit_of, night_of, start_night, store_nights
 
 from vramwatch.config import Policy, VramPolicy, VramRule
-from vramwatch.records import BenchResult, Incident, TestResult
+from vramwatch.records import ABRun, BenchResult, Incident, TestResult
 from vramwatch.regress.detect import detect, detect_for_run, regressions
 from vramwatch.rows import flatten
 from vramwatch.validate.gate import validate_night
@@ -423,3 +423,41 @@ def test_quiet_nights_through_the_warehouse_raise_nothing_and_say_what_was_not_j
 
     assert [v.incidents for v in verdicts] == [[]] * 6
     assert warehouse.verdicts("run005") == verdicts[5]
+
+
+def ab_run(config_id: str, tg_a: list[float], tg_b: list[float]) -> ABRun:
+    """What bench.ab.run_ab returns: one sample per process and side (pp unchanged here)."""
+    pp = [1000.0, 1010.0, 990.0, 1005.0, 995.0]
+    return ABRun(config_id=config_id, llama_cpp_commit_a=commit_of(0), llama_cpp_python_version_a="0.3.36",
+                 llama_cpp_commit_b=commit_of(1), llama_cpp_python_version_b="0.3.36", processes=5,
+                 samples_ts={"pp": {"A": pp, "B": pp}, "tg": {"A": tg_a, "B": tg_b}},
+                 statuses={"A": ["ok"] * 5, "B": ["ok"] * 5})
+
+
+def test_a_build_change_in_tok_s_is_judged_the_first_night_by_a_same_night_ab(warehouse):
+    slower = [replace(r, tg=scaled(r.tg, 0.8)) if r.config.config_id == C else r for r in CONFIGS]
+    store_nights(warehouse, [CONFIGS, slower])
+    asked = []
+
+    def confirming(config, previous_commit):  # the engines really differ by -20 % tonight
+        asked.append((config.config_id, previous_commit))
+        return ab_run(config.config_id, [100.0, 101.0, 99.0, 100.5, 99.5], [80.0, 81.0, 79.0, 80.5, 79.5])
+
+    verdicts = detect_for_run(warehouse, "run001", ab=confirming, save=False)
+
+    assert asked == [(C, commit_of(0))]  # only the config whose tok/s moved beyond its noise
+    (incident,) = verdicts.incidents
+    assert (incident.kind, incident.metric, incident.configs, incident.pages) == ("throughput", "tg_avg_ts", [C], True)
+    assert incident.changes[0].startswith("phi-3.5-moe/Q4_K_M/baseline: tg 100.0 -> 80.0 t/s (-20.0%, same-night A/B")
+    (tg,) = [v for v in verdicts.ab[0].verdicts if v.metric == "tg"]
+    assert tg.verdict == "slower" and tg.ci_high < 1
+
+    def noisy(config, previous_commit):  # the move was the night's noise: the A/B cannot tell
+        return ab_run(config.config_id, [100.0, 70.0, 130.0, 90.0, 110.0], [95.0, 120.0, 75.0, 100.0, 85.0])
+
+    unconfirmed = detect_for_run(warehouse, "run001", ab=noisy, save=False)
+    assert unconfirmed.incidents == [] and any("tg: unconfirmed" in line for line in unconfirmed.not_judged)
+    without = detect_for_run(warehouse, "run001", save=False)
+    assert without.incidents == [] and any("no A/B was run here" in line for line in without.not_judged)
+    gone = detect_for_run(warehouse, "run001", ab=lambda config, commit: "its engine is gone", save=False)
+    assert any("no same-night A/B: its engine is gone" in line for line in gone.not_judged)
