@@ -95,8 +95,9 @@ def wait_synth(proc: subprocess.Popen, model: str) -> None:
         raise RuntimeError(f"synthesizing {model} failed: see logs/synth-{model}.log")
 
 
-def measure(name: str) -> MeasuredNight:
-    measured = pipeline.measure(load(name), VERSION)
+def measure(name: str, matrix: Matrix | None = None, version: str = VERSION) -> MeasuredNight:
+    """pipeline.measure of benchmarks/gpu/<name>.yaml (or the matrix given) into <out>/<name>.json, logged."""
+    measured = pipeline.measure(matrix or load(name), version)
     (OUT / f"{name}.json").write_text(measured.to_json(indent=1))
     for r in measured.results:
         log(f"  {r.config.config_id}: {r.status} vram_gib={r.memory.vram_gib and round(r.memory.vram_gib, 3)} "
@@ -114,14 +115,14 @@ def fidelity(name: str, model: Path) -> None:
             f"ratio {row['ratio']}")
 
 
-def vocab_files(matrix: Matrix) -> Path:
+def vocab_files(matrix: Matrix, version: str = VERSION) -> Path:
     """llama.cpp's vocab GGUFs before the engine exists, so the sources are written while it builds: from the bundle
     (build source "path"); when rehearsing (the demo's PyPI build, already made), from the engine's source tree."""
     if matrix.build.source != "path":
-        return prepare.vocab_dir(pipeline.build_engine(matrix, VERSION, record_build=False))
+        return prepare.vocab_dir(pipeline.build_engine(matrix, version, record_build=False))
     vocab = OUT / "vocab"
     vocab.mkdir(exist_ok=True)
-    bundle = REPO / matrix.build.location / f"llama_cpp_python-{VERSION}.tar.gz"
+    bundle = REPO / matrix.build.location / f"llama_cpp_python-{version}.tar.gz"
     subprocess.run(["tar", "xzf", str(bundle), "-C", str(vocab), "--wildcards", "*ggml-vocab-deepseek-llm.gguf",
                     "*ggml-vocab-phi-3.gguf", "*ggml-vocab-llama-bpe.gguf"], check=True)
     return next(vocab.rglob("ggml-vocab-deepseek-llm.gguf")).parent

@@ -3,6 +3,7 @@
 # up to SECONDS for it and copies what it has finished to $OUT (results.tgz: every <step>.json and driver.log).
 # Chain the calls while the machine is warm.
 #   bash benchmarks/gpu/seed_night.sh 560 [restart] [--only STEP...]   (carry: device; see seed_night.py for the plan)
+# PLAN=two_releases runs benchmarks/gpu/two_releases.py instead (issue 15's two releases and their A/B).
 # restart: run the plan again from the top (the engine and model files already made are reused); what follows goes
 # to seed_night.py when it starts.
 # device/ is prepared here first:
@@ -15,23 +16,24 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-560}; shift
 restart=; [ "${1:-}" = restart ] && { restart=1; shift; }
 work=/root/vwout
+plan=benchmarks/gpu/${PLAN:-seed_night}.py
 export PYTHONPATH=/tmp/vwsite:$PWD/include PYTHONUNBUFFERED=1 SEED_NIGHT_OUT=$work
 export VRAMWATCH_CACHE_DIR=/root/vwcache VRAMWATCH_BUILDS_DIR=/root/vwbuilds VRAMWATCH_MODELS_DIR=/dev/shm/vw
-[ -n "$restart" ] && { pkill -f seed_night.py; sleep 2; rm -rf $work /dev/shm/vw/quantized/*.partial; }
+[ -n "$restart" ] && { pkill -f "$plan"; sleep 2; rm -rf $work /dev/shm/vw/quantized/*.partial; }
 if [ ! -e $work/driver.log ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; free -g | head -2
   df -h / /dev/shm | tail -2
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/vwsite device/wheels/*.whl 2>&1 | tail -2
   mkdir -p $work/logs
-  setsid nohup python3 benchmarks/gpu/seed_night.py "$@" > $work/driver.out 2>&1 < /dev/null &
+  setsid nohup python3 "$plan" "$@" > $work/driver.out 2>&1 < /dev/null &
   sleep 5
 fi
 deadline=$(( $(date +%s) + seconds ))
-while [ ! -e $work/DONE ] && [ "$(date +%s)" -lt $deadline ] && pgrep -f seed_night.py > /dev/null; do sleep 5; done
+while [ ! -e $work/DONE ] && [ "$(date +%s)" -lt $deadline ] && pgrep -f "$plan" > /dev/null; do sleep 5; done
 # one archive: a call brings back at most 8 files, and a whole plan writes more
 (cd $work && tar czf "$OUT/results.tgz" $(ls *.json 2>/dev/null) driver.log) && cp $work/driver.log "$OUT"/
 cat $work/driver.out; cat $work/driver.log
 latest=$(ls -t $work/logs/*.log 2>/dev/null | head -1)
 [ -n "$latest" ] && { echo "--- tail of $latest"; tail -n 15 "$latest" | cut -c1-300; }
 free -g | head -2; df -h / /dev/shm | tail -2
-[ -e $work/DONE ] && echo "PLAN DONE" || { pgrep -f seed_night.py > /dev/null && echo "PLAN RUNNING" || echo "PLAN STOPPED"; }
+[ -e $work/DONE ] && echo "PLAN DONE" || { pgrep -f "$plan" > /dev/null && echo "PLAN RUNNING" || echo "PLAN STOPPED"; }

@@ -173,7 +173,8 @@ class Matrix(_MatrixKnobs):
         names = [m.name for m in self.models]
         if len(set(names)) != len(names):
             problems.append(f"models: names must be unique, got {names}")
-        for where, quants in [("quants", self.quants)] + [(f"models.{m.name}.quants", m.quants or []) for m in self.models]:
+        quant_lists = [("quants", self.quants)] + [(f"models.{m.name}.quants", m.quants or []) for m in self.models]
+        for where, quants in quant_lists:
             problems += [f"{where}: {quant!r} is not a llama.cpp file type{_did_you_mean(quant)}"
                          for quant in quants if quant not in QUANT_TYPES]
         if problems:

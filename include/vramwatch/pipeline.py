@@ -8,7 +8,7 @@ Airflow import here: the library runs without it.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +31,7 @@ from vramwatch.records import (
 )
 
 if TYPE_CHECKING:
+    from vramwatch.regress.detect import ABRunner
     from vramwatch.warehouse.store import Warehouse
 
 
@@ -109,7 +110,7 @@ def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight
     return stored
 
 
-def same_night_ab(build: BuildRecord, processes: int) -> Callable[[BenchConfig, str], ABRun | str]:
+def same_night_ab(build: BuildRecord, processes: int) -> ABRunner:
     """The A/B runner detection uses: tonight's config on the previous build's engine (found on this worker by its
     llama.cpp commit) against tonight's build, interleaved, `processes` child processes each."""
     from vramwatch.bench.ab import run_ab
@@ -129,12 +130,13 @@ def same_night_ab(build: BuildRecord, processes: int) -> Callable[[BenchConfig, 
 
 
 def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None = None, save: bool = True,
-                       build: BuildRecord | None = None) -> NightVerdicts:
+                       build: BuildRecord | None = None, ab: ABRunner | None = None) -> NightVerdicts:
     """Tonight's verdicts for a stored run. With tonight's build (on the worker that has the engines), a build change
-    in tok/s is rerun A/B; save False stores nothing (what would tonight's incidents be?)."""
+    in tok/s is rerun A/B (or with `ab`, an A/B runner of the caller's); save False stores nothing."""
     from vramwatch.regress.detect import detect_for_run
 
-    ab = same_night_ab(build, policy.throughput.ab_processes) if build is not None else None
+    if ab is None and build is not None:
+        ab = same_night_ab(build, policy.throughput.ab_processes)
     verdicts = detect_for_run(_open(warehouse), run_id, policy, ab=ab, save=save)
     incidents = verdicts.incidents
     _say(f"detect_regressions: {sum(i.pages for i in incidents)} paging, "
@@ -188,7 +190,7 @@ def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> Me
 
 
 def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, policy: Policy = Policy(),
-           stage_seconds: dict[str, float] | None = None) -> NightSummary:
+           stage_seconds: dict[str, float] | None = None, ab: ABRunner | None = None) -> NightSummary:
     """The CPU half of a night: what the DAG does after the bench tasks. Each stage's wall time is said and, when the
     caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds)."""
     seconds = {} if stage_seconds is None else stage_seconds
@@ -199,7 +201,7 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     with _timed(seconds, "store"):
         store(run_id, night, measured.build, validated, trigger, warehouse)
     with _timed(seconds, "detect_regressions"):
-        verdicts = detect_regressions(run_id, policy, warehouse, build=measured.build)
+        verdicts = detect_regressions(run_id, policy, warehouse, build=measured.build, ab=ab)
     with _timed(seconds, "report"):
         summary = report(run_id, verdicts, warehouse)
     with _timed(seconds, "alert"):

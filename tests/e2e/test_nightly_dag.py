@@ -72,7 +72,7 @@ def test_every_config_lands_in_the_warehouse(night):
     assert set(history["status"]) == {"ok"}
     assert (history["tg_avg_ts"] > 0).all() and (history["pp_avg_ts"] > 0).all()
     synthetic, real = history[history["model"] != "gemma-3-270m"], history[history["model"] == "gemma-3-270m"]
-    assert list(real["config_id"]) == ["gemma-3-270m/Q4_K_M/baseline"]
+    assert list(real["config_name"]) == ["gemma-3-270m/Q4_K_M/baseline"]
     gemma = real.iloc[0]
     assert math.isfinite(gemma["perplexity"]) and gemma["perplexity"] > 1 and len(gemma["greedy_sha256"]) == 64
     assert synthetic["perplexity"].isna().all()  # random weights: no quality figure

@@ -125,7 +125,7 @@ def test_page_renders_in_headless_chromium(warehouse_env):
     finally:
         _stop(server)
     assert dom.count('<figure class="vram-chart') == 8 and "<polyline" in dom
-    assert f'id="incident-{incident.incident_id}"' in dom and f"<code>{REGRESSED}</code>" in dom
+    assert f'id="incident-{incident.incident_id}"' in dom and f">{REGRESSED}</code>" in dom
     assert NEW_BUILD in dom
     width, height, pixels = _png_pixels(shot)
     assert (width, height) == WINDOW

@@ -104,7 +104,8 @@ def format_result(result: BenchResult) -> str:
         lines.append(f"host RSS peak: {memory.host_rss_peak_mib:.0f} MiB, load {result.load_s:.2f} s")
         if result.generation:
             gen = result.generation
-            lines.append(f"generation: {gen.tokens} tokens at {gen.tokens_per_s:.2f} t/s (sha256 {gen.text_sha256[:12]})")
+            lines.append(f"generation: {gen.tokens} tokens at {gen.tokens_per_s:.2f} t/s "
+                         f"(sha256 {gen.text_sha256[:12]})")
         if roof.bound_tg_ts:
             lines.append(f"roofline: {roof.active_bytes_per_token / 1e6:.1f} MB/token, bound {roof.bound_tg_ts:.1f} "
                          f"t/s, tg reached {100 * (roof.fraction_of_bound or 0):.1f}%")

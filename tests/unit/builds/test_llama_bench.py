@@ -35,7 +35,8 @@ def test_fidelity_benchmark_compares_both_modes(engine_build, vocab_dir, tmp_pat
     out = tmp_path / "fidelity.json"
     env = {**os.environ, "VRAMWATCH_HOST_BW_MIB": "64"}
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "engine_vs_llama_bench.py"), "--model", str(model),
-                           "--build", str(Path(engine_build.python).parents[2] / "build.json"), "--reps", "1", "--n-prompt", "32", "--n-gen", "8", "--n-batch", "32", "--n-ubatch", "32",
+                           "--build", str(Path(engine_build.python).parents[2] / "build.json"), "--reps", "1",
+                           "--n-prompt", "32", "--n-gen", "8", "--n-batch", "32", "--n-ubatch", "32",
                            "--out", str(out)], capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     written = json.loads(out.read_text())
@@ -45,6 +46,6 @@ def test_fidelity_benchmark_compares_both_modes(engine_build, vocab_dir, tmp_pat
     assert {(r["mode"], r["test"]) for r in rows} == {(m, t) for m in ("baseline", "offload") for t in ("pp32", "tg8")}
     for row in rows:
         assert row["llama_bench_ts"] > 0 and row["engine_ts"] > 0
-        assert row["ratio"] == pytest.approx(row["engine_ts"] / row["llama_bench_ts"], rel=1e-3)
+        assert row["ratio"] == pytest.approx(row["engine_ts"] / row["llama_bench_ts"], rel=1e-2)  # t/s rounded to 0.01
         assert row["quant"] == "F16" and row["n_threads"] >= 1
     assert "worst ratio" in proc.stdout
