@@ -16,16 +16,19 @@ cd "$(dirname "$0")/../.."
 seconds=${1:-560}; shift
 restart=; [ "${1:-}" = restart ] && { restart=1; shift; }
 work=/root/vwout
-plan=benchmarks/gpu/${PLAN:-seed_night}.py
-export PYTHONPATH=/tmp/vwsite:$PWD/include PYTHONUNBUFFERED=1 SEED_NIGHT_OUT=$work
+# The plan runs from a copy under /root: each device call lays the working tree anew, and the plan outlives calls.
+repo=/root/vwrepo
+plan=$repo/benchmarks/gpu/${PLAN:-seed_night}.py
+export PYTHONPATH=/tmp/vwsite:$repo/include PYTHONUNBUFFERED=1 SEED_NIGHT_OUT=$work
 export VRAMWATCH_CACHE_DIR=/root/vwcache VRAMWATCH_BUILDS_DIR=/root/vwbuilds VRAMWATCH_MODELS_DIR=/dev/shm/vw
 [ -n "$restart" ] && { pkill -f "$plan"; sleep 2; rm -rf $work /dev/shm/vw/quantized/*.partial; }
 if [ ! -e $work/driver.log ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; free -g | head -2
   df -h / /dev/shm | tail -2
   python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/vwsite device/wheels/*.whl 2>&1 | tail -2
-  mkdir -p $work/logs
-  setsid nohup python3 "$plan" "$@" > $work/driver.out 2>&1 < /dev/null &
+  mkdir -p $work/logs $repo
+  cp -r include benchmarks device $repo/
+  (cd $repo && setsid nohup python3 "$plan" "$@" > $work/driver.out 2>&1 < /dev/null &)
   sleep 5
 fi
 deadline=$(( $(date +%s) + seconds ))
