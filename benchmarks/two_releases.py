@@ -23,7 +23,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from vramwatch import pipeline  # noqa: E402
 from vramwatch.config import load_matrix  # noqa: E402
-from vramwatch.records import ABRun, BenchConfig, MeasuredNight, NightSummary  # noqa: E402
+from vramwatch.records import AB_METRICS, ABComparison, ABRun, BenchConfig, MeasuredNight, NightSummary  # noqa: E402
+from vramwatch.regress.ab import compare  # noqa: E402
 from vramwatch.warehouse.store import Warehouse  # noqa: E402
 
 COMPONENTS = ("gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "gpu_output_mib")
@@ -39,7 +40,21 @@ def _replayed(runs: dict[str, ABRun]):
     return ab
 
 
-def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, command: str, day: str) -> str:
+def _all_comparisons(verdicts, runs: dict[str, ABRun], policy) -> list[tuple[ABComparison, bool]]:
+    """Every A/B the plan ran, with whether detection asked for it (the others, judged by the same rule, answer
+    the question of the issue even where the night gave no reason to rerun)."""
+    asked = {c.run.config_id: c for c in verdicts.ab}
+    found = []
+    for config_id, run in sorted(runs.items()):
+        comparison = asked.get(config_id) or ABComparison(run=run, verdicts=[
+            compare(test, run.samples_ts[test]["A"], run.samples_ts[test]["B"], policy.page_pct / 100,
+                    confidence=policy.ab_confidence) for test in AB_METRICS])
+        found.append((comparison, config_id in asked))
+    return found
+
+
+def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, comparisons, command: str,
+              day: str) -> str:
     old, new = (n.build for n in nights)
     machine = nights[1].results[0].fingerprint
     lines = [f"# Two llama-cpp-python releases, consecutive nights: {old.llama_cpp_python_version} -> "
@@ -51,7 +66,8 @@ def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, comm
              f"pipeline.measure from the slim bundle  ",
              "**Commands**: on the GPU machine `PLAN=two_releases bash benchmarks/gpu/seed_night.sh 560` (carry: "
              f"device); here `{command}`", "",
-             "## The report's first lines (night 2)", "", *Path(summary.report_md).read_text().splitlines()[2:6], "",
+             "## The report's first lines (night 2)", "",
+             *Path(summary.report_md).read_text().split("\n\n")[1].splitlines(), "",
              "## Buffers, night 1 -> night 2 (llama.cpp's own accounting, MiB)", "",
              "| Config | Component | Night 1 | Night 2 | Change |", "|---|---|---|---|---|"]
     for before, after in zip(nights[0].results, nights[1].results):
@@ -68,16 +84,18 @@ def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, comm
             if a and b:
                 lines.append(f"| {after.config.config_name} | {test} | {a.avg_ts:.1f} | {b.avg_ts:.1f} | "
                              f"{100 * (b.avg_ts / a.avg_ts - 1):+.1f}% |")
-    lines += ["", "## Same-night A/B (night 2's config on both engines, interleaved)", "",
-              "| Config | Test | Processes | A t/s (median) | B t/s (median) | Ratio B/A | 95% interval | p "
-              "| Verdict |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    for comparison in verdicts.ab:
+    lines += ["", "## Same-night A/B (night 2's config on both engines, interleaved A B A B)", "",
+              "A = llama-cpp-python " + nights[0].build.llama_cpp_python_version + ", B = "
+              + nights[1].build.llama_cpp_python_version + "; one sample per process (its mean of N=3 reps). Asked = "
+              "whether night 2's detection asked for it (tok/s moved beyond noise); the plan ran both modes anyway.",
+              "", "| Config | Test | Asked | Processes | A t/s (median) | B t/s (median) | Ratio B/A | 95% interval "
+              "| p | Verdict |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for comparison, asked in comparisons:
         for v in comparison.verdicts:
             interval = f"[{v.ci_low:.3f}, {v.ci_high:.3f}]" if v.ci_low is not None else "-"
-            lines.append(f"| {comparison.run.config_id.split('@')[0]} | {v.metric} | {v.n_a} v {v.n_b} | "
-                         f"{v.median_a:.1f} | {v.median_b:.1f} | {v.ratio:.3f} | {interval} | {v.p_value:.3f} | "
-                         f"{v.verdict} |")
+            lines.append(f"| {comparison.run.config_id.split('@')[0]} | {v.metric} | {'yes' if asked else 'no'} | "
+                         f"{v.n_a} v {v.n_b} | {v.median_a:.1f} | {v.median_b:.1f} | {v.ratio:.3f} | {interval} | "
+                         f"{v.p_value:.3f} | {v.verdict} |")
     lines += ["", "## Incidents of night 2", ""]
     lines += [f"- [{i.kind}{', pages' if i.pages else ''}] {i.summary}" for i in verdicts.incidents] or ["- none"]
     lines += ["", "## Not judged on night 2", ""] + ([f"- {line}" for line in verdicts.not_judged] or ["- nothing"])
@@ -111,7 +129,8 @@ def main() -> None:
         shutil.copyfile(summary.report_html, args.out / f"{stem}-report.html")
         (args.out / f"{stem}-verdicts.json").write_text(json.dumps(verdicts.to_dict(), indent=1) + "\n")
         command = "python benchmarks/two_releases.py " + " ".join(sys.argv[1:])
-        (args.out / f"{stem}.md").write_text(_markdown(measured, summary, verdicts, command, args.date))
+        comparisons = _all_comparisons(verdicts, runs, policy.throughput)
+        (args.out / f"{stem}.md").write_text(_markdown(measured, summary, verdicts, comparisons, command, args.date))
     print(f"wrote {args.out / stem}.md, -report.{{md,html}} and -verdicts.json")
 
 

@@ -27,6 +27,7 @@ from vramwatch.records import (
 
 RAW = Path(__file__).resolve().parents[2] / "docs" / "results" / "raw"
 RAW_NIGHTS = sorted(p for p in RAW.glob("*.json") if "fidelity" not in p.name)  # what `vramwatch measure` wrote
+TWO_RELEASES = sorted((RAW / "2026-11-29-h200-two-releases").glob("measure-*.json"))  # 0.3.30, then 0.3.36
 
 
 def _model(**overrides) -> ModelFile:
@@ -83,6 +84,18 @@ def test_committed_measured_nights_read_migrated_to_the_current_version(path):
         assert 0 < memory.cuda_context_mib < 1024  # ~0.7 GiB on the H200, where the old reading said 518 MiB
     assert all(r.memory.source_lines == {} for r in measured.results)
     assert MeasuredNight.from_json(measured.to_json()) == measured  # the current version reads back as written
+
+
+def test_the_two_release_nights_trace_every_buffer_and_agree_on_the_cuda_context():
+    """On one H200, 0.3.30 and 0.3.36 read a context of 3.2 and 518 MiB the old way; the same figure on both now."""
+    old, new = (MeasuredNight.from_json(path.read_text()) for path in TWO_RELEASES)
+    assert (old.build.llama_cpp_python_version, new.build.llama_cpp_python_version) == ("0.3.30", "0.3.36")
+    for before, after in zip(old.results, new.results):
+        for result in (before, after):
+            memory = result.memory
+            assert set(memory.source_lines) == set(memory.buffers_mib) and all(memory.source_lines.values())
+            assert memory.cuda_context_mib == pytest.approx(memory.nvml_process_mib - memory.gpu_buffers_mib, abs=0.01)
+        assert after.memory.cuda_context_mib == pytest.approx(before.memory.cuda_context_mib, abs=64)
 
 
 def test_a_current_night_keeps_its_figures_and_a_newer_one_asks_for_an_upgrade():
