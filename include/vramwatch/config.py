@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from vramwatch.errors import UserError
 from vramwatch.records import (
     KNOB_NAMES,
+    MODEL_NAME_MAX,
     QUANT_TYPES,
     BenchConfig,
     BenchKnobs,
@@ -60,7 +61,8 @@ class PackageSource(Strict):
 
 
 class ModelEntry(Strict):
-    name: str
+    # a name the warehouse keeps whole and paths and ids can carry as they are
+    name: str = Field(min_length=1, max_length=MODEL_NAME_MAX, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     source: SynthSource | PathSource | HubSource | PackageSource
     quants: list[str] | None = None  # None = the matrix's quants; ["native"] = bench the file as it is
     modes: list[Mode] | None = None
@@ -75,6 +77,13 @@ class BuildSource(Strict):
     cuda_architectures: str = ""  # empty = from the worker's GPUs
     cmake_args: str = ""
     build_llama_bench: bool = False
+
+    @field_validator("location")
+    @classmethod
+    def _not_an_option(cls, value: str) -> str:
+        if value.startswith("-"):  # git would read it as an option (--upload-pack=... runs a command)
+            raise ValueError(f"{value[:40]!r} starts with '-': give a URL or a path (./{value[:20]} for a folder)")
+        return value
 
 
 # The deterministic llama.cpp buffer components a VRAM policy judges (flat-row columns, MiB).
@@ -145,7 +154,7 @@ class Matrix(_MatrixKnobs):
     """One benchmark matrix. Besides the fields below it takes every bench knob (n_prompt, n_ctx, reps, ...: see
     records.BenchKnobs), which every config of the matrix gets."""
 
-    name: str
+    name: str = Field(min_length=1, max_length=80)
     build: BuildSource = BuildSource()
     models: list[ModelEntry] = Field(min_length=1)
     quants: list[str] = Field(min_length=1)

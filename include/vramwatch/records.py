@@ -39,6 +39,7 @@ QUANT_TYPES = (
     "IQ2_S", "IQ2_M", "IQ3_XXS", "IQ3_XS", "IQ3_S", "IQ3_M", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4_MOE",
     "NVFP4",
 )
+MODEL_NAME_MAX = 120  # characters of a model's name the warehouse keeps (rows.FIELDS "model"); the matrix checks it
 RESULT_MARKER = "VRAMWATCH_RESULT "  # starts the bench child's one result line on stdout
 
 MIB = 1024 * 1024
@@ -165,6 +166,13 @@ class ModelFile(Record):
     synthetic: bool
     scale: str = ""  # tiny | full for synthetic models
     fallback_tensors: int = 0  # tensors llama_model_quantize stored in another type than asked
+    error: str = ""  # why the file could not be made (its source is missing or broken): its configs end invalid_model
+
+    @classmethod
+    def unavailable(cls, model: str, quant: str, error: str) -> ModelFile:
+        """The record of a file that could not be made: the bench reports its configs invalid_model with `error`."""
+        return cls(model=model, quant=quant, path="", file_bytes=0, sha256="", arch="", n_params=0, n_layer=0,
+                   n_expert=0, n_expert_used=0, synthetic=False, error=error)
 
     @property
     def is_moe(self) -> bool:

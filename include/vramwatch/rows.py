@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 
 from vramwatch.errors import UserError
-from vramwatch.records import BenchResult
+from vramwatch.records import MODEL_NAME_MAX, BenchResult
 
 # Column kinds: the warehouse maps each to a SQL type, the frames to a pandas dtype.
 TEXT, STRING, INT, BIGINT, FLOAT, BOOL, JSON = "text", "string", "int", "bigint", "float", "bool", "json"
@@ -66,7 +66,7 @@ FIELDS: tuple[Field, ...] = (
     Field("environment_id", STRING, "fingerprint.environment_id", length=16, index=True),
     Field("config_id", STRING, "config.config_id", length=200, index=True),
     Field("config_name", STRING, "config.config_name", length=200),
-    Field("model", STRING, "config.model.model", length=120),
+    Field("model", STRING, "config.model.model", length=MODEL_NAME_MAX),
     Field("quant", STRING, "config.model.quant", length=32),
     Field("mode", STRING, "config.mode", length=16),
     Field("n_cpu_moe", INT, "config.n_cpu_moe"),

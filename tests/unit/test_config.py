@@ -64,6 +64,13 @@ BASE = "name: x\nmodels: [{name: a, source: {synth: deepseek-moe-16b}}]\nmodes: 
     (BASE + "quants: [Q4_K_M]\ntype_k: q3_k\n", "type_k: 'q3_k' is not a KV type"),
     (BASE + "quants: [Q4_K_M]\nflash_attn: maybe\n", "flash_attn"),
     (BASE + "quants: [Q4_K_M]\nmodes: [baseline, partial]\nn_cpu_moe_sweep: [0]\n", "n_cpu_moe_sweep: 0 layers"),
+    # names the warehouse, paths and ids carry as they are (a 130-character name failed only on PostgreSQL)
+    (f"name: x\nmodels: [{{name: {'m' * 130}, source: {{synth: s}}}}]\nquants: [Q2_K]\nmodes: [baseline]\n",
+     "models.0.name: String should have at most 120 characters"),
+    ("name: x\nmodels: [{name: '<img src=x onerror=alert(1)>', source: {synth: s}}]\nquants: [Q2_K]\n"
+     "modes: [baseline]\n", "models.0.name: String should match pattern"),
+    ("name: x\nbuild: {source: git, location: '--upload-pack=touch /tmp/x'}\nmodels: [{name: a, source: {synth: s}}]\n"
+     "quants: [Q2_K]\nmodes: [baseline]\n", "build.location: Value error, '--upload-pack=touch /tmp/x' starts with '-'"),
 ])
 def test_an_invalid_matrix_fails_at_load_naming_the_field(tmp_path, yaml_text, named):
     path = tmp_path / "bad.yaml"

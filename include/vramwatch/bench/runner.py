@@ -41,6 +41,8 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
         return BenchResult(config=config, status=status, error=_one_line(error), started_at=started_at,
                            fingerprint=machine_fingerprint(build))
 
+    if config.model.error:  # the models stage could not make the file
+        return failed("invalid_model", config.model.error)
     try:
         read_gguf(config.model.path)
     except GGUFError as exc:

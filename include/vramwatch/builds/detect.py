@@ -134,7 +134,8 @@ def tag_order(tag: str) -> tuple[tuple[int, int | str], ...]:
 def git_tags(location: str) -> dict[str, str]:
     """Tag -> commit of a git repository (URL or local path), annotated tags peeled to their commit."""
     try:
-        done = subprocess.run(["git", "ls-remote", "--tags", location], capture_output=True, text=True, timeout=300)
+        done = subprocess.run(["git", "ls-remote", "--tags", "--", location], capture_output=True, text=True,
+                              timeout=300)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"cannot list tags of {location}: {exc}", "check that git is installed and the URL") from None
     if done.returncode != 0:

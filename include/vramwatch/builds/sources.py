@@ -163,7 +163,7 @@ def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> S
     local = Path(request.location)
     url = local.resolve().as_uri() if local.is_dir() else request.location  # file:// lets --depth work locally
     tag = request.version
-    run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", url,
+    run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--", url,
                                  f"+refs/tags/{tag}:refs/tags/{tag}"], log)
     fetched = subprocess.run(["git", "-C", str(repo), "rev-parse", f"refs/tags/{tag}^{{commit}}"],
                              capture_output=True, text=True).stdout.strip()

@@ -7,12 +7,14 @@ with nothing changed writes nothing.
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 from vramwatch.config import Matrix, ModelEntry, Paths, SynthSource
+from vramwatch.errors import UserError
 from vramwatch.models import sources, synth
-from vramwatch.models.inspect import inspect_gguf, quant_name, read_header, sha256_file
+from vramwatch.models.inspect import inspect_gguf, partial_path, quant_name, read_header, sha256_file
 from vramwatch.models.quantize import quantize_gguf
 from vramwatch.models.specs import get_spec
 from vramwatch.progress import for_stage
@@ -61,8 +63,8 @@ class _Preparer:
         out = (self.paths.models / "quantized" /
                f"{src.name.removesuffix('.gguf')}-{quant}-{sha256_file(src)[:12]}-{quantized_tag(self.build)}.gguf")
         record_path = out.with_name(out.name + ".json")
-        if out.is_file() and record_path.is_file():
-            record = ModelFile.from_json(record_path.read_text())
+        record = _cached_record(record_path) if out.is_file() else None
+        if record is not None:
             if record.file_bytes == out.stat().st_size:
                 self.reused += 1
                 _say(f"{entry.name} {quant}: {out.name} (cached)")
@@ -70,11 +72,21 @@ class _Preparer:
         result = quantize_gguf(src, quant, self.build, out)
         record = inspect_gguf(out, model=entry.name, quant=quant, synthetic=synthetic, scale=scale,
                               fallback_tensors=len(result.fallback_tensors))
-        record_path.write_text(record.to_json(indent=1))
+        partial = partial_path(record_path)  # renamed into place: a crash never leaves half a record
+        partial.write_text(record.to_json(indent=1))
+        os.replace(partial, record_path)
         self.quantized += 1
         _say(f"{entry.name} {quant}: quantized in {result.seconds:.1f}s, {record.file_bytes / 2**20:.1f} MiB, "
              f"{record.fallback_tensors} fallback tensor(s)")
         return record
+
+
+def _cached_record(path: Path) -> ModelFile | None:
+    """The quantized file's record, or None when there is none or it does not read (then the file is made again)."""
+    try:
+        return ModelFile.from_json(path.read_text())
+    except (OSError, ValueError, TypeError):
+        return None
 
 
 def prepare_models(matrix: Matrix, build: BuildRecord, paths: Paths) -> list[tuple[ModelEntry, ModelFile]]:
@@ -83,9 +95,19 @@ def prepare_models(matrix: Matrix, build: BuildRecord, paths: Paths) -> list[tup
     preparer = _Preparer(build, paths)
     prepared = []
     for entry in matrix.models:
-        src = preparer.source(entry)
+        try:  # one missing or broken source costs its own configs, not the night
+            src = preparer.source(entry)
+        except UserError as exc:
+            _say(f"{entry.name}: no source: {exc}")
+            prepared += [(entry, ModelFile.unavailable(entry.name, quant, f"model source: {exc}"))
+                         for quant in matrix.quants_for(entry)]
+            continue
         for quant in matrix.quants_for(entry):
-            prepared.append((entry, preparer.model_file(entry, src, quant)))
+            try:
+                prepared.append((entry, preparer.model_file(entry, src, quant)))
+            except UserError as exc:
+                _say(f"{entry.name} {quant}: {exc}")
+                prepared.append((entry, ModelFile.unavailable(entry.name, quant, f"{quant}: {exc}")))
     _say(f"prepared {len(prepared)} model files for {len(matrix.models)} models: {preparer.synthesized} synthesized, "
          f"{preparer.quantized} quantized, {preparer.reused} from cache ({time.monotonic() - started:.1f}s)")
     return prepared

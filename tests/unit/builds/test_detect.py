@@ -12,9 +12,10 @@ import threading
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from vramwatch.builds.backend import build_request, cuda_architectures, resolve_backend
-from vramwatch.builds.detect import check_for_new_build, tag_order
+from vramwatch.builds.detect import check_for_new_build, git_tags, tag_order
 from vramwatch.builds.process import failure_cause
 from vramwatch.config import BuildSource
 from vramwatch.errors import UserError
@@ -182,3 +183,13 @@ def test_failure_cause_names_the_first_real_error():
     compile_log = ["FAILED: broken.o", "broken.c:1:1: error: unknown type name 'oops'", "ERROR: Failed building wheel"]
     assert failure_cause(compile_log) == "broken.c:1:1: error: unknown type name 'oops'"
     assert failure_cause(["all fine"]) == ""
+
+
+def test_a_location_that_git_would_read_as_an_option_is_refused(tmp_path):
+    """Fault: a git location starting with '--' was read by git as an option (--upload-pack) and ran a command."""
+    planted = f"--upload-pack=touch {tmp_path / 'ran'}"
+    with pytest.raises(ValidationError, match="location"):
+        BuildSource(source="git", location=planted)
+    with pytest.raises(UserError, match="cannot list tags"):  # and git itself is told where its options end
+        git_tags(planted)
+    assert not (tmp_path / "ran").exists()

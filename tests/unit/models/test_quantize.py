@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from vramwatch.bench.runner import run_config
 from vramwatch.config import Matrix, Paths
 from vramwatch.errors import UserError
 from vramwatch.models.inspect import read_header
@@ -125,3 +126,39 @@ def test_prepare_makes_every_file_once_then_reuses_them(tmp_path, monkeypatch, e
 
 def test_the_quant_names_a_matrix_may_ask_for_are_the_engines_own(engine_build):
     assert set(QUANT_TYPES) - {NATIVE} == set(file_types(engine_build))
+
+
+def test_a_missing_model_source_costs_its_own_configs_not_the_night(tmp_path, monkeypatch, engine_build):
+    """Fault: one missing model source aborted prepare_models, and the healthy configs were lost with it."""
+    for var in ("VRAMWATCH_MODELS_DIR", "VRAMWATCH_BUILDS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    matrix = Matrix.model_validate({
+        "name": "t", "quants": ["Q8_0"], "modes": ["baseline"],
+        "models": [{"name": "gone", "source": {"path": str(tmp_path / "nowhere.gguf")}},
+                   {"name": "ds-tiny", "source": {"synth": "deepseek-moe-16b"}}],
+    })
+
+    prepared = prepare_models(matrix, engine_build, Paths(tmp_path))
+
+    (gone, _), (healthy, made) = prepared
+    assert gone.name == "gone" and healthy.name == "ds-tiny" and Path(made.path).is_file()
+    (config,) = matrix.bench_configs(prepared[0][1], gone)
+    result = run_config(config, engine_build)  # refused before any child starts
+    assert result.status == "invalid_model" and "nowhere.gguf" in result.error and result.duration_s == 0
+
+
+def test_a_truncated_quantize_record_is_made_again_not_a_crash_loop(tmp_path, monkeypatch, engine_build):
+    """Fault: the .gguf.json record was written in place; a truncated one crashed every later prepare."""
+    for var in ("VRAMWATCH_MODELS_DIR", "VRAMWATCH_BUILDS_DIR"):
+        monkeypatch.delenv(var, raising=False)
+    matrix = Matrix.model_validate({"name": "t", "quants": ["Q8_0"], "modes": ["baseline"],
+                                    "models": [{"name": "ds-tiny", "source": {"synth": "deepseek-moe-16b"}}]})
+    paths = Paths(tmp_path)
+    ((_, first),) = prepare_models(matrix, engine_build, paths)
+    (record,) = paths.models.glob("quantized/*.gguf.json")
+    record.write_text(record.read_text()[:40])  # what a crash mid-write left
+
+    ((_, again),) = prepare_models(matrix, engine_build, paths)
+
+    assert again == first and json.loads(record.read_text())["quant"] == "Q8_0"
+    assert not list(paths.models.glob("quantized/*.partial"))
