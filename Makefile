@@ -45,6 +45,8 @@ airflow-db: install ## Airflow's metadata DB (SQLite under airflow_home/)
 	@echo "==> [4/5] Airflow metadata DB (SQLite under airflow_home/)"
 	@mkdir -p $(AIRFLOW_HOME)
 	$(VENV)/bin/airflow db migrate > $(AIRFLOW_HOME)/db-migrate.log 2>&1 || { tail -20 $(AIRFLOW_HOME)/db-migrate.log; exit 1; }
+	@# the GPU tasks' pool: without it a real scheduler leaves them "scheduled" forever (dags test ignores pools)
+	$(VENV)/bin/airflow pools set gpu 1 "GPU benches: one at a time" > /dev/null
 
 demo: models airflow-db ## the nightly DAG end to end on the demo matrix -> reports/latest.{md,html}
 	@echo "==> [5/5] airflow dags test llamacpp_nightly (matrix: demo)"

@@ -71,10 +71,14 @@ def llamacpp_nightly():
 
         return pipeline.task_prepare_models(MATRIX_NAME, build)
 
-    @task(**GPU, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2))
+    @task(**GPU, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2),
+          map_index_template="{{ config_name }}")  # the grid names each mapped bench by its config
     def bench(config: dict, build: dict) -> dict:
+        from airflow.sdk import get_current_context
+
         from vramwatch import pipeline
 
+        get_current_context()["config_name"] = pipeline.config_name_of(config)
         return pipeline.task_bench(config, build)
 
     @task
@@ -108,13 +112,14 @@ def llamacpp_nightly():
 
         return pipeline.task_alert(summary)
 
-    @task(**GPU)  # the GPU worker's disk holds every build's engine and models; those of the builds used last stay
+    # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
+    @task(**GPU, trigger_rule="all_done")  # the GPU worker's disk: the engines and models of the builds used last stay
     def prune() -> dict:
         from vramwatch import pipeline
 
         return pipeline.task_prune(MATRIX_NAME)
 
-    @task  # the reports folder lives with the default workers and the UI, not with the GPU worker
+    @task(trigger_rule="all_done")  # the reports folder lives with the default workers and the UI
     def prune_reports() -> dict:
         from vramwatch import pipeline
 

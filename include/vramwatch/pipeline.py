@@ -262,6 +262,11 @@ def task_prepare_models(matrix_name: str, build: dict[str, Any]) -> list[dict[st
     return [c.to_dict() for c in prepare_models(load_matrix(matrix_name), BuildRecord.from_dict(build))]
 
 
+def config_name_of(config: dict[str, Any]) -> str:
+    """What a scheduler calls a bench task: its config's name (model/quant/mode)."""
+    return BenchConfig.from_dict(config).config_name
+
+
 def task_bench(config: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
     return bench(BenchConfig.from_dict(config), BuildRecord.from_dict(build)).to_dict()
 

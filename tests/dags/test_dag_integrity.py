@@ -90,6 +90,12 @@ def test_nightly_reads_like_the_pipeline(dagbag):
     assert dag.params["force"] is False
 
 
+def test_bench_tasks_are_named_by_config_and_pruning_runs_whatever_the_alert_did(dagbag):
+    dag = dagbag.dags["llamacpp_nightly"]
+    assert dag.get_task("bench").map_index_template == "{{ config_name }}"
+    assert {dag.get_task(t).trigger_rule for t in ("prune", "prune_reports")} == {"all_done"}
+
+
 def test_weekly_refresh_forces_the_nightly(dagbag):
     (task,) = dagbag.dags["llamacpp_weekly_refresh"].tasks
     assert task.trigger_dag_id == "llamacpp_nightly" and task.conf == {"force": True}

@@ -31,18 +31,19 @@ def test_accepting_an_incident_stops_it_paging(warehouse, capsys):
     assert f"incident {opened.incident_id} is already accepted" in capsys.readouterr().err
 
 
-def test_it_prints_tonights_incidents_and_a_dry_run_stores_none(warehouse, capsys):
+def test_it_prints_tonights_incidents_and_stores_them_only_when_told(warehouse, capsys):
+    """Fault: run after the DAG, `vramwatch regress` with no flags wrote: it resolved an open incident."""
     store_nights(warehouse, [CONFIGS, _grown()])
 
-    assert main(["regress", "--dry-run"]) == 0
+    assert main(["regress"]) == 0
     out = capsys.readouterr().out
     assert f"NEW [open] vram since {night_of(1)}" in out and GROWN in out and "+128.00 MiB" in out
-    assert warehouse.open_incidents() == []  # dry run
+    assert "nothing stored" in out and warehouse.open_incidents() == []
 
     assert main(["regress", "--run", "run000"]) == 0
     assert "0 open incident(s)" in capsys.readouterr().out
-    assert main(["regress", "--night", night_of(1), "--dry-run"]) == 0
-    assert "run run001:" in capsys.readouterr().out
+    assert main(["regress", "--night", night_of(1), "--apply"]) == 0
+    assert "run run001:" in capsys.readouterr().out and len(warehouse.open_incidents()) == 1
 
 
 def test_a_run_it_does_not_have_is_one_line_and_a_fix(warehouse, capsys):
