@@ -2,10 +2,14 @@
 
 Channels come from the environment (AlertChannels.from_env). Every configured channel is tried even when one fails;
 the failures are then raised together, so the alert task fails (and retries) instead of losing a page quietly.
+
+A webhook URL is a secret (a Slack URL's path is its token), and so is anything before `@` in a host. No message,
+exception or repr here holds more of a URL than `redact` shows: scheme://host/….
 """
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import smtplib
@@ -15,12 +19,36 @@ import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
+from urllib.parse import urlsplit
 
 from vramwatch.alerts.messages import Alert, regression_alert
 from vramwatch.errors import UserError
 from vramwatch.records import NightSummary
 
 TIMEOUT_S = 15.0
+# What a send can raise. ValueError and HTTPException: a URL urllib cannot use (their text quotes the URL).
+SEND_ERRORS = (OSError, smtplib.SMTPException, ValueError, http.client.HTTPException)
+
+
+def redact(url: str) -> str:
+    """scheme://host/…: enough to tell channels apart, without the path or query (a token) or a user:password@."""
+    try:
+        parts = urlsplit(url)
+        if parts.scheme and parts.netloc:
+            return f"{parts.scheme}://{parts.hostname or ''}/…"
+    except ValueError:  # e.g. an unclosed [IPv6 bracket
+        pass
+    # No scheme: urlsplit reads "host:port/..." or "user:pass@host/..." as a scheme, so cut the text by hand.
+    return url.split("/", 1)[0].rpartition("@")[2] + "/…"
+
+
+def _reason(exc: BaseException) -> str:
+    """Why a send failed, without the exception's text: that may quote the URL or the SMTP server's reply."""
+    if isinstance(exc, urllib.error.HTTPError):
+        return f"HTTP {exc.code}"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        exc = exc.reason
+    return getattr(exc, "strerror", None) or type(exc).__name__
 
 
 class AlertDeliveryError(UserError):
@@ -29,14 +57,33 @@ class AlertDeliveryError(UserError):
                          "check VRAMWATCH_ALERT_* (webhook URLs, SMTP host:port) and that the receivers are up")
 
 
+def _webhook_url(variable: str) -> str:
+    """The variable's URL, refused at load with a redacted one-line error when urllib could not use it as it is, or
+    when it holds a user:password@ (urllib would hand that to the name lookup, and print it in its errors)."""
+    url = os.environ.get(variable, "").strip()
+    if not url:
+        return ""
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # an unclosed [IPv6 bracket
+        parts = urlsplit("")
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UserError(f"{variable} is not an http(s) URL: {redact(url)}",
+                        f"set {variable} to the whole URL, with https:// in front")
+    if "@" in parts.netloc:
+        raise UserError(f"{variable} holds a user:password@ part: {redact(url)}",
+                        "put the token in the URL's path or query as the receiver expects, not before the host")
+    return url
+
+
 @dataclass(frozen=True)
 class AlertChannels:
-    webhook_url: str = ""
+    webhook_url: str = field(default="", repr=False)  # secrets: no repr, so no log or traceback shows them
     smtp_host: str = ""
     smtp_port: int = 25
     email_to: list[str] = field(default_factory=list)
     email_from: str = "vramwatch@localhost"
-    slack_webhook_url: str = ""
+    slack_webhook_url: str = field(default="", repr=False)
     report_base_url: str = ""  # the UI's page (e.g. https://airflow.example.com/vramwatch): alerts link reports there
 
     @classmethod
@@ -46,16 +93,16 @@ class AlertChannels:
         URL alerts link the night's report under."""
         smtp = os.environ.get("VRAMWATCH_ALERT_SMTP", "").strip()
         host, _, port = smtp.rpartition(":") if ":" in smtp else (smtp, "", "25")
-        if smtp and not port.isdigit():
-            raise UserError(f"VRAMWATCH_ALERT_SMTP={smtp!r} is not host:port", "set it like smtp.example.com:25")
+        if smtp and (not port.isdigit() or "@" in smtp or "/" in smtp):  # never echoed: it may hold user:password@
+            raise UserError("VRAMWATCH_ALERT_SMTP is not host:port", "set it like smtp.example.com:25")
         to = [a.strip() for a in os.environ.get("VRAMWATCH_ALERT_EMAIL_TO", "").split(",") if a.strip()]
         if smtp and not to:
             raise UserError("VRAMWATCH_ALERT_SMTP is set but VRAMWATCH_ALERT_EMAIL_TO is empty",
                             "set VRAMWATCH_ALERT_EMAIL_TO to one or more addresses, comma separated")
-        return cls(webhook_url=os.environ.get("VRAMWATCH_ALERT_WEBHOOK", "").strip(), smtp_host=host,
+        return cls(webhook_url=_webhook_url("VRAMWATCH_ALERT_WEBHOOK"), smtp_host=host,
                    smtp_port=int(port), email_to=to,
                    email_from=os.environ.get("VRAMWATCH_ALERT_EMAIL_FROM", cls.email_from),
-                   slack_webhook_url=os.environ.get("VRAMWATCH_ALERT_SLACK_WEBHOOK", "").strip(),
+                   slack_webhook_url=_webhook_url("VRAMWATCH_ALERT_SLACK_WEBHOOK"),
                    report_base_url=os.environ.get("VRAMWATCH_UI_URL", "").strip())
 
 
@@ -79,22 +126,25 @@ def deliver(alert: Alert, channels: AlertChannels) -> int:
     """Send one alert on every configured channel; returns how many took it."""
     sends = []
     if channels.webhook_url:
-        sends.append(("webhook", lambda: post_json(channels.webhook_url, alert.payload)))
+        sends.append(("webhook", redact(channels.webhook_url), lambda: post_json(channels.webhook_url, alert.payload)))
     if channels.smtp_host:
-        sends.append(("e-mail", lambda: send_email(channels, alert)))
+        sends.append(("e-mail", f"smtp://{channels.smtp_host}:{channels.smtp_port}", lambda: send_email(channels, alert)))
     if channels.slack_webhook_url:
-        sends.append(("slack", lambda: post_json(channels.slack_webhook_url, {"text": alert.text})))
-    failures = []
-    for name, send in sends:
+        sends.append(("slack", redact(channels.slack_webhook_url),
+                      lambda: post_json(channels.slack_webhook_url, {"text": alert.text})))
+    failures, sent = [], 0
+    for name, where, send in sends:
         try:
             send()
-        except (OSError, smtplib.SMTPException, urllib.error.URLError) as exc:
-            failures.append(f"{name}: {exc}")
+        except SEND_ERRORS as exc:
+            failures.append(f"{name} ({where}): {_reason(exc)}")
+            continue
+        sent += 1
     if not sends:
         print("[vramwatch] alert: no channel configured (VRAMWATCH_ALERT_*): not sent", file=sys.stderr)
     if failures:
         raise AlertDeliveryError(failures)
-    return len(sends)
+    return sent
 
 
 def send_alerts(summary: NightSummary, channels: AlertChannels) -> int:
