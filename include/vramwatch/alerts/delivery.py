@@ -1,7 +1,8 @@
 """Alert delivery without Airflow: a JSON webhook (HTTP POST), SMTP e-mail and a Slack incoming webhook.
 
 Channels come from the environment (AlertChannels.from_env). Every configured channel is tried even when one fails;
-the failures are then raised together, so the alert task fails (and retries) instead of losing a page quietly.
+the failures are then raised together, so the alert task fails (and retries) instead of losing a page quietly. A
+DeliveryLog remembers which channels took an alert, so the retry pages only the ones that failed.
 
 A webhook URL is a secret (a Slack URL's path is its token), and so is anything before `@` in a host. No message,
 exception or repr here holds more of a URL than `redact` shows: scheme://host/….
@@ -14,10 +15,12 @@ import json
 import os
 import smtplib
 import sys
+import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -122,8 +125,36 @@ def send_email(channels: AlertChannels, alert: Alert) -> None:
         smtp.send_message(message)
 
 
-def deliver(alert: Alert, channels: AlertChannels) -> int:
-    """Send one alert on every configured channel; returns how many took it."""
+@dataclass(frozen=True)
+class DeliveryLog:
+    """Which channels took which alert (by subject), in a JSON file: a retried alert task re-sends only to the
+    channels that failed, and never pages one twice. One file per night, under reports/<night>/."""
+
+    path: Path
+
+    @classmethod
+    def for_night(cls, reports_dir: Path, night: str) -> DeliveryLog:
+        return cls(reports_dir / night / "alerts_delivered.json")
+
+    def delivered(self, alert: Alert) -> set[str]:
+        if not self.path.is_file():
+            return set()
+        return set(json.loads(self.path.read_text()).get(alert.subject, []))
+
+    def record(self, alert: Alert, channel: str) -> None:
+        """Add channel to those that took alert. Atomic (temp file, then rename): a killed task leaves the old file
+        or the new one, never half of one, so the next try can read it."""
+        taken = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        taken[alert.subject] = sorted({*taken.get(alert.subject, []), channel})
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=f".{self.path.name}.", delete=False) as tmp:
+            json.dump(taken, tmp, indent=1)
+        os.replace(tmp.name, self.path)
+
+
+def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = None) -> int:
+    """Send one alert on every configured channel that has not taken it yet (per log, when given; each success is
+    recorded at once). Returns how many took it now."""
     sends = []
     if channels.webhook_url:
         sends.append(("webhook", redact(channels.webhook_url), lambda: post_json(channels.webhook_url, alert.payload)))
@@ -132,14 +163,21 @@ def deliver(alert: Alert, channels: AlertChannels) -> int:
     if channels.slack_webhook_url:
         sends.append(("slack", redact(channels.slack_webhook_url),
                       lambda: post_json(channels.slack_webhook_url, {"text": alert.text})))
+    already = log.delivered(alert) if log is not None else set()
+    if already:
+        print(f"[vramwatch] alert: {', '.join(sorted(already))} took it already: not sent again", file=sys.stderr)
     failures, sent = [], 0
     for name, where, send in sends:
+        if name in already:
+            continue
         try:
             send()
         except SEND_ERRORS as exc:
             failures.append(f"{name} ({where}): {_reason(exc)}")
             continue
         sent += 1
+        if log is not None:
+            log.record(alert, name)
     if not sends:
         print("[vramwatch] alert: no channel configured (VRAMWATCH_ALERT_*): not sent", file=sys.stderr)
     if failures:
@@ -147,7 +185,7 @@ def deliver(alert: Alert, channels: AlertChannels) -> int:
     return sent
 
 
-def send_alerts(summary: NightSummary, channels: AlertChannels) -> int:
+def send_alerts(summary: NightSummary, channels: AlertChannels, log: DeliveryLog | None = None) -> int:
     """Page on the night's new incidents (those with `pages`); nothing to page, nothing sent. Returns deliveries."""
     alert = regression_alert(summary, channels.report_base_url)
-    return 0 if alert is None else deliver(alert, channels)
+    return 0 if alert is None else deliver(alert, channels, log)

@@ -281,3 +281,30 @@ def test_a_delivery_failure_names_the_channel_and_a_redacted_url_only(receivers)
     assert SECRET not in str(failed.value) and SECRET not in repr(channels)
     assert failed.value.__context__ is None
 
+
+def test_a_retried_alert_pages_only_the_channels_that_failed(receivers, monkeypatch, tmp_path):
+    """Fault: a webhook returning 500 failed the alert task, and its retry paged Slack (and e-mail) a second time.
+    Delivery is now kept per night and channel (reports/<night>/alerts_delivered.json), so the retry, through the
+    DAG's alert task, sends to the webhook only."""
+    channels, _, slack, smtp = receivers
+    webhook = serving(HttpReceiver(failures=1))
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", webhook.url)
+    monkeypatch.setenv("VRAMWATCH_ALERT_SLACK_WEBHOOK", channels.slack_webhook_url)
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp_port}")
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
+    night = summary(incident()).to_dict()
+
+    try:
+        with pytest.raises(AlertDeliveryError, match="webhook"):
+            pipeline.task_alert(night)
+        assert (len(slack.bodies), len(smtp.messages), webhook.bodies) == (1, 1, [])
+
+        assert pipeline.task_alert(night) == 1  # the retry
+
+        assert (len(slack.bodies), len(smtp.messages), len(webhook.bodies)) == (1, 1, 1)
+        assert pipeline.task_alert(night) == 0  # a third try has nobody left to page
+        assert len(webhook.bodies) == 1
+    finally:
+        webhook.shutdown()
+        webhook.server_close()
