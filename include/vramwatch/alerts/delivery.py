@@ -127,7 +127,7 @@ def send_email(channels: AlertChannels, alert: Alert) -> None:
 
 @dataclass(frozen=True)
 class DeliveryLog:
-    """Which channels took which alert (by subject), in a JSON file: a retried alert task re-sends only to the
+    """Which channels took which alert (by Alert.key), in a JSON file: a retried alert task re-sends only to the
     channels that failed, and never pages one twice. One file per night, under reports/<night>/."""
 
     path: Path
@@ -139,13 +139,13 @@ class DeliveryLog:
     def delivered(self, alert: Alert) -> set[str]:
         if not self.path.is_file():
             return set()
-        return set(json.loads(self.path.read_text()).get(alert.subject, []))
+        return set(json.loads(self.path.read_text()).get(alert.key, []))
 
     def record(self, alert: Alert, channel: str) -> None:
         """Add channel to those that took alert. Atomic (temp file, then rename): a killed task leaves the old file
         or the new one, never half of one, so the next try can read it."""
         taken = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        taken[alert.subject] = sorted({*taken.get(alert.subject, []), channel})
+        taken[alert.key] = sorted({*taken.get(alert.key, []), channel})
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=f".{self.path.name}.", delete=False) as tmp:
             json.dump(taken, tmp, indent=1)
