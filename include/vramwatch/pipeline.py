@@ -224,9 +224,10 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
 
 
 def alert(summary: NightSummary) -> int:
-    from vramwatch.alerts.delivery import AlertChannels, send_alerts
+    """Page on the night's new incidents; a retry pages only the channels that have not taken the alert yet."""
+    from vramwatch.alerts.delivery import AlertChannels, DeliveryLog, send_alerts
 
-    sent = send_alerts(summary, AlertChannels.from_env())
+    sent = send_alerts(summary, AlertChannels.from_env(), DeliveryLog.for_night(Paths().reports, summary.night))
     _say(f"alert: {sent} alert(s) sent")
     return sent
 
@@ -293,10 +294,11 @@ def task_alert(summary: dict[str, Any]) -> int:
 
 def task_failure_alert(context: dict[str, Any]) -> int:
     """The DAG's failure callback: a night that did not finish alerts where regressions do."""
-    from vramwatch.alerts.delivery import AlertChannels, deliver
+    from vramwatch.alerts.delivery import AlertChannels, DeliveryLog, deliver
     from vramwatch.alerts.messages import failure_from_context
 
-    return deliver(failure_from_context(context), AlertChannels.from_env())
+    failure = failure_from_context(context)
+    return deliver(failure, AlertChannels.from_env(), DeliveryLog.for_night(Paths().reports, failure.payload["night"]))
 
 
 def task_prune(matrix_name: str) -> dict[str, Any]:

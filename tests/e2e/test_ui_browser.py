@@ -9,6 +9,7 @@ list the plugin in /api/v2/plugins, and its UI must frame the page from the nav 
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import struct
@@ -21,7 +22,8 @@ import zlib
 from pathlib import Path
 
 import pytest
-from support.warehouses import NEW_BUILD, REGRESSED, three_nights
+from support.samples import XSS_PAYLOAD, XSS_TITLE, markup_named_rows, night
+from support.warehouses import NEW_BUILD, REGRESSED, build_record, three_nights
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,6 +79,8 @@ def _chromium(tmp: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp / f"profile-{time.monotonic_ns()}"  # a new empty profile each run: no state between loads
     command = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               # Only loopback resolves: pages that name CDNs (GX Data Docs do) send nothing off this machine.
+               "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1",
                f"--user-data-dir={profile}", f"--window-size={WINDOW[0]},{WINDOW[1]}", *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=90)
     shutil.rmtree(profile, ignore_errors=True)
@@ -133,6 +137,61 @@ def test_page_renders_in_headless_chromium(warehouse_env):
     assert shot.stat().st_size > 50_000 and len(set(pixels)) > 64, f"screenshot looks blank: {shot}"
     if os.environ.get("VRAMWATCH_UI_SCREENSHOT"):  # to look at it: VRAMWATCH_UI_SCREENSHOT=/tmp/page.png pytest ...
         shutil.copy(shot, os.environ["VRAMWATCH_UI_SCREENSHOT"])
+
+
+def _title(dom: str) -> str:
+    found = re.search(r"<title>(.*?)</title>", dom, re.S)
+    return found.group(1).strip() if found else ""
+
+
+@needs_chromium
+def test_a_markup_model_name_runs_no_script_in_data_docs_or_the_report(tmp_path):
+    """Fault: stored XSS. A quarantined row whose model name was `<img src=x onerror=...>` went raw into the GX Data
+    Docs, which the page serves under /reports/ with no Content-Security-Policy, and the payload ran in Chromium.
+    Here the night is validated to Data Docs, stored and reported as the pipeline does, served by the UI app and
+    loaded in Chromium: the payload shows as text and sets no title. A file that holds raw markup anyway (injected.html)
+    shows that the policy alone stops script."""
+    from vramwatch.records import NightVerdicts
+    from vramwatch.report.write import report_for_run
+    from vramwatch.validate.gate import validate_night
+    from vramwatch.warehouse.store import Warehouse
+
+    reports, url, night_ = tmp_path / "reports", f"sqlite:///{tmp_path / 'warehouse.db'}", "2026-01-02"
+    warehouse = Warehouse(url)
+    warehouse.start_run("xss", night_, build_record(NEW_BUILD), "test")
+    validated = validate_night([*night(quants=("Q2_K",)), *markup_named_rows()],
+                               data_docs_dir=reports / night_ / "data_docs")
+    warehouse.store_night("xss", validated)
+    warehouse.finish_run("xss", "stored")
+    report_for_run(warehouse, "xss", NightVerdicts(incidents=[]), reports)
+    warehouse.close()
+    assert len(validated.quarantined) == 2
+    (reports / "injected.html").write_text(f"<html><head><title>injected</title></head><body>{XSS_PAYLOAD}"
+                                           f"<script>document.title='{XSS_TITLE}'</script></body></html>")
+
+    env = {**os.environ, "VRAMWATCH_WAREHOUSE_URL": url, "VRAMWATCH_REPORTS_DIR": str(reports),
+           "PYTHONPATH": str(REPO / "include")}
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = _serve([sys.executable, "-m", "uvicorn", "--factory", "vramwatch.ui.app:create_app", "--host",
+                     "127.0.0.1", "--port", str(port)], env, f"{base}/api/incidents", tmp_path / "uvicorn.log", 60)
+    (docs_page,) = (reports / night_ / "data_docs" / "validations").rglob("*.html")
+    pages = [docs_page.relative_to(reports).as_posix(), f"{night_}/summary.html", "injected.html"]
+    try:
+        loaded = {}
+        for page in pages:
+            with urllib.request.urlopen(f"{base}/reports/{page}", timeout=30) as response:
+                policy = response.headers["Content-Security-Policy"] or ""
+            # virtual time: the failed image load and its handler would have run by the time the DOM is dumped
+            loaded[page] = policy, _chromium(tmp_path, "--virtual-time-budget=5000", "--dump-dom",
+                                             f"{base}/reports/{page}").stdout
+    finally:
+        _stop(server)
+    for page, (policy, dom) in loaded.items():
+        assert _title(dom) and _title(dom) != XSS_TITLE, f"the payload ran in {page}"
+        assert "default-src 'none'" in policy, page
+    for page in pages[:2]:  # GX and the report show the model name as text
+        assert "&lt;img src=x onerror=" in loaded[page][1], page
 
 
 def _api_server(warehouse_env, name: str, auth_env: dict):

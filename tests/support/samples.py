@@ -115,3 +115,17 @@ def replace(record, **changes):
     for part, fields in nested.items():
         changes[part] = dataclasses.replace(getattr(record, part), **fields)
     return dataclasses.replace(record, **changes)
+
+
+# A model name that is markup: rendered unescaped, the browser fails to load "x" and runs the handler.
+XSS_TITLE = "xss-ran"
+XSS_PAYLOAD = f"<img src=x onerror=\"document.title='{XSS_TITLE}'\">"
+
+
+def markup_named_rows() -> list[BenchResult]:
+    """Two rows of one config whose model name is XSS_PAYLOAD, with a status that is markup too: quarantined for
+    config_unique and status_known, whose unexpected values (the config id, the status) Data Docs list."""
+    row = result()
+    row = replace(row, config__model=replace(row.config.model, model=XSS_PAYLOAD), status=XSS_PAYLOAD,
+                  error="bench said so")
+    return [row, row]

@@ -15,6 +15,11 @@ class Alert:
     text: str  # plain text: the e-mail body and the Slack message
     payload: dict[str, Any] = field(default_factory=dict)  # the JSON webhook's body
 
+    @property
+    def key(self) -> str:
+        """What a retry of the same task sends again, and a new run of the night does not: its run and subject."""
+        return f"{self.payload.get('run_id', '')}: {self.subject}"
+
 
 def _size(incident: Incident) -> str:
     parts = []

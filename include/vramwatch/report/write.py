@@ -17,7 +17,7 @@ import pandas as pd
 from markupsafe import Markup, escape
 
 from vramwatch.records import BenchResult, NightSummary, NightVerdicts, QuarantinedResult, RunRecord
-from vramwatch.report import markdown, plots
+from vramwatch.report import markdown, plots, style
 from vramwatch.report.tables import (
     Table,
     ab_table,
@@ -92,7 +92,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
                "History per config (red: incident opened)": plots.history(history, incidents),
                "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
     html = _environment().get_template("summary.html.j2").render(
-        title=title, top=top, header=header, findings=findings, sections=sections,
+        css=Markup(style.CSS), title=title, top=top, header=header, findings=findings, sections=sections,
         plots=[(caption, png) for caption, png in figures.items() if png],
         missing_plots=[caption for caption, png in figures.items() if not png])
 

@@ -8,6 +8,10 @@ component at start, and a database that is down must not stop the API server.
 Who may see it is the caller's decision: `authenticate` runs before every request, the report files included, and
 refuses one by raising HTTPException. The plugin passes Airflow's own sign-in check; served alone, the page is open
 to whoever reaches its port.
+
+Everything it serves, report files and Great Expectations Data Docs included, runs on the Airflow origin, so every
+response carries a Content-Security-Policy that lets no script run at all (the page needs none; Data Docs' own
+scripts and CDN styles are blocked with the rest) and X-Content-Type-Options: nosniff.
 """
 
 from __future__ import annotations
@@ -27,11 +31,22 @@ from fastapi.templating import Jinja2Templates
 
 from vramwatch.errors import UserError
 from vramwatch.records import config_name
+from vramwatch.report.style import CSP_HASH as REPORT_STYLE_HASH
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
+STATIC = Path(__file__).with_name("static")
+CONTENT_SECURITY_POLICY = "; ".join([
+    "default-src 'none'",  # no script, frame, font or connection from anywhere, this origin included
+    f"style-src 'self' {REPORT_STYLE_HASH}",  # the page's stylesheet, and the report's one inline style block
+    "img-src 'self' data:",  # the report's plots are data: PNGs
+    "frame-ancestors 'self'",  # Airflow's UI frames the page from its own origin
+    "base-uri 'none'",
+    "form-action 'none'",
+])
+SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 LATEST_REPORT = "latest.html"
 # Called with every request before it is served; raises HTTPException (401, 403) to refuse it.
 Authenticate = Callable[[Request], Awaitable[object]]
@@ -100,10 +115,18 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
                                     status_code=refused.status_code)
             return await call_next(request)
 
+    # Added last, so it wraps the sign-in check: refusals carry the headers too.
+    @app.middleware("http")
+    async def security_headers(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        response = await call_next(request)
+        response.headers.update(SECURITY_HEADERS)
+        return response
+
     templates = Jinja2Templates(directory=TEMPLATES)
     templates.env.filters["config_name"] = config_name  # an incident lists config ids; people read names
     # The report may link files beside it (plots): serve the folder, not just the one file.
     app.mount("/reports", StaticFiles(directory=reports_dir, check_dir=False), name="reports")
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Plain `def` endpoints: FastAPI runs them in its thread pool, so database reads never block the event loop
     # of Airflow's API server.

@@ -3,20 +3,28 @@
 Each row is the flattened result (the warehouse's columns) plus derived columns for checks that GX cannot express
 on raw fields: counts of samples and buffers, NVML process memory beyond the GPU buffers, the backend and GPU layers,
 the file size on disk, and the cross-row baseline VRAM of the same model and quantization. `row_id` is the row's position in the input list: failures map back through it.
+
+GX writes the values it reports (unexpected values of a failed expectation) into Data Docs as raw HTML, and the UI
+serves Data Docs on the Airflow origin. So every text cell is HTML-escaped here, and the JSON columns (llama.cpp's
+buffer names, sample lists), which the suite reads only as counts, are left out: nothing a result holds can become
+markup. Escaping is one-to-one, so equal values stay equal and distinct ones distinct (uniqueness, set membership of
+plain words and the baseline pairing are unchanged), and a quarantined row is still found by its row_id.
 """
 
 from __future__ import annotations
 
+import html
 import os
 
 import pandas as pd
 
 from vramwatch.records import BenchResult
-from vramwatch.rows import flatten
+from vramwatch.rows import FIELDS, JSON, flatten
 
 ROW_ID = "row_id"
 # Blank strings are missing values here: an empty model name is as absent as a None.
 REQUIRED_TEXT = ("model", "quant", "mode", "status", "error")
+JSON_COLUMNS = [f.name for f in FIELDS if f.kind == JSON]
 
 
 def _fingerprint_present(result: BenchResult) -> bool:
@@ -45,9 +53,11 @@ def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, obje
 def validation_frame(results: list[BenchResult], gpu_total_mib: float | None = None) -> pd.DataFrame:
     frame = pd.DataFrame(
         [{ROW_ID: i, **flatten(r), **_derived(r, gpu_total_mib)} for i, r in enumerate(results)]
-    )
+    ).drop(columns=JSON_COLUMNS)
     for column in REQUIRED_TEXT:
         frame[column] = frame[column].map(lambda v: v if isinstance(v, str) and v.strip() else None)
+    text = frame.select_dtypes(include=["object", "str"]).columns  # None makes a text column object, else str
+    frame[text] = frame[text].map(lambda v: html.escape(v) if isinstance(v, str) else v)
     # Cross-row: the VRAM the ok baseline of the same model+quant measured tonight (None where there is none). A
     # baseline whose GPU weights did not parse is no reference: its offload row is not to blame for it.
     measured = (frame["mode"] == "baseline") & (frame["status"] == "ok") & (frame["gpu_model_mib"] > 0)

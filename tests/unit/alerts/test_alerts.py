@@ -15,6 +15,7 @@ import pytest
 from vramwatch import pipeline
 from vramwatch.alerts.delivery import AlertChannels, AlertDeliveryError, deliver, send_alerts
 from vramwatch.alerts.messages import failure_alert, regression_alert
+from vramwatch.errors import UserError
 from vramwatch.records import Incident, NightSummary
 
 
@@ -39,13 +40,21 @@ def summary(*incidents: Incident) -> NightSummary:
 
 
 class HttpReceiver(ThreadingHTTPServer):
-    def __init__(self) -> None:
+    """Keeps each JSON body it accepts; the first `failures` requests get a 500 instead, and are not kept."""
+
+    def __init__(self, failures: int = 0) -> None:
         self.bodies: list[dict] = []
+        self.failures = failures
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                receiver.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if receiver.failures > 0:
+                    receiver.failures -= 1
+                    self.send_error(500)
+                    return
+                receiver.bodies.append(body)
                 self.send_response(200)
                 self.end_headers()
                 self.wfile.write(b"ok")
@@ -205,8 +214,9 @@ def test_channels_from_env(monkeypatch):
         AlertChannels.from_env()
 
 
-def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch):
+def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch, tmp_path):
     channels, webhook, _, smtp = receivers
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", channels.webhook_url)
     monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp_port}")
     monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
@@ -222,3 +232,81 @@ def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch):
     assert (body["event"], body["failed"], body["error"]) == ("failure", "build_engine", "nvcc: command not found")
     ((_, message),) = smtp.messages
     assert message["Subject"] == "vramwatch 2026-02-10: nightly failed at build_engine"
+
+
+# --------------------------------------------------------------------------------------------- secrets and retries
+
+SECRET = "xoxb-0123-SECRET"  # where each malformed setting below holds its token or password
+
+
+@pytest.mark.parametrize(("variable", "value", "shown"), [
+    ("VRAMWATCH_ALERT_SLACK_WEBHOOK", f"hooks.slack.com/services/T0/B0/{SECRET}", "hooks.slack.com/…"),
+    ("VRAMWATCH_ALERT_SLACK_WEBHOOK", f"hooks.slack.com:443/services/T0/B0/{SECRET}", "hooks.slack.com:443/…"),
+    ("VRAMWATCH_ALERT_WEBHOOK", f"ftp://hooks.example.com/{SECRET}", "ftp://hooks.example.com/…"),
+    ("VRAMWATCH_ALERT_WEBHOOK", f"https://[::1/{SECRET}", "https:/…"),
+    ("VRAMWATCH_ALERT_WEBHOOK", f"https://ops:{SECRET}@hooks.example.com/hook", "https://hooks.example.com/…"),
+    ("VRAMWATCH_ALERT_WEBHOOK", f"ops:{SECRET}@hooks.example.com/hook", "hooks.example.com/…"),
+    ("VRAMWATCH_ALERT_SMTP", f"ops:{SECRET}@mail.example.com", "VRAMWATCH_ALERT_SMTP is not host:port"),
+], ids=["slack-no-scheme", "slack-no-scheme-port", "not-http", "bad-ipv6", "user-password", "user-no-scheme",
+        "smtp-user-password"])
+def test_a_malformed_alert_setting_is_refused_at_load_without_its_secret(monkeypatch, variable, value, shown):
+    """Faults: a Slack URL without a scheme raised a ValueError whose traceback printed the token (and the failure
+    callback posted it on); `user:pass@` in a webhook URL went to a name lookup; the SMTP setting was echoed whole.
+    Each is now one line at load, showing scheme://host/… at most."""
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
+    monkeypatch.setenv(variable, value)
+
+    with pytest.raises(UserError) as refused:
+        AlertChannels.from_env()
+
+    message = str(refused.value)
+    assert SECRET not in message and "\n" not in message
+    assert shown in message and variable in message
+    assert refused.value.__cause__ is None and refused.value.__context__ is None  # no traceback quoting the value
+
+
+def test_a_delivery_failure_names_the_channel_and_a_redacted_url_only(receivers):
+    """Fault: an undeliverable URL raised urllib's error, which quotes the URL (a Slack URL's path is its token),
+    into the task log and the failure callback. Channels built in code skip from_env's checks, so delivery redacts
+    too, and the channels' repr (what a log or a traceback's locals show) holds no URL."""
+    _, webhook, _, _ = receivers
+    channels = AlertChannels(webhook_url=f"hooks.slack.com/services/T0/B0/{SECRET}",
+                             slack_webhook_url=f"http://127.0.0.1:9/services/T0/B0/{SECRET}")
+
+    with pytest.raises(AlertDeliveryError) as failed:
+        deliver(failure_alert("2026-02-10", "r1", "bench", "boom"), channels)
+
+    assert str(failed.value).startswith("alert delivery failed: webhook (hooks.slack.com/…): ValueError; "
+                                        "slack (http://127.0.0.1/…): Connection refused (fix: ")
+    assert SECRET not in str(failed.value) and SECRET not in repr(channels)
+    assert failed.value.__context__ is None
+
+
+def test_a_retried_alert_pages_only_the_channels_that_failed(receivers, monkeypatch, tmp_path):
+    """Fault: a webhook returning 500 failed the alert task, and its retry paged Slack (and e-mail) a second time.
+    Delivery is now kept per night and channel (reports/<night>/alerts_delivered.json), so the retry, through the
+    DAG's alert task, sends to the webhook only; another run of the night is another alert."""
+    channels, _, slack, smtp = receivers
+    webhook = serving(HttpReceiver(failures=1))
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", webhook.url)
+    monkeypatch.setenv("VRAMWATCH_ALERT_SLACK_WEBHOOK", channels.slack_webhook_url)
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp_port}")
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
+    night = summary(incident()).to_dict()
+
+    try:
+        with pytest.raises(AlertDeliveryError, match="webhook"):
+            pipeline.task_alert(night)
+        assert (len(slack.bodies), len(smtp.messages), webhook.bodies) == (1, 1, [])
+
+        assert pipeline.task_alert(night) == 1  # the retry
+
+        assert (len(slack.bodies), len(smtp.messages), len(webhook.bodies)) == (1, 1, 1)
+        assert pipeline.task_alert(night) == 0  # a third try has nobody left to page
+        assert len(webhook.bodies) == 1
+        rerun = summary(incident()).to_dict() | {"run_id": "manual__2026-02-10"}
+        assert pipeline.task_alert(rerun) == 3  # a new run of the night is a new alert, not a retry
+    finally:
+        webhook.shutdown()
+        webhook.server_close()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 
 import pandas as pd
@@ -10,6 +12,7 @@ from support.samples import night, replace, result
 from support.warehouses import commit_of, night_of, store_nights
 
 from vramwatch.records import BuildRecord, BuildRequest, Incident, NightVerdicts, QualityResult, RunRecord
+from vramwatch.report import style
 from vramwatch.report.tables import NO_GPU, seed_table_rows
 from vramwatch.report.write import report_for_run, write_report
 from vramwatch.rows import flatten
@@ -198,3 +201,13 @@ def test_the_report_lists_quarantined_rows_and_what_they_failed(tmp_path):
     warehouse.close()
     clean, _ = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path / "clean")
     assert "## Quarantined" not in clean.read_text()
+
+
+def test_the_inline_style_block_is_the_one_the_ui_policy_allows(gpu_night, tmp_path):
+    """The report inlines its CSS so it stands alone on disk; the UI's Content-Security-Policy allows exactly that
+    block by its hash (style.CSP_HASH), so the report keeps its look without 'unsafe-inline'."""
+    results, history = gpu_night
+    _, html_path = write_report(run_record(), results, history, NOTHING, tmp_path)
+
+    (css,) = re.findall(r"<style>(.*?)</style>", html_path.read_text(), re.S)
+    assert f"'sha256-{base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()}'" == style.CSP_HASH

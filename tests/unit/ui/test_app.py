@@ -20,6 +20,7 @@ from support.warehouses import (
 )
 
 from vramwatch.records import ValidatedNight
+from vramwatch.report.style import CSP_HASH as REPORT_STYLE_HASH
 from vramwatch.ui.app import create_app
 from vramwatch.warehouse.store import Warehouse
 
@@ -154,3 +155,30 @@ def test_cpu_only_night_charts_host_memory_and_says_no_gpu_in_the_seed_table(tmp
     assert html.count("no GPU: host RAM (Intel(R) Xeon(R) CPU @ 2.20GHz)") == 8
     host_mib = 10_010.0 + 1_024.0 + 300.0  # deepseek Q4_K_M: the model, KV and compute buffers, all in host RAM
     assert f"{host_mib / 1024:.2f} GiB" in html
+
+
+def test_every_response_forbids_scripts_and_sniffing(tmp_path, reports):
+    """Fault: stored XSS. The page, its API and every file under /reports (Data Docs included) were served with no
+    Content-Security-Policy, so markup that reached a report could run script on the Airflow origin."""
+    from fastapi import HTTPException
+
+    async def ops_only(request) -> None:
+        if request.headers.get("x-user") != "ops":
+            raise HTTPException(status_code=401, detail="Not authenticated")
+
+    (reports / "injected.html").write_text("<script>document.title='xss-ran'</script>")
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    three_nights(url)
+    with TestClient(create_app(url, reports, authenticate=ops_only), headers={"x-user": "ops"}) as client:
+        responses = [client.get(path) for path in ("/", "/static/page.css", "/api/incidents", "/reports/latest.html",
+                                                   "/reports/injected.html", "/reports/missing.html")]
+        responses.append(client.get("/", headers={"x-user": "nobody"}))
+    assert [r.status_code for r in responses] == [200, 200, 200, 200, 200, 404, 401]
+    for response in responses:
+        policy = dict(d.strip().split(" ", 1) for d in response.headers["content-security-policy"].split(";"))
+        assert policy["default-src"] == "'none'" and "script-src" not in policy, response.url
+        assert "unsafe-inline" not in response.headers["content-security-policy"]
+        assert policy["frame-ancestors"] == "'self'" and policy["img-src"] == "'self' data:"
+        assert policy["style-src"] == f"'self' {REPORT_STYLE_HASH}"  # the stylesheet, and the report's inline CSS
+        assert response.headers["x-content-type-options"] == "nosniff"
+

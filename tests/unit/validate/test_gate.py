@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from html import escape as html_escape
 from pathlib import Path
 
 import pytest
-from support.samples import night, replace, result
+from support.samples import XSS_PAYLOAD, markup_named_rows, night, replace, result
 
 from vramwatch.records import Fingerprint, TestResult
 from vramwatch.validate.frame import validation_frame
@@ -198,3 +199,19 @@ def test_importing_the_gate_does_not_import_great_expectations():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(Path(__file__).resolve().parents[3] / "include")})
     assert out.stdout.strip() == "False"
+
+
+def test_markup_in_a_result_reaches_data_docs_as_text_not_html(tmp_path):
+    """Fault: stored XSS. GX wrote a quarantined row's model name `<img src=x onerror=...>` into Data Docs raw, and
+    the UI serves Data Docs on the Airflow origin. The row must stay quarantined, named, and be shown as text."""
+    docs = tmp_path / "data_docs"
+    rows = markup_named_rows()
+
+    validated = validate_night([*night(quants=("Q2_K",)), *rows], data_docs_dir=docs)
+
+    assert [q.result for q in validated.quarantined] == rows
+    assert {name for q in validated.quarantined for name in q.failed_expectations} == {"config_unique", "status_known"}
+    (page,) = (docs / "validations").rglob("*.html")
+    html = page.read_text()
+    assert XSS_PAYLOAD not in html and "<img src=x" not in html
+    assert html.count(html_escape(XSS_PAYLOAD)) >= 2  # the status and the config id, each shown as text
