@@ -55,7 +55,7 @@ demo: models airflow-db ## the nightly DAG end to end on the demo matrix -> repo
 	@echo "demo done: reports/latest.md and reports/latest.html"
 
 test: models airflow-db lint ## the whole suite: unit, DAG integrity, end to end (what CI runs)
-	$(PY) scripts/ensure_browser.py
+	$(PY) scripts/ensure_tools.py
 	$(PY) -m pytest -ra tests
 
 test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser

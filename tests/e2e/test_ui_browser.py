@@ -1,6 +1,6 @@
 """The vramwatch page in a real browser and inside a real Airflow API server.
 
-Headless Chromium (the Debian package; scripts/ensure_browser.py installs it) loads the page from uvicorn on a free
+Headless Chromium (the Debian package; scripts/ensure_tools.py installs it) loads the page from uvicorn on a free
 loopback port: the rendered DOM must hold the history charts and the incident, and the screenshot must be a picture,
 not a blank page. Then `airflow api-server` starts with our plugins/ folder: it must serve the page under /vramwatch/,
 list the plugin in /api/v2/plugins, and its UI must frame the page from the nav entry.
@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 CHROMIUM = Path("/usr/bin/chromium")
 needs_chromium = pytest.mark.skipif(
-    not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: run scripts/ensure_browser.py (apt-get install chromium)"
+    not CHROMIUM.exists(), reason=f"{CHROMIUM} missing: run scripts/ensure_tools.py (apt-get install chromium)"
 )
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 WINDOW = (1280, 2000)

@@ -1,7 +1,11 @@
 """The production compose file: the services Airflow 3.3 needs, and a GPU worker that runs one bench at a time."""
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 COMPOSE = yaml.safe_load((Path(__file__).resolve().parents[2] / "docker-compose.yaml").read_text())
@@ -17,7 +21,7 @@ def test_gpu_worker_takes_only_the_gpu_queue_one_task_at_a_time_with_a_gpu():
     worker = COMPOSE["services"]["airflow-worker-gpu"]
     assert "--queues gpu" in worker["command"] and "--concurrency 1" in worker["command"]
     (device,) = worker["deploy"]["resources"]["reservations"]["devices"]
-    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"]
+    assert device["driver"] == "nvidia" and "gpu" in device["capabilities"] and device["count"] == 1
 
 
 def test_workers_reach_the_api_server_and_the_warehouse_is_its_own_database():
@@ -29,3 +33,46 @@ def test_workers_reach_the_api_server_and_the_warehouse_is_its_own_database():
 
 def test_init_creates_the_gpu_pool():
     assert "airflow pools set gpu 1" in "".join(COMPOSE["services"]["airflow-init"]["command"])
+
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER_COMPOSE = Path("/usr/bin/docker-compose")
+needs_docker_compose = pytest.mark.skipif(not DOCKER_COMPOSE.exists(),
+                                          reason="docker-compose missing: run scripts/ensure_tools.py")
+LONG_RUNNING = ("postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
+                "airflow-triggerer", "airflow-worker", "airflow-worker-gpu", "airflow-log-groomer")
+SECRETS = {"AIRFLOW_JWT_SECRET": "a-long-random-string", "AIRFLOW_FERNET_KEY": "a-fernet-key"}
+
+
+def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
+    clean = {k: v for k, v in os.environ.items() if k not in SECRETS}
+    return subprocess.run([str(DOCKER_COMPOSE), "-f", str(REPO / "docker-compose.yaml"), "config", "-q"],
+                          capture_output=True, text=True, env={**clean, **env}, timeout=120)
+
+
+@needs_docker_compose
+def test_docker_compose_accepts_the_file_and_refuses_to_run_without_its_secrets():
+    """Fault: the JWT secret defaulted to change-me-in-production, a usable default anyone could sign tokens with."""
+    assert compose_config(SECRETS).returncode == 0, compose_config(SECRETS).stderr
+    refused = compose_config({"AIRFLOW_FERNET_KEY": "k"})
+    assert refused.returncode != 0 and "set AIRFLOW_JWT_SECRET" in refused.stderr
+
+
+def test_every_long_running_service_has_a_healthcheck_and_logs_are_groomed():
+    """Fault: scheduler, dag-processor, triggerer and workers had no healthchecks; task logs had no retention."""
+    assert [s for s in LONG_RUNNING if "healthcheck" not in COMPOSE["services"][s]] == []
+    assert "-mtime" in COMPOSE["services"]["airflow-log-groomer"]["command"][-1]
+
+
+def test_the_data_folders_belong_to_the_containers_user():
+    """Fault: /opt/vramwatch-data was created root-owned while the containers run as AIRFLOW_UID."""
+    assert 'chown -R "${AIRFLOW_UID:-50000}:0" /opt/vramwatch-data' in COMPOSE["services"]["airflow-init"]["command"][-1]
+
+
+def test_the_celery_worker_command_exists_in_an_environment_built_from_the_lock():
+    """Fault: the images installed only the pinned requirements, which lacked the Celery provider: the GPU worker's
+    `airflow celery worker` failed with "invalid choice: 'celery'". This venv is built from the same files."""
+    airflow = str(Path(sys.executable).with_name("airflow"))
+    done = subprocess.run([airflow, "celery", "worker", "--help"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "--queues" in done.stdout and "--concurrency" in done.stdout
