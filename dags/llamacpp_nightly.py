@@ -75,13 +75,19 @@ def llamacpp_nightly():
           map_index_template="{{ config_name }}")  # the grid names each mapped bench by its config
     def bench(config: dict, build: dict) -> dict:
         from airflow.sdk import get_current_context
+        from airflow.sdk.exceptions import AirflowFailException
 
         from vramwatch import pipeline
 
-        get_current_context()["config_name"] = pipeline.config_name_of(config)
-        return pipeline.task_bench(config, build)
+        context = get_current_context()
+        context["config_name"] = pipeline.config_name_of(config)
+        result = pipeline.task_bench(config, build)
+        if result["status"] != "ok":  # red in the grid, no retry; its record still goes on to validate and store
+            context["ti"].xcom_push(key="return_value", value=result)
+            raise AirflowFailException(f"{context['config_name']}: {result['status']}: {result['error']}")
+        return result
 
-    @task
+    @task(trigger_rule="all_done")  # a config that was not measured fails its bench task; the night goes on
     def validate(results: list[dict], build: dict, dag_run=None) -> dict:
         from vramwatch import pipeline
 

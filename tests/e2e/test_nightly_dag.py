@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ from vramwatch.config import load_matrix
 REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 pytestmark = pytest.mark.e2e
+MISSING = "missing-model"
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +28,10 @@ def night(tmp_path_factory, demo_models):
     """One forced demo night in a throwaway Airflow home, warehouse and reports dir."""
     tmp = tmp_path_factory.mktemp("night")
     matrix = tmp / "demo.yaml"  # builds/ is this checkout's: the night must not prune a developer's other engines
-    matrix.write_text((REPO / "include/vramwatch/matrices/demo.yaml").read_text() + "keep_builds: 1000\n")
+    demo = (REPO / "include/vramwatch/matrices/demo.yaml").read_text()
+    missing = f"models:\n  - name: {MISSING}\n    source: {{path: {tmp}/gone.gguf}}\n    quants: [native]\n" \
+              "    modes: [baseline]\n"  # a source that is not there: its config fails, the night goes on
+    matrix.write_text(demo.replace("models:\n", missing, 1) + "keep_builds: 1000\n")
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp / "airflow"),
@@ -65,7 +70,8 @@ def _warehouse(env):
 
 def test_every_config_lands_in_the_warehouse(night):
     env, _, _ = night
-    history = _warehouse(env).history()
+    everything = _warehouse(env).history()
+    history = everything[everything["model"] != MISSING]
     assert len(history) == 2 * 3 * 2 + 1  # synthetic models x quants x modes, plus real Gemma at baseline
     assert set(history["mode"]) == {"baseline", "offload"}
     assert set(history["quant"]) == {"Q2_K", "Q4_K_M", "Q8_0"}
@@ -76,6 +82,19 @@ def test_every_config_lands_in_the_warehouse(night):
     gemma = real.iloc[0]
     assert math.isfinite(gemma["perplexity"]) and gemma["perplexity"] > 1 and len(gemma["greedy_sha256"]) == 64
     assert synthetic["perplexity"].isna().all()  # random weights: no quality figure
+
+
+def test_a_config_that_was_not_measured_fails_its_named_task_and_the_night_is_still_stored(night):
+    """Fault: a config that could not be measured was a green bench task named 3 in a green run."""
+    env, tmp, _ = night
+    with sqlite3.connect(tmp / "airflow" / "airflow.db") as db:
+        benches = dict(db.execute("SELECT rendered_map_index, state FROM task_instance WHERE task_id = 'bench'"))
+        stored = db.execute("SELECT state FROM task_instance WHERE task_id = 'store'").fetchone()
+    assert benches.pop(f"{MISSING}/native/baseline") == "failed"
+    assert set(benches.values()) == {"success"} and "gemma-3-270m/Q4_K_M/baseline" in benches
+    assert stored == ("success",)
+    (row,) = _warehouse(env).history(config_names=[f"{MISSING}/native/baseline"]).itertuples()
+    assert row.status == "invalid_model" and "gone.gguf" in row.error
 
 
 def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
