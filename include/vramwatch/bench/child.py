@@ -76,7 +76,7 @@ class Bench:
         self.config = config
         self.memory: dict[str, Any] = {}
         self.fingerprint = Fingerprint(
-            cpu_model=host.cpu_model(), cpu_cores=host.physical_cores(), ram_gib=host.ram_gib(),
+            cpu_model=host.cpu_model(), cpu_cores=host.physical_cores(), ram_gib=host.ram_gib(), host=host.hostname(),
             llama_cpp_commit=os.environ.get("VRAMWATCH_LLAMA_CPP_COMMIT", ""),
             build_flags=os.environ.get("VRAMWATCH_BUILD_FLAGS", ""),
         )

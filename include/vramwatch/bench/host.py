@@ -7,6 +7,7 @@ in the same child that measured the speed (numbers from another run or a spec sh
 from __future__ import annotations
 
 import os
+import socket
 import threading
 import time
 from pathlib import Path
@@ -27,6 +28,11 @@ def physical_cores(cpuinfo: str | None = None) -> int:
         elif key == "core id":
             cores.add((physical, value.strip()))
     return len(cores) or os.cpu_count() or 1
+
+
+def hostname() -> str:
+    """The machine's name: a bench on another host is an environment change the regress stage reports."""
+    return socket.gethostname()
 
 
 def cpu_model() -> str:

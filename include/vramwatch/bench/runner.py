@@ -109,7 +109,7 @@ def machine_fingerprint(build: BuildRecord) -> Fingerprint:
         finally:
             nvml.close()
     return Fingerprint(cpu_model=host.cpu_model(), cpu_cores=host.physical_cores(), ram_gib=host.ram_gib(),
-                       llama_cpp_commit=build.llama_cpp_commit,
+                       host=host.hostname(), llama_cpp_commit=build.llama_cpp_commit,
                        llama_cpp_python_version=build.llama_cpp_python_version, build_flags=build.request.cmake_args,
                        backend=build.request.backend, **gpu)
 

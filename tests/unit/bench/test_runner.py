@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import stat
 import sys
 from pathlib import Path
@@ -111,7 +112,7 @@ def test_fingerprint_and_roofline_describe_this_machine_and_build(baseline, engi
     fingerprint = baseline.fingerprint
     assert fingerprint.backend == "cpu" and fingerprint.gpu_name == "" and fingerprint.gpu_count == 0
     assert fingerprint.llama_cpp_python_version == "0.3.36" and fingerprint.llama_cpp_commit == engine.llama_cpp_commit
-    assert fingerprint.cpu_cores >= 1 and fingerprint.ram_gib > 0
+    assert fingerprint.cpu_cores >= 1 and fingerprint.ram_gib > 0 and fingerprint.host == socket.gethostname()
     roofline = baseline.roofline
     assert roofline.host_bandwidth_gbs > 0 and roofline.active_bytes_per_token == roofline.host_bytes_per_token > 0
     assert roofline.bound_tg_ts > 0 and roofline.fraction_of_bound == pytest.approx(
