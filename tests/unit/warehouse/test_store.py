@@ -18,8 +18,10 @@ from alembic.migration import MigrationContext
 from support.samples import CPU_HOST, night, replace, result
 
 from vramwatch import pipeline
+from vramwatch.cli import night as night_command
 from vramwatch.cli.main import main
 from vramwatch.records import (
+    BuildCheck,
     BuildRecord,
     BuildRequest,
     Incident,
@@ -441,6 +443,24 @@ def assert_one_error_line(stderr: str, *expected: str) -> None:
     assert [line for line in lines[errors[0] + 1:] if not line.startswith("  fix: ")] == [], lines
 
 
+def test_run_ids_started_in_the_same_second_are_unique():
+    """Fault: CLI run ids were the time to the second, so two `vramwatch nightly` started together shared one and
+    the second store replaced the first night's rows."""
+    start = threading.Barrier(8)
+    ids: list[str] = []
+
+    def new_id() -> None:
+        start.wait()
+        ids.append(night_command._night_ids(None)[1])
+
+    threads = [threading.Thread(target=new_id) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 8, ids
+
+
 def test_a_store_killed_mid_way_leaves_no_running_run_and_no_rows_and_says_one_line(
         postgres, ingest_env, monkeypatch, capsys):
     """Fault: a store whose connection was killed (pg_terminate_backend) left its run `running` forever and printed a
@@ -535,3 +555,41 @@ def test_reingesting_a_night_under_a_new_run_id_does_not_double_its_rows(url, in
     assert [r.run_id for r in warehouse.runs()] == ["cli__first"]
     assert len(warehouse.history()) == len(measured.results) == first.n_results == again.n_results
     warehouse.close()
+
+
+def test_a_warehouse_lost_during_nightly_keeps_the_measured_night_and_ingest_finishes_it(
+        ingest_env, monkeypatch, capsys):
+    """Fault: a warehouse lost while `vramwatch nightly` benched lost every result: the CLI kept no measured file."""
+    measured, _ = measured_night(ingest_env)
+    with temporary_database(PG_SERVER) as lost:
+        monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", lost)
+        Warehouse(lost).close()
+        database = sa.engine.make_url(lost).database
+        admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+
+        def measure_while_the_warehouse_goes(*_args, **_kwargs) -> MeasuredNight:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+            return measured
+
+        monkeypatch.setattr(pipeline, "detect_build", lambda *_a, **_k: BuildCheck("0.3.36", None, is_new=True))
+        monkeypatch.setattr(pipeline, "measure", measure_while_the_warehouse_goes)
+
+        assert main(["nightly", "--run-id", "cli__lost"]) == 2
+        stderr = capsys.readouterr().err
+        kept = ingest_env / "data" / "measured" / "cli__lost.json"
+        assert_one_error_line(stderr, "cannot open the warehouse", f"kept in {kept}")
+        assert MeasuredNight.from_json(kept.read_text()) == measured
+        assert [p.name for p in kept.parent.iterdir()] == ["cli__lost.json"]  # no temp file left behind
+
+        with admin.connect() as connection:  # the warehouse is back, empty
+            connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+        finish = stderr.split("`")[1].split()
+        assert finish[:5] == ["vramwatch", "ingest", str(kept), "--run-id", "cli__lost"]
+        assert main(finish[1:]) == 0
+
+        warehouse = Warehouse(lost)
+        run = warehouse.run("cli__lost")
+        assert (run.status, run.n_results, run.night) == ("stored", len(measured.results), finish[6])
+        warehouse.close()
