@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, text
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -198,10 +198,7 @@ class Warehouse:
         Returns the id of the run the night is stored under.
         """
         try:
-            try:
-                return self._store_run_once(run_id, night, build, validated, trigger, night_key)
-            except IntegrityError:  # a concurrent ingest of the same night committed it first: now it is found
-                return self._store_run_once(run_id, night, build, validated, trigger, night_key)
+            return self._store_run(run_id, night, build, validated, trigger, night_key)
         except DBAPIError as exc:
             reason = _first_line(exc)
             marked = self._mark_failed(run_id, night, build, trigger, reason)
@@ -210,9 +207,11 @@ class Warehouse:
                 + ("" if marked else " (the run could not even be marked failed)"),
                 "make the warehouse reachable and free of long-held locks, then store the night again") from None
 
-    def _store_run_once(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight,
-                        trigger: str, night_key: str | None) -> str:
+    def _store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
+                   night_key: str | None) -> str:
         with self._store_transaction() as session:
+            # the build's upsert locks its row until commit, so stores of one measured night (one build) take turns:
+            # the second finds the first's night_key (and uq_runs_night_key refuses a second copy in any case)
             build_id = self._upsert_build(session, build)
             if night_key is not None:
                 run_id = session.scalar(select(RunRow.run_id).where(RunRow.night_key == night_key)) or run_id

@@ -543,6 +543,33 @@ def test_concurrent_first_ingests_all_land(postgres):
     warehouse.close()
 
 
+def test_concurrent_ingests_of_the_same_night_store_it_once(postgres):
+    """Fault: the same measured night ingested twice at once (a retried job beside the first) must not store it
+    twice: the second store waits for the first and stores into its run."""
+    measured = MeasuredNight(build=build(), results=night(quants=("Q2_K",)))
+    warehouses = [Warehouse(postgres) for _ in range(4)]  # opened here: Alembic is not thread-safe
+    start = threading.Barrier(len(warehouses))
+    stored_as: list[str] = []
+
+    def ingest(i: int, warehouse: Warehouse) -> None:
+        start.wait(timeout=30)
+        stored_as.append(pipeline.store(f"cli__{i}", "2026-01-02", measured.build, ValidatedNight(
+            accepted=measured.results, quarantined=[]), "ingest", warehouse, night_key=measured.night_key()))
+        warehouse.close()
+
+    threads = [threading.Thread(target=ingest, args=pair) for pair in enumerate(warehouses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(stored_as) == 4 and len(set(stored_as)) == 1
+    warehouse = Warehouse(postgres)
+    assert [r.run_id for r in warehouse.runs()] == stored_as[:1]
+    assert len(warehouse.history()) == len(measured.results)
+    warehouse.close()
+
+
 def test_reingesting_a_night_under_a_new_run_id_does_not_double_its_rows(url, ingest_env, monkeypatch):
     """Fault: ingesting the same measured night again under a new run id stored every row a second time."""
     monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
