@@ -101,13 +101,13 @@ def validate(results: list[BenchResult], night: str, build: BuildRecord) -> Vali
 
 
 def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight, trigger: str,
-          warehouse: Warehouse | None = None) -> int:
-    warehouse = _open(warehouse)
-    warehouse.start_run(run_id, night, build, trigger)
-    stored = warehouse.store_night(run_id, validated)
-    warehouse.finish_run(run_id, "stored")
-    _say(f"store: {stored} rows for run {run_id}")
-    return stored
+          warehouse: Warehouse | None = None, night_key: str | None = None) -> str:
+    """Store the night in one transaction; returns the run it is stored under (with a night_key, the run that already
+    holds that measured night, if one does)."""
+    stored_as = _open(warehouse).store_run(run_id, night, build, validated, trigger, night_key)
+    again = f" (this measured night was stored before: its rows replaced in run {stored_as})" if stored_as != run_id else ""
+    _say(f"store: {len(validated.accepted)} rows for run {run_id}{again}")
+    return stored_as
 
 
 def same_night_ab(build: BuildRecord, processes: int) -> ABRunner:
@@ -199,7 +199,7 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     with _timed(seconds, "validate"):
         validated = validate(measured.results, night, measured.build)
     with _timed(seconds, "store"):
-        store(run_id, night, measured.build, validated, trigger, warehouse)
+        run_id = store(run_id, night, measured.build, validated, trigger, warehouse, night_key=measured.night_key())
     with _timed(seconds, "detect_regressions"):
         verdicts = detect_regressions(run_id, policy, warehouse, build=measured.build, ab=ab)
     with _timed(seconds, "report"):
@@ -277,7 +277,10 @@ def task_validate(results: list[dict[str, Any]], night: str, build: dict[str, An
 
 
 def task_store(run_id: str, night: str, build: dict[str, Any], validated: dict[str, Any], trigger: str) -> int:
-    return store(run_id, night, BuildRecord.from_dict(build), ValidatedNight.from_dict(validated), trigger)
+    """The DAG's store: its run id is the DAG run's, so a retried task replaces that run's rows (no night_key)."""
+    validated_night = ValidatedNight.from_dict(validated)
+    store(run_id, night, BuildRecord.from_dict(build), validated_night, trigger)
+    return len(validated_night.accepted)
 
 
 def task_detect_regressions(matrix_name: str, run_id: str, build: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import hashlib
 import json
 import types
 import typing
@@ -482,6 +483,12 @@ class MeasuredNight(Record):
             night = dataclasses.replace(night, results=results)
         return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 
+    def night_key(self) -> str:
+        """What identifies this measured night in the warehouse: a hash of its build and results (not of how long the
+        stages took), so ingesting the same night again is recognised whatever run id it comes under."""
+        measured = {"build": self.build.to_dict(), "results": [r.to_dict() for r in self.results]}
+        return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()
+
 
 ABSide = Literal["A", "B"]
 AB_SIDES: tuple[ABSide, ...] = typing.get_args(ABSide)
@@ -545,6 +552,7 @@ class RunRecord(Record):
     backend: str
     n_results: int = 0
     n_quarantined: int = 0
+    error: str = ""  # why its store failed, on a failed run
 
 
 # --------------------------------------------------------------------------------------------- regress / alert

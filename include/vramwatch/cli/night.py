@@ -3,19 +3,37 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import secrets
+import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from vramwatch import pipeline
 from vramwatch.cli.common import add_matrix, add_models, at_least_one
-from vramwatch.config import load_matrix
+from vramwatch.config import Paths, load_matrix
 from vramwatch.errors import UserError
 from vramwatch.records import MeasuredNight
 
 
 def _night_ids(run_id: str | None) -> tuple[str, str]:
+    """Tonight's date and the run id: the one asked for, else the time plus a random part, so two runs started in the
+    same second never share an id (and one never replaces the other's rows)."""
     now = datetime.now(timezone.utc)
-    return now.date().isoformat(), run_id or f"cli__{now.isoformat(timespec='seconds')}"
+    return now.date().isoformat(), run_id or f"cli__{now.isoformat(timespec='seconds')}__{secrets.token_hex(4)}"
+
+
+def _keep_measured(measured: MeasuredNight, run_id: str) -> Path:
+    """Write the measured night under data/measured/ before anything can fail to store it; temp file plus rename,
+    so the file is whole or absent."""
+    folder = Paths().data / "measured"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (re.sub(r"[^\w.-]", "_", run_id) + ".json")  # a run id may hold "/" or ":"
+    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".partial", delete=False) as partial:
+        partial.write(measured.to_json(indent=1))
+    os.replace(partial.name, path)
+    return path
 
 
 def _nightly(args: argparse.Namespace) -> int:
@@ -27,7 +45,13 @@ def _nightly(args: argparse.Namespace) -> int:
         return 0
     night, run_id = _night_ids(args.run_id)
     measured = pipeline.measure(matrix, check.latest, models=args.models)
-    summary = pipeline.ingest(measured, run_id, night, trigger="cli", policy=matrix.policy)
+    kept = _keep_measured(measured, run_id)
+    try:
+        summary = pipeline.ingest(measured, run_id, night, trigger="cli", policy=matrix.policy)
+    except UserError as exc:
+        finish = f"vramwatch ingest {kept} --run-id {run_id} --night {night} --matrix {args.matrix}"
+        raise UserError(f"{exc.message}; the measured night is kept in {kept}",
+                        f"{exc.fix + ', then ' if exc.fix else ''}finish the night with `{finish}`") from None
     pipeline.prune(matrix)
     pipeline.prune_reports(matrix)
     print(pipeline.one_line(summary))
@@ -73,7 +97,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     nightly = subparsers.add_parser("nightly", help="run the whole nightly pipeline here, without Airflow")
     add_matrix(nightly)
     nightly.add_argument("--force", action="store_true", help="run even when no new build appeared")
-    nightly.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
+    nightly.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>__<random>)")
     add_models(nightly)
     nightly.set_defaults(func=_nightly)
 
@@ -87,7 +111,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest = subparsers.add_parser("ingest", help="validate, store, detect regressions, report a measured night")
     ingest.add_argument("measured", type=Path, help="JSON written by `vramwatch measure`")
     ingest.add_argument("--night", help="the night's date, YYYY-MM-DD (default: today, UTC)")
-    ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>)")
+    ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>__<random>); a night "
+                                         "stored before keeps the run it has")
     add_matrix(ingest, "the matrix whose policy judges the night")
     ingest.set_defaults(func=_ingest)
 

@@ -80,6 +80,9 @@ class RunRow(Base):
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     status: Mapped[str] = mapped_column(String(16))
+    # the content hash of the measured night it holds: one run per measured night (0004)
+    night_key: Mapped[str | None] = mapped_column(String(64), unique=True)
+    error: Mapped[str] = mapped_column(Text, default="")  # why its store failed (0004)
 
 
 class EnvironmentRow(Base):

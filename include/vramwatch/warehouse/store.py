@@ -6,13 +6,15 @@ its database to the newest schema (Alembic, see migrate.py), so an empty databas
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, delete, event, func, insert, select
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
 
@@ -42,7 +44,16 @@ from vramwatch.warehouse.models import (
 )
 from vramwatch.warehouse.url import resolve_url
 
-RUNNING, FAILED = "running", "failed"
+RUNNING, STORED, FAILED = "running", "stored", "failed"
+# A store gives up rather than waits: on a lock another session holds (a stuck transaction, a migration) after
+# STORE_LOCK_TIMEOUT_MS, on any one statement after STORE_STATEMENT_TIMEOUT_MS. A night (~100 rows) stores in well
+# under a second (benchmarks/bench_store.py), so both leave ample room and a stuck warehouse fails the night in seconds.
+STORE_LOCK_TIMEOUT_MS = 5_000
+STORE_STATEMENT_TIMEOUT_MS = 60_000
+# SQLite has one writer at a time: how long a store waits for another writer before "database is locked".
+SQLITE_BUSY_TIMEOUT_S = 5.0
+_FINGERPRINT_COLUMNS = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "cpu_model",
+                        "cpu_cores", "ram_gib", "backend")
 # history()'s first columns (vramwatch.rows.RUN_COLUMNS), then the flat row, then the machine in words.
 _RUN_COLUMNS = (RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, BuildRow.version,
                 BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit)
@@ -71,6 +82,19 @@ def _night(value: str | date) -> date:
         raise WarehouseError(f"night {value!r} is not a date", "pass the night as YYYY-MM-DD (Airflow's ds)") from None
 
 
+def _first_line(exc: DBAPIError) -> str:
+    """The database's own reason, without SQLAlchemy's statement and parameters."""
+    lines = str(exc.orig if exc.orig is not None else exc).strip().splitlines()
+    return lines[0] if lines else type(exc.orig).__name__
+
+
+def _insert(session: Session, model: type) -> Any:
+    """The dialect's INSERT, which has ON CONFLICT: an upsert is one statement, so concurrent stores cannot both see
+    a row missing and both insert it."""
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    return dialect.insert(model)
+
+
 def _iso(moment: datetime | None) -> str:
     if moment is None:
         return ""
@@ -81,7 +105,8 @@ def _create_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         # One shared connection for an in-memory database, or each connection would see an empty one.
         extra: dict[str, Any] = {"poolclass": StaticPool} if ":memory:" in url or url == "sqlite://" else {}
-        engine = create_engine(url, connect_args={"check_same_thread": False}, **extra)
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": SQLITE_BUSY_TIMEOUT_S},
+                               **extra)
 
         @event.listens_for(engine, "connect")
         def _foreign_keys_on(dbapi_connection: Any, _record: Any) -> None:  # as PostgreSQL always does
@@ -100,8 +125,7 @@ class Warehouse:
         except OperationalError as exc:
             self.engine.dispose()
             shown = self.engine.url.render_as_string(hide_password=True)
-            reason = str(exc.orig).strip().splitlines()[0] if exc.orig else str(exc)
-            raise WarehouseError(f"cannot open the warehouse at {shown}: {reason}",
+            raise WarehouseError(f"cannot open the warehouse at {shown}: {_first_line(exc)}",
                                  "start the database, or point VRAMWATCH_WAREHOUSE_URL at a reachable one") from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -110,8 +134,23 @@ class Warehouse:
 
     # ------------------------------------------------------------------------------------------------ builds, runs
 
+    @contextmanager
+    def _store_transaction(self) -> Iterator[Session]:
+        """A write transaction that gives up on a held lock or a stuck statement instead of waiting (PostgreSQL;
+        SQLite waits SQLITE_BUSY_TIMEOUT_S for its one writer)."""
+        with self._sessions.begin() as session:
+            if self.engine.dialect.name == "postgresql":
+                session.execute(text(f"SET LOCAL lock_timeout = {STORE_LOCK_TIMEOUT_MS}; "
+                                     f"SET LOCAL statement_timeout = {STORE_STATEMENT_TIMEOUT_MS}"))
+            yield session
+
     def store_build(self, build: BuildRecord) -> int:
         """Insert or update one build; a venv reused on a later night keeps the row (and status) of its build."""
+        with self._store_transaction() as session:
+            return self._upsert_build(session, build)
+
+    @staticmethod
+    def _upsert_build(session: Session, build: BuildRecord) -> int:
         request = build.request
         fields = dict(
             source=request.source, location=request.location, version=request.version,
@@ -120,18 +159,11 @@ class Warehouse:
             status=build.status, duration_s=build.duration_s, artifact_bytes=build.artifact_bytes,
             log_tail=build.log_tail, error=build.error,
         )
-        with self._sessions.begin() as session:
-            row = session.scalar(select(BuildRow).filter_by(key=request.key, built_at=build.built_at))
-            if row is None:
-                row = BuildRow(key=request.key, built_at=build.built_at, **fields)
-                session.add(row)
-            else:
-                if build.status == "reused":
-                    fields.pop("status")
-                for name, value in fields.items():
-                    setattr(row, name, value)
-            session.flush()
-            return row.id
+        statement = _insert(session, BuildRow).values(key=request.key, built_at=build.built_at, **fields)
+        updated = [name for name in fields if not (name == "status" and build.status == "reused")]
+        statement = statement.on_conflict_do_update(index_elements=["key", "built_at"],
+                                                    set_={name: statement.excluded[name] for name in updated})
+        return session.scalar(statement.returning(BuildRow.id))
 
     def start_run(self, run_id: str, night: str | date, build: BuildRecord, trigger: str) -> None:
         """Record that a run began; starting the same run_id again restarts it (same row)."""
@@ -148,39 +180,88 @@ class Warehouse:
             run.status, run.ended = status, _utcnow()
 
     def store_night(self, run_id: str, validated: ValidatedNight) -> int:
-        """Store a run's accepted and quarantined results, replacing whatever that run stored before.
+        """Store a started run's accepted and quarantined results, replacing whatever that run stored before.
 
         Returns the number of accepted rows stored. Idempotent: a retried store task never duplicates rows.
         """
-        with self._sessions.begin() as session:
-            run = self._run(session, run_id)
-            session.execute(delete(ResultRow).where(ResultRow.run_id == run_id))
-            session.execute(delete(QuarantineRow).where(QuarantineRow.run_id == run_id))
-            for result in validated.accepted:
-                self._upsert_environment(session, result, run.night)
-            session.flush()
-            if validated.accepted:
-                rows = [{**flatten(r), "run_id": run_id, "record": r.to_dict()} for r in validated.accepted]
-                session.execute(insert(ResultRow), rows)
-            if validated.quarantined:
-                session.execute(insert(QuarantineRow), [
-                    {"run_id": run_id, "config_id": q.result.config.config_id,
-                     "failed_expectations": list(q.failed_expectations), "record": q.result.to_dict()}
-                    for q in validated.quarantined
-                ])
+        with self._store_transaction() as session:
+            self._replace_rows(session, self._run(session, run_id), validated)
         return len(validated.accepted)
 
+    def store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
+                  night_key: str | None = None) -> str:
+        """Store a whole night in one transaction: its build, the run (status stored), its environments and rows.
+
+        All or nothing: a store that fails leaves what was there before, its run marked failed with the reason (never
+        `running`), and raises one WarehouseError line. Storing a run again replaces its rows. `night_key` names the
+        measured night (a content hash): a night another run already holds is stored into that run, never twice.
+        Returns the id of the run the night is stored under.
+        """
+        try:
+            return self._store_run(run_id, night, build, validated, trigger, night_key)
+        except DBAPIError as exc:
+            reason = _first_line(exc)
+            marked = self._mark_failed(run_id, night, build, trigger, reason)
+            raise WarehouseError(
+                f"storing run {run_id} failed, nothing of it was stored: {reason}"
+                + ("" if marked else " (the run could not even be marked failed)"),
+                "make the warehouse reachable and free of long-held locks, then store the night again") from None
+
+    def _store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
+                   night_key: str | None) -> str:
+        with self._store_transaction() as session:
+            # the build's upsert locks its row until commit, so stores of one measured night (one build) take turns:
+            # the second finds the first's night_key (and uq_runs_night_key refuses a second copy in any case)
+            build_id = self._upsert_build(session, build)
+            if night_key is not None:
+                run_id = session.scalar(select(RunRow.run_id).where(RunRow.night_key == night_key)) or run_id
+            run = session.get(RunRow, run_id) or RunRow(run_id=run_id)
+            run.night, run.build_id, run.trigger, run.night_key = _night(night), build_id, trigger, night_key
+            run.started = run.ended = _utcnow()
+            run.status, run.error = STORED, ""
+            session.add(run)
+            session.flush()
+            self._replace_rows(session, run, validated)
+        return run_id
+
+    def _mark_failed(self, run_id: str, night: str | date, build: BuildRecord, trigger: str, reason: str) -> bool:
+        """Record a failed store in its own short transaction; False when the warehouse cannot take even that."""
+        try:
+            with self._store_transaction() as session:
+                run = session.get(RunRow, run_id) or RunRow(run_id=run_id, started=_utcnow())
+                run.night, run.build_id, run.trigger = _night(night), self._upsert_build(session, build), trigger
+                run.ended, run.status, run.error = _utcnow(), FAILED, reason
+                session.add(run)
+            return True
+        except DBAPIError:
+            return False
+
+    def _replace_rows(self, session: Session, run: RunRow, validated: ValidatedNight) -> None:
+        session.execute(delete(ResultRow).where(ResultRow.run_id == run.run_id))
+        session.execute(delete(QuarantineRow).where(QuarantineRow.run_id == run.run_id))
+        self._upsert_environments(session, validated.accepted, run.night)
+        if validated.accepted:
+            rows = [{**flatten(r), "run_id": run.run_id, "record": r.to_dict()} for r in validated.accepted]
+            session.execute(insert(ResultRow), rows)
+        if validated.quarantined:
+            session.execute(insert(QuarantineRow), [
+                {"run_id": run.run_id, "config_id": q.result.config.config_id,
+                 "failed_expectations": list(q.failed_expectations), "record": q.result.to_dict()}
+                for q in validated.quarantined
+            ])
+
     @staticmethod
-    def _upsert_environment(session: Session, result: BenchResult, night: date) -> None:
-        fingerprint = result.fingerprint
-        env = session.get(EnvironmentRow, fingerprint.environment_id)
-        if env is None:
-            env = EnvironmentRow(environment_id=fingerprint.environment_id)
-            session.add(env)
-        for name in ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "cpu_model",
-                     "cpu_cores", "ram_gib", "backend"):
-            setattr(env, name, getattr(fingerprint, name))
-        env.last_night = max(env.last_night or night, night)
+    def _upsert_environments(session: Session, results: list[BenchResult], night: date) -> None:
+        """The latest fingerprint of each environment wins; last_night only moves forward."""
+        fingerprints = {result.fingerprint.environment_id: result.fingerprint for result in results}
+        for environment_id in sorted(fingerprints):  # one order in every store: concurrent stores cannot deadlock
+            values = {name: getattr(fingerprints[environment_id], name) for name in _FINGERPRINT_COLUMNS}
+            statement = _insert(session, EnvironmentRow).values(environment_id=environment_id, last_night=night,
+                                                                **values)
+            later = statement.excluded.last_night > EnvironmentRow.last_night
+            session.execute(statement.on_conflict_do_update(index_elements=["environment_id"], set_={
+                **{name: statement.excluded[name] for name in values},
+                "last_night": case((later, statement.excluded.last_night), else_=EnvironmentRow.last_night)}))
 
     @staticmethod
     def _run(session: Session, run_id: str) -> RunRow:
@@ -204,7 +285,7 @@ class Warehouse:
                     started=_iso(run.started), ended=_iso(run.ended), build_version=build.version,
                     llama_cpp_python_version=build.llama_cpp_python_version,
                     llama_cpp_commit=build.llama_cpp_commit, backend=build.backend,
-                    n_results=results, n_quarantined=quarantined,
+                    n_results=results, n_quarantined=quarantined, error=run.error,
                 )
                 for run, build, results, quarantined in session.execute(query)
             ]

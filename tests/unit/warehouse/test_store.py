@@ -7,6 +7,8 @@ Every test taking `url` runs once per backend. PostgreSQL tests use a throwaway 
 from __future__ import annotations
 
 import dataclasses
+import threading
+import time
 from urllib.parse import quote
 
 import pytest
@@ -15,11 +17,23 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from support.samples import CPU_HOST, night, replace, result
 
-from vramwatch.records import BuildRecord, BuildRequest, Incident, QualityResult, QuarantinedResult, ValidatedNight
+from vramwatch import pipeline
+from vramwatch.cli import night as night_command
+from vramwatch.cli.main import main
+from vramwatch.records import (
+    BuildCheck,
+    BuildRecord,
+    BuildRequest,
+    Incident,
+    MeasuredNight,
+    QualityResult,
+    QuarantinedResult,
+    ValidatedNight,
+)
 from vramwatch.rows import HISTORY_COLUMNS
 from vramwatch.warehouse import migrate
 from vramwatch.warehouse.models import Base
-from vramwatch.warehouse.store import Warehouse, WarehouseError
+from vramwatch.warehouse.store import STORE_LOCK_TIMEOUT_MS, Warehouse, WarehouseError
 from vramwatch.warehouse.tempdb import temporary_database
 from vramwatch.warehouse.url import WarehouseConfigError, url_from_airflow_connection
 
@@ -93,7 +107,7 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert {"builds", "runs", "environments", "results", "quarantine", "incidents"} <= tables
     assert "alembic_version" not in tables  # Airflow's name stays free when both share a database
     assert diffs == []  # migrations and models describe the same schema
-    assert version == "0003"
+    assert version == "0004"
 
 
 def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
@@ -341,3 +355,268 @@ def test_airflow_connections_in_uri_and_json_form_become_sqlalchemy_urls():
     assert url_from_airflow_connection(as_json) == "postgresql+psycopg2://wh:pw@db:5432/w"
     with pytest.raises(WarehouseConfigError, match="connection type 'mysql'"):
         url_from_airflow_connection("mysql://u@h/db")
+
+
+# ------------------------------------------------------------------------------------------------ faults
+# A night is stored exactly once, or not at all (issue 17): real PostgreSQL, real threads, real kills, real files.
+
+
+@pytest.fixture
+def postgres(postgres_database):
+    """The session's PostgreSQL database, at the newest schema, left empty for the next test even if this one fails."""
+    Warehouse(postgres_database).close()
+    yield postgres_database
+    engine = sa.create_engine(postgres_database)
+    migrate.downgrade(engine, "base")
+    engine.dispose()
+
+
+@pytest.fixture
+def ingest_env(tmp_path, monkeypatch):
+    """`vramwatch ingest`'s surroundings in tmp_path: reports, data/measured, no alert channels."""
+    monkeypatch.setenv("VRAMWATCH_HOME", str(tmp_path))
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    for channel in ("WEBHOOK", "SMTP", "EMAIL_TO", "SLACK_WEBHOOK"):
+        monkeypatch.delenv(f"VRAMWATCH_ALERT_{channel}", raising=False)
+    return tmp_path
+
+
+def measured_night(tmp_path) -> tuple[MeasuredNight, str]:
+    """A CUDA night of DeepSeek Q4_K_M, and the JSON file `vramwatch ingest` reads it from."""
+    measured = MeasuredNight(build=build(), results=night(models=("deepseek-moe-16b",), quants=("Q4_K_M",)))
+    path = tmp_path / "measured.json"
+    path.write_text(measured.to_json())
+    return measured, str(path)
+
+
+def table_counts(url: str) -> dict[str, int]:
+    engine = sa.create_engine(url)
+    with engine.connect() as connection:
+        counts = {table: connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+                  for table in ("results", "quarantine", "environments")}
+    engine.dispose()
+    return counts
+
+
+def stored_run(url: str, run_id: str):
+    warehouse = Warehouse(url)
+    try:
+        return warehouse.run(run_id)
+    finally:
+        warehouse.close()
+
+
+def run_in_thread(command: list[str]) -> tuple[threading.Thread, dict]:
+    """`vramwatch COMMAND` in a thread; what it returned (or raised) lands in the dict."""
+    outcome: dict = {}
+
+    def run() -> None:
+        try:
+            outcome["rc"] = main(command)
+        except BaseException as exc:  # noqa: BLE001 - today's failure is a raw exception: the test reports it
+            outcome["raised"] = exc
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread, outcome
+
+
+def backend_waiting_on_a_lock(admin: sa.Connection, within_s: float = 30.0) -> int:
+    """The pid of the session that waits for the lock the test holds, once it does."""
+    deadline = time.monotonic() + within_s
+    while time.monotonic() < deadline:
+        admin.execute(sa.text("SELECT pg_stat_clear_snapshot()"))  # a transaction sees one snapshot of the activity
+        pid = admin.execute(sa.text("SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+                                    "AND wait_event_type = 'Lock' AND pid <> pg_backend_pid()")).scalar()
+        if pid is not None:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no session waited for the lock within {within_s} s")
+
+
+def assert_one_error_line(stderr: str, *expected: str) -> None:
+    """After the progress lines: one error line (with the expected texts) and its fix, no traceback."""
+    assert "Traceback" not in stderr
+    lines = stderr.strip().splitlines()
+    errors = [i for i, line in enumerate(lines) if line.startswith("error: ")]
+    assert len(errors) == 1 and all(text in lines[errors[0]] for text in expected), lines
+    assert [line for line in lines[errors[0] + 1:] if not line.startswith("  fix: ")] == [], lines
+
+
+def test_run_ids_started_in_the_same_second_are_unique():
+    """Fault: CLI run ids were the time to the second, so two `vramwatch nightly` started together shared one and
+    the second store replaced the first night's rows."""
+    start = threading.Barrier(8)
+    ids: list[str] = []
+
+    def new_id() -> None:
+        start.wait()
+        ids.append(night_command._night_ids(None)[1])
+
+    threads = [threading.Thread(target=new_id) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(set(ids)) == 8, ids
+
+
+def test_a_store_killed_mid_way_leaves_no_running_run_and_no_rows_and_says_one_line(
+        postgres, ingest_env, monkeypatch, capsys):
+    """Fault: a store whose connection was killed (pg_terminate_backend) left its run `running` forever and printed a
+    raw traceback: the store was three transactions."""
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", postgres)
+    _, path = measured_night(ingest_env)
+    admin = sa.create_engine(postgres).connect()
+    try:
+        admin.execute(sa.text("LOCK TABLE results IN ACCESS EXCLUSIVE MODE"))  # holds the store mid-way
+        thread, outcome = run_in_thread(["ingest", path, "--run-id", "killed", "--night", "2026-01-02"])
+        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_waiting_on_a_lock(admin)})
+        admin.rollback()
+        thread.join(timeout=30)
+    finally:
+        admin.close()
+
+    assert outcome.get("rc") == 2, outcome
+    assert_one_error_line(capsys.readouterr().err, "storing run killed failed", "connection")
+    run = stored_run(postgres, "killed")
+    assert (run.status, run.n_results) == ("failed", 0) and "connection" in run.error
+    assert table_counts(postgres) == {"results": 0, "quarantine": 0, "environments": 0}
+
+
+def test_a_held_exclusive_lock_makes_the_store_give_up_within_the_lock_timeout(
+        postgres, ingest_env, monkeypatch, capsys):
+    """Fault: with no lock timeout, a store behind an exclusive lock waited as long as the lock was held (45 s
+    measured, forever in principle)."""
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", postgres)
+    _, path = measured_night(ingest_env)
+    give_up_within_s = STORE_LOCK_TIMEOUT_MS / 1000 + 3
+    admin = sa.create_engine(postgres).connect()
+    try:
+        admin.execute(sa.text("LOCK TABLE results IN ACCESS EXCLUSIVE MODE"))
+        thread, outcome = run_in_thread(["ingest", path, "--run-id", "locked-out", "--night", "2026-01-02"])
+        backend_waiting_on_a_lock(admin)
+        waiting_since = time.monotonic()
+        thread.join(timeout=give_up_within_s)
+        waited_s = time.monotonic() - waiting_since
+    finally:
+        admin.rollback()  # lets today's store go on, so the test ends either way
+        admin.close()
+        thread.join(timeout=30)
+
+    assert waited_s < give_up_within_s and outcome.get("rc") == 2, (waited_s, outcome)
+    assert_one_error_line(capsys.readouterr().err, "storing run locked-out failed", "lock timeout")
+    run = stored_run(postgres, "locked-out")
+    assert (run.status, run.n_results) == ("failed", 0) and "lock timeout" in run.error
+    assert table_counts(postgres)["results"] == 0
+
+
+def test_concurrent_first_ingests_all_land(postgres):
+    """Fault: two first ingests at once both found the environment missing and both inserted it; one died with
+    UniqueViolation pk_environments and its night was lost."""
+    nights = [f"2026-01-0{day}" for day in range(1, 7)]
+    # one warehouse (engine, connections) each, as separate ingests have; opened here: Alembic is not thread-safe
+    warehouses = [Warehouse(postgres) for _ in nights]
+    start = threading.Barrier(len(nights))
+    failures: list[BaseException] = []
+
+    def ingest(day: str, warehouse: Warehouse) -> None:
+        validated = ValidatedNight(accepted=night(quants=("Q2_K",)), quarantined=[])
+        try:
+            start.wait(timeout=30)
+            pipeline.store(f"run-{day}", day, build(built_at=f"{day}T01:00:00+00:00"), validated, "ingest", warehouse)
+        except BaseException as exc:  # noqa: BLE001 - collected and asserted below
+            failures.append(exc)
+        finally:
+            warehouse.close()
+
+    threads = [threading.Thread(target=ingest, args=pair) for pair in zip(nights, warehouses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert failures == []
+    warehouse = Warehouse(postgres)
+    assert sorted(r.run_id for r in warehouse.runs() if r.n_results) == [f"run-{day}" for day in nights]
+    assert table_counts(postgres)["environments"] == 1
+    warehouse.close()
+
+
+def test_concurrent_ingests_of_the_same_night_store_it_once(postgres):
+    """Fault: the same measured night ingested twice at once (a retried job beside the first) must not store it
+    twice: the second store waits for the first and stores into its run."""
+    measured = MeasuredNight(build=build(), results=night(quants=("Q2_K",)))
+    warehouses = [Warehouse(postgres) for _ in range(4)]  # opened here: Alembic is not thread-safe
+    start = threading.Barrier(len(warehouses))
+    stored_as: list[str] = []
+
+    def ingest(i: int, warehouse: Warehouse) -> None:
+        start.wait(timeout=30)
+        stored_as.append(pipeline.store(f"cli__{i}", "2026-01-02", measured.build, ValidatedNight(
+            accepted=measured.results, quarantined=[]), "ingest", warehouse, night_key=measured.night_key()))
+        warehouse.close()
+
+    threads = [threading.Thread(target=ingest, args=pair) for pair in enumerate(warehouses)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(stored_as) == 4 and len(set(stored_as)) == 1
+    warehouse = Warehouse(postgres)
+    assert [r.run_id for r in warehouse.runs()] == stored_as[:1]
+    assert len(warehouse.history()) == len(measured.results)
+    warehouse.close()
+
+
+def test_reingesting_a_night_under_a_new_run_id_does_not_double_its_rows(url, ingest_env, monkeypatch):
+    """Fault: ingesting the same measured night again under a new run id stored every row a second time."""
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    measured, _ = measured_night(ingest_env)
+
+    first = pipeline.ingest(measured, "cli__first", "2026-01-02", trigger="ingest")
+    again = pipeline.ingest(MeasuredNight.from_json(measured.to_json()), "cli__again", "2026-01-02", trigger="ingest")
+
+    warehouse = Warehouse(url)
+    assert [r.run_id for r in warehouse.runs()] == ["cli__first"]
+    assert len(warehouse.history()) == len(measured.results) == first.n_results == again.n_results
+    warehouse.close()
+
+
+def test_a_warehouse_lost_during_nightly_keeps_the_measured_night_and_ingest_finishes_it(
+        ingest_env, monkeypatch, capsys):
+    """Fault: a warehouse lost while `vramwatch nightly` benched lost every result: the CLI kept no measured file."""
+    measured, _ = measured_night(ingest_env)
+    with temporary_database(PG_SERVER) as lost:
+        monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", lost)
+        Warehouse(lost).close()
+        database = sa.engine.make_url(lost).database
+        admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+
+        def measure_while_the_warehouse_goes(*_args, **_kwargs) -> MeasuredNight:
+            with admin.connect() as connection:
+                connection.execute(sa.text(f'DROP DATABASE "{database}" WITH (FORCE)'))
+            return measured
+
+        monkeypatch.setattr(pipeline, "detect_build", lambda *_a, **_k: BuildCheck("0.3.36", None, is_new=True))
+        monkeypatch.setattr(pipeline, "measure", measure_while_the_warehouse_goes)
+
+        assert main(["nightly", "--run-id", "cli__lost"]) == 2
+        stderr = capsys.readouterr().err
+        kept = ingest_env / "data" / "measured" / "cli__lost.json"
+        assert_one_error_line(stderr, "cannot open the warehouse", f"kept in {kept}")
+        assert MeasuredNight.from_json(kept.read_text()) == measured
+        assert [p.name for p in kept.parent.iterdir()] == ["cli__lost.json"]  # no temp file left behind
+
+        with admin.connect() as connection:  # the warehouse is back, empty
+            connection.execute(sa.text(f'CREATE DATABASE "{database}"'))
+        admin.dispose()
+        finish = stderr.split("`")[1].split()
+        assert finish[:5] == ["vramwatch", "ingest", str(kept), "--run-id", "cli__lost"]
+        assert main(finish[1:]) == 0
+
+        warehouse = Warehouse(lost)
+        run = warehouse.run("cli__lost")
+        assert (run.status, run.n_results, run.night) == ("stored", len(measured.results), finish[6])
+        warehouse.close()
