@@ -24,16 +24,19 @@ def _night_ids(run_id: str | None) -> tuple[str, str]:
     return now.date().isoformat(), run_id or f"cli__{now.isoformat(timespec='seconds')}__{secrets.token_hex(4)}"
 
 
-def _keep_measured(measured: MeasuredNight, run_id: str) -> Path:
-    """Write the measured night under data/measured/ before anything can fail to store it; temp file plus rename,
-    so the file is whole or absent."""
-    folder = Paths().data / "measured"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / (re.sub(r"[^\w.-]", "_", run_id) + ".json")  # a run id may hold "/" or ":"
-    with tempfile.NamedTemporaryFile("w", dir=folder, suffix=".partial", delete=False) as partial:
+def _write_measured(measured: MeasuredNight, path: Path) -> Path:
+    """Temp file plus rename: the measured night a later ingest reads is whole or absent, never half written."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, suffix=".partial", delete=False) as partial:
         partial.write(measured.to_json(indent=1))
     os.replace(partial.name, path)
     return path
+
+
+def _keep_measured(measured: MeasuredNight, run_id: str) -> Path:
+    """Write the measured night under data/measured/ before anything can fail to store it."""
+    name = re.sub(r"[^\w.-]", "_", run_id) + ".json"  # a run id may hold "/" or ":"
+    return _write_measured(measured, Paths().data / "measured" / name)
 
 
 def _nightly(args: argparse.Namespace) -> int:
@@ -63,8 +66,7 @@ def _measure(args: argparse.Namespace) -> int:
     matrix = load_matrix(args.matrix)
     version = args.version or pipeline.detect_build(matrix, force=True).latest
     measured = pipeline.measure(matrix, version, models=args.models)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(measured.to_json(indent=1))
+    _write_measured(measured, args.out)
     ok = sum(r.ok for r in measured.results)
     print(f"measured {len(measured.results)} configs ({ok} ok) on {measured.build.request.backend} "
           f"in {sum(measured.stage_seconds.values()):.0f} s -> {args.out}")

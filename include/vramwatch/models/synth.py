@@ -8,6 +8,7 @@ any number of layers, so the models load, generate, quantize and offload like th
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import shutil
@@ -198,8 +199,13 @@ def write_gguf(spec: ModelSpec, out_dir: Path, vocab_dir: Path, *, seed: int = 0
         if partial.stat().st_size != total:
             raise RuntimeError(f"wrote {partial.stat().st_size} bytes, planned {total}")
         os.replace(partial, path)
-    except BaseException:
+    except BaseException as exc:
         partial.unlink(missing_ok=True)
+        if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the disk filled under us: one line, not a trace
+            needed = planned_file_bytes(spec, vocab_dir) if not shape_only else 0
+            raise UserError(f"{out_dir} is full: {path.name} needs {_human(needed + DISK_MARGIN)} free there, "
+                            f"{_human(shutil.disk_usage(out_dir).free)} is",
+                            "free disk space, or point VRAMWATCH_MODELS_DIR (or --out) at a bigger disk") from None
         raise
     _say(f"wrote {path.name}: {_human(total)} in {time.monotonic() - started:.1f}s")
     return path

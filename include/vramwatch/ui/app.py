@@ -48,6 +48,8 @@ CONTENT_SECURITY_POLICY = "; ".join([
 ])
 SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 LATEST_REPORT = "latest.html"
+# /api/history pages: a row is about 3 KB of JSON, so the largest page stays under 5 MB whatever the warehouse holds
+HISTORY_PAGE, HISTORY_PAGE_MAX = 500, 1000
 # Called with every request before it is served; raises HTTPException (401, 403) to refuse it.
 Authenticate = Callable[[Request], Awaitable[object]]
 
@@ -144,17 +146,20 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
 
     @app.get("/api/history")
     def api_history(config_id: str | None = None, environment_id: str | None = None,
-                    limit: Annotated[int | None, Query(ge=1)] = None) -> JSONResponse:
-        """History rows (rows.HISTORY_COLUMNS), oldest night first; config_id takes a config's id, or its name
-        (model/quant/mode: every series of that name)."""
+                    limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX)] = HISTORY_PAGE,
+                    offset: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
+        """History rows (rows.HISTORY_COLUMNS), oldest night first: the `limit` most recent after skipping the
+        `offset` most recent; X-Next-Offset names the next page when there may be one. config_id takes a config's
+        id, or its name (model/quant/mode: every series of that name)."""
         try:
             frame = warehouse.get().history(
                 config_ids=[config_id] if config_id and "@" in config_id else None,
                 config_names=[config_id] if config_id and "@" not in config_id else None,
-                environment_ids=[environment_id] if environment_id else None, limit=limit)
+                environment_ids=[environment_id] if environment_id else None, limit=limit, offset=offset)
         except UserError as error:
             return _unavailable(error)
-        return JSONResponse(json.loads(frame.to_json(orient="records")))  # pandas turns NaN into null
+        more = {"X-Next-Offset": str(offset + limit)} if len(frame) == limit else {}
+        return JSONResponse(json.loads(frame.to_json(orient="records")), headers=more)  # NaN becomes null
 
     @app.get("/api/incidents")
     def api_incidents(include_resolved: bool = False) -> JSONResponse:

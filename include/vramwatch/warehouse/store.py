@@ -347,9 +347,10 @@ class Warehouse:
             return [QuarantinedResult(BenchResult.from_dict(record), list(failed)) for record, failed in rows]
 
     def history(self, config_ids: Iterable[str] | None = None, environment_ids: Iterable[str] | None = None,
-                limit: int | None = None, config_names: Iterable[str] | None = None) -> pd.DataFrame:
+                limit: int | None = None, config_names: Iterable[str] | None = None, offset: int = 0) -> pd.DataFrame:
         """One row per stored result (rows.HISTORY_COLUMNS), oldest night first, of the given configs (by id or by
-        name) and environments (None: all), filtered in SQL; `limit` keeps the most recent rows."""
+        name) and environments (None: all), filtered in SQL; `limit` keeps the most recent rows after skipping the
+        `offset` most recent."""
         query = (
             select(*_RUN_COLUMNS, *(ResultRow.__table__.c[name] for name in FIELD_NAMES),
                    EnvironmentRow.gpu_name, EnvironmentRow.cpu_model)
@@ -366,6 +367,8 @@ class Warehouse:
             query = query.where(ResultRow.environment_id.in_(list(environment_ids)))
         if limit is not None:
             query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
         with self._sessions() as session:
             rows = [tuple(row) for row in session.execute(query)][::-1]
         return _history_frame(rows)

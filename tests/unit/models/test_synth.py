@@ -207,3 +207,26 @@ def test_seed_makes_files_reproducible(tmp_path, tiny_sources, vocab_dir):
     other = write_gguf(get_spec("phi-3.5-moe", "tiny"), tmp_path / "s1", vocab_dir, seed=1)
     assert other.read_bytes() != again.read_bytes()
     assert os.path.getsize(other) == os.path.getsize(again)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MiB tmpfs: a disk that fills while a model is written (root only: skipped where mount is refused)."""
+    folder = tmp_path / "small"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)], capture_output=True,
+                             text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    yield folder
+    subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_disk_that_fills_while_writing_a_model_is_one_line_naming_the_folder_and_the_space(small_disk, vocab_dir):
+    """Fault: a full disk gave a raw OSError traceback while writing a synthetic model."""
+    with pytest.raises(UserError) as full:
+        write_gguf(get_spec("deepseek-moe-16b", "tiny"), small_disk, vocab_dir)
+
+    assert str(small_disk) in full.value.message and "needs" in full.value.message and "\n" not in str(full.value)
+    assert "VRAMWATCH_MODELS_DIR" in full.value.fix
+    assert list(small_disk.iterdir()) == []  # no partial file left

@@ -94,6 +94,19 @@ def test_history_endpoint_filters_by_config(filled):
     assert client.get("/api/history", params={"limit": 0}).status_code == 422
 
 
+def test_history_comes_in_capped_pages(filled):
+    """Fault: /api/history returned all of it (176 MB for 3 years x 100 configs) to any viewer."""
+    client, _ = filled
+    assert client.get("/api/history", params={"limit": 10_000}).status_code == 422  # above the cap
+    first = client.get("/api/history", params={"limit": 10})
+    second = client.get("/api/history", params={"limit": 10, "offset": first.headers["X-Next-Offset"]})
+    last = client.get("/api/history", params={"limit": 10, "offset": second.headers["X-Next-Offset"]})
+    assert [len(page.json()) for page in (first, second, last)] == [10, 10, 4]
+    assert "X-Next-Offset" not in last.headers
+    everything = client.get("/api/history", params={"limit": 24}).json()  # oldest first, as each page is
+    assert last.json() + second.json() + first.json() == everything
+
+
 def test_incidents_endpoint_lists_open_incidents(filled, tmp_path):
     client, incident = filled
     listed = client.get("/api/incidents").json()
