@@ -22,12 +22,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
 
 from vramwatch import pipeline  # noqa: E402
-from vramwatch.config import load_matrix  # noqa: E402
+from vramwatch.config import VRAM_COMPONENTS, load_matrix  # noqa: E402
 from vramwatch.records import AB_METRICS, ABComparison, ABRun, BenchConfig, MeasuredNight, NightSummary  # noqa: E402
 from vramwatch.regress.ab import compare  # noqa: E402
 from vramwatch.warehouse.store import Warehouse  # noqa: E402
-
-COMPONENTS = ("gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "gpu_output_mib")
 
 
 def _replayed(runs: dict[str, ABRun]):
@@ -71,7 +69,7 @@ def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, comp
              "## Buffers, night 1 -> night 2 (llama.cpp's own accounting, MiB)", "",
              "| Config | Component | Night 1 | Night 2 | Change |", "|---|---|---|---|---|"]
     for before, after in zip(nights[0].results, nights[1].results):
-        for component in COMPONENTS:
+        for component in VRAM_COMPONENTS:
             a, b = getattr(before.memory, component), getattr(after.memory, component)
             change = ("unchanged" if round(b - a, 2) == 0 else f"{b - a:+.2f} ({100 * (b - a) / a:+.1f}%)" if a
                       else "-")

@@ -86,8 +86,11 @@ class BuildSource(Strict):
         return value
 
 
-# The deterministic llama.cpp buffer components a VRAM policy judges (flat-row columns, MiB).
-VRAM_COMPONENTS = ("gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "gpu_output_mib")
+# The deterministic llama.cpp buffer components a VRAM policy judges (flat-row columns, MiB), with the word a sentence
+# names each by (CUDA0 compute): the regress stage's findings and the report's change table both say them so.
+VRAM_COMPONENTS = {"gpu_model_mib": "model", "gpu_kv_mib": "KV", "gpu_compute_mib": "compute",
+                   "gpu_output_mib": "output"}
+VramComponent = Literal[tuple(VRAM_COMPONENTS)]  # type: ignore[valid-type]
 
 
 class VramRule(Strict):
@@ -108,7 +111,7 @@ class VramPolicy(VramRule):
     (NVML's per-process need) no longer does; `window` is how many good nights the reference (their lowest value)
     is taken from, so a creep of small steps pages once they add up."""
 
-    components: dict[Literal["gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "gpu_output_mib"], VramRule] = {}
+    components: dict[VramComponent, VramRule] = {}
     fits_gib: list[float] = [24.0, 48.0, 80.0]
     window: int = Field(30, ge=1)
 

@@ -30,8 +30,9 @@ STATUSES: tuple[Status, ...] = typing.get_args(Status)
 
 FlashAttn = Literal["auto", "on", "off"]
 FLASH_ATTN: tuple[FlashAttn, ...] = typing.get_args(FlashAttn)
-# KV cache types llama.cpp accepts for type_k / type_v (ggml type names, as llama-bench's -ctk / -ctv take them).
-KV_TYPES = ("f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1")
+# KV cache types llama.cpp accepts for type_k / type_v (ggml type names, as llama-bench's -ctk / -ctv take them), with
+# the ggml_type id the bench child sets them by.
+KV_TYPES = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "iq4_nl": 20, "q5_0": 6, "q5_1": 7}
 # llama.cpp file types a matrix may ask for (llama_ftype names without LLAMA_FTYPE_MOSTLY_), plus "native": bench
 # the source file as it is. A test keeps them equal to the pinned engine's own table.
 QUANT_TYPES = (

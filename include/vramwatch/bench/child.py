@@ -34,6 +34,7 @@ from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
 from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
 from vramwatch.progress import for_stage
 from vramwatch.records import (
+    KV_TYPES,
     RESULT_MARKER,
     BenchConfig,
     BenchResult,
@@ -46,8 +47,7 @@ from vramwatch.records import (
     TestResult,
 )
 
-# ggml_type ids of the KV cache types a config may name (records.KV_TYPES), and llama_flash_attn_type values.
-GGML_KV_TYPE = {"f32": 0, "f16": 1, "bf16": 30, "q8_0": 8, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "iq4_nl": 20}
+# llama_flash_attn_type values
 FLASH_ATTN_TYPE = {"auto": -1, "off": 0, "on": 1}
 LOAD_MODE_NONE, LOAD_MODE_MMAP = 0, 1  # llama_load_mode, where the struct has it instead of use_mmap
 TOKEN_SEED = 1234  # random prompt tokens, the same every run
@@ -263,7 +263,7 @@ class Bench:
             params.flash_attn_type = FLASH_ATTN_TYPE[config.flash_attn]
         else:  # older llama.cpp: a bool, no auto
             params.flash_attn = config.flash_attn == "on"
-        params.type_k, params.type_v = GGML_KV_TYPE[config.type_k], GGML_KV_TYPE[config.type_v]
+        params.type_k, params.type_v = KV_TYPES[config.type_k], KV_TYPES[config.type_v]
         ctx = llama_cpp.llama_init_from_model(model, params)
         if not ctx:
             problems = self.log.problems()

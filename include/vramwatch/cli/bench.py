@@ -35,9 +35,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="CPU threads (default 0 = physical cores of this machine)")
     parser.add_argument("--flash-attn", choices=FLASH_ATTN, default=DEFAULT.flash_attn,
                         help="flash attention (default %(default)s: llama.cpp decides, the result records its choice)")
-    parser.add_argument("--cache-type-k", choices=KV_TYPES, default=DEFAULT.type_k, help="KV cache type of K "
+    parser.add_argument("--cache-type-k", choices=tuple(KV_TYPES), default=DEFAULT.type_k, help="KV cache type of K "
                         "(default %(default)s)")
-    parser.add_argument("--cache-type-v", choices=KV_TYPES, default=DEFAULT.type_v, help="KV cache type of V "
+    parser.add_argument("--cache-type-v", choices=tuple(KV_TYPES), default=DEFAULT.type_v, help="KV cache type of V "
                         "(default %(default)s)")
     parser.add_argument("--no-mmap", action="store_true",
                         help="load weights into memory instead of mapping the file (offloaded experts then sit in "

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from vramwatch.config import VRAM_COMPONENTS
 from vramwatch.records import (
     GIB,
     MIB,
@@ -172,13 +173,10 @@ def _pct(before: float | None, after: float | None) -> str:
     return f"{100.0 * (after - before) / before:+.1f}%"
 
 
-COMPONENTS = {"gpu_model_mib": "model", "gpu_kv_mib": "KV", "gpu_compute_mib": "compute", "gpu_output_mib": "output"}
-
-
 def _component_changes(old: pd.Series, new: pd.Series) -> str:
     """Every GPU buffer that changed, exactly (llama.cpp's buffers are deterministic: any change is real)."""
     changes = []
-    for column, word in COMPONENTS.items():
+    for column, word in VRAM_COMPONENTS.items():
         before, after = number(old[column]), number(new[column])
         if before is not None and after is not None and round(after - before, 2) != 0:
             changes.append(f"{word} {after - before:+.2f} MiB ({_pct(before, after)})")
