@@ -105,7 +105,8 @@ def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight
     """Store the night in one transaction; returns the run it is stored under (with a night_key, the run that already
     holds that measured night, if one does)."""
     stored_as = _open(warehouse).store_run(run_id, night, build, validated, trigger, night_key)
-    again = f" (this measured night was stored before: its rows replaced in run {stored_as})" if stored_as != run_id else ""
+    again = (f" (this measured night was stored before: its rows replaced in run {stored_as})"
+             if stored_as != run_id else "")
     _say(f"store: {len(validated.accepted)} rows for run {run_id}{again}")
     return stored_as
 

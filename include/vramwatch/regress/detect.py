@@ -32,7 +32,13 @@ from vramwatch.regress.ab import compare, needs_ab
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
 from vramwatch.regress.throughput import relative_noise, throughput_findings
-from vramwatch.regress.vram import Cutoffs, memory_and_status_findings, vanished_findings
+from vramwatch.regress.vram import (
+    Cutoffs,
+    before_cutoff,
+    memory_and_status_findings,
+    row_finding,
+    vanished_findings,
+)
 from vramwatch.rows import number, split_tonight
 
 if TYPE_CHECKING:
@@ -63,16 +69,12 @@ def _gpu_lost_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cut
     for _, row in tonight[tonight["status"] == "ok"].iterrows():
         if number(row["gpu_total_mib"]) is not None:
             continue
-        cutoff = cutoffs.get((row["config_id"], "backend"))
-        past = good[(good["config_id"] == row["config_id"]) & ((good["night"] < cutoff) if cutoff else True)]
+        past = before_cutoff(good[good["config_id"] == row["config_id"]], cutoffs.get((row["config_id"], "backend")))
         if past.empty or number(past.iloc[-1]["gpu_total_mib"]) is None:
             continue
         ref = past.iloc[-1]
-        findings.append(Finding(kind=Kind.GPU_LOST, metric="backend", config_id=row["config_id"],
-                                environment_id=row["environment_id"], model=row["model"], quant=row["quant"],
-                                mode=row["mode"], build_before=str(ref["llama_cpp_commit"]),
-                                build_after=str(row["llama_cpp_commit"]),
-                                detail=f"{ref['gpu_name']} -> no GPU ({row['cpu_model']})"))
+        findings.append(row_finding(Kind.GPU_LOST, "backend", row, ref,
+                                    detail=f"{ref['gpu_name']} -> no GPU ({row['cpu_model']})"))
     return findings
 
 

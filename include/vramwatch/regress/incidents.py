@@ -116,7 +116,8 @@ def _summary(group: Sequence[Finding], delta_mib: float | None, delta_pct: float
     details = {f.detail for f in group if f.detail}
     detail = f" [{details.pop()}]" if len(details) == 1 else ""
     return (f"{_describe(first.kind, first.metric, delta_mib, delta_pct)}{detail} on {len(names)} config(s)"
-            f"{f' ({cause})' if cause else ''}: {', '.join(names)}; llama.cpp {before[:8] or '?'} -> {after[:8] or '?'}")
+            f"{f' ({cause})' if cause else ''}: {', '.join(names)}; "
+            f"llama.cpp {before[:8] or '?'} -> {after[:8] or '?'}")
 
 
 def _changes(group: Sequence[Finding]) -> list[str]:

@@ -21,8 +21,9 @@ environment and metric (tg_avg_ts, pp_avg_ts):
    baseline is only a Suspect, said in the report as not yet judged. It becomes a regression when the next night
    repeats it. Simulated on gaussian noise, two measurements both beyond 3.5 sigmas of a 20-30 night baseline
    happen by chance 2e-5 to 2e-4 of the time (the sigma estimate's own error dominates); a real -10 % step on a
-   config with 1.5 % noise (6.7 sigma) is caught the night it lands 99 % of the time. With 3 % noise the same step is 3.3 sigma: no
-   single-night method separates it from noise reliably, and it is caught over the following nights instead.
+   config with 1.5 % noise (6.7 sigma) is caught the night it lands 99 % of the time. With 3 % noise the same step
+   is 3.3 sigma: no single-night method separates it from noise reliably, and it is caught over the following
+   nights instead.
 4. Once an incident is open, the baseline stays the nights before it opened, and the incident resolves only when a
    night comes back within Z_RESOLVE (2) sigmas: the gap between 3.5 and 2 (hysteresis) keeps a real regression
    from flapping open/resolved on noise, which would page again every time it reopened.

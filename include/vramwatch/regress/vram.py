@@ -22,29 +22,27 @@ from collections.abc import Mapping
 import pandas as pd
 
 from vramwatch.config import VRAM_COMPONENTS, VramPolicy
-from vramwatch.records import OFFLOAD_MODES, config_name
+from vramwatch.records import IDENTITY_KNOBS, OFFLOAD_MODES, config_name
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
 from vramwatch.rows import number
 
 # (config_id, metric) -> night an open incident began: references must come from before it.
 Cutoffs = Mapping[tuple[str, str], str]
-# What a component is called in a sentence, after the GPU device (CUDA0 compute).
-COMPONENT_WORDS = {"gpu_model_mib": "model", "gpu_kv_mib": "KV", "gpu_compute_mib": "compute",
-                   "gpu_output_mib": "output"}
 
 
-def _before(rows: pd.DataFrame, cutoff: str | None) -> pd.DataFrame:
+def before_cutoff(rows: pd.DataFrame, cutoff: str | None) -> pd.DataFrame:
     """The rows a reference may come from: all, or those before the night an open incident began."""
     return rows if cutoff is None else rows[rows["night"] < cutoff]
 
 
 def _reference(past: pd.DataFrame, cutoff: str | None) -> pd.Series | None:
-    rows = _before(past, cutoff)
+    rows = before_cutoff(past, cutoff)
     return None if rows.empty else rows.iloc[-1]
 
 
-def _finding(kind: str, metric: str, row: pd.Series, ref: pd.Series | None, **values: object) -> Finding:
+def row_finding(kind: str, metric: str, row: pd.Series, ref: pd.Series | None, **values: object) -> Finding:
+    """A finding on tonight's row, against the reference row it was judged by (its build is the one before)."""
     return Finding(kind=kind, metric=metric, config_id=row["config_id"], environment_id=row["environment_id"],
                    model=row["model"], quant=row["quant"], mode=row["mode"],
                    build_before="" if ref is None else str(ref["llama_cpp_commit"]),
@@ -63,7 +61,7 @@ def component_change(row: pd.Series, metric: str, before: float, after: float) -
     """One config's exact change, as the report's and the alert's first lines say it."""
     delta = after - before
     pct = f", {100.0 * delta / before:+.1f}%" if before else ""
-    return (f"{config_name(row['config_id'])}: {gpu_device(row)} {COMPONENT_WORDS[metric]} {before:.2f} -> "
+    return (f"{config_name(row['config_id'])}: {gpu_device(row)} {VRAM_COMPONENTS[metric]} {before:.2f} -> "
             f"{after:.2f} MiB ({delta:+.2f} MiB{pct})")
 
 
@@ -73,7 +71,7 @@ def _status_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Fin
     if ref is None or ref["status"] != "ok":
         return None
     detail = f"ok -> {row['status']}" + (f": {row['error']}" if row["error"] else "")
-    return _finding(kind, "status", row, ref, detail=detail)
+    return row_finding(kind, "status", row, ref, detail=detail)
 
 
 def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
@@ -82,14 +80,14 @@ def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Fi
     ref = _reference(good, cutoffs.get((row["config_id"], metric)))
     if row["mode"] not in OFFLOAD_MODES or ref is None or not ref[metric] or row[metric]:
         return None
-    return _finding(Kind.OFFLOAD_STOPPED, metric, row, ref, before=float(ref[metric]), after=0.0,
+    return row_finding(Kind.OFFLOAD_STOPPED, metric, row, ref, before=float(ref[metric]), after=0.0,
                     detail=f"{int(ref[metric])} -> 0 tensors in CPU memory")
 
 
 def _lowest_recent(good: pd.DataFrame, metric: str, cutoff: str | None, window: int) -> pd.Series | None:
     """The row with the metric's lowest value among the last `window` good rows (before the cutoff); the latest
     such row on a tie, so the reference names the newest build at that level."""
-    rows = _before(good, cutoff).tail(window)
+    rows = before_cutoff(good, cutoff).tail(window)
     values = rows[metric].map(number).dropna()
     return None if values.empty else rows.loc[values[::-1].idxmin()]
 
@@ -107,7 +105,7 @@ def _component_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, po
             continue  # reported exactly in the report's change table, but below what pages
         last = number(good.iloc[-1][metric])
         creep = delta > 0 and last is not None and not rule.pages(before, after - last)  # tonight's step is small
-        findings.append(_finding(
+        findings.append(row_finding(
             Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before, after=after,
             delta_mib=delta, delta_pct=100.0 * delta / before if before else None,
             detail=f"crept up since {ref['night']}" if creep else "",
@@ -125,7 +123,7 @@ def _fit_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, policy: 
         before = None if ref is None else number(ref["needed_mib"])
         limit = size * 1024
         if after is not None and before is not None and before <= limit < after:
-            findings.append(_finding(
+            findings.append(row_finding(
                 Kind.NO_LONGER_FITS, metric, row, ref, before=before, after=after, delta_mib=after - before,
                 delta_pct=100.0 * (after - before) / before,
                 change=f"{config_name(row['config_id'])}: needs {after / 1024:.2f} GiB, no longer fits {size:g} GiB "
@@ -157,10 +155,9 @@ def memory_and_status_findings(tonight: pd.DataFrame, before: pd.DataFrame, cuto
 
 
 def _settings_changes(old: pd.Series, new: pd.Series) -> str:
-    knobs = ("n_prompt", "n_gen", "n_ctx", "n_batch", "n_ubatch", "flash_attn", "use_mmap", "type_k", "type_v",
-             "n_gpu_layers")
-    changed = [f"{k} {old[k]} -> {new[k]}" for k in knobs if k in old and k in new and old[k] != new[k]]
-    return ", ".join(changed) or "generation test or threads"
+    """The identity knobs (records.IDENTITY_KNOBS) whose flat-row columns differ between two rows of one name."""
+    changed = [f"{k} {old[k]} -> {new[k]}" for k in IDENTITY_KNOBS if k in old and k in new and old[k] != new[k]]
+    return ", ".join(changed) or "the generation test"
 
 
 def vanished_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs = {}) -> list[Finding]:
@@ -183,8 +180,8 @@ def vanished_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cuto
         row["config_id"], row["llama_cpp_commit"] = config_id, after
         if ref["config_name"] in renamed:
             new = tonight.loc[renamed[ref["config_name"]]]
-            findings.append(_finding(Kind.SERIES_CHANGED, "config", new, ref,
+            findings.append(row_finding(Kind.SERIES_CHANGED, "config", new, ref,
                                      detail=f"settings changed: {_settings_changes(ref, new)}"))
         else:
-            findings.append(_finding(Kind.VANISHED, "config", row, ref, detail=f"last seen {ref['night']}"))
+            findings.append(row_finding(Kind.VANISHED, "config", row, ref, detail=f"last seen {ref['night']}"))
     return findings

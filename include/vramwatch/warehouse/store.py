@@ -95,6 +95,11 @@ def _insert(session: Session, model: type) -> Any:
     return dialect.insert(model)
 
 
+def _has_results() -> Any:
+    """Whether a run stored any result: the runs `latest_run` and `previous_run` consider."""
+    return select(ResultRow.id).where(ResultRow.run_id == RunRow.run_id).exists()
+
+
 def _iso(moment: datetime | None) -> str:
     if moment is None:
         return ""
@@ -304,8 +309,7 @@ class Warehouse:
 
     def latest_run(self, night: str | date | None = None) -> RunRecord | None:
         """The newest run that stored results (on `night`, if given), or None."""
-        has_results = select(ResultRow.id).where(ResultRow.run_id == RunRow.run_id).exists()
-        conditions = [has_results] + ([RunRow.night == _night(night)] if night is not None else [])
+        conditions = [_has_results()] + ([RunRow.night == _night(night)] if night is not None else [])
         found = self._run_records(*conditions, limit=1)
         return found[0] if found else None
 
@@ -314,8 +318,7 @@ class Warehouse:
         run = self.run(run_id)
         night, started = _night(run.night), datetime.fromisoformat(run.started)
         earlier = (RunRow.night < night) | ((RunRow.night == night) & (RunRow.started < started))
-        has_results = select(ResultRow.id).where(ResultRow.run_id == RunRow.run_id).exists()
-        found = self._run_records(earlier, has_results, limit=1)
+        found = self._run_records(earlier, _has_results(), limit=1)
         return found[0] if found else None
 
     def run_environments(self, run_id: str) -> list[str]:
