@@ -553,7 +553,7 @@ class RunRecord(Record):
     backend: str
     n_results: int = 0
     n_quarantined: int = 0
-    error: str = ""  # why its store failed, on a failed run
+    error: str = ""  # why its store (or its validation) failed, on a failed run
 
 
 # --------------------------------------------------------------------------------------------- regress / alert
