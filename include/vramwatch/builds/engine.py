@@ -33,7 +33,7 @@ from vramwatch.builds.abi import guard_bindings
 from vramwatch.builds.backend import build_request, ccache_args, compile_env
 from vramwatch.builds.build_tree import build_slot, ccache_env, slot_dir, slot_lock, sync_tree
 from vramwatch.builds.detect import find_build
-from vramwatch.builds.llama_bench import build_llama_bench
+from vramwatch.builds.llama_bench import TOOLS_OFF, build_llama_bench
 from vramwatch.builds.locking import exclusive
 from vramwatch.builds.process import StepFailed, engine_env, run_step, say
 from vramwatch.builds.slim import LLAMA
@@ -128,7 +128,7 @@ def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: P
         run_step("install build backend", [python, "-m", "pip", "install", "--disable-pip-version-check",
                                            *pip_index_args(request), *backend], log)
         env = {**compile_env(request), **ccache_env(paths)}
-        env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend)])
+        env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend), TOOLS_OFF])
         say(f"CMAKE_ARGS={env['CMAKE_ARGS']}")
         out = work / "wheel"
         shutil.rmtree(out, ignore_errors=True)
