@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import typing_extensions
+from support.llama_commits import share_release
 from support.llama_headers import headers_of
 
 from vramwatch.builds.backend import build_request
@@ -49,15 +50,6 @@ def _seed_wheel(paths: Paths, source: BuildSource, version: str, engine_build) -
     return dest / wheel.name
 
 
-def _share_release(paths: Paths, engine_build) -> None:
-    """Give a test cache the already downloaded and unpacked 0.3.36 sdist (read-only use)."""
-    sdist = Paths().cache / "sdists" / f"llama_cpp_python-{VERSION}.tar.gz"
-    (paths.cache / "sdists").mkdir(parents=True, exist_ok=True)
-    (paths.cache / "sdists" / sdist.name).symlink_to(sdist)
-    (paths.cache / "src").mkdir(parents=True, exist_ok=True)
-    (paths.cache / "src" / VERSION).symlink_to(engine_build.source_dir)
-
-
 @pytest.fixture
 def offline(monkeypatch):
     """No package index and no network: only what --find-links names can be installed."""
@@ -70,7 +62,7 @@ def offline(monkeypatch):
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, engine_build):
     maker = _paths(tmp_path_factory.mktemp("maker"))
-    _share_release(maker, engine_build)
+    share_release(maker, Path(engine_build.source_dir), VERSION)
     return make_bundle(VERSION, tmp_path_factory.mktemp("bundle"), maker)
 
 
@@ -184,7 +176,7 @@ def _git_build(tmp_path: Path, engine_build, llama_h_edit: tuple[str, str] | Non
     """build_engine of tag b1 from a local repository, with the session engine's wheel in the wheel cache."""
     repo, commit = _llama_cpp_repo(tmp_path, engine_build, llama_h_edit)
     paths = _paths(tmp_path)
-    _share_release(paths, engine_build)
+    share_release(paths, Path(engine_build.source_dir), VERSION)
     source = BuildSource(source="git", location=str(repo), version="b*", backend="cpu")
     _seed_wheel(paths, source, "b1", engine_build)
     return build_engine(source, "b1", paths), commit
