@@ -603,6 +603,7 @@ class Incident(Record):
     is_new: bool = False  # opened tonight
     escalated: bool = False  # an open incident that grew tonight beyond the policy: it pages again
     changes: list[str] = field(default_factory=list)  # per config, what changed exactly (the report's first lines)
+    bisection: BisectResult | None = None  # the search for the release or commit that made the change, once run
 
     @property
     def pages(self) -> bool:
