@@ -16,12 +16,16 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
+from packaging.version import InvalidVersion, Version
+
 from vramwatch.bench.ab import run_ab
 from vramwatch.bench.runner import run_config
 from vramwatch.bisect import refs
 from vramwatch.bisect.metric import is_model_buffer, is_throughput, parse_metric, read_figure, unit
 from vramwatch.bisect.search import Probe, ab_verdict, endpoint_problem, expected_steps, figure_verdict, search
+from vramwatch.builds.detect import find_build
 from vramwatch.builds.engine import build_engine
+from vramwatch.builds.process import StepFailed
 from vramwatch.builds.sources import is_commit, read_llama_cpp_commit, release_source
 from vramwatch.config import BuildSource, Matrix, Paths
 from vramwatch.errors import UserError
@@ -81,18 +85,30 @@ def find_config(matrix: Matrix, wanted: str, build: BuildRecord, paths: Paths) -
                     f"use one of: {', '.join(c.config_id for c in configs)}")
 
 
-def _commit_of(ref: str, matrix: Matrix, paths: Paths) -> str:
-    """A commit-level endpoint: a llama.cpp commit as given, or the one a release of the matrix's source vendors."""
-    if is_commit(ref) or matrix.build.source == "git":
+def _commit_of(ref: str, role: str, matrix: Matrix, source: BuildSource, paths: Paths) -> str:
+    """A commit-level end: a llama.cpp commit as given, a tag of the git repository, or the commit a release of the
+    matrix's source vendors."""
+    if is_commit(ref):
         return ref
-    request = BuildRequest(version=ref, source=matrix.build.source, location=matrix.build.location)
+    if matrix.build.source == "git":
+        return find_build(source, ref).commit
+    try:
+        Version(ref)
+    except InvalidVersion:
+        raise UserError(f"--{role} {ref!r} is not a full llama.cpp commit hash",
+                        "give 40-hex commit hashes (a build's llama_cpp_commit), or release versions") from None
     log = paths.cache / "bisect.log"
     log.parent.mkdir(parents=True, exist_ok=True)
-    commit = read_llama_cpp_commit(release_source(request, paths, log).path)
+    request = BuildRequest(version=ref, source=matrix.build.source, location=matrix.build.location)
+    try:
+        commit = read_llama_cpp_commit(release_source(request, paths, log).path)
+    except StepFailed as failure:
+        raise UserError(f"cannot read which llama.cpp commit release {ref} vendors: {failure.error}",
+                        "give the llama.cpp commit hashes themselves") from None
     if not is_commit(commit):
-        raise UserError(f"the llama.cpp commit of {ref} is unknown (its sdist carries no commit marker)",
+        raise UserError(f"the llama.cpp commit of release {ref} is unknown (its sdist carries no commit marker)",
                         "give the llama.cpp commit hashes themselves")
-    _say(f"{ref} vendors llama.cpp {commit[:12]}")
+    _say(f"release {ref} vendors llama.cpp {commit[:12]}")
     return commit
 
 
@@ -147,7 +163,7 @@ def run_bisect(matrix: Matrix, config_id: str, good: str, bad: str, *, level: Bi
         result = dataclasses.replace(result, notes=["the metric is the model buffer: each build quantized its own "
                                                     "model file (the others bench the good build's)"])
     if level == "commit":
-        good, bad = _commit_of(good, matrix, paths), _commit_of(bad, matrix, paths)
+        good, bad = (_commit_of(good, "good", matrix, source, paths), _commit_of(bad, "bad", matrix, source, paths))
         result = dataclasses.replace(result, good=good, bad=bad)
     try:
         candidates, culprit_of = _candidates(source, level, good, bad, paths)
