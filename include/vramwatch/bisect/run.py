@@ -85,6 +85,13 @@ def find_config(matrix: Matrix, wanted: str, build: BuildRecord, paths: Paths) -
                     f"use one of: {', '.join(c.config_id for c in configs)}")
 
 
+def _git_log(paths: Paths) -> Path:
+    """Where the fetches and unpacks a bisection makes outside any build write their output."""
+    log = paths.cache / "bisect.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return log
+
+
 def _commit_of(ref: str, role: str, matrix: Matrix, source: BuildSource, paths: Paths) -> str:
     """A commit-level end: a llama.cpp commit as given, a tag of the git repository, or the commit a release of the
     matrix's source vendors."""
@@ -97,11 +104,9 @@ def _commit_of(ref: str, role: str, matrix: Matrix, source: BuildSource, paths: 
     except InvalidVersion:
         raise UserError(f"--{role} {ref!r} is not a full llama.cpp commit hash",
                         "give 40-hex commit hashes (a build's llama_cpp_commit), or release versions") from None
-    log = paths.cache / "bisect.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
     request = BuildRequest(version=ref, source=matrix.build.source, location=matrix.build.location)
     try:
-        commit = read_llama_cpp_commit(release_source(request, paths, log).path)
+        commit = read_llama_cpp_commit(release_source(request, paths, _git_log(paths)).path)
     except StepFailed as failure:
         raise UserError(f"cannot read which llama.cpp commit release {ref} vendors: {failure.error}",
                         "give the llama.cpp commit hashes themselves") from None
@@ -225,9 +230,7 @@ def _candidates(source: BuildSource, level: BisectLevel, good: str,
     """The refs strictly between good and bad, and how to name a culprit among them."""
     if level == "release":
         return refs.releases_between(source, good, bad), refs.release_culprit
-    log = paths.cache / "bisect.log"
-    log.parent.mkdir(parents=True, exist_ok=True)
-    commit_range = refs.commits_between(source.location, good, bad, paths, log)
+    commit_range = refs.commits_between(source.location, good, bad, paths, _git_log(paths))
     return ([c.commit for c in commit_range.commits],
             lambda commit, _: refs.commit_culprit(commit_range.repo, commit))
 
