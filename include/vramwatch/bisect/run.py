@@ -124,6 +124,7 @@ class _Bisection:
         self.matrix, self.source, self.metric, self.paths = matrix, source, metric, paths
         self.config: BenchConfig | None = None
         self.good_build: BuildRecord | None = None
+        self.bad_figure: float | None = None  # given: the bad end is not measured
 
     def build(self, ref: str) -> tuple[BuildRecord, float]:
         started = time.monotonic()
@@ -150,8 +151,12 @@ class _Bisection:
 
 
 def run_bisect(matrix: Matrix, config_id: str, good: str, bad: str, *, level: BisectLevel = "release",
-               metric: str = "gpu_compute_mib", repository: str = "", paths: Paths | None = None) -> BisectResult:
+               metric: str = "gpu_compute_mib", repository: str = "", bad_figure: float | None = None,
+               paths: Paths | None = None) -> BisectResult:
     """Find the first release or commit after `good` whose `metric` for `config_id` is `bad`'s.
+
+    bad_figure: the bad build's figure when it is known already (a VRAM incident's, measured on the same GPU model):
+    the bad end is then neither built nor benched. The good end is always measured: its build makes the model file.
 
     Progress goes to stderr ("step k of ~N: candidate ..."); bad input raises UserError; everything that stops the
     search (a failed endpoint build, endpoints that do not reproduce, a range that is not reachable) is a result
@@ -159,6 +164,9 @@ def run_bisect(matrix: Matrix, config_id: str, good: str, bad: str, *, level: Bi
     """
     paths = paths or Paths()
     metric = parse_metric(metric)
+    if bad_figure is not None and is_throughput(metric):
+        raise UserError("a throughput bisection measures the bad build in an A/B: it takes no given figure",
+                        "leave out the bad build's figure")
     _matrix_for(matrix, config_id)  # a config the matrix does not have fails now, not after a build
     started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
     source = build_source(matrix, level, repository)
@@ -179,6 +187,7 @@ def run_bisect(matrix: Matrix, config_id: str, good: str, bad: str, *, level: Bi
          f"about {expected_steps(len(candidates))} step(s) after measuring both ends")
 
     bisection = _Bisection(matrix, source, metric, paths)
+    bisection.bad_figure = bad_figure
     good_build, good_build_s = bisection.build(good)
     if not good_build.ok:
         step = BisectStep(good, "good", "skipped", reason=f"build failed: {good_build.error}", build_s=good_build_s)
@@ -250,7 +259,9 @@ def _vram_judge(bisection: _Bisection, good: str, bad: str, good_build_s: float)
     good_probe = dataclasses.replace(figure_of(bisection.config, bisection.good_build), build_s=good_build_s,
                                      bench_s=round(time.monotonic() - started, 1),
                                      llama_cpp_commit=bisection.good_build.llama_cpp_commit)
-    bad_probe = bisection.measure(bad, figure_of)
+    given = bisection.bad_figure
+    bad_probe = (bisection.measure(bad, figure_of) if given is None
+                 else Probe("bad", given, reason="given, not measured"))
     if good_probe.figure is not None and bad_probe.figure is not None:
         bad_probe = dataclasses.replace(bad_probe, verdict="bad" if bad_probe.figure != good_probe.figure else "good")
 

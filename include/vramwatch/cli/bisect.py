@@ -32,6 +32,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--repository", default="", metavar="URL_OR_PATH",
                         help="--level commit: the llama.cpp repository, a URL or a local mirror (default: the matrix's "
                              "git location, else upstream)")
+    parser.add_argument("--bad-figure", type=float, metavar="MIB",
+                        help="the bad build's figure when known (a VRAM incident's, same GPU model): the bad build is "
+                             "then not built or measured; the good one always is")
     add_matrix(parser, "the matrix whose build source and config to use")
     parser.add_argument("--out", type=Path, metavar="FILE", help="also write the result as JSON to FILE")
     parser.set_defaults(func=bisect_command)
@@ -42,7 +45,7 @@ def bisect_command(args: argparse.Namespace) -> int:
     from vramwatch.config import load_matrix
 
     result = run_bisect(load_matrix(args.matrix), args.config, args.good, args.bad, level=args.level,
-                        metric=args.metric, repository=args.repository)
+                        metric=args.metric, repository=args.repository, bad_figure=args.bad_figure)
     if args.out:
         write_result(result, args.out)
     print(result.headline())

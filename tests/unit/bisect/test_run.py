@@ -37,3 +37,10 @@ def test_commit_bisection_names_the_planted_commit_and_steps_around_the_broken_b
     assert broken.reason.startswith("build failed") and "llama-context.cpp" in broken.reason
     assert [step.verdict for step in candidates[1:]] == ["good", "bad"]
     assert candidates[2].figure == result.figure_bad and all(step.build_s > 0 for step in result.steps)
+
+    # again with the bad end's figure given (as a VRAM incident knows it): the bad end is not built, same culprit
+    again = run_bisect(load_matrix("demo"), CONFIG, repo.good, repo.bad, level="commit", metric="CPU/compute",
+                       repository=str(repo.path), bad_figure=result.figure_bad, paths=paths)
+    assert again.culprit == result.culprit
+    bad_end = next(step for step in again.steps if step.role == "bad")
+    assert (bad_end.reason, bad_end.build_s, bad_end.llama_cpp_commit) == ("given, not measured", 0.0, "")

@@ -16,6 +16,8 @@ CONFIG = "deepseek-moe-16b-tiny/Q4_K_M/baseline"
     (["--metric", "vram"], "--metric 'vram' is not something a bench measures"),
     (["--config", "nope/Q4_K_M/baseline"], "--config 'nope/Q4_K_M/baseline' names no model of matrix demo"),
     (["--level", "commit", "--good", "abc123"], "--good 'abc123' is not a full llama.cpp commit hash"),
+    (["--metric", "tg", "--bad-figure", "260.39"], "a throughput bisection measures the bad build in an A/B: it "
+                                                   "takes no given figure"),
 ])
 def test_bad_input_is_one_line_and_its_fix(args, error, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("VRAMWATCH_CACHE_DIR", str(tmp_path / "cache"))
