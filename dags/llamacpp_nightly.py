@@ -2,6 +2,7 @@
 
 detect_build -> build_engine -> prepare_models -> bench (one mapped task per config, GPU queue)
   -> validate -> store -> detect_regressions -> report -> alert -> prune (GPU worker) + prune_reports
+                                             -> bisections -> bisect (one llamacpp_bisect run per new incident)
 
 Orchestration only: every task is one call into vramwatch.pipeline. The matrix (models, quants, modes, queue) is
 VRAMWATCH_MATRIX (a shipped name or a YAML path; default "seed"); an invalid matrix fails the import naming the field.
@@ -13,6 +14,7 @@ import os
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
 from vramwatch.config import load_matrix
@@ -107,6 +109,12 @@ def llamacpp_nightly():
         return pipeline.task_detect_regressions(MATRIX_NAME, run_id, build)
 
     @task
+    def bisections(verdicts: dict) -> list[dict]:
+        from vramwatch import pipeline
+
+        return pipeline.task_bisections_to_start(MATRIX_NAME, verdicts)
+
+    @task
     def report(verdicts: dict, run_id: str | None = None) -> dict:
         from vramwatch import pipeline
 
@@ -139,6 +147,9 @@ def llamacpp_nightly():
     stored = store(build, validated)
     verdicts = detect_regressions(build, stored)
     alert(report(verdicts)) >> [prune(), prune_reports()]
+    # each new VRAM or speed incident gets its culprit searched, in a run of its own (hours on the GPU worker)
+    TriggerDagRunOperator.partial(task_id="bisect", trigger_dag_id="llamacpp_bisect").expand(
+        conf=bisections(verdicts))
 
 
 llamacpp_nightly()

@@ -20,8 +20,10 @@ from vramwatch.records import (
     ABRun,
     BenchConfig,
     BenchResult,
+    BisectResult,
     BuildCheck,
     BuildRecord,
+    IncidentKind,
     MeasuredNight,
     NightSummary,
     NightVerdicts,
@@ -251,6 +253,60 @@ def prune_reports(matrix: Matrix, dry_run: bool = False) -> PruneResult:
     return prune_data_docs(Paths().reports, matrix.keep_data_docs, dry_run=dry_run)
 
 
+# The incidents a bisection can explain: a buffer or a speed that changed between two builds.
+BISECTABLE = (IncidentKind.VRAM, IncidentKind.THROUGHPUT)
+
+
+def bisections_to_start(verdicts: NightVerdicts, matrix: Matrix, warehouse: Warehouse | None = None
+                        ) -> list[dict[str, Any]]:
+    """The llamacpp_bisect DAG's conf for each incident opened tonight that a bisection can explain: its first
+    config, between the builds the incident names (their releases, or their llama.cpp commits for a git source)."""
+    level = "commit" if matrix.build.source == "git" else "release"
+    releases = {run.llama_cpp_commit: run.build_version for run in _open(warehouse).runs()}
+    confs = []
+    for incident in verdicts.incidents:
+        if not (incident.is_new and incident.pages and incident.kind in BISECTABLE and incident.incident_id):
+            continue
+        ends = (incident.build_before, incident.build_after)
+        good, bad = ends if level == "commit" else (releases.get(ends[0]), releases.get(ends[1]))
+        if not (good and bad) or good == bad:
+            _say(f"bisect: incident #{incident.incident_id} lies between no two known {level}s ({good} -> {bad}): "
+                 "not bisected")
+            continue
+        confs.append({"incident_id": incident.incident_id, "config": incident.configs[0], "good": good, "bad": bad,
+                      "level": level, "metric": incident.metric})
+    _say(f"bisect: {len(confs)} new incident(s) to bisect")
+    return confs
+
+
+def bisect(matrix: Matrix, config: str, good: str, bad: str, level: str = "release", metric: str = "gpu_compute_mib",
+           repository: str = "") -> BisectResult:
+    """The bisection stage (vramwatch.bisect.run): on the worker that builds and benches."""
+    from vramwatch.bisect.run import run_bisect
+
+    return run_bisect(matrix, config, good, bad, level=level, metric=metric,  # type: ignore[arg-type]
+                      repository=repository)
+
+
+def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Warehouse | None = None) -> str:
+    """Keep a bisection's result: as JSON under reports/bisect/, on its incident (when it has one), and in an alert
+    (the regression alert's follow-up). Returns the JSON's path."""
+    from vramwatch.alerts.delivery import AlertChannels, DeliveryLog, deliver
+    from vramwatch.alerts.messages import bisection_alert
+
+    reports = Paths().reports
+    name = f"{result.started_at.replace(':', '')}-{incident_id or 'manual'}.json"
+    out = reports / "bisect" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(result.to_json(indent=2) + "\n")
+    if incident_id is not None:
+        _open(warehouse).save_bisection(incident_id, result)
+    deliver(bisection_alert(result, incident_id), AlertChannels.from_env(),
+            DeliveryLog.for_night(reports, result.started_at[:10]))
+    _say(f"bisect: {result.headline()} -> {out}")
+    return str(out)
+
+
 # ------------------------------------------------------------------------- dict adapters for scheduler tasks
 # Airflow passes XComs as JSON; these wrap the stages above with record <-> dict conversion and nothing else.
 
@@ -315,3 +371,17 @@ def task_prune(matrix_name: str) -> dict[str, Any]:
 
 def task_prune_reports(matrix_name: str) -> dict[str, Any]:
     return prune_reports(load_matrix(matrix_name)).to_dict()
+
+
+def task_bisect(matrix_name: str, params: dict[str, Any]) -> dict[str, Any]:
+    return bisect(load_matrix(matrix_name), params["config"], params["good"], params["bad"],
+                  params.get("level") or "release", params.get("metric") or "gpu_compute_mib",
+                  params.get("repository") or "").to_dict()
+
+
+def task_store_bisection(result: dict[str, Any], incident_id: int | None) -> str:
+    return store_bisection(BisectResult.from_dict(result), incident_id)
+
+
+def task_bisections_to_start(matrix_name: str, verdicts: dict[str, Any]) -> list[dict[str, Any]]:
+    return bisections_to_start(NightVerdicts.from_dict(verdicts), load_matrix(matrix_name))

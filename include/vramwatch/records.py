@@ -609,6 +609,7 @@ class Incident(Record):
     is_new: bool = False  # opened tonight
     escalated: bool = False  # an open incident that grew tonight beyond the policy: it pages again
     changes: list[str] = field(default_factory=list)  # per config, what changed exactly (the report's first lines)
+    bisection: BisectResult | None = None  # the search for the release or commit that made the change, once run
 
     @property
     def pages(self) -> bool:
@@ -709,3 +710,77 @@ class PruneResult(Record):
         return (f"{verb} {self.freed_bytes / 2**30:.1f} GiB: removed {len(self.removed)} {self.unit}(s), kept "
                 f"{len(self.kept)} ({kept or 'none'})"
                 + (f", {len(self.in_use)} in use left for next time" if self.in_use else ""))
+
+
+# --------------------------------------------------------------------------------------------- bisect
+
+BisectLevel = Literal["release", "commit"]
+BISECT_LEVELS: tuple[BisectLevel, ...] = typing.get_args(BisectLevel)
+BisectVerdict = Literal["good", "bad", "skipped"]
+
+
+@dataclass(frozen=True)
+class BisectStep(Record):
+    """One build the bisection measured: an endpoint (role good/bad) or a candidate between them."""
+
+    ref: str  # llama-cpp-python version (release level) or llama.cpp commit (commit level)
+    role: str  # good | bad (the endpoints, measured first) | candidate
+    verdict: BisectVerdict
+    figure: float | None = None  # MiB for a buffer, B/A median ratio for throughput; None: not measured (reason)
+    reason: str = ""  # why a candidate was skipped (its build's error, a failed bench, an inconclusive A/B)
+    build_s: float = 0.0  # wall time of build_engine for it (a reused build takes seconds)
+    bench_s: float = 0.0
+    llama_cpp_commit: str = ""
+
+
+@dataclass(frozen=True)
+class Culprit(Record):
+    """The first bad release or commit, with where to read about it."""
+
+    ref: str
+    subject: str = ""  # the commit's subject line; "llama-cpp-python X" for a release
+    date: str = ""  # commit date (ISO 8601); empty for a release (the index does not say)
+    link: str = ""
+    llama_cpp_commit: str = ""
+
+
+@dataclass(frozen=True)
+class BisectResult(Record):
+    """What a bisection found for one config, or where it stopped and why (`stopped` empty = it finished)."""
+
+    config_id: str
+    level: BisectLevel
+    metric: str  # a buffer ("CUDA0/compute"), a Memory field ("gpu_compute_mib") or a throughput test ("tg")
+    unit: str  # MiB, or "x" (throughput: the candidate's median over the good build's)
+    good: str
+    bad: str
+    figure_good: float | None = None
+    figure_bad: float | None = None
+    candidates: int = 0  # refs strictly between good and bad
+    culprit: Culprit | None = None
+    last_good: str = ""  # the narrowed range: the culprit lies after last_good, at or before first_bad
+    first_bad: str = ""
+    last_good_commit: str = ""  # their llama.cpp commits: what a commit-level bisection of a release result searches
+    first_bad_commit: str = ""
+    steps: list[BisectStep] = field(default_factory=list)
+    stopped: str = ""
+    notes: list[str] = field(default_factory=list)  # e.g. that each candidate quantized its own model file
+    started_at: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.culprit is not None and not self.stopped
+
+    def headline(self) -> str:
+        """One line for the report, the alert and the page."""
+        figures = (f" ({_figure(self.figure_good, self.unit)} -> {_figure(self.figure_bad, self.unit)})"
+                   if self.figure_good is not None and self.figure_bad is not None else "")
+        if self.culprit is not None:
+            return f"{self.metric}{figures} changed in {self.level} {self.culprit.ref}: {self.culprit.subject}"
+        where = f" between {self.last_good} and {self.first_bad}" if self.last_good or self.first_bad else ""
+        return f"{self.metric}{figures}: bisection stopped{where}: {self.stopped}"
+
+
+def _figure(value: float, unit: str) -> str:
+    return f"{value:.3f}x" if unit == "x" else f"{value:.2f} {unit}"

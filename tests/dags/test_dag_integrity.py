@@ -17,6 +17,7 @@ DAGS = REPO / "dags"
 HEAVY_MODULES = ("llama_cpp", "great_expectations", "matplotlib", "pandas", "sqlalchemy.orm", "gguf", "numpy",
                  "vramwatch.bench", "vramwatch.warehouse", "vramwatch.report", "vramwatch.models")
 GPU_TASKS = {"build_engine", "prepare_models", "bench", "detect_regressions", "prune"}  # prune: the worker's disk
+BISECT_GPU_TASKS = {"bisect"}  # llamacpp_bisect's: builds every candidate and benches it
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +55,7 @@ def test_dag_files_import_no_heavy_modules():
     assert out.stdout.strip().splitlines()[-1] == "[]"
 
 
-@pytest.mark.parametrize("dag_id", ["llamacpp_nightly", "llamacpp_weekly_refresh"])
+@pytest.mark.parametrize("dag_id", ["llamacpp_nightly", "llamacpp_weekly_refresh", "llamacpp_bisect"])
 def test_dag_is_owned_tagged_and_scheduled(dagbag, dag_id):
     dag = dagbag.dags[dag_id]
     assert dag.tags, "every DAG needs tags"
@@ -69,10 +70,12 @@ def test_every_task_retries(dagbag):
         assert not no_retries, f"{dag.dag_id}: tasks without retries: {no_retries}"
 
 
-def test_gpu_tasks_run_on_the_gpu_queue_and_pool(dagbag):
-    dag = dagbag.dags["llamacpp_nightly"]
+@pytest.mark.parametrize(("dag_id", "gpu_tasks"), [("llamacpp_nightly", GPU_TASKS),
+                                                   ("llamacpp_bisect", BISECT_GPU_TASKS)])
+def test_gpu_tasks_run_on_the_gpu_queue_and_pool(dagbag, dag_id, gpu_tasks):
+    dag = dagbag.dags[dag_id]
     for task in dag.tasks:
-        if task.task_id in GPU_TASKS:
+        if task.task_id in gpu_tasks:
             assert (task.queue, task.pool) == ("gpu", "gpu"), task.task_id
         else:
             assert task.queue != "gpu", f"{task.task_id} needs no GPU and must not hold the GPU queue"
@@ -96,6 +99,18 @@ def test_bench_tasks_are_named_by_config_and_pruning_runs_whatever_the_alert_did
     assert {dag.get_task(t).trigger_rule for t in ("prune", "prune_reports")} == {"all_done"}
 
 
+def test_the_nightly_triggers_a_bisection_per_new_incident_and_the_bisection_stores_it(dagbag):
+    nightly, bisect = dagbag.dags["llamacpp_nightly"], dagbag.dags["llamacpp_bisect"]
+    trigger = nightly.get_task("bisect")
+    assert trigger.partial_kwargs["trigger_dag_id"] == "llamacpp_bisect"
+    assert trigger.upstream_task_ids == {"bisections"}
+    assert nightly.get_task("bisections").upstream_task_ids == {"detect_regressions"}
+    assert bisect.get_task("store").upstream_task_ids == {"bisect"}
+    assert type(bisect.timetable).__name__ == "NullTimetable"  # no schedule: only triggered
+    assert {"config", "good", "bad", "level", "metric", "incident_id"} <= set(bisect.params)
+    assert bisect.get_task("bisect").execution_timeout.total_seconds() >= 6 * 3600  # hours of builds
+
+
 def test_weekly_refresh_forces_the_nightly(dagbag):
     (task,) = dagbag.dags["llamacpp_weekly_refresh"].tasks
     assert task.trigger_dag_id == "llamacpp_nightly" and task.conf == {"force": True}
@@ -109,7 +124,8 @@ def test_a_matrix_that_cannot_run_fails_the_dag_import_naming_each_field(tmp_pat
     airflow = str(Path(sys.executable).with_name("airflow"))
     out = subprocess.run([airflow, "dags", "list-import-errors", "--local", "-o", "json"], capture_output=True,
                          text=True, env=env, timeout=300)
-    (error,) = json.loads(out.stdout[out.stdout.index("[{"):])
-    assert error["filepath"].endswith("llamacpp_nightly.py")
-    assert "n_prompt: 4096 prompt tokens plus one generated do not fit n_ctx 4096" in error["error"]
-    assert "quants: 'Q4_K_X' is not a llama.cpp file type" in error["error"]
+    errors = json.loads(out.stdout[out.stdout.index("[{"):])
+    assert sorted(Path(e["filepath"]).name for e in errors) == ["llamacpp_bisect.py", "llamacpp_nightly.py"]
+    for error in errors:  # both DAGs read the matrix: its queue and pool
+        assert "n_prompt: 4096 prompt tokens plus one generated do not fit n_ctx 4096" in error["error"]
+        assert "quants: 'Q4_K_X' is not a llama.cpp file type" in error["error"]

@@ -1,1 +1,2 @@
-"""Helpers the tests share: realistic records built in code (samples) and tiny real GGUF models (tiny_models)."""
+"""Helpers the tests share: realistic records built in code (samples), tiny real GGUF models (tiny_models), local
+git repositories (git_repos)."""

@@ -12,6 +12,9 @@ import hashlib
 from vramwatch.records import (
     BenchConfig,
     BenchResult,
+    BisectResult,
+    BisectStep,
+    Culprit,
     Fingerprint,
     GenerationResult,
     Memory,
@@ -129,3 +132,28 @@ def markup_named_rows() -> list[BenchResult]:
     row = replace(row, config__model=replace(row.config.model, model=XSS_PAYLOAD), status=XSS_PAYLOAD,
                   error="bench said so")
     return [row, row]
+
+
+def bisection(found: bool = True, subject: str = "llama-cpp-python 0.3.33") -> BisectResult:
+    """The issue's GPU case at release level: DeepSeek-MoE-16B Q4_K_M baseline, CUDA0 compute 236.26 -> 260.39 MiB
+    between 0.3.30 and 0.3.36 (the culprit and figures between are made up). found False: 0.3.33's build failed,
+    so it stops between 0.3.32 and 0.3.34."""
+    steps = [
+        BisectStep("0.3.30", "good", "good", 236.26, build_s=512.0, bench_s=41.0, llama_cpp_commit="a" * 40),
+        BisectStep("0.3.36", "bad", "bad", 260.39, build_s=498.0, bench_s=40.0, llama_cpp_commit="f" * 40),
+        BisectStep("0.3.33", "candidate", "skipped", None, "build failed: ggml.c:12: error: x", 60.0, 0.0)
+        if not found else BisectStep("0.3.33", "candidate", "bad", 260.39, build_s=470.0, bench_s=39.0,
+                                     llama_cpp_commit="c" * 40),
+        BisectStep("0.3.32", "candidate", "good", 236.26, build_s=465.0, bench_s=40.0, llama_cpp_commit="b" * 40),
+        BisectStep("0.3.34", "candidate", "bad", 260.39, build_s=480.0, bench_s=40.0, llama_cpp_commit="d" * 40),
+    ]
+    culprit = Culprit(ref="0.3.33", subject=subject, link="https://pypi.org/project/llama-cpp-python/0.3.33/",
+                      llama_cpp_commit="c" * 40) if found else None
+    return BisectResult(
+        config_id="deepseek-moe-16b/Q4_K_M/baseline@1f3a9c0e", level="release", metric="CUDA0/compute", unit="MiB",
+        good="0.3.30", bad="0.3.36", figure_good=236.26, figure_bad=260.39, candidates=5, culprit=culprit,
+        last_good="0.3.32", first_bad="0.3.33" if found else "0.3.34", last_good_commit="b" * 40,
+        first_bad_commit=("c" if found else "d") * 40, steps=steps,
+        stopped="" if found else "the change lies between 0.3.32 and 0.3.34, but 1 candidate(s) between them could "
+                                 "not be measured: 0.3.33: build failed: ggml.c:12: error: x",
+        started_at="2026-11-29T23:00:00+00:00", duration_s=2650.0)

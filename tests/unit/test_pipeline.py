@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from support.samples import night, replace
+from support.samples import bisection, night, replace
 
 from vramwatch import pipeline
-from vramwatch.records import BuildRecord, BuildRequest, IncidentKind, MeasuredNight
+from vramwatch.config import BuildSource, load_matrix
+from vramwatch.records import BisectResult, BuildRecord, BuildRequest, IncidentKind, MeasuredNight, NightVerdicts
 from vramwatch.warehouse.store import Warehouse
 
 BASELINE = "deepseek-moe-16b/Q4_K_M/baseline"
@@ -90,3 +91,44 @@ def test_a_night_whose_validation_crashes_is_on_record_as_failed_with_its_build(
         warehouse.close()
     assert (run.status, run.n_results, run.llama_cpp_commit) == ("failed", 0, "e3a74b29")
     assert run.error.startswith("validation failed: NotADirectoryError") and "\n" not in run.error
+
+
+def _release_night(version: str, commit: str, compute_growth: float) -> MeasuredNight:
+    build = BuildRecord(request=BuildRequest(version=version, backend="cuda"), status="ok", python="", source_dir="",
+                        llama_cpp_python_version=version, llama_cpp_commit=commit, built_at=f"{commit}-built")
+    results = [replace(r, memory__gpu_compute_mib=r.memory.gpu_compute_mib + compute_growth,
+                       fingerprint__llama_cpp_commit=commit) if r.config.config_name == BASELINE else r
+               for r in night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))]
+    return MeasuredNight(build=build, results=results)
+
+
+def test_a_new_vram_incident_asks_for_a_release_bisection_between_its_two_builds(warehouse_url, tmp_path):
+    pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
+    summary = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
+    (incident,) = [i for i in summary.incidents if i.kind == IncidentKind.VRAM]
+    verdicts = Warehouse(warehouse_url).verdicts("run2")
+
+    confs = pipeline.bisections_to_start(verdicts, load_matrix("seed"))
+
+    assert confs == [{"incident_id": incident.incident_id, "config": incident.configs[0], "good": "0.3.30",
+                      "bad": "0.3.36", "level": "release", "metric": "gpu_compute_mib"}]
+    git = load_matrix("seed").model_copy(update={"build": BuildSource(source="git", location="/mirror/llama.cpp")})
+    assert pipeline.bisections_to_start(verdicts, git)[0] | {"incident_id": 0} == {
+        "incident_id": 0, "config": incident.configs[0], "good": "a" * 40, "bad": "f" * 40, "level": "commit",
+        "metric": "gpu_compute_mib"}
+    seen_before = NightVerdicts([replace(incident, is_new=False)])  # the next night: it was asked for already
+    assert pipeline.bisections_to_start(seen_before, load_matrix("seed")) == []
+
+
+def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(warehouse_url, tmp_path):
+    pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
+    summary = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
+    (incident,) = [i for i in summary.incidents if i.kind == IncidentKind.VRAM]
+
+    out = pipeline.store_bisection(bisection(), incident.incident_id)
+
+    assert BisectResult.from_json(Path(out).read_text()) == bisection()
+    (stored,) = [i for i in Warehouse(warehouse_url).incidents() if i.incident_id == incident.incident_id]
+    assert stored.bisection == bisection()
+    report = pipeline.report_again("run2")
+    assert "release 0.3.33: llama-cpp-python 0.3.33" in Path(report.report_md).read_text()

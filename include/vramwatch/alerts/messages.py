@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from vramwatch.records import Incident, NightSummary, config_name
+from vramwatch.records import BisectResult, Incident, NightSummary, config_name
 
 
 @dataclass(frozen=True)
@@ -55,14 +55,42 @@ def regression_alert(summary: NightSummary, base_url: str = "") -> Alert | None:
     subject = (f"vramwatch {summary.night}: {len(headlines)} regression(s) on llama.cpp "
                f"{', '.join(builds) or 'unknown build'}")
     link = report_link(summary, base_url)
-    lines = [*headlines, "", *(f"- {incident_line(i)}{' (grew tonight)' if i.escalated else ''}\n  {i.summary}"
-                               for i in paging), "", f"Report: {link}", f"Run: {summary.run_id}"]
+    lines = [*headlines, ""]
+    for incident in paging:
+        lines.append(f"- {incident_line(incident)}{' (grew tonight)' if incident.escalated else ''}\n  {incident.summary}")
+        lines += [f"  {line}" for line in (bisection_lines(incident.bisection) if incident.bisection else [])]
+    lines += ["", f"Report: {link}", f"Run: {summary.run_id}"]
     payload = {
         "event": "regression", "night": summary.night, "run_id": summary.run_id, "report": link,
         "report_md": summary.report_md, "report_html": summary.report_html, "headlines": headlines,
         "incidents": [i.to_dict() for i in paging],
     }
     return Alert(subject=subject, text="\n".join(lines), payload=payload)
+
+
+def bisection_lines(result: BisectResult) -> list[str]:
+    """What a bisection found, in a few lines: the headline, the culprit's link, and how it got there."""
+    lines = [f"Bisection of {config_name(result.config_id)}: {result.headline()}"]
+    if result.culprit is not None:
+        culprit = result.culprit
+        lines.append(f"Culprit: {culprit.ref}" + (f" ({culprit.date})" if culprit.date else "") + f" {culprit.link}")
+    if result.level == "release" and result.last_good_commit and result.first_bad_commit:
+        lines.append(f"llama.cpp range to bisect next: {result.last_good_commit[:12]}..{result.first_bad_commit[:12]}")
+    build_s = sum(step.build_s for step in result.steps)
+    bench_s = sum(step.bench_s for step in result.steps)
+    lines.append(f"{len(result.steps)} builds measured ({result.candidates} candidates between {result.good} and "
+                 f"{result.bad}): {build_s / 60:.0f} min building, {bench_s / 60:.0f} min benching")
+    return lines
+
+
+def bisection_alert(result: BisectResult, incident_id: int | None) -> Alert:
+    """The follow-up to a regression alert: which release or commit made the change, or where the search stopped."""
+    found = f"culprit {result.culprit.ref}" if result.culprit else "bisection stopped"
+    subject = f"vramwatch: {config_name(result.config_id)} {result.metric}: {found}"
+    incident = f"incident #{incident_id}" if incident_id is not None else "no incident"
+    payload = {"event": "bisection", "run_id": f"bisect-{incident_id}-{result.started_at}", "incident_id": incident_id,
+               "result": result.to_dict()}
+    return Alert(subject=subject, text="\n".join([*bisection_lines(result), f"For {incident}"]), payload=payload)
 
 
 def failure_alert(night: str, run_id: str, failed: str, error: str, log_url: str = "") -> Alert:

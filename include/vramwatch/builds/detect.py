@@ -4,7 +4,7 @@ Three kinds of source (BuildSource.source):
 - pypi: llama-cpp-python releases on PyPI or any PEP 503 simple index (BuildSource.location), ordered by PEP 440;
 - path: a directory of llama-cpp-python sdists (a bundle from `make_bundle`), ordered the same way;
 - git:  a llama.cpp repository (URL or local path); its tags matching a pattern ("b*": llama.cpp tags every merge to
-  master bNNNN), ordered by the numbers in them (b10 after b9), each pointing at a commit.
+  master bNNNN), ordered by the numbers in them (b10 after b9), each pointing at a commit; or a full commit hash.
 "Older" is never new: an index that lags or a deleted tag must not trigger a night.
 """
 
@@ -174,10 +174,18 @@ def find_build(source: BuildSource, wanted: str | None = None) -> Candidate:
     """The build `wanted` names (default: source.version): 'latest', an exact version/tag, or a tag pattern (git)."""
     wanted = wanted or source.version
     if source.source == "git":
+        if re.fullmatch(r"[0-9a-f]{40}", wanted):  # a commit (a bisection's candidate) names itself
+            return Candidate(wanted, wanted)
         return _pick_tag(git_tags(source.location), wanted, source.location)
+    where = source.location if source.source == "path" else index_url(source.location)
+    return _pick_release(release_versions(source), wanted, where)
+
+
+def release_versions(source: BuildSource) -> dict[Version, str]:
+    """The llama-cpp-python versions a pypi or path source has an sdist of."""
     if source.source == "path":
-        return _pick_release(directory_versions(source.location), wanted, source.location)
-    return _pick_release(index_versions(source.location), wanted, index_url(source.location))
+        return directory_versions(source.location)
+    return index_versions(source.location)
 
 
 def _is_newer(source: BuildSource, latest: str, last: str) -> bool:

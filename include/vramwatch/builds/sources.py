@@ -3,7 +3,7 @@
 Layout under Paths.cache (it outlives clones of the repository):
   sdists/llama_cpp_python-<version>.tar.gz       downloaded once (pip download --no-binary :all:)
   src/<version>/                                 unpacked once; others read vendor/llama.cpp/models/ggml-vocab-*.gguf
-  git/<repo>-<hash>.git                          a bare repository holding only the fetched llama.cpp tags
+  git/<repo>-<hash>.git                          a bare repository holding the fetched llama.cpp tags and commits
   src/<bindings>+llama.cpp-<commit12>/           the bindings around that llama.cpp commit (git sources)
 Every tree appears by an atomic rename, so an interrupted unpack never leaves a half tree that looks complete.
 """
@@ -153,22 +153,83 @@ def _bare_repo(location: str, paths: Paths) -> Path:
     return repo
 
 
+def is_commit(ref: str) -> bool:
+    """A full llama.cpp commit hash (what git sources build besides tags: a bisection's candidates)."""
+    return bool(_SHA1.match(ref))
+
+
+def _git(repo: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True)
+
+
+def _fetch_url(location: str) -> str:
+    local = Path(location)
+    return local.resolve().as_uri() if local.is_dir() else location  # file:// lets --depth work locally
+
+
+def _has_commit(repo: Path, commit: str) -> bool:
+    return _git(repo, "cat-file", "-e", f"{commit}^{{commit}}").returncode == 0
+
+
+def fetch_commit(location: str, ref: str, paths: Paths, log: Path) -> tuple[Path, str]:
+    """The bare repository of `location` holding `ref` (a tag or a full commit hash), fetched with --depth 1 unless
+    it is there already; returns the repository and the commit."""
+    repo = _bare_repo(location, paths)
+    if is_commit(ref):
+        if not _has_commit(repo, ref):
+            run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--",
+                                         _fetch_url(location), ref], log)
+        return repo, ref
+    run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--", _fetch_url(location),
+                                 f"+refs/tags/{ref}:refs/tags/{ref}"], log)
+    return repo, _git(repo, "rev-parse", f"refs/tags/{ref}^{{commit}}").stdout.strip()
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    commit: str
+    subject: str
+    date: str  # committer date, ISO 8601
+
+
+def fetch_history(location: str, commit: str, paths: Paths, log: Path) -> Path:
+    """The bare repository of `location` with the whole history of `commit` (a bisection lists commits from it)."""
+    repo = _bare_repo(location, paths)
+    deepen = ["--unshallow"] if (repo / "shallow").is_file() else []
+    done = subprocess.run(["git", "-C", str(repo), "fetch", "--no-tags", *deepen, "--", _fetch_url(location),
+                           f"+{commit}:refs/bisect/{commit}"], capture_output=True, text=True, timeout=1800)
+    with log.open("a") as out:
+        out.write(done.stdout + done.stderr)
+    if done.returncode != 0 and not _has_commit(repo, commit):
+        reason = (done.stderr.strip().splitlines() or ["git fetch failed"])[-1]
+        raise UserError(f"cannot fetch llama.cpp {commit[:12]} from {location}: {reason}",
+                        "check the commit and the repository (--repository: a llama.cpp URL or a local mirror)")
+    return repo
+
+
+def commit_info(repo: Path, commit: str) -> CommitInfo:
+    subject, _, date = _git(repo, "log", "-1", "--format=%s%x00%cI", commit).stdout.strip().partition("\0")
+    return CommitInfo(commit, subject, date)
+
+
+def first_parent_commits(repo: Path, good: str, bad: str) -> list[CommitInfo] | None:
+    """The first-parent commits after `good` up to and including `bad`, oldest first (the merges to master, as
+    llama.cpp tags them); None when `good` is not an ancestor of `bad` (the range is not reachable)."""
+    if _git(repo, "merge-base", "--is-ancestor", good, bad).returncode != 0:
+        return None
+    listed = _git(repo, "log", "--first-parent", "--reverse", "--format=%H%x00%s%x00%cI", f"{good}..{bad}").stdout
+    return [CommitInfo(*line.split("\0", 2)) for line in listed.splitlines() if line]
+
+
 def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> SourceTree:
-    """The bindings of GIT_BINDINGS_VERSION with vendor/llama.cpp replaced by the tag `request.version`."""
+    """The bindings of GIT_BINDINGS_VERSION with vendor/llama.cpp replaced by `request.version` (a tag or a commit)."""
     dest = paths.cache / "src" / f"{GIT_BINDINGS_VERSION}+llama.cpp-{commit[:12]}"
     if dest.is_dir():
         return SourceTree(dest, GIT_BINDINGS_VERSION, commit)
     bindings = release_source(BuildRequest(version=GIT_BINDINGS_VERSION), paths, log).path
-    repo = _bare_repo(request.location, paths)
-    local = Path(request.location)
-    url = local.resolve().as_uri() if local.is_dir() else request.location  # file:// lets --depth work locally
-    tag = request.version
-    run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--", url,
-                                 f"+refs/tags/{tag}:refs/tags/{tag}"], log)
-    fetched = subprocess.run(["git", "-C", str(repo), "rev-parse", f"refs/tags/{tag}^{{commit}}"],
-                             capture_output=True, text=True).stdout.strip()
+    repo, fetched = fetch_commit(request.location, request.version, paths, log)
     if fetched != commit:
-        raise StepFailed(f"fetch llama.cpp failed: tag {tag} is {fetched or 'missing'}, expected {commit}")
+        raise StepFailed(f"fetch llama.cpp failed: {request.version} is {fetched or 'missing'}, expected {commit}")
 
     def fill(scratch: Path) -> None:
         left_out = {bindings: {".git"}, bindings / "vendor": {"llama.cpp"}}  # old history, the old llama.cpp
@@ -183,5 +244,6 @@ def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> S
             raise StepFailed(f"git archive {commit} failed with status {archive.returncode}")
         (scratch / COMMIT_MARKER).write_text(commit + "\n")
 
-    say(f"assembling llama-cpp-python {GIT_BINDINGS_VERSION} around llama.cpp {tag} ({commit[:12]}) -> {dest}")
+    say(f"assembling llama-cpp-python {GIT_BINDINGS_VERSION} around llama.cpp {request.version} ({commit[:12]}) "
+        f"-> {dest}")
     return SourceTree(appear_atomically(dest, fill), GIT_BINDINGS_VERSION, commit)

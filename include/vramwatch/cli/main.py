@@ -9,11 +9,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vramwatch.cli import bench, builds, models, night, regress, report
+from vramwatch.cli import bench, bisect, builds, models, night, regress, report
 from vramwatch.errors import UserError
 
 # In the order a night runs them: the whole night and its halves first, then each stage.
-COMMANDS = (night, builds, models, bench, regress, report)
+COMMANDS = (night, builds, models, bench, regress, report, bisect)
 
 
 def build_parser() -> argparse.ArgumentParser:

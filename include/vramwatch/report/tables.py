@@ -281,6 +281,31 @@ def incidents_table(incidents: Sequence[Incident]) -> Table:
     return Table("Incidents", ["#", "", "State", "Kind", "Since", "Summary"], rows)
 
 
+def bisections_table(incidents: Sequence[Incident]) -> Table | None:
+    """The culprit search of each incident that had one: the release or commit that made the change, the figures
+    before and after, and what the search cost; or where it stopped and why."""
+    searched = [i for i in incidents if i.bisection is not None]
+    if not searched:
+        return None
+    rows = []
+    for incident in searched:
+        result = incident.bisection
+        assert result is not None
+        before = MISSING if result.figure_good is None else f"{result.figure_good:g} {result.unit}"
+        after = MISSING if result.figure_bad is None else f"{result.figure_bad:g} {result.unit}"
+        culprit = (f"{result.level} {result.culprit.ref}: {result.culprit.subject}" if result.culprit
+                   else f"stopped between {result.last_good or result.good} and {result.first_bad or result.bad}: "
+                        f"{result.stopped}")
+        link = result.culprit.link if result.culprit else MISSING
+        cost = (f"{len(result.steps)} builds; {sum(s.build_s for s in result.steps) / 60:.0f} min build, "
+                f"{sum(s.bench_s for s in result.steps) / 60:.0f} min bench")
+        rows.append([str(incident.incident_id or MISSING), config_name(result.config_id), result.metric,
+                     f"{before} -> {after}", culprit, link, cost])
+    return Table("Culprit search (bisection)", ["#", "Config", "Metric", "Good -> bad", "Culprit", "Link", "Steps"],
+                 rows, note="Each step built one release or commit and benched the config on the good build's model "
+                            "file; vramwatch bisect prints every step.")
+
+
 def ab_table(comparisons: Sequence[ABComparison]) -> Table | None:
     """Tonight's same-night A/Bs: the previous build's engine (A) against tonight's (B) on one machine."""
     if not comparisons:

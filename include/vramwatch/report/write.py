@@ -6,6 +6,7 @@ copies, not symlinks: the DAG, tests and people opening them from a checkout all
 
 from __future__ import annotations
 
+import dataclasses
 import re
 import shutil
 from collections.abc import Sequence
@@ -21,6 +22,7 @@ from vramwatch.report import markdown, plots, style
 from vramwatch.report.tables import (
     Table,
     ab_table,
+    bisections_table,
     changes_table,
     device_of,
     fits_table,
@@ -80,7 +82,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     quality = quality_table(results, history, run.run_id)
     sections += [quality] if quality else []
     sections += [*sweep_tables(results), incidents_table(incidents)]
-    sections += [t for t in (ab_table(verdicts.ab), not_judged_table(verdicts.not_judged),
+    sections += [t for t in (bisections_table(incidents), ab_table(verdicts.ab), not_judged_table(verdicts.not_judged),
                              quarantine_table(quarantined)) if t]
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)
@@ -110,6 +112,9 @@ def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
                    reports_dir: Path | str) -> NightSummary:
     """Read the run and its configs' history from the warehouse, write the report, return the night summary."""
     run = warehouse.run(run_id)
+    searched = {i.incident_id: i.bisection for i in warehouse.incidents() if i.bisection is not None}
+    verdicts = dataclasses.replace(verdicts, incidents=[  # a bisection lands after the night that opened its incident
+        dataclasses.replace(i, bisection=searched.get(i.incident_id, i.bisection)) for i in verdicts.incidents])
     results = warehouse.results_for_run(run_id)
     history = warehouse.history(config_ids={r.config.config_id for r in results})
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,

@@ -165,6 +165,7 @@ class IncidentRow(Base):
     resolved_night: Mapped[date | None] = mapped_column(Date)
     changes: Mapped[list[Any]] = mapped_column(default=list)  # one line per config: what changed, exactly (0003)
     escalated_night: Mapped[date | None] = mapped_column(Date)  # the last night it grew and paged again (0003)
+    bisection: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # its culprit search, a BisectResult (0006)
 
 
 class VerdictRow(Base):

@@ -24,6 +24,7 @@ from vramwatch.records import (
     CLOSED_STATES,
     RESOLVED,
     BenchResult,
+    BisectResult,
     BuildRecord,
     Incident,
     NightVerdicts,
@@ -429,6 +430,14 @@ class Warehouse:
             session.flush()
             return self._incident(row, night)
 
+    def save_bisection(self, incident_id: int, result: BisectResult) -> Incident:
+        """Attach a bisection's result to an incident (replacing an earlier one's)."""
+        with self._sessions.begin() as session:
+            row = self._incident_row(session, incident_id)
+            row.bisection = result.to_dict()
+            session.flush()
+            return self._incident(row, night=None)
+
     def resolve_incident(self, incident_id: int, night: str | date) -> None:
         self._close_incident(incident_id, night, RESOLVED)
 
@@ -462,4 +471,5 @@ class Warehouse:
             is_new=night is not None and row.opened_night == night,
             escalated=night is not None and row.escalated_night == night and row.opened_night != night,
             changes=list(row.changes or []),
+            bisection=BisectResult.from_dict(row.bisection) if row.bisection else None,
         )

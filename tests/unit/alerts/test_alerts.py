@@ -11,10 +11,11 @@ from email import policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from support.samples import bisection
 
 from vramwatch import pipeline
 from vramwatch.alerts.delivery import AlertChannels, AlertDeliveryError, deliver, send_alerts
-from vramwatch.alerts.messages import failure_alert, regression_alert
+from vramwatch.alerts.messages import bisection_alert, failure_alert, regression_alert
 from vramwatch.errors import UserError
 from vramwatch.records import Incident, NightSummary
 
@@ -162,6 +163,35 @@ def test_an_incident_that_grew_pages_again_and_links_the_report_on_the_ui():
 def test_no_paging_incident_no_alert():
     assert regression_alert(summary()) is None
     assert regression_alert(summary(incident(is_new=False), incident(kind="vram_improved", delta_mib=-512.0))) is None
+
+
+def test_a_bisection_alert_names_the_culprit_with_the_figures_and_the_commit_range_to_search_next(receivers):
+    channels, webhook, slack, _ = receivers
+    alert = bisection_alert(bisection(), incident_id=3)
+
+    assert alert.subject == "vramwatch: deepseek-moe-16b/Q4_K_M/baseline CUDA0/compute: culprit 0.3.33"
+    assert alert.text.splitlines()[:3] == [
+        "Bisection of deepseek-moe-16b/Q4_K_M/baseline: CUDA0/compute (236.26 MiB -> 260.39 MiB) changed in release "
+        "0.3.33: llama-cpp-python 0.3.33",
+        "Culprit: 0.3.33 https://pypi.org/project/llama-cpp-python/0.3.33/",
+        f"llama.cpp range to bisect next: {'b' * 12}..{'c' * 12}"]
+    assert "5 builds measured (5 candidates between 0.3.30 and 0.3.36)" in alert.text
+    assert deliver(alert, channels) == 3
+    assert webhook.bodies[0]["event"] == "bisection" and webhook.bodies[0]["result"]["culprit"]["ref"] == "0.3.33"
+
+
+def test_a_bisection_that_stopped_says_where_and_why():
+    """Fault: a candidate's build failed next to the change: the alert says the range and the build's error."""
+    alert = bisection_alert(bisection(found=False), incident_id=None)
+
+    assert alert.subject.endswith("CUDA0/compute: bisection stopped")
+    assert "bisection stopped between 0.3.32 and 0.3.34" in alert.text and "ggml.c:12: error: x" in alert.text
+    assert "Culprit:" not in alert.text and alert.text.endswith("For no incident")
+
+
+def test_a_regression_alert_carries_the_incidents_bisection_once_it_has_one():
+    grown = incident(is_new=False, escalated=True, bisection=bisection())
+    assert "  Culprit: 0.3.33 https://pypi.org/project/llama-cpp-python/0.3.33/" in regression_alert(summary(grown)).text
 
 
 # --------------------------------------------------------------------------------------------- delivery

@@ -5,10 +5,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import re
+from pathlib import Path
 
 import pandas as pd
 import pytest
-from support.samples import night, replace, result
+from support.samples import XSS_PAYLOAD, bisection, night, replace, result
 from support.warehouses import commit_of, night_of, store_nights
 
 from vramwatch.records import BuildRecord, BuildRequest, Incident, NightVerdicts, QualityResult, RunRecord
@@ -178,6 +179,30 @@ def test_report_for_run_reads_the_run_and_its_history_from_the_warehouse(tmp_pat
 
     assert (summary.night, summary.n_results, summary.incidents) == (night_of(1), 8, [])
     assert f"llama.cpp {commit_of(1)} (cpu backend)" in (tmp_path / "reports" / "latest.md").read_text()
+    warehouse.close()
+
+
+def test_an_incidents_bisection_lands_in_the_report_of_a_later_rendering_escaped(tmp_path):
+    warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+    store_nights(warehouse, [night(gpu=False)] * 2)
+    opened = warehouse.save_incident(Incident(incident_id=None, kind="vram", metric="gpu_compute_mib", state="open",
+                                              configs=["deepseek-moe-16b/Q4_K_M/baseline"], summary="+24 MiB"),
+                                     "env", night_of(1))
+    verdicts = NightVerdicts([opened])  # as the night stored them: before its bisection ran
+    found = bisection(subject=XSS_PAYLOAD)  # a commit subject is text from outside: never markup
+    warehouse.save_bisection(opened.incident_id, found)
+
+    summary = report_for_run(warehouse, "run001", verdicts, tmp_path / "reports")
+
+    md, html = Path(summary.report_md).read_text(), Path(summary.report_html).read_text()
+    section = md.split("## Culprit search (bisection)", 1)[1].split("\n---\n", 1)[0]
+    assert (f"| {opened.incident_id} | deepseek-moe-16b/Q4_K_M/baseline | CUDA0/compute | 236.26 MiB -> 260.39 MiB | "
+            f"release 0.3.33: {XSS_PAYLOAD} | https://pypi.org/project/llama-cpp-python/0.3.33/ | 5 builds; 40 min "
+            "build, 3 min bench |") in section
+    assert "Culprit search (bisection)" in html and XSS_PAYLOAD not in html and "&lt;img src=x" in html
+    stopped, _ = write_report(warehouse.run("run001"), warehouse.results_for_run("run001"), warehouse.history(),
+                              NightVerdicts([replace(opened, bisection=bisection(found=False))]), tmp_path / "r2")
+    assert "stopped between 0.3.32 and 0.3.34: the change lies between" in stopped.read_text()
     warehouse.close()
 
 

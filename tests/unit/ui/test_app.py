@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from support.samples import night, result
+from support.samples import XSS_PAYLOAD, bisection, night, result
 from support.warehouses import (
     GROWTH_MIB,
     NEW_BUILD,
@@ -69,6 +69,23 @@ def test_page_shows_latest_night_incident_seed_table_and_charts(filled):
     assert f"build {OLD_BUILD} -&gt; {NEW_BUILD}" in html
     assert "2026-01-03: oom" in html
     assert 'href="reports/latest.html"' in html
+
+
+def test_an_incidents_bisection_shows_on_the_page_escaped(tmp_path, reports):
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    incident = three_nights(url)
+    with TestClient(create_app(url, reports)) as client:
+        assert 'id="bisections"' not in client.get("/").text  # no search yet, no section
+        warehouse = Warehouse(url)
+        warehouse.save_bisection(incident.incident_id, bisection(subject=XSS_PAYLOAD))
+        warehouse.close()
+        html = client.get("/").text
+
+    section = html.split('<section id="bisections">', 1)[1].split("</section>", 1)[0]
+    assert f'<a href="#incident-{incident.incident_id}">#{incident.incident_id}</a>' in section
+    assert "236.26 → 260.39 MiB" in section and "5 builds: 40 min build, 3 min bench" in section
+    assert ('release <a href="https://pypi.org/project/llama-cpp-python/0.3.33/"><code>0.3.33</code></a>: '
+            "&lt;img src=x") in section and XSS_PAYLOAD not in html
 
 
 def test_report_is_served_beside_the_page(filled):

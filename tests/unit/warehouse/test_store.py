@@ -15,7 +15,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from support.samples import CPU_HOST, night, replace, result
+from support.samples import CPU_HOST, bisection, night, replace, result
 
 from vramwatch import pipeline
 from vramwatch.cli import night as night_command
@@ -106,7 +106,7 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert {"builds", "runs", "environments", "results", "quarantine", "incidents"} <= tables
     assert "alembic_version" not in tables  # Airflow's name stays free when both share a database
     assert diffs == []  # migrations and models describe the same schema
-    assert version == "0004"
+    assert version == "0006"
 
 
 def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
@@ -319,6 +319,21 @@ def test_incident_lifecycle_open_update_resolve(warehouse):
 
     with pytest.raises(WarehouseError, match="incident 999"):
         warehouse.resolve_incident(999, "2026-01-05")
+
+
+def test_a_bisection_rides_on_its_incident_and_outlives_the_next_nights_update(warehouse):
+    env = result().fingerprint.environment_id
+    opened = warehouse.save_incident(
+        Incident(incident_id=None, kind="vram", metric="gpu_compute_mib", state="open",
+                 configs=["deepseek-moe-16b/Q4_K_M/baseline"], summary="compute buffer +24 MiB"), env, "2026-01-03")
+    found = bisection()
+
+    assert warehouse.save_bisection(opened.incident_id, found).bisection == found
+    warehouse.save_incident(replace(opened, summary="still +24 MiB"), env, "2026-01-04")  # the nightly's update
+    (stored,) = warehouse.incidents()
+    assert stored.bisection == found and stored.summary == "still +24 MiB"
+    with pytest.raises(WarehouseError, match="incident 999"):
+        warehouse.save_bisection(999, found)
 
 
 # ------------------------------------------------------------------------------------------------ which database
