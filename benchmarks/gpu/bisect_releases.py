@@ -55,11 +55,11 @@ def wait_for_bundle(bundle: Path) -> None:
         time.sleep(5)
 
 
-def deepseek_vocab(bundle: Path) -> Path:
-    """The folder holding DeepSeek's vocab GGUF, from the good release's sdist (the one vocab this bundle keeps)."""
+def deepseek_vocab(bundle: Path, version: str) -> Path:
+    """The folder holding DeepSeek's vocab GGUF, from a release's sdist (the one vocab this bundle keeps)."""
     vocab = plan.OUT / "vocab"
     vocab.mkdir(exist_ok=True)
-    subprocess.run(["tar", "xzf", str(bundle / f"llama_cpp_python-{GOOD}.tar.gz"), "-C", str(vocab), "--wildcards",
+    subprocess.run(["tar", "xzf", str(bundle / f"llama_cpp_python-{version}.tar.gz"), "-C", str(vocab), "--wildcards",
                     "*ggml-vocab-deepseek-llm.gguf"], check=True)
     return next(vocab.rglob("ggml-vocab-deepseek-llm.gguf")).parent
 
@@ -83,21 +83,35 @@ def timed_rebuild(matrix, version: str) -> None:
     plan.log(f"  {figures}")
 
 
+def measure_bad_end(matrix) -> None:
+    """The bad end measured on this machine, through the nightly's GPU half (pipeline.measure): its figure then
+    compares with the candidates' from the same GPUs, where the given one came from another machine."""
+    plan.measure(f"measure-{BAD}", matrix, BAD)
+
+
 def main() -> None:
     matrix = load_matrix(plan.MATRICES / "bisect-release.yaml")
     (plan.OUT / "logs").mkdir(parents=True, exist_ok=True)
+    bad_end_only = "--bad-end" in sys.argv
     plan.log(f"plan start: bisect {CONFIG} {METRIC} between {GOOD} and {BAD}")
     synth_dir = Paths().models / "synth"
     synth_dir.mkdir(parents=True, exist_ok=True)
     source = matrix.models[0].source
+    first = BAD if bad_end_only else GOOD
     writer = None
     if not (synth_dir / file_name(get_spec(source.synth, source.scale))).is_file():
-        writer = plan.synthesize(source.synth, synth_dir, deepseek_vocab(plan.REPO / matrix.build.location))
-    with plan.step(f"build-{GOOD}"):
-        build = pipeline.build_engine(matrix, GOOD, record_build=False)
+        writer = plan.synthesize(source.synth, synth_dir, deepseek_vocab(plan.REPO / matrix.build.location, first))
+    with plan.step(f"build-{first}"):
+        build = pipeline.build_engine(matrix, first, record_build=False)
         plan.log(f"  build {build.status} {build.duration_s} s, llama.cpp {build.llama_cpp_commit[:12]}")
     if writer is not None:
         plan.wait_synth(writer, source.synth)
+    if bad_end_only:
+        with plan.step("bad-end"):
+            measure_bad_end(matrix)
+        plan.log("plan done")
+        (plan.OUT / "DONE").touch()
+        return
     wait_for_bundle(plan.REPO / matrix.build.location)
     with plan.step("bisect"):
         result = run_bisect(matrix, CONFIG, GOOD, BAD, level="release", metric=METRIC, bad_figure=BAD_FIGURE)
