@@ -3,6 +3,7 @@ git-source build fetches from, with no network. Used by the rebuild test and ben
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -17,6 +18,8 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "vramwatch", "GIT_AUTHOR_EMAIL": "vramwatch@localh
 ONE_FILE = ("src/llama-context.cpp", "\nnamespace {{ [[maybe_unused]] int vramwatch_planted_{tag} = 1; }}\n")
 # A llama.h change that leaves every struct alone (the ABI guard passes) but reaches every file that includes it.
 LLAMA_H = ("include/llama.h", "\nint llama_vramwatch_planted_{tag}(void);\n")
+# A compile in a build log: the bindings build with ninja verbose, so each is its full command line.
+_COMPILE = re.compile(r" -o (\S+\.o) -c ")
 
 
 def _git(repo: Path, *args: str) -> str:
@@ -55,3 +58,8 @@ def share_release(paths: Paths, tree: Path, version: str) -> None:
     (paths.cache / "sdists" / sdist.name).symlink_to(sdist)
     (paths.cache / "src").mkdir(parents=True, exist_ok=True)
     (paths.cache / "src" / version).symlink_to(tree)
+
+
+def compiled_objects(build_log: Path) -> list[str]:
+    """The objects the compiler was run for in this build log, in order."""
+    return _COMPILE.findall(build_log.read_text(errors="replace"))
