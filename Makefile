@@ -35,6 +35,8 @@ install: $(VENV)/.installed ## the Python environment (.venv) from requirements.
 
 engine: install ## build the llama-cpp-python engine (CUDA where nvcc and a GPU exist, else CPU; cached)
 	@echo "==> [2/5] llama-cpp-python engine (CUDA where nvcc and a GPU exist, else CPU; cached after the first build)"
+	@# ccache before the first compile: it fills the store that later builds (other commits, the tests') hit
+	$(PY) scripts/ensure_tools.py ccache
 	$(DEMO_ENV) $(VENV)/bin/vramwatch builds build --matrix demo
 
 models: engine ## the demo matrix's tiny synthetic models, quantized by the engine (cached)

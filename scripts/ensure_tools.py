@@ -1,5 +1,7 @@
 """Make sure the system tools the tests drive are there (`make test` runs this before pytest): headless Chromium for
-the UI browser tests, and docker-compose (Debian's, no daemon needed) to validate docker-compose.yaml.
+the UI browser tests, docker-compose (Debian's, no daemon needed) to validate docker-compose.yaml, and ccache, which
+the engine build uses as compiler launcher (`make engine` runs `ensure_tools.py ccache` first, so the first compile
+fills its store). Names given on the command line limit it to those tools.
 
 Idempotent: does nothing for a tool already present. Installs the Debian packages only when it can (root with
 apt-get); otherwise says why it skipped, and the tests that need the tool skip with the same reason. Prints one line
@@ -19,6 +21,7 @@ from pathlib import Path
 TOOLS = {
     Path("/usr/bin/chromium"): ("chromium", "fonts-liberation"),
     Path("/usr/bin/docker-compose"): ("docker-compose",),
+    Path("/usr/bin/ccache"): ("ccache",),
 }
 
 
@@ -27,9 +30,14 @@ def _apt(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["apt-get", "-q", *args], env=env, capture_output=True, text=True)
 
 
-def main() -> int:
-    missing = {tool: packages for tool, packages in TOOLS.items() if not tool.exists()}
-    for tool in TOOLS.keys() - missing.keys():
+def main(names: list[str]) -> int:
+    unknown = set(names) - {tool.name for tool in TOOLS}
+    if unknown:
+        print(f"ensure_tools: unknown tool {', '.join(sorted(unknown))}; known: {', '.join(t.name for t in TOOLS)}")
+        return 2
+    wanted_tools = {tool: packages for tool, packages in TOOLS.items() if not names or tool.name in names}
+    missing = {tool: packages for tool, packages in wanted_tools.items() if not tool.exists()}
+    for tool in wanted_tools.keys() - missing.keys():
         print(f"ensure_tools: {tool} already present")
     if not missing:
         return 0
@@ -49,4 +57,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(sys.argv[1:]))

@@ -3,7 +3,8 @@
 # up to SECONDS for it and copies what it has finished to $OUT (results.tgz: every <step>.json and driver.log).
 # Chain the calls while the machine is warm.
 #   bash benchmarks/gpu/seed_night.sh 560 [restart] [--only STEP...]   (carry: device; see seed_night.py for the plan)
-# PLAN=two_releases runs benchmarks/gpu/two_releases.py instead (issue 15's two releases and their A/B).
+# PLAN=two_releases runs benchmarks/gpu/two_releases.py instead (issue 15's two releases and their A/B);
+# PLAN=bisect_releases runs issue 18's release-level bisection (benchmarks/gpu/bisect_releases.py).
 # restart: run the plan again from the top (the engine and model files already made are reused); what follows goes
 # to seed_night.py when it starts.
 # device/ is prepared here first:
@@ -22,6 +23,8 @@ plan=$repo/benchmarks/gpu/${PLAN:-seed_night}.py
 export PYTHONPATH=/tmp/vwsite:$repo/include PYTHONUNBUFFERED=1 SEED_NIGHT_OUT=$work
 export VRAMWATCH_CACHE_DIR=/root/vwcache VRAMWATCH_BUILDS_DIR=/root/vwbuilds VRAMWATCH_MODELS_DIR=/dev/shm/vw
 [ -n "$restart" ] && { pkill -f "$plan"; sleep 2; rm -rf $work /dev/shm/vw/quantized/*.partial; }
+# A bundle over one call's 64 MiB travels in halves (device/bundle-a, -b, one per call): each call adds its half.
+for half in device/bundle-*; do [ -d "$half" ] && mkdir -p $repo/device/bundle && cp -rn "$half"/. $repo/device/bundle/; done
 if [ ! -e $work/driver.log ]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader; nproc; free -g | head -2
   df -h / /dev/shm | tail -2

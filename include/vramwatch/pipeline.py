@@ -198,9 +198,13 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds)."""
     seconds = {} if stage_seconds is None else stage_seconds
     warehouse = _open(None)
-    warehouse.store_build(measured.build)
     with _timed(seconds, "validate"):
-        validated = validate(measured.results, night, measured.build)
+        try:
+            validated = validate(measured.results, night, measured.build)
+        except Exception as exc:  # the night stays on record, with its build, as failed: store_run never ran
+            warehouse.mark_failed(run_id, night, measured.build, trigger, f"validation failed: {type(exc).__name__}: "
+                                                                           f"{' '.join(str(exc).split())[:300]}")
+            raise
     with _timed(seconds, "store"):
         run_id = store(run_id, night, measured.build, validated, trigger, warehouse, night_key=measured.night_key())
     with _timed(seconds, "detect_regressions"):

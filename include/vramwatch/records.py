@@ -216,12 +216,16 @@ class BenchKnobs(Record):
     type_v: str = "f16"
     generation: GenerationTest | None = field(default_factory=GenerationTest)
     timeout_s: float = 900.0
+    # host memory a bench child may use, in MiB (0: no limit): it runs in a cgroup of its own with this memory.max, so
+    # a config that outgrows it is killed by the kernel alone and ends `oom` (needs a writable memory cgroup: root)
+    host_memory_limit_mib: int = 0
 
 
 KNOB_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BenchKnobs))
 # The knobs that change a config's figures: with the model, quant and mode they are its identity, so a matrix edit
-# starts a new series instead of paging as a llama.cpp regression. reps (precision) and timeout_s change no figure.
-IDENTITY_KNOBS: tuple[str, ...] = tuple(name for name in KNOB_NAMES if name not in ("reps", "timeout_s"))
+# starts a new series instead of paging as a llama.cpp regression. reps (precision) and the limits change no figure.
+IDENTITY_KNOBS: tuple[str, ...] = tuple(name for name in KNOB_NAMES
+                                        if name not in ("reps", "timeout_s", "host_memory_limit_mib"))
 
 
 def settings_id(settings: dict[str, Any]) -> str:
@@ -253,6 +257,8 @@ def knob_problems(knobs: Any) -> list[str]:
                  for name in ("type_k", "type_v") if getattr(knobs, name) not in KV_TYPES]
     if not knobs.timeout_s > 0:
         problems.append(f"timeout_s: must be above 0, got {knobs.timeout_s}")
+    if knobs.host_memory_limit_mib < 0:
+        problems.append(f"host_memory_limit_mib: must be 0 (no limit) or more, got {knobs.host_memory_limit_mib}")
     return problems
 
 
@@ -553,7 +559,7 @@ class RunRecord(Record):
     backend: str
     n_results: int = 0
     n_quarantined: int = 0
-    error: str = ""  # why its store failed, on a failed run
+    error: str = ""  # why its store (or its validation) failed, on a failed run
 
 
 # --------------------------------------------------------------------------------------------- regress / alert

@@ -158,11 +158,9 @@ def test_a_markup_model_name_runs_no_script_in_data_docs_or_the_report(tmp_path)
 
     reports, url, night_ = tmp_path / "reports", f"sqlite:///{tmp_path / 'warehouse.db'}", "2026-01-02"
     warehouse = Warehouse(url)
-    warehouse.start_run("xss", night_, build_record(NEW_BUILD), "test")
     validated = validate_night([*night(quants=("Q2_K",)), *markup_named_rows()],
                                data_docs_dir=reports / night_ / "data_docs")
-    warehouse.store_night("xss", validated)
-    warehouse.finish_run("xss", "stored")
+    warehouse.store_run("xss", night_, build_record(NEW_BUILD), validated, "test")
     report_for_run(warehouse, "xss", NightVerdicts(incidents=[]), reports)
     warehouse.close()
     assert len(validated.quarantined) == 2

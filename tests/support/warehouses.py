@@ -1,6 +1,7 @@
 """Warehouses filled through the Warehouse API.
 
-- `store_nights`: nights of results as runs run000, run001, ... on consecutive nights, each on its own commit.
+- `store_nights`: nights of results as runs run000, run001, ... on consecutive nights, each on its own commit
+  (`store_validated_night` stores one validated night so).
 - `three_nights`: two nights on an old build and one on a new build whose DeepSeek Q4_K_M baseline grew and whose
   Phi Q4_K_M baseline no longer fits. The UI tests read it, and the browser test serves it.
 """
@@ -25,20 +26,17 @@ def commit_of(i: int) -> str:
     return f"b{5000 + i}"
 
 
-def start_night(warehouse: Warehouse, i: int) -> str:
-    """Start run{i:03d} on night_of(i), built from commit_of(i); returns its run id."""
+def store_validated_night(warehouse: Warehouse, i: int, validated: ValidatedNight) -> str:
+    """Store run{i:03d} on night_of(i), built from commit_of(i), as the pipeline stores a night; returns its run id."""
     build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
                         llama_cpp_python_version="0.3.36", llama_cpp_commit=commit_of(i),
                         built_at=f"{night_of(i)}T01:00:00+00:00")
-    warehouse.start_run(f"run{i:03d}", night_of(i), build, "test")
-    return f"run{i:03d}"
+    return warehouse.store_run(f"run{i:03d}", night_of(i), build, validated, "test")
 
 
 def store_nights(warehouse: Warehouse, nights: list[list[BenchResult]], first: int = 0) -> None:
     for i, results in enumerate(nights, start=first):
-        run_id = start_night(warehouse, i)
-        warehouse.store_night(run_id, ValidatedNight(accepted=results, quarantined=[]))
-        warehouse.finish_run(run_id, "stored")
+        store_validated_night(warehouse, i, ValidatedNight(accepted=results, quarantined=[]))
 
 
 NIGHTS = ("2026-01-01", "2026-01-02", "2026-01-03")
@@ -72,10 +70,9 @@ def three_nights(url: str) -> Incident:
     try:
         for i, day in enumerate(NIGHTS):
             last = i == len(NIGHTS) - 1
-            run_id = f"scheduled__{day}"
-            warehouse.start_run(run_id, day, build_record(NEW_BUILD if last else OLD_BUILD), "scheduled")
-            warehouse.store_night(run_id, ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]))
-            warehouse.finish_run(run_id, "stored")
+            warehouse.store_run(f"scheduled__{day}", day, build_record(NEW_BUILD if last else OLD_BUILD),
+                                ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]),
+                                "scheduled")
         before = result().memory.gpu_model_mib
         regressed = next(r.config.config_id for r in night() if r.config.config_name == REGRESSED)
         incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[regressed],

@@ -71,6 +71,28 @@ def test_a_night_whose_buffers_did_not_parse_is_quarantined_never_a_vram_change(
     assert not {IncidentKind.VRAM, IncidentKind.VRAM_IMPROVED} & {i.kind for i in after_fix.incidents}
 
 
+def test_a_night_whose_validation_crashes_is_on_record_as_failed_with_its_build(warehouse_url, tmp_path, monkeypatch):
+    """Fault: validation itself crashes (here the reports folder is a file, so Data Docs cannot be written). The
+    build is stored once, inside the night's store, which never ran: the run is still recorded with its build and
+    the reason, as failed, so the next night benches that build again instead of taking it as done."""
+    measured = _measured("e3a74b29", "2026-01-01T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)
+    not_a_folder = tmp_path / "reports-file"
+    not_a_folder.write_text("")
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(not_a_folder))
+
+    with pytest.raises(NotADirectoryError):
+        pipeline.ingest(measured, "run1", "2026-01-01", trigger="test")
+
+    warehouse = Warehouse(warehouse_url)
+    try:
+        run = warehouse.run("run1")
+        assert warehouse.last_benchmarked_version("pypi") is None
+    finally:
+        warehouse.close()
+    assert (run.status, run.n_results, run.llama_cpp_commit) == ("failed", 0, "e3a74b29")
+    assert run.error.startswith("validation failed: NotADirectoryError") and "\n" not in run.error
+
+
 def _release_night(version: str, commit: str, compute_growth: float) -> MeasuredNight:
     build = BuildRecord(request=BuildRequest(version=version, backend="cuda"), status="ok", python="", source_dir="",
                         llama_cpp_python_version=version, llama_cpp_commit=commit, built_at=f"{commit}-built")

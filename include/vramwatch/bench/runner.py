@@ -13,12 +13,14 @@ import subprocess
 import sys
 import threading
 from collections import deque
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
 
 import vramwatch
 from vramwatch.bench import host, llama_log
+from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
 from vramwatch.bench.gpu import Nvml
 from vramwatch.gguf_file import GGUFError, read_gguf
 from vramwatch.records import RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint
@@ -52,6 +54,26 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
     if not Path(build.python).is_file():
         return failed("crashed", f"engine python not found: {build.python}")
 
+    if config.host_memory_limit_mib:
+        try:
+            cgroup = MemoryCgroup.limited(config.host_memory_limit_mib)
+        except CgroupUnavailable as exc:
+            return failed("crashed", f"host_memory_limit_mib={config.host_memory_limit_mib} cannot be enforced: "
+                                     f"{exc}; run the bench as root (or in a delegated cgroup), or set it to 0")
+    else:
+        cgroup = MemoryCgroup.current()
+    try:
+        return _run_child(config, build, cgroup, failed, llama_log_path, progress)
+    finally:
+        if cgroup and cgroup.owned:
+            cgroup.remove()
+
+
+def _run_child(config: BenchConfig, build: BuildRecord, cgroup: MemoryCgroup | None,
+               failed: Callable[[str, str], BenchResult], llama_log_path: str | os.PathLike[str] | None,
+               progress: TextIO) -> BenchResult:
+    """Spawn, feed, wait for and classify one child in `cgroup` (the runner's own, or one made for the child)."""
+    oom_kills_before = cgroup.oom_kills() if cgroup else None
     try:
         child = subprocess.Popen(
             [build.python, "-m", "vramwatch.bench.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -68,6 +90,11 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
     for reader in readers:
         reader.start()
     try:
+        if cgroup and cgroup.owned:
+            try:  # before it has its config: the model and every buffer it allocates count against the limit
+                cgroup.add(child.pid)
+            except OSError as exc:
+                return failed("crashed", f"cannot move the bench child into {cgroup.path}: {exc.strerror}")
         try:
             child.stdin.write(config.to_json())
             child.stdin.close()
@@ -90,6 +117,11 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
             return BenchResult.from_json(results[-1])
         except (ValueError, TypeError, KeyError) as exc:
             return failed("crashed", f"unreadable result line from the child: {exc}")
+    if returncode == -signal.SIGKILL and cgroup and oom_kills_before is not None:
+        oom_kills_after = cgroup.oom_kills() or 0
+        if oom_kills_after > oom_kills_before:  # the kernel killed for memory in the child's cgroup: the child
+            return failed("oom", f"child killed by the kernel's OOM killer ({cgroup.describe()}, oom_kill "
+                                 f"{oom_kills_before} -> {oom_kills_after}): {_last(tail)}")
     status = "oom" if llama_log.classify_failure(list(tail)) == "oom" else "crashed"
     if returncode < 0:
         how = f"killed by {signal.Signals(-returncode).name}" if -returncode in signal.valid_signals() else "killed"

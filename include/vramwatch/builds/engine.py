@@ -8,8 +8,10 @@
     paths.cache/wheels/<key>/*.whl    the built wheel: a second build, or a fresh clone, installs it in seconds
     paths.cache/wheels/<key>/llama-bench/   built from the wheel's cmake tree, when the matrix asks for it
     paths.builds/<key>/llama-bench/         its copy for this build (runs on the venv's libraries: llama_bench_env)
-    paths.cache/build/<key>/          slim working copy + cmake tree while a build runs; kept if it is
-                                      interrupted (the next attempt resumes), removed once the wheel exists
+    paths.cache/build/<slot>/         the persistent slim source + cmake tree that builds of one slot share
+                                      (build_tree.py): a nearby llama.cpp commit recompiles only what changed
+
+A git-source build (bindings around a llama.cpp commit) also passes the ABI guard (abi.py) before it counts as built.
 
 Build failures come back as a BuildRecord with status "failed" (the caller decides); only bad input raises UserError.
 """
@@ -17,28 +19,27 @@ Build failures come back as a BuildRecord with status "failed" (the caller decid
 from __future__ import annotations
 
 import dataclasses
-import fcntl
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
 import tomllib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import datetime, timezone
 from pathlib import Path
 
+from vramwatch.builds.abi import guard_bindings
 from vramwatch.builds.backend import build_request, ccache_args, compile_env
+from vramwatch.builds.build_tree import build_slot, ccache_env, slot_dir, slot_lock, sync_tree
 from vramwatch.builds.detect import find_build
-from vramwatch.builds.llama_bench import build_llama_bench
+from vramwatch.builds.llama_bench import TOOLS_OFF, build_llama_bench
+from vramwatch.builds.locking import exclusive
 from vramwatch.builds.process import StepFailed, engine_env, run_step, say
-from vramwatch.builds.slim import copy_slim
+from vramwatch.builds.slim import LLAMA
 from vramwatch.builds.sources import (
     GIT_BINDINGS_VERSION,
     SourceTree,
-    appear_atomically,
     find_sdist,
     git_source,
     pip_index_args,
@@ -111,41 +112,41 @@ def _known_commit(source: BuildSource, request: BuildRequest, paths: Paths) -> s
 
 def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: Paths, log: Path,
                  with_llama_bench: bool) -> Path:
-    """Compile the wheel with the build venv's Python, from a slim working copy of the tree that is this key's own
-    (the build writes libraries into llama_cpp/lib of its source: they must not leak from a CUDA build into a CPU one).
+    """Compile the wheel with the build venv's Python, in its slot's persistent tree (build_tree.py) with the tree
+    synced to this source first: the build writes libraries into llama_cpp/lib of its source, so the sync also
+    removes whatever an earlier build of the slot left there.
 
     pip's build isolation is off on purpose: it hides the interpreter's site-packages from every child process, which
     breaks the pip-installed `cmake`/`ninja` launchers that CUDA images put first on PATH, and it then wants to
     download cmake, which an air-gapped worker cannot. The build backend is installed into the venv instead.
     """
-    work = paths.cache / "build" / request.key
-    if not (work / "src").is_dir():
-        appear_atomically(work / "src", lambda scratch: copy_slim(tree.path, scratch))
-    else:
-        say(f"continuing in the build tree of an earlier, unfinished attempt: {work}")
-    backend = tomllib.loads((work / "src" / "pyproject.toml").read_text())["build-system"]["requires"]
-    run_step("install build backend", [python, "-m", "pip", "install", "--disable-pip-version-check",
-                                       *pip_index_args(request), *backend], log)
-    env = compile_env(request)
-    env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend)])
-    say(f"CMAKE_ARGS={env['CMAKE_ARGS']}")
-    out = work / "wheel"
-    shutil.rmtree(out, ignore_errors=True)
-    try:
-        run_step("build wheel", [python, "-m", "pip", "wheel", "-v", "--disable-pip-version-check", "--no-deps",
-                                 "--no-build-isolation", "--wheel-dir", out,
-                                 f"--config-settings=build-dir={work / 'cmake'}", work / "src"], log, env=env)
-    except StepFailed as failure:  # name files relative to the source, not by their long cache path
-        raise StepFailed(failure.error.replace(f"{work / 'src'}/", ""), failure.log_tail) from None
-    built = sorted(out.glob("llama_cpp_python-*.whl"))
-    if not built:
-        raise StepFailed(f"build wheel failed: pip wheel left no wheel in {out}")
-    dest = paths.cache / "wheels" / request.key / built[-1].name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    shutil.move(built[-1], dest)
-    if with_llama_bench:
-        build_llama_bench(work / "cmake", dest, dest.parent / "llama-bench", log, env)
-    shutil.rmtree(work, ignore_errors=True)  # the wheel is the cache now; the cmake tree only served resuming
+    slot = build_slot(request)
+    work = slot_dir(paths, slot)
+    with slot_lock(paths, slot):
+        say(f"syncing the build tree {work}: {sync_tree(tree.path, work / 'src')}")
+        backend = tomllib.loads((work / "src" / "pyproject.toml").read_text())["build-system"]["requires"]
+        run_step("install build backend", [python, "-m", "pip", "install", "--disable-pip-version-check",
+                                           *pip_index_args(request), *backend], log)
+        env = {**compile_env(request), **ccache_env(paths)}
+        env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend), TOOLS_OFF])
+        say(f"CMAKE_ARGS={env['CMAKE_ARGS']}")
+        out = work / "wheel"
+        shutil.rmtree(out, ignore_errors=True)
+        try:
+            run_step("build wheel", [python, "-m", "pip", "wheel", "-v", "--disable-pip-version-check", "--no-deps",
+                                     "--no-build-isolation", "--wheel-dir", out,
+                                     f"--config-settings=build-dir={work / 'cmake'}", work / "src"], log, env=env)
+        except StepFailed as failure:  # name files relative to the source, not by their long cache path
+            raise StepFailed(failure.error.replace(f"{work / 'src'}/", ""), failure.log_tail) from None
+        built = sorted(out.glob("llama_cpp_python-*.whl"))
+        if not built:
+            raise StepFailed(f"build wheel failed: pip wheel left no wheel in {out}")
+        dest = paths.cache / "wheels" / request.key / built[-1].name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(built[-1], dest)
+        shutil.rmtree(out, ignore_errors=True)
+        if with_llama_bench:
+            build_llama_bench(work / "cmake", dest, dest.parent / "llama-bench", log, env)
     return dest
 
 
@@ -176,28 +177,11 @@ def build_engine(source: BuildSource, version: str, paths: Paths) -> BuildRecord
         return _reuse_or_build(source, version, request, paths)
 
 
-@contextmanager
-def build_lock(paths: Paths, key: str, wait: bool = True) -> Iterator[bool]:
-    """Hold <key>'s lock: two builds of one key (two DAG runs, or the CLI beside the scheduler) would share its venv,
-    cmake tree and wheel cache and break each other, so the second waits for the first, then reuses what it built.
+def build_lock(paths: Paths, key: str, wait: bool = True) -> AbstractContextManager[bool]:
+    """Hold <key>'s lock: two builds of one key (two DAG runs, or the CLI beside the scheduler) would share its venv
+    and wheel cache and break each other, so the second waits for the first, then reuses what it built.
     wait False (prune): yields False at once if another process holds it, True once this one does."""
-    lock_path = paths.builds / f"{key}.lock"
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "a+") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if not wait:
-                yield False
-                return
-            lock.seek(0)
-            say(f"waiting for the build of {key} that {lock.read().strip() or 'another process'} is running")
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        lock.seek(0)
-        lock.truncate()
-        lock.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        lock.flush()
-        yield True  # closing the file releases the lock, also when the process dies
+    return exclusive(paths.builds / f"{key}.lock", f"waiting for the build of {key} that {{holder}} is running", wait)
 
 
 def _reuse_or_build(source: BuildSource, version: str, request: BuildRequest, paths: Paths) -> BuildRecord:
@@ -230,6 +214,8 @@ def _reuse_or_build(source: BuildSource, version: str, request: BuildRequest, pa
         else:
             wheel = _build_wheel(request, tree, python, paths, log, source.build_llama_bench)
         _install_engine(python, wheel, request, log)
+        if request.source == "git":  # bindings of one release around another llama.cpp: never bench a mismatch
+            say(guard_bindings(python, tree.path / LLAMA, log))
         bench_binary = ""
         if source.build_llama_bench:
             shutil.rmtree(home / "llama-bench", ignore_errors=True)

@@ -21,6 +21,9 @@ from vramwatch.records import BuildRecord
 # Tools on, but none that the slim tree leaves out (the server's web UI) or that need the network.
 TOOLS_FLAGS = ("-DLLAMA_BUILD_TOOLS=ON", "-DLLAMA_BUILD_SERVER=OFF", "-DLLAMA_BUILD_TESTS=OFF",
                "-DLLAMA_BUILD_EXAMPLES=OFF", "-DLLAMA_CURL=OFF")
+# The wheel's own default (llama.cpp as a subproject), restated for each wheel build: a kept tree that built
+# llama-bench has tools on in its CMake cache, and the wheel would then compile every tool.
+TOOLS_OFF = "-DLLAMA_BUILD_TOOLS=OFF"
 
 
 def cmake_of(tree: Path) -> str:

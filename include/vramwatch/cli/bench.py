@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--no-generation", action="store_true", help="skip the seed's sampled generation test")
     parser.add_argument("--timeout", type=float, default=DEFAULT.timeout_s, metavar="S",
                         help="kill the child and record status timeout after S seconds (default %(default)s)")
+    parser.add_argument("--host-memory-limit", type=int, default=DEFAULT.host_memory_limit_mib, metavar="MIB",
+                        help="run the child in a cgroup of its own with at most MIB MiB of host memory; past it the "
+                             "kernel kills it and the status is oom (default 0 = no limit; needs root)")
     add_engine(parser)
     parser.add_argument("--llama-log", metavar="FILE", help="write llama.cpp's whole log (all levels) to FILE")
     parser.add_argument("--json", action="store_true", help="print the BenchResult record as one JSON line")
@@ -59,7 +62,8 @@ def bench_command(args: argparse.Namespace) -> int:
         model=model_file(args.model), mode=args.mode, n_cpu_moe=args.n_cpu_moe, reps=args.reps,
         n_prompt=args.n_prompt, n_gen=args.n_gen, n_ctx=args.n_ctx, n_threads=args.threads,
         flash_attn=args.flash_attn, type_k=args.cache_type_k, type_v=args.cache_type_v, use_mmap=not args.no_mmap,
-        timeout_s=args.timeout, generation=None if args.no_generation else GenerationTest(),
+        timeout_s=args.timeout, host_memory_limit_mib=args.host_memory_limit,
+        generation=None if args.no_generation else GenerationTest(),
     )
     problems = config.problems()
     if problems:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -19,11 +20,12 @@ from gguf.constants import GGMLQuantizationType
 from vramwatch.errors import UserError
 from vramwatch.gguf_file import tensor_bytes
 from vramwatch.models.inspect import partial_path, read_header
-from vramwatch.models.synth import ensure_free_space
+from vramwatch.models.synth import disk_full, ensure_free_space
 from vramwatch.records import BuildRecord
 
 INCLUDE_DIR = Path(__file__).resolve().parents[2]  # so the engine's Python can import vramwatch.records
 FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
+MIN_WRITE = 1024 * 1024  # less free than this after a failed write: the disk is full, whatever the file still needs
 
 
 @dataclass(frozen=True)
@@ -94,16 +96,22 @@ def quantize_gguf(src: str | os.PathLike[str], quant: str, build: BuildRecord, o
     if out.resolve() == src.resolve():
         raise UserError(f"output {out} is the source file", "pass another --out")
     out.parent.mkdir(parents=True, exist_ok=True)
-    ensure_free_space(out.parent, src.stat().st_size, f"quantizing {src.name} to {quant}")
+    needed = src.stat().st_size  # the output of a quantization down is smaller
+    ensure_free_space(out.parent, needed, f"quantizing {src.name} to {quant}")
     partial = partial_path(out)
     print(f"[quantize] {src.name} -> {out.name} ({quant}, llama.cpp {build.llama_cpp_commit})",
           file=sys.stderr, flush=True)
+    out_of_disk = False
     try:
         result = _child(build, args + ["--out", str(partial)], timeout_s)
-        _check(result, src, quant)
-        os.replace(partial, out)
+        out_of_disk = not result["ok"] and _rest_does_not_fit(partial, needed)
+        if not out_of_disk:
+            _check(result, src, quant)
+            os.replace(partial, out)
     finally:
         partial.unlink(missing_ok=True)
+    if out_of_disk:  # llama.cpp says only "iostream error"; the disk says why
+        raise disk_full(out.parent, out.name, needed)
     done = _result(quant, result, out, out.stat().st_size, started, dry_run=False)
     print(f"[quantize] wrote {out.name}: {done.file_bytes / 2**20:.1f} MiB in {done.seconds:.1f}s, "
           f"{len(done.fallback_tensors)} tensor(s) fell back to another type", file=sys.stderr, flush=True)
@@ -114,6 +122,13 @@ def _check(result: dict, src: Path, quant: str) -> None:
     if not result["ok"]:
         raise UserError(f"llama.cpp could not quantize {src.name} to {quant}: {result['error']}",
                         "pick another --type, or check the source file loads (models inspect)")
+
+
+def _rest_does_not_fit(partial: Path, needed: int) -> bool:
+    """Whether the disk of a failed quantization's partial file cannot take the rest of it (at least MIN_WRITE):
+    the disk filled during the write."""
+    written = partial.stat().st_size if partial.exists() else 0
+    return shutil.disk_usage(partial.parent).free < max(needed - written, MIN_WRITE)
 
 
 def _result(quant: str, result: dict, path: Path | None, size: int, started: float, dry_run: bool) -> QuantizeResult:

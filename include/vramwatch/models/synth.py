@@ -161,6 +161,14 @@ def ensure_free_space(directory: Path, needed: int, what: str) -> None:
                         "free disk space or write to another directory (--out)")
 
 
+def disk_full(folder: Path, file_name: str, needed: int) -> UserError:
+    """The one line for a disk that filled while `file_name` was written into `folder` (its partial file removed):
+    the folder, the space the file needs and what is free."""
+    return UserError(f"{folder} is full: {file_name} needs {_human(needed + DISK_MARGIN)} free there, "
+                     f"{_human(shutil.disk_usage(folder).free)} is",
+                     "free disk space, or point VRAMWATCH_MODELS_DIR (or --out) at a bigger disk")
+
+
 _say = for_stage("synth")
 
 
@@ -202,10 +210,7 @@ def write_gguf(spec: ModelSpec, out_dir: Path, vocab_dir: Path, *, seed: int = 0
     except BaseException as exc:
         partial.unlink(missing_ok=True)
         if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:  # the disk filled under us: one line, not a trace
-            needed = planned_file_bytes(spec, vocab_dir) if not shape_only else 0
-            raise UserError(f"{out_dir} is full: {path.name} needs {_human(needed + DISK_MARGIN)} free there, "
-                            f"{_human(shutil.disk_usage(out_dir).free)} is",
-                            "free disk space, or point VRAMWATCH_MODELS_DIR (or --out) at a bigger disk") from None
+            raise disk_full(out_dir, path.name, planned_file_bytes(spec, vocab_dir) if not shape_only else 0) from None
         raise
     _say(f"wrote {path.name}: {_human(total)} in {time.monotonic() - started:.1f}s")
     return path

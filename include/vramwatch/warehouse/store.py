@@ -45,6 +45,8 @@ from vramwatch.warehouse.models import (
 )
 from vramwatch.warehouse.url import resolve_url
 
+# A run is stored whole or marked failed (store_run); `running` is only in warehouses written by older versions,
+# which started a run before storing it.
 RUNNING, STORED, FAILED = "running", "stored", "failed"
 # A store gives up rather than waits: on a lock another session holds (a stuck transaction, a migration) after
 # STORE_LOCK_TIMEOUT_MS, on any one statement after STORE_STATEMENT_TIMEOUT_MS. A night (~100 rows) stores in well
@@ -171,29 +173,6 @@ class Warehouse:
                                                     set_={name: statement.excluded[name] for name in updated})
         return session.scalar(statement.returning(BuildRow.id))
 
-    def start_run(self, run_id: str, night: str | date, build: BuildRecord, trigger: str) -> None:
-        """Record that a run began; starting the same run_id again restarts it (same row)."""
-        build_id = self.store_build(build)
-        with self._sessions.begin() as session:
-            run = session.get(RunRow, run_id) or RunRow(run_id=run_id)
-            run.night, run.build_id, run.trigger = _night(night), build_id, trigger
-            run.started, run.ended, run.status = _utcnow(), None, RUNNING
-            session.add(run)
-
-    def finish_run(self, run_id: str, status: str) -> None:
-        with self._sessions.begin() as session:
-            run = self._run(session, run_id)
-            run.status, run.ended = status, _utcnow()
-
-    def store_night(self, run_id: str, validated: ValidatedNight) -> int:
-        """Store a started run's accepted and quarantined results, replacing whatever that run stored before.
-
-        Returns the number of accepted rows stored. Idempotent: a retried store task never duplicates rows.
-        """
-        with self._store_transaction() as session:
-            self._replace_rows(session, self._run(session, run_id), validated)
-        return len(validated.accepted)
-
     def store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
                   night_key: str | None = None) -> str:
         """Store a whole night in one transaction: its build, the run (status stored), its environments and rows.
@@ -207,7 +186,7 @@ class Warehouse:
             return self._store_run(run_id, night, build, validated, trigger, night_key)
         except DBAPIError as exc:
             reason = _first_line(exc)
-            marked = self._mark_failed(run_id, night, build, trigger, reason)
+            marked = self.mark_failed(run_id, night, build, trigger, reason)
             raise WarehouseError(
                 f"storing run {run_id} failed, nothing of it was stored: {reason}"
                 + ("" if marked else " (the run could not even be marked failed)"),
@@ -230,8 +209,10 @@ class Warehouse:
             self._replace_rows(session, run, validated)
         return run_id
 
-    def _mark_failed(self, run_id: str, night: str | date, build: BuildRecord, trigger: str, reason: str) -> bool:
-        """Record a failed store in its own short transaction; False when the warehouse cannot take even that."""
+    def mark_failed(self, run_id: str, night: str | date, build: BuildRecord, trigger: str, reason: str) -> bool:
+        """Record a run that could not be stored (its store or its validation failed) with its build and the reason,
+        in its own short transaction; it keeps rows it stored before. False when the warehouse cannot take even
+        that."""
         try:
             with self._store_transaction() as session:
                 run = session.get(RunRow, run_id) or RunRow(run_id=run_id, started=_utcnow())
@@ -273,7 +254,7 @@ class Warehouse:
     def _run(session: Session, run_id: str) -> RunRow:
         run = session.get(RunRow, run_id)
         if run is None:
-            raise WarehouseError(f"run {run_id!r} is not in the warehouse", "call start_run before storing results")
+            raise WarehouseError(f"run {run_id!r} is not in the warehouse", "store the night first (vramwatch ingest)")
         return run
 
     def _run_records(self, *conditions: Any, limit: int | None = None) -> list[RunRecord]:

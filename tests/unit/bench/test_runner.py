@@ -7,12 +7,14 @@ import re
 import socket
 import stat
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from support.tiny_models import cached_tiny_model
 
 from vramwatch.bench import llama_log
+from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
 from vramwatch.bench.runner import run_config
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord, BuildRequest, GenerationTest, ModelFile
 
@@ -223,3 +225,59 @@ def test_ggml_calls_work_on_the_library_llama_cpp_loaded(engine):
     has_pointer, origin, gpus, name, copied = done.stdout.split()
     assert has_pointer == "True" and "libggml" in origin and Path(origin).is_file()
     assert gpus == "[]" and name == "CPU" and copied == "True"
+
+
+# The tiny MoE's F16 weights are ~105 MiB; loaded without mmap they are the child's own memory, far past this.
+OOM_LIMIT_MIB = 64
+
+
+@pytest.fixture
+def memory_cgroups():
+    """Skips where no memory cgroup can be made (not root, no memory controller): the kernel's OOM kill needs one."""
+    try:
+        MemoryCgroup.limited(OOM_LIMIT_MIB).remove()
+    except CgroupUnavailable as exc:
+        pytest.skip(f"needs a writable memory cgroup (run as root with the memory controller): {exc}")
+    parent = MemoryCgroup.current().path
+    yield
+    assert not list(parent.glob("vramwatch-bench-*")), "a bench child's cgroup was left behind"
+
+
+def test_a_child_the_kernel_oom_kills_is_oom_not_crashed(engine, moe, memory_cgroups):
+    """Fault: the kernel's OOM killer SIGKILLs the bench child (issue 17: reported `crashed`, like any SIGKILL).
+
+    The runner runs in a real memory cgroup limited to OOM_LIMIT_MIB, so its child starts there too; the child loads
+    ~105 MiB of weights and the kernel kills it. The runner reads the cgroup's oom_kill counter, which rose."""
+    import subprocess
+
+    runner = ("import sys\n"
+              "from vramwatch.bench.runner import run_config\n"
+              "from vramwatch.records import BenchConfig, BuildRecord\n"
+              "config = BenchConfig.from_json(sys.stdin.readline())\n"
+              "build = BuildRecord.from_json(sys.stdin.readline())\n"
+              "print(run_config(config, build).to_json())\n")
+    cgroup = MemoryCgroup.limited(OOM_LIMIT_MIB)
+    try:
+        env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3] / "include"))
+        process = subprocess.Popen([sys.executable, "-c", runner], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True, env=env)
+        cgroup.add(process.pid)  # before it reads the config: the child it starts is in the cgroup from birth
+        config = config_for(moe, "baseline", use_mmap=False, generation=None)
+        stdout, stderr = process.communicate(config.to_json() + "\n" + engine.to_json() + "\n", timeout=240)
+    finally:
+        cgroup.remove()
+    assert process.returncode == 0, stderr[-2000:]  # the kernel killed the child, not the runner
+    result = BenchResult.from_json(stdout.splitlines()[-1])
+    assert result.status == "oom", result.error
+    assert "killed by the kernel's OOM killer" in result.error and str(cgroup.path) in result.error
+
+
+def test_host_memory_limit_gives_the_child_its_own_cgroup_and_oom_past_it(engine, moe, memory_cgroups):
+    """Fault: a config outgrows the host memory it may use: the kernel kills it alone, and it ends `oom`."""
+    config = config_for(moe, "baseline", use_mmap=False, generation=None, host_memory_limit_mib=OOM_LIMIT_MIB)
+    result = run_config(config, engine)
+    assert result.status == "oom", result.error
+    assert f"killed by the kernel's OOM killer (host memory limit {OOM_LIMIT_MIB} MiB" in result.error
+    assert "\n" not in result.error
+    roomy = run_config(replace(config, host_memory_limit_mib=1024), engine)  # the limit itself breaks nothing
+    assert roomy.status == "ok", roomy.error

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pytest
 import typing_extensions
+from support.llama_commits import share_release
+from support.llama_headers import headers_of
 
 from vramwatch.builds.backend import build_request
 from vramwatch.builds.bundle import make_bundle
@@ -48,15 +50,6 @@ def _seed_wheel(paths: Paths, source: BuildSource, version: str, engine_build) -
     return dest / wheel.name
 
 
-def _share_release(paths: Paths, engine_build) -> None:
-    """Give a test cache the already downloaded and unpacked 0.3.36 sdist (read-only use)."""
-    sdist = Paths().cache / "sdists" / f"llama_cpp_python-{VERSION}.tar.gz"
-    (paths.cache / "sdists").mkdir(parents=True, exist_ok=True)
-    (paths.cache / "sdists" / sdist.name).symlink_to(sdist)
-    (paths.cache / "src").mkdir(parents=True, exist_ok=True)
-    (paths.cache / "src" / VERSION).symlink_to(engine_build.source_dir)
-
-
 @pytest.fixture
 def offline(monkeypatch):
     """No package index and no network: only what --find-links names can be installed."""
@@ -69,7 +62,7 @@ def offline(monkeypatch):
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, engine_build):
     maker = _paths(tmp_path_factory.mktemp("maker"))
-    _share_release(maker, engine_build)
+    share_release(maker, Path(engine_build.source_dir), VERSION)
     return make_bundle(VERSION, tmp_path_factory.mktemp("bundle"), maker)
 
 
@@ -165,8 +158,9 @@ def test_broken_source_fails_with_one_line_and_is_never_reused(bundle, tmp_path,
     assert build_engine(source, "latest", paths).status == "failed"  # retried, not reused
 
 
-def test_git_checkout_replaces_the_vendored_llama_cpp(engine_build, tmp_path):
-    repo = tmp_path / "llama.cpp"
+def _llama_cpp_repo(root: Path, engine_build, llama_h_edit: tuple[str, str] | None = None) -> tuple[Path, str]:
+    """A one-commit llama.cpp repository (tag b1): a vocab GGUF, a CMakeLists and the engine's real headers."""
+    repo = headers_of(engine_build, root / "llama.cpp", llama_h_edit)
     (repo / "models").mkdir(parents=True)
     (repo / "models" / "ggml-vocab-tiny.gguf").write_bytes(b"GGUF")
     (repo / "CMakeLists.txt").write_text("# the checkout\n")
@@ -175,12 +169,21 @@ def test_git_checkout_replaces_the_vendored_llama_cpp(engine_build, tmp_path):
     for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "b1"], ["tag", "b1"]):
         subprocess.run(["git", "-C", str(repo), *args], check=True, env=env)
     commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "b1"], capture_output=True, text=True).stdout.strip()
+    return repo, commit
+
+
+def _git_build(tmp_path: Path, engine_build, llama_h_edit: tuple[str, str] | None = None):
+    """build_engine of tag b1 from a local repository, with the session engine's wheel in the wheel cache."""
+    repo, commit = _llama_cpp_repo(tmp_path, engine_build, llama_h_edit)
     paths = _paths(tmp_path)
-    _share_release(paths, engine_build)
+    share_release(paths, Path(engine_build.source_dir), VERSION)
     source = BuildSource(source="git", location=str(repo), version="b*", backend="cpu")
     _seed_wheel(paths, source, "b1", engine_build)
+    return build_engine(source, "b1", paths), commit
 
-    record = build_engine(source, "b1", paths)
+
+def test_git_checkout_replaces_the_vendored_llama_cpp(engine_build, tmp_path):
+    record, commit = _git_build(tmp_path, engine_build)
     assert record.status == "ok", record.error
     assert record.llama_cpp_commit == commit and record.llama_cpp_python_version == VERSION
     tree = Path(record.source_dir)
@@ -188,6 +191,15 @@ def test_git_checkout_replaces_the_vendored_llama_cpp(engine_build, tmp_path):
     assert (tree / "vendor/llama.cpp/models/ggml-vocab-tiny.gguf").is_file()
     assert (tree / "llama_cpp" / "llama_cpp.py").is_file()  # the bindings around it
     assert (tree / "LLAMA_CPP_COMMIT").read_text().strip() == commit
+    assert "ABI guard: bindings match llama.h" in (Path(record.python).parents[2] / "build.log").read_text()
+
+
+def test_git_checkout_whose_llama_h_the_bindings_do_not_match_fails_the_build(engine_build, tmp_path):
+    """Fault: a llama.cpp commit grew llama_context_params; its build must not be benched through the old bindings."""
+    record, _ = _git_build(tmp_path, engine_build, ("uint32_t n_ctx;", "uint32_t n_ctx;\n        uint32_t n_planted;"))
+    assert record.status == "failed" and record.python == ""
+    assert record.error.startswith("bindings do not match llama.h: llama_context_params: C size ")
+    assert "llama_context_params.n_batch: C offset 8 size 4, ctypes offset 4 size 4" in record.error
 
 
 def test_a_second_build_of_a_key_waits_for_the_first_then_reuses_it(engine_build):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +20,7 @@ from vramwatch.models.inspect import read_header
 from vramwatch.models.prepare import NATIVE, prepare_models
 from vramwatch.models.quantize import file_types, quantize_gguf
 from vramwatch.models.specs import get_spec
-from vramwatch.models.synth import write_gguf
+from vramwatch.models.synth import DISK_MARGIN, write_gguf
 from vramwatch.records import QUANT_TYPES, BuildRecord
 
 GENERATE = """
@@ -162,3 +167,80 @@ def test_a_truncated_quantize_record_is_made_again_not_a_crash_loop(tmp_path, mo
 
     assert again == first and json.loads(record.read_text())["quant"] == "Q8_0"
     assert not list(paths.models.glob("quantized/*.partial"))
+
+
+def _writer_of(path: Path) -> int | None:
+    """The pid of the process that holds `path` open (the quantize child), from /proc."""
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) == str(path):
+                return int(fd.parts[2])
+        except OSError:  # a process or descriptor gone meanwhile
+            continue
+    return None
+
+
+def _fill_once_the_write_starts(folder: Path, stop: threading.Event) -> None:
+    """Another writer takes the disk mid-quantize: catch the child's partial file, pause the child, fill the disk
+    with a file of our own, let the child go on into a full disk."""
+    while not stop.is_set():
+        partial = next(folder.glob("*.partial"), None)
+        writer = _writer_of(partial) if partial else None
+        if writer:
+            break
+        time.sleep(0.001)
+    else:
+        return
+    os.kill(writer, signal.SIGSTOP)
+    try:
+        with open(folder / "other-writer.bin", "wb") as filler:
+            chunk = b"\0" * 2**20
+            with contextlib.suppress(OSError):  # ENOSPC: the disk is full
+                while True:
+                    filler.write(chunk)
+                    filler.flush()
+    finally:
+        os.kill(writer, signal.SIGCONT)
+
+
+@pytest.fixture
+def disk_for(tmp_path):
+    """A tmpfs of a given size (root only: skipped where mount is refused), unmounted after."""
+    mounted: list[Path] = []
+
+    def mount(size: int) -> Path:
+        folder = tmp_path / "disk"
+        folder.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_disk_that_fills_during_quantize_is_one_line_naming_the_folder_and_the_space(deepseek_tiny, disk_for,
+                                                                                        engine_build):
+    """Fault: the disk filled while llama.cpp wrote the quantized file: "could not quantize ... pick another --type".
+
+    A real tmpfs with room for the file (and the free-space check before it), filled by another writer once the
+    quantize child has its partial file open; llama.cpp's write fails with only "iostream error"."""
+    folder = disk_for(deepseek_tiny.stat().st_size + DISK_MARGIN + 16 * 2**20)
+    stop = threading.Event()
+    filler = threading.Thread(target=_fill_once_the_write_starts, args=(folder, stop), daemon=True)
+    filler.start()
+    try:
+        with pytest.raises(UserError) as full:
+            quantize_gguf(deepseek_tiny, "Q4_K_M", engine_build, folder / "ds-q4km.gguf", nthread=1)
+    finally:
+        stop.set()
+        filler.join(timeout=60)
+
+    assert full.value.message.startswith(f"{folder} is full: ds-q4km.gguf needs ")
+    assert "MiB free there" in full.value.message and "\n" not in str(full.value)
+    assert "--type" not in str(full.value) and "VRAMWATCH_MODELS_DIR" in full.value.fix
+    assert sorted(p.name for p in folder.iterdir()) == ["other-writer.bin"]  # no partial file left

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.samples import night, replace, result
-from support.warehouses import commit_of, night_of, start_night, store_nights
+from support.warehouses import commit_of, night_of, store_nights, store_validated_night
 
 from vramwatch.config import Policy, VramPolicy, VramRule
 from vramwatch.records import ABRun, BenchResult, Incident, TestResult
@@ -318,7 +318,7 @@ def test_a_quarantined_row_is_reported_as_quarantined_not_vanished(warehouse):
     zero_tg = TestResult(0, 128, [0.0] * 5, 0.0, 0.0)  # a build that "generates" at 0 t/s
     store_nights(warehouse, [CONFIGS])
     tonight = [replace(r, tg=zero_tg) if r.config.config_id == A else r for r in CONFIGS]
-    warehouse.store_night(start_night(warehouse, 1), validate_night(tonight))
+    store_validated_night(warehouse, 1, validate_night(tonight))
 
     (incident,) = detect_for_run(warehouse, "run001").incidents
 
@@ -329,7 +329,7 @@ def test_a_quarantined_row_is_reported_as_quarantined_not_vanished(warehouse):
 def test_a_night_quarantined_whole_is_still_checked(warehouse):
     store_nights(warehouse, [CONFIGS])
     unknown_status = [replace(r, status="exploded", error="") for r in CONFIGS]  # every row fails status_known
-    warehouse.store_night(start_night(warehouse, 1), validate_night(unknown_status))
+    store_validated_night(warehouse, 1, validate_night(unknown_status))
 
     (incident,) = detect_for_run(warehouse, "run001").incidents
 

@@ -212,8 +212,7 @@ def test_the_report_lists_quarantined_rows_and_what_they_failed(tmp_path):
     broken = replace(results[0], status="exploded", error="")  # an unknown status with no error: two failures
     build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
                         llama_cpp_python_version="0.3.36", llama_cpp_commit="b5001")
-    warehouse.start_run("run1", "2026-01-02", build, "test")
-    warehouse.store_night("run1", validate_night([broken, *results[1:]]))
+    warehouse.store_run("run1", "2026-01-02", build, validate_night([broken, *results[1:]]), "test")
 
     summary = report_for_run(warehouse, "run1", NOTHING, tmp_path / "reports")
 

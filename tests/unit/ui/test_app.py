@@ -175,9 +175,8 @@ def test_unreachable_warehouse_is_a_clear_503(tmp_path):
 def test_cpu_only_night_charts_host_memory_and_says_no_gpu_in_the_seed_table(tmp_path):
     url = f"sqlite:///{tmp_path / 'cpu.db'}"
     warehouse = Warehouse(url)
-    warehouse.start_run("manual__cpu", "2026-01-05", build_record(OLD_BUILD), "manual")
-    warehouse.store_night("manual__cpu", ValidatedNight(accepted=night(gpu=False), quarantined=[]))
-    warehouse.finish_run("manual__cpu", "stored")
+    warehouse.store_run("manual__cpu", "2026-01-05", build_record(OLD_BUILD),
+                        ValidatedNight(accepted=night(gpu=False), quarantined=[]), "manual")
     warehouse.close()
     with TestClient(create_app(url, tmp_path)) as client:
         html = client.get("/").text

@@ -26,6 +26,7 @@ from vramwatch.records import (
     BuildRequest,
     Incident,
     MeasuredNight,
+    NightVerdicts,
     QualityResult,
     QuarantinedResult,
     ValidatedNight,
@@ -84,11 +85,9 @@ def build(version: str = "0.3.36", status: str = "ok", source: str = "pypi", bui
     )
 
 
-def store(wh: Warehouse, run_id: str, night_: str, results, version: str = "0.3.36", quarantined=(),
-          status: str = "stored") -> None:
-    wh.start_run(run_id, night_, build(version), "scheduled")
-    wh.store_night(run_id, ValidatedNight(accepted=list(results), quarantined=list(quarantined)))
-    wh.finish_run(run_id, status)
+def store(wh: Warehouse, run_id: str, night_: str, results, version: str = "0.3.36", quarantined=()) -> None:
+    wh.store_run(run_id, night_, build(version), ValidatedNight(accepted=list(results), quarantined=list(quarantined)),
+                 "scheduled")
 
 
 # ------------------------------------------------------------------------------------------------ schema
@@ -208,10 +207,10 @@ def test_quality_figures_round_trip_and_reach_history(warehouse):
     assert frame.loc["deepseek-moe-16b", ["perplexity", "quality_tokens", "greedy_sha256"]].isna().all()
 
 
-def test_storing_before_the_run_started_names_the_fix(warehouse):
+def test_verdicts_of_a_run_not_stored_name_the_fix(warehouse):
     with pytest.raises(WarehouseError, match="'nope' is not in the warehouse") as info:
-        warehouse.store_night("nope", ValidatedNight(accepted=night(quants=("Q2_K",)), quarantined=[]))
-    assert "start_run" in info.value.fix
+        warehouse.save_verdicts("nope", NightVerdicts(incidents=[]))
+    assert "vramwatch ingest" in info.value.fix
 
 
 def test_a_reused_build_keeps_the_row_and_status_of_the_build_that_made_it(warehouse):
@@ -266,11 +265,11 @@ def test_history_keeps_environments_apart(warehouse):
 def test_runs_are_found_by_id_night_or_as_the_latest_with_results(warehouse):
     rows = night(quants=("Q2_K",))
     store(warehouse, "n1", "2026-01-01", rows, version="0.3.34")
-    store(warehouse, "n2", "2026-01-02", rows, version="0.3.35", status="failed")
+    store(warehouse, "n2", "2026-01-02", rows, version="0.3.35")
     store(warehouse, "n2b", "2026-01-02", [], version="0.3.35")  # a later run of that night that stored nothing
-    warehouse.start_run("n3", "2026-01-03", build("0.3.36"), "manual")  # still running, nothing stored
+    assert warehouse.mark_failed("n3", "2026-01-03", build("0.3.36"), "manual", "validation crashed")
 
-    assert (warehouse.run("n2").status, warehouse.run("n2").n_results) == ("failed", len(rows))
+    assert (warehouse.run("n3").status, warehouse.run("n3").n_results) == ("failed", 0)
     with pytest.raises(WarehouseError, match="run 'n9' is not in the warehouse"):
         warehouse.run("n9")
     assert warehouse.latest_run().run_id == "n2"
@@ -283,13 +282,12 @@ def test_runs_are_found_by_id_night_or_as_the_latest_with_results(warehouse):
 def test_last_version_skips_runs_that_did_not_finish(warehouse):
     rows = night(quants=("Q2_K",))
     store(warehouse, "n1", "2026-01-01", rows, version="0.3.34")
-    store(warehouse, "n2", "2026-01-02", rows, version="0.3.35", status="failed")
-    warehouse.start_run("n3", "2026-01-03", build("0.3.36"), "manual")  # still running
+    warehouse.mark_failed("n2", "2026-01-02", build("0.3.35"), "scheduled", "validation crashed")
 
     assert warehouse.last_benchmarked_version("pypi") == "0.3.34"
     assert warehouse.last_benchmarked_version("git") is None
-    warehouse.finish_run("n3", "stored")
-    assert warehouse.last_benchmarked_version("pypi") == "0.3.36"
+    store(warehouse, "n2", "2026-01-02", rows, version="0.3.35")  # the night stored on a later try
+    assert warehouse.last_benchmarked_version("pypi") == "0.3.35"
 
 
 # ------------------------------------------------------------------------------------------------ incidents
