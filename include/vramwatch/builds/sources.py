@@ -240,6 +240,10 @@ def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> S
         archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
         with archive, tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
             tar.extractall(checkout, filter="data")
+            # tarfile stops at the end-of-archive marker; git still writes its padding after it and, with the pipe
+            # closed, dies of SIGPIPE (status -13) now and then: read the stream to its end
+            while archive.stdout.read(1 << 16):
+                pass
         if archive.returncode != 0:
             raise StepFailed(f"git archive {commit} failed with status {archive.returncode}")
         (scratch / COMMIT_MARKER).write_text(commit + "\n")
