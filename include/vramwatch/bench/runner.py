@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections import deque
 from datetime import datetime, timezone
@@ -21,20 +20,21 @@ import vramwatch
 from vramwatch.bench import host, llama_log
 from vramwatch.bench.gpu import Nvml
 from vramwatch.gguf_file import GGUFError, read_gguf
+from vramwatch.progress import relay
 from vramwatch.records import RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint
 
 INCLUDE_DIR = Path(vramwatch.__file__).resolve().parents[1]
 STDERR_TAIL = 50
+_child_said = relay("bench")
 
 
-def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str | os.PathLike[str] | None = None,
-               progress: TextIO | None = None) -> BenchResult:
+def run_config(config: BenchConfig, build: BuildRecord, *,
+               llama_log_path: str | os.PathLike[str] | None = None) -> BenchResult:
     """Bench one config in a child of `build.python`. Never raises for a failed bench: the status says it.
 
-    `llama_log_path` keeps llama.cpp's whole log (every level) of that run; `progress` receives the child's stderr
-    lines as they come (default: this process's stderr).
+    `llama_log_path` keeps llama.cpp's whole log (every level) of that run. The child's stderr lines are progress,
+    relayed as they come (vramwatch.progress: INFO on the `vramwatch.bench` logger).
     """
-    progress = progress or sys.stderr
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def failed(status: str, error: str) -> BenchResult:
@@ -63,7 +63,7 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     readers = [
         threading.Thread(target=_collect, args=(child.stdout, stdout.append), daemon=True),
-        threading.Thread(target=_collect, args=(child.stderr, lambda line: _relay(line, tail, progress)), daemon=True),
+        threading.Thread(target=_collect, args=(child.stderr, lambda line: _relay(line, tail)), daemon=True),
     ]
     for reader in readers:
         reader.start()
@@ -130,10 +130,10 @@ def _collect(stream: TextIO, sink) -> None:
         sink(line.rstrip("\n"))
 
 
-def _relay(line: str, tail: deque[str], progress: TextIO) -> None:
+def _relay(line: str, tail: deque[str]) -> None:
     if line.strip():
         tail.append(line)
-    print(line, file=progress, flush=True)
+    _child_said(line)
 
 
 def _kill(child: subprocess.Popen) -> None:
