@@ -66,10 +66,12 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
 
 
 def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame, verdicts: NightVerdicts,
-                 out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = ()) -> tuple[Path, Path]:
+                 out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = (),
+                 notices: Sequence[str] = ()) -> tuple[Path, Path]:
     """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
 
-    history is Warehouse.history() of this run's configs (it must hold the run itself).
+    history is Warehouse.history() of this run's configs (it must hold the run itself). notices are warnings the
+    report shows above everything else (e.g. that no alert channel is configured).
     """
     incidents = verdicts.incidents
     out_dir = Path(out_dir)
@@ -92,14 +94,14 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
                "History per config (red: incident opened)": plots.history(history, incidents),
                "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
     html = _environment().get_template("summary.html.j2").render(
-        css=Markup(style.CSS), title=title, top=top, header=header, findings=findings, sections=sections,
+        css=Markup(style.CSS), title=title, notices=notices, top=top, header=header, findings=findings, sections=sections,
         plots=[(caption, png) for caption, png in figures.items() if png],
         missing_plots=[caption for caption, png in figures.items() if not png])
 
     night_dir = out_dir / run.night
     night_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = night_dir / "summary.md", night_dir / "summary.html"
-    md_path.write_text(markdown.render(title, top, header, findings, sections))
+    md_path.write_text(markdown.render(title, top, header, findings, sections, notices))
     html_path.write_text(html)
     shutil.copyfile(md_path, out_dir / "latest.md")
     shutil.copyfile(html_path, out_dir / "latest.html")
@@ -107,12 +109,12 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
 
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
-                   reports_dir: Path | str) -> NightSummary:
+                   reports_dir: Path | str, notices: Sequence[str] = ()) -> NightSummary:
     """Read the run and its configs' history from the warehouse, write the report, return the night summary."""
     run = warehouse.run(run_id)
     results = warehouse.results_for_run(run_id)
     history = warehouse.history(config_ids={r.config.config_id for r in results})
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
-                                      warehouse.quarantined_for_run(run_id))
+                                      warehouse.quarantined_for_run(run_id), notices)
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))
