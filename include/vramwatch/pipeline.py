@@ -93,10 +93,13 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
 
 
 def validate(results: list[BenchResult], night: str, build: BuildRecord) -> ValidatedNight:
+    from vramwatch.report.write import DATA_DOCS_INDEX, save_validation
     from vramwatch.validate.gate import validate_night
 
-    data_docs = Paths().reports / night / "data_docs"
+    reports = Paths().reports
+    data_docs = (reports / night / DATA_DOCS_INDEX).parent
     validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
+    save_validation(reports, night, validated.expectations)  # the report, another task, shows them
     _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
     return validated
 

@@ -15,6 +15,8 @@ def table(t: Table, level: str = "##") -> str:
         lines.append("| " + " | ".join(["(none)"] + [""] * (len(t.header) - 1)) + " |")
     if t.note:
         lines += ["", f"_{t.note}_"]
+    if t.link:
+        lines += ["", f"[{t.link[0]}]({t.link[1]})"]
     return "\n".join(lines)
 
 
