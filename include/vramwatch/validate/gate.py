@@ -34,6 +34,8 @@ EXAMPLES = 3  # failing rows an expectation's outcome names
 _EXTERNAL_TAG = re.compile(r"""<(?:script|link|img)\b[^>]*\b(?:src|href)=["']?(?:https?:)?//[^>]*>(?:\s*</script>)?""",
                            re.IGNORECASE)
 _EXTERNAL_HREF = re.compile(r"""\s(?:href|src)=["']?(?:https?:)?//[^"'\s>]*["']?""", re.IGNORECASE)
+PAGE_LIST_ID = "vramwatch-pages"
+_PAGE_LIST = re.compile(rf'<section id="{PAGE_LIST_ID}">.*?</section>', re.DOTALL)
 _EXTERNAL_CSS_URL = re.compile(r"""url\(\s*["']?(?:https?:)?//[^)]*\)""", re.IGNORECASE)
 
 
@@ -174,13 +176,21 @@ def _outcome(name: str, check: Any, unexpected: list[dict[str, Any]], config_nam
 def make_offline(data_docs_dir: Path) -> None:
     """Rewrite Data Docs so that they load nothing from another host: drop every tag that loads a CDN asset, every
     link to the web and every CSS url() off this host. What stays is their HTML and their own local stylesheet
-    (allowed by the UI's policy as 'self'); their tables read plain."""
+    (allowed by the UI's policy as 'self'); their tables read plain. The index's tables are filled by script (which
+    neither runs offline nor under the UI's policy), so the index also gets a plain list of links to every page."""
     for page in data_docs_dir.rglob("*.html"):
         text = page.read_text(encoding="utf-8")
         text = _EXTERNAL_CSS_URL.sub("none", _EXTERNAL_HREF.sub("", _EXTERNAL_TAG.sub("", text)))  # inline <style>s
         page.write_text(text, encoding="utf-8")
     for sheet in data_docs_dir.rglob("*.css"):
         sheet.write_text(_EXTERNAL_CSS_URL.sub("none", sheet.read_text(encoding="utf-8")), encoding="utf-8")
+    index = data_docs_dir / "index.html"
+    if index.is_file():
+        pages = sorted(p.relative_to(data_docs_dir).as_posix() for p in data_docs_dir.rglob("*.html") if p != index)
+        links = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>' for p in pages)
+        text = _PAGE_LIST.sub("", index.read_text(encoding="utf-8"))  # GX may keep an index we listed before
+        index.write_text(text.replace("</body>", f'<section id="{PAGE_LIST_ID}"><h2>Every page (no script needed)'
+                                                 f'</h2><ul>{links}</ul></section></body>', 1), encoding="utf-8")
 
 
 def validate_night(results: list[BenchResult], gpu_total_mib: float | None = None,

@@ -235,6 +235,10 @@ def test_data_docs_load_nothing_from_another_host_and_each_expectations_outcome_
     assert len(written) >= 3  # the index, the suite, the validation (and their stylesheets)
     assert {str(f.relative_to(docs)): EXTERNAL.findall(f.read_text()) for f in written
             if EXTERNAL.search(f.read_text())} == {}
+    index = (docs / "index.html").read_text()  # its tables are filled by script: it lists every page plainly too
+    listed = re.findall(r'<li><a href="([^"]+)">', index.split('<section id="vramwatch-pages">', 1)[1])
+    assert listed and all((docs / page).is_file() for page in listed)
+    assert any(page.startswith("validations/") for page in listed)
     outcomes = {o.name: o for o in validated.expectations}
     assert list(outcomes) == [name for name, _ in expectations()]
     assert {name for name, o in outcomes.items() if not o.success} == {"config_unique", "status_known"}
