@@ -29,6 +29,8 @@ DEFAULT_ARGS = {
     "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
 }
 GPU = {"queue": MATRIX.queue, "pool": MATRIX.pool}
+# The Airflow connection e-mail alerts go through (host, port, TLS, login), read the way the SMTP provider reads it
+SMTP_CONN_ID = os.environ.get("VRAMWATCH_ALERT_SMTP_CONN_ID", "smtp_default")
 
 
 def _night(dag_run) -> str:
@@ -36,10 +38,22 @@ def _night(dag_run) -> str:
     return dag_run.run_after.date().isoformat()
 
 
+def _smtp_connection():
+    """The SMTP connection, if Airflow has one (an AIRFLOW_CONN_* variable, the metastore, a secrets backend); read
+    inside each task that alerts, so its password never travels as an XCom. None: e-mail comes from the environment."""
+    from airflow.sdk import BaseHook
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    try:
+        return BaseHook.get_connection(SMTP_CONN_ID)
+    except AirflowNotFoundException:
+        return None
+
+
 def _alert_on_failure(context: dict) -> None:
     from vramwatch import pipeline
 
-    pipeline.task_failure_alert(context)
+    pipeline.task_failure_alert(context, _smtp_connection())
 
 
 @dag(
@@ -118,13 +132,13 @@ def llamacpp_nightly():
     def report(verdicts: dict, run_id: str | None = None) -> dict:
         from vramwatch import pipeline
 
-        return pipeline.task_report(run_id, verdicts)
+        return pipeline.task_report(run_id, verdicts, _smtp_connection())  # it says so when no alert can go out
 
     @task
     def alert(summary: dict) -> int:
         from vramwatch import pipeline
 
-        return pipeline.task_alert(summary)
+        return pipeline.task_alert(summary, _smtp_connection())
 
     # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
     @task(**GPU, trigger_rule="all_done")  # the GPU worker's disk: the engines and models of the builds used last stay

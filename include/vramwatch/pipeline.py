@@ -33,6 +33,7 @@ from vramwatch.records import (
 )
 
 if TYPE_CHECKING:
+    from vramwatch.alerts.delivery import AlertChannels
     from vramwatch.regress.detect import ABRunner
     from vramwatch.warehouse.store import Warehouse
 
@@ -94,10 +95,13 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
 
 
 def validate(results: list[BenchResult], night: str, build: BuildRecord) -> ValidatedNight:
+    from vramwatch.report.write import DATA_DOCS_INDEX, save_validation
     from vramwatch.validate.gate import validate_night
 
-    data_docs = Paths().reports / night / "data_docs"
+    reports = Paths().reports
+    data_docs = (reports / night / DATA_DOCS_INDEX).parent
     validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
+    save_validation(reports, night, validated.expectations)  # the report, another task, shows them
     _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
     return validated
 
@@ -148,12 +152,36 @@ def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None 
     return verdicts
 
 
-def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None) -> NightSummary:
+def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None,
+           smtp_connection: Any = None) -> NightSummary:
+    """Write the night's report; it says at the top when its regressions would page no one (alerting_notices)."""
     from vramwatch.report.write import report_for_run
 
-    summary = report_for_run(_open(warehouse), run_id, verdicts, Paths().reports)
+    summary = report_for_run(_open(warehouse), run_id, verdicts, Paths().reports,
+                             notices=alerting_notices(smtp_connection))
     _say(f"report: {summary.report_md}")
     return summary
+
+
+def alert_channels(smtp_connection: Any = None) -> AlertChannels:
+    """The alert channels: the environment's, with the SMTP server of an Airflow connection when the DAG passes one
+    (any object with host, port, login, password and extra_dejson: this module imports no Airflow)."""
+    from vramwatch.alerts.delivery import AlertChannels, SmtpSettings
+
+    smtp = SmtpSettings.from_connection(smtp_connection) if smtp_connection is not None else None
+    return AlertChannels.from_env(smtp)
+
+
+def alerting_notices(smtp_connection: Any = None) -> list[str]:
+    """What the report must say first about alerting: that no channel is configured, or that the settings are
+    unusable (their one-line error, which never holds a secret); nothing when channels are on."""
+    from vramwatch.alerts.delivery import NO_CHANNEL
+
+    try:
+        channels = alert_channels(smtp_connection)
+    except UserError as error:
+        return [f"Alerts cannot be sent: {error.message} (fix: {error.fix})."]
+    return [] if channels.names else [f"Alerts are off: {NO_CHANNEL}."]
 
 
 def stored_run(warehouse: Warehouse, run_id: str | None = None, night: str | None = None) -> RunRecord:
@@ -230,11 +258,12 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     _say(f"{stage}: {seconds[stage]:.1f} s")
 
 
-def alert(summary: NightSummary) -> int:
-    """Page on the night's new incidents; a retry pages only the channels that have not taken the alert yet."""
-    from vramwatch.alerts.delivery import AlertChannels, DeliveryLog, send_alerts
+def alert(summary: NightSummary, smtp_connection: Any = None) -> int:
+    """Page on the night's new incidents; a retry pages only the channels that have not taken the alert yet. With no
+    channel configured it logs a WARNING (and the night's delivery log records it for the UI's page)."""
+    from vramwatch.alerts.delivery import DeliveryLog, send_alerts
 
-    sent = send_alerts(summary, AlertChannels.from_env(), DeliveryLog.for_night(Paths().reports, summary.night))
+    sent = send_alerts(summary, alert_channels(smtp_connection), DeliveryLog.for_night(Paths().reports, summary.night))
     _say(f"alert: {sent} alert(s) sent")
     return sent
 
@@ -348,21 +377,23 @@ def task_detect_regressions(matrix_name: str, run_id: str, build: dict[str, Any]
     return detect_regressions(run_id, load_matrix(matrix_name).policy, build=BuildRecord.from_dict(build)).to_dict()
 
 
-def task_report(run_id: str, verdicts: dict[str, Any]) -> dict[str, Any]:
-    return report(run_id, NightVerdicts.from_dict(verdicts)).to_dict()
+def task_report(run_id: str, verdicts: dict[str, Any], smtp_connection: Any = None) -> dict[str, Any]:
+    return report(run_id, NightVerdicts.from_dict(verdicts), smtp_connection=smtp_connection).to_dict()
 
 
-def task_alert(summary: dict[str, Any]) -> int:
-    return alert(NightSummary.from_dict(summary))
+def task_alert(summary: dict[str, Any], smtp_connection: Any = None) -> int:
+    """smtp_connection: the Airflow SMTP connection the DAG read in the task (never an XCom: it holds a password)."""
+    return alert(NightSummary.from_dict(summary), smtp_connection)
 
 
-def task_failure_alert(context: dict[str, Any]) -> int:
+def task_failure_alert(context: dict[str, Any], smtp_connection: Any = None) -> int:
     """The DAG's failure callback: a night that did not finish alerts where regressions do."""
-    from vramwatch.alerts.delivery import AlertChannels, DeliveryLog, deliver
+    from vramwatch.alerts.delivery import DeliveryLog, deliver
     from vramwatch.alerts.messages import failure_from_context
 
     failure = failure_from_context(context)
-    return deliver(failure, AlertChannels.from_env(), DeliveryLog.for_night(Paths().reports, failure.payload["night"]))
+    return deliver(failure, alert_channels(smtp_connection),
+                   DeliveryLog.for_night(Paths().reports, failure.payload["night"]))
 
 
 def task_prune(matrix_name: str) -> dict[str, Any]:

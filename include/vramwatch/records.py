@@ -527,11 +527,25 @@ class ABRun(Record):
 
 @dataclass(frozen=True)
 class ValidatedNight(Record):
-    """The gate's verdict: rows fit for history, rows quarantined with the expectations they failed."""
+    """The gate's verdict: rows fit for history, rows quarantined with the expectations they failed, and how each
+    expectation of the suite came out (what the report shows, so no one needs Data Docs to read it)."""
 
     accepted: list[BenchResult]
     quarantined: list[QuarantinedResult]
     data_docs_path: str = ""
+    expectations: list[ExpectationOutcome] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ExpectationOutcome(Record):
+    """One expectation of the validation suite over one night: passed or not, and on what."""
+
+    name: str  # the suite's short name (e.g. pp_measured)
+    expectation: str  # Great Expectations' type (e.g. expect_column_values_to_not_be_null)
+    columns: list[str]
+    success: bool
+    unexpected_count: int | None = None  # None: the expectation counts no rows (or could not run)
+    unexpected_examples: list[str] = field(default_factory=list)  # the configs of the first rows that failed it
 
 
 @dataclass(frozen=True)

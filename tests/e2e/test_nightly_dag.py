@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -57,9 +58,17 @@ def night(tmp_path_factory, demo_models):
 
     first = dags_test({"force": True})
     assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
-    assert "[prune] result: freed" in first.stdout + first.stderr  # the last tasks ran
-    assert "[prune] data docs: freed" in first.stdout + first.stderr
-    return env, tmp, dags_test
+    assert info_line(first, "vramwatch.prune", "result: freed")  # the last tasks ran
+    assert info_line(first, "vramwatch.prune", "data docs: freed")
+    return env, tmp, dags_test, first
+
+
+def info_line(run: subprocess.CompletedProcess, logger: str, message: str) -> bool:
+    """Whether the task log holds `message` from `logger` at INFO, as Airflow writes a record: `[info ] message
+    [logger]`. (Airflow's task log gives what a task writes to stderr level ERROR, to stdout INFO, and a logging
+    record its own level: checked in a real LocalExecutor task log, see docs/RELIABILITY.md.)"""
+    pattern = rf"\[info\s*\] {re.escape(message)}.*\[{re.escape(logger)}\]"
+    return re.search(pattern, run.stdout) is not None
 
 
 def _warehouse(env):
@@ -69,7 +78,7 @@ def _warehouse(env):
 
 
 def test_every_config_lands_in_the_warehouse(night):
-    env, _, _ = night
+    env, *_ = night
     everything = _warehouse(env).history()
     history = everything[everything["model"] != MISSING]
     assert len(history) == 2 * 3 * 2 + 1  # synthetic models x quants x modes, plus real Gemma at baseline
@@ -86,7 +95,7 @@ def test_every_config_lands_in_the_warehouse(night):
 
 def test_a_config_that_was_not_measured_fails_its_named_task_and_the_night_is_still_stored(night):
     """Fault: a config that could not be measured was a green bench task named 3 in a green run."""
-    env, tmp, _ = night
+    env, tmp, *_ = night
     with sqlite3.connect(tmp / "airflow" / "airflow.db") as db:
         benches = dict(db.execute("SELECT rendered_map_index, state FROM task_instance WHERE task_id = 'bench'"))
         stored = db.execute("SELECT state FROM task_instance WHERE task_id = 'store'").fetchone()
@@ -98,7 +107,7 @@ def test_a_config_that_was_not_measured_fails_its_named_task_and_the_night_is_st
 
 
 def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
-    _, tmp, _ = night
+    _, tmp, *_ = night
     md = (tmp / "reports" / "latest.md").read_text()
     assert "| Quantization | File Size | VRAM Baseline | VRAM Offload | VRAM Saved | Reduction % |" in md.replace("  ", " ")
     for model in ("deepseek-moe-16b-tiny", "phi-3.5-moe-tiny"):
@@ -113,7 +122,7 @@ def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
 
 
 def test_tonights_data_docs_push_out_the_oldest_nights(night):
-    env, tmp, _ = night
+    env, tmp, *_ = night
     assert load_matrix(env["VRAMWATCH_MATRIX"]).keep_data_docs == 30
     nights = sorted(p.parent.name for p in (tmp / "reports").glob("*/data_docs"))
     assert len(nights) == 30 and nights[0] == "2000-01-02"
@@ -122,9 +131,29 @@ def test_tonights_data_docs_push_out_the_oldest_nights(night):
 
 
 def test_a_night_without_a_new_build_is_skipped_and_stores_nothing(night):
-    env, _, dags_test = night
+    env, _, dags_test, _ = night
     before = len(_warehouse(env).history())
     second = dags_test({"force": False})
     assert second.returncode == 0, second.stdout[-4000:] + second.stderr[-4000:]
     assert "no new build" in second.stdout + second.stderr
     assert len(_warehouse(env).history()) == before
+
+
+def test_progress_shows_at_info_in_the_task_log_not_as_stderr(night):
+    """Fault: every progress line vramwatch printed went to stderr, which Airflow's task log shows as ERROR. Stages,
+    the build steps and the bench child's relayed lines are now logging records at INFO on vramwatch.<stage>."""
+    _, _, _, first = night
+    assert info_line(first, "vramwatch", "validate: ")
+    assert info_line(first, "vramwatch.bench", "[bench] warm-up")  # the child's own line, relayed as it came
+    assert re.search(r"\[warning\s*\] no alert channel is configured .*\[vramwatch\.alerts\]", first.stdout)
+    assert not re.search(r"^\[(vramwatch|bench|builds|models|quantize|prune)\] ", first.stderr, re.MULTILINE)
+
+
+def test_the_report_shows_the_validation_and_says_that_alerts_are_off(night):
+    _, tmp, *_ = night
+    md = (tmp / "reports" / "latest.md").read_text()
+    assert "> **Warning:** Alerts are off: no alert channel is configured" in md
+    validation = md.split("## Validation (Great Expectations)", 1)[1]
+    assert "| config_unique | expect_column_values_to_be_unique | config_id | passed | 0 |" in validation
+    night_folder = next(p.parent.name for p in (tmp / "reports").glob("*/validation.json"))
+    assert f"]({night_folder}/data_docs/index.html)" in validation

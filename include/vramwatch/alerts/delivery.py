@@ -1,6 +1,8 @@
 """Alert delivery without Airflow: a JSON webhook (HTTP POST), SMTP e-mail and a Slack incoming webhook.
 
-Channels come from the environment (AlertChannels.from_env). Every configured channel is tried even when one fails;
+Channels come from the environment (AlertChannels.from_env); the SMTP server may instead come from an Airflow
+connection, which the DAG reads and hands in as plain SmtpSettings (SmtpSettings.from_connection). With no channel at
+all, every alert step logs a WARNING: a night that pages no one must not look like one that had nothing to say. Every configured channel is tried even when one fails;
 the failures are then raised together, so the alert task fails (and retries) instead of losing a page quietly. A
 DeliveryLog remembers which channels took an alert, so the retry pages only the ones that failed.
 
@@ -14,23 +16,28 @@ import http.client
 import json
 import os
 import smtplib
-import sys
+import ssl
 import tempfile
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from vramwatch.alerts.messages import Alert, regression_alert
 from vramwatch.errors import UserError
+from vramwatch.progress import for_stage, logger
 from vramwatch.records import NightSummary
 
 TIMEOUT_S = 15.0
 # What a send can raise. ValueError and HTTPException: a URL urllib cannot use (their text quotes the URL).
 SEND_ERRORS = (OSError, smtplib.SMTPException, ValueError, http.client.HTTPException)
+NO_CHANNEL = ("no alert channel is configured (VRAMWATCH_ALERT_WEBHOOK, VRAMWATCH_ALERT_SLACK_WEBHOOK, "
+              "VRAMWATCH_ALERT_SMTP or the Airflow SMTP connection): regressions page no one")
+_say = for_stage("alerts")
+_log = logger("alerts")
 
 
 def redact(url: str) -> str:
@@ -57,7 +64,75 @@ def _reason(exc: BaseException) -> str:
 class AlertDeliveryError(UserError):
     def __init__(self, failures: list[str]) -> None:
         super().__init__("alert delivery failed: " + "; ".join(failures),
-                         "check VRAMWATCH_ALERT_* (webhook URLs, SMTP host:port) and that the receivers are up")
+                         "check VRAMWATCH_ALERT_* (webhook URLs, SMTP host:port, TLS, login) or the SMTP connection, "
+                         "and that the receivers are up")
+
+
+SmtpSecurity = Literal["ssl", "starttls", "none"]
+SMTP_SECURITY: tuple[SmtpSecurity, ...] = ("ssl", "starttls", "none")
+
+
+@dataclass(frozen=True)
+class SmtpSettings:
+    """Where e-mail alerts go: the server, how the connection is secured (implicit TLS, STARTTLS or none), and the
+    login. The certificate is checked against the system's CAs (SSL_CERT_FILE adds one) unless verify is False."""
+
+    host: str
+    port: int = 0  # 0: the security's usual port (465 for ssl, 587 for starttls, 25 for none)
+    security: SmtpSecurity = "none"
+    login: str = ""
+    password: str = field(default="", repr=False)  # a secret: no repr, so no log or traceback shows it
+    verify: bool = True
+    timeout_s: float = TIMEOUT_S
+    sender: str = ""  # the From address, when the connection names one
+
+    @property
+    def server_port(self) -> int:
+        return self.port or {"ssl": 465, "starttls": 587, "none": 25}[self.security]
+
+    @property
+    def where(self) -> str:
+        """The server as messages name it: no login, no password."""
+        return f"smtp://{self.host}:{self.server_port} ({self.security})"
+
+    @classmethod
+    def from_connection(cls, connection: Any) -> SmtpSettings:
+        """An Airflow SMTP connection (anything with host, port, login, password and extra_dejson), read as the
+        Airflow SMTP provider reads it: implicit TLS unless the extra says disable_ssl, then STARTTLS unless it says
+        disable_tls; ssl_context "none" skips the certificate check; timeout and from_email as the provider's."""
+        extra = connection.extra_dejson or {}
+        if not connection.host:
+            raise UserError("the SMTP connection has no host", "set the connection's host (and port) to the server")
+        security: SmtpSecurity = ("ssl" if not _flag(extra.get("disable_ssl")) else
+                                  "starttls" if not _flag(extra.get("disable_tls")) else "none")
+        return cls(host=connection.host, port=int(connection.port or 0), security=security,
+                   login=connection.login or "", password=connection.password or "",
+                   verify=str(extra.get("ssl_context", "default")).lower() != "none",
+                   timeout_s=float(extra.get("timeout", TIMEOUT_S)), sender=str(extra.get("from_email") or ""))
+
+    @classmethod
+    def from_env(cls) -> SmtpSettings | None:
+        """VRAMWATCH_ALERT_SMTP (host:port), VRAMWATCH_ALERT_SMTP_TLS (ssl, starttls or none, the default),
+        VRAMWATCH_ALERT_SMTP_USER and VRAMWATCH_ALERT_SMTP_PASSWORD; None when VRAMWATCH_ALERT_SMTP is unset."""
+        smtp = os.environ.get("VRAMWATCH_ALERT_SMTP", "").strip()
+        if not smtp:
+            return None
+        host, _, port = smtp.rpartition(":") if ":" in smtp else (smtp, "", "0")
+        if not port.isdigit() or "@" in smtp or "/" in smtp:  # never echoed: it may hold user:password@
+            raise UserError("VRAMWATCH_ALERT_SMTP is not host:port",
+                            "set it like smtp.example.com:587, and the login in VRAMWATCH_ALERT_SMTP_USER/_PASSWORD")
+        security = os.environ.get("VRAMWATCH_ALERT_SMTP_TLS", "none").strip().lower()
+        if security not in SMTP_SECURITY:
+            raise UserError(f"VRAMWATCH_ALERT_SMTP_TLS is {security[:20]!r}",
+                            f"set it to one of {', '.join(SMTP_SECURITY)}")
+        return cls(host=host, port=int(port), security=security,  # type: ignore[arg-type]
+                   login=os.environ.get("VRAMWATCH_ALERT_SMTP_USER", ""),
+                   password=os.environ.get("VRAMWATCH_ALERT_SMTP_PASSWORD", ""))
+
+
+def _flag(value: Any) -> bool:
+    """An extra's boolean, which the Airflow UI may store as text."""
+    return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
 def _webhook_url(variable: str) -> str:
@@ -82,31 +157,33 @@ def _webhook_url(variable: str) -> str:
 @dataclass(frozen=True)
 class AlertChannels:
     webhook_url: str = field(default="", repr=False)  # secrets: no repr, so no log or traceback shows them
-    smtp_host: str = ""
-    smtp_port: int = 25
+    smtp: SmtpSettings | None = None
     email_to: list[str] = field(default_factory=list)
     email_from: str = "vramwatch@localhost"
     slack_webhook_url: str = field(default="", repr=False)
     report_base_url: str = ""  # the UI's page (e.g. https://airflow.example.com/vramwatch): alerts link reports there
 
     @classmethod
-    def from_env(cls) -> AlertChannels:
-        """VRAMWATCH_ALERT_WEBHOOK, VRAMWATCH_ALERT_SMTP (host:port), VRAMWATCH_ALERT_EMAIL_TO (comma separated),
-        VRAMWATCH_ALERT_EMAIL_FROM, VRAMWATCH_ALERT_SLACK_WEBHOOK; unset ones are off. VRAMWATCH_UI_URL: the base
-        URL alerts link the night's report under."""
-        smtp = os.environ.get("VRAMWATCH_ALERT_SMTP", "").strip()
-        host, _, port = smtp.rpartition(":") if ":" in smtp else (smtp, "", "25")
-        if smtp and (not port.isdigit() or "@" in smtp or "/" in smtp):  # never echoed: it may hold user:password@
-            raise UserError("VRAMWATCH_ALERT_SMTP is not host:port", "set it like smtp.example.com:25")
+    def from_env(cls, smtp: SmtpSettings | None = None) -> AlertChannels:
+        """VRAMWATCH_ALERT_WEBHOOK, the SMTP server (`smtp`, e.g. from an Airflow connection, else
+        SmtpSettings.from_env), VRAMWATCH_ALERT_EMAIL_TO (comma separated), VRAMWATCH_ALERT_EMAIL_FROM,
+        VRAMWATCH_ALERT_SLACK_WEBHOOK; unset ones are off. VRAMWATCH_UI_URL: the base URL alerts link the night's
+        report under."""
+        smtp = smtp or SmtpSettings.from_env()
         to = [a.strip() for a in os.environ.get("VRAMWATCH_ALERT_EMAIL_TO", "").split(",") if a.strip()]
         if smtp and not to:
-            raise UserError("VRAMWATCH_ALERT_SMTP is set but VRAMWATCH_ALERT_EMAIL_TO is empty",
+            raise UserError("an SMTP server is set but VRAMWATCH_ALERT_EMAIL_TO is empty",
                             "set VRAMWATCH_ALERT_EMAIL_TO to one or more addresses, comma separated")
-        return cls(webhook_url=_webhook_url("VRAMWATCH_ALERT_WEBHOOK"), smtp_host=host,
-                   smtp_port=int(port), email_to=to,
-                   email_from=os.environ.get("VRAMWATCH_ALERT_EMAIL_FROM", cls.email_from),
+        sender = os.environ.get("VRAMWATCH_ALERT_EMAIL_FROM", "") or (smtp.sender if smtp else "") or cls.email_from
+        return cls(webhook_url=_webhook_url("VRAMWATCH_ALERT_WEBHOOK"), smtp=smtp, email_to=to, email_from=sender,
                    slack_webhook_url=_webhook_url("VRAMWATCH_ALERT_SLACK_WEBHOOK"),
                    report_base_url=os.environ.get("VRAMWATCH_UI_URL", "").strip())
+
+    @property
+    def names(self) -> list[str]:
+        """The channels that are on, as delivery and the report name them."""
+        return [name for name, on in (("webhook", self.webhook_url), ("e-mail", self.smtp),
+                                      ("slack", self.slack_webhook_url)) if on]
 
 
 def post_json(url: str, body: dict[str, Any]) -> None:
@@ -116,39 +193,61 @@ def post_json(url: str, body: dict[str, Any]) -> None:
         response.read()
 
 
-def send_email(channels: AlertChannels, alert: Alert) -> None:
+def send_email(settings: SmtpSettings, sender: str, to: list[str], alert: Alert) -> None:
     message = EmailMessage()
-    message["Subject"], message["From"], message["To"] = alert.subject, channels.email_from, ", ".join(
-        channels.email_to)
+    message["Subject"], message["From"], message["To"] = alert.subject, sender, ", ".join(to)
     message.set_content(alert.text)
-    with smtplib.SMTP(channels.smtp_host, channels.smtp_port, timeout=TIMEOUT_S) as smtp:
-        smtp.send_message(message)
+    context = ssl.create_default_context()
+    if not settings.verify:
+        context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    server = (smtplib.SMTP_SSL(settings.host, settings.server_port, timeout=settings.timeout_s, context=context)
+              if settings.security == "ssl" else smtplib.SMTP(settings.host, settings.server_port,
+                                                              timeout=settings.timeout_s))
+    with server:
+        if settings.security == "starttls":
+            server.starttls(context=context)
+        if settings.login:
+            server.login(settings.login, settings.password)
+        server.send_message(message)
 
 
 @dataclass(frozen=True)
 class DeliveryLog:
     """Which channels took which alert (by Alert.key), in a JSON file: a retried alert task re-sends only to the
-    channels that failed, and never pages one twice. One file per night, under reports/<night>/."""
+    channels that failed, and never pages one twice. It also keeps which channels were on when the night's alerts
+    were last sent (CHANNELS_KEY), for the UI's page. One file per night, under reports/<night>/."""
 
     path: Path
+    CHANNELS_KEY = "channels on"  # no Alert.key looks like it: those start with a run id and ": "
 
     @classmethod
     def for_night(cls, reports_dir: Path, night: str) -> DeliveryLog:
         return cls(reports_dir / night / "alerts_delivered.json")
 
+    def _read(self) -> dict[str, list[str]]:
+        return json.loads(self.path.read_text()) if self.path.is_file() else {}
+
     def delivered(self, alert: Alert) -> set[str]:
-        if not self.path.is_file():
-            return set()
-        return set(json.loads(self.path.read_text()).get(alert.key, []))
+        return set(self._read().get(alert.key, []))
+
+    def channels(self) -> list[str] | None:
+        """The channels on when the night's alert step last ran; None if it has not run."""
+        return self._read().get(self.CHANNELS_KEY)
 
     def record(self, alert: Alert, channel: str) -> None:
-        """Add channel to those that took alert. Atomic (temp file, then rename): a killed task leaves the old file
-        or the new one, never half of one, so the next try can read it."""
-        taken = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        taken[alert.key] = sorted({*taken.get(alert.key, []), channel})
+        """Add channel to those that took alert."""
+        taken = self._read()
+        self._write({**taken, alert.key: sorted({*taken.get(alert.key, []), channel})})
+
+    def record_channels(self, names: list[str]) -> None:
+        self._write({**self._read(), self.CHANNELS_KEY: sorted(names)})
+
+    def _write(self, content: dict[str, list[str]]) -> None:
+        """Atomic (temp file, then rename): a killed task leaves the old file or the new one, never half of one, so
+        the next try can read it."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile("w", dir=self.path.parent, prefix=f".{self.path.name}.", delete=False) as tmp:
-            json.dump(taken, tmp, indent=1)
+            json.dump(content, tmp, indent=1)
         os.replace(tmp.name, self.path)
 
 
@@ -158,14 +257,15 @@ def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = Non
     sends = []
     if channels.webhook_url:
         sends.append(("webhook", redact(channels.webhook_url), lambda: post_json(channels.webhook_url, alert.payload)))
-    if channels.smtp_host:
-        sends.append(("e-mail", f"smtp://{channels.smtp_host}:{channels.smtp_port}", lambda: send_email(channels, alert)))
+    if channels.smtp:
+        smtp = channels.smtp
+        sends.append(("e-mail", smtp.where, lambda: send_email(smtp, channels.email_from, channels.email_to, alert)))
     if channels.slack_webhook_url:
         sends.append(("slack", redact(channels.slack_webhook_url),
                       lambda: post_json(channels.slack_webhook_url, {"text": alert.text})))
     already = log.delivered(alert) if log is not None else set()
     if already:
-        print(f"[vramwatch] alert: {', '.join(sorted(already))} took it already: not sent again", file=sys.stderr)
+        _say(f"{', '.join(sorted(already))} took it already: not sent again")
     failures, sent = [], 0
     for name, where, send in sends:
         if name in already:
@@ -179,13 +279,20 @@ def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = Non
         if log is not None:
             log.record(alert, name)
     if not sends:
-        print("[vramwatch] alert: no channel configured (VRAMWATCH_ALERT_*): not sent", file=sys.stderr)
+        _log.warning("%s: %r not sent", NO_CHANNEL, alert.subject)
     if failures:
         raise AlertDeliveryError(failures)
     return sent
 
 
 def send_alerts(summary: NightSummary, channels: AlertChannels, log: DeliveryLog | None = None) -> int:
-    """Page on the night's new incidents (those with `pages`); nothing to page, nothing sent. Returns deliveries."""
+    """Page on the night's new incidents (those with `pages`); nothing to page, nothing sent. Returns deliveries.
+    With no channel on, it warns even when nothing pages tonight (and the log records it for the UI's page)."""
+    if log is not None:
+        log.record_channels(channels.names)
     alert = regression_alert(summary, channels.report_base_url)
-    return 0 if alert is None else deliver(alert, channels, log)
+    if alert is None:
+        if not channels.names:
+            _log.warning("%s (nothing pages tonight)", NO_CHANNEL)
+        return 0
+    return deliver(alert, channels, log)

@@ -32,7 +32,7 @@ import numpy as np
 from vramwatch.bench import host, llama_log, placement, quality
 from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
 from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
-from vramwatch.progress import for_stage
+from vramwatch.progress import for_stage, to_stderr
 from vramwatch.records import (
     KV_TYPES,
     RESULT_MARKER,
@@ -512,6 +512,7 @@ def _replace(record: Fingerprint, **changes: Any) -> Fingerprint:
 
 
 def main() -> int:
+    to_stderr()  # the parent reads this process's stderr as its progress
     try:
         config = BenchConfig.from_json(sys.stdin.read())
     except Exception as exc:

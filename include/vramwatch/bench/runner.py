@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -23,20 +22,21 @@ from vramwatch.bench import host, llama_log
 from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
 from vramwatch.bench.gpu import Nvml
 from vramwatch.gguf_file import GGUFError, read_gguf
+from vramwatch.progress import relay
 from vramwatch.records import RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint
 
 INCLUDE_DIR = Path(vramwatch.__file__).resolve().parents[1]
 STDERR_TAIL = 50
+_child_said = relay("bench")
 
 
-def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str | os.PathLike[str] | None = None,
-               progress: TextIO | None = None) -> BenchResult:
+def run_config(config: BenchConfig, build: BuildRecord, *,
+               llama_log_path: str | os.PathLike[str] | None = None) -> BenchResult:
     """Bench one config in a child of `build.python`. Never raises for a failed bench: the status says it.
 
-    `llama_log_path` keeps llama.cpp's whole log (every level) of that run; `progress` receives the child's stderr
-    lines as they come (default: this process's stderr).
+    `llama_log_path` keeps llama.cpp's whole log (every level) of that run. The child's stderr lines are progress,
+    relayed as they come (vramwatch.progress: INFO on the `vramwatch.bench` logger).
     """
-    progress = progress or sys.stderr
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def failed(status: str, error: str) -> BenchResult:
@@ -63,15 +63,15 @@ def run_config(config: BenchConfig, build: BuildRecord, *, llama_log_path: str |
     else:
         cgroup = MemoryCgroup.current()
     try:
-        return _run_child(config, build, cgroup, failed, llama_log_path, progress)
+        return _run_child(config, build, cgroup, failed, llama_log_path)
     finally:
         if cgroup and cgroup.owned:
             cgroup.remove()
 
 
 def _run_child(config: BenchConfig, build: BuildRecord, cgroup: MemoryCgroup | None,
-               failed: Callable[[str, str], BenchResult], llama_log_path: str | os.PathLike[str] | None,
-               progress: TextIO) -> BenchResult:
+               failed: Callable[[str, str], BenchResult],
+               llama_log_path: str | os.PathLike[str] | None) -> BenchResult:
     """Spawn, feed, wait for and classify one child in `cgroup` (the runner's own, or one made for the child)."""
     oom_kills_before = cgroup.oom_kills() if cgroup else None
     try:
@@ -85,7 +85,7 @@ def _run_child(config: BenchConfig, build: BuildRecord, cgroup: MemoryCgroup | N
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     readers = [
         threading.Thread(target=_collect, args=(child.stdout, stdout.append), daemon=True),
-        threading.Thread(target=_collect, args=(child.stderr, lambda line: _relay(line, tail, progress)), daemon=True),
+        threading.Thread(target=_collect, args=(child.stderr, lambda line: _relay(line, tail)), daemon=True),
     ]
     for reader in readers:
         reader.start()
@@ -162,10 +162,10 @@ def _collect(stream: TextIO, sink) -> None:
         sink(line.rstrip("\n"))
 
 
-def _relay(line: str, tail: deque[str], progress: TextIO) -> None:
+def _relay(line: str, tail: deque[str]) -> None:
     if line.strip():
         tail.append(line)
-    print(line, file=progress, flush=True)
+    _child_said(line)
 
 
 def _kill(child: subprocess.Popen) -> None:

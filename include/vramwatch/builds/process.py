@@ -1,7 +1,7 @@
 """Run one long build step as a subprocess, streaming its output.
 
-Every line goes to stderr as it comes (in Airflow that is the task log, so a 10-minute compile shows progress) and
-to the build's log file; a failure becomes one line naming its cause plus the last lines, for the BuildRecord.
+Every line is progress as it comes (vramwatch.progress: the task log at INFO in Airflow, stderr in the CLI, so a
+10-minute compile shows progress) and goes to the build's log file; a failure becomes one line naming its cause plus the last lines, for the BuildRecord.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import os
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from vramwatch.progress import for_stage
+from vramwatch.progress import for_stage, relay
 
 TAIL_LINES = 40
 
@@ -37,6 +36,7 @@ class StepFailed(Exception):
 
 
 say = for_stage("builds")
+_step_said = relay("builds")
 
 
 def failure_cause(lines: Sequence[str]) -> str:
@@ -78,10 +78,9 @@ def run_step(
         with proc:
             assert proc.stdout is not None
             for line in proc.stdout:
-                sys.stderr.write(line)
+                _step_said(line.rstrip("\n"))
                 log_file.write(line)
                 lines.append(line.rstrip("\n"))
-        sys.stderr.flush()
     if proc.returncode != 0:
         cause = failure_cause(lines) or f"exited with status {proc.returncode}"
         raise StepFailed(f"{title} failed: {cause}", "\n".join(lines[-TAIL_LINES:]))

@@ -11,6 +11,7 @@ import sys
 
 from vramwatch.cli import bench, bisect, builds, models, night, regress, report
 from vramwatch.errors import UserError
+from vramwatch.progress import to_stderr
 
 # In the order a night runs them: the whole night and its halves first, then each stage.
 COMMANDS = (night, builds, models, bench, regress, report, bisect)
@@ -29,6 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    to_stderr()  # progress on the terminal: Airflow's task log is the one place it goes elsewhere
     try:
         return args.func(args)
     except UserError as exc:

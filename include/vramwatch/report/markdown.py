@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from vramwatch.report.tables import Table
 
 
@@ -13,12 +15,15 @@ def table(t: Table, level: str = "##") -> str:
         lines.append("| " + " | ".join(["(none)"] + [""] * (len(t.header) - 1)) + " |")
     if t.note:
         lines += ["", f"_{t.note}_"]
+    if t.link:
+        lines += ["", f"[{t.link[0]}]({t.link[1]})"]
     return "\n".join(lines)
 
 
 def render(title: str, top: list[str], header: list[tuple[str, str]], findings: list[str],
-           sections: list[Table]) -> str:
-    parts = [f"# {title}", "", *(f"- {line}" if i else line for i, line in enumerate(top)), "",
+           sections: list[Table], notices: Sequence[str] = ()) -> str:
+    parts = [f"# {title}", "", *(f"> **Warning:** {notice}\n" for notice in notices),
+             *(f"- {line}" if i else line for i, line in enumerate(top)), "",
              "  \n".join(f"**{label}**: {value}" for label, value in header), "", "---", "",
              "## Key Findings", "", *(f"- {b}" for b in findings), ""]
     for section in sections:

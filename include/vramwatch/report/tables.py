@@ -20,6 +20,7 @@ from vramwatch.records import (
     SEED_MODES,
     ABComparison,
     BenchResult,
+    ExpectationOutcome,
     Incident,
     QuarantinedResult,
     Record,
@@ -39,6 +40,7 @@ class Table:
     header: list[str]
     rows: list[list[str]]
     note: str = ""
+    link: tuple[str, str] | None = None  # (text, relative href) shown under the table
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,23 @@ def quarantine_table(quarantined: Sequence[QuarantinedResult]) -> Table | None:
     return Table("Quarantined", ["Config", "Status", "Failed expectations"], rows,
                  note="Kept out of history and of the tables above; their records are in the warehouse's "
                       "quarantine table.")
+
+
+def validation_table(outcomes: Sequence[ExpectationOutcome], data_docs_href: str | None) -> Table | None:
+    """Every expectation of the night's validation suite and how it came out, so the report alone says what was
+    checked; the full Great Expectations Data Docs are linked when the night has them."""
+    if not outcomes:
+        return None
+    rows = [[o.name, o.expectation, ", ".join(o.columns), "passed" if o.success else "**FAILED**",
+             MISSING if o.unexpected_count is None else str(o.unexpected_count), "; ".join(o.unexpected_examples)]
+            for o in outcomes]
+    failed = sum(not o.success for o in outcomes)
+    return Table("Validation (Great Expectations)",
+                 ["Check", "Expectation", "Columns", "Result", "Unexpected rows", "Examples"], rows,
+                 note=f"{len(outcomes) - failed} of {len(outcomes)} expectations passed; a row that failed any is "
+                      "quarantined (above).",
+                 link=("Great Expectations Data Docs for this night (no scripts run; they read plain offline)",
+                       data_docs_href) if data_docs_href else None)
 
 
 def incidents_table(incidents: Sequence[Incident]) -> Table:

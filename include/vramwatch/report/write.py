@@ -1,14 +1,15 @@
 """write_report: one night's Markdown and HTML under reports/<night>/, copied to reports/latest.{md,html}.
 
 Pure over records and the history frame (the warehouse wrapper `report_for_run` sits at the end). latest.* are
-copies, not symlinks: the DAG, tests and people opening them from a checkout all read plain files.
+plain files, not symlinks (the DAG, tests and people opening them from a checkout all read plain files), written with
+their links pointing into the night's folder.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,14 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
-from vramwatch.records import BenchResult, NightSummary, NightVerdicts, QuarantinedResult, RunRecord
+from vramwatch.records import (
+    BenchResult,
+    ExpectationOutcome,
+    NightSummary,
+    NightVerdicts,
+    QuarantinedResult,
+    RunRecord,
+)
 from vramwatch.report import markdown, plots, style
 from vramwatch.report.tables import (
     Table,
@@ -35,12 +43,15 @@ from vramwatch.report.tables import (
     seed_tables,
     sweep_tables,
     top_lines,
+    validation_table,
 )
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
+VALIDATION_FILE = "validation.json"
+DATA_DOCS_INDEX = "data_docs/index.html"  # under the night's folder: where the pipeline has the validate step build them
 
 
 def _inline(text: str) -> Markup:
@@ -68,13 +79,17 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
 
 
 def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame, verdicts: NightVerdicts,
-                 out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = ()) -> tuple[Path, Path]:
+                 out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = (),
+                 notices: Sequence[str] = (), validation: Sequence[ExpectationOutcome] = ()) -> tuple[Path, Path]:
     """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
 
-    history is Warehouse.history() of this run's configs (it must hold the run itself).
+    history is Warehouse.history() of this run's configs (it must hold the run itself). notices are warnings the
+    report shows above everything else (e.g. that no alert channel is configured). validation: how each expectation
+    of the night's suite came out (a section of its own, linking the night's Data Docs when they are there).
     """
     incidents = verdicts.incidents
     out_dir = Path(out_dir)
+    night_dir = out_dir / run.night
     rows = seed_table_rows(results)
     sections: list[Table] = [*seed_tables(rows), fits_table(results)]
     change = changes_table(history, run.run_id) if run.run_id in set(history["run_id"]) else None
@@ -93,23 +108,44 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
                "Baseline vs offload": plots.baseline_vs_offload(rows),
                "History per config (red: incident opened)": plots.history(history, incidents),
                "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
-    html = _environment().get_template("summary.html.j2").render(
-        css=Markup(style.CSS), title=title, top=top, header=header, findings=findings, sections=sections,
-        plots=[(caption, png) for caption, png in figures.items() if png],
-        missing_plots=[caption for caption, png in figures.items() if not png])
+    template = _environment().get_template("summary.html.j2")
+    has_docs = (night_dir / DATA_DOCS_INDEX).is_file()
 
-    night_dir = out_dir / run.night
+    def render(folder: str) -> tuple[str, str]:
+        """The Markdown and HTML, their links relative to `folder` (the night's, from reports/latest.*)."""
+        checked = validation_table(validation, folder + DATA_DOCS_INDEX if has_docs else None)
+        tables = sections + ([checked] if checked else [])
+        html = template.render(
+            css=Markup(style.CSS), title=title, notices=notices, top=top, header=header, findings=findings,
+            sections=tables, plots=[(caption, png) for caption, png in figures.items() if png],
+            missing_plots=[caption for caption, png in figures.items() if not png])
+        return markdown.render(title, top, header, findings, tables, notices), html
+
     night_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = night_dir / "summary.md", night_dir / "summary.html"
-    md_path.write_text(markdown.render(title, top, header, findings, sections))
-    html_path.write_text(html)
-    shutil.copyfile(md_path, out_dir / "latest.md")
-    shutil.copyfile(html_path, out_dir / "latest.html")
+    for (md, html), md_file, html_file in ((render(""), md_path, html_path),
+                                           (render(f"{run.night}/"), out_dir / "latest.md", out_dir / "latest.html")):
+        md_file.write_text(md)
+        html_file.write_text(html)
     return md_path, html_path
 
 
+def save_validation(reports_dir: Path | str, night: str, outcomes: Sequence[ExpectationOutcome]) -> Path:
+    """Keep the night's validation outcomes beside its report (reports/<night>/validation.json): the validate step
+    writes them, the report step (another task) reads them."""
+    path = Path(reports_dir) / night / VALIDATION_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps([o.to_dict() for o in outcomes], indent=1))
+    return path
+
+
+def saved_validation(reports_dir: Path | str, night: str) -> list[ExpectationOutcome]:
+    path = Path(reports_dir) / night / VALIDATION_FILE
+    return [ExpectationOutcome.from_dict(o) for o in json.loads(path.read_text())] if path.is_file() else []
+
+
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
-                   reports_dir: Path | str) -> NightSummary:
+                   reports_dir: Path | str, notices: Sequence[str] = ()) -> NightSummary:
     """Read the run and its configs' history from the warehouse, write the report, return the night summary."""
     run = warehouse.run(run_id)
     searched = {i.incident_id: i.bisection for i in warehouse.incidents() if i.bisection is not None}
@@ -118,6 +154,7 @@ def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
     results = warehouse.results_for_run(run_id)
     history = warehouse.history(config_ids={r.config.config_id for r in results})
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
-                                      warehouse.quarantined_for_run(run_id))
+                                      warehouse.quarantined_for_run(run_id), notices,
+                                      saved_validation(reports_dir, run.night))
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))

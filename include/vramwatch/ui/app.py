@@ -85,6 +85,15 @@ def _report_info(reports_dir: Path) -> dict | None:
     return {"href": f"reports/{LATEST_REPORT}", "written": written.strftime("%Y-%m-%d %H:%M UTC")}
 
 
+def _alerts_off(reports_dir: Path, night: str | None) -> str | None:
+    """The night whose alert step found no channel configured (its delivery log says so), else None."""
+    if night is None:
+        return None
+    from vramwatch.alerts.delivery import DeliveryLog
+
+    return night if DeliveryLog.for_night(reports_dir, night).channels() == [] else None
+
+
 def _unavailable(error: UserError) -> JSONResponse:
     return JSONResponse({"error": error.message, "fix": error.fix}, status_code=503)
 
@@ -142,7 +151,8 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
         except UserError as error:
             return templates.TemplateResponse(request, "unavailable.html", {**context, "error": error},
                                               status_code=503)
-        return templates.TemplateResponse(request, "index.html", {**context, "d": dashboard})
+        alerts_off = _alerts_off(reports_dir, dashboard.latest.night if dashboard.latest else None)
+        return templates.TemplateResponse(request, "index.html", {**context, "d": dashboard, "alerts_off": alerts_off})
 
     @app.get("/api/history")
     def api_history(config_id: str | None = None, environment_id: str | None = None,

@@ -10,12 +10,14 @@ history when their status and error are sane: the measurement expectations apply
 
 from __future__ import annotations
 
+import html
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from vramwatch.records import MODES, STATUSES, BenchResult, QuarantinedResult, ValidatedNight
+from vramwatch.records import MODES, STATUSES, BenchResult, ExpectationOutcome, QuarantinedResult, ValidatedNight
 from vramwatch.validate.frame import ROW_ID, validation_frame
 
 log = logging.getLogger(__name__)
@@ -26,6 +28,15 @@ DOCS_SITE = "vramwatch"
 # and ggml's pool, about 0.7 GiB on an H200 (695-715 MiB in all 26 committed H200 results). Beyond 4 GiB the
 # buffers missed a large allocation or NVML counted something else: either way the VRAM figure is not to be trusted.
 NVML_MARGIN_MIB = 4096
+EXAMPLES = 3  # failing rows an expectation's outcome names
+# What GX's Data Docs load from CDNs (Bootstrap, jQuery, Vega, Font Awesome, its logo) and link to on the web: the
+# tags that load one, and href attributes that point at one. Offline and under the UI's policy none of them load.
+_EXTERNAL_TAG = re.compile(r"""<(?:script|link|img)\b[^>]*\b(?:src|href)=["']?(?:https?:)?//[^>]*>(?:\s*</script>)?""",
+                           re.IGNORECASE)
+_EXTERNAL_HREF = re.compile(r"""\s(?:href|src)=["']?(?:https?:)?//[^"'\s>]*["']?""", re.IGNORECASE)
+PAGE_LIST_ID = "vramwatch-pages"
+_PAGE_LIST = re.compile(rf'<section id="{PAGE_LIST_ID}">.*?</section>', re.DOTALL)
+_EXTERNAL_CSS_URL = re.compile(r"""url\(\s*["']?(?:https?:)?//[^)]*\)""", re.IGNORECASE)
 
 
 class ValidationSuiteError(RuntimeError):
@@ -99,17 +110,21 @@ def _context(gx: Any) -> Any:
     ))
 
 
-def _run_suite(frame: Any, data_docs_dir: Path | None, build_backend: str | None) -> tuple[dict[int, list[str]], str]:
-    """Failed expectation names per row_id, and the Data Docs index (empty when not built)."""
+def _run_suite(frame: Any, data_docs_dir: Path | None, build_backend: str | None,
+               config_names: list[str]) -> tuple[dict[int, list[str]], list[ExpectationOutcome], str]:
+    """Failed expectation names per row_id, each expectation's outcome, and the Data Docs index (empty when not
+    built)."""
     import great_expectations as gx
 
     context = _context(gx)
     batch = context.data_sources.add_pandas("night").add_dataframe_asset("results") \
         .add_batch_definition_whole_dataframe("all_rows")
     suite = gx.ExpectationSuite(name=SUITE)
+    order = {}
     for name, expectation in expectations(build_backend):
         expectation.meta = {"name": name}
         suite.add_expectation(expectation)
+        order[name] = len(order)
     definition = gx.ValidationDefinition(name=SUITE, data=batch, suite=context.suites.add(suite))
     actions = []
     if data_docs_dir is not None:
@@ -127,16 +142,55 @@ def _run_suite(frame: Any, data_docs_dir: Path | None, build_backend: str | None
     outcome = checkpoint.run(batch_parameters={"dataframe": frame})
 
     failures: dict[int, list[str]] = defaultdict(list)
+    outcomes = []
     for validation in outcome.run_results.values():
         for check in validation.results:
             name = check.expectation_config.meta["name"]
             if check.exception_info.get("raised_exception"):
                 raise ValidationSuiteError(f"expectation {name} could not run: "
                                            f"{check.exception_info.get('exception_message')}")
-            for unexpected in check.result.get("unexpected_index_list") or []:
-                failures[int(unexpected[ROW_ID])].append(name)
+            unexpected = check.result.get("unexpected_index_list") or []
+            for row in unexpected:
+                failures[int(row[ROW_ID])].append(name)
+            outcomes.append(_outcome(name, check, unexpected, config_names))
     index = data_docs_dir / "index.html" if data_docs_dir is not None else None
-    return failures, str(index) if index is not None and index.is_file() else ""
+    if data_docs_dir is not None:
+        make_offline(data_docs_dir)
+    outcomes.sort(key=lambda o: order[o.name])  # the suite's order, not GX's
+    return failures, outcomes, str(index) if index is not None and index.is_file() else ""
+
+
+def _outcome(name: str, check: Any, unexpected: list[dict[str, Any]], config_names: list[str]) -> ExpectationOutcome:
+    """An expectation's result as the report shows it; each example is a failing row's config and its values, as
+    the row holds them (the frame HTML-escaped them for Data Docs; the report escapes what it shows itself)."""
+    kwargs = check.expectation_config.kwargs
+    columns = [kwargs[key] for key in ("column", "column_A", "column_B") if kwargs.get(key)]
+    examples = [f"{config_names[int(row[ROW_ID])]}: " + ", ".join(f"{k}={html.unescape(str(v))}"
+                                                                 for k, v in row.items() if k != ROW_ID)
+                for row in unexpected[:EXAMPLES]]
+    return ExpectationOutcome(name=name, expectation=check.expectation_config.type, columns=columns,
+                              success=bool(check.success), unexpected_count=check.result.get("unexpected_count"),
+                              unexpected_examples=[e.rstrip(": ") for e in examples])
+
+
+def make_offline(data_docs_dir: Path) -> None:
+    """Rewrite Data Docs so that they load nothing from another host: drop every tag that loads a CDN asset, every
+    link to the web and every CSS url() off this host. What stays is their HTML and their own local stylesheet
+    (allowed by the UI's policy as 'self'); their tables read plain. The index's tables are filled by script (which
+    neither runs offline nor under the UI's policy), so the index also gets a plain list of links to every page."""
+    for page in data_docs_dir.rglob("*.html"):
+        text = page.read_text(encoding="utf-8")
+        text = _EXTERNAL_CSS_URL.sub("none", _EXTERNAL_HREF.sub("", _EXTERNAL_TAG.sub("", text)))  # inline <style>s
+        page.write_text(text, encoding="utf-8")
+    for sheet in data_docs_dir.rglob("*.css"):
+        sheet.write_text(_EXTERNAL_CSS_URL.sub("none", sheet.read_text(encoding="utf-8")), encoding="utf-8")
+    index = data_docs_dir / "index.html"
+    if index.is_file():
+        pages = sorted(p.relative_to(data_docs_dir).as_posix() for p in data_docs_dir.rglob("*.html") if p != index)
+        links = "".join(f'<li><a href="{html.escape(p)}">{html.escape(p)}</a></li>' for p in pages)
+        text = _PAGE_LIST.sub("", index.read_text(encoding="utf-8"))  # GX may keep an index we listed before
+        index.write_text(text.replace("</body>", f'<section id="{PAGE_LIST_ID}"><h2>Every page (no script needed)'
+                                                 f'</h2><ul>{links}</ul></section></body>', 1), encoding="utf-8")
 
 
 def validate_night(results: list[BenchResult], gpu_total_mib: float | None = None,
@@ -144,16 +198,18 @@ def validate_night(results: list[BenchResult], gpu_total_mib: float | None = Non
     """Split a night's results into accepted rows and quarantined rows (with the expectations each failed).
 
     gpu_total_mib overrides the GPU size each row reports (None: use the row's own NVML figure, if any).
-    data_docs_dir, when given, receives GX Data Docs HTML (index.html) for the night.
+    data_docs_dir, when given, receives GX Data Docs HTML (index.html) for the night, made to load nothing from
+    another host (make_offline).
     build_backend is the backend of the build that ran the night (BuildRequest.backend): ok rows measured on another
     are quarantined. The pipeline always passes it; None (results without their build) skips that check.
     """
     if not results:
         return ValidatedNight(accepted=[], quarantined=[])
-    failures, docs = _run_suite(validation_frame(results, gpu_total_mib), data_docs_dir, build_backend)
+    failures, outcomes, docs = _run_suite(validation_frame(results, gpu_total_mib), data_docs_dir, build_backend,
+                                          [r.config.config_name for r in results])
     accepted = [r for i, r in enumerate(results) if i not in failures]
     quarantined = [QuarantinedResult(r, failures[i]) for i, r in enumerate(results) if i in failures]
     for q in quarantined:
         log.warning("quarantined %s (%s): failed %s", q.result.config.config_id, q.result.status,
                     ", ".join(q.failed_expectations))
-    return ValidatedNight(accepted=accepted, quarantined=quarantined, data_docs_path=docs)
+    return ValidatedNight(accepted=accepted, quarantined=quarantined, data_docs_path=docs, expectations=outcomes)

@@ -1,20 +1,17 @@
 """Alerts: messages say what regressed, by how much, where and between which builds; delivery reaches real
-receivers on 127.0.0.1 (an HTTP server for the webhook and for Slack's webhook format, a small SMTP server)."""
+receivers on 127.0.0.1 (support.receivers: an HTTP server for the webhook and Slack's format, a small SMTP server
+with STARTTLS, implicit TLS and AUTH)."""
 
 from __future__ import annotations
 
-import email
-import json
-import socketserver
-import threading
-from email import policy
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import logging
 
 import pytest
+from support.receivers import HttpReceiver, SmtpReceiver, serving, stop
 from support.samples import bisection
 
 from vramwatch import pipeline
-from vramwatch.alerts.delivery import AlertChannels, AlertDeliveryError, deliver, send_alerts
+from vramwatch.alerts.delivery import AlertChannels, AlertDeliveryError, SmtpSettings, deliver, send_alerts
 from vramwatch.alerts.messages import bisection_alert, failure_alert, regression_alert
 from vramwatch.errors import UserError
 from vramwatch.records import Incident, NightSummary
@@ -40,94 +37,13 @@ def summary(*incidents: Incident) -> NightSummary:
 # --------------------------------------------------------------------------------------------- receivers
 
 
-class HttpReceiver(ThreadingHTTPServer):
-    """Keeps each JSON body it accepts; the first `failures` requests get a 500 instead, and are not kept."""
-
-    def __init__(self, failures: int = 0) -> None:
-        self.bodies: list[dict] = []
-        self.failures = failures
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                if receiver.failures > 0:
-                    receiver.failures -= 1
-                    self.send_error(500)
-                    return
-                receiver.bodies.append(body)
-                self.send_response(200)
-                self.end_headers()
-                self.wfile.write(b"ok")
-
-            def log_message(self, *args) -> None:
-                pass
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}/hook"
-
-
-class SmtpReceiver(socketserver.ThreadingTCPServer):
-    """Enough of RFC 5321 for smtplib: greeting, EHLO, MAIL, RCPT, DATA, QUIT. Keeps each message it accepts."""
-
-    daemon_threads = True
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[list[str], email.message.EmailMessage]] = []
-        receiver = self
-
-        class Handler(socketserver.StreamRequestHandler):
-            def reply(self, line: str) -> None:
-                self.wfile.write(line.encode() + b"\r\n")
-
-            def handle(self) -> None:
-                self.reply("220 127.0.0.1 test SMTP")
-                recipients: list[str] = []
-                while line := self.rfile.readline().decode().rstrip("\r\n"):
-                    verb = line.split(" ", 1)[0].upper()
-                    if verb in ("EHLO", "HELO"):
-                        self.reply("250 127.0.0.1")
-                    elif verb == "MAIL":
-                        recipients = []
-                        self.reply("250 OK")
-                    elif verb == "RCPT":
-                        recipients.append(line.split(":", 1)[1].strip(" <>"))
-                        self.reply("250 OK")
-                    elif verb == "DATA":
-                        self.reply("354 end with <CRLF>.<CRLF>")
-                        data = []
-                        while (chunk := self.rfile.readline()) not in (b".\r\n", b""):
-                            data.append(chunk[1:] if chunk.startswith(b"..") else chunk)
-                        message = email.message_from_bytes(b"".join(data), policy=policy.default)
-                        receiver.messages.append((recipients, message))
-                        self.reply("250 OK queued")
-                    elif verb == "QUIT":
-                        self.reply("221 bye")
-                        return
-                    else:
-                        self.reply("250 OK")
-
-        super().__init__(("127.0.0.1", 0), Handler)
-
-
-def serving(server):
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    return server
-
-
 @pytest.fixture
 def receivers():
     webhook, slack, smtp = serving(HttpReceiver()), serving(HttpReceiver()), serving(SmtpReceiver())
-    channels = AlertChannels(webhook_url=webhook.url, smtp_host="127.0.0.1", smtp_port=smtp.server_address[1],
+    channels = AlertChannels(webhook_url=webhook.url, smtp=SmtpSettings("127.0.0.1", smtp.server_address[1]),
                              email_to=["gpu-ops@example.com", "oncall@example.com"], slack_webhook_url=slack.url)
     yield channels, webhook, slack, smtp
-    for server in (webhook, slack, smtp):
-        server.shutdown()
-        server.server_close()
+    stop(webhook, slack, smtp)
 
 
 # --------------------------------------------------------------------------------------------- messages
@@ -221,7 +137,7 @@ def test_nothing_new_sends_nothing(receivers):
 
 def test_a_dead_channel_fails_loudly_after_the_others_delivered(receivers):
     channels, webhook, _, smtp = receivers
-    dead = AlertChannels(webhook_url=webhook.url, smtp_host="127.0.0.1", smtp_port=smtp.server_address[1],
+    dead = AlertChannels(webhook_url=webhook.url, smtp=SmtpSettings("127.0.0.1", smtp.server_address[1]),
                          email_to=["a@example.com"], slack_webhook_url="http://127.0.0.1:9/nothing-listens")
 
     with pytest.raises(AlertDeliveryError, match="slack"):
@@ -237,7 +153,8 @@ def test_channels_from_env(monkeypatch):
 
     channels = AlertChannels.from_env()
 
-    assert (channels.smtp_host, channels.smtp_port, channels.email_to) == ("mail.local", 2525, ["a@x", "b@x"])
+    assert channels.smtp == SmtpSettings("mail.local", 2525, "none")
+    assert channels.email_to == ["a@x", "b@x"]
     assert channels.slack_webhook_url.startswith("https://hooks.slack.com/")
     monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", "mail.local:smtp")
     with pytest.raises(Exception, match="host:port"):
@@ -248,7 +165,7 @@ def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch, 
     channels, webhook, _, smtp = receivers
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", channels.webhook_url)
-    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp_port}")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp.port}")
     monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
 
     class TaskInstance:
@@ -321,7 +238,7 @@ def test_a_retried_alert_pages_only_the_channels_that_failed(receivers, monkeypa
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", webhook.url)
     monkeypatch.setenv("VRAMWATCH_ALERT_SLACK_WEBHOOK", channels.slack_webhook_url)
-    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp_port}")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp.port}")
     monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
     night = summary(incident()).to_dict()
 
@@ -338,5 +255,137 @@ def test_a_retried_alert_pages_only_the_channels_that_failed(receivers, monkeypa
         rerun = summary(incident()).to_dict() | {"run_id": "manual__2026-02-10"}
         assert pipeline.task_alert(rerun) == 3  # a new run of the night is a new alert, not a retry
     finally:
-        webhook.shutdown()
-        webhook.server_close()
+        stop(webhook)
+
+
+# --------------------------------------------------------------------------------------------- SMTP: TLS and login
+
+PASSWORD = "s3cret-smtp-password"
+
+
+class Connection:
+    """What the DAG hands in: an Airflow connection's fields (airflow.sdk's Connection has these attributes)."""
+
+    def __init__(self, host: str, port: int, login: str = "", password: str = "", **extra) -> None:
+        self.host, self.port, self.login, self.password, self.extra_dejson = host, port, login, password, extra
+
+
+def test_smtp_settings_read_an_airflow_connection_as_the_smtp_provider_does():
+    assert SmtpSettings.from_connection(Connection("mail", 0)).security == "ssl"  # the provider's default
+    assert SmtpSettings.from_connection(Connection("mail", 0)).server_port == 465
+    starttls = SmtpSettings.from_connection(Connection("mail", 587, "ops", PASSWORD, disable_ssl="true",
+                                                       from_email="vram@example.com", timeout=5))
+    assert (starttls.security, starttls.login, starttls.password, starttls.sender, starttls.timeout_s) == (
+        "starttls", "ops", PASSWORD, "vram@example.com", 5.0)
+    plain = SmtpSettings.from_connection(Connection("mail", 25, disable_ssl=True, disable_tls=True))
+    assert plain.security == "none" and plain.verify
+    assert not SmtpSettings.from_connection(Connection("mail", 465, ssl_context="none")).verify
+    assert PASSWORD not in repr(starttls) and PASSWORD not in repr(AlertChannels(smtp=starttls))
+    with pytest.raises(UserError, match="no host"):
+        SmtpSettings.from_connection(Connection("", 25))
+
+
+@pytest.fixture
+def tls(tmp_path, monkeypatch):
+    """A self-signed certificate for 127.0.0.1 that this process trusts (SSL_CERT_FILE, as an ops team adds a CA)."""
+    from support.receivers import self_signed_tls
+
+    context, cert_file = self_signed_tls(tmp_path)
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert_file))
+    return context
+
+
+def email_alert(settings: SmtpSettings) -> int:
+    return deliver(failure_alert("2026-02-10", "r1", "bench", "boom"),
+                   AlertChannels(smtp=settings, email_to=["oncall@example.com"]))
+
+
+@pytest.mark.parametrize("implicit_tls", [False, True], ids=["starttls", "implicit-tls"])
+def test_email_goes_out_over_tls_with_a_login(tls, implicit_tls):
+    smtp = serving(SmtpReceiver(tls=tls, implicit_tls=implicit_tls, login=("ops", PASSWORD)))
+    try:
+        security = "ssl" if implicit_tls else "starttls"
+        assert email_alert(SmtpSettings("127.0.0.1", smtp.port, security, "ops", PASSWORD)) == 1
+    finally:
+        stop(smtp)
+    ((recipients, message),) = smtp.messages
+    assert recipients == ["oncall@example.com"] and message["Subject"].endswith("nightly failed at bench")
+    assert smtp.tls_sessions == 1
+
+
+def test_a_server_that_wants_a_login_gets_none_without_one_and_the_failure_says_so():
+    smtp = serving(SmtpReceiver(login=("ops", PASSWORD)))
+    try:
+        with pytest.raises(AlertDeliveryError, match=r"e-mail \(smtp://127.0.0.1:\d+ \(none\)\): SMTPSenderRefused"):
+            email_alert(SmtpSettings("127.0.0.1", smtp.port))
+    finally:
+        stop(smtp)
+    assert smtp.messages == []
+
+
+def test_a_wrong_smtp_password_is_one_line_without_the_password_or_the_servers_reply(tls, caplog):
+    """Fault: SMTP had no login; with one, a refused login must not put the password (which a server may echo in its
+    reply, as this one does) into the exception, the task log or the failure alert."""
+    smtp = serving(SmtpReceiver(tls=tls, login=("ops", PASSWORD)))
+    wrong = "wrong-" + PASSWORD
+    try:
+        with pytest.raises(AlertDeliveryError) as failed, caplog.at_level(logging.DEBUG):
+            email_alert(SmtpSettings("127.0.0.1", smtp.port, "starttls", "ops", wrong))
+    finally:
+        stop(smtp)
+    message = str(failed.value)
+    assert message.startswith(f"alert delivery failed: e-mail (smtp://127.0.0.1:{smtp.port} (starttls)): "
+                              "SMTPAuthenticationError (fix: ")
+    assert "\n" not in message and failed.value.__context__ is None and failed.value.__cause__ is None
+    assert wrong not in message and wrong not in caplog.text and smtp.refused_logins == ["ops"]
+
+
+def test_an_smtp_certificate_nobody_trusts_is_refused_before_the_login(tmp_path):
+    """Fault: a server in the middle with its own certificate would get the login; the TLS check refuses it first."""
+    from support.receivers import self_signed_tls
+
+    context, _ = self_signed_tls(tmp_path)  # not trusted: SSL_CERT_FILE is not set
+    smtp = serving(SmtpReceiver(tls=context, login=("ops", PASSWORD)))
+    try:
+        with pytest.raises(AlertDeliveryError, match="certificate verify failed"):
+            email_alert(SmtpSettings("127.0.0.1", smtp.port, "starttls", "ops", PASSWORD))
+    finally:
+        stop(smtp)
+    assert smtp.refused_logins == [] and smtp.messages == []
+
+
+def test_smtp_tls_and_login_from_the_environment(monkeypatch):
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", "mail.local:587")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP_TLS", "starttls")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP_USER", "ops")
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP_PASSWORD", PASSWORD)
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
+
+    assert AlertChannels.from_env().smtp == SmtpSettings("mail.local", 587, "starttls", "ops", PASSWORD)
+    connection = SmtpSettings.from_connection(Connection("relay", 465))
+    assert AlertChannels.from_env(connection).smtp == connection  # the Airflow connection wins
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP_TLS", "tls1.3")
+    with pytest.raises(UserError, match="VRAMWATCH_ALERT_SMTP_TLS"):
+        AlertChannels.from_env()
+
+
+# --------------------------------------------------------------------------------------------- no channel at all
+
+
+@pytest.mark.parametrize("pages", [True, False], ids=["regression", "quiet-night"])
+def test_no_channel_configured_warns_and_the_night_records_it(monkeypatch, tmp_path, caplog, pages):
+    """Fault: with no alert channel configured, the alert task logged "not sent" on stderr and succeeded, so a night
+    whose regressions paged no one looked like any other. It now logs a WARNING, even on a night with nothing to
+    page, and the night's delivery log records that no channel was on (the UI's page shows it)."""
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    night = summary(incident(is_new=pages))
+
+    with caplog.at_level(logging.INFO, logger="vramwatch"):
+        assert pipeline.task_alert(night.to_dict()) == 0
+
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert warning.name == "vramwatch.alerts" and "no alert channel is configured" in warning.getMessage()
+    assert ("regression(s)" in warning.getMessage()) == pages
+    from vramwatch.alerts.delivery import DeliveryLog
+
+    assert DeliveryLog.for_night(tmp_path / "reports", night.night).channels() == []

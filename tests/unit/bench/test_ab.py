@@ -9,6 +9,7 @@ one-thread processes only share the core, on both sides alike.
 
 from __future__ import annotations
 
+import logging
 import stat
 import sys
 from pathlib import Path
@@ -98,17 +99,19 @@ def empty_gguf(tmp_path: Path) -> Path:
     return path
 
 
-def test_a_failed_process_keeps_its_status_and_gives_no_sample(tmp_path, capsys):
+def test_a_failed_process_keeps_its_status_and_gives_no_sample(tmp_path, caplog):
     config = pp_config(empty_gguf(tmp_path), n_ubatch=256)
     reference, broken = fake_build(tmp_path), fake_build(tmp_path, status="failed")
-    run = run_ab((config, reference), (config, broken), processes=3)
+    with caplog.at_level(logging.INFO, logger="vramwatch"):
+        run = run_ab((config, reference), (config, broken), processes=3)
     assert run.statuses == {"A": ["ok"] * 3, "B": ["crashed"] * 3}
     assert run.samples_ts == {"pp": {"A": [100.0] * 3, "B": []}, "tg": {"A": [100.0] * 3, "B": []}}
     assert [line.split(":")[0] for line in run.failures] == ["process 2/6 (B)", "process 4/6 (B)", "process 6/6 (B)"]
     assert "crashed: build 0.3.36-cpu-" in run.failures[0] and "nvcc not found" in run.failures[0]
-    said = [line for line in capsys.readouterr().err.splitlines() if line.startswith("[bench] A/B")]
-    assert said[:2] == [f"[bench] A/B {config.config_id}: process 1/6 (A): pp 100.0 t/s, tg 100.0 t/s",
-                        f"[bench] A/B {config.config_id}: {run.failures[0]}"]
+    said = [r.getMessage() for r in caplog.records  # progress: INFO records on the bench stage's logger
+            if r.name == "vramwatch.bench" and r.levelno == logging.INFO and r.getMessage().startswith("A/B")]
+    assert said[:2] == [f"A/B {config.config_id}: process 1/6 (A): pp 100.0 t/s, tg 100.0 t/s",
+                        f"A/B {config.config_id}: {run.failures[0]}"]
     assert len(said) == 6  # one line per process, in the order they ran
     assert compare("pp", run.samples_ts["pp"]["A"], run.samples_ts["pp"]["B"], 0.05).verdict == "inconclusive"
 

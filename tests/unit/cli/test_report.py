@@ -24,3 +24,28 @@ def test_a_night_without_results_is_one_line_and_a_fix(warehouse, capsys):
     assert main(["report", "--night", "2025-12-31"]) == 2
     err = capsys.readouterr().err
     assert "no results for night 2025-12-31" in err and "fix:" in err
+
+
+def test_the_report_says_first_when_alerts_cannot_page_and_progress_shows_on_the_terminal(
+        warehouse, tmp_path, capsys, monkeypatch):
+    """Fault: with no alert channel configured (or one that cannot be used), nothing in the night's report said its
+    regressions paged no one. Progress, now Python logging at INFO (the Airflow task log's level), still shows on the
+    terminal as `[stage] message`."""
+    store_nights(warehouse, [night(gpu=False)])
+    latest_md, latest_html = tmp_path / "reports" / "latest.md", tmp_path / "reports" / "latest.html"
+
+    assert main(["report"]) == 0
+    assert f"[vramwatch] report: {tmp_path}/reports/{night_of(0)}/summary.md" in capsys.readouterr().err.splitlines()
+    assert latest_md.read_text().splitlines()[2].startswith(
+        "> **Warning:** Alerts are off: no alert channel is configured (VRAMWATCH_ALERT_WEBHOOK, ")
+    assert ('<p class="warning" role="alert"><strong>Warning:</strong> Alerts are off: no alert channel is '
+            'configured') in latest_html.read_text()
+
+    monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", "mail.local:25")  # a server, but nobody to write to
+    assert main(["report"]) == 0
+    assert ("> **Warning:** Alerts cannot be sent: an SMTP server is set but VRAMWATCH_ALERT_EMAIL_TO is empty (fix: "
+            in latest_md.read_text())
+
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
+    assert main(["report"]) == 0
+    assert "**Warning:**" not in latest_md.read_text() and 'class="warning"' not in latest_html.read_text()

@@ -12,7 +12,15 @@ import pytest
 from support.samples import XSS_PAYLOAD, bisection, night, replace, result
 from support.warehouses import commit_of, night_of, store_nights
 
-from vramwatch.records import BuildRecord, BuildRequest, Incident, NightVerdicts, QualityResult, RunRecord
+from vramwatch.records import (
+    BuildRecord,
+    BuildRequest,
+    ExpectationOutcome,
+    Incident,
+    NightVerdicts,
+    QualityResult,
+    RunRecord,
+)
 from vramwatch.report import style
 from vramwatch.report.tables import NO_GPU, seed_table_rows
 from vramwatch.report.write import report_for_run, write_report
@@ -235,3 +243,40 @@ def test_the_inline_style_block_is_the_one_the_ui_policy_allows(gpu_night, tmp_p
 
     (css,) = re.findall(r"<style>(.*?)</style>", html_path.read_text(), re.S)
     assert f"'sha256-{base64.b64encode(hashlib.sha256(css.encode()).digest()).decode()}'" == style.CSP_HASH
+
+
+def test_the_report_carries_each_expectations_outcome_escaped_and_links_the_nights_data_docs(tmp_path):
+    """Fault: the Data Docs were linked from nowhere, and offline (CDN assets) their index was empty. The report now
+    lists every expectation itself (its columns, result, how many rows failed it and which), and links the night's
+    Data Docs relative to each file: summary.* beside them, latest.* one folder up."""
+    results = night(gpu=False)
+    payload = '<img src=x onerror="document.title=1">'
+    validation = [
+        ExpectationOutcome("status_known", "expect_column_values_to_be_in_set", ["status"], False, 2,
+                           [f"m/Q2_K/baseline: status={payload}"]),
+        ExpectationOutcome("vram_within_gpu_total", "expect_column_pair_values_a_to_be_greater_than_b",
+                           ["gpu_total_gib", "vram_gib"], True, 0, []),
+    ]
+    (tmp_path / "2026-01-02" / "data_docs").mkdir(parents=True)
+    (tmp_path / "2026-01-02" / "data_docs" / "index.html").write_text("<html></html>")
+
+    md_path, html_path = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path,
+                                      validation=validation)
+
+    md = md_path.read_text()
+    section = md.split("## Validation (Great Expectations)", 1)[1]
+    assert ("| status_known | expect_column_values_to_be_in_set | status | **FAILED** | 2 | m/Q2_K/baseline: "
+            "status=<img src=x onerror=\"document.title=1\"> |") in section
+    assert "| vram_within_gpu_total | expect_column_pair_values_a_to_be_greater_than_b | gpu_total_gib, vram_gib | " \
+           "passed | 0 |  |" in section
+    assert "1 of 2 expectations passed" in section and "(data_docs/index.html)" in section
+    assert "(2026-01-02/data_docs/index.html)" in (tmp_path / "latest.md").read_text()
+    html = html_path.read_text()
+    assert payload not in html and "status=&lt;img src=x onerror=&#34;document.title=1&#34;&gt;" in html
+    assert '<a href="data_docs/index.html">' in html
+    assert '<a href="2026-01-02/data_docs/index.html">' in (tmp_path / "latest.html").read_text()
+
+    (tmp_path / "2026-01-02" / "data_docs" / "index.html").unlink()  # pruned: the table stays, the link goes
+    md_path, _ = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path,
+                              validation=validation)
+    assert "## Validation (Great Expectations)" in md_path.read_text() and "data_docs" not in md_path.read_text()

@@ -19,6 +19,7 @@ from support.warehouses import (
     three_nights,
 )
 
+from vramwatch.alerts.delivery import DeliveryLog
 from vramwatch.records import ValidatedNight
 from vramwatch.report.style import CSP_HASH as REPORT_STYLE_HASH
 from vramwatch.ui.app import create_app
@@ -92,6 +93,22 @@ def test_report_is_served_beside_the_page(filled):
     client, _ = filled
     report = client.get("/reports/latest.html")
     assert report.status_code == 200 and "vramwatch report 2026-01-03" in report.text
+
+
+def test_the_page_says_when_the_latest_nights_alerts_found_no_channel(filled, reports):
+    """Fault: with no alert channel configured, the page looked the same as on a night that paged the team."""
+    client, _ = filled
+    assert 'id="alerts-off"' not in client.get("/").text  # the night's alert step has not run: nothing to say
+    log = DeliveryLog.for_night(reports, NIGHTS[-1])
+
+    log.record_channels(["slack"])
+    assert 'id="alerts-off"' not in client.get("/").text
+
+    log.record_channels([])
+    html = client.get("/").text
+    banner = html.split('<p class="alerts-off" role="alert" id="alerts-off">', 1)[1].split("</p>", 1)[0]
+    assert "<strong>Alerts are off:</strong>" in banner and f"the {NIGHTS[-1]} night" in banner
+    assert "paged no one" in banner
 
 
 def test_history_endpoint_filters_by_config(filled):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from html import escape as html_escape
@@ -12,7 +13,7 @@ from support.samples import XSS_PAYLOAD, markup_named_rows, night, replace, resu
 
 from vramwatch.records import Fingerprint, TestResult
 from vramwatch.validate.frame import validation_frame
-from vramwatch.validate.gate import NVML_MARGIN_MIB, validate_night
+from vramwatch.validate.gate import NVML_MARGIN_MIB, expectations, validate_night
 
 
 def _by_config(validated):
@@ -215,3 +216,34 @@ def test_markup_in_a_result_reaches_data_docs_as_text_not_html(tmp_path):
     html = page.read_text()
     assert XSS_PAYLOAD not in html and "<img src=x" not in html
     assert html.count(html_escape(XSS_PAYLOAD)) >= 2  # the status and the config id, each shown as text
+
+
+# a tag attribute or CSS url() that would load (or link to) something from another host
+EXTERNAL = re.compile(r"""(?:\b(?:src|href)\s*=\s*["']?|url\(\s*["']?)(?:https?:)?//""", re.IGNORECASE)
+
+
+def test_data_docs_load_nothing_from_another_host_and_each_expectations_outcome_is_kept(tmp_path):
+    """Fault: GX Data Docs load ~15 CSS/JS assets (Bootstrap, jQuery, Vega, Font Awesome, its logo) from CDNs, so on
+    an offline network their index was empty. Every HTML and CSS file vramwatch writes now points at no other host;
+    and the night keeps each expectation's outcome, which the report shows itself."""
+    docs = tmp_path / "data_docs"
+    rows = markup_named_rows()
+
+    validated = validate_night([*night(quants=("Q2_K",)), *rows], data_docs_dir=docs)
+
+    written = [*docs.rglob("*.html"), *docs.rglob("*.css")]
+    assert len(written) >= 3  # the index, the suite, the validation (and their stylesheets)
+    assert {str(f.relative_to(docs)): EXTERNAL.findall(f.read_text()) for f in written
+            if EXTERNAL.search(f.read_text())} == {}
+    index = (docs / "index.html").read_text()  # its tables are filled by script: it lists every page plainly too
+    listed = re.findall(r'<li><a href="([^"]+)">', index.split('<section id="vramwatch-pages">', 1)[1])
+    assert listed and all((docs / page).is_file() for page in listed)
+    assert any(page.startswith("validations/") for page in listed)
+    outcomes = {o.name: o for o in validated.expectations}
+    assert list(outcomes) == [name for name, _ in expectations()]
+    assert {name for name, o in outcomes.items() if not o.success} == {"config_unique", "status_known"}
+    status = outcomes["status_known"]
+    assert (status.expectation, status.columns, status.unexpected_count) == (
+        "expect_column_values_to_be_in_set", ["status"], 2)
+    assert status.unexpected_examples == [f"{rows[0].config.config_name}: status={XSS_PAYLOAD}"] * 2
+    assert outcomes["pp_measured"].success and outcomes["pp_measured"].unexpected_count == 0
