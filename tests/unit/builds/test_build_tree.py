@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from pathlib import Path
@@ -84,11 +85,12 @@ def test_commits_share_a_slot_other_flags_do_not():
                                                        cmake_args="-DGGML_NATIVE=ON"))
 
 
-def test_a_second_build_waits_for_the_slot_tree_until_the_first_is_done(tmp_path, capsys):
+def test_a_second_build_waits_for_the_slot_tree_until_the_first_is_done(tmp_path, caplog):
     """Two builds of one slot at once would write the same source and cmake tree: the second waits."""
     paths = Paths(tmp_path)
     paths.cache = tmp_path / "cache"
     entered = threading.Event()
+    caplog.set_level(logging.INFO, logger="vramwatch")
     with slot_lock(paths, "cpu-abc") as held:
         assert held
         with slot_lock(paths, "cpu-abc", wait=False) as second:
@@ -103,4 +105,4 @@ def test_a_second_build_waits_for_the_slot_tree_until_the_first_is_done(tmp_path
         assert not entered.wait(0.5)  # still waiting while the first holds the tree
     assert entered.wait(10)
     waiter.join()
-    assert f"waiting for the build tree cpu-abc that pid {os.getpid()} on" in capsys.readouterr().err
+    assert f"waiting for the build tree cpu-abc that pid {os.getpid()} on" in caplog.text  # progress at INFO
