@@ -6,6 +6,9 @@ detect_build -> build_engine -> prepare_models -> bench (one mapped task per con
 
 Orchestration only: every task is one call into vramwatch.pipeline. The matrix (models, quants, modes, queue) is
 VRAMWATCH_MATRIX (a shipped name or a YAML path; default "seed"); an invalid matrix fails the import naming the field.
+One nightly per GPU worker (VRAMWATCH_GPU_QUEUES, else the matrix's queue): a night's engine, models and benches stay
+on that worker's queue and pool; the first worker's is llamacpp_nightly, another's llamacpp_nightly_<its queue>, and
+each triggers its own worker's bisections.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 
-from vramwatch.config import load_matrix
+from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
 MATRIX_NAME = os.environ.get("VRAMWATCH_MATRIX", "seed")
 MATRIX = load_matrix(MATRIX_NAME)
@@ -28,7 +31,6 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=5),
     "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
 }
-GPU = {"queue": MATRIX.queue, "pool": MATRIX.pool}
 # The Airflow connection e-mail alerts go through (host, port, TLS, login), read the way the SMTP provider reads it
 SMTP_CONN_ID = os.environ.get("VRAMWATCH_ALERT_SMTP_CONN_ID", "smtp_default")
 
@@ -50,120 +52,129 @@ def _smtp_connection():
         return None
 
 
-def _alert_on_failure(context: dict) -> None:
-    from vramwatch import pipeline
+def nightly(worker: GpuWorker) -> None:
+    """The night of one GPU worker. Its label (empty for the first worker) keeps the night's run id and reports apart
+    from other workers' in the shared warehouse and reports folder."""
+    gpu = {"queue": worker.queue, "pool": worker.pool}
+    lane = worker.label
 
-    pipeline.task_failure_alert(context, _smtp_connection())
-
-
-@dag(
-    dag_id="llamacpp_nightly",
-    schedule="0 2 * * *",
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,
-    max_active_runs=1,
-    default_args=DEFAULT_ARGS,
-    tags=["vramwatch", "llama.cpp", "benchmark", "gpu"],
-    params={"force": Param(False, type="boolean", description="Run even when no new build appeared")},
-    on_failure_callback=_alert_on_failure,
-    doc_md=__doc__,
-)
-def llamacpp_nightly():
-    @task.short_circuit
-    def detect_build(params: dict | None = None) -> dict | None:
+    def _alert_on_failure(context: dict) -> None:
         from vramwatch import pipeline
 
-        return pipeline.task_detect_build(MATRIX_NAME, bool(params and params["force"]))
+        pipeline.task_failure_alert(context, lane, _smtp_connection())
 
-    @task(**GPU, execution_timeout=timedelta(hours=2))
-    def build_engine(check: dict) -> dict:
-        from vramwatch import pipeline
+    @dag(
+        dag_id=worker.nightly_dag_id,
+        schedule="0 2 * * *",
+        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["vramwatch", "llama.cpp", "benchmark", "gpu"],
+        params={"force": Param(False, type="boolean", description="Run even when no new build appeared")},
+        on_failure_callback=_alert_on_failure,
+        doc_md=__doc__,
+    )
+    def llamacpp_nightly():
+        @task.short_circuit
+        def detect_build(params: dict | None = None) -> dict | None:
+            from vramwatch import pipeline
 
-        return pipeline.task_build_engine(MATRIX_NAME, check)
+            return pipeline.task_detect_build(MATRIX_NAME, bool(params and params["force"]), lane)
 
-    @task(**GPU, execution_timeout=timedelta(hours=3))
-    def prepare_models(build: dict) -> list[dict]:
-        from vramwatch import pipeline
+        @task(**gpu, execution_timeout=timedelta(hours=2))
+        def build_engine(check: dict) -> dict:
+            from vramwatch import pipeline
 
-        return pipeline.task_prepare_models(MATRIX_NAME, build)
+            return pipeline.task_build_engine(MATRIX_NAME, check)
 
-    @task(**GPU, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2),
-          map_index_template="{{ config_name }}")  # the grid names each mapped bench by its config
-    def bench(config: dict, build: dict) -> dict:
-        from airflow.sdk import get_current_context
-        from airflow.sdk.exceptions import AirflowFailException
+        @task(**gpu, execution_timeout=timedelta(hours=3))
+        def prepare_models(build: dict) -> list[dict]:
+            from vramwatch import pipeline
 
-        from vramwatch import pipeline
+            return pipeline.task_prepare_models(MATRIX_NAME, build)
 
-        context = get_current_context()
-        context["config_name"] = pipeline.config_name_of(config)
-        result = pipeline.task_bench(config, build)
-        if result["status"] != "ok":  # red in the grid, no retry; its record still goes on to validate and store
-            context["ti"].xcom_push(key="return_value", value=result)
-            raise AirflowFailException(f"{context['config_name']}: {result['status']}: {result['error']}")
-        return result
+        @task(**gpu, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2),
+              map_index_template="{{ config_name }}")  # the grid names each mapped bench by its config
+        def bench(config: dict, build: dict) -> dict:
+            from airflow.sdk import get_current_context
+            from airflow.sdk.exceptions import AirflowFailException
 
-    @task(trigger_rule="all_done")  # a config that was not measured fails its bench task; the night goes on
-    def validate(results: list[dict], build: dict, dag_run=None) -> dict:
-        from vramwatch import pipeline
+            from vramwatch import pipeline
 
-        # indexed reads: iterating the lazy sequence probes one XCom past the end and logs a 404 error
-        return pipeline.task_validate([results[i] for i in range(len(results))], _night(dag_run), build)
+            context = get_current_context()
+            context["config_name"] = pipeline.config_name_of(config)
+            result = pipeline.task_bench(config, build)
+            if result["status"] != "ok":  # red in the grid, no retry; its record still goes on to validate and store
+                context["ti"].xcom_push(key="return_value", value=result)
+                raise AirflowFailException(f"{context['config_name']}: {result['status']}: {result['error']}")
+            return result
 
-    @task
-    def store(build: dict, validated: dict, dag_run=None) -> int:
-        from vramwatch import pipeline
+        @task(trigger_rule="all_done")  # a config that was not measured fails its bench task; the night goes on
+        def validate(results: list[dict], build: dict, dag_run=None) -> dict:
+            from vramwatch import pipeline
 
-        return pipeline.task_store(dag_run.run_id, _night(dag_run), build, validated, str(dag_run.run_type))
+            # indexed reads: iterating the lazy sequence probes one XCom past the end and logs a 404 error
+            return pipeline.task_validate([results[i] for i in range(len(results))], _night(dag_run), build, lane)
 
-    @task(**GPU)  # a build change in tok/s is rerun A/B on the GPU before anyone is paged
-    def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> dict:
-        from vramwatch import pipeline
+        @task
+        def store(build: dict, validated: dict, dag_run=None) -> int:
+            from vramwatch import pipeline
 
-        return pipeline.task_detect_regressions(MATRIX_NAME, run_id, build)
+            return pipeline.task_store(worker.run_id(dag_run.run_id), _night(dag_run), build, validated,
+                                       str(dag_run.run_type))
 
-    @task
-    def bisections(verdicts: dict) -> list[dict]:
-        from vramwatch import pipeline
+        @task(**gpu)  # a build change in tok/s is rerun A/B on the GPU before anyone is paged
+        def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> dict:
+            from vramwatch import pipeline
 
-        return pipeline.task_bisections_to_start(MATRIX_NAME, verdicts)
+            return pipeline.task_detect_regressions(MATRIX_NAME, worker.run_id(run_id), build)
 
-    @task
-    def report(verdicts: dict, run_id: str | None = None) -> dict:
-        from vramwatch import pipeline
+        @task
+        def bisections(verdicts: dict) -> list[dict]:
+            from vramwatch import pipeline
 
-        return pipeline.task_report(run_id, verdicts, _smtp_connection())  # it says so when no alert can go out
+            return pipeline.task_bisections_to_start(MATRIX_NAME, verdicts)
 
-    @task
-    def alert(summary: dict) -> int:
-        from vramwatch import pipeline
+        @task
+        def report(verdicts: dict, run_id: str | None = None) -> dict:
+            from vramwatch import pipeline
 
-        return pipeline.task_alert(summary, _smtp_connection())
+            return pipeline.task_report(worker.run_id(run_id), verdicts, lane, _smtp_connection())  # says when none can go
 
-    # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
-    @task(**GPU, trigger_rule="all_done")  # the GPU worker's disk: the engines and models of the builds used last stay
-    def prune() -> dict:
-        from vramwatch import pipeline
+        @task
+        def alert(summary: dict) -> int:
+            from vramwatch import pipeline
 
-        return pipeline.task_prune(MATRIX_NAME)
+            return pipeline.task_alert(summary, lane, _smtp_connection())
 
-    @task(trigger_rule="all_done")  # the reports folder lives with the default workers and the UI
-    def prune_reports() -> dict:
-        from vramwatch import pipeline
+        # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
+        @task(**gpu, trigger_rule="all_done")  # this GPU worker's disk: the engines and models of the builds used last
+        def prune() -> dict:
+            from vramwatch import pipeline
 
-        return pipeline.task_prune_reports(MATRIX_NAME)
+            return pipeline.task_prune(MATRIX_NAME)
 
-    check = detect_build()
-    build = build_engine(check)
-    configs = prepare_models(build)
-    results = bench.partial(build=build).expand(config=configs)
-    validated = validate(results, build)
-    stored = store(build, validated)
-    verdicts = detect_regressions(build, stored)
-    alert(report(verdicts)) >> [prune(), prune_reports()]
-    # each new VRAM or speed incident gets its culprit searched, in a run of its own (hours on the GPU worker)
-    TriggerDagRunOperator.partial(task_id="bisect", trigger_dag_id="llamacpp_bisect").expand(
-        conf=bisections(verdicts))
+        @task(trigger_rule="all_done")  # the reports folder lives with the default workers and the UI
+        def prune_reports() -> dict:
+            from vramwatch import pipeline
+
+            return pipeline.task_prune_reports(MATRIX_NAME, lane)
+
+        check = detect_build()
+        build = build_engine(check)
+        configs = prepare_models(build)
+        results = bench.partial(build=build).expand(config=configs)
+        validated = validate(results, build)
+        stored = store(build, validated)
+        verdicts = detect_regressions(build, stored)
+        alert(report(verdicts)) >> [prune(), prune_reports()]
+        # each new VRAM or speed incident gets its culprit searched, in a run of its own (hours on the GPU worker)
+        TriggerDagRunOperator.partial(task_id="bisect", trigger_dag_id=worker.bisect_dag_id).expand(
+            conf=bisections(verdicts))
+
+    llamacpp_nightly()
 
 
-llamacpp_nightly()
+for gpu_worker in gpu_workers(MATRIX):
+    nightly(gpu_worker)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import typing
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -234,6 +236,47 @@ def _problem(error: Any) -> str:
     if not where and error["type"] == "value_error":
         return str(error["ctx"]["error"])
     return f"{where or '(top level)'}: {error['msg']}"
+
+
+QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
+
+
+@dataclass(frozen=True)
+class GpuWorker:
+    """One GPU worker's lane: the Celery queue only that worker serves, its pool (one bench at a time), and the label
+    that keeps its nights apart from other workers' in the shared warehouse and reports (run ids `<label>/<run id>`,
+    reports under `<reports>/<label>/`). The first worker's label is empty: its nights are stored as they always were.
+    """
+
+    queue: str
+    pool: str
+    label: str
+
+    def run_id(self, run_id: str) -> str:
+        return f"{self.label}/{run_id}" if self.label else run_id
+
+    @property
+    def nightly_dag_id(self) -> str:
+        """The Airflow DAG of this worker's nights: llamacpp_nightly for the first, llamacpp_nightly_<queue> after."""
+        return f"llamacpp_nightly_{self.label}" if self.label else "llamacpp_nightly"
+
+    @property
+    def bisect_dag_id(self) -> str:
+        """The DAG that searches this worker's incidents for their culprit, on this worker."""
+        return f"llamacpp_bisect_{self.label}" if self.label else "llamacpp_bisect"
+
+
+def gpu_workers(matrix: Matrix) -> list[GpuWorker]:
+    """The GPU workers a night is run on, one lane each: VRAMWATCH_GPU_QUEUES (comma-separated Celery queues, e.g.
+    `gpu,gpu-1`), else the matrix's queue alone. A queue's pool has its name; the matrix's own queue keeps its pool."""
+    queues = [q.strip() for q in os.environ.get("VRAMWATCH_GPU_QUEUES", "").split(",") if q.strip()] or [matrix.queue]
+    bad = [q for q in queues if not QUEUE_NAME.fullmatch(q)]
+    if bad or len(set(queues)) != len(queues):
+        raise UserError(f"VRAMWATCH_GPU_QUEUES={','.join(queues)!r}: " + (f"not a queue name: {bad}" if bad else
+                                                                          "a queue is named twice"),
+                        "name each GPU worker's queue once, with letters, digits, '.', '_' or '-' (e.g. gpu,gpu-1)")
+    return [GpuWorker(queue=q, pool=matrix.pool if q == matrix.queue else q, label="" if i == 0 else q)
+            for i, q in enumerate(queues)]
 
 
 class Paths:

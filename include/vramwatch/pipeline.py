@@ -54,10 +54,11 @@ def _open(warehouse: Warehouse | None) -> Warehouse:
     return Warehouse()
 
 
-def detect_build(matrix: Matrix, force: bool = False, warehouse: Warehouse | None = None) -> BuildCheck:
+def detect_build(matrix: Matrix, force: bool = False, warehouse: Warehouse | None = None, lane: str = "") -> BuildCheck:
+    """`lane`: the GPU worker's label (config.GpuWorker): each worker benchmarks each new build once."""
     from vramwatch.builds.detect import check_for_new_build
 
-    last = _open(warehouse).last_benchmarked_version(matrix.build.source)
+    last = _open(warehouse).last_benchmarked_version(matrix.build.source, lane)
     check = check_for_new_build(matrix.build, last, force=force)
     verdict = "new build" if check.is_new else ("forced run" if check.forced else "no new build: skipping the night")
     _say(f"detect_build: latest {check.latest}, last benchmarked {check.last_benchmarked or 'none'} -> {verdict}")
@@ -94,11 +95,11 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
     return result
 
 
-def validate(results: list[BenchResult], night: str, build: BuildRecord) -> ValidatedNight:
+def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: str = "") -> ValidatedNight:
     from vramwatch.report.write import DATA_DOCS_INDEX, save_validation
     from vramwatch.validate.gate import validate_night
 
-    reports = Paths().reports
+    reports = Paths().reports / lane
     data_docs = (reports / night / DATA_DOCS_INDEX).parent
     validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
     save_validation(reports, night, validated.expectations)  # the report, another task, shows them
@@ -152,12 +153,13 @@ def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None 
     return verdicts
 
 
-def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None,
+def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None, lane: str = "",
            smtp_connection: Any = None) -> NightSummary:
-    """Write the night's report; it says at the top when its regressions would page no one (alerting_notices)."""
+    """Write the night's report; it says at the top when its regressions would page no one (alerting_notices).
+    `lane`: a GPU worker's label; its reports go under the reports folder's `<lane>/` (the first worker's: "")."""
     from vramwatch.report.write import report_for_run
 
-    summary = report_for_run(_open(warehouse), run_id, verdicts, Paths().reports,
+    summary = report_for_run(_open(warehouse), run_id, verdicts, Paths().reports / lane,
                              notices=alerting_notices(smtp_connection))
     _say(f"report: {summary.report_md}")
     return summary
@@ -258,12 +260,13 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     _say(f"{stage}: {seconds[stage]:.1f} s")
 
 
-def alert(summary: NightSummary, smtp_connection: Any = None) -> int:
+def alert(summary: NightSummary, lane: str = "", smtp_connection: Any = None) -> int:
     """Page on the night's new incidents; a retry pages only the channels that have not taken the alert yet. With no
     channel configured it logs a WARNING (and the night's delivery log records it for the UI's page)."""
     from vramwatch.alerts.delivery import DeliveryLog, send_alerts
 
-    sent = send_alerts(summary, alert_channels(smtp_connection), DeliveryLog.for_night(Paths().reports, summary.night))
+    sent = send_alerts(summary, alert_channels(smtp_connection),
+                       DeliveryLog.for_night(Paths().reports / lane, summary.night))
     _say(f"alert: {sent} alert(s) sent")
     return sent
 
@@ -275,11 +278,11 @@ def prune(matrix: Matrix, dry_run: bool = False) -> PruneResult:
     return prune_disk(Paths(), matrix.keep_builds, dry_run=dry_run)
 
 
-def prune_reports(matrix: Matrix, dry_run: bool = False) -> PruneResult:
+def prune_reports(matrix: Matrix, dry_run: bool = False, lane: str = "") -> PruneResult:
     """Remove GX Data Docs of nights before the newest keep_data_docs from the reports folder; summaries stay."""
     from vramwatch.prune import prune_data_docs
 
-    return prune_data_docs(Paths().reports, matrix.keep_data_docs, dry_run=dry_run)
+    return prune_data_docs(Paths().reports / lane, matrix.keep_data_docs, dry_run=dry_run)
 
 
 # The incidents a bisection can explain: a buffer or a speed that changed between two builds.
@@ -317,13 +320,14 @@ def bisect(matrix: Matrix, config: str, good: str, bad: str, level: str = "relea
                       repository=repository)
 
 
-def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Warehouse | None = None) -> str:
-    """Keep a bisection's result: as JSON under reports/bisect/, on its incident (when it has one), and in an alert
-    (the regression alert's follow-up). Returns the JSON's path."""
+def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Warehouse | None = None,
+                    lane: str = "") -> str:
+    """Keep a bisection's result: as JSON under reports/bisect/ (a GPU worker's lane: reports/<lane>/bisect/), on its
+    incident (when it has one), and in an alert (the regression alert's follow-up). Returns the JSON's path."""
     from vramwatch.alerts.delivery import AlertChannels, DeliveryLog, deliver
     from vramwatch.alerts.messages import bisection_alert
 
-    reports = Paths().reports
+    reports = Paths().reports / lane
     name = f"{result.started_at.replace(':', '')}-{incident_id or 'manual'}.json"
     out = reports / "bisect" / name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -338,10 +342,11 @@ def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Wa
 
 # ------------------------------------------------------------------------- dict adapters for scheduler tasks
 # Airflow passes XComs as JSON; these wrap the stages above with record <-> dict conversion and nothing else.
+# `lane` is the GPU worker's label (config.GpuWorker) whose night it is: "" for the first worker.
 
 
-def task_detect_build(matrix_name: str, force: bool) -> dict[str, Any] | None:
-    check = detect_build(load_matrix(matrix_name), force)
+def task_detect_build(matrix_name: str, force: bool, lane: str = "") -> dict[str, Any] | None:
+    check = detect_build(load_matrix(matrix_name), force, lane=lane)
     return check.to_dict() if check.should_run else None
 
 
@@ -362,8 +367,8 @@ def task_bench(config: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
     return bench(BenchConfig.from_dict(config), BuildRecord.from_dict(build)).to_dict()
 
 
-def task_validate(results: list[dict[str, Any]], night: str, build: dict[str, Any]) -> dict[str, Any]:
-    return validate([BenchResult.from_dict(r) for r in results], night, BuildRecord.from_dict(build)).to_dict()
+def task_validate(results: list[dict[str, Any]], night: str, build: dict[str, Any], lane: str = "") -> dict[str, Any]:
+    return validate([BenchResult.from_dict(r) for r in results], night, BuildRecord.from_dict(build), lane).to_dict()
 
 
 def task_store(run_id: str, night: str, build: dict[str, Any], validated: dict[str, Any], trigger: str) -> int:
@@ -377,31 +382,31 @@ def task_detect_regressions(matrix_name: str, run_id: str, build: dict[str, Any]
     return detect_regressions(run_id, load_matrix(matrix_name).policy, build=BuildRecord.from_dict(build)).to_dict()
 
 
-def task_report(run_id: str, verdicts: dict[str, Any], smtp_connection: Any = None) -> dict[str, Any]:
-    return report(run_id, NightVerdicts.from_dict(verdicts), smtp_connection=smtp_connection).to_dict()
+def task_report(run_id: str, verdicts: dict[str, Any], lane: str = "", smtp_connection: Any = None) -> dict[str, Any]:
+    return report(run_id, NightVerdicts.from_dict(verdicts), lane=lane, smtp_connection=smtp_connection).to_dict()
 
 
-def task_alert(summary: dict[str, Any], smtp_connection: Any = None) -> int:
+def task_alert(summary: dict[str, Any], lane: str = "", smtp_connection: Any = None) -> int:
     """smtp_connection: the Airflow SMTP connection the DAG read in the task (never an XCom: it holds a password)."""
-    return alert(NightSummary.from_dict(summary), smtp_connection)
+    return alert(NightSummary.from_dict(summary), lane, smtp_connection)
 
 
-def task_failure_alert(context: dict[str, Any], smtp_connection: Any = None) -> int:
+def task_failure_alert(context: dict[str, Any], lane: str = "", smtp_connection: Any = None) -> int:
     """The DAG's failure callback: a night that did not finish alerts where regressions do."""
     from vramwatch.alerts.delivery import DeliveryLog, deliver
     from vramwatch.alerts.messages import failure_from_context
 
     failure = failure_from_context(context)
-    return deliver(failure, alert_channels(smtp_connection),
-                   DeliveryLog.for_night(Paths().reports, failure.payload["night"]))
+    log = DeliveryLog.for_night(Paths().reports / lane, failure.payload["night"])
+    return deliver(failure, alert_channels(smtp_connection), log)
 
 
 def task_prune(matrix_name: str) -> dict[str, Any]:
     return prune(load_matrix(matrix_name)).to_dict()
 
 
-def task_prune_reports(matrix_name: str) -> dict[str, Any]:
-    return prune_reports(load_matrix(matrix_name)).to_dict()
+def task_prune_reports(matrix_name: str, lane: str = "") -> dict[str, Any]:
+    return prune_reports(load_matrix(matrix_name), lane=lane).to_dict()
 
 
 def task_bisect(matrix_name: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -410,8 +415,8 @@ def task_bisect(matrix_name: str, params: dict[str, Any]) -> dict[str, Any]:
                   params.get("repository") or "").to_dict()
 
 
-def task_store_bisection(result: dict[str, Any], incident_id: int | None) -> str:
-    return store_bisection(BisectResult.from_dict(result), incident_id)
+def task_store_bisection(result: dict[str, Any], incident_id: int | None, lane: str = "") -> str:
+    return store_bisection(BisectResult.from_dict(result), incident_id, lane=lane)
 
 
 def task_bisections_to_start(matrix_name: str, verdicts: dict[str, Any]) -> list[dict[str, Any]]:

@@ -454,6 +454,9 @@ class BenchResult(Record):
     started_at: str = ""
     duration_s: float = 0.0
     load_s: float = 0.0
+    # the model file's size on the worker that benched it, read there: validate runs elsewhere and compares this
+    # with config.model.file_bytes (None: the file was not there to read)
+    file_bytes_on_disk: int | None = None
 
     @property
     def ok(self) -> bool:
@@ -461,8 +464,8 @@ class BenchResult(Record):
 
 
 # The measured-night format. 1: no version field. 2: cuda_context_mib is NVML process memory minus the GPU buffers,
-# and Memory keeps its source_lines.
-MEASURED_NIGHT_VERSION = 2
+# and Memory keeps its source_lines. 3: each result records the model file's size as the bench read it.
+MEASURED_NIGHT_VERSION = 3
 
 
 @dataclass(frozen=True)
@@ -487,6 +490,10 @@ class MeasuredNight(Record):
         night = super().from_dict(data)
         if version == 1:  # its cuda_context_mib was read before the model loaded; it had no source lines
             results = [dataclasses.replace(r, memory=r.memory.with_cuda_context()) for r in night.results]
+            night = dataclasses.replace(night, results=results)
+        if version <= 2:  # no size read by the bench: an ok row's child had checked that the tensor data fits the file
+            results = [dataclasses.replace(r, file_bytes_on_disk=r.config.model.file_bytes) if r.ok else r
+                       for r in night.results]
             night = dataclasses.replace(night, results=results)
         return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 

@@ -81,6 +81,32 @@ def test_gpu_tasks_run_on_the_gpu_queue_and_pool(dagbag, dag_id, gpu_tasks):
             assert task.queue != "gpu", f"{task.task_id} needs no GPU and must not hold the GPU queue"
 
 
+def test_each_gpu_worker_has_its_own_nightly_on_its_own_queue_and_pool(monkeypatch):
+    """Fault: one global `gpu` queue and pool sent a night's benches to a GPU worker without its engine and models."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("VRAMWATCH_GPU_QUEUES", "gpu,gpu-1")
+    bag = DagBag(dag_folder=str(DAGS))
+    assert bag.import_errors == {}
+    for dag_id, queue in (("llamacpp_nightly", "gpu"), ("llamacpp_nightly_gpu-1", "gpu-1")):
+        dag = bag.dags[dag_id]
+        assert {(t.queue, t.pool) for t in dag.tasks if t.task_id in GPU_TASKS} == {(queue, queue)}, dag_id
+        assert {t.queue for t in dag.tasks if t.task_id not in GPU_TASKS} == {"default"}, dag_id
+        bisect = bag.dags[dag_id.replace("nightly", "bisect")]  # its incidents are searched on the same worker
+        assert dag.get_task("bisect").partial_kwargs["trigger_dag_id"] == bisect.dag_id
+        assert (bisect.get_task("bisect").queue, bisect.get_task("bisect").pool) == (queue, queue)
+    forced = {t.trigger_dag_id for t in bag.dags["llamacpp_weekly_refresh"].tasks}
+    assert forced == {"llamacpp_nightly", "llamacpp_nightly_gpu-1"}
+
+
+def test_a_bad_gpu_queue_list_fails_the_import_naming_the_fix(monkeypatch):
+    from airflow.dag_processing.dagbag import DagBag
+
+    monkeypatch.setenv("VRAMWATCH_GPU_QUEUES", "gpu,gpu 1")
+    errors = DagBag(dag_folder=str(DAGS)).import_errors
+    assert errors and all("not a queue name: ['gpu 1']" in e and "e.g. gpu,gpu-1" in e for e in errors.values())
+
+
 def test_nightly_reads_like_the_pipeline(dagbag):
     dag = dagbag.dags["llamacpp_nightly"]
     order = ["detect_build", "build_engine", "prepare_models", "bench", "validate", "store",
@@ -124,8 +150,9 @@ def test_a_matrix_that_cannot_run_fails_the_dag_import_naming_each_field(tmp_pat
     airflow = str(Path(sys.executable).with_name("airflow"))
     out = subprocess.run([airflow, "dags", "list-import-errors", "--local", "-o", "json"], capture_output=True,
                          text=True, env=env, timeout=300)
-    errors = json.loads(out.stdout[out.stdout.index("[{"):])
-    assert sorted(Path(e["filepath"]).name for e in errors) == ["llamacpp_bisect.py", "llamacpp_nightly.py"]
-    for error in errors:  # both DAGs read the matrix: its queue and pool
-        assert "n_prompt: 4096 prompt tokens plus one generated do not fit n_ctx 4096" in error["error"]
-        assert "quants: 'Q4_K_X' is not a llama.cpp file type" in error["error"]
+    errors = {Path(e["filepath"]).name: e["error"] for e in json.loads(out.stdout[out.stdout.index("[{"):])}
+    # every DAG file reads the matrix: its queue and pool, its GPU workers
+    assert set(errors) == {"llamacpp_nightly.py", "llamacpp_bisect.py", "llamacpp_weekly_refresh.py"}
+    for error in errors.values():
+        assert "n_prompt: 4096 prompt tokens plus one generated do not fit n_ctx 4096" in error
+        assert "quants: 'Q4_K_X' is not a llama.cpp file type" in error

@@ -94,7 +94,7 @@ def result(model: str = "deepseek-moe-16b", quant: str = "Q4_K_M", mode: str = "
         roofline=Roofline(active_bytes_per_token=1_570_000_000, gpu_bytes_per_token=1_570_000_000,
                           gpu_bandwidth_gbs=3_000.0 if gpu else None, host_bandwidth_gbs=21.0,
                           bound_tg_ts=1_910.0 if gpu else 13.4, fraction_of_bound=0.06 if gpu else 0.7),
-        started_at="2026-01-02T02:10:00+00:00", duration_s=48.2, load_s=3.1,
+        started_at="2026-01-02T02:10:00+00:00", duration_s=48.2, load_s=3.1, file_bytes_on_disk=config.model.file_bytes,
     )
 
 

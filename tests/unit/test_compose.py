@@ -31,8 +31,16 @@ def test_workers_reach_the_api_server_and_the_warehouse_is_its_own_database():
     assert env["AIRFLOW__CORE__LOAD_EXAMPLES"] == "false"
 
 
-def test_init_creates_the_gpu_pool():
-    assert "airflow pools set gpu 1" in "".join(COMPOSE["services"]["airflow-init"]["command"])
+def test_init_creates_one_pool_per_gpu_worker_queue():
+    init = COMPOSE["services"]["airflow-init"]["command"][-1]
+    assert '"$${VRAMWATCH_GPU_QUEUES:-gpu}"' in init and 'airflow pools set "$$queue" 1' in init
+    assert COMPOSE["x-airflow-common"]["environment"]["VRAMWATCH_GPU_QUEUES"] == "${VRAMWATCH_GPU_QUEUES:-gpu}"
+
+
+def test_the_gpu_worker_keeps_its_engines_and_models_in_a_folder_of_its_own():
+    env = COMPOSE["services"]["airflow-worker-gpu"]["environment"]
+    assert env["VRAMWATCH_BUILDS_DIR"] == "/opt/vramwatch-data/workers/gpu/builds"
+    assert env["VRAMWATCH_MODELS_DIR"] == "/opt/vramwatch-data/workers/gpu/models"
 
 
 REPO = Path(__file__).resolve().parents[2]

@@ -83,6 +83,8 @@ def test_committed_measured_nights_read_migrated_to_the_current_version(path):
         assert memory.cuda_context_mib == pytest.approx(memory.nvml_process_mib - memory.gpu_buffers_mib, abs=0.01)
         assert 0 < memory.cuda_context_mib < 1024  # ~0.7 GiB on the H200, where the old reading said 518 MiB
     assert all(r.memory.source_lines == {} for r in measured.results)
+    # no size read by the bench then: an ok row's tensor data fit its file, a failed one unknown
+    assert all(r.file_bytes_on_disk == (r.config.model.file_bytes if r.ok else None) for r in measured.results)
     assert MeasuredNight.from_json(measured.to_json()) == measured  # the current version reads back as written
 
 

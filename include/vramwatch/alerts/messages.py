@@ -4,8 +4,10 @@ the report is. One message per night, whatever the number of channels, so every 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from vramwatch.config import Paths
 from vramwatch.records import BisectResult, Incident, NightSummary, config_name
 
 
@@ -41,7 +43,10 @@ def report_link(summary: NightSummary, base_url: str = "") -> str:
     else the file on the worker that wrote it."""
     if not base_url:
         return summary.report_html
-    return f"{base_url.rstrip('/')}/reports/{summary.night}/summary.html"
+    html, reports = Path(summary.report_html).resolve(), Paths().reports.resolve()
+    # a GPU worker's lane keeps its reports in a folder of its own under the served one (config.GpuWorker)
+    served = html.relative_to(reports).as_posix() if html.is_relative_to(reports) else f"{summary.night}/summary.html"
+    return f"{base_url.rstrip('/')}/reports/{served}"
 
 
 def regression_alert(summary: NightSummary, base_url: str = "") -> Alert | None:

@@ -7,6 +7,7 @@ happens, `run_config` returns a BenchResult whose status says what happened and 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -35,8 +36,18 @@ def run_config(config: BenchConfig, build: BuildRecord, *,
     """Bench one config in a child of `build.python`. Never raises for a failed bench: the status says it.
 
     `llama_log_path` keeps llama.cpp's whole log (every level) of that run. The child's stderr lines are progress,
-    relayed as they come (vramwatch.progress: INFO on the `vramwatch.bench` logger).
+    relayed as they come (vramwatch.progress: INFO on the `vramwatch.bench` logger). The result records the model
+    file's size as this worker read it: the file lives here, validation does not.
     """
+    path = config.model.path
+    on_disk = os.path.getsize(path) if path and os.path.isfile(path) else None
+    result = _bench(config, build, llama_log_path)
+    return dataclasses.replace(result, file_bytes_on_disk=on_disk)
+
+
+def _bench(config: BenchConfig, build: BuildRecord,
+           llama_log_path: str | os.PathLike[str] | None) -> BenchResult:
+    """run_config's work: check the model and engine, make the child's cgroup, run the child in it."""
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def failed(status: str, error: str) -> BenchResult:

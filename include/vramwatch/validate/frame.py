@@ -2,7 +2,7 @@
 
 Each row is the flattened result (the warehouse's columns) plus derived columns for checks that GX cannot express
 on raw fields: counts of samples and buffers, NVML process memory beyond the GPU buffers, the backend and GPU layers,
-the file size on disk, and the cross-row baseline VRAM of the same model and quantization. `row_id` is the row's position in the input list: failures map back through it.
+the file size the bench read on its worker, and the cross-row baseline VRAM of the same model and quantization. `row_id` is the row's position in the input list: failures map back through it.
 
 GX writes the values it reports (unexpected values of a failed expectation) into Data Docs as raw HTML, and the UI
 serves Data Docs on the Airflow origin. So every text cell is HTML-escaped here, and the JSON columns (llama.cpp's
@@ -14,7 +14,6 @@ plain words and the baseline pairing are unchanged), and a quarantined row is st
 from __future__ import annotations
 
 import html
-import os
 
 import pandas as pd
 
@@ -34,7 +33,7 @@ def _fingerprint_present(result: BenchResult) -> bool:
 
 
 def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, object]:
-    memory, path = result.memory, result.config.model.path
+    memory = result.memory
     total = gpu_total_mib if gpu_total_mib is not None else memory.gpu_total_mib
     return {
         "pp_n_samples": len(result.pp.samples_ts) if result.pp else None,
@@ -45,7 +44,7 @@ def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, obje
         "backend": result.fingerprint.backend,
         "n_gpu_layers": result.config.n_gpu_layers,
         "gpu_total_gib": total / 1024 if total is not None else None,
-        "file_bytes_on_disk": os.path.getsize(path) if path and os.path.isfile(path) else None,
+        "file_bytes_on_disk": result.file_bytes_on_disk,  # read by the bench on the worker that has the file
         "has_fingerprint": _fingerprint_present(result),
     }
 

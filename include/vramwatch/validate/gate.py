@@ -89,6 +89,8 @@ def expectations(build_backend: str | None = None) -> list[tuple[str, Any]]:
         # rows without an NVML process figure have no value here and are skipped
         ("nvml_agrees_with_buffers", gxe.ExpectColumnValuesToBeBetween(
             column="nvml_beyond_buffers_mib", min_value=0, max_value=NVML_MARGIN_MIB)),
+        # the bench reads the file's size on its worker (validation runs on another): an ok row must say what it read
+        ("file_size_checked", gxe.ExpectColumnValuesToNotBeNull(column="file_bytes_on_disk", row_condition=ok)),
         ("file_size_matches_disk", gxe.ExpectColumnPairValuesToBeEqual(
             column_A="file_bytes", column_B="file_bytes_on_disk", ignore_row_if=missing)),
     ]

@@ -309,12 +309,14 @@ class Warehouse:
             return sorted(session.scalars(select(ResultRow.environment_id).where(ResultRow.run_id == run_id)
                                           .distinct()))
 
-    def last_benchmarked_version(self, source: str) -> str | None:
-        """The build version (PyPI version or git ref) of the latest finished run built from this source."""
+    def last_benchmarked_version(self, source: str, lane: str = "") -> str | None:
+        """The build version (PyPI version or git ref) of the latest finished run built from this source, by one GPU
+        worker's lane (config.GpuWorker: run ids `<lane>/...`; the first worker's run ids have no '/')."""
+        of_lane = RunRow.run_id.startswith(f"{lane}/", autoescape=True) if lane else RunRow.run_id.not_like("%/%")
         with self._sessions() as session:
             return session.scalar(
                 select(BuildRow.version).join(RunRow, RunRow.build_id == BuildRow.id)
-                .where(BuildRow.source == source, RunRow.status.not_in((RUNNING, FAILED)))
+                .where(BuildRow.source == source, RunRow.status.not_in((RUNNING, FAILED)), of_lane)
                 .order_by(RunRow.night.desc(), RunRow.started.desc()).limit(1)
             )
 

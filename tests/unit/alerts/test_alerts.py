@@ -4,6 +4,7 @@ with STARTTLS, implicit TLS and AUTH)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import pytest
@@ -74,6 +75,16 @@ def test_an_incident_that_grew_pages_again_and_links_the_report_on_the_ui():
     assert "(grew tonight)" in alert.text
     assert "Report: https://airflow.example.com/vramwatch/reports/2026-02-10/summary.html" in alert.text
     assert alert.payload["report"] == "https://airflow.example.com/vramwatch/reports/2026-02-10/summary.html"
+
+
+def test_a_second_gpu_workers_report_is_linked_in_its_own_folder(monkeypatch, tmp_path):
+    """Fault: every alert linked reports/<night>/, the first GPU worker's report, whichever worker's night it was."""
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path))
+    lane = dataclasses.replace(summary(incident()), report_html=str(tmp_path / "gpu-1" / "2026-02-10" / "summary.html"))
+
+    alert = regression_alert(lane, base_url="https://airflow.example.com/vramwatch")
+
+    assert alert.payload["report"] == "https://airflow.example.com/vramwatch/reports/gpu-1/2026-02-10/summary.html"
 
 
 def test_no_paging_incident_no_alert():

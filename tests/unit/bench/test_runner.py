@@ -77,8 +77,9 @@ def assert_measured(result: BenchResult) -> None:
         assert test.stddev_ts >= 0
 
 
-def test_baseline_is_measured_with_nothing_overridden(baseline):
+def test_baseline_is_measured_with_nothing_overridden(baseline, moe):
     assert_measured(baseline)
+    assert baseline.file_bytes_on_disk == moe.stat().st_size  # read here, on the worker that has the file
     assert baseline.n_overridden_tensors == 0
     assert baseline.memory.buffers_mib["CPU_Mapped/model"] > 0
     assert baseline.memory.host_model_mib == baseline.memory.buffers_mib["CPU_Mapped/model"]
@@ -157,6 +158,7 @@ def test_bad_model_files_are_invalid_model_in_one_line(engine, moe, tmp_path):
         result = run_config(config_for(path, "baseline"), engine)
         assert result.status == "invalid_model", path
         assert result.error and "\n" not in result.error and str(path) in result.error
+        assert result.file_bytes_on_disk == (path.stat().st_size if path.exists() else None)
 
 
 def test_child_itself_refuses_a_truncated_model(engine, moe, tmp_path):

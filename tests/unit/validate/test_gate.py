@@ -38,9 +38,7 @@ def test_a_sane_night_passes_whole(gpu):
     assert validated.accepted == results
 
 
-def test_each_broken_row_is_quarantined_with_the_expectations_it_failed(tmp_path):
-    gguf = tmp_path / "deepseek-Q8_0.gguf"
-    gguf.write_bytes(b"GGUF" + bytes(60))
+def test_each_broken_row_is_quarantined_with_the_expectations_it_failed():
     good = night(quants=("Q2_K", "Q4_K_M", "Q8_0"))
     by_id = {r.config.config_name: r for r in good}
     offload = by_id["deepseek-moe-16b/Q4_K_M/offload"]
@@ -52,9 +50,10 @@ def test_each_broken_row_is_quarantined_with_the_expectations_it_failed(tmp_path
         # offload that kept everything on the GPU: more VRAM than tonight's baseline of the same file
         "deepseek-moe-16b/Q4_K_M/offload": replace(offload, memory__gpu_model_mib=10_500.0,
                                                    memory__nvml_process_mib=12_500.0),
-        "deepseek-moe-16b/Q8_0/baseline": replace(by_id["deepseek-moe-16b/Q8_0/baseline"],
-                                                  config__model=replace(by_id["deepseek-moe-16b/Q8_0/baseline"]
-                                                                        .config.model, path=str(gguf))),
+        # the file the bench read was not the file the models stage made
+        "deepseek-moe-16b/Q8_0/baseline": replace(by_id["deepseek-moe-16b/Q8_0/baseline"], file_bytes_on_disk=64),
+        # the worker did not say what it read (a bench from before it did, or one that lost the file)
+        "deepseek-moe-16b/Q8_0/offload": replace(by_id["deepseek-moe-16b/Q8_0/offload"], file_bytes_on_disk=None),
         "phi-3.5-moe/Q2_K/baseline": replace(by_id["phi-3.5-moe/Q2_K/baseline"], memory__nvml_process_mib=9_000.0),
         "phi-3.5-moe/Q2_K/offload": replace(by_id["phi-3.5-moe/Q2_K/offload"], fingerprint=Fingerprint()),
         "phi-3.5-moe/Q4_K_M/baseline": replace(by_id["phi-3.5-moe/Q4_K_M/baseline"], tg=None),
@@ -71,6 +70,7 @@ def test_each_broken_row_is_quarantined_with_the_expectations_it_failed(tmp_path
         "deepseek-moe-16b/Q2_K/offload": ["pp_all_repetitions"],
         "deepseek-moe-16b/Q4_K_M/offload": ["offload_below_baseline_vram"],
         "deepseek-moe-16b/Q8_0/baseline": ["file_size_matches_disk"],
+        "deepseek-moe-16b/Q8_0/offload": ["file_size_checked"],
         "phi-3.5-moe/Q2_K/baseline": ["nvml_agrees_with_buffers"],
         "phi-3.5-moe/Q2_K/offload": ["fingerprint_present"],
         "phi-3.5-moe/Q4_K_M/baseline": ["tg_measured"],
@@ -146,13 +146,16 @@ def test_nvml_may_exceed_the_buffers_by_the_stated_margin_and_no_more():
     assert failed(buffers - 1) == [["nvml_agrees_with_buffers"]]  # buffers above what the process holds
 
 
-def test_a_file_that_matches_the_gguf_on_disk_passes(tmp_path):
-    gguf = tmp_path / "m.gguf"
-    gguf.write_bytes(bytes(64))
-    row = result(quant="Q2_K")
-    row = replace(row, config__model=replace(row.config.model, path=str(gguf), file_bytes=64))
+def test_the_file_size_is_judged_from_what_the_bench_read_on_its_worker():
+    """Fault: validate read the GGUF's size on its own (default) worker, where the file does not exist, and then
+    silently checked nothing. It now compares the size the bench recorded on the GPU worker, and quarantines an ok
+    row that recorded none."""
+    row = result(quant="Q2_K", path="/only/on/the/gpu/worker/m.gguf")
+    assert not Path(row.config.model.path).exists() and row.file_bytes_on_disk == row.config.model.file_bytes
 
     assert validate_night([row]).quarantined == []
+    assert [q.failed_expectations for q in validate_night([replace(row, file_bytes_on_disk=None)]).quarantined] == [
+        ["file_size_checked"]]
 
 
 def test_duplicate_configs_are_both_quarantined():

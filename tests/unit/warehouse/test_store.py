@@ -290,6 +290,17 @@ def test_last_version_skips_runs_that_did_not_finish(warehouse):
     assert warehouse.last_benchmarked_version("pypi") == "0.3.35"
 
 
+def test_each_gpu_workers_lane_has_its_own_last_version(warehouse):
+    """Fault: with two GPU workers, the first one's night made the second skip the build as benchmarked."""
+    rows = night(quants=("Q2_K",))
+    store(warehouse, "scheduled__2026-01-01", "2026-01-01", rows, version="0.3.36")
+    store(warehouse, "gpu-1/scheduled__2026-01-01", "2026-01-01", rows, version="0.3.35")
+
+    assert warehouse.last_benchmarked_version("pypi") == "0.3.36"
+    assert warehouse.last_benchmarked_version("pypi", lane="gpu-1") == "0.3.35"
+    assert warehouse.last_benchmarked_version("pypi", lane="gpu-2") is None
+
+
 # ------------------------------------------------------------------------------------------------ incidents
 
 
