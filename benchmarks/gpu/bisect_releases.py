@@ -17,6 +17,7 @@ vocab GGUFs other than DeepSeek's and without the ggml backends other than CPU a
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -41,6 +42,9 @@ CONFIG = "deepseek-moe-16b/Q4_K_M/baseline"
 METRIC = "CUDA0/compute"
 BAD_FIGURE = 260.39  # the bad end as the incident measured it (docs/results/2026-11-29-h200-two-releases): one build less
 BUNDLE_WAIT_S = 900  # the second call brings the other half of the bundle
+# One GPU, as a GPU worker has: on two, llama.cpp splits the layers and CUDA0's compute buffer is another figure
+# (104.16 MiB on an H200 pair where one H200 holds 236.26), so figures from the nightly would not compare.
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "0")
 
 
 def wait_for_bundle(bundle: Path) -> None:
@@ -76,7 +80,7 @@ def timed_rebuild(matrix, version: str) -> None:
     shutil.rmtree(paths.builds / request.key)
     build = pipeline.build_engine(matrix, version, record_build=False)
     log_text = (paths.builds / request.key / "build.log").read_text()
-    compiled = len(re.findall(r"^\s*\[\d+/\d+\] .* -c \S+$", log_text, re.MULTILINE))  # ninja's compile lines
+    compiled = len(re.findall(r"^\s*\[\d+/\d+\] .* -c ", log_text, re.MULTILINE))  # ninja's compile lines (nvcc: -c X -o Y)
     figures = {"version": version, "changed": str(changed.relative_to(paths.cache)), "status": build.status,
                "rebuild_s": build.duration_s, "objects_compiled": compiled}
     (plan.OUT / "rebuild.json").write_text(json.dumps(figures, indent=1))

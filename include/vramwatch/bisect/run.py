@@ -223,6 +223,22 @@ def run_bisect(matrix: Matrix, config_id: str, good: str, bad: str, *, level: Bi
     result = dataclasses.replace(result, steps=steps, last_good=last_good, first_bad=first_bad,
                                  last_good_commit=commit_at.get(last_good, ""),
                                  first_bad_commit=commit_at.get(first_bad, ""))
+    if found.found and first_bad == bad and bisection.bad_figure is not None:
+        # Every candidate measured like the good end, so the verdict rests on the given figure alone. It may come from
+        # other GPUs or settings (an H200 pair splits the buffers that one H200 holds): measure the bad end here.
+        probe = bisection.measure(bad, judge)
+        said(len(found.probes) + 1, bad, probe)
+        steps = [s if s.role != "bad" else BisectStep(bad, "bad", probe.verdict, probe.figure, probe.reason,
+                                                      probe.build_s, probe.bench_s, probe.llama_cpp_commit)
+                 for s in steps]
+        result = dataclasses.replace(result, steps=steps, figure_bad=probe.figure,
+                                     first_bad_commit=probe.llama_cpp_commit)
+        if probe.verdict != "bad":
+            return _done(result, clock, stopped=f"every candidate measured like the good end, and so does the bad end "
+                                                f"{bad} here ({_figure_text(probe, result.unit)}): the given figure "
+                                                f"{bisection.bad_figure:g} {result.unit} did not reproduce on this "
+                                                f"machine (other GPUs or settings?)")
+        commit_at[bad] = probe.llama_cpp_commit
     if found.found:
         culprit = culprit_of(first_bad, commit_at.get(first_bad, ""))
         _say(f"culprit: {level} {first_bad} ({culprit.subject}) {culprit.link}")

@@ -17,7 +17,8 @@ CONFIG = "deepseek-moe-16b-tiny/Q4_K_M/baseline"
 
 def test_commit_bisection_names_the_planted_commit_and_steps_around_the_broken_build(engine_build):
     """Fault: a candidate does not build (a syntax error): it is skipped with the compiler's error as the reason, and
-    the bisection still names the commit that changed the CPU compute buffer."""
+    the bisection still names the commit that changed the CPU compute buffer. Fault: a given bad figure that this
+    machine does not reproduce (it came from other GPUs) named the bad end itself as the culprit, unmeasured."""
     paths = Paths()
     paths.builds = paths.cache / "test-bisect-builds"  # apart: the newest build here must stay the nightly's engine
     repo = planted_llama_repo(Path(engine_build.source_dir) / "vendor" / "llama.cpp", paths.cache / "test-repos")
@@ -43,3 +44,11 @@ def test_commit_bisection_names_the_planted_commit_and_steps_around_the_broken_b
     assert again.culprit == result.culprit
     bad_end = next(step for step in again.steps if step.role == "bad")
     assert (bad_end.reason, bad_end.build_s, bad_end.llama_cpp_commit) == ("given, not measured", 0.0, "")
+
+    # a given figure from elsewhere (issue 18's first H200 run: one GPU's figure, a two-GPU machine): every candidate
+    # measures like the good end, so the bad end is measured before it is named, and here it does not reproduce
+    elsewhere = run_bisect(load_matrix("demo"), CONFIG, repo.good, repo.bad, level="commit", metric="CPU/compute",
+                           repository=str(repo.path), bad_figure=result.figure_good * 3, paths=paths)
+    assert elsewhere.culprit is None and "did not reproduce on this machine" in elsewhere.stopped
+    bad_end = next(step for step in elsewhere.steps if step.role == "bad")
+    assert (bad_end.figure, bad_end.verdict) == (result.figure_bad, "good") and bad_end.build_s > 0
