@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
+from vramwatch.config import VRAM_COMPONENTS
 from vramwatch.records import BenchResult, NightSummary, NightVerdicts, QuarantinedResult, RunRecord
 from vramwatch.report import markdown, plots, style
 from vramwatch.report.tables import (
@@ -39,6 +40,12 @@ if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
+# Good runs per config and machine the report reads (Warehouse.recent_history): the change table needs the previous
+# run, the history plot draws this many; years of nights would cost seconds and draw nothing more legible.
+HISTORY_RUNS = 60
+# The flat-row fields its tables and plots read from history (the change table's buffers, NVML and tok/s, the
+# quality table's hash, the plot's VRAM): the wide JSON ones stay in the warehouse.
+HISTORY_FIELDS = (*VRAM_COMPONENTS, "nvml_process_mib", "tg_avg_ts", "pp_avg_ts", "greedy_sha256", "vram_gib")
 
 
 def _inline(text: str) -> Markup:
@@ -69,7 +76,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
                  out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = ()) -> tuple[Path, Path]:
     """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
 
-    history is Warehouse.history() of this run's configs (it must hold the run itself).
+    history is the history of this run's configs (Warehouse.history() or recent_history(); it must hold the run).
     """
     incidents = verdicts.incidents
     out_dir = Path(out_dir)
@@ -108,10 +115,12 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
                    reports_dir: Path | str) -> NightSummary:
-    """Read the run and its configs' history from the warehouse, write the report, return the night summary."""
+    """Read the run and its configs' recent history from the warehouse, write the report, return the night
+    summary."""
     run = warehouse.run(run_id)
     results = warehouse.results_for_run(run_id)
-    history = warehouse.history(config_ids={r.config.config_id for r in results})
+    history = warehouse.recent_history({r.config.config_id for r in results}, HISTORY_RUNS, until_run=run_id,
+                                       fields=HISTORY_FIELDS)
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id))
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),

@@ -67,7 +67,7 @@ def test_page_shows_latest_night_incident_seed_table_and_charts(filled):
     assert html.count('<figure class="vram-chart') == 8
     assert html.count('<figure class="vram-chart flagged">') == 1
     assert f"build {OLD_BUILD} -&gt; {NEW_BUILD}" in html
-    assert "2026-01-03: oom" in html
+    assert "2026-01-03 (run scheduled__2026-01-03): oom" in html
     assert 'href="reports/latest.html"' in html
 
 
