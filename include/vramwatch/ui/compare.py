@@ -114,10 +114,13 @@ def _deltas(a: pd.DataFrame, b: pd.DataFrame) -> list[ConfigDelta]:
     configs = []
     for config_id in sorted(rows, key=lambda config_id: (config_order(rows[config_id]), config_id)):
         sides = [frame.loc[config_id] if config_id in frame.index else None for frame in (by_a, by_b)]
-        values = [[None if side is None else number(side[column]) for side in sides] for column, _, _ in QUANTITIES]
+        # a result that measured nothing (oom, crashed) stores zeros: it has no figures, never a zero
+        values = [[number(side[column]) if side is not None and side["status"] == "ok" else None for side in sides]
+                  for column, _, _ in QUANTITIES]
         configs.append(ConfigDelta(
             config_name=rows[config_id]["config_name"],
-            status_a="" if sides[0] is None else sides[0]["status"], status_b="" if sides[1] is None else sides[1]["status"],
+            status_a="" if sides[0] is None else sides[0]["status"],
+            status_b="" if sides[1] is None else sides[1]["status"],
             rows=[Delta(words, unit, va, vb) for (_, words, unit), (va, vb) in zip(QUANTITIES, values)
                   if va is not None or vb is not None]))
     return configs
@@ -133,5 +136,6 @@ def compare_builds(warehouse: Warehouse, asked_a: str | None = None, asked_b: st
     columns = [column for column, _, _ in QUANTITIES]
     configs = _deltas(warehouse.build_figures(int(a.build_id), columns),
                       warehouse.build_figures(int(b.build_id), columns))
-    problem = f"{'; '.join(problems)}: pick builds from the lists (showing the default pair instead)" if problems else ""
+    problem = (f"{'; '.join(problems)}: pick builds from the lists (showing the default pair instead)"
+               if problems else "")
     return BuildComparison(options=options, a=a, b=b, configs=configs, problem=problem)
