@@ -77,10 +77,15 @@ class BuildComparison:
     b: BuildOption | None = None
     configs: list[ConfigDelta] = field(default_factory=list)
     problem: str = ""  # why the asked pair is not what is shown, or why nothing can be compared
+    changed_only: bool = False  # show only the configs that changed
 
     @property
     def n_changed(self) -> int:
         return sum(config.changed for config in self.configs)
+
+    @property
+    def shown(self) -> list[ConfigDelta]:
+        return [config for config in self.configs if config.changed or not self.changed_only]
 
 
 def config_order(row: pd.Series) -> tuple:
@@ -122,11 +127,12 @@ def _deltas(a: pd.DataFrame, b: pd.DataFrame) -> list[ConfigDelta]:
             status_a="" if sides[0] is None else sides[0]["status"],
             status_b="" if sides[1] is None else sides[1]["status"],
             rows=[Delta(words, unit, va, vb) for (_, words, unit), (va, vb) in zip(QUANTITIES, values)
-                  if va is not None or vb is not None]))
+                  if {va, vb} - {None, 0.0}]))  # a buffer empty or absent on both builds says nothing
     return configs
 
 
-def compare_builds(warehouse: Warehouse, asked_a: str | None = None, asked_b: str | None = None) -> BuildComparison:
+def compare_builds(warehouse: Warehouse, asked_a: str | None = None, asked_b: str | None = None,
+                   changed_only: bool = False) -> BuildComparison:
     """Builds asked_a and asked_b (ids; None or unknown: the second newest and the newest) compared per config."""
     options = [_option(build) for _, build in warehouse.builds_with_results().iterrows()]
     if len(options) < 2:
@@ -138,4 +144,4 @@ def compare_builds(warehouse: Warehouse, asked_a: str | None = None, asked_b: st
                       warehouse.build_figures(int(b.build_id), columns))
     problem = (f"{'; '.join(problems)}: pick builds from the lists (showing the default pair instead)"
                if problems else "")
-    return BuildComparison(options=options, a=a, b=b, configs=configs, problem=problem)
+    return BuildComparison(options=options, a=a, b=b, configs=configs, problem=problem, changed_only=changed_only)

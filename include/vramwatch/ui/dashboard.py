@@ -72,9 +72,9 @@ def memory_charts(points: pd.DataFrame, flagged_configs: set[str]) -> dict[str, 
 
 
 def load_dashboard(warehouse: Warehouse, runs: int = HISTORY_RUNS, build_a: str | None = None,
-                   build_b: str | None = None) -> Dashboard:
+                   build_b: str | None = None, changed_only: bool = False) -> Dashboard:
     """The page's data; build_a and build_b pick the builds to compare (by id, as the page's form sends them; None:
-    the last two)."""
+    the last two), changed_only keeps the comparison to the configs that changed."""
     newest = next(iter(warehouse.runs(limit=1)), None)
     latest = warehouse.latest_run()
     if latest is None:
@@ -85,5 +85,5 @@ def load_dashboard(warehouse: Warehouse, runs: int = HISTORY_RUNS, build_a: str 
         newest=newest, latest=latest, incidents=incidents,
         seed_tables=_by_model(seed_table_rows(warehouse.results_for_run(latest.run_id))),
         charts=memory_charts(warehouse.memory_points(runs), flagged),
-        comparison=compare_builds(warehouse, build_a, build_b), history_runs=runs,
+        comparison=compare_builds(warehouse, build_a, build_b, changed_only), history_runs=runs,
     )

@@ -50,7 +50,7 @@ def test_the_axes_have_titles_and_at_most_three_dated_ticks_spread_over_the_runs
     runs = [run(f"2026-01-{day:02d}", "ok", 640.0 + day, "b") for day in range(1, 31)]
     chart = history_chart("x", "VRAM", runs)
     assert (chart.x_title, chart.y_title) == (X_TITLE, Y_TITLE)
-    assert [t.label for t in chart.x_ticks] == ["2026-01-01", "2026-01-16", "2026-01-30"]
+    assert [t.label for t in chart.x_ticks] == ["2026-01-01", "2026-01-15", "2026-01-30"]
     assert chart.x_ticks[0].x == chart.plot_left and chart.x_ticks[-1].x == chart.plot_right
     assert all(t.label.endswith(("MiB", "GiB")) for t in chart.y_ticks)  # the unit is on every y label
 

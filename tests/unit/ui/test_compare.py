@@ -56,6 +56,7 @@ def test_the_last_two_builds_are_compared_per_config_by_default(url, tmp_path):
     assert cells(grown, "GPU model") == [f"{before:.2f}", f"{after:.2f}", f"+{GROWTH_MIB:.2f}",
                                          f"{100 * GROWTH_MIB / before:+.1f} %"]
     assert cells(grown, "GPU KV") == ["1024.00", "1024.00", "+0.00", "+0.0 %"]
+    assert "<td>host KV " not in grown  # empty on both builds: no row
     assert cells(grown, "tg")[:2] == ["118.0", "118.0"]  # speed too, in tok/s
     oom = config_block(section, OOM)
     assert "ok → oom" in oom and cells(oom, "GPU model")[1] == "—"  # no figure on B: a dash, never 0
@@ -73,6 +74,14 @@ def test_any_two_builds_can_be_picked_and_an_unknown_one_is_said_in_one_line(url
     assert "build &#39;999&#39; is not in the warehouse; build &#39;&lt;script&gt;" in unknown
     assert "pick builds from the lists" in unknown and "<script>" not in unknown
     assert cells(config_block(unknown, REGRESSED), "GPU model")[2] == f"+{GROWTH_MIB:.2f}"  # the default pair
+
+
+def test_changed_configs_only_keeps_the_configs_whose_figures_or_status_moved(url, tmp_path):
+    three_nights(url)
+    with TestClient(create_app(url, tmp_path)) as client:
+        section = compare_section(client.get("/", params={"changed": "1"}).text)
+    assert re.findall(r"<td rowspan=\"\d+\"><code>([^<]*)</code>", section) == [REGRESSED, OOM]
+    assert 'name="changed" value="1" checked' in section
 
 
 def test_one_build_has_nothing_to_compare_and_says_so(url, tmp_path):
