@@ -26,6 +26,8 @@ SHORT_HISTORY = 60  # runs; beyond this, per-run markers only clutter the line
 X_TICKS = 6  # dated ticks on a history axis: enough to read, few enough not to overlap
 # Layout in inches, set by hand: bbox_inches="tight" draws every figure twice, seconds on a 100-config night.
 CHAR_IN, TITLE_IN, XAXIS_IN = 0.075, 0.45, 0.6  # a tick label's character (fontsize 9), the title, the x axis
+# Titles sit at a fixed height: left to matplotlib, each is placed by measuring every tick label of its axes.
+TITLE_Y = 1.01
 
 
 def _png(fig: plt.Figure, tight: bool = True) -> str:
@@ -57,7 +59,7 @@ def vram_by_component(results: Sequence[BenchResult]) -> str | None:
     ax.invert_yaxis()
     ax.tick_params(axis="y", labelsize=9)
     ax.set_xlabel("GPU memory, GiB (llama.cpp buffers)")
-    ax.set_title("VRAM by component")
+    ax.set_title("VRAM by component", y=TITLE_Y)
     ax.legend(loc="lower right", title="buffer")
     _bar_layout(fig, labels)
     return _png(fig, tight=False)
@@ -84,7 +86,7 @@ def baseline_vs_offload(rows: Sequence[SeedRow]) -> str | None:
         ax.tick_params(axis="y", labelsize=9)
         ax.invert_yaxis()
         ax.set_xlabel(title)
-        ax.set_title(f"Baseline vs offload: {title}")
+        ax.set_title(f"Baseline vs offload: {title}", y=TITLE_Y)
         ax.legend(loc="lower right", title="mode")
     _bar_layout(fig, labels, len(panels))
     return _png(fig, tight=False)
@@ -131,7 +133,7 @@ def history_figure(frame: pd.DataFrame, incidents: Sequence[Incident]) -> plt.Fi
                 hit = series[series["night"].isin(marks.get(config_id, ()))]
                 if not hit.empty:
                     ax.scatter(hit["x"], hit[field], color="red", marker="v", s=40, zorder=3)
-            ax.set_title(f"{model}: {title}", fontsize=9, loc="left")
+            ax.set_title(f"{model}: {title}", fontsize=9, loc="left", y=TITLE_Y)
             ax.set_ylabel(title, fontsize=8)
             ax.yaxis.set_major_locator(MaxNLocator(4))
             ax.tick_params(labelsize=7)
