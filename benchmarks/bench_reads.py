@@ -86,8 +86,8 @@ def measure(url: str, years: Years, label: str) -> bool:
     warehouse.close()
     with tempfile.TemporaryDirectory() as reports:
         os.environ.update(VRAMWATCH_WAREHOUSE_URL=url, VRAMWATCH_REPORTS_DIR=reports)
-        with contextlib.redirect_stdout(io.StringIO()):  # the command's own lines, once per repeat
-            report, report_s = timed(lambda: vramwatch(["report", "--run", run_id]))
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            report, report_s = timed(lambda: vramwatch(["report", "--run", run_id]))  # its lines, once a repeat
         with TestClient(create_app(url, Path(reports))) as client:
             page, page_s = timed(lambda: client.get("/").raise_for_status())
             builds = Warehouse(url).builds_with_results()
