@@ -413,7 +413,8 @@ class Warehouse:
         other status (so the previous run and the last status are there). Only runs up to `until_run` count (itself
         included; None: every run). Each (config_id, night) in `before` (an open incident's config and the night it
         opened) adds the same from the nights before that night, where the incident's reference lies. `fields`
-        narrows the flat row to those fields (and rows.REQUIRED_COLUMNS'), for readers that need only a few."""
+        narrows the flat row to those fields (plus rows.REQUIRED_COLUMNS and config_name), for readers that need
+        only a few."""
         configs = sorted(set(config_ids))
         wanted_fields = FIELD_NAMES if fields is None else [
             name for name in FIELD_NAMES if name in {*fields, *REQUIRED_COLUMNS, "config_name"}]
@@ -431,6 +432,15 @@ class Warehouse:
         wanted = union(*ranked) if len(ranked) > 1 else ranked[0]
         query = self._history_select(wanted_fields).where(ResultRow.id.in_(wanted)).order_by(*_OLDEST_FIRST)
         return self._read_history(query, columns)
+
+    def _read_frame(self, query: Any, dates: Iterable[str] = ("night",)) -> pd.DataFrame:
+        """A query's rows as a frame with its column labels, the `dates` columns as YYYY-MM-DD."""
+        with self._sessions() as session:
+            result = session.execute(query)
+            frame = pd.DataFrame.from_records([tuple(row) for row in result], columns=list(result.keys()))
+        for column in dates:
+            frame[column] = frame[column].map(lambda night: _night(night).isoformat())
+        return frame
 
     def _up_to(self, run_id: str) -> Any:
         """The condition "a run no later than this one" (by night, then start)."""
@@ -456,15 +466,11 @@ class Warehouse:
                    results.config_id, results.environment_id, results.model, results.quant, results.mode,
                    results.n_cpu_moe, results.status, EnvironmentRow.gpu_name, EnvironmentRow.cpu_model,
                    mib.label("mib"))
-        query = (select(*columns).join(newest, ResultRow.run_id == newest.c.run_id)
-                 .join(RunRow, ResultRow.run_id == RunRow.run_id).join(BuildRow, RunRow.build_id == BuildRow.id)
-                 .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
-                 .order_by(*_OLDEST_FIRST))
-        with self._sessions() as session:
-            frame = pd.DataFrame.from_records([tuple(row) for row in session.execute(query)],
-                                              columns=[c.key for c in columns])
-        frame["night"] = frame["night"].map(date.isoformat)
-        return frame
+        return self._read_frame(
+            select(*columns).join(newest, ResultRow.run_id == newest.c.run_id)
+            .join(RunRow, ResultRow.run_id == RunRow.run_id).join(BuildRow, RunRow.build_id == BuildRow.id)
+            .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
+            .order_by(*_OLDEST_FIRST))
 
     def builds_with_results(self) -> pd.DataFrame:
         """The builds whose runs stored results, newest first (by their last run): build_id, version,
@@ -472,15 +478,10 @@ class Warehouse:
         columns = (BuildRow.id.label("build_id"), BuildRow.version, BuildRow.llama_cpp_commit, BuildRow.backend,
                    BuildRow.built_at, func.min(RunRow.night).label("first_night"),
                    func.max(RunRow.night).label("last_night"), func.count(RunRow.run_id).label("runs"))
-        query = (select(*columns).join(RunRow, RunRow.build_id == BuildRow.id).where(_has_results())
-                 .group_by(BuildRow.id).order_by(func.max(RunRow.night).desc(), func.max(RunRow.started).desc(),
-                                                 BuildRow.id.desc()))
-        with self._sessions() as session:
-            frame = pd.DataFrame.from_records([tuple(row) for row in session.execute(query)],
-                                              columns=[c.key for c in columns])
-        for column in ("first_night", "last_night"):
-            frame[column] = frame[column].map(lambda night: _night(night).isoformat())
-        return frame
+        return self._read_frame(
+            select(*columns).join(RunRow, RunRow.build_id == BuildRow.id).where(_has_results())
+            .group_by(BuildRow.id).order_by(func.max(RunRow.night).desc(), func.max(RunRow.started).desc(),
+                                            BuildRow.id.desc()), dates=("first_night", "last_night"))
 
     def build_figures(self, build_id: int, columns: Iterable[str]) -> pd.DataFrame:
         """Per config, its newest result on this build (its newest ok one when it has one), ranked in SQL: config_id,
@@ -495,12 +496,7 @@ class Warehouse:
                   .join(RunRow, ResultRow.run_id == RunRow.run_id)
                   .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
                   .where(RunRow.build_id == build_id).subquery())
-        query = select(*(c for c in ranked.c if c.key != "rank")).where(ranked.c.rank == 1)
-        with self._sessions() as session:
-            frame = pd.DataFrame.from_records([tuple(row) for row in session.execute(query)],
-                                              columns=[c.key for c in ranked.c if c.key != "rank"])
-        frame["night"] = frame["night"].map(lambda night: _night(night).isoformat())
-        return frame
+        return self._read_frame(select(*(c for c in ranked.c if c.key != "rank")).where(ranked.c.rank == 1))
 
     def quarantined_history(self, run_id: str) -> pd.DataFrame:
         """A run's quarantined results as history() rows, with status "quarantined" and an error naming the
