@@ -67,9 +67,9 @@ lint: install ## ruff (undefined names, unused imports, import order) and import
 	$(VENV)/bin/ruff check include dags plugins tests benchmarks scripts
 	$(VENV)/bin/lint-imports --no-cache
 
-benchmarks: install ## print the store and report timings (benchmarks/)
+benchmarks: install ## print the store timings and the history reads' (report, scan, page) on 3 years of history
 	$(PY) benchmarks/bench_store.py
-	$(PY) benchmarks/bench_report.py
+	$(PY) benchmarks/bench_reads.py
 
 clean: ## remove what demo and test wrote here (builds, models, reports, data, Airflow's home)
 	rm -rf airflow_home reports data builds models

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import hashlib
 import json
 import types
@@ -61,13 +62,20 @@ class Record:
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
-        hints = typing.get_type_hints(cls)
-        names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
-        return cls(**{k: _revive(hints[k], v) for k, v in data.items() if k in names})
+        hints = _field_hints(cls)
+        return cls(**{k: _revive(hints[k], v) for k, v in data.items() if k in hints})
 
     @classmethod
     def from_json(cls: type[R], text: str) -> R:
         return cls.from_dict(json.loads(text))
+
+
+@functools.cache
+def _field_hints(cls: type) -> dict[str, Any]:
+    """A record's fields and their types, resolved once per class: resolving the annotations is most of the cost of
+    reading a night's records back (a page load, a regression scan)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
 def _revive(hint: Any, value: Any) -> Any:

@@ -34,7 +34,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import mannwhitneyu
 
 from vramwatch.records import ABOutcome, ABVerdict
 
@@ -65,6 +64,8 @@ def compare(metric: str, a: Sequence[float], b: Sequence[float], min_effect: flo
     if short:
         return ABVerdict(**figures, ci_low=None, ci_high=None, p_value=None, verdict="inconclusive",
                          reason=f"too few ok processes: {' and '.join(short)}, at least {MIN_SAMPLES} a side needed")
+    from scipy.stats import mannwhitneyu  # a second to import: only when an A/B is judged, not in every command
+
     ci_low, ci_high = _bootstrap_ratio_interval(samples_a, samples_b, confidence, resamples, seed)
     p_value = float(mannwhitneyu(samples_b, samples_a, alternative="two-sided").pvalue)
     verdict, reason = _decide(ratio, ci_low, ci_high, min_effect)

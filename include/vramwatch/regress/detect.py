@@ -85,7 +85,12 @@ def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident
     open_incidents (open or acknowledged) keep their configs' references from before they opened; accepted ones
     make their level the reference since they opened.
     """
-    tonight, before = split_tonight(history, run_id)
+    return detect_split(*split_tonight(history, run_id), open_incidents, policy, accepted)
+
+
+def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Sequence[Incident] = (),
+                 policy: Policy = Policy(), accepted: Sequence[Incident] = ()) -> Detection:
+    """detect() over history already split into tonight's rows and the runs before (rows.split_tonight)."""
     before = forget_before_accepted(before, accepted)
     cutoffs = cutoffs_for(open_incidents)
     findings = (memory_and_status_findings(tonight, before, cutoffs, policy.vram)
@@ -93,6 +98,13 @@ def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident
     drift, suspects = throughput_findings(tonight, before, cutoffs, policy.throughput)
     return Detection(night=str(tonight["night"].iloc[0]), findings=findings + drift, suspects=suspects,
                      tonight_status=dict(zip(tonight["config_id"], tonight["status"])))
+
+
+def history_window(policy: Policy) -> int:
+    """How many good rows per config and machine detection reads (Warehouse.recent_history): tonight's, the
+    throughput baseline's `window` nights plus the night before tonight it leaves out, and the VRAM reference's
+    `window` nights."""
+    return 1 + max(policy.vram.window, policy.throughput.window + 1)
 
 
 def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
@@ -126,7 +138,8 @@ def environment_findings(previous: Sequence[BenchResult], tonight: Sequence[Benc
 
 def ab_candidates(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolicy) -> dict[str, str]:
     """config_id -> the previous build's commit, for tonight's configs whose build changed and whose tok/s moved from
-    that build's last result by more than the config's noise (regress.ab.needs_ab), on the same machine."""
+    that build's last result by more than the config's noise (regress.ab.needs_ab; over the nights in `before`,
+    the recent window detect_for_run reads), on the same machine."""
     good = before[before["status"] == "ok"]
     wanted = {}
     for _, row in tonight[tonight["status"] == "ok"].iterrows():
@@ -213,11 +226,13 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
     accepted = [i for i in stored if i.state == ACCEPTED]
     configs = ({r.config.config_id for r in tonight_results + previous_results} | set(quarantined["config_id"])
                | {c for i in open_now for c in i.configs})
-    history = warehouse.history(config_ids=configs)
+    # only the recent nights (and those before each open incident opened) are judged: read those, not years of them
+    opened = {(config_id, night) for (config_id, _metric), night in cutoffs_for(open_now).items()}
+    history = warehouse.recent_history(configs, history_window(policy), until_run=run_id, before=opened)
     if not quarantined.empty:
         history = pd.concat([history, quarantined], ignore_index=True)
-    detection = detect(history, run_id, open_now, policy, accepted)
     tonight, before = split_tonight(history, run_id)
+    detection = detect_split(tonight, before, open_now, policy, accepted)
     comparisons, ab_found, unconfirmed = _same_night_ab(tonight_results, ab_candidates(tonight, before,
                                                                                        policy.throughput),
                                                         ab, policy.throughput)

@@ -15,13 +15,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from vramwatch.records import BenchResult, Incident, config_name  # noqa: E402
 from vramwatch.report.tables import SeedRow, sweep_points  # noqa: E402
 
 COMPONENTS = (("gpu_model_mib", "model"), ("gpu_kv_mib", "KV"), ("gpu_compute_mib", "compute"))
 
-SHORT_HISTORY = 60  # nights; beyond this, per-night markers only clutter the line
+SHORT_HISTORY = 60  # runs; beyond this, per-run markers only clutter the line
+X_TICKS = 6  # dated ticks on a history axis: enough to read, few enough not to overlap
+# Layout in inches, set by hand: bbox_inches="tight" draws every figure twice, seconds on a 100-config night.
+CHAR_IN, TITLE_IN, XAXIS_IN = 0.075, 0.45, 0.6  # a tick label's character (fontsize 9), the title, the x axis
+# Titles sit at a fixed height: left to matplotlib, each is placed by measuring every tick label of its axes.
+TITLE_Y = 1.01
 
 
 def _png(fig: plt.Figure, tight: bool = True) -> str:
@@ -29,6 +35,14 @@ def _png(fig: plt.Figure, tight: bool = True) -> str:
     fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight" if tight else None)
     plt.close(fig)
     return base64.b64encode(buffer.getvalue()).decode()
+
+
+def _bar_layout(fig: plt.Figure, labels: Sequence[str], panels: int = 1) -> None:
+    """Room for the longest y tick label on the left, the title above and the x axis below."""
+    width, height = fig.get_size_inches()
+    left = (max(map(len, labels)) * CHAR_IN + 0.25) / width
+    fig.subplots_adjust(left=left, right=0.98, top=1 - TITLE_IN / height, bottom=XAXIS_IN / height,
+                        wspace=0.15 + left * panels)
 
 
 def vram_by_component(results: Sequence[BenchResult]) -> str | None:
@@ -43,10 +57,12 @@ def vram_by_component(results: Sequence[BenchResult]) -> str | None:
         ax.barh(labels, widths, left=left, label=name)
         left = [a + b for a, b in zip(left, widths)]
     ax.invert_yaxis()
+    ax.tick_params(axis="y", labelsize=9)
     ax.set_xlabel("GPU memory, GiB (llama.cpp buffers)")
-    ax.set_title("VRAM by component")
-    ax.legend(loc="lower right")
-    return _png(fig)
+    ax.set_title("VRAM by component", y=TITLE_Y)
+    ax.legend(loc="lower right", title="buffer")
+    _bar_layout(fig, labels)
+    return _png(fig, tight=False)
 
 
 def baseline_vs_offload(rows: Sequence[SeedRow]) -> str | None:
@@ -67,23 +83,33 @@ def baseline_vs_offload(rows: Sequence[SeedRow]) -> str | None:
                 if v is None:  # a failed config: say so instead of an empty bar that reads as zero
                     ax.text(0, p + offset, " no result", va="center", fontsize=7)
         ax.set_yticks(list(positions), labels)
+        ax.tick_params(axis="y", labelsize=9)
         ax.invert_yaxis()
-        ax.set_title(f"Baseline vs offload: {title}")
-        ax.legend(loc="lower right")
-    return _png(fig)
+        ax.set_xlabel(title)
+        ax.set_title(f"Baseline vs offload: {title}", y=TITLE_Y)
+        ax.legend(loc="lower right", title="mode")
+    _bar_layout(fig, labels, len(panels))
+    return _png(fig, tight=False)
 
 
-def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> str | None:
-    """Per model: tg tok/s (and VRAM where measured) of every config over the nights; incidents marked in red.
+def run_positions(frame: pd.DataFrame) -> pd.Series:
+    """Each run's x on a history axis: its place among the frame's runs, oldest first (by night, then as given).
+    One point per run, not per night: two runs in one night are two points."""
+    runs = frame.sort_values("night", kind="stable")["run_id"].drop_duplicates()
+    return pd.Series(range(len(runs)), index=runs.to_numpy())
 
-    x is the night as a day number with a few fixed date ticks: matplotlib's automatic date ticks and tight layout
-    cost seconds on years of nights (the report must stay fast on a 3-year history).
+
+def history_figure(frame: pd.DataFrame, incidents: Sequence[Incident]) -> plt.Figure | None:
+    """Per model: tg tok/s (and VRAM where measured) of every config, one point per run; incidents marked in red.
+
+    x is the run's place in the history (run_positions) with a few dated ticks: evenly spaced runs keep several runs
+    of one night apart, and fixed ticks keep matplotlib's locators and tight layout from costing seconds.
     """
-    ok = frame.loc[frame["status"] == "ok", ["night", "model", "config_id", "vram_gib", "tg_avg_ts"]]
+    ok = frame.loc[frame["status"] == "ok", ["night", "run_id", "model", "config_id", "vram_gib", "tg_avg_ts"]]
     if ok.empty:
         return None
-    nights = pd.to_datetime(ok["night"])
-    ok = ok.assign(day=(nights - nights.min()).dt.days)
+    positions = run_positions(frame)
+    ok = ok.assign(x=ok["run_id"].map(positions))
     has_gpu = ok["vram_gib"].notna().any()
     panels = [("vram_gib", "VRAM, GiB")] if has_gpu else []
     panels.append(("tg_avg_ts", "tg tok/s"))
@@ -100,22 +126,33 @@ def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> str | None:
         for col, (field, title) in enumerate(panels):
             ax = axes[row][col]
             for config_id, series in mine.groupby("config_id", sort=False):
-                # markers while history is short: a lone first night is otherwise an invisible line
-                ax.plot(series["day"].to_numpy(), series[field].to_numpy(float), linewidth=0.8, markersize=3,
-                        marker="o" if len(series) <= SHORT_HISTORY else None, label=config_name(config_id).split("/", 1)[1])
+                # markers while history is short: a lone first run is otherwise an invisible line
+                ax.plot(series["x"].to_numpy(), series[field].to_numpy(float), linewidth=0.8, markersize=3,
+                        marker="o" if len(series) <= SHORT_HISTORY else None,
+                        label=config_name(config_id).split("/", 1)[1])
                 hit = series[series["night"].isin(marks.get(config_id, ()))]
                 if not hit.empty:
-                    ax.scatter(hit["day"], hit[field], color="red", marker="v", s=40, zorder=3)
-            ax.set_title(f"{model}: {title}", fontsize=9, loc="left")
+                    ax.scatter(hit["x"], hit[field], color="red", marker="v", s=40, zorder=3)
+            ax.set_title(f"{model}: {title}", fontsize=9, loc="left", y=TITLE_Y)
+            ax.set_ylabel(title, fontsize=8)
+            ax.yaxis.set_major_locator(MaxNLocator(4))
             ax.tick_params(labelsize=7)
             if col == len(panels) - 1:
-                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ticks = np.linspace(0, int(ok["day"].max()), num=min(6, int(ok["day"].max()) + 1)).round()
+                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="quant/mode",
+                          title_fontsize=6)
+    nights = frame.drop_duplicates("run_id").set_index("run_id")["night"]
+    ticks = np.unique(np.linspace(0, len(positions) - 1, num=min(X_TICKS, len(positions))).round().astype(int))
     for ax in axes[-1]:
-        ax.set_xticks(ticks, [(nights.min() + pd.Timedelta(days=int(t))).date().isoformat() for t in ticks])
-    fig.subplots_adjust(left=0.06, right=0.85, top=1 - 0.3 / len(models), bottom=0.6 / len(models) / 2.2,
+        ax.set_xticks(ticks, [nights[positions.index[t]] for t in ticks])
+        ax.set_xlabel("run, oldest to newest (labelled by night; each run is a point)", fontsize=8)
+    fig.subplots_adjust(left=0.08, right=0.85, top=1 - 0.3 / len(models), bottom=0.9 / len(models) / 2.2,
                         hspace=0.45, wspace=0.35)
-    return _png(fig, tight=False)
+    return fig
+
+
+def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> str | None:
+    fig = history_figure(frame, incidents)
+    return None if fig is None else _png(fig, tight=False)
 
 
 def sweep(results: Sequence[BenchResult]) -> str | None:

@@ -18,6 +18,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
+from vramwatch.config import VRAM_COMPONENTS
 from vramwatch.records import (
     BenchResult,
     ExpectationOutcome,
@@ -52,6 +53,12 @@ if TYPE_CHECKING:
 TEMPLATES = Path(__file__).with_name("templates")
 VALIDATION_FILE = "validation.json"
 DATA_DOCS_INDEX = "data_docs/index.html"  # under the night's folder: where the pipeline has the validate step build them
+# Good runs per config and machine the report reads (Warehouse.recent_history): the change table needs the previous
+# run, the history plot draws this many; years of nights would cost seconds and draw nothing more legible.
+HISTORY_RUNS = 60
+# The flat-row fields its tables and plots read from history (the change table's buffers, NVML and tok/s, the
+# quality table's hash, the plot's VRAM): the wide JSON ones stay in the warehouse.
+HISTORY_FIELDS = (*VRAM_COMPONENTS, "nvml_process_mib", "tg_avg_ts", "pp_avg_ts", "greedy_sha256", "vram_gib")
 
 
 def _inline(text: str) -> Markup:
@@ -83,9 +90,10 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
                  notices: Sequence[str] = (), validation: Sequence[ExpectationOutcome] = ()) -> tuple[Path, Path]:
     """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
 
-    history is Warehouse.history() of this run's configs (it must hold the run itself). notices are warnings the
-    report shows above everything else (e.g. that no alert channel is configured). validation: how each expectation
-    of the night's suite came out (a section of its own, linking the night's Data Docs when they are there).
+    history is the history of this run's configs (Warehouse.history() or recent_history(); it must hold the run).
+    notices are warnings the report shows above everything else (e.g. that no alert channel is configured).
+    validation: how each expectation of the night's suite came out (a section of its own, linking the night's
+    Data Docs when they are there).
     """
     incidents = verdicts.incidents
     out_dir = Path(out_dir)
@@ -146,13 +154,15 @@ def saved_validation(reports_dir: Path | str, night: str) -> list[ExpectationOut
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
                    reports_dir: Path | str, notices: Sequence[str] = ()) -> NightSummary:
-    """Read the run and its configs' history from the warehouse, write the report, return the night summary."""
+    """Read the run and its configs' recent history from the warehouse, write the report, return the night
+    summary."""
     run = warehouse.run(run_id)
     searched = {i.incident_id: i.bisection for i in warehouse.incidents() if i.bisection is not None}
     verdicts = dataclasses.replace(verdicts, incidents=[  # a bisection lands after the night that opened its incident
         dataclasses.replace(i, bisection=searched.get(i.incident_id, i.bisection)) for i in verdicts.incidents])
     results = warehouse.results_for_run(run_id)
-    history = warehouse.history(config_ids={r.config.config_id for r in results})
+    history = warehouse.recent_history({r.config.config_id for r in results}, HISTORY_RUNS, until_run=run_id,
+                                       fields=HISTORY_FIELDS)
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id), notices,
                                       saved_validation(reports_dir, run.night))

@@ -44,7 +44,7 @@ CONTENT_SECURITY_POLICY = "; ".join([
     "img-src 'self' data:",  # the report's plots are data: PNGs
     "frame-ancestors 'self'",  # Airflow's UI frames the page from its own origin
     "base-uri 'none'",
-    "form-action 'none'",
+    "form-action 'self'",  # the build comparison's GET form, to this page
 ])
 SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Content-Type-Options": "nosniff"}
 LATEST_REPORT = "latest.html"
@@ -142,12 +142,14 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
     # Plain `def` endpoints: FastAPI runs them in its thread pool, so database reads never block the event loop
     # of Airflow's API server.
     @app.get("/", response_class=HTMLResponse)
-    def page(request: Request) -> HTMLResponse:
+    def page(request: Request, a: str | None = None, b: str | None = None, changed: str | None = None) -> HTMLResponse:
+        """The page; `a` and `b` pick the two builds compared (build ids, as its form sends them), `changed`
+        (any value) shows only the configs that changed between them."""
         from vramwatch.ui.dashboard import load_dashboard  # pandas: only once the page is asked for
 
         context = {"report": _report_info(reports_dir)}
         try:
-            dashboard = load_dashboard(warehouse.get())
+            dashboard = load_dashboard(warehouse.get(), build_a=a, build_b=b, changed_only=bool(changed))
         except UserError as error:
             return templates.TemplateResponse(request, "unavailable.html", {**context, "error": error},
                                               status_code=503)

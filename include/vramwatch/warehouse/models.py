@@ -19,6 +19,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     MetaData,
     String,
@@ -72,10 +73,11 @@ class RunRow(Base):
     """One nightly run (an Airflow DAG run, a CLI run or a test run)."""
 
     __tablename__ = "runs"
+    __table_args__ = (Index("ix_runs_night_started", "night", "started"),)  # history order (0005)
 
     run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     night: Mapped[date] = mapped_column(Date, index=True)
-    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"))
+    build_id: Mapped[int] = mapped_column(ForeignKey("builds.id"), index=True)  # a build's runs (0005)
     trigger: Mapped[str] = mapped_column(String(32))
     started: Mapped[datetime] = mapped_column(DateTime(timezone=True))
     ended: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -129,6 +131,8 @@ class ResultRow(Base):
         *(result_column(field) for field in rows.FIELDS),
         Column("record", JSON, nullable=False),
         UniqueConstraint("run_id", "config_id", name="uq_results_run_id_config_id"),
+        # what the windowed history ranks, without reading the wide rows (0005)
+        Index("ix_results_series", "config_id", "environment_id", "status", "run_id"),
     )
 
 

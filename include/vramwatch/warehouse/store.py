@@ -6,13 +6,13 @@ its database to the newest schema (Alembic, see migrate.py), so an empty databas
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, text
+from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, text, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,7 +32,7 @@ from vramwatch.records import (
     RunRecord,
     ValidatedNight,
 )
-from vramwatch.rows import FIELD_NAMES, HISTORY_COLUMNS, flatten
+from vramwatch.rows import FIELD_NAMES, HISTORY_COLUMNS, REQUIRED_COLUMNS, RUN_COLUMNS, flatten
 from vramwatch.warehouse import migrate
 from vramwatch.warehouse.models import (
     BuildRow,
@@ -62,8 +62,29 @@ _RUN_COLUMNS = (RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, Buil
                 BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit)
 
 
-def _history_frame(rows: list[tuple]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(rows, columns=list(HISTORY_COLUMNS))
+# History order, and its reverse for "the newest N".
+_OLDEST_FIRST = (RunRow.night, RunRow.started, ResultRow.id)
+_NEWEST_FIRST = (RunRow.night.desc(), RunRow.started.desc(), ResultRow.id.desc())
+# recent_history keeps each config's newest rows of every status too: tonight's and the previous run's.
+LATEST_ANY = 2
+
+
+def _recent_ids(config_ids: list[str], window: int, *conditions: Any) -> Any:
+    """The ids of recent_history's rows for these configs, among the runs that meet the conditions: one window
+    function over the narrow series index (ix_results_series) and the runs, never the wide rows. Ranked per config,
+    machine and status, so the newest LATEST_ANY rows of each status stand in for "the newest whatever the status"
+    (a superset: one sort instead of two)."""
+    results = ResultRow.__table__.c
+    rank = func.row_number().over(partition_by=(results.config_id, results.environment_id, results.status),
+                                  order_by=_NEWEST_FIRST).label("rank")
+    ranked = (select(ResultRow.id, results.status, rank).join(RunRow, ResultRow.run_id == RunRow.run_id)
+              .where(results.config_id.in_(config_ids), *conditions).subquery())
+    return select(ranked.c.id).where(((ranked.c.status == "ok") & (ranked.c.rank <= window))
+                                     | (ranked.c.rank <= LATEST_ANY))
+
+
+def _history_frame(rows: list[tuple], columns: Sequence[str] = HISTORY_COLUMNS) -> pd.DataFrame:
+    frame = pd.DataFrame.from_records(rows, columns=list(columns))
     frame["night"] = frame["night"].map(date.isoformat)
     return frame
 
@@ -333,19 +354,30 @@ class Warehouse:
                                    .where(QuarantineRow.run_id == run_id).order_by(QuarantineRow.id))
             return [QuarantinedResult(BenchResult.from_dict(record), list(failed)) for record, failed in rows]
 
-    def history(self, config_ids: Iterable[str] | None = None, environment_ids: Iterable[str] | None = None,
-                limit: int | None = None, config_names: Iterable[str] | None = None, offset: int = 0) -> pd.DataFrame:
-        """One row per stored result (rows.HISTORY_COLUMNS), oldest night first, of the given configs (by id or by
-        name) and environments (None: all), filtered in SQL; `limit` keeps the most recent rows after skipping the
-        `offset` most recent."""
-        query = (
-            select(*_RUN_COLUMNS, *(ResultRow.__table__.c[name] for name in FIELD_NAMES),
+    @staticmethod
+    def _history_select(fields: Sequence[str] = FIELD_NAMES) -> Any:
+        """history()'s columns (with only these flat-row fields) and joins."""
+        return (
+            select(*_RUN_COLUMNS, *(ResultRow.__table__.c[name] for name in fields),
                    EnvironmentRow.gpu_name, EnvironmentRow.cpu_model)
             .join(RunRow, ResultRow.run_id == RunRow.run_id)
             .join(BuildRow, RunRow.build_id == BuildRow.id)
             .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
-            .order_by(RunRow.night.desc(), RunRow.started.desc(), ResultRow.id.desc())
         )
+
+    def _read_history(self, query: Any, columns: Sequence[str] = HISTORY_COLUMNS,
+                      newest_first: bool = False) -> pd.DataFrame:
+        """A history query's rows as the history frame, oldest first (the query's order reversed if newest first)."""
+        with self._sessions() as session:
+            rows = [tuple(row) for row in session.execute(query)]
+        return _history_frame(rows[::-1] if newest_first else rows, columns)
+
+    def history(self, config_ids: Iterable[str] | None = None, environment_ids: Iterable[str] | None = None,
+                limit: int | None = None, config_names: Iterable[str] | None = None, offset: int = 0) -> pd.DataFrame:
+        """One row per stored result (rows.HISTORY_COLUMNS), oldest night first, of the given configs (by id or by
+        name) and environments (None: all), filtered in SQL; `limit` keeps the most recent rows after skipping the
+        `offset` most recent. All of it without a limit: readers that judge or draw take recent_history()."""
+        query = self._history_select().order_by(*_NEWEST_FIRST)
         if config_ids is not None:
             query = query.where(ResultRow.config_id.in_(list(config_ids)))
         if config_names is not None:
@@ -356,9 +388,99 @@ class Warehouse:
             query = query.limit(limit)
         if offset:
             query = query.offset(offset)
+        return self._read_history(query, newest_first=True)
+
+    def recent_history(self, config_ids: Iterable[str], window: int, until_run: str | None = None,
+                       before: Iterable[tuple[str, str]] = (), fields: Iterable[str] | None = None) -> pd.DataFrame:
+        """history() of the given configs cut to what a reader of the recent nights needs, ranked and filtered in
+        SQL: per config and environment its `window` newest good (ok) rows, and its LATEST_ANY newest rows of every
+        other status (so the previous run and the last status are there). Only runs up to `until_run` count (itself
+        included; None: every run). Each (config_id, night) in `before` (an open incident's config and the night it
+        opened) adds the same from the nights before that night, where the incident's reference lies. `fields`
+        narrows the flat row to those fields (plus rows.REQUIRED_COLUMNS and config_name), for readers that need
+        only a few."""
+        configs = sorted(set(config_ids))
+        wanted_fields = FIELD_NAMES if fields is None else [
+            name for name in FIELD_NAMES if name in {*fields, *REQUIRED_COLUMNS, "config_name"}]
+        columns = [*RUN_COLUMNS, *wanted_fields, "gpu_name", "cpu_model"]
+        if not configs:
+            return _history_frame([], columns)
+        bound = [] if until_run is None else [self._up_to(until_run)]
+        ranked = [_recent_ids(configs, window, *bound)]
+        cutoffs: dict[str, set[str]] = {}
+        for config_id, night in before:
+            if config_id in configs:
+                cutoffs.setdefault(night, set()).add(config_id)
+        ranked += [_recent_ids(sorted(ids), window, *bound, RunRow.night < _night(night))
+                   for night, ids in sorted(cutoffs.items())]
+        wanted = union(*ranked) if len(ranked) > 1 else ranked[0]
+        query = self._history_select(wanted_fields).where(ResultRow.id.in_(wanted)).order_by(*_OLDEST_FIRST)
+        return self._read_history(query, columns)
+
+    def _read_frame(self, query: Any, dates: Iterable[str] = ("night",)) -> pd.DataFrame:
+        """A query's rows as a frame with its column labels, the `dates` columns as YYYY-MM-DD."""
         with self._sessions() as session:
-            rows = [tuple(row) for row in session.execute(query)][::-1]
-        return _history_frame(rows)
+            result = session.execute(query)
+            frame = pd.DataFrame.from_records([tuple(row) for row in result], columns=list(result.keys()))
+        for column in dates:
+            frame[column] = frame[column].map(lambda night: _night(night).isoformat())
+        return frame
+
+    def _up_to(self, run_id: str) -> Any:
+        """The condition "a run no later than this one" (by night, then start)."""
+        with self._sessions() as session:
+            run = self._run(session, run_id)
+            night, started = run.night, run.started
+        return (RunRow.night < night) | ((RunRow.night == night) & (RunRow.started <= started))
+
+    def memory_points(self, runs: int) -> pd.DataFrame:
+        """What the page charts, computed in SQL: one row per config and run, for the newest `runs` runs that stored
+        results, oldest first. Columns: the run (night, run_id), its build (build_version, llama_cpp_commit), the
+        config (config_id, environment_id, model, quant, mode, n_cpu_moe, status), the machine (gpu_name, cpu_model)
+        and `mib`: llama.cpp's model + KV + compute buffers on the GPU, or in host RAM on a machine without one;
+        None when the config was not measured (not ok)."""
+        newest = (select(RunRow.run_id).where(_has_results()).order_by(RunRow.night.desc(), RunRow.started.desc())
+                  .limit(runs).subquery())
+        results = ResultRow.__table__.c
+        on_gpu = func.coalesce(EnvironmentRow.gpu_name, "") != ""
+        mib = case((results.status != "ok", None),
+                   (on_gpu, results.gpu_model_mib + results.gpu_kv_mib + results.gpu_compute_mib),
+                   else_=results.host_model_mib + results.host_kv_mib + results.host_compute_mib)
+        columns = (RunRow.night, RunRow.run_id, BuildRow.version.label("build_version"), BuildRow.llama_cpp_commit,
+                   results.config_id, results.environment_id, results.model, results.quant, results.mode,
+                   results.n_cpu_moe, results.status, EnvironmentRow.gpu_name, EnvironmentRow.cpu_model,
+                   mib.label("mib"))
+        return self._read_frame(
+            select(*columns).join(newest, ResultRow.run_id == newest.c.run_id)
+            .join(RunRow, ResultRow.run_id == RunRow.run_id).join(BuildRow, RunRow.build_id == BuildRow.id)
+            .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
+            .order_by(*_OLDEST_FIRST))
+
+    def builds_with_results(self) -> pd.DataFrame:
+        """The builds whose runs stored results, newest first (by their last run): build_id, version,
+        llama_cpp_commit, backend, built_at, first_night, last_night, runs."""
+        columns = (BuildRow.id.label("build_id"), BuildRow.version, BuildRow.llama_cpp_commit, BuildRow.backend,
+                   BuildRow.built_at, func.min(RunRow.night).label("first_night"),
+                   func.max(RunRow.night).label("last_night"), func.count(RunRow.run_id).label("runs"))
+        return self._read_frame(
+            select(*columns).join(RunRow, RunRow.build_id == BuildRow.id).where(_has_results())
+            .group_by(BuildRow.id).order_by(func.max(RunRow.night).desc(), func.max(RunRow.started).desc(),
+                                            BuildRow.id.desc()), dates=("first_night", "last_night"))
+
+    def build_figures(self, build_id: int, columns: Iterable[str]) -> pd.DataFrame:
+        """Per config, its newest result on this build (its newest ok one when it has one), ranked in SQL: config_id,
+        config_name, model, quant, mode, n_cpu_moe, status, gpu_name, night and the given flat-row columns."""
+        results = ResultRow.__table__.c
+        failed_last = case((results.status == "ok", 0), else_=1)
+        rank = func.row_number().over(partition_by=results.config_id,
+                                      order_by=(failed_last, *_NEWEST_FIRST)).label("rank")
+        wanted = [results[name] for name in ("config_id", "config_name", "model", "quant", "mode", "n_cpu_moe",
+                                               "status", *columns)]
+        ranked = (select(*wanted, EnvironmentRow.gpu_name, RunRow.night, rank)
+                  .join(RunRow, ResultRow.run_id == RunRow.run_id)
+                  .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
+                  .where(RunRow.build_id == build_id).subquery())
+        return self._read_frame(select(*(c for c in ranked.c if c.key != "rank")).where(ranked.c.rank == 1))
 
     def quarantined_history(self, run_id: str) -> pd.DataFrame:
         """A run's quarantined results as history() rows, with status "quarantined" and an error naming the

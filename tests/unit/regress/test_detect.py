@@ -12,7 +12,7 @@ import pytest
 from support.samples import night, replace, result
 from support.warehouses import commit_of, night_of, store_nights, store_validated_night
 
-from vramwatch.config import Policy, VramPolicy, VramRule
+from vramwatch.config import Policy, ThroughputPolicy, VramPolicy, VramRule
 from vramwatch.records import ABRun, BenchResult, Incident, TestResult
 from vramwatch.regress.detect import detect, detect_for_run, regressions
 from vramwatch.rows import flatten
@@ -345,6 +345,37 @@ def grow(results: list[BenchResult], config_id: str, **memory: float) -> list[Be
 
 def on_machine(results: list[BenchResult], **fingerprint) -> list[BenchResult]:
     return [replace(r, **{f"fingerprint__{k}": v for k, v in fingerprint.items()}) for r in results]
+
+
+def test_detection_on_the_recent_window_judges_as_detection_on_all_of_history(warehouse):
+    """Fault: the scan read all of history (8-9 s on 3 years x 100 configs). Reading only each config's recent
+    window, and the nights before each open incident, must judge every night exactly as all of history did: an
+    incident older than the window keeps its reference, a drift is judged on its baseline, an oom on its status."""
+    policy = Policy(vram=VramPolicy(window=3), throughput=ThroughputPolicy(window=5, min_history=5))
+    rng = np.random.default_rng(5)
+    configs = [r for r in CONFIGS if r.config.config_id in (A, B, C)]
+    nights = []
+    for i in range(14):  # the window is 7 good nights: from night 11 on, night 3 (before the incident) is outside it
+        tonight = grow(configs, A, gpu_model_mib=200) if i >= 4 else configs
+        if i == 9:
+            tonight = [result("phi-3.5-moe", "Q4_K_M", "baseline", status="oom") if r.config.config_id == C else r
+                       for r in tonight]
+        nights.append([jittered(r, rng, SIGMA, tg=0.85 if r.config.config_id == B and i >= 12 else 1.0)
+                       for r in tonight])
+    seen = set()
+    for i, results in enumerate(nights):
+        store_nights(warehouse, [results], first=i)
+        stored = warehouse.incidents()
+        open_now = [x for x in stored if not x.is_closed]
+        everything = warehouse.history(config_ids={r.config.config_id for r in configs})
+        expected = regressions(everything, f"run{i:03d}", open_now, policy)
+
+        assert detect_for_run(warehouse, f"run{i:03d}", policy, save=False).incidents == expected, f"night {i}"
+        seen |= {(x.kind, x.state) for x in detect_for_run(warehouse, f"run{i:03d}", policy).incidents}
+    assert {("vram", "open"), ("stopped_fitting", "open"), ("stopped_fitting", "resolved"),
+            ("throughput", "open")} <= seen
+    (vram,) = [x for x in warehouse.open_incidents() if x.kind == "vram"]
+    assert vram.opened_night == night_of(4)  # open for 10 nights: its reference lies outside the window
 
 
 def test_an_open_incident_that_grows_pages_again_with_the_new_size(warehouse):

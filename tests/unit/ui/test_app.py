@@ -18,11 +18,12 @@ from support.warehouses import (
     build_record,
     three_nights,
 )
+from support.years import Years, fill
 
 from vramwatch.alerts.delivery import DeliveryLog
 from vramwatch.records import ValidatedNight
 from vramwatch.report.style import CSP_HASH as REPORT_STYLE_HASH
-from vramwatch.ui.app import create_app
+from vramwatch.ui.app import HISTORY_PAGE_MAX, create_app
 from vramwatch.warehouse.store import Warehouse
 
 
@@ -68,7 +69,7 @@ def test_page_shows_latest_night_incident_seed_table_and_charts(filled):
     assert html.count('<figure class="vram-chart') == 8
     assert html.count('<figure class="vram-chart flagged">') == 1
     assert f"build {OLD_BUILD} -&gt; {NEW_BUILD}" in html
-    assert "2026-01-03: oom" in html
+    assert "2026-01-03 (run scheduled__2026-01-03): oom" in html
     assert 'href="reports/latest.html"' in html
 
 
@@ -139,6 +140,41 @@ def test_history_comes_in_capped_pages(filled):
     assert "X-Next-Offset" not in last.headers
     everything = client.get("/api/history", params={"limit": 24}).json()  # oldest first, as each page is
     assert last.json() + second.json() + first.json() == everything
+
+
+def test_two_runs_in_one_night_are_two_points_on_the_chart(tmp_path):
+    """Plots were per date: a night's second run collapsed onto the first."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    warehouse = Warehouse(url)
+    for run_id, commit in (("scheduled__2026-01-05", OLD_BUILD), ("manual__2026-01-05T14:00", NEW_BUILD)):
+        warehouse.start_run(run_id, "2026-01-05", build_record(commit), "manual")
+        warehouse.store_night(run_id, ValidatedNight(accepted=night(), quarantined=[]))
+        warehouse.finish_run(run_id, "stored")
+    warehouse.close()
+    with TestClient(create_app(url, tmp_path)) as client:
+        html = client.get("/").text
+    charts = html[html.index('<section id="history">'):].split('<figure class="vram-chart')[1:]
+    assert len(charts) == 8 and all(chart.count("<circle ") == 2 for chart in charts)
+    assert "2026-01-05 (run scheduled__2026-01-05)" in charts[0]
+    assert "2026-01-05 (run manual__2026-01-05T14:00)" in charts[0]
+    assert f"build {OLD_BUILD} -&gt; {NEW_BUILD}" in charts[0]
+    assert ">runs, oldest → newest</text>" in charts[0] and ">memory</text>" in charts[0]  # axis titles
+
+
+def test_the_largest_api_page_and_the_page_stay_under_5_mb_on_a_big_warehouse(tmp_path):
+    """Fault: /api/history returned 176 MB (3 years x 100 configs) to any viewer; every response must stay <= 5 MB.
+    100 configs with every field a GPU row carries, 12 nights: more rows than the largest page holds."""
+    url = f"sqlite:///{tmp_path / 'big.db'}"
+    warehouse = Warehouse(url)
+    fill(warehouse, Years(nights=12, models=10))
+    warehouse.close()
+    with TestClient(create_app(url, tmp_path)) as client:
+        largest = client.get("/api/history", params={"limit": HISTORY_PAGE_MAX})
+        page = client.get("/")
+    assert len(largest.json()) == HISTORY_PAGE_MAX and largest.headers["X-Next-Offset"] == str(HISTORY_PAGE_MAX)
+    assert len(largest.content) <= 5 * 2**20
+    assert page.status_code == 200 and len(page.content) <= 5 * 2**20
+    assert page.text.count('<figure class="vram-chart') == 100
 
 
 def test_incidents_endpoint_lists_open_incidents(filled, tmp_path):
@@ -225,6 +261,7 @@ def test_every_response_forbids_scripts_and_sniffing(tmp_path, reports):
         assert policy["default-src"] == "'none'" and "script-src" not in policy, response.url
         assert "unsafe-inline" not in response.headers["content-security-policy"]
         assert policy["frame-ancestors"] == "'self'" and policy["img-src"] == "'self' data:"
+        assert policy["form-action"] == "'self'"  # the build comparison's form submits to the page, nowhere else
         assert policy["style-src"] == f"'self' {REPORT_STYLE_HASH}"  # the stylesheet, and the report's inline CSS
         assert response.headers["x-content-type-options"] == "nosniff"
 

@@ -262,6 +262,109 @@ def test_history_keeps_environments_apart(warehouse):
     assert warehouse.run_environments("cpu") == [CPU_HOST.environment_id]
 
 
+# ------------------------------------------------------------------------------------------------ reads that scale
+
+BASELINE, OFFLOAD = "deepseek-moe-16b/Q4_K_M/baseline", "deepseek-moe-16b/Q4_K_M/offload"
+
+
+def six_nights(warehouse: Warehouse) -> None:
+    """n1..n6 on 2026-01-01..06 of one model x quant (baseline, offload); the baseline ran out of memory on n2."""
+    rows = night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))
+    oom = [result(mode="baseline", status="oom"), rows[1]]
+    for day in range(1, 7):
+        store(warehouse, f"n{day}", f"2026-01-0{day}", oom if day == 2 else rows, version=f"0.3.3{day}")
+
+
+def nights_of(frame, name: str) -> list[str]:
+    return [n[-2:] for n in frame.loc[frame["config_name"] == name, "night"]]
+
+
+def test_recent_history_keeps_each_configs_newest_good_rows_and_its_last_other_statuses(warehouse):
+    """Fault: every history reader read all of it (110k rows for 3 years x 100 configs): 5 s and up, every night."""
+    six_nights(warehouse)
+    ids = [config_id(BASELINE), config_id(OFFLOAD)]
+
+    recent = warehouse.recent_history(ids, window=2)
+
+    assert list(recent.columns) == list(HISTORY_COLUMNS)
+    assert nights_of(recent, BASELINE) == ["02", "05", "06"]  # the two newest ok nights, and the last oom
+    assert nights_of(recent, OFFLOAD) == ["05", "06"]
+    full = warehouse.history(config_ids=ids)  # the same rows as all of history holds, oldest first
+    expected = full[full["night"].isin(["2026-01-05", "2026-01-06"]) | (full["status"] == "oom")]
+    assert recent.reset_index(drop=True).equals(expected.reset_index(drop=True))
+    assert warehouse.recent_history([], window=2).empty
+
+
+def test_recent_history_stops_at_the_run_judged_and_reaches_back_before_an_incident(warehouse):
+    six_nights(warehouse)
+    ids = [config_id(BASELINE), config_id(OFFLOAD)]
+
+    as_of_n4 = warehouse.recent_history(ids, window=2, until_run="n4")
+    opened_n4 = warehouse.recent_history(ids, window=2, before=[(config_id(OFFLOAD), "2026-01-04")])
+    narrow = warehouse.recent_history(ids, window=2, fields=["tg_avg_ts"])
+
+    assert nights_of(as_of_n4, BASELINE) == ["02", "03", "04"] and nights_of(as_of_n4, OFFLOAD) == ["03", "04"]
+    # the newest two, and the newest two before the incident opened; the baseline had no incident
+    assert nights_of(opened_n4, OFFLOAD) == ["02", "03", "05", "06"]
+    assert nights_of(opened_n4, BASELINE) == ["02", "05", "06"]
+    assert "tg_avg_ts" in narrow.columns and "buffers_mib" not in narrow.columns and "status" in narrow.columns
+    with pytest.raises(WarehouseError, match="not in the warehouse"):
+        warehouse.recent_history(ids, window=2, until_run="no-such-run")
+
+
+def test_memory_points_are_one_per_config_and_run_for_the_newest_runs(warehouse):
+    """Fault: the page read all of history (6 s a load on 3 years x 100 configs) and plotted one point per date."""
+    six_nights(warehouse)
+    store(warehouse, "n6-rerun", "2026-01-06", night(models=("deepseek-moe-16b",), quants=("Q4_K_M",)))
+    store(warehouse, "cpu", "2026-01-07", night(gpu=False, models=("deepseek-moe-16b",), quants=("Q4_K_M",)))
+
+    points = warehouse.memory_points(runs=3)
+
+    assert list(points["run_id"].drop_duplicates()) == ["n6", "n6-rerun", "cpu"]  # two runs of one night: both
+    assert list(points["night"]) == ["2026-01-06"] * 4 + ["2026-01-07"] * 2
+    gpu = points[(points["run_id"] == "n6") & (points["mode"] == "baseline")].iloc[0]
+    assert gpu["mib"] == pytest.approx(10_010.0 + 1_024.0 + 204.5)  # model + KV + compute on the GPU
+    host = points[(points["run_id"] == "cpu") & (points["mode"] == "baseline")].iloc[0]
+    assert host["mib"] == pytest.approx(10_010.0 + 1_024.0 + 300.0) and host["gpu_name"] == ""  # in host RAM
+    oom = warehouse.memory_points(runs=5)
+    assert oom.loc[oom["run_id"] == "n2", "mib"].isna().all()  # not measured: no value, never 0
+
+
+def test_a_builds_figures_are_each_configs_newest_ok_result_on_it(warehouse):
+    rows = night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))
+    grown = [replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + 64) for r in rows]
+    store(warehouse, "n1", "2026-01-01", rows, version="0.3.35")
+    store(warehouse, "n2", "2026-01-02", grown, version="0.3.35")
+    store(warehouse, "n3", "2026-01-03", [result(mode="baseline", status="oom"), rows[1]], version="0.3.35")
+    store(warehouse, "n4", "2026-01-04", rows, version="0.3.36")
+
+    builds = warehouse.builds_with_results()
+    figures = warehouse.build_figures(int(builds["build_id"].iloc[1]), ["gpu_model_mib", "tg_avg_ts"])
+
+    assert list(builds["version"]) == ["0.3.36", "0.3.35"]  # newest first
+    assert list(builds["runs"]) == [1, 3] and builds["first_night"].iloc[1] == "2026-01-01"
+    by_name = figures.set_index("config_name")
+    assert by_name.loc[BASELINE, "status"] == "ok" and by_name.loc[BASELINE, "night"] == "2026-01-02"
+    assert by_name.loc[BASELINE, "gpu_model_mib"] == 10_010.0 + 64  # its newest ok result, not n3's oom
+    assert by_name.loc[OFFLOAD, "night"] == "2026-01-03"
+
+
+def test_a_warehouse_at_0004_gains_the_read_indexes_and_loses_them_on_downgrade(url):
+    engine = sa.create_engine(url)
+    migrate.upgrade(engine, "0004")
+
+    def indexes() -> set[str]:
+        inspector = sa.inspect(engine)
+        return {i["name"] for table in ("results", "runs") for i in inspector.get_indexes(table)}
+
+    assert "ix_results_series" not in indexes()
+    Warehouse(url).close()
+    assert {"ix_results_series", "ix_runs_night_started", "ix_runs_build_id"} <= indexes()
+    migrate.downgrade(engine, "0004")
+    assert not {"ix_results_series", "ix_runs_night_started", "ix_runs_build_id"} & indexes()
+    engine.dispose()
+
+
 def test_runs_are_found_by_id_night_or_as_the_latest_with_results(warehouse):
     rows = night(quants=("Q2_K",))
     store(warehouse, "n1", "2026-01-01", rows, version="0.3.34")
