@@ -4,7 +4,7 @@
   NULL until a bisection ran for it.
 
 Revision ID: 0006
-Revises: 0004
+Revises: 0005
 Create Date: 2026-11-29 23:00:00
 """
 
