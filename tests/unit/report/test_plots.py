@@ -22,8 +22,7 @@ def stored_history(tmp_path):
     for run_id, day, commit in RUNS:
         grown = [replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + 1024)
                  if commit == "new" and r.config.mode == "baseline" else r for r in rows]
-        warehouse.start_run(run_id, day, build_record(commit), "manual")
-        warehouse.store_night(run_id, ValidatedNight(accepted=grown, quarantined=[]))
+        warehouse.store_run(run_id, day, build_record(commit), ValidatedNight(accepted=grown, quarantined=[]), "manual")
     history = warehouse.recent_history({r.config.config_id for r in rows}, HISTORY_RUNS, fields=HISTORY_FIELDS)
     warehouse.close()
     return history, rows

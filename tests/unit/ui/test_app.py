@@ -147,9 +147,8 @@ def test_two_runs_in_one_night_are_two_points_on_the_chart(tmp_path):
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     warehouse = Warehouse(url)
     for run_id, commit in (("scheduled__2026-01-05", OLD_BUILD), ("manual__2026-01-05T14:00", NEW_BUILD)):
-        warehouse.start_run(run_id, "2026-01-05", build_record(commit), "manual")
-        warehouse.store_night(run_id, ValidatedNight(accepted=night(), quarantined=[]))
-        warehouse.finish_run(run_id, "stored")
+        warehouse.store_run(run_id, "2026-01-05", build_record(commit), ValidatedNight(accepted=night(), quarantined=[]),
+                            "manual")
     warehouse.close()
     with TestClient(create_app(url, tmp_path)) as client:
         html = client.get("/").text

@@ -86,8 +86,8 @@ def test_changed_configs_only_keeps_the_configs_whose_figures_or_status_moved(ur
 
 def test_one_build_has_nothing_to_compare_and_says_so(url, tmp_path):
     warehouse = Warehouse(url)
-    warehouse.start_run("n1", "2026-01-01", build_record(OLD_BUILD), "scheduled")
-    warehouse.store_night("n1", ValidatedNight(accepted=night(), quarantined=[]))
+    warehouse.store_run("n1", "2026-01-01", build_record(OLD_BUILD), ValidatedNight(accepted=night(), quarantined=[]),
+                        "scheduled")
     warehouse.close()
     with TestClient(create_app(url, tmp_path)) as client:
         section = compare_section(client.get("/").text)
@@ -100,8 +100,8 @@ def test_markup_in_a_model_name_or_a_build_is_shown_as_text(url, tmp_path):
               for r in night(models=("deepseek-moe-16b",), quants=("Q2_K",))]
     warehouse = Warehouse(url)
     for i, commit in enumerate(("<b>old</b>", "<i>new</i>")):
-        warehouse.start_run(f"n{i}", f"2026-01-0{i + 1}", build_record(commit), "scheduled")
-        warehouse.store_night(f"n{i}", ValidatedNight(accepted=marked, quarantined=[]))
+        warehouse.store_run(f"n{i}", f"2026-01-0{i + 1}", build_record(commit),
+                            ValidatedNight(accepted=marked, quarantined=[]), "scheduled")
     warehouse.close()
     with TestClient(create_app(url, tmp_path)) as client:
         html = client.get("/").text
