@@ -60,7 +60,7 @@ class SeedRow(Record):
 
     model: str
     quant: str
-    file_bytes: int
+    file_bytes: int | None  # None: the models stage made no file (a figure not measured is absent, not 0)
     has_gpu: bool
     baseline: ModeNumbers | None = None
     offload: ModeNumbers | None = None
@@ -90,12 +90,15 @@ def seed_table_rows(results: Sequence[BenchResult]) -> list[SeedRow]:
         if baseline and offload and baseline.vram_gib is not None and offload.vram_gib is not None:
             saved = baseline.vram_gib - offload.vram_gib
             reduction = 100.0 * saved / baseline.vram_gib if baseline.vram_gib else None
-        rows.append(SeedRow(model=model, quant=quant, file_bytes=first.config.model.file_bytes, has_gpu=has_gpu,
+        rows.append(SeedRow(model=model, quant=quant, file_bytes=first.config.model.file_bytes or None, has_gpu=has_gpu,
                             baseline=baseline, offload=offload, vram_saved_gib=saved, reduction_pct=reduction))
     return rows
 
 
 # --------------------------------------------------------------------------------------------- cell formats
+
+
+NO_FILE = "no file"
 
 
 def size(n_bytes: float) -> str:
@@ -130,7 +133,7 @@ def seed_tables(rows: Sequence[SeedRow]) -> list[Table]:
         reduction = (NO_GPU if not row.has_gpu else
                      MISSING if row.reduction_pct is None else f"**{row.reduction_pct:.1f}%**")
         tables.setdefault(row.model, []).append([
-            f"**{row.quant}**", size(row.file_bytes), _vram_cell(row.baseline, row.has_gpu),
+            f"**{row.quant}**", size(row.file_bytes) if row.file_bytes else NO_FILE, _vram_cell(row.baseline, row.has_gpu),
             _vram_cell(row.offload, row.has_gpu),
             gib(row.vram_saved_gib, row.has_gpu) if row.has_gpu else NO_GPU, reduction,
             _speed_cell(row.baseline, "pp_ts"), _speed_cell(row.baseline, "tg_ts"),

@@ -22,7 +22,7 @@ from vramwatch.records import (
     RunRecord,
 )
 from vramwatch.report import style
-from vramwatch.report.tables import NO_GPU, seed_table_rows
+from vramwatch.report.tables import NO_FILE, NO_GPU, seed_table_rows, seed_tables
 from vramwatch.report.write import report_for_run, write_report
 from vramwatch.rows import flatten
 from vramwatch.validate.gate import validate_night
@@ -71,6 +71,14 @@ def test_seed_table_rows_are_data(gpu_night):
     assert (q4.baseline.tg_ts, q4.offload.tg_ts, q4.baseline.reps) == (118.0, 31.0, 5)
     q8 = rows[("phi-3.5-moe", "Q8_0")]
     assert (q8.baseline.status, q8.baseline.vram_gib, q8.vram_saved_gib) == ("oom", None, None)
+
+
+def test_a_model_file_never_made_has_no_size_in_the_seed_table():
+    """A missing model source's row read "0.0 MB": a figure not measured is absent, with the reason."""
+    missing = [replace(r, config__model=replace(r.config.model, file_bytes=0, error="no such file"),
+                       status="invalid_model") for r in night(models=("phi-3.5-moe",), quants=("Q2_K",))]
+    (table,) = seed_tables(seed_table_rows(missing))
+    assert table.rows[0][1] == NO_FILE
 
 
 def test_markdown_has_the_seed_table_per_model_with_speed_and_failures(gpu_night, tmp_path):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from support.samples import XSS_PAYLOAD, bisection, night, result
+from support.samples import XSS_PAYLOAD, bisection, night, replace, result
 from support.warehouses import (
     GROWTH_MIB,
     NEW_BUILD,
@@ -264,3 +264,17 @@ def test_every_response_forbids_scripts_and_sniffing(tmp_path, reports):
         assert policy["style-src"] == f"'self' {REPORT_STYLE_HASH}"  # the stylesheet, and the report's inline CSS
         assert response.headers["x-content-type-options"] == "nosniff"
 
+
+
+def test_a_model_file_that_was_never_made_has_no_size_not_zero(tmp_path):
+    """A missing model source's configs were shown with "File size 0.00 GiB": a figure not measured is absent."""
+    url = f"sqlite:///{tmp_path / 'missing.db'}"
+    missing = [replace(r, config__model=replace(r.config.model, file_bytes=0, error="no such file"), status="invalid_model")
+               for r in night(models=("phi-3.5-moe",), quants=("Q2_K",))]
+    warehouse = Warehouse(url)
+    warehouse.store_run("manual__missing", "2026-01-05", build_record(OLD_BUILD),
+                        ValidatedNight(accepted=night(models=("deepseek-moe-16b",)) + missing, quarantined=[]), "manual")
+    warehouse.close()
+    with TestClient(create_app(url, tmp_path)) as client:
+        html = client.get("/").text
+    assert html.count('<span class="muted">no file</span>') == 1 and "0.00 GiB" not in html
