@@ -30,18 +30,16 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO / "tests")]
 
+from backends import on_each_backend  # noqa: E402  (beside this script: SQLite, then PostgreSQL)
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import create_engine, text  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
 from support.years import Years, fill  # noqa: E402  (the history generator, shared with the tests)
 
 from vramwatch.cli.main import main as vramwatch  # noqa: E402
 from vramwatch.regress.detect import detect_for_run  # noqa: E402
 from vramwatch.ui.app import HISTORY_PAGE_MAX, create_app  # noqa: E402
 from vramwatch.warehouse.store import Warehouse  # noqa: E402
-from vramwatch.warehouse.tempdb import temporary_database  # noqa: E402
 
-POSTGRES = os.environ.get("VRAMWATCH_BENCH_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 REPEATS = 3
 REPORT_S, SCAN_S, PAGE_S, RESPONSE_MB = 3.0, 2.0, 1.0, 5.0
 
@@ -128,15 +126,7 @@ def main() -> int:
     years = Years(nights=parser.parse_args().nights)
     print(f"bench_reads: {years.nights} nights x {years.configs} configs, load average {os.getloadavg()[0]:.1f} on "
           f"{os.cpu_count()} CPUs", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        met = [measure(f"sqlite:///{tmp}/warehouse.db", years, "sqlite")]
-    try:
-        create_engine(POSTGRES).connect().close()
-    except OperationalError as exc:
-        print(f"postgresql skipped: server unreachable at {POSTGRES}: {str(exc.orig).strip().splitlines()[0]}")
-    else:
-        with temporary_database(POSTGRES) as url:
-            met.append(measure(url, years, "postgresql"))
+    met = on_each_backend(lambda url, label: measure(url, years, label))
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end")
     return 0 if all(met) else 1
 

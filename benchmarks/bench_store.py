@@ -8,25 +8,20 @@ PostgreSQL: a throwaway database on VRAMWATCH_BENCH_POSTGRES (default the local 
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(REPO / "include"), str(REPO / "tests")]
 
-from sqlalchemy import create_engine  # noqa: E402
-from sqlalchemy.exc import OperationalError  # noqa: E402
+from backends import on_each_backend  # noqa: E402  (beside this script: SQLite, then PostgreSQL)
 from support.samples import night  # noqa: E402  (realistic records, shared with the tests)
 
 from vramwatch.records import BuildRecord, BuildRequest, ValidatedNight  # noqa: E402
 from vramwatch.warehouse.store import Warehouse
-from vramwatch.warehouse.tempdb import temporary_database  # noqa: E402
 
-POSTGRES = os.environ.get("VRAMWATCH_BENCH_POSTGRES", "postgresql+psycopg2://postgres@127.0.0.1:5432/test")
 TARGET_S = 1.0
 REPEATS = 5
 
@@ -54,15 +49,7 @@ def bench(label: str, url: str) -> float:
 
 def main() -> int:
     print(f"bench_store: one night of {len(RESULTS)} results, target <= {TARGET_S:.0f} s", flush=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        medians = [bench("sqlite", f"sqlite:///{tmp}/warehouse.db")]
-    try:
-        create_engine(POSTGRES).connect().close()
-    except OperationalError as exc:
-        print(f"postgresql skipped: server unreachable at {POSTGRES}: {str(exc.orig).strip().splitlines()[0]}")
-    else:
-        with temporary_database(POSTGRES) as url:
-            medians.append(bench("postgresql", url))
+    medians = on_each_backend(lambda url, label: bench(label, url))
     return 0 if all(m <= TARGET_S for m in medians) else 1
 
 
