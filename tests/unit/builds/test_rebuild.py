@@ -8,6 +8,7 @@ prints the times.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -24,7 +25,7 @@ def compiled(paths: Paths, record: BuildRecord) -> list[str]:
     return compiled_objects(paths.builds / record.request.key / "build.log")
 
 
-def test_a_commit_next_to_a_built_one_recompiles_only_the_changed_file(engine_build, tmp_path, monkeypatch, capfd):
+def test_a_commit_next_to_a_built_one_recompiles_only_the_changed_file(engine_build, tmp_path, monkeypatch, caplog):
     monkeypatch.setenv("CCACHE_DIR", os.environ.get("CCACHE_DIR", str(Paths().cache / "ccache")))
     bindings = Path(engine_build.source_dir)
     repo = tmp_path / "llama.cpp"
@@ -38,12 +39,13 @@ def test_a_commit_next_to_a_built_one_recompiles_only_the_changed_file(engine_bu
     first = build_engine(source, "b1", paths)
     assert first.status == "ok", first.error
     assert len(compiled(paths, first)) > 100  # a new tree: everything
-    capfd.readouterr()
+    caplog.clear()
+    caplog.set_level(logging.INFO, logger="vramwatch")  # progress is logging at INFO
 
     second = build_engine(source, "b2", paths)
     assert second.status == "ok", second.error
     assert second.request.key != first.request.key  # another build, in the same tree
     assert compiled(paths, second) == ["vendor/llama.cpp/src/CMakeFiles/llama.dir/llama-context.cpp.o"]
-    said = capfd.readouterr().err
+    said = caplog.text
     assert re.search(r"syncing the build tree .*: 2 files written, ", said)  # the planted file and the commit marker
     assert "ABI guard: bindings match llama.h" in said
