@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
+
+from support.git_repos import git, init_repo
 
 from vramwatch.builds.slim import LLAMA, keep
 from vramwatch.builds.sources import find_sdist
 from vramwatch.config import Paths
 
-GIT_ENV = {"GIT_AUTHOR_NAME": "vramwatch", "GIT_AUTHOR_EMAIL": "vramwatch@localhost", "GIT_COMMITTER_NAME": "vramwatch",
-           "GIT_COMMITTER_EMAIL": "vramwatch@localhost", "PATH": "/usr/bin:/bin"}
 # A one-file change that really recompiles (a comment would be served by ccache): a new definition in libllama.
 ONE_FILE = ("src/llama-context.cpp", "\nnamespace {{ [[maybe_unused]] int vramwatch_planted_{tag} = 1; }}\n")
 # A llama.h change that leaves every struct alone (the ABI guard passes) but reaches every file that includes it.
@@ -22,22 +21,21 @@ LLAMA_H = ("include/llama.h", "\nint llama_vramwatch_planted_{tag}(void);\n")
 _COMPILE = re.compile(r" -o (\S+\.o) -c ")
 
 
-def _git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, env=GIT_ENV, capture_output=True,
-                          text=True).stdout.strip()
+def copy_slim_llama(vendored: Path, repo: Path) -> None:
+    """Copy `vendored` (a llama.cpp tree) into `repo`, left out what a build does not need (slim.keep)."""
+    shutil.copytree(vendored, repo, dirs_exist_ok=True, symlinks=True,
+                    ignore=lambda folder, names: {n for n in names if not keep(
+                        f"{LLAMA}/{Path(folder, n).relative_to(vendored).as_posix()}")})
 
 
 def init_llama_repo(vendored: Path, repo: Path, tag: str = "b1") -> str:
-    """A repository holding `vendored` (a llama.cpp tree) as one commit tagged `tag`, left out what a build does not
-    need (slim.keep); returns the commit."""
-    shutil.copytree(vendored, repo, symlinks=True,
-                    ignore=lambda folder, names: {n for n in names
-                                                  if not keep(f"{LLAMA}/{Path(folder, n).relative_to(vendored)}")})
-    _git(repo, "init", "-q")
-    _git(repo, "add", "-A")
-    _git(repo, "commit", "-qm", f"llama.cpp as vendored ({tag})")
-    _git(repo, "tag", tag)
-    return _git(repo, "rev-parse", tag)
+    """A repository holding `vendored` (a llama.cpp tree, slimmed) as one commit tagged `tag`; returns the commit."""
+    init_repo(repo)
+    copy_slim_llama(vendored, repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", f"llama.cpp as vendored ({tag})")
+    git(repo, "tag", tag)
+    return git(repo, "rev-parse", tag)
 
 
 def plant_commit(repo: Path, tag: str, change: tuple[str, str]) -> str:
@@ -45,9 +43,9 @@ def plant_commit(repo: Path, tag: str, change: tuple[str, str]) -> str:
     relpath, text = change
     with open(repo / relpath, "a") as planted:
         planted.write(text.format(tag=tag))
-    _git(repo, "commit", "-qam", f"planted: {relpath} ({tag})")
-    _git(repo, "tag", tag)
-    return _git(repo, "rev-parse", tag)
+    git(repo, "commit", "-qam", f"planted: {relpath} ({tag})")
+    git(repo, "tag", tag)
+    return git(repo, "rev-parse", tag)
 
 
 def share_release(paths: Paths, tree: Path, version: str) -> None:

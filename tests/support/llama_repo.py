@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from support.git_repos import commit, git, init_repo
-
-from vramwatch.builds.slim import LLAMA, keep
+from support.llama_commits import copy_slim_llama
 
 CONTEXT = "src/llama-context.cpp"
 UBATCH_LINE = ("    cparams.n_ubatch = std::min(cparams.n_batch, params.n_ubatch == 0 ? params.n_batch : "
@@ -62,9 +61,7 @@ def planted_llama_repo(vendored: Path, cache: Path) -> PlantedRepo:
         return PlantedRepo(repo, git(repo, "log", "--reverse", "--format=%H").split())
     shutil.rmtree(repo, ignore_errors=True)
     init_repo(repo)
-    shutil.copytree(vendored, repo, dirs_exist_ok=True, symlinks=True,
-                    ignore=lambda folder, names: {n for n in names if not keep(
-                        f"{LLAMA}/{Path(folder, n).relative_to(vendored).as_posix()}")})
+    copy_slim_llama(vendored, repo)
     context = (repo / CONTEXT).read_text()
     if UBATCH_LINE not in context:
         raise AssertionError(f"{vendored / CONTEXT} no longer has the line the plant follows: update llama_repo.py")

@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import functools
 import http.server
-import subprocess
 import threading
-from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
+from support.git_repos import commit, git, init_repo
 
 from vramwatch.builds.backend import build_request, cuda_architectures, resolve_backend
 from vramwatch.builds.detect import check_for_new_build, git_tags, tag_order
@@ -84,23 +83,14 @@ def test_index_without_the_project_is_bad_input(index_url):
 # ------------------------------------------------------------------------------------------ git tags
 
 
-def _git(repo: Path, *args: str) -> str:
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@localhost", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@localhost", "PATH": "/usr/bin:/bin"}
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
-                          env=env).stdout.strip()
-
-
 @pytest.fixture(scope="module")
 def llama_repo(tmp_path_factory):
     """A llama.cpp-like repository: tags b9, b10, b99 (annotated), b100, then a gguf-v0.4.0 tag on a later commit."""
     repo = tmp_path_factory.mktemp("llama.cpp")
-    _git(repo, "init", "--quiet", "--initial-branch=master")
+    init_repo(repo)
     for tag in ("b9", "b10", "b99", "b100", "gguf-v0.4.0"):
-        (repo / "VERSION").write_text(tag)
-        _git(repo, "add", "VERSION")
-        _git(repo, "commit", "--quiet", "-m", tag)
-        _git(repo, "tag", *(["-a", "-m", tag] if tag == "b99" else []), tag)
+        commit(repo, tag, {"VERSION": tag})
+        git(repo, "tag", *(["-a", "-m", tag] if tag == "b99" else []), tag)
     return repo
 
 
@@ -112,7 +102,7 @@ def test_tag_order_is_numeric():
 def test_git_newest_matching_tag_with_its_commit(llama_repo, pattern):
     check = check_for_new_build(BuildSource(source="git", location=str(llama_repo), version=pattern), None)
     assert check.latest == "b100"
-    assert check.commit == _git(llama_repo, "rev-parse", "b100^{commit}")
+    assert check.commit == git(llama_repo, "rev-parse", "b100^{commit}")
 
 
 @pytest.mark.parametrize(("last", "is_new"), [("b99", True), ("b9", True), ("b100", False), ("b101", False),
@@ -124,7 +114,7 @@ def test_git_new_same_and_older(llama_repo, last, is_new):
 
 def test_git_annotated_tag_resolves_to_its_commit(llama_repo):
     check = check_for_new_build(BuildSource(source="git", location=str(llama_repo), version="b99"), None)
-    assert check.commit == _git(llama_repo, "rev-parse", "b99^{commit}") != _git(llama_repo, "rev-parse", "b99")
+    assert check.commit == git(llama_repo, "rev-parse", "b99^{commit}") != git(llama_repo, "rev-parse", "b99")
 
 
 def test_git_unknown_tag_and_unusable_location_are_bad_input(llama_repo, tmp_path):

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import typing_extensions
+from support.git_repos import git, init_repo
 from support.llama_commits import share_release
 from support.llama_headers import headers_of
 
@@ -164,12 +165,11 @@ def _llama_cpp_repo(root: Path, engine_build, llama_h_edit: tuple[str, str] | No
     (repo / "models").mkdir(parents=True)
     (repo / "models" / "ggml-vocab-tiny.gguf").write_bytes(b"GGUF")
     (repo / "CMakeLists.txt").write_text("# the checkout\n")
-    env = {"GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@l", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@l",
-           "PATH": "/usr/bin:/bin"}
-    for args in (["init", "-q"], ["add", "."], ["commit", "-qm", "b1"], ["tag", "b1"]):
-        subprocess.run(["git", "-C", str(repo), *args], check=True, env=env)
-    commit = subprocess.run(["git", "-C", str(repo), "rev-parse", "b1"], capture_output=True, text=True).stdout.strip()
-    return repo, commit
+    init_repo(repo)
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "b1")
+    git(repo, "tag", "b1")
+    return repo, git(repo, "rev-parse", "b1")
 
 
 def _git_build(tmp_path: Path, engine_build, llama_h_edit: tuple[str, str] | None = None):
