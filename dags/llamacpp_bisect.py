@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import pendulum
 from airflow.sdk import Param, dag, task
+from smtp_connection import smtp_connection  # plugins/: on sys.path in every Airflow component
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
@@ -59,7 +60,8 @@ def bisect_dag(worker: GpuWorker) -> None:
         def store(result: dict, params: dict | None = None) -> str:
             from vramwatch import pipeline
 
-            return pipeline.task_store_bisection(result, (params or {}).get("incident_id"), worker.label)
+            return pipeline.task_store_bisection(result, (params or {}).get("incident_id"), worker.label,
+                                                 smtp_connection())
 
         store(bisect())
 

@@ -19,6 +19,7 @@ from datetime import timedelta
 import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
+from smtp_connection import smtp_connection  # plugins/: on sys.path in every Airflow component
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
@@ -31,25 +32,11 @@ DEFAULT_ARGS = {
     "retry_delay": timedelta(minutes=5),
     "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
 }
-# The Airflow connection e-mail alerts go through (host, port, TLS, login), read the way the SMTP provider reads it
-SMTP_CONN_ID = os.environ.get("VRAMWATCH_ALERT_SMTP_CONN_ID", "smtp_default")
 
 
 def _night(dag_run) -> str:
     # Manual runs in Airflow 3 may have no logical date; when the run started is defined for every run.
     return dag_run.run_after.date().isoformat()
-
-
-def _smtp_connection():
-    """The SMTP connection, if Airflow has one (an AIRFLOW_CONN_* variable, the metastore, a secrets backend); read
-    inside each task that alerts, so its password never travels as an XCom. None: e-mail comes from the environment."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        return BaseHook.get_connection(SMTP_CONN_ID)
-    except AirflowNotFoundException:
-        return None
 
 
 def nightly(worker: GpuWorker) -> None:
@@ -61,7 +48,7 @@ def nightly(worker: GpuWorker) -> None:
     def _alert_on_failure(context: dict) -> None:
         from vramwatch import pipeline
 
-        pipeline.task_failure_alert(context, lane, _smtp_connection())
+        pipeline.task_failure_alert(context, lane, smtp_connection())
 
     @dag(
         dag_id=worker.nightly_dag_id,
@@ -140,13 +127,13 @@ def nightly(worker: GpuWorker) -> None:
         def report(verdicts: dict, run_id: str | None = None) -> dict:
             from vramwatch import pipeline
 
-            return pipeline.task_report(worker.run_id(run_id), verdicts, lane, _smtp_connection())  # says when none can go
+            return pipeline.task_report(worker.run_id(run_id), verdicts, lane, smtp_connection())  # says when none can go
 
         @task
         def alert(summary: dict) -> int:
             from vramwatch import pipeline
 
-            return pipeline.task_alert(summary, lane, _smtp_connection())
+            return pipeline.task_alert(summary, lane, smtp_connection())
 
         # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
         @task(**gpu, trigger_rule="all_done")  # this GPU worker's disk: the engines and models of the builds used last

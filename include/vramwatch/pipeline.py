@@ -321,10 +321,10 @@ def bisect(matrix: Matrix, config: str, good: str, bad: str, level: str = "relea
 
 
 def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Warehouse | None = None,
-                    lane: str = "") -> str:
+                    lane: str = "", smtp_connection: Any = None) -> str:
     """Keep a bisection's result: as JSON under reports/bisect/ (a GPU worker's lane: reports/<lane>/bisect/), on its
     incident (when it has one), and in an alert (the regression alert's follow-up). Returns the JSON's path."""
-    from vramwatch.alerts.delivery import AlertChannels, DeliveryLog, deliver
+    from vramwatch.alerts.delivery import DeliveryLog, deliver
     from vramwatch.alerts.messages import bisection_alert
 
     reports = Paths().reports / lane
@@ -334,7 +334,7 @@ def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Wa
     out.write_text(result.to_json(indent=2) + "\n")
     if incident_id is not None:
         _open(warehouse).save_bisection(incident_id, result)
-    deliver(bisection_alert(result, incident_id), AlertChannels.from_env(),
+    deliver(bisection_alert(result, incident_id), alert_channels(smtp_connection),
             DeliveryLog.for_night(reports, result.started_at[:10]))
     _say(f"bisect: {result.headline()} -> {out}")
     return str(out)
@@ -415,8 +415,9 @@ def task_bisect(matrix_name: str, params: dict[str, Any]) -> dict[str, Any]:
                   params.get("repository") or "").to_dict()
 
 
-def task_store_bisection(result: dict[str, Any], incident_id: int | None, lane: str = "") -> str:
-    return store_bisection(BisectResult.from_dict(result), incident_id, lane=lane)
+def task_store_bisection(result: dict[str, Any], incident_id: int | None, lane: str = "",
+                         smtp_connection: Any = None) -> str:
+    return store_bisection(BisectResult.from_dict(result), incident_id, lane=lane, smtp_connection=smtp_connection)
 
 
 def task_bisections_to_start(matrix_name: str, verdicts: dict[str, Any]) -> list[dict[str, Any]]:

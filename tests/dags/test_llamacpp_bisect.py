@@ -1,0 +1,36 @@
+"""llamacpp_bisect's own wiring, run as its tasks run it: the result's alert goes through the Airflow SMTP connection."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from support.receivers import SmtpReceiver, serving, stop
+from support.samples import bisection
+
+DAGS = Path(__file__).resolve().parents[2] / "dags"
+
+
+def test_the_store_task_alerts_through_the_airflow_smtp_connection(tmp_path, monkeypatch):
+    """Fault: the bisection's follow-up alert read SMTP from the environment only, so where the nightly's alerts went
+    out through the Airflow connection, the culprit was never e-mailed."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    for variable in ("VRAMWATCH_ALERT_WEBHOOK", "VRAMWATCH_ALERT_SMTP", "VRAMWATCH_ALERT_SLACK_WEBHOOK"):
+        monkeypatch.delenv(variable, raising=False)
+    smtp = serving(SmtpReceiver())
+    monkeypatch.setenv("AIRFLOW_CONN_SMTP_DEFAULT", json.dumps({
+        "conn_type": "smtp", "host": "127.0.0.1", "port": smtp.port,
+        "extra": {"disable_ssl": True, "disable_tls": True, "from_email": "vramwatch@example.com"}}))
+    monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    store = DagBag(dag_folder=str(DAGS / "llamacpp_bisect.py")).dags["llamacpp_bisect"].get_task("store")
+
+    try:
+        written = store.python_callable(bisection().to_dict(), {"incident_id": None})
+    finally:
+        stop(smtp)
+
+    assert Path(written).is_file()
+    ((recipients, message),) = smtp.messages
+    assert recipients == ["oncall@example.com"] and "0.3.33" in message["Subject"] + message.get_content()
