@@ -16,6 +16,7 @@ vocab GGUFs other than DeepSeek's and without the ggml backends other than CPU a
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import re
@@ -87,16 +88,14 @@ def timed_rebuild(matrix, version: str) -> None:
     plan.log(f"  {figures}")
 
 
-def measure_bad_end(matrix) -> None:
-    """The bad end measured on this machine, through the nightly's GPU half (pipeline.measure): its figure then
-    compares with the candidates' from the same GPUs, where the given one came from another machine."""
-    plan.measure(f"measure-{BAD}", matrix, BAD)
-
-
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--bad-end", action="store_true",
+                        help="only measure the bad end here, through the nightly's GPU half (pipeline.measure), so "
+                             "its figure compares with candidates measured on the same GPUs")
+    bad_end_only = parser.parse_args().bad_end
     matrix = load_matrix(plan.MATRICES / "bisect-release.yaml")
     (plan.OUT / "logs").mkdir(parents=True, exist_ok=True)
-    bad_end_only = "--bad-end" in sys.argv
     plan.log(f"plan start: bisect {CONFIG} {METRIC} between {GOOD} and {BAD}")
     synth_dir = Paths().models / "synth"
     synth_dir.mkdir(parents=True, exist_ok=True)
@@ -112,7 +111,7 @@ def main() -> None:
         plan.wait_synth(writer, source.synth)
     if bad_end_only:
         with plan.step("bad-end"):
-            measure_bad_end(matrix)
+            plan.measure(f"measure-{BAD}", matrix, BAD)
         plan.log("plan done")
         (plan.OUT / "DONE").touch()
         return
