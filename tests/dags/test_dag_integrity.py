@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
 # Modules that must never load when the DAG processor parses a file: they cost seconds, or load llama.cpp.
-HEAVY_MODULES = ("llama_cpp", "great_expectations", "matplotlib", "pandas", "sqlalchemy.orm", "gguf", "numpy",
+HEAVY_MODULES = ("llama_cpp", "great_expectations", "pandas", "sqlalchemy.orm", "gguf", "numpy",
                  "vramwatch.bench", "vramwatch.warehouse", "vramwatch.report", "vramwatch.models")
 GPU_TASKS = {"build_engine", "prepare_models", "bench", "detect_regressions", "prune"}  # prune: the worker's disk
 BISECT_GPU_TASKS = {"bisect"}  # llamacpp_bisect's: builds every candidate and benches it

@@ -118,7 +118,7 @@ def test_report_has_the_seed_table_per_model_with_honest_no_gpu_cells(night):
     quality = md.split("## Quality (real weights)", 1)[1].split("\n---\n", 1)[0]
     assert "| gemma-3-270m | Q4_K_M | baseline |" in quality and "| – |" in quality  # first night: nothing before
     html = (tmp / "reports" / "latest.html").read_text()
-    assert "<img" in html and "data:image/png;base64," in html
+    assert '<svg class="chart"' in html and "<polyline " in html  # the figures, drawn inline
 
 
 def test_tonights_data_docs_push_out_the_oldest_nights(night):

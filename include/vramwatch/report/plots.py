@@ -1,95 +1,284 @@
-"""The HTML report's figures, as base64 PNGs to embed (one self-contained file). Agg backend: no display needed.
+"""The HTML report's figures as SVG geometry: this module does the arithmetic, templates/figure.svg.j2 draws it
+inline, so summary.html stays one self-contained file. No image library: drawing PNGs with matplotlib cost two
+seconds of every report on a large night, and importing it another half.
 
 Each function returns None when it has nothing honest to draw (no GPU: no VRAM figure, never bars of zeros).
 """
 
 from __future__ import annotations
 
-import base64
-import io
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-import matplotlib
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import MaxNLocator  # noqa: E402
-
-from vramwatch.records import BenchResult, Incident, config_name  # noqa: E402
-from vramwatch.report.tables import SeedRow, sweep_points  # noqa: E402
+from vramwatch.records import BenchResult, Incident, config_name
+from vramwatch.report.tables import SeedRow, sweep_points
 
 COMPONENTS = (("gpu_model_mib", "model"), ("gpu_kv_mib", "KV"), ("gpu_compute_mib", "compute"))
-
-SHORT_HISTORY = 60  # runs; beyond this, per-run markers only clutter the line
+# tab10 without its red (the incident marks'), then three darker hues: a model's ten configs get ten colours
+PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
+           "#393b79", "#637939", "#843c39")
+SHORT_HISTORY = 20  # runs; up to this many, each run is a dot with its tooltip (a lone first run is otherwise
+# an invisible line); beyond, dots only clutter the line and swell the file
 X_TICKS = 6  # dated ticks on a history axis: enough to read, few enough not to overlap
-# Layout in inches, set by hand: bbox_inches="tight" draws every figure twice, seconds on a 100-config night.
-CHAR_IN, TITLE_IN, XAXIS_IN = 0.075, 0.45, 0.6  # a tick label's character (fontsize 9), the title, the x axis
-# Titles sit at a fixed height: left to matplotlib, each is placed by measuring every tick label of its axes.
-TITLE_Y = 1.01
+Y_TICKS = 4
+# Layout in px. Text is 11 px (summary.css); CHAR_W is a character's width at that size, for the room labels need.
+CHAR_W = 7.0
+TITLE_H, X_AXIS_H, X_TITLE_H = 24, 20, 16  # above a plot area, its tick labels below, its axis title below those
+Y_TITLE_W, Y_LABEL_GAP, COLUMN_GAP = 18, 6, 40
+BAR_H = 14  # one bar; a category of grouped bars holds one per group
+PLOT_W, LINE_PLOT_H = 420, 120
+LEGEND_ROW_H = 15
+LEGEND_GAP = 40  # from a plot's right edge to its legend: clear of the last x tick's label
 
 
-def _png(fig: plt.Figure, tight: bool = True) -> str:
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80, bbox_inches="tight" if tight else None)
-    plt.close(fig)
-    return base64.b64encode(buffer.getvalue()).decode()
+@dataclass(frozen=True)
+class Tick:
+    at: float  # px along its axis
+    label: str
+    grid: bool = True  # a numeric tick draws a grid line across the plot; a category label does not
 
 
-def _bar_layout(fig: plt.Figure, labels: Sequence[str], panels: int = 1) -> None:
-    """Room for the longest y tick label on the left, the title above and the x axis below."""
-    width, height = fig.get_size_inches()
-    left = (max(map(len, labels)) * CHAR_IN + 0.25) / width
-    fig.subplots_adjust(left=left, right=0.98, top=1 - TITLE_IN / height, bottom=XAXIS_IN / height,
-                        wspace=0.15 + left * panels)
+@dataclass(frozen=True)
+class Bar:
+    x: float
+    y: float
+    width: float
+    height: float
+    color: str
+    label: str  # tooltip
 
 
-def vram_by_component(results: Sequence[BenchResult]) -> str | None:
+@dataclass(frozen=True)
+class Point:
+    x: float
+    y: float
+    label: str  # tooltip
+
+
+@dataclass(frozen=True)
+class Line:
+    name: str
+    color: str
+    points: list[Point]
+    dots: bool
+
+    @property
+    def path(self) -> str:
+        return " ".join(f"{p.x},{p.y}" for p in self.points)
+
+
+@dataclass(frozen=True)
+class Panel:
+    """One plot area (left, top, width, height in the figure's px) with its axes, what it draws, and a legend on
+    its right when it has one."""
+
+    title: str
+    left: float
+    top: float
+    width: float
+    height: float
+    x_title: str = ""
+    y_title: str = ""
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    bars: list[Bar] = field(default_factory=list)
+    lines: list[Line] = field(default_factory=list)
+    marks: list[Point] = field(default_factory=list)  # incidents: red triangles
+    notes: list[Point] = field(default_factory=list)  # text where a figure is missing ("no result")
+    legend_title: str = ""
+    legend: list[tuple[str, str]] = field(default_factory=list)  # (name, color)
+    y_title_x: float = 0.0  # where the rotated y axis title is centred, left of the tick labels
+
+    @property
+    def right(self) -> float:
+        return self.left + self.width
+
+    @property
+    def bottom(self) -> float:
+        return self.top + self.height
+
+    @property
+    def middle(self) -> tuple[float, float]:
+        return self.left + self.width / 2, self.top + self.height / 2
+
+    @property
+    def tick_label_y(self) -> float:
+        return self.bottom + X_AXIS_H - 5
+
+    @property
+    def x_title_y(self) -> float:
+        return self.bottom + X_AXIS_H + X_TITLE_H - 3
+
+    @property
+    def legend_x(self) -> float:
+        return self.right + LEGEND_GAP
+
+    @property
+    def legend_rows(self) -> list[tuple[float, str, str]]:
+        """(top y, name, color) of each legend entry, under the legend's title."""
+        return [(self.top + LEGEND_ROW_H * (i + 1), name, color) for i, (name, color) in enumerate(self.legend)]
+
+
+@dataclass(frozen=True)
+class Figure:
+    caption: str
+    width: float
+    height: float
+    panels: list[Panel]
+
+
+@dataclass(frozen=True)
+class Scale:
+    """Data [lo, hi] onto px [start, end] (end < start for a y axis, whose px grow downwards)."""
+
+    lo: float
+    hi: float
+    start: float
+    end: float
+
+    def __call__(self, value: float) -> float:
+        return round(self.start + (value - self.lo) / (self.hi - self.lo) * (self.end - self.start), 1)
+
+    def ticks(self, most: int = Y_TICKS) -> list[Tick]:
+        return [Tick(self(v), label) for v, label in nice_ticks(self.lo, self.hi, most)]
+
+
+def nice_ticks(lo: float, hi: float, most: int = Y_TICKS) -> list[tuple[float, str]]:
+    """The most round values in [lo, hi] that are at most `most` + 1 (steps of 1, 2, 2.5 or 5 x 10^k), labelled."""
+    magnitude = 10 ** math.floor(math.log10((hi - lo) / most))
+
+    def span(step: float) -> range:
+        return range(math.ceil(lo / step - 1e-9), math.floor(hi / step + 1e-9) + 1)
+
+    step, scale = next((m * magnitude, magnitude) for m in (1, 2, 2.5, 5, 10, 20, 25, 50)
+                       if len(span(m * magnitude)) <= most + 1)
+    decimals = max(0, -math.floor(math.log10(step) + 1e-9) + (1 if round(step / scale % 10, 1) == 2.5 else 0))
+    return [(i * step, f"{i * step:.{decimals}f}") for i in span(step)]
+
+
+def _padded(values: Sequence[float]) -> tuple[float, float]:
+    """The y range of a line: its values with 10 % of their spread around them, or 1 % of their size when they are
+    flat (VRAM mostly is: a flat line should read flat, not blow noise up to full height). Never below zero."""
+    lo, hi = min(values), max(values)
+    pad = max((hi - lo) * 0.1, 0.01 * max(abs(lo), abs(hi)), 1e-6)
+    return max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad
+
+
+def _text_w(labels: Sequence[str]) -> float:
+    return max((len(label) for label in labels), default=0) * CHAR_W
+
+
+def _legend_w(panel_legend: Sequence[tuple[str, str]], title: str) -> float:
+    return 0.0 if not panel_legend else LEGEND_GAP + 20 + _text_w([title, *(name for name, _ in panel_legend)])
+
+
+def _bars(caption: str, labels: list[str], panels: list[tuple[str, str]], groups: list[tuple[str, str]],
+          value_of: Callable[[int, int, int], float | None], stacked: bool, legend_title: str) -> Figure:
+    """Horizontal bars, one category per label, side by side panels (title, x axis title), each category one bar per
+    group (stacked: one bar of all groups). value_of(panel, category, group) is None for a figure not measured: the
+    category then says "no result" instead of an empty bar that reads as zero."""
+    label_w = _text_w(labels) + Y_LABEL_GAP
+    legend_w = _legend_w(groups, legend_title)
+    band = BAR_H * (1 if stacked else len(groups)) + 8
+    height = band * len(labels)
+    left, placed = 0.0, []
+    for p, (title, x_title) in enumerate(panels):
+        values = [[value_of(p, c, g) for g in range(len(groups))] for c in range(len(labels))]
+        totals = [sum(v or 0.0 for v in row) if stacked else max((v or 0.0 for v in row), default=0.0)
+                  for row in values]
+        scale = Scale(0.0, max(totals) * 1.05 or 1.0, left + label_w, left + label_w + PLOT_W)
+        bars, notes = [], []
+        for c, row in enumerate(values):
+            y, start = TITLE_H + c * band + 4, 0.0
+            for g, value in enumerate(row):
+                name, color = groups[g]
+                y_bar = y if stacked else y + g * BAR_H
+                if value is None:
+                    notes.append(Point(scale(0.0) + 3, y_bar + BAR_H - 3, "no result"))
+                    continue
+                bars.append(Bar(scale(start), y_bar, round(scale(start + value) - scale(start), 1), BAR_H - 1, color,
+                                f"{labels[c]} {name}: {value:.2f} {x_title}"))
+                start += value if stacked else 0.0
+        categories = [Tick(TITLE_H + c * band + band / 2, label, grid=False) for c, label in enumerate(labels)]
+        placed.append(Panel(title, left + label_w, TITLE_H, PLOT_W, height, x_title=x_title,
+                            x_ticks=[Tick(t.at, t.label) for t in scale.ticks()], y_ticks=categories, bars=bars,
+                            notes=notes, legend_title=legend_title, legend=groups))
+        left += label_w + PLOT_W + legend_w + COLUMN_GAP
+    return Figure(caption, left, TITLE_H + height + X_AXIS_H + X_TITLE_H, placed)
+
+
+def vram_by_component(results: Sequence[BenchResult]) -> Figure | None:
     measured = [r for r in results if r.ok and r.memory.has_gpu]
     if not measured:
         return None
-    fig, ax = plt.subplots(figsize=(9, 0.3 * len(measured) + 1.2))
-    labels = [r.config.config_name for r in measured]
-    left = [0.0] * len(measured)
-    for field, name in COMPONENTS:
-        widths = [getattr(r.memory, field) / 1024 for r in measured]
-        ax.barh(labels, widths, left=left, label=name)
-        left = [a + b for a, b in zip(left, widths)]
-    ax.invert_yaxis()
-    ax.tick_params(axis="y", labelsize=9)
-    ax.set_xlabel("GPU memory, GiB (llama.cpp buffers)")
-    ax.set_title("VRAM by component", y=TITLE_Y)
-    ax.legend(loc="lower right", title="buffer")
-    _bar_layout(fig, labels)
-    return _png(fig, tight=False)
+    groups = [(name, PALETTE[i]) for i, (_, name) in enumerate(COMPONENTS)]
+
+    def value_of(_panel: int, category: int, group: int) -> float:
+        return getattr(measured[category].memory, COMPONENTS[group][0]) / 1024
+
+    return _bars("VRAM by component (stacked)", [r.config.config_name for r in measured],
+                 [("VRAM by component", "GPU memory, GiB (llama.cpp buffers)")], groups, value_of, stacked=True,
+                 legend_title="buffer")
 
 
-def baseline_vs_offload(rows: Sequence[SeedRow]) -> str | None:
+def baseline_vs_offload(rows: Sequence[SeedRow]) -> Figure | None:
     """VRAM (when measured) and tg tok/s per model x quant, baseline beside offload."""
     if not rows:
         return None
-    panels = [("tg_ts", "tg tok/s")]
+    fields = [("tg_ts", "tg tok/s")]
     if any(r.has_gpu for r in rows):
-        panels.insert(0, ("vram_gib", "VRAM, GiB"))
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 0.35 * len(rows) + 1.5), squeeze=False)
-    labels = [f"{r.model} {r.quant}" for r in rows]
-    positions = range(len(rows))
-    for ax, (field, title) in zip(axes[0], panels):
-        for offset, mode in ((-0.2, "baseline"), (0.2, "offload")):
-            values = [getattr(getattr(r, mode), field) if getattr(r, mode) else None for r in rows]
-            ax.barh([p + offset for p in positions], [v or 0.0 for v in values], height=0.4, label=mode)
-            for p, v in zip(positions, values):
-                if v is None:  # a failed config: say so instead of an empty bar that reads as zero
-                    ax.text(0, p + offset, " no result", va="center", fontsize=7)
-        ax.set_yticks(list(positions), labels)
-        ax.tick_params(axis="y", labelsize=9)
-        ax.invert_yaxis()
-        ax.set_xlabel(title)
-        ax.set_title(f"Baseline vs offload: {title}", y=TITLE_Y)
-        ax.legend(loc="lower right", title="mode")
-    _bar_layout(fig, labels, len(panels))
-    return _png(fig, tight=False)
+        fields.insert(0, ("vram_gib", "VRAM, GiB"))
+    modes = ("baseline", "offload")
+
+    def value_of(panel: int, category: int, group: int) -> float | None:
+        numbers = getattr(rows[category], modes[group])
+        return getattr(numbers, fields[panel][0]) if numbers else None
+
+    return _bars("Baseline vs offload", [f"{r.model} {r.quant}" for r in rows],
+                 [(f"Baseline vs offload: {title}", title) for _, title in fields],
+                 [(mode, PALETTE[i]) for i, mode in enumerate(modes)], value_of, stacked=False, legend_title="mode")
+
+
+@dataclass(frozen=True)
+class Series:
+    """One line to draw: (x, y, tooltip) per point, and the points an incident marks."""
+
+    name: str
+    points: list[tuple[float, float, str]]
+    marked: list[tuple[float, float, str]] = field(default_factory=list)
+
+
+def _lines(caption: str, grid: list[list[tuple[str, str, list[Series]]]], x_range: tuple[float, float],
+           x_ticks: list[tuple[float, str]], x_title: str, legend_title: str) -> Figure:
+    """Small multiples: grid[row][col] = (title, y axis title, series). Every panel shares the x range and ticks;
+    the x axis title is under the last row; each row's legend (its series' names) is right of its last panel."""
+    names = [list(dict.fromkeys(s.name for _, _, series in row for s in series)) for row in grid]
+    legend_w = max(_legend_w([(n, "") for n in row_names], legend_title) for row_names in names)
+    y_label_w = Y_TITLE_W + 8 * CHAR_W + Y_LABEL_GAP  # the y title, then tick labels of up to 8 characters
+    lo_x, hi_x = x_range if x_range[1] > x_range[0] else (x_range[0] - 1, x_range[0] + 1)  # one run: in the middle
+    panels, top = [], TITLE_H
+    for r, row in enumerate(grid):
+        colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names[r])}
+        for c, (title, y_title, series) in enumerate(row):
+            left = y_label_w + c * (y_label_w + PLOT_W + COLUMN_GAP)
+            x = Scale(lo_x, hi_x, left, left + PLOT_W)
+            values = [v for s in series for _, v, _ in s.points]
+            y = Scale(*(_padded(values) if values else (0.0, 1.0)), top + LINE_PLOT_H, top)
+            lines = [Line(s.name, colors[s.name], [Point(x(px), y(py), tip) for px, py, tip in s.points],
+                          dots=len(s.points) <= SHORT_HISTORY) for s in series]
+            marks = [Point(x(px), y(py), tip) for s in series for px, py, tip in s.marked]
+            last = c == len(row) - 1
+            panels.append(Panel(title, left, top, PLOT_W, LINE_PLOT_H, x_title=x_title if r == len(grid) - 1 else "",
+                                y_title=y_title, x_ticks=[Tick(x(v), label, grid=False) for v, label in x_ticks],
+                                y_ticks=y.ticks(), lines=lines, marks=marks, legend_title=legend_title if last else "",
+                                legend=list(colors.items()) if last else [], y_title_x=left - y_label_w + Y_TITLE_W / 2))
+        # the next row starts under this one's axis, or under its legend when that is longer
+        top += max(LINE_PLOT_H + X_AXIS_H, (len(names[r]) + 1) * LEGEND_ROW_H) + TITLE_H
+    width = max(map(len, grid)) * (y_label_w + PLOT_W + COLUMN_GAP) + legend_w
+    return Figure(caption, width, top - TITLE_H + X_TITLE_H, panels)
 
 
 def run_positions(frame: pd.DataFrame) -> pd.Series:
@@ -99,77 +288,65 @@ def run_positions(frame: pd.DataFrame) -> pd.Series:
     return pd.Series(range(len(runs)), index=runs.to_numpy())
 
 
-def history_figure(frame: pd.DataFrame, incidents: Sequence[Incident]) -> plt.Figure | None:
+def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> Figure | None:
     """Per model: tg tok/s (and VRAM where measured) of every config, one point per run; incidents marked in red.
 
     x is the run's place in the history (run_positions) with a few dated ticks: evenly spaced runs keep several runs
-    of one night apart, and fixed ticks keep matplotlib's locators and tight layout from costing seconds.
+    of one night apart.
     """
     ok = frame.loc[frame["status"] == "ok", ["night", "run_id", "model", "config_id", "vram_gib", "tg_avg_ts"]]
     if ok.empty:
         return None
     positions = run_positions(frame)
     ok = ok.assign(x=ok["run_id"].map(positions))
-    has_gpu = ok["vram_gib"].notna().any()
-    panels = [("vram_gib", "VRAM, GiB")] if has_gpu else []
+    panels = [("vram_gib", "VRAM, GiB")] if ok["vram_gib"].notna().any() else []
     panels.append(("tg_avg_ts", "tg tok/s"))
-    models = list(dict.fromkeys(ok["model"]))
-    fig, axes = plt.subplots(len(models), len(panels), figsize=(7 * len(panels), 2.2 * len(models)), squeeze=False,
-                             sharex=True)
     marks: dict[str, set[str]] = {}  # config_id -> nights an incident of it opened
     for incident in incidents:
         if incident.kind != "vram_improved":
             for config in incident.configs:
                 marks.setdefault(config, set()).add(incident.opened_night)
-    for row, model in enumerate(models):
-        mine = ok[ok["model"] == model]
-        for col, (field, title) in enumerate(panels):
-            ax = axes[row][col]
-            for config_id, series in mine.groupby("config_id", sort=False):
-                # markers while history is short: a lone first run is otherwise an invisible line
-                ax.plot(series["x"].to_numpy(), series[field].to_numpy(float), linewidth=0.8, markersize=3,
-                        marker="o" if len(series) <= SHORT_HISTORY else None,
-                        label=config_name(config_id).split("/", 1)[1])
-                hit = series[series["night"].isin(marks.get(config_id, ()))]
-                if not hit.empty:
-                    ax.scatter(hit["x"], hit[field], color="red", marker="v", s=40, zorder=3)
-            ax.set_title(f"{model}: {title}", fontsize=9, loc="left", y=TITLE_Y)
-            ax.set_ylabel(title, fontsize=8)
-            ax.yaxis.set_major_locator(MaxNLocator(4))
-            ax.tick_params(labelsize=7)
-            if col == len(panels) - 1:
-                ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.0, 1.0), title="quant/mode",
-                          title_fontsize=6)
+    grid = []
+    for model, mine in ok.groupby("model", sort=False):
+        row = []
+        for column, title in panels:
+            series = []
+            for config_id, runs in mine.groupby("config_id", sort=False):
+                runs = runs[runs[column].notna()]
+                points = [(float(x), float(v), f"{night} (run {run}): {v:.2f} {title}")
+                          for x, v, night, run in zip(runs["x"], runs[column], runs["night"], runs["run_id"])]
+                flagged = marks.get(config_id, set())
+                series.append(Series(config_name(config_id).split("/", 1)[1], points,
+                                     [p for p, night in zip(points, runs["night"]) if night in flagged]))
+            row.append((f"{model}: {title}", title, series))
+        grid.append(row)
     nights = frame.drop_duplicates("run_id").set_index("run_id")["night"]
-    ticks = np.unique(np.linspace(0, len(positions) - 1, num=min(X_TICKS, len(positions))).round().astype(int))
-    for ax in axes[-1]:
-        ax.set_xticks(ticks, [nights[positions.index[t]] for t in ticks])
-        ax.set_xlabel("run, oldest to newest (labelled by night; each run is a point)", fontsize=8)
-    fig.subplots_adjust(left=0.08, right=0.85, top=1 - 0.3 / len(models), bottom=0.9 / len(models) / 2.2,
-                        hspace=0.45, wspace=0.35)
-    return fig
+    count = min(X_TICKS, len(positions))
+    picks = sorted({round(i * (len(positions) - 1) / (count - 1)) for i in range(count)}) if count > 1 else [0]
+    return _lines("History per config (red: incident opened)", grid, (0, len(positions) - 1),
+                  [(float(i), nights[positions.index[i]]) for i in picks],
+                  "run, oldest to newest (labelled by night; each run is a point)", "quant/mode")
 
 
-def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> str | None:
-    fig = history_figure(frame, incidents)
-    return None if fig is None else _png(fig, tight=False)
-
-
-def sweep(results: Sequence[BenchResult]) -> str | None:
-    """VRAM and tg tok/s against n_cpu_moe, per model x quant with a partial sweep."""
+def sweep(results: Sequence[BenchResult]) -> Figure | None:
+    """VRAM (when measured) and tg tok/s against n_cpu_moe, per model x quant with a partial sweep."""
     sweeps = sweep_points(results)
     if not sweeps:
         return None
-    fig, axes = plt.subplots(1, len(sweeps), figsize=(5 * len(sweeps), 3.2), squeeze=False)
-    for ax, ((model, quant), points) in zip(axes[0], sweeps.items()):
+    grid, top_n = [], 0
+    for (model, quant), points in sweeps.items():
         good = [(n, r) for n, r in points if r.ok]
-        ax.plot([n for n, _ in good], [r.tg.avg_ts if r.tg else None for _, r in good], "o-", color="tab:blue")
-        ax.set_xlabel("n_cpu_moe (layers with experts in CPU memory)")
-        ax.set_ylabel("tg tok/s", color="tab:blue")
-        ax.set_title(f"{model} {quant}")
+        top_n = max([top_n, *(n for n, _ in points)])
+        tg = Series(quant, [(n, r.tg.avg_ts, f"n_cpu_moe {n}: {r.tg.avg_ts:.2f} tok/s") for n, r in good if r.tg])
+        row = [(f"{model} {quant}: tg tok/s", "tg tok/s", [tg])]
         if any(r.memory.has_gpu for _, r in good):
-            twin = ax.twinx()
-            twin.plot([n for n, _ in good], [r.memory.vram_gib for _, r in good], "s--", color="tab:red")
-            twin.set_ylabel("VRAM, GiB", color="tab:red")
-    fig.tight_layout()
-    return _png(fig)
+            vram = [(n, r.memory.vram_gib, f"n_cpu_moe {n}: {r.memory.vram_gib:.2f} GiB") for n, r in good
+                    if r.memory.vram_gib is not None]
+            row.insert(0, (f"{model} {quant}: VRAM, GiB", "VRAM, GiB", [Series(quant, vram)]))
+        grid.append([cell for cell in row if cell[2][0].points])
+    grid = [row for row in grid if row]
+    if not grid:
+        return None
+    return _lines("Partial offload sweep: VRAM and tg against n_cpu_moe", grid, (0, top_n),
+                  [(v, label) for v, label in nice_ticks(0, top_n, X_TICKS)] if top_n else [(0.0, "0")],
+                  "n_cpu_moe (layers with experts in CPU memory)", "quant")

@@ -112,10 +112,10 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     findings = key_findings(rows, results, incidents)
     top = top_lines(incidents, verdicts.not_judged)
 
-    figures = {"VRAM by component (stacked)": plots.vram_by_component(results),
-               "Baseline vs offload": plots.baseline_vs_offload(rows),
-               "History per config (red: incident opened)": plots.history(history, incidents),
-               "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
+    drawn = {"VRAM by component (stacked)": plots.vram_by_component(results),
+             "Baseline vs offload": plots.baseline_vs_offload(rows),
+             "History per config (red: incident opened)": plots.history(history, incidents),
+             "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
     template = _environment().get_template("summary.html.j2")
     has_docs = (night_dir / DATA_DOCS_INDEX).is_file()
 
@@ -125,8 +125,8 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
         tables = sections + ([checked] if checked else [])
         html = template.render(
             css=Markup(style.CSS), title=title, notices=notices, top=top, header=header, findings=findings,
-            sections=tables, plots=[(caption, png) for caption, png in figures.items() if png],
-            missing_plots=[caption for caption, png in figures.items() if not png])
+            sections=tables, plots=[figure for figure in drawn.values() if figure],
+            missing_plots=[caption for caption, figure in drawn.items() if not figure])
         return markdown.render(title, top, header, findings, tables, notices), html
 
     night_dir.mkdir(parents=True, exist_ok=True)

@@ -41,7 +41,7 @@ STATIC = Path(__file__).with_name("static")
 CONTENT_SECURITY_POLICY = "; ".join([
     "default-src 'none'",  # no script, frame, font or connection from anywhere, this origin included
     f"style-src 'self' {REPORT_STYLE_HASH}",  # the page's stylesheet, and the report's one inline style block
-    "img-src 'self' data:",  # the report's plots are data: PNGs
+    "img-src 'self'",  # Data Docs' images (the reports draw their figures as inline SVG)
     "frame-ancestors 'self'",  # Airflow's UI frames the page from its own origin
     "base-uri 'none'",
     "form-action 'self'",  # the build comparison's GET form, to this page
