@@ -69,9 +69,16 @@ def deepseek_vocab(bundle: Path, version: str) -> Path:
     return next(vocab.rglob("ggml-vocab-deepseek-llm.gguf")).parent
 
 
+def last_built(result) -> str:
+    """The release whose tree the build slot holds now: the bad end when the bisection measured it after the
+    candidates (every candidate measured good), else the last candidate."""
+    bad = next(step for step in result.steps if step.role == "bad")
+    return bad.ref if bad.build_s else result.steps[-1].ref
+
+
 def timed_rebuild(matrix, version: str) -> None:
-    """Issue 18's rebuild figure: the build of a llama.cpp tree one CUDA file away from the one built last (the
-    release the bisection ended on), in the slot's persistent tree. The file changes in the unpacked release source
+    """Issue 18's rebuild figure: the build of a llama.cpp tree one CUDA file away from the one built last
+    (last_built), in the slot's persistent tree. The file changes in the unpacked release source
     and that release's engine and wheel are dropped, so build_engine rebuilds it as it would a neighbouring commit."""
     paths = Paths()
     request = build_request(matrix.build, version)
@@ -124,7 +131,7 @@ def main() -> None:
             plan.log(f"  {step.role} {step.ref}: {step.figure} {step.verdict} build {step.build_s} s "
                      f"bench {step.bench_s} s {step.reason}")
     with plan.step("rebuild"):
-        timed_rebuild(matrix, result.steps[-1].ref)
+        timed_rebuild(matrix, last_built(result))
     plan.log("plan done")
     (plan.OUT / "DONE").touch()
 
