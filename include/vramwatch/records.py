@@ -801,6 +801,14 @@ class BisectResult(Record):
     def finished(self) -> bool:
         return self.culprit is not None and not self.stopped
 
+    @property
+    def commit_range(self) -> str:
+        """What a release-level culprit leaves to a commit-level search: the llama.cpp commits of the last good and
+        the first bad release ("" at the commit level, or when either is unknown)."""
+        if self.level != "release" or not (self.last_good_commit and self.first_bad_commit):
+            return ""
+        return f"{self.last_good_commit[:12]}..{self.first_bad_commit[:12]}"
+
     def headline(self) -> str:
         """One line for the report, the alert and the page."""
         figures = (f" ({_figure(self.figure_good, self.unit)} -> {_figure(self.figure_bad, self.unit)})"

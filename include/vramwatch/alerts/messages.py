@@ -79,8 +79,8 @@ def bisection_lines(result: BisectResult) -> list[str]:
     if result.culprit is not None:
         culprit = result.culprit
         lines.append(f"Culprit: {culprit.ref}" + (f" ({culprit.date})" if culprit.date else "") + f" {culprit.link}")
-    if result.level == "release" and result.last_good_commit and result.first_bad_commit:
-        lines.append(f"llama.cpp range to bisect next: {result.last_good_commit[:12]}..{result.first_bad_commit[:12]}")
+    if result.commit_range:
+        lines.append(f"llama.cpp range to bisect next: {result.commit_range}")
     build_s = sum(step.build_s for step in result.steps)
     bench_s = sum(step.bench_s for step in result.steps)
     lines.append(f"{len(result.steps)} builds measured ({result.candidates} candidates between {result.good} and "

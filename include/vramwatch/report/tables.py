@@ -318,6 +318,7 @@ def bisections_table(incidents: Sequence[Incident]) -> Table | None:
         culprit = (f"{result.level} {result.culprit.ref}: {result.culprit.subject}" if result.culprit
                    else f"stopped between {result.last_good or result.good} and {result.first_bad or result.bad}: "
                         f"{result.stopped}")
+        culprit += f" (llama.cpp {result.commit_range} to bisect next)" if result.commit_range else ""
         link = result.culprit.link if result.culprit else MISSING
         cost = (f"{len(result.steps)} builds; {sum(s.build_s for s in result.steps) / 60:.0f} min build, "
                 f"{sum(s.bench_s for s in result.steps) / 60:.0f} min bench")

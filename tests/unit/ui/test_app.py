@@ -88,6 +88,7 @@ def test_an_incidents_bisection_shows_on_the_page_escaped(tmp_path, reports):
     assert "236.26 → 260.39 MiB" in section and "5 builds: 40 min build, 3 min bench" in section
     assert ('release <a href="https://pypi.org/project/llama-cpp-python/0.3.33/"><code>0.3.33</code></a>: '
             "&lt;img src=x") in section and XSS_PAYLOAD not in html
+    assert f"llama.cpp <code>{'b' * 12}..{'c' * 12}</code> to bisect next" in section  # what the release narrows
 
 
 def test_report_is_served_beside_the_page(filled):
