@@ -802,6 +802,13 @@ class BisectResult(Record):
         return self.culprit is not None and not self.stopped
 
     @property
+    def cost(self) -> str:
+        """What the search spent, for the report, the alert and the page: "5 builds: 11 min build, 20 s bench"."""
+        build_s = sum(step.build_s for step in self.steps)
+        bench_s = sum(step.bench_s for step in self.steps)
+        return f"{len(self.steps)} builds: {_duration(build_s)} build, {_duration(bench_s)} bench"
+
+    @property
     def commit_range(self) -> str:
         """What a release-level culprit leaves to a commit-level search: the llama.cpp commits of the last good and
         the first bad release ("" at the commit level, or when either is unknown)."""
@@ -817,6 +824,10 @@ class BisectResult(Record):
             return f"{self.metric}{figures} changed in {self.level} {self.culprit.ref}: {self.culprit.subject}"
         where = f" between {self.last_good} and {self.first_bad}" if self.last_good or self.first_bad else ""
         return f"{self.metric}{figures}: bisection stopped{where}: {self.stopped}"
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 90 else f"{seconds / 60:.0f} min"
 
 
 def _figure(value: float, unit: str) -> str:

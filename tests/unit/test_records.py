@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from support.samples import bisection
 
 from vramwatch.errors import UserError
 from vramwatch.records import (
@@ -126,3 +127,12 @@ def test_the_config_id_changes_with_every_setting_that_changes_the_figures():
     for same in (dict(reps=3), dict(timeout_s=60.0), dict(quality=True)):
         assert dataclasses.replace(base, **same).config_id == base.config_id, same
     assert dataclasses.replace(base, model=_model(sha256="cd", path="/other.gguf")).config_id == base.config_id
+
+
+def test_a_bisections_cost_says_seconds_where_minutes_would_round_to_zero():
+    """The H200 search's five benches took 20 s in all, and the report, alert and page said "0 min bench"."""
+    found = bisection()
+    quick = dataclasses.replace(found, steps=[dataclasses.replace(s, bench_s=4.0) for s in found.steps])
+
+    assert found.cost == "5 builds: 40 min build, 3 min bench"
+    assert quick.cost == "5 builds: 40 min build, 20 s bench"

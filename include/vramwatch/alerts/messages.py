@@ -81,10 +81,7 @@ def bisection_lines(result: BisectResult) -> list[str]:
         lines.append(f"Culprit: {culprit.ref}" + (f" ({culprit.date})" if culprit.date else "") + f" {culprit.link}")
     if result.commit_range:
         lines.append(f"llama.cpp range to bisect next: {result.commit_range}")
-    build_s = sum(step.build_s for step in result.steps)
-    bench_s = sum(step.bench_s for step in result.steps)
-    lines.append(f"{len(result.steps)} builds measured ({result.candidates} candidates between {result.good} and "
-                 f"{result.bad}): {build_s / 60:.0f} min building, {bench_s / 60:.0f} min benching")
+    lines.append(f"{result.cost} ({result.candidates} candidates between {result.good} and {result.bad})")
     return lines
 
 

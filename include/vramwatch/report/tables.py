@@ -320,10 +320,8 @@ def bisections_table(incidents: Sequence[Incident]) -> Table | None:
                         f"{result.stopped}")
         culprit += f" (llama.cpp {result.commit_range} to bisect next)" if result.commit_range else ""
         link = result.culprit.link if result.culprit else MISSING
-        cost = (f"{len(result.steps)} builds; {sum(s.build_s for s in result.steps) / 60:.0f} min build, "
-                f"{sum(s.bench_s for s in result.steps) / 60:.0f} min bench")
         rows.append([str(incident.incident_id or MISSING), config_name(result.config_id), result.metric,
-                     f"{before} -> {after}", culprit, link, cost])
+                     f"{before} -> {after}", culprit, link, result.cost])
     return Table("Culprit search (bisection)", ["#", "Config", "Metric", "Good -> bad", "Culprit", "Link", "Steps"],
                  rows, note="Each step built one release or commit and benched the config on the good build's model "
                             "file; vramwatch bisect prints every step.")

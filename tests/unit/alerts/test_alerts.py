@@ -102,7 +102,7 @@ def test_a_bisection_alert_names_the_culprit_with_the_figures_and_the_commit_ran
         "0.3.33: llama-cpp-python 0.3.33",
         "Culprit: 0.3.33 https://pypi.org/project/llama-cpp-python/0.3.33/",
         f"llama.cpp range to bisect next: {'b' * 12}..{'c' * 12}"]
-    assert "5 builds measured (5 candidates between 0.3.30 and 0.3.36)" in alert.text
+    assert "5 builds: 40 min build, 3 min bench (5 candidates between 0.3.30 and 0.3.36)" in alert.text
     assert deliver(alert, channels) == 3
     assert webhook.bodies[0]["event"] == "bisection" and webhook.bodies[0]["result"]["culprit"]["ref"] == "0.3.33"
 

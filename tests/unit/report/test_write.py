@@ -219,7 +219,7 @@ def test_an_incidents_bisection_lands_in_the_report_of_a_later_rendering_escaped
     section = md.split("## Culprit search (bisection)", 1)[1].split("\n---\n", 1)[0]
     assert (f"| {opened.incident_id} | deepseek-moe-16b/Q4_K_M/baseline | CUDA0/compute | 236.26 MiB -> 260.39 MiB | "
             f"release 0.3.33: {XSS_PAYLOAD} (llama.cpp {'b' * 12}..{'c' * 12} to bisect next) | "
-            "https://pypi.org/project/llama-cpp-python/0.3.33/ | 5 builds; 40 min "
+            "https://pypi.org/project/llama-cpp-python/0.3.33/ | 5 builds: 40 min "
             "build, 3 min bench |") in section
     assert "Culprit search (bisection)" in html and XSS_PAYLOAD not in html and "&lt;img src=x" in html
     stopped, _ = write_report(warehouse.run("run001"), warehouse.results_for_run("run001"), warehouse.history(),
