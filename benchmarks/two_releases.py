@@ -27,6 +27,8 @@ from vramwatch.records import AB_METRICS, ABComparison, ABRun, BenchConfig, Meas
 from vramwatch.regress.ab import compare  # noqa: E402
 from vramwatch.warehouse.store import Warehouse  # noqa: E402
 
+POLICY = load_matrix(Path(__file__).parent / "gpu" / "two-releases.yaml").policy  # the plan's matrix judges the nights
+
 
 def _replayed(runs: dict[str, ABRun]):
     """The A/B runner detection calls, answering with what the GPU plan measured for that config."""
@@ -100,24 +102,30 @@ def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, comp
     return "\n".join(lines) + "\n"
 
 
+def ingest_nights(results: Path, second_night: str) -> tuple[list[MeasuredNight], dict[str, ABRun], NightSummary]:
+    """Ingest the plan's measured nights, oldest release first, as consecutive nights ending on `second_night` into
+    the warehouse and reports folder the environment names, with the plan's A/Bs replayed; returns the nights, the
+    A/Bs and the last night's summary."""
+    measured = sorted((MeasuredNight.from_json(p.read_text()) for p in results.glob("measure-*.json")),
+                      key=lambda m: [int(x) for x in m.build.llama_cpp_python_version.split(".")])
+    runs = {run.config_id: run for run in (ABRun.from_json(p.read_text()) for p in results.glob("ab-*.json"))}
+    second = date.fromisoformat(second_night)
+    for i, night in enumerate(measured):
+        day = (second - timedelta(days=len(measured) - 1 - i)).isoformat()
+        summary = pipeline.ingest(night, f"gpu__{day}", day, trigger="gpu-run", policy=POLICY, ab=_replayed(runs))
+    return measured, runs, summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("results", type=Path, help="the GPU plan's results folder (results.tgz unpacked)")
     parser.add_argument("--date", required=True, help="the second night's date, YYYY-MM-DD")
     parser.add_argument("--out", type=Path, required=True, help="docs/results")
     args = parser.parse_args()
-    measured = sorted((MeasuredNight.from_json(p.read_text()) for p in args.results.glob("measure-*.json")),
-                      key=lambda m: [int(x) for x in m.build.llama_cpp_python_version.split(".")])
-    runs = {run.config_id: run for run in (ABRun.from_json(p.read_text()) for p in args.results.glob("ab-*.json"))}
-    policy = load_matrix(Path(__file__).parent / "gpu" / "two-releases.yaml").policy
-    second = date.fromisoformat(args.date)
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["VRAMWATCH_WAREHOUSE_URL"] = f"sqlite:///{scratch}/warehouse.db"
         os.environ["VRAMWATCH_REPORTS_DIR"] = f"{scratch}/reports"
-        for i, night in enumerate(measured):
-            day = (second - timedelta(days=len(measured) - 1 - i)).isoformat()
-            summary = pipeline.ingest(night, f"gpu__{day}", day, trigger="gpu-run", policy=policy,
-                                      ab=_replayed(runs))
+        measured, runs, summary = ingest_nights(args.results, args.date)
         warehouse = Warehouse()
         verdicts = warehouse.verdicts(summary.run_id)
         warehouse.close()
@@ -127,7 +135,7 @@ def main() -> None:
         shutil.copyfile(summary.report_html, args.out / f"{stem}-report.html")
         (args.out / f"{stem}-verdicts.json").write_text(json.dumps(verdicts.to_dict(), indent=1) + "\n")
         command = "python benchmarks/two_releases.py " + " ".join(sys.argv[1:])
-        comparisons = _all_comparisons(verdicts, runs, policy.throughput)
+        comparisons = _all_comparisons(verdicts, runs, POLICY.throughput)
         (args.out / f"{stem}.md").write_text(_markdown(measured, summary, verdicts, comparisons, command, args.date))
     print(f"wrote {args.out / stem}.md, -report.{{md,html}} and -verdicts.json")
 
