@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from vramwatch.records import BenchResult, Incident, config_name
+from vramwatch.report.geometry import Point, spread
 from vramwatch.report.tables import SeedRow, sweep_points
 
 COMPONENTS = (("gpu_model_mib", "model"), ("gpu_kv_mib", "KV"), ("gpu_compute_mib", "compute"))
@@ -48,13 +49,6 @@ class Bar:
     width: float
     height: float
     color: str
-    label: str  # tooltip
-
-
-@dataclass(frozen=True)
-class Point:
-    x: float
-    y: float
     label: str  # tooltip
 
 
@@ -321,10 +315,8 @@ def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> Figure | None
             row.append((f"{model}: {title}", title, series))
         grid.append(row)
     nights = frame.drop_duplicates("run_id").set_index("run_id")["night"]
-    count = min(X_TICKS, len(positions))
-    picks = sorted({round(i * (len(positions) - 1) / (count - 1)) for i in range(count)}) if count > 1 else [0]
     return _lines("History per config (red: incident opened)", grid, (0, len(positions) - 1),
-                  [(float(i), nights[positions.index[i]]) for i in picks],
+                  [(float(i), nights[positions.index[i]]) for i in spread(len(positions), X_TICKS)],
                   "run, oldest to newest (labelled by night; each run is a point)", "quant/mode")
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vramwatch.report.geometry import Point, spread
+
 WIDTH, HEIGHT = 360, 172
 LEFT, RIGHT, TOP, BOTTOM = 74, 30, 14, 44  # room for the y axis' title and labels, and the dated x axis below
 MIN_PAD_MIB, MIN_PAD_REL = 16.0, 0.01
@@ -37,13 +39,6 @@ class RunPoint:
 
 
 @dataclass(frozen=True)
-class Mark:
-    x: float
-    y: float
-    label: str  # tooltip
-
-
-@dataclass(frozen=True)
 class Chart:
     title: str
     subtitle: str
@@ -51,11 +46,11 @@ class Chart:
     width: int = WIDTH
     height: int = HEIGHT
     line: str = ""  # SVG polyline points of the measured nights
-    points: list[Mark] = field(default_factory=list)
-    failures: list[Mark] = field(default_factory=list)  # nights that ended oom/timeout/crashed...
-    build_changes: list[Mark] = field(default_factory=list)
-    y_ticks: list[Mark] = field(default_factory=list)
-    x_ticks: list[Mark] = field(default_factory=list)
+    points: list[Point] = field(default_factory=list)
+    failures: list[Point] = field(default_factory=list)  # nights that ended oom/timeout/crashed...
+    build_changes: list[Point] = field(default_factory=list)
+    y_ticks: list[Point] = field(default_factory=list)
+    x_ticks: list[Point] = field(default_factory=list)
     latest: str = ""
     x_title: str = X_TITLE
     y_title: str = Y_TITLE
@@ -88,13 +83,9 @@ def _y_range(values: list[float]) -> tuple[float, float]:
     return max(lo - pad, 0.0), hi + pad  # memory is never negative
 
 
-def _dated_ticks(xs: list[float], runs: list[RunPoint], bottom: float) -> list[Mark]:
+def _dated_ticks(xs: list[float], runs: list[RunPoint], bottom: float) -> list[Point]:
     """X_TICKS runs spread over the axis (first and last included), labelled with their night."""
-    if not runs:
-        return []
-    count = min(X_TICKS, len(runs))
-    picks = sorted({round(i * (len(runs) - 1) / (count - 1)) for i in range(count)}) if count > 1 else [0]
-    return [Mark(round(xs[i], 1), bottom, runs[i].night) for i in picks]
+    return [Point(round(xs[i], 1), bottom, runs[i].night) for i in spread(len(runs), X_TICKS)]
 
 
 def history_chart(title: str, subtitle: str, runs: list[RunPoint], flagged: bool = False) -> Chart:
@@ -113,12 +104,12 @@ def history_chart(title: str, subtitle: str, runs: list[RunPoint], flagged: bool
     for i, (x, run) in enumerate(zip(xs, runs)):
         x = round(x, 1)
         if run.mib is None:
-            failures.append(Mark(x, bottom, f"{run.label}: {run.status} (build {run.build})"))
+            failures.append(Point(x, bottom, f"{run.label}: {run.status} (build {run.build})"))
         else:
-            points.append(Mark(x, y_of(run.mib), f"{run.label}: {format_mib(run.mib)} (build {run.build})"))
+            points.append(Point(x, y_of(run.mib), f"{run.label}: {format_mib(run.mib)} (build {run.build})"))
         if i and run.build != runs[i - 1].build:
-            changes.append(Mark(round(x - step / 2, 1), TOP, f"build {runs[i - 1].build} -> {run.build}"))
-    y_ticks = [Mark(LEFT, y_of(v), format_mib(v)) for v in (hi, (lo + hi) / 2, lo)] if measured else []
+            changes.append(Point(round(x - step / 2, 1), TOP, f"build {runs[i - 1].build} -> {run.build}"))
+    y_ticks = [Point(LEFT, y_of(v), format_mib(v)) for v in (hi, (lo + hi) / 2, lo)] if measured else []
     last = runs[-1] if runs else None
     latest = "" if last is None else (format_mib(last.mib) if last.mib is not None else last.status)
     return Chart(title=title, subtitle=subtitle, flagged=flagged, line=" ".join(f"{p.x},{p.y}" for p in points),
