@@ -53,6 +53,11 @@ def _all_comparisons(verdicts, runs: dict[str, ABRun], policy) -> list[tuple[ABC
     return found
 
 
+def _first_lines(report_md: str) -> list[str]:
+    """The report's verdict paragraph: the first after its title that is not a notice (a "> **Warning:**" quote)."""
+    return next(p for p in report_md.split("\n\n")[1:] if not p.startswith(">")).splitlines()
+
+
 def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, comparisons, command: str,
               day: str) -> str:
     old, new = (n.build for n in nights)
@@ -67,7 +72,7 @@ def _markdown(nights: list[MeasuredNight], summary: NightSummary, verdicts, comp
              "**Commands**: on the GPU machine `PLAN=two_releases bash benchmarks/gpu/seed_night.sh 560` (carry: "
              f"device); here `{command}`", "",
              "## The report's first lines (night 2)", "",
-             *Path(summary.report_md).read_text().split("\n\n")[1].splitlines(), "",
+             *_first_lines(Path(summary.report_md).read_text()), "",
              "## Buffers, night 1 -> night 2 (llama.cpp's own accounting, MiB)", "",
              "| Config | Component | Night 1 | Night 2 | Change |", "|---|---|---|---|---|"]
     for before, after in zip(nights[0].results, nights[1].results):
