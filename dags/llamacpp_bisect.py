@@ -1,10 +1,10 @@
 """llamacpp_bisect: which llama-cpp-python release (or llama.cpp commit) changed a config's VRAM or speed.
 
 bisect (GPU queue: builds each candidate between good and bad, benches the one config) -> store (the result on its
-incident, as JSON under reports/bisect/, and an alert)
+incident, as JSON under reports/bisect/, in the report of the night that opened the incident, and an alert)
 
 llamacpp_nightly triggers it for each new VRAM or throughput incident (conf: incident_id, config, good, bad, level,
-metric); trigger it by hand with the same params. One per GPU worker, as the nightlies: llamacpp_bisect on the first,
+metric, run_id); trigger it by hand with the same params. One per GPU worker, as the nightlies: llamacpp_bisect on the first,
 llamacpp_bisect_<queue> on another (its results under reports/<queue>/bisect/). Orchestration only: each task is one call into vramwatch.pipeline.
 The task log shows each step: "step k of ~N: candidate X ... figure ... verdict".
 """
@@ -46,6 +46,8 @@ def bisect_dag(worker: GpuWorker) -> None:
                             description="a buffer (CUDA0/compute), a component (gpu_compute_mib), or pp / tg"),
             "repository": Param("", type="string", description="commit level: llama.cpp URL or local mirror"),
             "incident_id": Param(None, type=["null", "integer"], description="the incident the result belongs to"),
+            "run_id": Param("", type="string", description="the night that opened it: its report is written again "
+                                                          "with the result"),
         },
         doc_md=__doc__,
     )
@@ -60,8 +62,9 @@ def bisect_dag(worker: GpuWorker) -> None:
         def store(result: dict, params: dict | None = None) -> str:
             from vramwatch import pipeline
 
-            return pipeline.task_store_bisection(result, (params or {}).get("incident_id"), worker.label,
-                                                 smtp_connection())
+            params = params or {}
+            return pipeline.task_store_bisection(result, params.get("incident_id"), worker.label, smtp_connection(),
+                                                 params.get("run_id", ""))
 
         store(bisect())
 

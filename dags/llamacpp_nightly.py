@@ -118,10 +118,10 @@ def nightly(worker: GpuWorker) -> None:
             return pipeline.task_detect_regressions(MATRIX_NAME, worker.run_id(run_id), build)
 
         @task
-        def bisections(verdicts: dict) -> list[dict]:
+        def bisections(verdicts: dict, run_id: str | None = None) -> list[dict]:
             from vramwatch import pipeline
 
-            return pipeline.task_bisections_to_start(MATRIX_NAME, verdicts)
+            return pipeline.task_bisections_to_start(MATRIX_NAME, verdicts, worker.run_id(run_id))
 
         @task
         def report(verdicts: dict, run_id: str | None = None) -> dict:

@@ -154,13 +154,14 @@ def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None 
 
 
 def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None, lane: str = "",
-           smtp_connection: Any = None) -> NightSummary:
+           smtp_connection: Any = None, refresh_latest: bool = True) -> NightSummary:
     """Write the night's report; it says at the top when its regressions would page no one (alerting_notices).
-    `lane`: a GPU worker's label; its reports go under the reports folder's `<lane>/` (the first worker's: "")."""
+    `lane`: a GPU worker's label; its reports go under the reports folder's `<lane>/` (the first worker's: "").
+    refresh_latest False: reports/latest.* stay as they are (the night is not the newest)."""
     from vramwatch.report.write import report_for_run
 
     summary = report_for_run(_open(warehouse), run_id, verdicts, Paths().reports / lane,
-                             notices=alerting_notices(smtp_connection))
+                             notices=alerting_notices(smtp_connection), refresh_latest=refresh_latest)
     _say(f"report: {summary.report_md}")
     return summary
 
@@ -289,10 +290,11 @@ def prune_reports(matrix: Matrix, dry_run: bool = False, lane: str = "") -> Prun
 BISECTABLE = (IncidentKind.VRAM, IncidentKind.THROUGHPUT)
 
 
-def bisections_to_start(verdicts: NightVerdicts, matrix: Matrix, warehouse: Warehouse | None = None
+def bisections_to_start(verdicts: NightVerdicts, matrix: Matrix, run_id: str, warehouse: Warehouse | None = None
                         ) -> list[dict[str, Any]]:
-    """The llamacpp_bisect DAG's conf for each incident opened tonight that a bisection can explain: its first
-    config, between the builds the incident names (their releases, or their llama.cpp commits for a git source)."""
+    """The llamacpp_bisect DAG's conf for each incident opened tonight (run `run_id`) that a bisection can explain:
+    its first config, between the builds the incident names (their releases, or their llama.cpp commits for a git
+    source), and the run whose report shows the result once it is stored."""
     level = "commit" if matrix.build.source == "git" else "release"
     releases = {run.llama_cpp_commit: run.build_version for run in _open(warehouse).runs()}
     confs = []
@@ -306,7 +308,7 @@ def bisections_to_start(verdicts: NightVerdicts, matrix: Matrix, warehouse: Ware
                  "not bisected")
             continue
         confs.append({"incident_id": incident.incident_id, "config": incident.configs[0], "good": good, "bad": bad,
-                      "level": level, "metric": incident.metric})
+                      "level": level, "metric": incident.metric, "run_id": run_id})
     _say(f"bisect: {len(confs)} new incident(s) to bisect")
     return confs
 
@@ -321,9 +323,11 @@ def bisect(matrix: Matrix, config: str, good: str, bad: str, level: str = "relea
 
 
 def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Warehouse | None = None,
-                    lane: str = "", smtp_connection: Any = None) -> str:
+                    lane: str = "", smtp_connection: Any = None, run_id: str = "") -> str:
     """Keep a bisection's result: as JSON under reports/bisect/ (a GPU worker's lane: reports/<lane>/bisect/), on its
-    incident (when it has one), and in an alert (the regression alert's follow-up). Returns the JSON's path."""
+    incident (when it has one), and in an alert (the regression alert's follow-up). `run_id`: the night that opened
+    the incident, whose report is written again with the result (reports/latest.* too, while that night is still the
+    lane's newest). Returns the JSON's path."""
     from vramwatch.alerts.delivery import DeliveryLog, deliver
     from vramwatch.alerts.messages import bisection_alert
 
@@ -333,7 +337,13 @@ def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Wa
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(result.to_json(indent=2) + "\n")
     if incident_id is not None:
-        _open(warehouse).save_bisection(incident_id, result)
+        warehouse = _open(warehouse)
+        warehouse.save_bisection(incident_id, result)
+        verdicts = warehouse.verdicts(run_id) if run_id else None
+        if verdicts is not None:
+            newest = warehouse.latest_run(lane=lane)
+            report(run_id, verdicts, warehouse, lane, smtp_connection,
+                   refresh_latest=newest is not None and newest.run_id == run_id)
     deliver(bisection_alert(result, incident_id), alert_channels(smtp_connection),
             DeliveryLog.for_night(reports, result.started_at[:10]))
     _say(f"bisect: {result.headline()} -> {out}")
@@ -416,9 +426,10 @@ def task_bisect(matrix_name: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def task_store_bisection(result: dict[str, Any], incident_id: int | None, lane: str = "",
-                         smtp_connection: Any = None) -> str:
-    return store_bisection(BisectResult.from_dict(result), incident_id, lane=lane, smtp_connection=smtp_connection)
+                         smtp_connection: Any = None, run_id: str = "") -> str:
+    return store_bisection(BisectResult.from_dict(result), incident_id, lane=lane, smtp_connection=smtp_connection,
+                           run_id=run_id)
 
 
-def task_bisections_to_start(matrix_name: str, verdicts: dict[str, Any]) -> list[dict[str, Any]]:
-    return bisections_to_start(NightVerdicts.from_dict(verdicts), load_matrix(matrix_name))
+def task_bisections_to_start(matrix_name: str, verdicts: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
+    return bisections_to_start(NightVerdicts.from_dict(verdicts), load_matrix(matrix_name), run_id)

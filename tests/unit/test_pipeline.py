@@ -108,27 +108,44 @@ def test_a_new_vram_incident_asks_for_a_release_bisection_between_its_two_builds
     (incident,) = [i for i in summary.incidents if i.kind == IncidentKind.VRAM]
     verdicts = Warehouse(warehouse_url).verdicts("run2")
 
-    confs = pipeline.bisections_to_start(verdicts, load_matrix("seed"))
+    confs = pipeline.bisections_to_start(verdicts, load_matrix("seed"), "run2")
 
     assert confs == [{"incident_id": incident.incident_id, "config": incident.configs[0], "good": "0.3.30",
-                      "bad": "0.3.36", "level": "release", "metric": "gpu_compute_mib"}]
+                      "bad": "0.3.36", "level": "release", "metric": "gpu_compute_mib", "run_id": "run2"}]
     git = load_matrix("seed").model_copy(update={"build": BuildSource(source="git", location="/mirror/llama.cpp")})
-    assert pipeline.bisections_to_start(verdicts, git)[0] | {"incident_id": 0} == {
+    assert pipeline.bisections_to_start(verdicts, git, "run2")[0] | {"incident_id": 0} == {
         "incident_id": 0, "config": incident.configs[0], "good": "a" * 40, "bad": "f" * 40, "level": "commit",
-        "metric": "gpu_compute_mib"}
+        "metric": "gpu_compute_mib", "run_id": "run2"}
     seen_before = NightVerdicts([replace(incident, is_new=False)])  # the next night: it was asked for already
-    assert pipeline.bisections_to_start(seen_before, load_matrix("seed")) == []
+    assert pipeline.bisections_to_start(seen_before, load_matrix("seed"), "run3") == []
 
 
 def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(warehouse_url, tmp_path):
+    """Fault: the culprit reached the incident and the alert, but the report of the night that opened the incident
+    showed it only when someone wrote that report again."""
     pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
     summary = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
     (incident,) = [i for i in summary.incidents if i.kind == IncidentKind.VRAM]
 
-    out = pipeline.store_bisection(bisection(), incident.incident_id)
+    out = pipeline.store_bisection(bisection(), incident.incident_id, run_id="run2")
 
     assert BisectResult.from_json(Path(out).read_text()) == bisection()
     (stored,) = [i for i in Warehouse(warehouse_url).incidents() if i.incident_id == incident.incident_id]
     assert stored.bisection == bisection()
-    report = pipeline.report_again("run2")
-    assert "release 0.3.33: llama-cpp-python 0.3.33" in Path(report.report_md).read_text()
+    culprit = "release 0.3.33: llama-cpp-python 0.3.33"
+    for written in (summary.report_md, Path(summary.report_md).parents[1] / "latest.md"):
+        assert culprit in Path(written).read_text()
+
+
+def test_a_bisection_stored_after_a_later_night_leaves_that_nights_report_the_latest(warehouse_url, tmp_path):
+    pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
+    opened = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
+    later = pipeline.ingest(_release_night("0.3.37", "e" * 40, 24.13), "run3", "2026-01-03", trigger="test")
+    (incident,) = [i for i in opened.incidents if i.kind == IncidentKind.VRAM]
+    latest = Path(later.report_md).parents[1] / "latest.md"
+    before = latest.read_text()
+
+    pipeline.store_bisection(bisection(), incident.incident_id, run_id="run2")
+
+    assert "release 0.3.33: llama-cpp-python 0.3.33" in Path(opened.report_md).read_text()
+    assert latest.read_text() == before and "2026-01-03" in before  # the newer night's report stays the latest

@@ -87,8 +87,10 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
 
 def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame, verdicts: NightVerdicts,
                  out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = (),
-                 notices: Sequence[str] = (), validation: Sequence[ExpectationOutcome] = ()) -> tuple[Path, Path]:
-    """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html}; returns the night's two paths.
+                 notices: Sequence[str] = (), validation: Sequence[ExpectationOutcome] = (),
+                 refresh_latest: bool = True) -> tuple[Path, Path]:
+    """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html} (unless refresh_latest is False:
+    an older night written again must not replace a newer one's); returns the night's two paths.
 
     history is the history of this run's configs (Warehouse.history() or recent_history(); it must hold the run).
     notices are warnings the report shows above everything else (e.g. that no alert channel is configured).
@@ -131,8 +133,10 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
 
     night_dir.mkdir(parents=True, exist_ok=True)
     md_path, html_path = night_dir / "summary.md", night_dir / "summary.html"
-    for (md, html), md_file, html_file in ((render(""), md_path, html_path),
-                                           (render(f"{run.night}/"), out_dir / "latest.md", out_dir / "latest.html")):
+    written = [(render(""), md_path, html_path)]
+    if refresh_latest:
+        written.append((render(f"{run.night}/"), out_dir / "latest.md", out_dir / "latest.html"))
+    for (md, html), md_file, html_file in written:
         md_file.write_text(md)
         html_file.write_text(html)
     return md_path, html_path
@@ -153,7 +157,7 @@ def saved_validation(reports_dir: Path | str, night: str) -> list[ExpectationOut
 
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
-                   reports_dir: Path | str, notices: Sequence[str] = ()) -> NightSummary:
+                   reports_dir: Path | str, notices: Sequence[str] = (), refresh_latest: bool = True) -> NightSummary:
     """Read the run and its configs' recent history from the warehouse, write the report, return the night
     summary."""
     run = warehouse.run(run_id)
@@ -165,6 +169,6 @@ def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
                                        fields=HISTORY_FIELDS)
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id), notices,
-                                      saved_validation(reports_dir, run.night))
+                                      saved_validation(reports_dir, run.night), refresh_latest)
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))

@@ -124,6 +124,12 @@ def _has_results() -> Any:
     return select(ResultRow.id).where(ResultRow.run_id == RunRow.run_id).exists()
 
 
+def _of_lane(lane: str) -> Any:
+    """Whether a run is one GPU worker's (config.GpuWorker: run ids `<lane>/...`; the first worker's, lane "", have
+    no '/')."""
+    return RunRow.run_id.startswith(f"{lane}/", autoescape=True) if lane else RunRow.run_id.not_like("%/%")
+
+
 def _iso(moment: datetime | None) -> str:
     if moment is None:
         return ""
@@ -310,9 +316,10 @@ class Warehouse:
                                  "pick a run the warehouse has: `vramwatch report --night DATE` takes a night's latest")
         return found[0]
 
-    def latest_run(self, night: str | date | None = None) -> RunRecord | None:
-        """The newest run that stored results (on `night`, if given), or None."""
+    def latest_run(self, night: str | date | None = None, lane: str | None = None) -> RunRecord | None:
+        """The newest run that stored results (on `night`, if given; of one GPU worker's lane, if given), or None."""
         conditions = [_has_results()] + ([RunRow.night == _night(night)] if night is not None else [])
+        conditions += [_of_lane(lane)] if lane is not None else []
         found = self._run_records(*conditions, limit=1)
         return found[0] if found else None
 
@@ -332,12 +339,11 @@ class Warehouse:
 
     def last_benchmarked_version(self, source: str, lane: str = "") -> str | None:
         """The build version (PyPI version or git ref) of the latest finished run built from this source, by one GPU
-        worker's lane (config.GpuWorker: run ids `<lane>/...`; the first worker's run ids have no '/')."""
-        of_lane = RunRow.run_id.startswith(f"{lane}/", autoescape=True) if lane else RunRow.run_id.not_like("%/%")
+        worker's lane."""
         with self._sessions() as session:
             return session.scalar(
                 select(BuildRow.version).join(RunRow, RunRow.build_id == BuildRow.id)
-                .where(BuildRow.source == source, RunRow.status.not_in((RUNNING, FAILED)), of_lane)
+                .where(BuildRow.source == source, RunRow.status.not_in((RUNNING, FAILED)), _of_lane(lane))
                 .order_by(RunRow.night.desc(), RunRow.started.desc()).limit(1)
             )
 
