@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import pandas as pd
 
 from vramwatch.records import BenchResult, Incident, config_name
-from vramwatch.report.geometry import Point, spread
+from vramwatch.report.geometry import Point, padded_range, spread
 from vramwatch.report.tables import SeedRow, sweep_points
 
 COMPONENTS = (("gpu_model_mib", "model"), ("gpu_kv_mib", "KV"), ("gpu_compute_mib", "compute"))
@@ -25,6 +25,7 @@ SHORT_HISTORY = 20  # runs; up to this many, each run is a dot with its tooltip 
 # an invisible line); beyond, dots only clutter the line and swell the file
 X_TICKS = 6  # dated ticks on a history axis: enough to read, few enough not to overlap
 Y_TICKS = 4
+MIN_PAD = 1e-6  # a flat line of zeros still gets a y range
 # Layout in px. Text is 11 px (summary.css); CHAR_W is a character's width at that size, for the room labels need.
 CHAR_W = 7.0
 TITLE_H, X_AXIS_H, X_TITLE_H = 24, 20, 16  # above a plot area, its tick labels below, its axis title below those
@@ -153,14 +154,6 @@ def nice_ticks(lo: float, hi: float, most: int = Y_TICKS) -> list[tuple[float, s
     return [(i * step, f"{i * step:.{decimals}f}") for i in span(step)]
 
 
-def _padded(values: Sequence[float]) -> tuple[float, float]:
-    """The y range of a line: its values with 10 % of their spread around them, or 1 % of their size when they are
-    flat (VRAM mostly is: a flat line should read flat, not blow noise up to full height). Never below zero."""
-    lo, hi = min(values), max(values)
-    pad = max((hi - lo) * 0.1, 0.01 * max(abs(lo), abs(hi)), 1e-6)
-    return max(lo - pad, 0.0) if lo >= 0 else lo - pad, hi + pad
-
-
 def _text_w(labels: Sequence[str]) -> float:
     return max((len(label) for label in labels), default=0) * CHAR_W
 
@@ -260,7 +253,7 @@ def _lines(caption: str, grid: list[list[tuple[str, str, list[Series]]]], x_rang
             left = y_label_w + c * (y_label_w + PLOT_W + COLUMN_GAP)
             x = Scale(lo_x, hi_x, left, left + PLOT_W)
             values = [v for s in series for _, v, _ in s.points]
-            y = Scale(*(_padded(values) if values else (0.0, 1.0)), top + LINE_PLOT_H, top)
+            y = Scale(*padded_range(values, MIN_PAD), top + LINE_PLOT_H, top)
             lines = [Line(s.name, colors[s.name], [Point(x(px), y(py), tip) for px, py, tip in s.points],
                           dots=len(s.points) <= SHORT_HISTORY) for s in series]
             marks = [Point(x(px), y(py), tip) for s in series for px, py, tip in s.marked]
@@ -340,5 +333,5 @@ def sweep(results: Sequence[BenchResult]) -> Figure | None:
     if not grid:
         return None
     return _lines("Partial offload sweep: VRAM and tg against n_cpu_moe", grid, (0, top_n),
-                  [(v, label) for v, label in nice_ticks(0, top_n, X_TICKS)] if top_n else [(0.0, "0")],
+                  nice_ticks(0, top_n, X_TICKS) if top_n else [(0.0, "0")],
                   "n_cpu_moe (layers with experts in CPU memory)", "quant")

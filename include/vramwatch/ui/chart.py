@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from vramwatch.report.geometry import Point, spread
+from vramwatch.report.geometry import Point, padded_range, spread
 
 WIDTH, HEIGHT = 360, 172
 LEFT, RIGHT, TOP, BOTTOM = 74, 30, 14, 44  # room for the y axis' title and labels, and the dated x axis below
-MIN_PAD_MIB, MIN_PAD_REL = 16.0, 0.01
+MIN_PAD_MIB = 16.0  # allocator noise below this stays flat
 X_TICKS = 3  # dated runs on the x axis: first, middle, last (full dates, which fit three abreast)
 X_TITLE, Y_TITLE = "runs, oldest → newest", "memory"
 
@@ -77,12 +77,6 @@ class Chart:
         return (LEFT + self.plot_right) / 2, (TOP + self.plot_bottom) / 2
 
 
-def _y_range(values: list[float]) -> tuple[float, float]:
-    lo, hi = min(values), max(values)
-    pad = max((hi - lo) * 0.1, MIN_PAD_REL * max(abs(lo), abs(hi)), MIN_PAD_MIB)
-    return max(lo - pad, 0.0), hi + pad  # memory is never negative
-
-
 def _dated_ticks(xs: list[float], runs: list[RunPoint], bottom: float) -> list[Point]:
     """X_TICKS runs spread over the axis (first and last included), labelled with their night."""
     return [Point(round(xs[i], 1), bottom, runs[i].night) for i in spread(len(runs), X_TICKS)]
@@ -95,7 +89,7 @@ def history_chart(title: str, subtitle: str, runs: list[RunPoint], flagged: bool
     step = plot_w / (len(runs) - 1) if len(runs) > 1 else 0.0
     xs = [LEFT + i * step if len(runs) > 1 else LEFT + plot_w / 2 for i in range(len(runs))]
     measured = [r.mib for r in runs if r.mib is not None]
-    lo, hi = _y_range(measured) if measured else (0.0, 1.0)
+    lo, hi = padded_range(measured, MIN_PAD_MIB)
 
     def y_of(value: float) -> float:
         return round(TOP + (hi - value) / (hi - lo) * plot_h, 1)

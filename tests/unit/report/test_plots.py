@@ -10,6 +10,7 @@ from support.warehouses import build_record
 
 from vramwatch.records import Incident, ValidatedNight
 from vramwatch.report import plots
+from vramwatch.report.geometry import padded_range
 from vramwatch.report.tables import ModeNumbers, seed_table_rows
 from vramwatch.report.write import HISTORY_FIELDS, HISTORY_RUNS
 from vramwatch.warehouse.store import Warehouse
@@ -55,7 +56,7 @@ def test_two_runs_in_one_night_are_two_points_and_the_axes_say_what_they_show(tm
 
 def test_a_flat_vram_line_stays_flat_and_ticks_are_round_numbers():
     """Allocator noise must not fill the panel's height, and tick labels are round values inside the axis."""
-    low, high = plots._padded([10.98, 10.99])
+    low, high = padded_range([10.98, 10.99], plots.MIN_PAD)
     assert low < 10.98 and high > 10.99 and (high - low) > 0.1  # 1 % of the size, not 10 % of a 0.01 spread
     assert plots.nice_ticks(0, 23.1, 4) == [(0.0, "0"), (5.0, "5"), (10.0, "10"), (15.0, "15"), (20.0, "20")]
     assert [label for _, label in plots.nice_ticks(10.87, 11.1, 4)] == ["10.90", "10.95", "11.00", "11.05", "11.10"]
