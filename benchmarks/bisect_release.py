@@ -7,8 +7,8 @@ it answers, and write what the report, the alert and the VRAM history page show 
 RESULTS_DIR holds the plan's bisect.json, driver.log and rebuild JSONs. The incident is the one the two-release night
 opened (benchmarks/two_releases.py: DeepSeek-MoE-16B Q4_K_M baseline, CUDA0 compute +24.13 MiB): its nights are
 ingested again into a fresh SQLite warehouse, the bisection is stored on it through pipeline.store_bisection as the
-llamacpp_bisect DAG stores it, the night's report is rendered again, and the page is rendered by the UI app and
-captured in headless Chromium (no host resolves but 127.0.0.1). Writes <date>-h200-bisect-release.md,
+llamacpp_bisect DAG stores it (which writes the night's report again), and the page is rendered by the UI app and
+captured in headless Chromium (scripts/screenshots.py's: no host resolves but 127.0.0.1). Writes <date>-h200-bisect-release.md,
 -report.{md,html} and -page.png, and copies RESULTS_DIR to raw/<date>-h200-bisect-release/.
 """
 
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -26,35 +25,26 @@ import time
 import urllib.request
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "include"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+REPO = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(REPO / "include"), str(REPO / "tests"), str(REPO / "scripts"), str(Path(__file__).parent)]
 
+from screenshots import Browser  # noqa: E402  (headless Chromium that resolves no host but 127.0.0.1)
+from support.airflow_cluster import free_port  # noqa: E402
 from two_releases import ingest_nights  # noqa: E402
 
 from vramwatch import pipeline  # noqa: E402
 from vramwatch.alerts.messages import bisection_alert  # noqa: E402
 from vramwatch.bisect.run import write_result  # noqa: E402
-from vramwatch.records import BisectResult, MeasuredNight  # noqa: E402
-from vramwatch.report.write import report_for_run  # noqa: E402
-from vramwatch.warehouse.store import Warehouse  # noqa: E402
-
-CHROMIUM = "/usr/bin/chromium"
-PAGE_WINDOW = "1400,1100"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from vramwatch.records import BisectResult, MeasuredNight, config_name  # noqa: E402
 
 
 def capture_page(out: Path) -> None:
     """The VRAM history page as the UI app serves it (uvicorn on loopback, the environment's warehouse and reports),
-    captured by headless Chromium."""
-    port = _free_port()
+    captured by headless Chromium once it shows the culprit search."""
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "uvicorn", "--factory", "vramwatch.ui.app:create_app", "--host",
                                "127.0.0.1", "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "include")})
+                              env={**os.environ, "PYTHONPATH": str(REPO / "include")})
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -65,11 +55,9 @@ def capture_page(out: Path) -> None:
                 if time.monotonic() > deadline or server.poll() is not None:
                     raise RuntimeError("the UI app did not start: run `make install`") from None
                 time.sleep(0.5)
-        with tempfile.TemporaryDirectory() as profile:
-            subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
-                            "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", f"--user-data-dir={profile}",
-                            f"--window-size={PAGE_WINDOW}", f"--screenshot={out}", f"http://127.0.0.1:{port}/"],
-                           check=True, capture_output=True, timeout=120)
+        with tempfile.TemporaryDirectory() as profile, Browser(Path(profile)) as browser:
+            browser.open(f"http://127.0.0.1:{port}/", "Culprit searches")
+            browser.capture(out)
     finally:
         server.terminate()
         server.wait(30)
@@ -79,7 +67,7 @@ def _markdown(result: BisectResult, nights: list[MeasuredNight], incident_id: in
               report_section: str, rebuilds: dict[str, str], command: str, day: str) -> str:
     machine = nights[-1].results[0].fingerprint
     good, bad = (n.build for n in nights)
-    lines = [f"# Issue 18 on the GPU: which release grew {result.config_id.split('@')[0]}'s {result.metric}?", "",
+    lines = [f"# Issue 18 on the GPU: which release grew {config_name(result.config_id)}'s {result.metric}?", "",
              f"**Answer: llama-cpp-python {result.culprit.ref if result.culprit else '(none)'}.** "
              f"{result.headline()}.", "",
              f"**Date**: {day}  ",
@@ -139,19 +127,17 @@ def main() -> None:
     stem = f"{args.date}-h200-bisect-release"
     with tempfile.TemporaryDirectory() as scratch:
         os.environ["VRAMWATCH_WAREHOUSE_URL"] = f"sqlite:///{scratch}/warehouse.db"
-        os.environ["VRAMWATCH_REPORTS_DIR"] = reports = f"{scratch}/reports"
+        os.environ["VRAMWATCH_REPORTS_DIR"] = f"{scratch}/reports"
         nights, _, summary = ingest_nights(args.nights, "2026-11-29")
-        (incident,) = [i for i in summary.incidents if result.config_id.split("@")[0] in
-                       {c.split("@")[0] for c in i.configs}]
-        pipeline.store_bisection(result, incident.incident_id)
-        warehouse = Warehouse()
-        rendered = report_for_run(warehouse, summary.run_id, warehouse.verdicts(summary.run_id), reports)
-        warehouse.close()
+        (incident,) = [i for i in summary.incidents
+                       if config_name(result.config_id) in {config_name(c) for c in i.configs}]
+        # as the bisect DAG's store task does: on the incident, and in its night's report written again
+        pipeline.store_bisection(result, incident.incident_id, run_id=summary.run_id)
         args.out.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(rendered.report_md, args.out / f"{stem}-report.md")
-        shutil.copyfile(rendered.report_html, args.out / f"{stem}-report.html")
+        shutil.copyfile(summary.report_md, args.out / f"{stem}-report.md")
+        shutil.copyfile(summary.report_html, args.out / f"{stem}-report.html")
         capture_page(args.out / f"{stem}-page.png")
-        section = Path(rendered.report_md).read_text().split("## Culprit search (bisection)", 1)[1]
+        section = Path(summary.report_md).read_text().split("## Culprit search (bisection)", 1)[1]
         section = "#### Culprit search (bisection)" + section.split("\n---\n", 1)[0]
     raw = args.out / "raw" / stem
     raw.mkdir(parents=True, exist_ok=True)
