@@ -260,8 +260,6 @@ def _candidates(source: BuildSource, level: BisectLevel, good: str,
             lambda commit, _: refs.commit_culprit(commit_range.repo, commit))
 
 
-
-
 def _vram_judge(bisection: _Bisection, good: str, bad: str, good_build_s: float) -> tuple[Judge, Ends]:
     """Measure both ends; a candidate is judged by which end's exact figure it has."""
     metric = bisection.metric
