@@ -40,6 +40,7 @@ def main() -> None:
                   for m in matrix.models]
         matrix = matrix.model_copy(update={"build": demo, "models": models})
         versions = (demo.version, demo.version)
+        plan.SCALE = "tiny"  # the source the plan writes (seed_night.synthesize reads it)
     (plan.OUT / "logs").mkdir(parents=True, exist_ok=True)
     synth_dir = Paths().models / "synth"
     synth_dir.mkdir(parents=True, exist_ok=True)
