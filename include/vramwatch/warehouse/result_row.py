@@ -7,6 +7,8 @@ column put back at its place, so a column and a copy of it in the record can nev
 
 A column holds a record field when its rows.Field source is a path of record fields (config.model.quant); a derived
 column (config_id, vram_gib, needed_mib, a computed source) is stored for SQL and rebuilt from the record's fields.
+A migration that adds a column for a field the stored records already hold moves each value out of the record into
+the column (as 0007 does); a column for a new field reads None on older rows: not measured then.
 """
 
 from __future__ import annotations
