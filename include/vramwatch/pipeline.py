@@ -96,13 +96,11 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
 
 
 def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: str = "") -> ValidatedNight:
-    from vramwatch.report.write import DATA_DOCS_INDEX, save_validation
+    from vramwatch.report.write import DATA_DOCS_INDEX
     from vramwatch.validate.gate import validate_night
 
-    reports = Paths().reports / lane
-    data_docs = (reports / night / DATA_DOCS_INDEX).parent
+    data_docs = (Paths().reports / lane / night / DATA_DOCS_INDEX).parent
     validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
-    save_validation(reports, night, validated.expectations)  # the report, another task, shows them
     _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
     return validated
 

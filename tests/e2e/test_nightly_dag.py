@@ -155,5 +155,5 @@ def test_the_report_shows_the_validation_and_says_that_alerts_are_off(night):
     assert "> **Warning:** Alerts are off: no alert channel is configured" in md
     validation = md.split("## Validation (Great Expectations)", 1)[1]
     assert "| config_unique | expect_column_values_to_be_unique | config_id | passed | 0 |" in validation
-    night_folder = next(p.parent.name for p in (tmp / "reports").glob("*/validation.json"))
+    night_folder = next(p.parent.name for p in (tmp / "reports").glob("*/summary.md"))
     assert f"]({night_folder}/data_docs/index.html)" in validation

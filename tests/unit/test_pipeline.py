@@ -51,8 +51,10 @@ def test_a_night_whose_buffers_did_not_parse_is_quarantined_never_a_vram_change(
     try:
         (quarantined,) = warehouse.quarantined_for_run("run2")
         stored = warehouse.history()
+        outcomes = {outcome.name: outcome.success for outcome in warehouse.expectations("run2")}
     finally:
         warehouse.close()
+    assert outcomes["buffers_parsed"] is False and outcomes["config_unique"] is True  # kept with the run
     assert quarantined.result.config.config_name == BASELINE
     assert {"buffers_parsed", "gpu_model_buffer_measured"} <= set(quarantined.failed_expectations)
     tonight = stored[stored["run_id"] == "run2"]

@@ -7,8 +7,6 @@ their links pointing into the night's folder.
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -51,7 +49,6 @@ if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
-VALIDATION_FILE = "validation.json"
 DATA_DOCS_INDEX = "data_docs/index.html"  # under the night's folder: where the pipeline has the validate step build them
 # Good runs per config and machine the report reads (Warehouse.recent_history): the change table needs the previous
 # run, the history plot draws this many; years of nights would cost seconds and draw nothing more legible.
@@ -142,33 +139,17 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     return md_path, html_path
 
 
-def save_validation(reports_dir: Path | str, night: str, outcomes: Sequence[ExpectationOutcome]) -> Path:
-    """Keep the night's validation outcomes beside its report (reports/<night>/validation.json): the validate step
-    writes them, the report step (another task) reads them."""
-    path = Path(reports_dir) / night / VALIDATION_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps([o.to_dict() for o in outcomes], indent=1))
-    return path
-
-
-def saved_validation(reports_dir: Path | str, night: str) -> list[ExpectationOutcome]:
-    path = Path(reports_dir) / night / VALIDATION_FILE
-    return [ExpectationOutcome.from_dict(o) for o in json.loads(path.read_text())] if path.is_file() else []
-
-
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
                    reports_dir: Path | str, notices: Sequence[str] = (), refresh_latest: bool = True) -> NightSummary:
-    """Read the run and its configs' recent history from the warehouse, write the report, return the night
-    summary."""
+    """Read the run, its validation outcomes and its configs' recent history from the warehouse, write the report,
+    return the night summary. `verdicts`: tonight's, or a night's as the warehouse keeps them (Warehouse.verdicts:
+    its incidents as they are now, a bisection stored since included)."""
     run = warehouse.run(run_id)
-    searched = {i.incident_id: i.bisection for i in warehouse.incidents() if i.bisection is not None}
-    verdicts = dataclasses.replace(verdicts, incidents=[  # a bisection lands after the night that opened its incident
-        dataclasses.replace(i, bisection=searched.get(i.incident_id, i.bisection)) for i in verdicts.incidents])
     results = warehouse.results_for_run(run_id)
     history = warehouse.recent_history({r.config.config_id for r in results}, HISTORY_RUNS, until_run=run_id,
                                        fields=HISTORY_FIELDS)
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id), notices,
-                                      saved_validation(reports_dir, run.night), refresh_latest)
+                                      warehouse.expectations(run_id), refresh_latest)
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))

@@ -73,7 +73,8 @@ class RunRow(Base):
     """One nightly run (an Airflow DAG run, a CLI run or a test run)."""
 
     __tablename__ = "runs"
-    __table_args__ = (Index("ix_runs_night_started", "night", "started"),)  # history order (0005)
+    __table_args__ = (Index("ix_runs_night_started", "night", "started"),  # history order (0005)
+                      Index("ix_runs_lane_night_started", "lane", "night", "started"))  # a lane's newest (0007)
 
     run_id: Mapped[str] = mapped_column(String(250), primary_key=True)
     night: Mapped[date] = mapped_column(Date, index=True)
@@ -85,6 +86,10 @@ class RunRow(Base):
     # the content hash of the measured night it holds: one run per measured night (0004)
     night_key: Mapped[str | None] = mapped_column(String(64), unique=True)
     error: Mapped[str] = mapped_column(Text, default="")  # why its store failed (0004)
+    # the GPU worker's label (config.GpuWorker) whose night it is: "" for the first worker's (0007)
+    lane: Mapped[str] = mapped_column(String(63), default="")
+    # the night's validation outcomes, records.ExpectationOutcome as JSON; None: stored before they were kept (0007)
+    expectations: Mapped[list[Any] | None] = mapped_column(JSON)
 
 
 class EnvironmentRow(Base):
@@ -121,8 +126,8 @@ def result_column(field: rows.Field) -> Column[Any]:
 
 
 class ResultRow(Base):
-    """One config of one run: every field of the flat row (vramwatch.rows.FIELDS) a column, plus the whole record as
-    JSON for anything not flattened."""
+    """One config of one run: every field of the flat row (vramwatch.rows.FIELDS) a column, and as JSON the rest of
+    its record, what no column holds (result_row.py maps a BenchResult to both and back: each figure kept once)."""
 
     __table__ = Table(
         "results", Base.metadata,
@@ -173,7 +178,8 @@ class IncidentRow(Base):
 
 
 class VerdictRow(Base):
-    """A night's verdicts beyond its incidents: same-night A/B comparisons and what could not be judged (0003)."""
+    """A night's verdicts (0003): same-night A/B comparisons, what could not be judged, and its incidents by reference
+    ({"incident_id", "escalated"}, 0007): they are read from their rows, as they are now."""
 
     __tablename__ = "verdicts"
 

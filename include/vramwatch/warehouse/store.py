@@ -6,6 +6,7 @@ its database to the newest schema (Alembic, see migrate.py), so an empty databas
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
@@ -26,6 +27,7 @@ from vramwatch.records import (
     BenchResult,
     BisectResult,
     BuildRecord,
+    ExpectationOutcome,
     Incident,
     NightVerdicts,
     QuarantinedResult,
@@ -33,7 +35,7 @@ from vramwatch.records import (
     ValidatedNight,
 )
 from vramwatch.rows import FIELD_NAMES, HISTORY_COLUMNS, REQUIRED_COLUMNS, RUN_COLUMNS, flatten
-from vramwatch.warehouse import migrate
+from vramwatch.warehouse import migrate, result_row
 from vramwatch.warehouse.models import (
     BuildRow,
     EnvironmentRow,
@@ -124,10 +126,10 @@ def _has_results() -> Any:
     return select(ResultRow.id).where(ResultRow.run_id == RunRow.run_id).exists()
 
 
-def _of_lane(lane: str) -> Any:
-    """Whether a run is one GPU worker's (config.GpuWorker: run ids `<lane>/...`; the first worker's, lane "", have
-    no '/')."""
-    return RunRow.run_id.startswith(f"{lane}/", autoescape=True) if lane else RunRow.run_id.not_like("%/%")
+def lane_of(run_id: str) -> str:
+    """The lane a run id names (config.GpuWorker.run_id: `<lane>/<run id>`; the first worker's, lane "", has no '/'):
+    what store_run takes while its callers pass lane-prefixed run ids."""
+    return run_id.split("/", 1)[0] if "/" in run_id else ""
 
 
 def _iso(moment: datetime | None) -> str:
@@ -201,26 +203,29 @@ class Warehouse:
         return session.scalar(statement.returning(BuildRow.id))
 
     def store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
-                  night_key: str | None = None) -> str:
-        """Store a whole night in one transaction: its build, the run (status stored), its environments and rows.
+                  night_key: str | None = None, lane: str | None = None) -> str:
+        """Store a whole night in one transaction: its build, the run (status stored, its lane, its validation
+        outcomes), its environments and rows. `lane`: the GPU worker's label (config.GpuWorker); None: the run id's
+        `<lane>/` prefix (lane_of).
 
         All or nothing: a store that fails leaves what was there before, its run marked failed with the reason (never
         `running`), and raises one WarehouseError line. Storing a run again replaces its rows. `night_key` names the
         measured night (a content hash): a night another run already holds is stored into that run, never twice.
         Returns the id of the run the night is stored under.
         """
+        lane = lane_of(run_id) if lane is None else lane
         try:
-            return self._store_run(run_id, night, build, validated, trigger, night_key)
+            return self._store_run(run_id, night, build, validated, trigger, night_key, lane)
         except DBAPIError as exc:
             reason = _first_line(exc)
-            marked = self.mark_failed(run_id, night, build, trigger, reason)
+            marked = self.mark_failed(run_id, night, build, trigger, reason, lane)
             raise WarehouseError(
                 f"storing run {run_id} failed, nothing of it was stored: {reason}"
                 + ("" if marked else " (the run could not even be marked failed)"),
                 "make the warehouse reachable and free of long-held locks, then store the night again") from None
 
     def _store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
-                   night_key: str | None) -> str:
+                   night_key: str | None, lane: str) -> str:
         with self._store_transaction() as session:
             # the build's upsert locks its row until commit, so stores of one measured night (one build) take turns:
             # the second finds the first's night_key (and uq_runs_night_key refuses a second copy in any case)
@@ -230,20 +235,23 @@ class Warehouse:
             run = session.get(RunRow, run_id) or RunRow(run_id=run_id)
             run.night, run.build_id, run.trigger, run.night_key = _night(night), build_id, trigger, night_key
             run.started = run.ended = _utcnow()
-            run.status, run.error = STORED, ""
+            run.status, run.error, run.lane = STORED, "", lane
+            run.expectations = [outcome.to_dict() for outcome in validated.expectations]
             session.add(run)
             session.flush()
             self._replace_rows(session, run, validated)
         return run_id
 
-    def mark_failed(self, run_id: str, night: str | date, build: BuildRecord, trigger: str, reason: str) -> bool:
+    def mark_failed(self, run_id: str, night: str | date, build: BuildRecord, trigger: str, reason: str,
+                    lane: str | None = None) -> bool:
         """Record a run that could not be stored (its store or its validation failed) with its build and the reason,
         in its own short transaction; it keeps rows it stored before. False when the warehouse cannot take even
-        that."""
+        that. `lane` as for store_run."""
         try:
             with self._store_transaction() as session:
                 run = session.get(RunRow, run_id) or RunRow(run_id=run_id, started=_utcnow())
                 run.night, run.build_id, run.trigger = _night(night), self._upsert_build(session, build), trigger
+                run.lane = lane_of(run_id) if lane is None else lane
                 run.ended, run.status, run.error = _utcnow(), FAILED, reason
                 session.add(run)
             return True
@@ -255,7 +263,7 @@ class Warehouse:
         session.execute(delete(QuarantineRow).where(QuarantineRow.run_id == run.run_id))
         self._upsert_environments(session, validated.accepted, run.night)
         if validated.accepted:
-            rows = [{**flatten(r), "run_id": run.run_id, "record": r.to_dict()} for r in validated.accepted]
+            rows = [{**result_row.to_row(r), "run_id": run.run_id} for r in validated.accepted]
             session.execute(insert(ResultRow), rows)
         if validated.quarantined:
             session.execute(insert(QuarantineRow), [
@@ -319,16 +327,18 @@ class Warehouse:
     def latest_run(self, night: str | date | None = None, lane: str | None = None) -> RunRecord | None:
         """The newest run that stored results (on `night`, if given; of one GPU worker's lane, if given), or None."""
         conditions = [_has_results()] + ([RunRow.night == _night(night)] if night is not None else [])
-        conditions += [_of_lane(lane)] if lane is not None else []
+        conditions += [RunRow.lane == lane] if lane is not None else []
         found = self._run_records(*conditions, limit=1)
         return found[0] if found else None
 
     def previous_run(self, run_id: str) -> RunRecord | None:
-        """The latest run before this one (by night, then start) that stored results, or None for the first."""
-        run = self.run(run_id)
-        night, started = _night(run.night), datetime.fromisoformat(run.started)
+        """The latest run of the same lane before this one (by night, then start) that stored results, or None for
+        the first."""
+        with self._sessions() as session:
+            run = self._run(session, run_id)
+            night, started, lane = run.night, run.started, run.lane
         earlier = (RunRow.night < night) | ((RunRow.night == night) & (RunRow.started < started))
-        found = self._run_records(earlier, _has_results(), limit=1)
+        found = self._run_records(earlier, _has_results(), RunRow.lane == lane, limit=1)
         return found[0] if found else None
 
     def run_environments(self, run_id: str) -> list[str]:
@@ -343,16 +353,24 @@ class Warehouse:
         with self._sessions() as session:
             return session.scalar(
                 select(BuildRow.version).join(RunRow, RunRow.build_id == BuildRow.id)
-                .where(BuildRow.source == source, RunRow.status.not_in((RUNNING, FAILED)), _of_lane(lane))
+                .where(BuildRow.source == source, RunRow.status.not_in((RUNNING, FAILED)), RunRow.lane == lane)
                 .order_by(RunRow.night.desc(), RunRow.started.desc()).limit(1)
             )
 
     # ------------------------------------------------------------------------------------------------ results
 
     def results_for_run(self, run_id: str) -> list[BenchResult]:
+        columns = [ResultRow.__table__.c[name] for name in result_row.COLUMN_PATHS]
+        query = select(*columns, ResultRow.record).where(ResultRow.run_id == run_id).order_by(ResultRow.id)
         with self._sessions() as session:
-            records = session.scalars(select(ResultRow.record).where(ResultRow.run_id == run_id).order_by(ResultRow.id))
-            return [BenchResult.from_dict(r) for r in records]
+            return [result_row.from_row(row._mapping, row.record) for row in session.execute(query)]
+
+    def expectations(self, run_id: str) -> list[ExpectationOutcome]:
+        """How each expectation of the run's validation suite came out (none for a run stored before they were
+        kept)."""
+        with self._sessions() as session:
+            outcomes = self._run(session, run_id).expectations or []
+        return [ExpectationOutcome.from_dict(outcome) for outcome in outcomes]
 
     def quarantined_for_run(self, run_id: str) -> list[QuarantinedResult]:
         with self._sessions() as session:
@@ -506,17 +524,36 @@ class Warehouse:
     # ------------------------------------------------------------------------------------------------ verdicts
 
     def save_verdicts(self, run_id: str, verdicts: NightVerdicts) -> None:
-        """A night's verdicts, replacing what that run stored before."""
+        """A night's verdicts, replacing what that run stored before. Its incidents are kept by id (and whether each
+        paged again that night): save them first (save_incident)."""
+        unsaved = [incident.summary for incident in verdicts.incidents if incident.incident_id is None]
+        if unsaved:
+            raise WarehouseError(f"verdicts of run {run_id} name incidents that were never saved: {unsaved}",
+                                 "save each incident (save_incident) and keep the incident it returns")
         with self._sessions.begin() as session:
             self._run(session, run_id)
             row = session.get(VerdictRow, run_id) or VerdictRow(run_id=run_id)
-            row.record = verdicts.to_dict()
+            row.record = {**verdicts.to_dict(), "incidents": [
+                {"incident_id": incident.incident_id, "escalated": incident.escalated}
+                for incident in verdicts.incidents]}
             session.add(row)
 
     def verdicts(self, run_id: str) -> NightVerdicts | None:
+        """A night's stored verdicts, its incidents as their rows are now (a bisection stored since included), new
+        and escalated as of that night."""
         with self._sessions() as session:
             row = session.get(VerdictRow, run_id)
-            return None if row is None else NightVerdicts.from_dict(row.record)
+            if row is None:
+                return None
+            night = self._run(session, run_id).night
+            references = row.record.get("incidents", [])
+            wanted = [reference["incident_id"] for reference in references]
+            found = {incident.id: incident
+                     for incident in session.scalars(select(IncidentRow).where(IncidentRow.id.in_(wanted)))}
+            incidents = [dataclasses.replace(self._incident(found[reference["incident_id"]], night),
+                                             escalated=reference["escalated"])
+                         for reference in references if reference["incident_id"] in found]
+            return dataclasses.replace(NightVerdicts.from_dict({**row.record, "incidents": []}), incidents=incidents)
 
     # ------------------------------------------------------------------------------------------------ incidents
 

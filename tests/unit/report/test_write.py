@@ -209,11 +209,11 @@ def test_an_incidents_bisection_lands_in_the_report_of_a_later_rendering_escaped
     opened = warehouse.save_incident(Incident(incident_id=None, kind="vram", metric="gpu_compute_mib", state="open",
                                               configs=["deepseek-moe-16b/Q4_K_M/baseline"], summary="+24 MiB"),
                                      "env", night_of(1))
-    verdicts = NightVerdicts([opened])  # as the night stored them: before its bisection ran
+    warehouse.save_verdicts("run001", NightVerdicts([opened]))  # as the night stored them: before its bisection ran
     found = bisection(subject=XSS_PAYLOAD)  # a commit subject is text from outside: never markup
     warehouse.save_bisection(opened.incident_id, found)
 
-    summary = report_for_run(warehouse, "run001", verdicts, tmp_path / "reports")
+    summary = report_for_run(warehouse, "run001", warehouse.verdicts("run001"), tmp_path / "reports")
 
     md, html = Path(summary.report_md).read_text(), Path(summary.report_html).read_text()
     section = md.split("## Culprit search (bisection)", 1)[1].split("\n---\n", 1)[0]
@@ -228,7 +228,7 @@ def test_an_incidents_bisection_lands_in_the_report_of_a_later_rendering_escaped
     warehouse.close()
 
 
-def test_the_report_lists_quarantined_rows_and_what_they_failed(tmp_path):
+def test_the_report_lists_quarantined_rows_what_they_failed_and_the_stored_validation_outcomes(tmp_path):
     warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
     results = night(gpu=False)
     broken = replace(results[0], status="exploded", error="")  # an unknown status with no error: two failures
@@ -244,6 +244,11 @@ def test_the_report_lists_quarantined_rows_and_what_they_failed(tmp_path):
     (row,) = [line for line in section.splitlines() if line.startswith(f"| {broken.config.config_name} ")]
     assert "| exploded |" in row and "error_explained" in row and "status_known" in row
     assert "<h2>Quarantined</h2>" in (tmp_path / "reports" / "latest.html").read_text()
+    # the night's validation outcomes come from the warehouse, stored with the run: no file beside the report
+    validation = md.split("## Validation (Great Expectations)", 1)[1]
+    assert "| config_unique | expect_column_values_to_be_unique | config_id | passed | 0 |" in validation
+    assert "| status_known | expect_column_values_to_be_in_set | status | **FAILED** | 1 |" in validation
+    assert not list(tmp_path.rglob("validation.json"))
     warehouse.close()
     clean, _ = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path / "clean")
     assert "## Quarantined" not in clean.read_text()

@@ -1,12 +1,12 @@
 """The warehouse on SQLite and PostgreSQL: schema from migrations, idempotent store, history, runs, incidents.
 
-Every test taking `url` runs once per backend. PostgreSQL tests use a throwaway database created for the session
-(dropped at the end) and are skipped, with the reason, when the server at PG_SERVER is unreachable.
+Every test taking `url` runs once per backend (conftest.py).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import threading
 import time
 from urllib.parse import quote
@@ -24,6 +24,7 @@ from vramwatch.records import (
     BuildCheck,
     BuildRecord,
     BuildRequest,
+    ExpectationOutcome,
     Incident,
     MeasuredNight,
     NightVerdicts,
@@ -37,30 +38,6 @@ from vramwatch.warehouse.models import Base
 from vramwatch.warehouse.store import STORE_LOCK_TIMEOUT_MS, Warehouse, WarehouseError
 from vramwatch.warehouse.tempdb import temporary_database
 from vramwatch.warehouse.url import WarehouseConfigError, url_from_airflow_connection
-
-PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/test"
-
-
-@pytest.fixture(scope="session")
-def postgres_database():
-    try:
-        sa.create_engine(PG_SERVER).connect().close()
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable at {PG_SERVER}: {str(exc.orig).strip().splitlines()[0]}")
-    with temporary_database(PG_SERVER) as url:
-        yield url
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def url(request, tmp_path):
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'warehouse.db'}"
-        return
-    database = request.getfixturevalue("postgres_database")
-    yield database
-    engine = sa.create_engine(database)  # leave the shared database empty for the next test
-    migrate.downgrade(engine, "base")
-    engine.dispose()
 
 
 @pytest.fixture
@@ -106,7 +83,7 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert {"builds", "runs", "environments", "results", "quarantine", "incidents"} <= tables
     assert "alembic_version" not in tables  # Airflow's name stays free when both share a database
     assert diffs == []  # migrations and models describe the same schema
-    assert version == "0006"
+    assert version == "0007"
 
 
 def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
@@ -205,6 +182,26 @@ def test_quality_figures_round_trip_and_reach_history(warehouse):
     assert frame.loc["phi-3.5-moe", ["perplexity", "quality_tokens", "greedy_sha256"]].tolist() == [
         25.123, 327, "f2" * 32]
     assert frame.loc["deepseek-moe-16b", ["perplexity", "quality_tokens", "greedy_sha256"]].isna().all()
+
+
+def test_a_results_figures_are_kept_once_in_its_columns_and_read_back_from_them(warehouse):
+    """Fault: each figure was kept twice, as a column and in the JSON record, and the two could disagree (a column
+    backfilled by a migration, a row fixed in SQL): history read one, the report and regressions the other."""
+    stored = result("deepseek-moe-16b", "Q2_K")
+    store(warehouse, "n1", "2026-01-01", [stored])
+    engine = sa.create_engine(warehouse.url)
+    with engine.begin() as connection:
+        record = connection.execute(sa.text("SELECT record FROM results")).scalar_one()
+        connection.execute(sa.text("UPDATE results SET gpu_compute_mib = 300.5, tg_avg_ts = 41.0"))
+    engine.dispose()
+
+    (back,) = warehouse.results_for_run("n1")
+
+    record = json.loads(record) if isinstance(record, str) else record
+    assert "gpu_compute_mib" not in record["memory"] and "avg_ts" not in record["tg"]
+    assert record["memory"]["source_lines"] == stored.memory.source_lines  # what no column holds stays in it
+    assert (back.memory.gpu_compute_mib, back.tg.avg_ts) == (300.5, 41.0)  # what history reads, too
+    assert replace(back, memory__gpu_compute_mib=stored.memory.gpu_compute_mib, tg__avg_ts=stored.tg.avg_ts) == stored
 
 
 def test_verdicts_of_a_run_not_stored_name_the_fix(warehouse):
@@ -404,6 +401,24 @@ def test_each_gpu_workers_lane_has_its_own_last_version(warehouse):
     assert warehouse.last_benchmarked_version("pypi", lane="gpu-2") is None
 
 
+def test_a_runs_lane_is_a_column_given_or_read_from_its_run_id_and_each_lane_has_its_own_runs(warehouse):
+    rows = night(quants=("Q2_K",))
+    store(warehouse, "n1", "2026-01-01", rows)
+    store(warehouse, "gpu-1/n1", "2026-01-01", rows)  # a lane-prefixed run id, as the DAG passes them
+    warehouse.store_run("other-n2", "2026-01-02", build(), ValidatedNight(accepted=rows, quarantined=[]),
+                        "scheduled", lane="gpu-1")
+    store(warehouse, "n2", "2026-01-02", rows)
+    warehouse.mark_failed("gpu-1/n3", "2026-01-03", build(), "scheduled", "validation crashed")
+
+    with sa.create_engine(warehouse.url).connect() as connection:
+        lanes = dict(connection.execute(sa.text("SELECT run_id, lane FROM runs")).all())
+    assert lanes == {"n1": "", "gpu-1/n1": "gpu-1", "other-n2": "gpu-1", "n2": "", "gpu-1/n3": "gpu-1"}
+    assert warehouse.latest_run(lane="gpu-1").run_id == "other-n2" and warehouse.latest_run(lane="").run_id == "n2"
+    assert warehouse.latest_run().run_id == "n2"  # no lane asked: any
+    assert warehouse.previous_run("other-n2").run_id == "gpu-1/n1"  # its own lane's, not the first worker's n1
+    assert warehouse.previous_run("n2").run_id == "n1"
+
+
 # ------------------------------------------------------------------------------------------------ incidents
 
 
@@ -433,6 +448,47 @@ def test_incident_lifecycle_open_update_resolve(warehouse):
 
     with pytest.raises(WarehouseError, match="incident 999"):
         warehouse.resolve_incident(999, "2026-01-05")
+
+
+def test_verdicts_keep_their_incidents_by_id_and_read_them_as_they_are_now(warehouse):
+    """Fault: the verdicts kept a copy of each incident, so a bisection (or any update) stored after the night was
+    missing from them, and the report patched every incident into the stale copy."""
+    store(warehouse, "n3", "2026-01-03", night(quants=("Q2_K",)))
+    store(warehouse, "n4", "2026-01-04", night(quants=("Q2_K",)))
+    env = result().fingerprint.environment_id
+    opened = warehouse.save_incident(
+        Incident(incident_id=None, kind="vram", metric="gpu_compute_mib", state="open",
+                 configs=["deepseek-moe-16b/Q4_K_M/baseline"], summary="compute buffer +24 MiB"), env, "2026-01-03")
+    warehouse.save_verdicts("n3", NightVerdicts([opened], not_judged=["tg: judged tomorrow"]))
+    grown = warehouse.save_incident(replace(opened, summary="compute buffer +64 MiB", escalated=True), env,
+                                    "2026-01-04")
+    warehouse.save_verdicts("n4", NightVerdicts([grown]))
+    found = bisection()
+    warehouse.save_bisection(opened.incident_id, found)
+
+    third, fourth = warehouse.verdicts("n3"), warehouse.verdicts("n4")
+
+    assert third.not_judged == ["tg: judged tomorrow"]
+    (as_of_third,), (as_of_fourth,) = third.incidents, fourth.incidents
+    assert as_of_third == replace(grown, bisection=found, is_new=True, escalated=False)  # new that night, not grown
+    assert as_of_fourth == replace(grown, bisection=found) and as_of_fourth.escalated and not as_of_fourth.is_new
+    with pytest.raises(WarehouseError, match="never saved") as info:
+        warehouse.save_verdicts("n4", NightVerdicts([replace(opened, incident_id=None)]))
+    assert "save_incident" in info.value.fix
+
+
+def test_a_runs_validation_outcomes_are_stored_with_it_and_replaced_with_it(warehouse):
+    passed = ExpectationOutcome("status_known", "expect_column_values_to_be_in_set", ["status"], True, 0)
+    failed = ExpectationOutcome("pp_measured", "expect_column_values_to_not_be_null", ["pp_avg_ts"], False, 1,
+                                ["deepseek-moe-16b/Q2_K/baseline"])
+    rows = night(quants=("Q2_K",))
+
+    warehouse.store_run("n1", "2026-01-01", build(), ValidatedNight(rows, [], expectations=[passed, failed]), "test")
+    assert warehouse.expectations("n1") == [passed, failed]
+    warehouse.store_run("n1", "2026-01-01", build(), ValidatedNight(rows, [], expectations=[passed]), "test")
+    assert warehouse.expectations("n1") == [passed]
+    with pytest.raises(WarehouseError, match="'n9' is not in the warehouse"):
+        warehouse.expectations("n9")
 
 
 def test_a_bisection_rides_on_its_incident_and_outlives_the_next_nights_update(warehouse):
@@ -712,14 +768,14 @@ def test_reingesting_a_night_under_a_new_run_id_does_not_double_its_rows(url, in
 
 
 def test_a_warehouse_lost_during_nightly_keeps_the_measured_night_and_ingest_finishes_it(
-        ingest_env, monkeypatch, capsys):
+        ingest_env, postgres_server, monkeypatch, capsys):
     """Fault: a warehouse lost while `vramwatch nightly` benched lost every result: the CLI kept no measured file."""
     measured, _ = measured_night(ingest_env)
-    with temporary_database(PG_SERVER) as lost:
+    with temporary_database(postgres_server) as lost:
         monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", lost)
         Warehouse(lost).close()
         database = sa.engine.make_url(lost).database
-        admin = sa.create_engine(PG_SERVER, isolation_level="AUTOCOMMIT")
+        admin = sa.create_engine(postgres_server, isolation_level="AUTOCOMMIT")
 
         def measure_while_the_warehouse_goes(*_args, **_kwargs) -> MeasuredNight:
             with admin.connect() as connection:
