@@ -5,6 +5,7 @@
 #   bash benchmarks/gpu/seed_night.sh 560 [restart] [--only STEP...]   (carry: device; see seed_night.py for the plan)
 # PLAN=two_releases runs benchmarks/gpu/two_releases.py instead (issue 15's two releases and their A/B);
 # PLAN=bisect_releases runs issue 18's release-level bisection (benchmarks/gpu/bisect_releases.py).
+# PLAN=noise runs issue 25's process-to-process noise measurement (benchmarks/gpu/noise.py).
 # restart: run the plan again from the top (the engine and model files already made are reused); what follows goes
 # to seed_night.py when it starts.
 # device/ is prepared here first:
