@@ -59,11 +59,10 @@ class Field:
 
     def number(self, value: Any, sign: bool = False) -> str:
         """The value in its unit, without the unit (a column whose header says it); MISSING when not measured."""
-        measured = number(value) if isinstance(value, int | float) else value
-        if measured is None:
+        if value is None or (isinstance(value, float) and math.isnan(value)):
             return MISSING
         spec = ("+" if sign else "") + self.format
-        return format(measured, spec) if spec else str(measured)
+        return format(value, spec) if spec else str(value)
 
     def text(self, value: Any) -> str:
         """The value with its unit ("1024.00 MiB", "8.50 GiB" for a size in bytes); MISSING when not measured."""
@@ -176,7 +175,7 @@ FIELDS: tuple[Field, ...] = (
     Field("host_bandwidth_gbs", FLOAT, "roofline.host_bandwidth_gbs", optional=True, label="host bandwidth",
           unit="GB/s", format=".0f"),
     Field("bound_tg_ts", FLOAT, "roofline.bound_tg_ts", optional=True, label="tg bound", unit=TOK_S, format=".1f"),
-    Field("fraction_of_bound", FLOAT, "roofline.fraction_of_bound", optional=True, label="tg of bound",
+    Field("fraction_of_bound", FLOAT, "roofline.fraction_of_bound", optional=True, label="tg reached",
           format=".1%"),
     # when and how long
     Field("started_at", STRING, "started_at", length=40, label="started"),
