@@ -187,6 +187,12 @@ BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 COMPARED: tuple[Field, ...] = tuple(f for f in FIELDS if f.compared)  # in FIELDS order
 
 
+def words_of(name: str) -> str:
+    """What printers call a metric: its field's words ("gpu_model_mib" -> "GPU model"); other names (a buffer such as
+    "CUDA0/compute", a test such as "tg") as they are."""
+    return BY_NAME[name].words if name in BY_NAME else name
+
+
 def flatten(result: BenchResult) -> dict[str, Any]:
     """One result as one flat row, in FIELDS order."""
     return {f.name: f.value(result) for f in FIELDS}

@@ -57,3 +57,9 @@ def test_compared_figures_are_the_buffers_and_the_speeds_each_with_words_and_a_u
                                                "host_compute_mib"}
     for field in rows.COMPARED:
         assert field.label and field.unit and field.format, field.name
+
+
+def test_a_metric_is_named_in_words_where_it_is_a_field():
+    """The page and the report's culprit table showed raw names such as gpu_model_mib."""
+    assert (rows.words_of("gpu_compute_mib"), rows.words_of("CUDA0/compute"), rows.words_of("tg")) == (
+        "GPU compute", "CUDA0/compute", "tg")

@@ -25,7 +25,7 @@ from vramwatch.records import (
     Record,
     config_name,
 )
-from vramwatch.rows import BY_NAME, COMPARED, MIB_UNIT, MISSING, number, split_tonight
+from vramwatch.rows import BY_NAME, COMPARED, MIB_UNIT, MISSING, number, split_tonight, words_of
 
 NO_GPU = "no GPU"
 GPU_SIZES_GIB = (8, 12, 16, 24, 48, 80, 141)
@@ -337,7 +337,7 @@ def bisections_table(incidents: Sequence[Incident]) -> Table | None:
                         f"{result.stopped}")
         culprit += f" (llama.cpp {result.commit_range} to bisect next)" if result.commit_range else ""
         link = result.culprit.link if result.culprit else MISSING
-        rows.append([str(incident.incident_id or MISSING), config_name(result.config_id), result.metric,
+        rows.append([str(incident.incident_id or MISSING), config_name(result.config_id), words_of(result.metric),
                      f"{before} -> {after}", culprit, link, result.cost])
     return Table("Culprit search (bisection)", ["#", "Config", "Metric", "Good -> bad", "Culprit", "Link", "Steps"],
                  rows, note="Each step built one release or commit and benched the config on the good build's model "
