@@ -2,10 +2,10 @@
 and two builds compared. It sits in the report stage, beside the report's own views, so the page, the CLI, the
 pipeline and a static site can all build it.
 
-Everything here is plain data for a template; its words and units come from vramwatch.rows. Imports pandas (through
-the report's tables): the page loads this module on the first request, not at import. Every read is bounded, whatever the
-warehouse holds: the charts read one row per config for each of the newest HISTORY_RUNS runs (aggregated in SQL),
-the comparison one row per config and build.
+Everything here is plain data for a template; its words and units come from vramwatch.rows. Imports pandas
+(through the report's tables): the page loads this module on the first request, not at import. Every read is
+bounded, whatever the warehouse holds: the charts read one row per config for each of the newest HISTORY_RUNS runs
+(aggregated in SQL), the comparison one row per config and build.
 """
 
 from __future__ import annotations
@@ -23,7 +23,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from vramwatch.warehouse.store import Warehouse
-
 
 
 @dataclass(frozen=True)
