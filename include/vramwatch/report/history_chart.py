@@ -98,7 +98,8 @@ def _build(row: pd.Series) -> str:
 
 
 def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> Figure | None:
-    """Per model: every config's VRAM (where measured) and tg speed, one point per run; incidents marked in red."""
+    """Per model: every config's VRAM (where measured) and tg speed, one point per run; incidents marked in red, runs
+    that measured nothing crossed on the axis."""
     runs = frame.sort_values("night", kind="stable").drop_duplicates("run_id")
     ok = frame[frame["status"] == "ok"]
     if ok.empty:
@@ -112,15 +113,19 @@ def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> Figure | None
             for config in incident.configs:
                 marks.setdefault(config, set()).add(incident.opened_night)
     grid = []
-    for model, mine in ok.groupby("model", sort=False):
+    for model, mine in frame.groupby("model", sort=False):
         row = []
         for measure in panels:
             series = []
             for config_id, config_rows in mine.groupby("config_id", sort=False):
-                track = Track(config_label(config_id), [
-                    (position[r["run_id"]], RunPoint(r["night"], r["run_id"], "ok", number(r[measure.name]), _build(r)))
-                    for _, r in config_rows.iterrows() if number(r[measure.name]) is not None],
-                    frozenset(marks.get(config_id, ())))
+                runs = [(position[r["run_id"]], RunPoint(r["night"], r["run_id"], r["status"],
+                                                         number(r[measure.name]) if r["status"] == "ok" else None,
+                                                         _build(r)))
+                        for _, r in config_rows.iterrows()]
+                # an ok run without this figure (VRAM on a CPU host) is no point and no failure
+                track = Track(config_label(config_id), [(x, run) for x, run in runs
+                                                        if run.value is not None or run.status != "ok"],
+                              frozenset(marks.get(config_id, ())))
                 series.append(_series(track, measure.text))
             row.append((f"{model}: {measure.title}", measure.title, series))
         grid.append(row)

@@ -69,3 +69,27 @@ def test_a_config_that_never_measured_has_no_line_and_no_scale():
 def test_a_config_is_named_by_its_quant_and_mode_as_records_writes_them():
     """The page wrote "partial 4", the tables "partial4": one writer now (records.BenchConfig.mode_label)."""
     assert config_label("deepseek-moe-16b/Q4_K_M/partial4@0123abcd") == "Q4_K_M/partial4"
+
+
+def test_the_reports_history_crosses_a_run_that_measured_nothing_as_the_page_does(tmp_path):
+    """One renderer: the report's figure showed only ok runs, so a config that ran out of memory just stopped."""
+    from support.warehouses import NIGHTS, OOM, three_nights
+
+    from vramwatch.report.history_chart import HISTORY_RUNS, history
+    from vramwatch.report.write import HISTORY_FIELDS
+    from vramwatch.warehouse.store import Warehouse
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    three_nights(url)
+    warehouse = Warehouse(url)
+    frame = warehouse.history()
+    frame = warehouse.recent_history(set(frame["config_id"]), HISTORY_RUNS, fields=HISTORY_FIELDS)
+    warehouse.close()
+
+    figure = history(frame, [])
+    model = OOM.split("/")[0]
+    vram, tg = [panel for panel in figure.panels if panel.title.startswith(f"{model}:")]
+    for panel in (vram, tg):
+        (failure,) = panel.failures
+        assert failure.label.startswith(f"{NIGHTS[-1]} (run ") and ": oom (build " in failure.label
+        assert failure.y == panel.bottom
