@@ -30,6 +30,7 @@ MIN_PAD = 1e-6  # a flat line of zeros still gets a y range
 # Layout in px. Text is 11 px (summary.css); CHAR_W is a character's width at that size, for the room labels need.
 CHAR_W = 7.0
 TITLE_H, X_AXIS_H, X_TITLE_H = 24, 20, 16  # above a plot area, its tick labels below, its axis title below those
+UNTITLED_H = 8  # above a plot area without a title (the page's charts: their caption is outside the figure)
 Y_TITLE_W, Y_LABEL_GAP, COLUMN_GAP = 18, 6, 40
 BAR_H = 14  # one bar; a category of grouped bars holds one per group
 PLOT_W, LINE_PLOT_H = 420, 120
@@ -253,7 +254,8 @@ def line_figure(caption: str, grid: list[list[tuple[str, str, list[Series]]]], x
     legend_w = max(_legend_w([(n, "") for n in row_names], legend_title) for row_names in names) if legend_title else 0
     y_label_w = Y_TITLE_W + 8 * CHAR_W + Y_LABEL_GAP  # the y title, then tick labels of up to 8 characters
     lo_x, hi_x = x_range if x_range[1] > x_range[0] else (x_range[0] - 1, x_range[0] + 1)  # one run: in the middle
-    panels, top = [], TITLE_H
+    title_h = TITLE_H if any(title for row in grid for title, _, _ in row) else UNTITLED_H
+    panels, top = [], title_h
     for r, row in enumerate(grid):
         colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names[r])}
         for c, (title, y_title, series) in enumerate(row):
@@ -274,9 +276,9 @@ def line_figure(caption: str, grid: list[list[tuple[str, str, list[Series]]]], x
                                 legend_title=legend_title if last else "", legend=list(colors.items()) if last else [],
                                 y_title_x=left - y_label_w + Y_TITLE_W / 2))
         # the next row starts under this one's axis, or under its legend when that is longer
-        top += max(LINE_PLOT_H + X_AXIS_H, (len(names[r]) + 1) * LEGEND_ROW_H if legend_title else 0) + TITLE_H
+        top += max(LINE_PLOT_H + X_AXIS_H, (len(names[r]) + 1) * LEGEND_ROW_H if legend_title else 0) + title_h
     width = max(map(len, grid)) * (y_label_w + plot_w + COLUMN_GAP) + legend_w
-    return Figure(caption, width, top - TITLE_H + X_TITLE_H, panels)
+    return Figure(caption, width, top - title_h + X_TITLE_H, panels)
 
 
 def sweep(results: Sequence[BenchResult]) -> Figure | None:
