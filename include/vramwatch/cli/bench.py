@@ -8,6 +8,7 @@ import sys
 from vramwatch.cli.common import add_engine, engine
 from vramwatch.errors import UserError
 from vramwatch.records import FLASH_ATTN, KV_TYPES, MODES, BenchConfig, BenchKnobs, BenchResult, GenerationTest
+from vramwatch.rows import BY_NAME, COMPARED, MISSING, flatten, number
 
 DEFAULT = BenchKnobs()
 
@@ -76,42 +77,59 @@ def bench_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# The table's columns, llama-bench's: flat-row fields in their words, then what llama-bench adds (backend, test).
+TABLE_FIELDS = ("model", "quant", "mode", "file_bytes", "n_threads", "flash_attn")
+
+
+def _cells(result: BenchResult, flat: dict) -> list[str]:
+    cells = {name: BY_NAME[name].text(flat[name]) for name in TABLE_FIELDS}
+    cells["mode"] = result.config.mode_label  # partial with its layer count, as every table names it
+    cells["file_bytes"] = cells["file_bytes"] if flat["file_bytes"] else MISSING
+    return [*(cells[name] for name in TABLE_FIELDS[:4]), result.fingerprint.backend or MISSING,
+            *(cells[name] for name in TABLE_FIELDS[4:])]
+
+
+def _line(flat: dict, *names: str) -> str:
+    """Fields as "words value unit", the measured ones only (a figure not measured is left out, never 0)."""
+    return ", ".join(f"{BY_NAME[name].words} {BY_NAME[name].text(flat[name])}" for name in names
+                     if number(flat[name]) is not None)
+
+
 def format_result(result: BenchResult) -> str:
-    """A llama-bench-like table plus the memory, placement and roofline lines."""
-    config, model = result.config, result.config.model
-    header = ["model", "quant", "mode", "size", "backend", "threads", "fa", "test", "t/s"]
-    size = f"{model.file_bytes / 2**30:.2f} GiB" if model.file_bytes else "?"
-    common = [model.model, model.quant, config.mode_label, size, result.fingerprint.backend or "?",
-              str(result.n_threads), result.flash_attn or config.flash_attn]
+    """A llama-bench-like table plus the memory, placement and roofline lines, each figure in its field's words,
+    unit and format (vramwatch.rows)."""
+    flat = flatten(result)
+    words = [BY_NAME[name].words for name in TABLE_FIELDS]
+    header = [*words[:4], "backend", *words[4:], "test", BY_NAME["tg_avg_ts"].unit]
     rows = []
-    for name, test in (("pp", result.pp), ("tg", result.tg)):
-        if test:
-            count = test.n_prompt if name == "pp" else test.n_gen
-            rows.append(common + [f"{name}{count}", f"{test.avg_ts:.2f} ± {test.stddev_ts:.2f}"])
+    for test, count in (("pp", "pp_n_prompt"), ("tg", "tg_n_gen")):
+        if flat[f"{test}_avg_ts"] is not None:
+            speed = f"{BY_NAME[f'{test}_avg_ts'].number(flat[f'{test}_avg_ts'])} ± " \
+                    f"{BY_NAME[f'{test}_stddev_ts'].number(flat[f'{test}_stddev_ts'])}"
+            rows.append([*_cells(result, flat), f"{test}{flat[count]}", speed])
     if not rows:
-        rows.append(common + ["-", result.status])
+        rows.append([*_cells(result, flat), MISSING, result.status])
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     lines = ["| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |",
              "| " + " | ".join("-" * w for w in widths) + " |"]
     lines += ["| " + " | ".join(c.ljust(w) for c, w in zip(row, widths)) + " |" for row in rows]
-    memory, roof = result.memory, result.roofline
     lines.append("")
     lines.append(f"status: {result.status}" + (f" ({result.error})" if result.error else ""))
     if result.ok:
-        vram = f"{memory.vram_gib:.3f} GiB" if memory.vram_gib is not None else "n/a (no GPU)"
-        lines.append(f"VRAM (model + KV + compute on GPU): {vram}")
-        lines.append("buffers: " + ", ".join(f"{k} {v:.2f} MiB" for k, v in sorted(memory.buffers_mib.items())))
-        lines.append(f"tensors placed in CPU memory by override: {result.n_overridden_tensors}")
-        if memory.nvml_process_mib is not None or memory.cuda_context_mib is not None:
-            lines.append(f"NVML: process {memory.nvml_process_mib} MiB, peak device {memory.nvml_peak_device_mib} "
-                         f"MiB, CUDA context {memory.cuda_context_mib} MiB, total {memory.gpu_total_mib} MiB")
-        lines.append(f"host RSS peak: {memory.host_rss_peak_mib:.0f} MiB, load {result.load_s:.2f} s")
+        vram = BY_NAME["vram_gib"]
+        lines.append(f"{vram.words} (GPU model + KV + compute): "
+                     f"{vram.text(flat['vram_gib']) if flat['vram_gib'] is not None else 'n/a (no GPU)'}")
+        lines.append(f"{BY_NAME['buffers_mib'].words}: " + ", ".join(
+            f"{k} {v:.2f} {BY_NAME['buffers_mib'].unit}" for k, v in sorted(result.memory.buffers_mib.items())))
+        # every other figure runs and builds are compared on (the table has the speeds): a new one shows here
+        compared = [f.name for f in COMPARED if not f.name.endswith("_avg_ts") and flat[f.name]]
+        lines.append(_line(flat, *compared))
+        lines.append(_line(flat, "n_overridden_tensors"))
+        nvml = _line(flat, "nvml_process_mib", "nvml_peak_device_mib", "cuda_context_mib", "gpu_total_mib")
+        lines += [nvml] if nvml else []
+        lines.append(_line(flat, "host_rss_peak_mib", "load_s"))
         if result.generation:
-            gen = result.generation
-            lines.append(f"generation: {gen.tokens} tokens at {gen.tokens_per_s:.2f} t/s "
-                         f"(sha256 {gen.text_sha256[:12]})")
-        if roof.bound_tg_ts:
-            lines.append(f"roofline: {roof.active_bytes_per_token / 1e6:.1f} MB/token, bound {roof.bound_tg_ts:.1f} "
-                         f"t/s, tg reached {100 * (roof.fraction_of_bound or 0):.1f}%")
+            lines.append(f"{_line(flat, 'gen_tokens', 'gen_tokens_per_s')} (sha256 {result.generation.text_sha256[:12]})")
+        if result.roofline.bound_tg_ts:
+            lines.append("roofline: " + _line(flat, "active_bytes_per_token", "bound_tg_ts", "fraction_of_bound"))
     return "\n".join(lines)
-

@@ -1,5 +1,5 @@
-"""What the report's figures (report/plots.py) and the page's memory charts (ui/chart.py) both draw with. Light on
-purpose (no pandas): the UI imports it when Airflow loads the plugin."""
+"""The arithmetic every figure shares (report/plots.py, and through it history_chart.py's charts of the report and
+the page): points, dated ticks spread over a run axis, a padded y range. Light on purpose (no pandas)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""The HTML report's figures as SVG geometry: this module does the arithmetic, templates/figure.svg.j2 draws it
-inline, so summary.html stays one self-contained file. No image library: drawing PNGs with matplotlib cost two
+"""The report's and the page's figures as SVG geometry: this module does the arithmetic, templates/figure.svg.j2
+draws it inline (summary.html stays one self-contained file; the page includes the same template), and
+history_chart.py builds every history chart on its line figures. No image library: drawing PNGs with matplotlib cost two
 seconds of every report on a large night, and importing it another half.
 
 Each function returns None when it has nothing honest to draw (no GPU: no VRAM figure, never bars of zeros).
@@ -11,24 +12,25 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import pandas as pd
-
-from vramwatch.records import BenchResult, Incident, config_name
-from vramwatch.report.geometry import Point, padded_range, spread
+from vramwatch.records import BenchResult
+from vramwatch.report.geometry import Point, padded_range
 from vramwatch.report.tables import SeedRow, sweep_points
+from vramwatch.rows import BY_NAME
 
-COMPONENTS = (("gpu_model_mib", "model"), ("gpu_kv_mib", "KV"), ("gpu_compute_mib", "compute"))
+COMPONENTS = tuple(BY_NAME[name] for name in ("gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib"))  # VRAM's buffers
+VRAM, TG, N_CPU_MOE = (BY_NAME[name] for name in ("vram_gib", "tg_avg_ts", "n_cpu_moe"))
 # tab10 without its red (the incident marks'), then three darker hues: a model's ten configs get ten colours
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf",
            "#393b79", "#637939", "#843c39")
 SHORT_HISTORY = 20  # runs; up to this many, each run is a dot with its tooltip (a lone first run is otherwise
 # an invisible line); beyond, dots only clutter the line and swell the file
-X_TICKS = 6  # dated ticks on a history axis: enough to read, few enough not to overlap
+X_TICKS = 6  # ticks on a numeric x axis (the sweep's): enough to read, few enough not to overlap
 Y_TICKS = 4
 MIN_PAD = 1e-6  # a flat line of zeros still gets a y range
 # Layout in px. Text is 11 px (summary.css); CHAR_W is a character's width at that size, for the room labels need.
 CHAR_W = 7.0
 TITLE_H, X_AXIS_H, X_TITLE_H = 24, 20, 16  # above a plot area, its tick labels below, its axis title below those
+UNTITLED_H = 8  # above a plot area without a title (the page's charts: their caption is outside the figure)
 Y_TITLE_W, Y_LABEL_GAP, COLUMN_GAP = 18, 6, 40
 BAR_H = 14  # one bar; a category of grouped bars holds one per group
 PLOT_W, LINE_PLOT_H = 420, 120
@@ -82,6 +84,8 @@ class Panel:
     bars: list[Bar] = field(default_factory=list)
     lines: list[Line] = field(default_factory=list)
     marks: list[Point] = field(default_factory=list)  # incidents: red triangles
+    failures: list[Point] = field(default_factory=list)  # runs that measured nothing (oom, crashed...): a red cross
+    rules: list[Point] = field(default_factory=list)  # vertical marks across the plot (a new llama.cpp build)
     notes: list[Point] = field(default_factory=list)  # text where a figure is missing ("no result")
     legend_title: str = ""
     legend: list[tuple[str, str]] = field(default_factory=list)  # (name, color)
@@ -187,7 +191,7 @@ def _bars(caption: str, labels: list[str], panels: list[tuple[str, str]], groups
                     notes.append(Point(scale(0.0) + 3, y_bar + BAR_H - 3, "no result"))
                     continue
                 bars.append(Bar(scale(start), y_bar, round(scale(start + value) - scale(start), 1), BAR_H - 1, color,
-                                f"{labels[c]} {name}: {value:.2f} {x_title}"))
+                                f"{labels[c]} {name}: {value:.2f} ({x_title})"))
                 start += value if stacked else 0.0
         categories = [Tick(TITLE_H + c * band + band / 2, label, grid=False) for c, label in enumerate(labels)]
         placed.append(Panel(title, left + label_w, TITLE_H, PLOT_W, height, x_title=x_title,
@@ -201,13 +205,13 @@ def vram_by_component(results: Sequence[BenchResult]) -> Figure | None:
     measured = [r for r in results if r.ok and r.memory.has_gpu]
     if not measured:
         return None
-    groups = [(name, PALETTE[i]) for i, (_, name) in enumerate(COMPONENTS)]
+    groups = [(buffer.words, PALETTE[i]) for i, buffer in enumerate(COMPONENTS)]
 
     def value_of(_panel: int, category: int, group: int) -> float:
-        return getattr(measured[category].memory, COMPONENTS[group][0]) / 1024
+        return getattr(measured[category].memory, COMPONENTS[group].name) / 1024  # MiB -> VRAM's GiB
 
     return _bars("VRAM by component (stacked)", [r.config.config_name for r in measured],
-                 [("VRAM by component", "GPU memory, GiB (llama.cpp buffers)")], groups, value_of, stacked=True,
+                 [("VRAM by component", f"{VRAM.title}: llama.cpp buffers")], groups, value_of, stacked=True,
                  legend_title="buffer")
 
 
@@ -215,9 +219,9 @@ def baseline_vs_offload(rows: Sequence[SeedRow]) -> Figure | None:
     """VRAM (when measured) and tg tok/s per model x quant, baseline beside offload."""
     if not rows:
         return None
-    fields = [("tg_ts", "tg tok/s")]
+    fields = [("tg_ts", TG.title)]
     if any(r.has_gpu for r in rows):
-        fields.insert(0, ("vram_gib", "VRAM, GiB"))
+        fields.insert(0, ("vram_gib", VRAM.title))
     modes = ("baseline", "offload")
 
     def value_of(panel: int, category: int, group: int) -> float | None:
@@ -231,86 +235,50 @@ def baseline_vs_offload(rows: Sequence[SeedRow]) -> Figure | None:
 
 @dataclass(frozen=True)
 class Series:
-    """One line to draw: (x, y, tooltip) per point, and the points an incident marks."""
+    """One line to draw: (x, y, tooltip) per point, the points an incident marks, and (x, tooltip) of the points
+    that have no value (a run that measured nothing)."""
 
     name: str
     points: list[tuple[float, float, str]]
     marked: list[tuple[float, float, str]] = field(default_factory=list)
+    failures: list[tuple[float, str]] = field(default_factory=list)
 
 
-def _lines(caption: str, grid: list[list[tuple[str, str, list[Series]]]], x_range: tuple[float, float],
-           x_ticks: list[tuple[float, str]], x_title: str, legend_title: str) -> Figure:
-    """Small multiples: grid[row][col] = (title, y axis title, series). Every panel shares the x range and ticks;
-    the x axis title is under the last row; each row's legend (its series' names) is right of its last panel."""
+def line_figure(caption: str, grid: list[list[tuple[str, str, list[Series]]]], x_range: tuple[float, float],
+                x_ticks: list[tuple[float, str]], x_title: str, legend_title: str = "",
+                rules: Sequence[tuple[float, str]] = (), plot_w: float = PLOT_W, min_pad: float = MIN_PAD) -> Figure:
+    """Small multiples: grid[row][col] = (title, y axis title, series). Every panel shares the x range, the ticks and
+    the rules ((x, tooltip): vertical marks); the x axis title is under the last row; with a legend_title each row's
+    legend (its series' names) is right of its last panel. min_pad: the least y padding of a flat line (padded_range)."""
     names = [list(dict.fromkeys(s.name for _, _, series in row for s in series)) for row in grid]
-    legend_w = max(_legend_w([(n, "") for n in row_names], legend_title) for row_names in names)
+    legend_w = max(_legend_w([(n, "") for n in row_names], legend_title) for row_names in names) if legend_title else 0
     y_label_w = Y_TITLE_W + 8 * CHAR_W + Y_LABEL_GAP  # the y title, then tick labels of up to 8 characters
     lo_x, hi_x = x_range if x_range[1] > x_range[0] else (x_range[0] - 1, x_range[0] + 1)  # one run: in the middle
-    panels, top = [], TITLE_H
+    title_h = TITLE_H if any(title for row in grid for title, _, _ in row) else UNTITLED_H
+    panels, top = [], title_h
     for r, row in enumerate(grid):
         colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names[r])}
         for c, (title, y_title, series) in enumerate(row):
-            left = y_label_w + c * (y_label_w + PLOT_W + COLUMN_GAP)
-            x = Scale(lo_x, hi_x, left, left + PLOT_W)
+            left = y_label_w + c * (y_label_w + plot_w + COLUMN_GAP)
+            x = Scale(lo_x, hi_x, left, left + plot_w)
             values = [v for s in series for _, v, _ in s.points]
-            y = Scale(*padded_range(values, MIN_PAD), top + LINE_PLOT_H, top)
+            y = Scale(*padded_range(values, min_pad), top + LINE_PLOT_H, top)
+            bottom = top + LINE_PLOT_H
             lines = [Line(s.name, colors[s.name], [Point(x(px), y(py), tip) for px, py, tip in s.points],
                           dots=len(s.points) <= SHORT_HISTORY) for s in series]
             marks = [Point(x(px), y(py), tip) for s in series for px, py, tip in s.marked]
-            last = c == len(row) - 1
-            panels.append(Panel(title, left, top, PLOT_W, LINE_PLOT_H, x_title=x_title if r == len(grid) - 1 else "",
+            failures = [Point(x(px), bottom, tip) for s in series for px, tip in s.failures]
+            last = c == len(row) - 1 and bool(legend_title)
+            panels.append(Panel(title, left, top, plot_w, LINE_PLOT_H, x_title=x_title if r == len(grid) - 1 else "",
                                 y_title=y_title, x_ticks=[Tick(x(v), label, grid=False) for v, label in x_ticks],
-                                y_ticks=y.ticks(), lines=lines, marks=marks, legend_title=legend_title if last else "",
-                                legend=list(colors.items()) if last else [], y_title_x=left - y_label_w + Y_TITLE_W / 2))
+                                y_ticks=y.ticks() if values else [], lines=lines, marks=marks, failures=failures,
+                                rules=[Point(x(px), top, tip) for px, tip in rules],
+                                legend_title=legend_title if last else "", legend=list(colors.items()) if last else [],
+                                y_title_x=left - y_label_w + Y_TITLE_W / 2))
         # the next row starts under this one's axis, or under its legend when that is longer
-        top += max(LINE_PLOT_H + X_AXIS_H, (len(names[r]) + 1) * LEGEND_ROW_H) + TITLE_H
-    width = max(map(len, grid)) * (y_label_w + PLOT_W + COLUMN_GAP) + legend_w
-    return Figure(caption, width, top - TITLE_H + X_TITLE_H, panels)
-
-
-def run_positions(frame: pd.DataFrame) -> pd.Series:
-    """Each run's x on a history axis: its place among the frame's runs, oldest first (by night, then as given).
-    One point per run, not per night: two runs in one night are two points."""
-    runs = frame.sort_values("night", kind="stable")["run_id"].drop_duplicates()
-    return pd.Series(range(len(runs)), index=runs.to_numpy())
-
-
-def history(frame: pd.DataFrame, incidents: Sequence[Incident]) -> Figure | None:
-    """Per model: tg tok/s (and VRAM where measured) of every config, one point per run; incidents marked in red.
-
-    x is the run's place in the history (run_positions) with a few dated ticks: evenly spaced runs keep several runs
-    of one night apart.
-    """
-    ok = frame.loc[frame["status"] == "ok", ["night", "run_id", "model", "config_id", "vram_gib", "tg_avg_ts"]]
-    if ok.empty:
-        return None
-    positions = run_positions(frame)
-    ok = ok.assign(x=ok["run_id"].map(positions))
-    panels = [("vram_gib", "VRAM, GiB")] if ok["vram_gib"].notna().any() else []
-    panels.append(("tg_avg_ts", "tg tok/s"))
-    marks: dict[str, set[str]] = {}  # config_id -> nights an incident of it opened
-    for incident in incidents:
-        if incident.kind != "vram_improved":
-            for config in incident.configs:
-                marks.setdefault(config, set()).add(incident.opened_night)
-    grid = []
-    for model, mine in ok.groupby("model", sort=False):
-        row = []
-        for column, title in panels:
-            series = []
-            for config_id, runs in mine.groupby("config_id", sort=False):
-                runs = runs[runs[column].notna()]
-                points = [(float(x), float(v), f"{night} (run {run}): {v:.2f} {title}")
-                          for x, v, night, run in zip(runs["x"], runs[column], runs["night"], runs["run_id"])]
-                flagged = marks.get(config_id, set())
-                series.append(Series(config_name(config_id).split("/", 1)[1], points,
-                                     [p for p, night in zip(points, runs["night"]) if night in flagged]))
-            row.append((f"{model}: {title}", title, series))
-        grid.append(row)
-    nights = frame.drop_duplicates("run_id").set_index("run_id")["night"]
-    return _lines("History per config (red: incident opened)", grid, (0, len(positions) - 1),
-                  [(float(i), nights[positions.index[i]]) for i in spread(len(positions), X_TICKS)],
-                  "run, oldest to newest (labelled by night; each run is a point)", "quant/mode")
+        top += max(LINE_PLOT_H + X_AXIS_H, (len(names[r]) + 1) * LEGEND_ROW_H if legend_title else 0) + title_h
+    width = max(map(len, grid)) * (y_label_w + plot_w + COLUMN_GAP) + legend_w
+    return Figure(caption, width, top - title_h + X_TITLE_H, panels)
 
 
 def sweep(results: Sequence[BenchResult]) -> Figure | None:
@@ -322,16 +290,17 @@ def sweep(results: Sequence[BenchResult]) -> Figure | None:
     for (model, quant), points in sweeps.items():
         good = [(n, r) for n, r in points if r.ok]
         top_n = max([top_n, *(n for n, _ in points)])
-        tg = Series(quant, [(n, r.tg.avg_ts, f"n_cpu_moe {n}: {r.tg.avg_ts:.2f} tok/s") for n, r in good if r.tg])
-        row = [(f"{model} {quant}: tg tok/s", "tg tok/s", [tg])]
+        tg = Series(quant, [(n, r.tg.avg_ts, f"{N_CPU_MOE.words} {n}: {TG.text(r.tg.avg_ts)}") for n, r in good
+                            if r.tg])
+        row = [(f"{model} {quant}: {TG.title}", TG.title, [tg])]
         if any(r.memory.has_gpu for _, r in good):
-            vram = [(n, r.memory.vram_gib, f"n_cpu_moe {n}: {r.memory.vram_gib:.2f} GiB") for n, r in good
+            vram = [(n, r.memory.vram_gib, f"{N_CPU_MOE.words} {n}: {VRAM.text(r.memory.vram_gib)}") for n, r in good
                     if r.memory.vram_gib is not None]
-            row.insert(0, (f"{model} {quant}: VRAM, GiB", "VRAM, GiB", [Series(quant, vram)]))
+            row.insert(0, (f"{model} {quant}: {VRAM.title}", VRAM.title, [Series(quant, vram)]))
         grid.append([cell for cell in row if cell[2][0].points])
     grid = [row for row in grid if row]
     if not grid:
         return None
-    return _lines("Partial offload sweep: VRAM and tg against n_cpu_moe", grid, (0, top_n),
-                  nice_ticks(0, top_n, X_TICKS) if top_n else [(0.0, "0")],
-                  "n_cpu_moe (layers with experts in CPU memory)", "quant")
+    return line_figure("Partial offload sweep: VRAM and tg against n_cpu_moe", grid, (0, top_n),
+                       nice_ticks(0, top_n, X_TICKS) if top_n else [(0.0, "0")],
+                       f"{N_CPU_MOE.words} (layers with experts in CPU memory)", "quant")

@@ -11,5 +11,6 @@ import base64
 import hashlib
 from pathlib import Path
 
-CSS = (Path(__file__).with_name("templates") / "summary.css").read_text()
+TEMPLATES = Path(__file__).with_name("templates")  # the report's, and the page's figures (figure.svg.j2)
+CSS = (TEMPLATES / "summary.css").read_text()
 CSP_HASH = "'sha256-" + base64.b64encode(hashlib.sha256(CSS.encode()).digest()).decode() + "'"

@@ -2,8 +2,9 @@
 partial-offload sweep, and key findings. Pure functions over records and the history frame; markdown.py and the
 HTML template render the same `Table`s, so both reports always say the same thing.
 
-Units follow the seed: "GB" is GiB (1024^3 bytes), VRAM is llama.cpp's GPU model + KV + compute buffers. Where no
-GPU was measured a cell says "no GPU"; where a config failed it shows its status: never a zero that looks measured.
+Every header and cell takes its words, unit and format from the flat row's fields (vramwatch.rows): sizes are binary
+(MiB, GiB), VRAM is llama.cpp's GPU model + KV + compute buffers. Where no GPU was measured a cell says "no GPU";
+where a config failed it shows its status: never a zero that looks measured.
 """
 
 from __future__ import annotations
@@ -15,8 +16,6 @@ import pandas as pd
 
 from vramwatch.config import VRAM_COMPONENTS
 from vramwatch.records import (
-    GIB,
-    MIB,
     SEED_MODES,
     ABComparison,
     BenchResult,
@@ -26,12 +25,30 @@ from vramwatch.records import (
     Record,
     config_name,
 )
-from vramwatch.rows import number, split_tonight
+from vramwatch.rows import BY_NAME, COMPARED, MIB_UNIT, MISSING, number, split_tonight, words_of
 
-NO_GPU, MISSING = "no GPU", "–"
-GPU_SIZES_GB = (8, 12, 16, 24, 48, 80, 141)
-SEED_HEADER = ["Quantization", "File Size", "VRAM Baseline", "VRAM Offload", "VRAM Saved", "Reduction %",
-               "pp tok/s Baseline", "tg tok/s Baseline", "pp tok/s Offload", "tg tok/s Offload", "N"]
+NO_GPU = "no GPU"
+GPU_SIZES_GIB = (8, 12, 16, 24, 48, 80, 141)
+VRAM, FILE_SIZE, PP, TG = (BY_NAME[name] for name in ("vram_gib", "file_bytes", "pp_avg_ts", "tg_avg_ts"))
+SPEEDS = {"pp_ts": PP, "tg_ts": TG}  # ModeNumbers' speeds and the fields they hold
+# The change table's columns beside the GPU buffers cell: every compared figure that is not a buffer (in MiB).
+CHANGE_RATES = tuple(f for f in COMPARED if f.unit != MIB_UNIT)
+NVML = BY_NAME["nvml_process_mib"]  # the change table's cross-check of the buffers
+
+
+def heading(*words: str) -> str:
+    """A column header: the words as a title ("file size" -> "File Size"); abbreviations and units stay as written."""
+    return " ".join(w.capitalize() if w.isalpha() and w.islower() and len(w) > 2 else w for w in " ".join(words).split())
+
+
+def field_heading(name: str, *after: str) -> str:
+    return heading(BY_NAME[name].words, *after)
+
+
+SEED_HEADER = [field_heading("quant"), field_heading("file_bytes"),
+               *(heading(VRAM.words, what) for what in ("baseline", "offload", "saved")), "Reduction %",
+               *(heading(speed.words, speed.unit, mode) for mode in SEED_MODES for speed in SPEEDS.values()),
+               BY_NAME["reps"].words]
 
 
 @dataclass(frozen=True)
@@ -101,14 +118,9 @@ def seed_table_rows(results: Sequence[BenchResult]) -> list[SeedRow]:
 NO_FILE = "no file"
 
 
-def size(n_bytes: float) -> str:
-    return f"{n_bytes / GIB:.1f} GB" if n_bytes >= GIB else f"{n_bytes / MIB:.1f} MB"
-
-
 def gib(value: float | None, has_gpu: bool) -> str:
-    if not has_gpu:
-        return NO_GPU
-    return MISSING if value is None else f"{value:.2f} GB"
+    """A VRAM figure (GiB), or why there is none."""
+    return VRAM.text(value) if has_gpu else NO_GPU
 
 
 def _vram_cell(mode: ModeNumbers | None, has_gpu: bool) -> str:
@@ -122,8 +134,7 @@ def _speed_cell(mode: ModeNumbers | None, which: str) -> str:
         return MISSING
     if mode.status != "ok":
         return mode.status
-    value = getattr(mode, which)
-    return MISSING if value is None else f"{value:.1f}"
+    return SPEEDS[which].number(getattr(mode, which))
 
 
 def seed_tables(rows: Sequence[SeedRow]) -> list[Table]:
@@ -133,7 +144,7 @@ def seed_tables(rows: Sequence[SeedRow]) -> list[Table]:
         reduction = (NO_GPU if not row.has_gpu else
                      MISSING if row.reduction_pct is None else f"**{row.reduction_pct:.1f}%**")
         tables.setdefault(row.model, []).append([
-            f"**{row.quant}**", size(row.file_bytes) if row.file_bytes else NO_FILE, _vram_cell(row.baseline, row.has_gpu),
+            f"**{row.quant}**", FILE_SIZE.text(row.file_bytes) if row.file_bytes else NO_FILE, _vram_cell(row.baseline, row.has_gpu),
             _vram_cell(row.offload, row.has_gpu),
             gib(row.vram_saved_gib, row.has_gpu) if row.has_gpu else NO_GPU, reduction,
             _speed_cell(row.baseline, "pp_ts"), _speed_cell(row.baseline, "tg_ts"),
@@ -160,13 +171,14 @@ def fits_table(results: Sequence[BenchResult]) -> Table:
     rows = []
     for (model, quant), need in by_cell.items():
         cells = []
-        for gb in GPU_SIZES_GB:
-            fitting = [m for m in SEED_MODES if need.get(m) is not None and need[m] <= gb * 1024]
+        for gib_size in GPU_SIZES_GIB:
+            fitting = [m for m in SEED_MODES if need.get(m) is not None and need[m] <= gib_size * 1024]
             cells.append(NO_GPU if not has_gpu else fitting[0] if fitting else "does not fit")
         rows.append([model, quant, *cells])
     note = ("Needs = NVML per-process GPU memory (buffers + CUDA context) of tonight's run; a size fits when the need "
             "is at most that many GiB.")
-    return Table("Fits on a GPU of", ["Model", "Quantization", *(f"{gb} GB" for gb in GPU_SIZES_GB)], rows, note)
+    return Table("Fits on a GPU of", [field_heading("model"), field_heading("quant"),
+                                      *(f"{gib_size} GiB" for gib_size in GPU_SIZES_GIB)], rows, note)
 
 
 # --------------------------------------------------------------------------------------------- change, sweep
@@ -181,10 +193,11 @@ def _pct(before: float | None, after: float | None) -> str:
 def _component_changes(old: pd.Series, new: pd.Series) -> str:
     """Every GPU buffer that changed, exactly (llama.cpp's buffers are deterministic: any change is real)."""
     changes = []
-    for column, word in VRAM_COMPONENTS.items():
-        before, after = number(old[column]), number(new[column])
+    for buffer in (BY_NAME[column] for column in VRAM_COMPONENTS):
+        before, after = number(old[buffer.name]), number(new[buffer.name])
         if before is not None and after is not None and round(after - before, 2) != 0:
-            changes.append(f"{word} {after - before:+.2f} MiB ({_pct(before, after)})")
+            changes.append(f"{buffer.words} {buffer.number(after - before, sign=True)} {buffer.unit} "
+                           f"({_pct(before, after)})")
     return ", ".join(changes) or "unchanged"
 
 
@@ -200,7 +213,7 @@ def changes_table(history: pd.DataFrame, run_id: str) -> Table | None:
     for _, now in tonight.iterrows():
         cid, name = now["config_id"], now["config_name"]
         if cid not in previous.index:
-            rows.append([name, f"new ({now['status']})", MISSING, MISSING, MISSING, MISSING])
+            rows.append([name, f"new ({now['status']})", MISSING, MISSING, *(MISSING for _ in CHANGE_RATES)])
             continue
         old = previous.loc[cid]
         status = now["status"] if old["status"] == now["status"] else f"{old['status']} -> {now['status']}"
@@ -210,14 +223,16 @@ def changes_table(history: pd.DataFrame, run_id: str) -> Table | None:
                    MISSING if not both_ok or not all(measured) else
                    "another GPU model" if old["gpu_name"] != now["gpu_name"] else _component_changes(old, now))
         nvml_old, nvml_new = number(old["nvml_process_mib"]), number(now["nvml_process_mib"])
-        nvml = MISSING if nvml_old is None or nvml_new is None else f"{nvml_new - nvml_old:+.0f} MiB"
-        rows.append([name, status, buffers, nvml, _pct(number(old["tg_avg_ts"]), number(now["tg_avg_ts"])),
-                     _pct(number(old["pp_avg_ts"]), number(now["pp_avg_ts"]))])
+        nvml = MISSING if nvml_old is None or nvml_new is None else f"{nvml_new - nvml_old:+.0f} {NVML.unit}"
+        rows.append([name, status, buffers, nvml,
+                     *(_pct(number(old[rate.name]), number(now[rate.name])) for rate in CHANGE_RATES)])
     title = f"Change against the previous run (llama.cpp {str(previous['llama_cpp_commit'].iloc[0])[:8]} -> " \
             f"{str(tonight['llama_cpp_commit'].iloc[0])[:8]}, night {previous['night'].iloc[0]})"
     note = ("GPU buffers: llama.cpp's own accounting, exact to the byte, so every change is listed; which ones page "
             "is the matrix's policy. NVML process: a cross-check (it adds the CUDA context and pools, and varies).")
-    return Table(title, ["Config", "Status", "GPU buffers", "NVML process", "tg tok/s", "pp tok/s"], rows, note)
+    header = [field_heading("config_name"), field_heading("status"), "GPU Buffers", heading(NVML.words),
+              *(heading(rate.words, rate.unit) for rate in CHANGE_RATES)]
+    return Table(title, header, rows, note)
 
 
 def sweep_points(results: Sequence[BenchResult]) -> dict[tuple[str, str], list[tuple[int, BenchResult]]]:
@@ -241,8 +256,9 @@ def sweep_tables(results: Sequence[BenchResult]) -> list[Table]:
         rows = [[str(n), r.config.mode, r.status if not r.ok else gib(r.memory.vram_gib, r.memory.has_gpu),
                  _speed_cell(_mode_numbers(r), "tg_ts"), _speed_cell(_mode_numbers(r), "pp_ts"),
                  str(r.n_overridden_tensors)] for n, r in points]
-        tables.append(Table(f"Partial offload sweep: {model} {quant}",
-                            ["n_cpu_moe", "Mode", "VRAM", "tg tok/s", "pp tok/s", "Tensors on CPU"], rows))
+        header = [BY_NAME["n_cpu_moe"].words, field_heading("mode"), heading(VRAM.words),
+                  *(heading(speed.words, speed.unit) for speed in (TG, PP)), field_heading("n_overridden_tensors")]
+        tables.append(Table(f"Partial offload sweep: {model} {quant}", header, rows))
     return tables
 
 
@@ -262,12 +278,13 @@ def quality_table(results: Sequence[BenchResult], history: pd.DataFrame, run_id:
     for r in measured:
         sha, earlier = r.quality.greedy_sha256, previous.get(r.config.config_id)
         changed = MISSING if earlier is None else "no" if earlier == sha else f"**yes** (was {earlier[:12]})"
-        rows.append([r.config.model.model, r.config.model.quant, r.config.mode, f"{r.quality.perplexity:.2f}",
-                     sha[:12], changed])
+        rows.append([r.config.model.model, r.config.model.quant, r.config.mode,
+                     BY_NAME["perplexity"].number(r.quality.perplexity), sha[:12], changed])
     note = (f"Perplexity over vramwatch's fixed English text ({measured[0].quality.n_tokens} tokens); greedy hash = "
             f"sha256 of a {measured[0].quality.greedy_tokens}-token greedy continuation of a fixed prompt.")
-    return Table("Quality (real weights)", ["Model", "Quantization", "Mode", "Perplexity", "Greedy hash",
-                                            "Hash changed"], rows, note)
+    header = [*(field_heading(name) for name in ("model", "quant", "mode", "perplexity", "greedy_sha256")),
+              "Hash Changed"]
+    return Table("Quality (real weights)", header, rows, note)
 
 
 def quarantine_table(quarantined: Sequence[QuarantinedResult]) -> Table | None:
@@ -320,7 +337,7 @@ def bisections_table(incidents: Sequence[Incident]) -> Table | None:
                         f"{result.stopped}")
         culprit += f" (llama.cpp {result.commit_range} to bisect next)" if result.commit_range else ""
         link = result.culprit.link if result.culprit else MISSING
-        rows.append([str(incident.incident_id or MISSING), config_name(result.config_id), result.metric,
+        rows.append([str(incident.incident_id or MISSING), config_name(result.config_id), words_of(result.metric),
                      f"{before} -> {after}", culprit, link, result.cost])
     return Table("Culprit search (bisection)", ["#", "Config", "Metric", "Good -> bad", "Culprit", "Link", "Steps"],
                  rows, note="Each step built one release or commit and benched the config on the good build's model "
@@ -397,7 +414,7 @@ def key_findings(rows: Sequence[SeedRow], results: Sequence[BenchResult], incide
                            f" across {len(reductions)} quantization(s).")
         kept = [r.offload.vram_gib for r in mine if r.offload and r.offload.vram_gib is not None]
         if kept:
-            bullets.append(f"**{model}**: offload keeps {min(kept):.2f} - {max(kept):.2f} GB on the GPU.")
+            bullets.append(f"**{model}**: offload keeps {VRAM.number(min(kept))} - {VRAM.text(max(kept))} on the GPU.")
         ratios = [r.baseline.tg_ts / r.offload.tg_ts for r in mine
                   if r.baseline and r.offload and r.baseline.tg_ts and r.offload.tg_ts]
         if ratios:

@@ -16,7 +16,6 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
-from vramwatch.config import VRAM_COMPONENTS
 from vramwatch.records import (
     BenchResult,
     ExpectationOutcome,
@@ -25,7 +24,8 @@ from vramwatch.records import (
     QuarantinedResult,
     RunRecord,
 )
-from vramwatch.report import markdown, plots, style
+from vramwatch.report import history_chart, markdown, plots, style
+from vramwatch.report.history_chart import HISTORY_RUNS
 from vramwatch.report.tables import (
     Table,
     ab_table,
@@ -44,18 +44,18 @@ from vramwatch.report.tables import (
     top_lines,
     validation_table,
 )
+from vramwatch.rows import COMPARED
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
 DATA_DOCS_INDEX = "data_docs/index.html"  # under the night's folder: where the pipeline has the validate step build them
-# Good runs per config and machine the report reads (Warehouse.recent_history): the change table needs the previous
-# run, the history plot draws this many; years of nights would cost seconds and draw nothing more legible.
-HISTORY_RUNS = 60
-# The flat-row fields its tables and plots read from history (the change table's buffers, NVML and tok/s, the
-# quality table's hash, the plot's VRAM): the wide JSON ones stay in the warehouse.
-HISTORY_FIELDS = (*VRAM_COMPONENTS, "nvml_process_mib", "tg_avg_ts", "pp_avg_ts", "greedy_sha256", "vram_gib")
+# The flat-row fields its tables and plots read from history (HISTORY_RUNS good runs per config and machine: the
+# change table needs the previous run, the history plot draws that many): every compared figure, the change table's
+# NVML cross-check, the quality table's hash and the history plot's panels; the wide JSON ones stay in the warehouse.
+HISTORY_FIELDS = tuple(dict.fromkeys((*(f.name for f in COMPARED), "nvml_process_mib", "greedy_sha256",
+                                    *history_chart.REPORT_PANELS)))
 
 
 def _inline(text: str) -> Markup:
@@ -113,7 +113,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
 
     drawn = {"VRAM by component (stacked)": plots.vram_by_component(results),
              "Baseline vs offload": plots.baseline_vs_offload(rows),
-             "History per config (red: incident opened)": plots.history(history, incidents),
+             "History per config (red: incident opened)": history_chart.history(history, incidents),
              "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
     template = _environment().get_template("summary.html.j2")
     has_docs = (night_dir / DATA_DOCS_INDEX).is_file()

@@ -1,5 +1,8 @@
 """The vramwatch page: a small FastAPI app, server-rendered, that reads the warehouse. It needs no Airflow.
 
+HTTP only: the page's data (vramwatch.report.dashboard) and its charts (vramwatch.report.history_chart, drawn by the
+report's own figure template) are built in the report stage; this module routes, renders templates and serves files.
+
 Airflow's API server mounts it through plugins/vramwatch_plugin.py; `uvicorn --factory vramwatch.ui.app:create_app`
 serves it alone. Every link in the page is relative, so it works under any mount prefix and behind Airflow's
 base_url. The warehouse is opened on the first request, not at import: the plugin is imported by every Airflow
@@ -28,10 +31,12 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from jinja2 import Environment, FileSystemLoader
 
 from vramwatch.errors import UserError
 from vramwatch.records import config_name
 from vramwatch.report.style import CSP_HASH as REPORT_STYLE_HASH
+from vramwatch.report.style import TEMPLATES as REPORT_TEMPLATES
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
@@ -133,7 +138,9 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
         response.headers.update(SECURITY_HEADERS)
         return response
 
-    templates = Jinja2Templates(directory=TEMPLATES)
+    # the report's templates too: the page draws its charts with the report's figure.svg.j2
+    templates = Jinja2Templates(env=Environment(loader=FileSystemLoader([TEMPLATES, REPORT_TEMPLATES]),
+                                                autoescape=True))
     templates.env.filters["config_name"] = config_name  # an incident lists config ids; people read names
     # The report may link files beside it (plots): serve the folder, not just the one file.
     app.mount("/reports", StaticFiles(directory=reports_dir, check_dir=False), name="reports")
@@ -145,7 +152,8 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
     def page(request: Request, a: str | None = None, b: str | None = None, changed: str | None = None) -> HTMLResponse:
         """The page; `a` and `b` pick the two builds compared (build ids, as its form sends them), `changed`
         (any value) shows only the configs that changed between them."""
-        from vramwatch.ui.dashboard import load_dashboard  # pandas: only once the page is asked for
+        from vramwatch.report.dashboard import load_dashboard  # pandas: only once the page is asked for
+        from vramwatch.rows import BY_NAME
 
         context = {"report": _report_info(reports_dir)}
         try:
@@ -154,7 +162,8 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
             return templates.TemplateResponse(request, "unavailable.html", {**context, "error": error},
                                               status_code=503)
         alerts_off = _alerts_off(reports_dir, dashboard.latest.night if dashboard.latest else None)
-        return templates.TemplateResponse(request, "index.html", {**context, "d": dashboard, "alerts_off": alerts_off})
+        return templates.TemplateResponse(request, "index.html", {  # fields: each figure in its words and unit
+            **context, "d": dashboard, "alerts_off": alerts_off, "fields": BY_NAME})
 
     @app.get("/api/history")
     def api_history(config_id: str | None = None, environment_id: str | None = None,

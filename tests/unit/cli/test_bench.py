@@ -39,3 +39,23 @@ def test_settings_that_cannot_run_are_refused_before_the_engine_starts(moe, opti
     assert main(["bench", str(moe), "--python", "/nonexistent/python", *options]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {field}: ") and "fix:" in err
+
+
+def test_the_printed_table_takes_its_words_and_units_from_the_field_list():
+    """cli/bench.py listed its own columns and units; now each figure is printed as rows.FIELDS says."""
+    from support.samples import result
+
+    from vramwatch.cli.bench import format_result
+    from vramwatch.rows import BY_NAME
+
+    measured = result(mode="partial")
+    lines = format_result(measured).splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert header[:4] == [BY_NAME[name].words for name in ("model", "quant", "mode", "file_bytes")]
+    first = [cell.strip() for cell in lines[2].strip("|").split("|")]
+    assert first[2] == measured.config.mode_label and first[3].endswith(" GiB")  # a binary size, said so
+    assert first[-2:] == [f"pp{measured.pp.n_prompt}", f"{measured.pp.avg_ts:.1f} ± {measured.pp.stddev_ts:.2f}"]
+    compared = next(line for line in lines if line.startswith("GPU model "))  # the figures builds are compared on
+    assert f"GPU model {measured.memory.gpu_model_mib:.2f} MiB, GPU KV" in compared
+    assert "host KV" not in compared  # a buffer that is empty says nothing
+    assert not any("gpu_model_mib" in line for line in lines)  # words, never raw names

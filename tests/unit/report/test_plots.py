@@ -9,10 +9,11 @@ from support.samples import night, replace
 from support.warehouses import build_record
 
 from vramwatch.records import Incident, ValidatedNight
-from vramwatch.report import plots
+from vramwatch.report import history_chart, plots
 from vramwatch.report.geometry import padded_range
+from vramwatch.report.history_chart import HISTORY_RUNS
 from vramwatch.report.tables import ModeNumbers, seed_table_rows
-from vramwatch.report.write import HISTORY_FIELDS, HISTORY_RUNS
+from vramwatch.report.write import HISTORY_FIELDS
 from vramwatch.warehouse.store import Warehouse
 
 RUNS = (("scheduled__2026-01-04", "2026-01-04", "old"), ("scheduled__2026-01-05", "2026-01-05", "old"),
@@ -39,7 +40,7 @@ def test_two_runs_in_one_night_are_two_points_and_the_axes_say_what_they_show(tm
     incident = Incident(incident_id=1, kind="vram", metric="gpu_model_mib", state="open", configs=[baseline],
                         summary="grew", opened_night="2026-01-05")
 
-    figure = plots.history(history, [incident])
+    figure = history_chart.history(history, [incident])
 
     vram, tg = figure.panels
     line = next(line for line in vram.lines if line.name == "Q4_K_M/baseline")
@@ -48,9 +49,13 @@ def test_two_runs_in_one_night_are_two_points_and_the_axes_say_what_they_show(tm
     assert ys[0] == ys[1] > ys[2]  # the third run's VRAM is higher (px grow downwards)
     assert [t.label for t in tg.x_ticks] == ["2026-01-04", "2026-01-05", "2026-01-05"]
     assert [t.at for t in vram.x_ticks] == xs
-    assert tg.x_title.startswith("run, oldest to newest") and vram.y_title == "VRAM, GiB" and tg.y_title == "tg tok/s"
+    assert tg.x_title == history_chart.X_TITLE and vram.y_title == "VRAM (GiB)" and tg.y_title == "tg (tok/s)"
     assert [name for name, _ in tg.legend] == ["Q4_K_M/baseline", "Q4_K_M/offload"] and tg.legend_title == "quant/mode"
     assert [(m.x, m.y) for m in vram.marks] == [(xs[1], ys[1]), (xs[2], ys[2])]  # both runs of 2026-01-05, in red
+    (change,) = vram.rules  # the new build, marked between its run and the one before, as the page marks it
+    assert xs[1] < change.x < xs[2] and change.label == "build old -> new"
+    (change,) = vram.rules  # the new build, marked between its run and the one before, as the page marks it
+    assert xs[1] < change.x < xs[2] and change.label == "build old -> new"
     assert all(m.label.startswith("2026-01-05") for m in vram.marks)
 
 
@@ -72,4 +77,4 @@ def test_a_failed_mode_says_no_result_instead_of_a_bar_of_zero():
     for panel in (vram, tg):
         assert len(panel.bars) == 1 and [n.label for n in panel.notes] == ["no result"]
         assert panel.bars[0].width > 0 and panel.bars[0].x == panel.left
-    assert vram.x_title == "VRAM, GiB" and [t.label for t in vram.y_ticks] == ["deepseek-moe-16b Q4_K_M"]
+    assert vram.x_title == "VRAM (GiB)" and [t.label for t in vram.y_ticks] == ["deepseek-moe-16b Q4_K_M"]

@@ -92,10 +92,11 @@ def test_markdown_has_the_seed_table_per_model_with_speed_and_failures(gpu_night
     assert md.count(SEED_HEADER) == 2
     deepseek = markdown_rows(md, "deepseek-moe-16b")
     assert [row[0] for row in deepseek] == ["**Q2_K**", "**Q4_K_M**"]
-    assert deepseek[1][:6] == ["**Q4_K_M**", "10.9 GB", "10.98 GB", "1.82 GB", "9.15 GB", "**83.4%**"]
+    # sizes in binary units, said so: the report labelled these GiB figures "GB"
+    assert deepseek[1][:6] == ["**Q4_K_M**", "10.90 GiB", "10.98 GiB", "1.82 GiB", "9.15 GiB", "**83.4%**"]
     assert deepseek[1][6:] == ["4100.0", "118.0", "820.0", "31.0", "5"]
     q8 = markdown_rows(md, "phi-3.5-moe")[2]
-    assert q8[2] == "oom" and q8[3] == "2.59 GB" and q8[6] == "oom"
+    assert q8[2] == "oom" and q8[3] == "2.59 GiB" and q8[6] == "oom"
     assert "phi-3.5-moe/Q8_0/baseline (oom)" in md  # key findings name the failure
     assert "offload cuts VRAM by 77.7% - 83.4%" in md
 
@@ -114,7 +115,7 @@ def test_no_gpu_cells_say_so_and_never_show_zeros(tmp_path):
     for row in markdown_rows(md, "deepseek-moe-16b") + markdown_rows(md, "phi-3.5-moe"):
         assert row[2:6] == [NO_GPU] * 4
         assert row[7] == "9.5"  # CPU throughput is still measured
-    assert "0.00 GB" not in md and "No GPU on this machine" in md
+    assert "0.00 GiB" not in md and "No GPU on this machine" in md
     fits = md.split("## Fits on a GPU of", 1)[1].split("\n---\n", 1)[0]
     assert fits.count(NO_GPU) == 4 * 7
     html = html_path.read_text()
@@ -129,7 +130,7 @@ def test_html_embeds_every_plot_and_latest_are_copies(gpu_night, tmp_path):
     html = html_path.read_text()
     assert drawn_figures(html) == ["VRAM by component (stacked)", "Baseline vs offload", "History per config (red: incident "
                         "opened)", "Partial offload sweep: VRAM and tg against n_cpu_moe"]
-    assert "<td><strong>Q4_K_M</strong></td>" in html and "<td>10.98 GB</td>" in html
+    assert "<td><strong>Q4_K_M</strong></td>" in html and "<td>10.98 GiB</td>" in html
     for latest, night_file in ((tmp_path / "latest.md", md_path), (tmp_path / "latest.html", html_path)):
         assert not latest.is_symlink() and latest.read_text() == night_file.read_text()
 
@@ -157,7 +158,7 @@ def test_fits_change_sweep_and_incident_sections(gpu_night, tmp_path):
     assert fits["phi-3.5-moe Q4_K_M"][:4] == ["offload"] * 4 and fits["phi-3.5-moe Q4_K_M"][4] == "baseline"
     assert md.splitlines()[2:4] == ["**1 regression(s) tonight**", f"- {change}, llama.cpp b5000 -> b5001"]
     assert "## Change against the previous run (llama.cpp b5000 -> b5001, night 2026-01-01)" in md
-    assert "| phi-3.5-moe/Q2_K/offload | ok | compute +64.00 MiB (+31.3%) | +0 MiB | +0.0% | +0.0% |" in md
+    assert "| phi-3.5-moe/Q2_K/offload | ok | GPU compute +64.00 MiB (+31.3%) | +0 MiB | +0.0% | +0.0% |" in md
     assert "| deepseek-moe-16b/Q2_K/offload | ok | unchanged | +0 MiB | +0.0% | +0.0% |" in md
     assert "| phi-3.5-moe/Q8_0/baseline | oom | – | – | – | – |" in md
     sweep = md.split("## Partial offload sweep: deepseek-moe-16b Q2_K", 1)[1].split("\n---\n", 1)[0]

@@ -22,6 +22,7 @@ from support.years import Years, fill
 
 from vramwatch.alerts.delivery import DeliveryLog
 from vramwatch.records import ValidatedNight
+from vramwatch.report.history_chart import X_TITLE
 from vramwatch.report.style import CSP_HASH as REPORT_STYLE_HASH
 from vramwatch.ui.app import HISTORY_PAGE_MAX, create_app
 from vramwatch.warehouse.store import Warehouse
@@ -158,7 +159,7 @@ def test_two_runs_in_one_night_are_two_points_on_the_chart(tmp_path):
     assert "2026-01-05 (run scheduled__2026-01-05)" in charts[0]
     assert "2026-01-05 (run manual__2026-01-05T14:00)" in charts[0]
     assert f"build {OLD_BUILD} -&gt; {NEW_BUILD}" in charts[0]
-    assert ">runs, oldest → newest</text>" in charts[0] and ">memory</text>" in charts[0]  # axis titles
+    assert f">{X_TITLE}</text>" in charts[0] and ">memory (GiB)</text>" in charts[0]  # axis titles, with the unit
 
 
 def test_the_largest_api_page_and_the_page_stay_under_5_mb_on_a_big_warehouse(tmp_path):

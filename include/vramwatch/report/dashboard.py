@@ -1,29 +1,28 @@
 """What the page shows, read from the warehouse: the latest night, open incidents, the seed table, memory history
-and two builds compared.
+and two builds compared. It sits in the report stage, beside the report's own views, so the page, the CLI, the
+pipeline and a static site can all build it.
 
-Everything here is plain data for the template; formatting stays in the template. Imports pandas (through the
-report's tables): app.py loads this module on the first request, not at import. Every read is bounded, whatever the
-warehouse holds: the charts read one row per config for each of the newest HISTORY_RUNS runs (aggregated in SQL),
-the comparison one row per config and build.
+Everything here is plain data for a template; its words and units come from vramwatch.rows. Imports pandas
+(through the report's tables): the page loads this module on the first request, not at import. Every read is
+bounded, whatever the warehouse holds: the charts read one row per config for each of the newest HISTORY_RUNS runs
+(aggregated in SQL), the comparison one row per config and build.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vramwatch.records import Incident, RunRecord
-from vramwatch.report.tables import SeedRow, seed_table_rows  # the report's seed table, so both say the same
-from vramwatch.ui.chart import Chart, RunPoint, history_chart
-from vramwatch.ui.compare import BuildComparison, compare_builds, config_order
+from vramwatch.report.compare import BuildComparison, compare_builds, config_order
+from vramwatch.report.history_chart import HISTORY_RUNS, ConfigChart, RunPoint, config_chart, config_label
+from vramwatch.report.tables import SEED_HEADER, SeedRow, seed_table_rows  # the report's seed table: both say the same
+from vramwatch.rows import number
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from vramwatch.warehouse.store import Warehouse
-
-HISTORY_RUNS = 60  # runs per chart: two months of nightlies
 
 
 @dataclass(frozen=True)
@@ -32,9 +31,10 @@ class Dashboard:
     latest: RunRecord | None = None  # the newest run that stored results: what the tables show
     incidents: list[Incident] = field(default_factory=list)
     seed_tables: dict[str, list[SeedRow]] = field(default_factory=dict)  # model -> the seed table's rows
-    charts: dict[str, list[Chart]] = field(default_factory=dict)  # model -> one chart per config and environment
+    charts: dict[str, list[ConfigChart]] = field(default_factory=dict)  # model -> one chart per config and environment
     comparison: BuildComparison | None = None  # two builds side by side (None until the warehouse holds a build)
     history_runs: int = HISTORY_RUNS  # how many of the newest runs the charts show
+    seed_header: tuple[str, ...] = tuple(SEED_HEADER[:-1])  # the report's columns but N (the page shows no reps)
 
     @property
     def empty(self) -> bool:
@@ -48,25 +48,23 @@ def _by_model(rows: list[SeedRow]) -> dict[str, list[SeedRow]]:
     return tables
 
 
-def memory_charts(points: pd.DataFrame, flagged_configs: set[str]) -> dict[str, list[Chart]]:
+def memory_charts(points: pd.DataFrame, flagged_configs: set[str]) -> dict[str, list[ConfigChart]]:
     """One chart per config and environment (GPU and CPU hosts never share a line), grouped by model, from
     Warehouse.memory_points (one row per config and run, oldest first)."""
     if points.empty:
         return {}
-    charts: dict[str, list[Chart]] = {}
+    charts: dict[str, list[ConfigChart]] = {}
     groups = sorted(points.groupby(["config_id", "environment_id"], sort=False),
                     key=lambda item: (config_order(item[1].iloc[-1]), item[0][1]))
     for (config_id, _env), rows in groups:
         last = rows.iloc[-1]
-        mode = f"partial {last['n_cpu_moe']}" if last["mode"] == "partial" else last["mode"]
         where = f"VRAM on {last['gpu_name']}" if last["gpu_name"] else f"no GPU: host RAM ({last['cpu_model']})"
         runs = [
-            RunPoint(night=row.night, run_id=row.run_id, status=row.status,
-                     mib=None if row.mib is None or math.isnan(row.mib) else float(row.mib),
+            RunPoint(night=row.night, run_id=row.run_id, status=row.status, value=number(row.mib),
                      build=(row.llama_cpp_commit or row.build_version)[:9])
             for row in rows.itertuples()
         ]
-        chart = history_chart(f"{last['quant']} · {mode}", where, runs, flagged=config_id in flagged_configs)
+        chart = config_chart(config_label(config_id), where, runs, flagged=config_id in flagged_configs)
         charts.setdefault(last["model"], []).append(chart)
     return charts
 

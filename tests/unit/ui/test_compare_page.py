@@ -1,5 +1,6 @@
 """Two builds compared on the page (issue 16), through the app and a real SQLite warehouse filled through the
-Warehouse API: per config each buffer, pp and tg on build A and B, the delta and the delta %."""
+Warehouse API: the GET form, each figure in its field's words and unit, and names shown as text (the comparison
+itself is built and tested in the report stage: tests/unit/report/test_compare.py)."""
 
 from __future__ import annotations
 
@@ -59,7 +60,7 @@ def test_the_last_two_builds_are_compared_per_config_by_default(url, tmp_path):
     assert "<td>host KV " not in grown  # empty on both builds: no row
     assert cells(grown, "tg")[:2] == ["118.0", "118.0"]  # speed too, in tok/s
     oom = config_block(section, OOM)
-    assert "ok → oom" in oom and cells(oom, "GPU model")[1] == "—"  # no figure on B: a dash, never 0
+    assert "ok → oom" in oom and cells(oom, "GPU model")[1] == "–"  # no figure on B: a dash, never 0
     assert "2 of 8 configs changed" in section
 
 

@@ -1,5 +1,6 @@
-"""Two builds side by side on the page: per config, each llama.cpp buffer as stored (on the GPU and in host RAM),
-pp and tg tok/s, with build A's value, build B's, the delta and the delta %.
+"""Two builds side by side (the page shows it): per config, every figure builds are compared on (rows.COMPARED:
+pp and tg tok/s, each llama.cpp buffer as stored on the GPU and in host RAM), with build A's value, build B's, the
+delta and the delta %, each in its field's words and unit.
 
 A config's value on a build is its newest result on that build (its newest ok one, if any), ranked in SQL
 (Warehouse.build_figures): one row per config and build, however many nights a build ran. The builds are picked by
@@ -12,22 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from vramwatch.config import VRAM_COMPONENTS
 from vramwatch.records import MODES
-from vramwatch.rows import number
+from vramwatch.rows import COMPARED, Field, number
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from vramwatch.warehouse.store import Warehouse
 
-# (flat-row column, what the page calls it, unit): the buffers per device as the warehouse stores them, then speed.
-QUANTITIES: tuple[tuple[str, str, str], ...] = (
-    *((column, f"GPU {word}", "MiB") for column, word in VRAM_COMPONENTS.items()),
-    ("host_model_mib", "host model", "MiB"), ("host_kv_mib", "host KV", "MiB"),
-    ("host_compute_mib", "host compute", "MiB"),
-    ("pp_avg_ts", "pp", "tok/s"), ("tg_avg_ts", "tg", "tok/s"),
-)
 
 
 @dataclass(frozen=True)
@@ -38,10 +31,9 @@ class BuildOption:
 
 @dataclass(frozen=True)
 class Delta:
-    """One quantity of one config on both builds; a or b is None where that build has no value."""
+    """One figure of one config on both builds; a or b is None where that build has no value."""
 
-    quantity: str
-    unit: str
+    field: Field
     a: float | None
     b: float | None
 
@@ -120,13 +112,13 @@ def _deltas(a: pd.DataFrame, b: pd.DataFrame) -> list[ConfigDelta]:
     for config_id in sorted(rows, key=lambda config_id: (config_order(rows[config_id]), config_id)):
         sides = [frame.loc[config_id] if config_id in frame.index else None for frame in (by_a, by_b)]
         # a result that measured nothing (oom, crashed) stores zeros: it has no figures, never a zero
-        values = [[number(side[column]) if side is not None and side["status"] == "ok" else None for side in sides]
-                  for column, _, _ in QUANTITIES]
+        values = [[number(side[f.name]) if side is not None and side["status"] == "ok" else None for side in sides]
+                  for f in COMPARED]
         configs.append(ConfigDelta(
             config_name=rows[config_id]["config_name"],
             status_a="" if sides[0] is None else sides[0]["status"],
             status_b="" if sides[1] is None else sides[1]["status"],
-            rows=[Delta(words, unit, va, vb) for (_, words, unit), (va, vb) in zip(QUANTITIES, values)
+            rows=[Delta(f, va, vb) for f, (va, vb) in zip(COMPARED, values)
                   if {va, vb} - {None, 0.0}]))  # a buffer empty or absent on both builds says nothing
     return configs
 
@@ -139,7 +131,7 @@ def compare_builds(warehouse: Warehouse, asked_a: str | None = None, asked_b: st
         return BuildComparison(options=options, problem="only one build has stored results: a comparison needs two")
     problems: list[str] = []
     a, b = _pick(options, asked_a, options[1], problems), _pick(options, asked_b, options[0], problems)
-    columns = [column for column, _, _ in QUANTITIES]
+    columns = [f.name for f in COMPARED]
     configs = _deltas(warehouse.build_figures(int(a.build_id), columns),
                       warehouse.build_figures(int(b.build_id), columns))
     problem = (f"{'; '.join(problems)}: pick builds from the lists (showing the default pair instead)"

@@ -1,0 +1,95 @@
+"""The history chart, one renderer for the page and the report: one point per run, a flat VRAM line stays flat,
+failures sit on the axis, new builds are marked, and the axes carry titles and dated ticks."""
+
+from __future__ import annotations
+
+from vramwatch.report.history_chart import PAGE_TICKS, X_TITLE, RunPoint, config_chart, config_label
+
+
+def run(night: str, status: str, mib: float | None, build: str, run_id: str = "") -> RunPoint:
+    return RunPoint(night=night, run_id=run_id or f"scheduled__{night}", status=status, value=mib, build=build)
+
+
+def panel_of(chart):
+    (panel,) = chart.figure.panels
+    return panel
+
+
+def test_flat_history_is_a_flat_line_in_the_middle_not_noise_blown_up():
+    runs = [run(f"2026-01-0{day}", "ok", 11_238.5, "abc") for day in (1, 2, 3)]
+    chart = config_chart("Q4_K_M/baseline", "VRAM", runs)
+    panel = panel_of(chart)
+    (line,) = panel.lines
+    ys = {p.y for p in line.points}
+    assert len(ys) == 1 and abs(ys.pop() - panel.middle[1]) < 1
+    assert panel.y_title == "memory (GiB)" and chart.latest == "10.98 GiB"
+    assert all(10.8 < float(t.label) < 11.2 for t in panel.y_ticks)  # round values around the line, in GiB
+    assert not panel.failures and not panel.rules
+
+
+def test_growth_failure_and_build_change_are_placed_where_they_happened():
+    runs = [run("2026-01-01", "ok", 640.0, "old"), run("2026-01-02", "ok", 950.0, "new"),
+            run("2026-01-03", "oom", None, "new")]
+    chart = config_chart("Q4_K_M/offload", "VRAM", runs, flagged=True)
+    panel = panel_of(chart)
+    first, second = panel.lines[0].points
+    assert second.y < first.y  # more memory is higher up
+    assert panel.y_title == "memory (MiB)" and first.label == "2026-01-01 (run scheduled__2026-01-01): 640 MiB (build old)"
+    assert [f.label for f in panel.failures] == ["2026-01-03 (run scheduled__2026-01-03): oom (build new)"]
+    assert panel.failures[0].y == panel.bottom and chart.latest == "oom" and chart.flagged
+    (change,) = panel.rules
+    assert first.x < change.x < second.x and change.label == "build old -> new"
+    assert [t.label for t in panel.x_ticks] == ["2026-01-01", "2026-01-02", "2026-01-03"]  # full dates, readable
+
+
+def test_two_runs_in_one_night_are_two_points_not_one():
+    """Plots were per date: a night's second run (a rerun, a manual run) collapsed onto the first."""
+    runs = [run("2026-01-01", "ok", 640.0, "old"), run("2026-01-02", "ok", 640.0, "old", "scheduled__2026-01-02"),
+            run("2026-01-02", "ok", 960.0, "new", "manual__2026-01-02T15:00")]
+    points = panel_of(config_chart("Q4_K_M/offload", "VRAM", runs)).lines[0].points
+    assert len(points) == 3 and len({p.x for p in points}) == 3
+    assert [p.label.split(":")[0] for p in points[1:]] == [
+        "2026-01-02 (run scheduled__2026-01-02)", "2026-01-02 (run manual__2026-01-02T15"]
+    assert points[2].y < points[1].y
+
+
+def test_the_axes_have_titles_and_a_few_dated_ticks_spread_over_the_runs():
+    runs = [run(f"2026-01-{day:02d}", "ok", 640.0 + day, "b") for day in range(1, 31)]
+    panel = panel_of(config_chart("x", "VRAM", runs))
+    assert (panel.x_title, panel.y_title) == (X_TITLE, "memory (MiB)")
+    assert [t.label for t in panel.x_ticks] == ["2026-01-01", "2026-01-15", "2026-01-30"] and PAGE_TICKS == 3
+    assert panel.x_ticks[0].at == panel.left and panel.x_ticks[-1].at == panel.right
+
+
+def test_a_config_that_never_measured_has_no_line_and_no_scale():
+    panel = panel_of(config_chart("x", "VRAM", [run("2026-01-01", "crashed", None, "b")]))
+    assert panel.lines[0].points == [] and panel.y_ticks == [] and len(panel.failures) == 1
+
+
+def test_a_config_is_named_by_its_quant_and_mode_as_records_writes_them():
+    """The page wrote "partial 4", the tables "partial4": one writer now (records.BenchConfig.mode_label)."""
+    assert config_label("deepseek-moe-16b/Q4_K_M/partial4@0123abcd") == "Q4_K_M/partial4"
+
+
+def test_the_reports_history_crosses_a_run_that_measured_nothing_as_the_page_does(tmp_path):
+    """One renderer: the report's figure showed only ok runs, so a config that ran out of memory just stopped."""
+    from support.warehouses import NIGHTS, OOM, three_nights
+
+    from vramwatch.report.history_chart import HISTORY_RUNS, history
+    from vramwatch.report.write import HISTORY_FIELDS
+    from vramwatch.warehouse.store import Warehouse
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    three_nights(url)
+    warehouse = Warehouse(url)
+    frame = warehouse.history()
+    frame = warehouse.recent_history(set(frame["config_id"]), HISTORY_RUNS, fields=HISTORY_FIELDS)
+    warehouse.close()
+
+    figure = history(frame, [])
+    model = OOM.split("/")[0]
+    vram, tg = [panel for panel in figure.panels if panel.title.startswith(f"{model}:")]
+    for panel in (vram, tg):
+        (failure,) = panel.failures
+        assert failure.label.startswith(f"{NIGHTS[-1]} (run ") and ": oom (build " in failure.label
+        assert failure.y == panel.bottom
