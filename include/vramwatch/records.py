@@ -438,30 +438,47 @@ class Memory(Record):
         return (self.gpu_model_mib + self.gpu_kv_mib + self.gpu_compute_mib) / 1024
 
 
+# What each field of a Fingerprint is part of, declared with the field: the environment's identity (environment_id),
+# the machine that regress compares night to night, and the environments table the warehouse keeps.
+_IDENTITY = {"identity": True, "machine": True, "stored": True}
+_MACHINE = {"machine": True, "stored": True}
+_BUILD: dict[str, bool] = {}  # the build's own: none of the machine's
+
+
 @dataclass(frozen=True)
 class Fingerprint(Record):
     """Where a number was measured. Regressions compare only like with like."""
 
-    gpu_name: str = ""
-    gpu_count: int = 0
-    gpu_driver: str = ""
-    cuda_version: str = ""
-    compute_capability: str = ""
-    cpu_model: str = ""
-    cpu_cores: int = 0
-    ram_gib: float = 0.0
-    llama_cpp_commit: str = ""
-    llama_cpp_python_version: str = ""
-    build_flags: str = ""
-    backend: str = ""  # cpu | cuda
-    host: str = ""  # the machine's host name: a new host is an environment change (not part of environment_id)
+    gpu_name: str = field(default="", metadata=_IDENTITY)
+    gpu_count: int = field(default=0, metadata=_IDENTITY)
+    gpu_driver: str = field(default="", metadata=_MACHINE)
+    cuda_version: str = field(default="", metadata=_MACHINE)
+    compute_capability: str = field(default="", metadata=_MACHINE)
+    cpu_model: str = field(default="", metadata=_IDENTITY)
+    cpu_cores: int = field(default=0, metadata=_IDENTITY)
+    ram_gib: float = field(default=0.0, metadata={"stored": True})  # kept, never compared as a machine change
+    llama_cpp_commit: str = field(default="", metadata=_BUILD)
+    llama_cpp_python_version: str = field(default="", metadata=_BUILD)
+    build_flags: str = field(default="", metadata=_BUILD)
+    backend: str = field(default="", metadata=_IDENTITY)  # cpu | cuda
+    # the machine's host name: a new host is an environment change, but neither part of environment_id nor stored
+    host: str = field(default="", metadata={"machine": True})
 
     @property
     def environment_id(self) -> str:
         import hashlib
 
-        raw = "|".join([self.gpu_name, str(self.gpu_count), self.cpu_model, str(self.cpu_cores), self.backend])
+        raw = "|".join(str(getattr(self, name)) for name in ENVIRONMENT_ID_FIELDS)
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _fingerprint_fields(part: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(Fingerprint) if f.metadata.get(part))
+
+
+ENVIRONMENT_ID_FIELDS = _fingerprint_fields("identity")  # what environment_id hashes
+MACHINE_FIELDS = _fingerprint_fields("machine")  # what "the machine changed" (regress) compares
+ENVIRONMENT_FIELDS = _fingerprint_fields("stored")  # what the warehouse keeps of an environment
 
 
 @dataclass(frozen=True)
