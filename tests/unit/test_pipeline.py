@@ -9,7 +9,7 @@ import pytest
 from support.samples import bisection, night, replace
 
 from vramwatch import pipeline
-from vramwatch.config import BuildSource, load_matrix
+from vramwatch.config import BuildSource, GpuWorker, Lane, load_matrix
 from vramwatch.records import (
     BisectRequest,
     BisectResult,
@@ -181,3 +181,22 @@ def _request_of(incident_id: int | None, run_id: str) -> BisectRequest:
     """The request the sample bisection answers, stored on an incident and in the report of the night that opened it."""
     result = bisection()
     return BisectRequest(result.config_id, result.good, result.bad, incident_id=incident_id, run_id=run_id)
+
+
+def test_a_second_gpu_workers_lane_keeps_its_reports_in_its_own_folder(warehouse_url, tmp_path):
+    """The lane is one value passed whole (a DAG passes its GpuWorker): its reports folder and its warehouse label
+    come from it, so a second worker's report, alert log and pruning stay under reports/<label>/."""
+    worker = GpuWorker(label="gpu-1", queue="gpu-1", pool="gpu-1")
+    measured = _release_night("0.3.30", "a" * 40, 0.0)
+    summary = pipeline.ingest(measured, "run1", "2026-01-01", trigger="test")
+
+    pipeline.run_task(pipeline.validate, measured.to_dict()["results"], "2026-01-01", measured.build.to_dict(),
+                      worker)
+    again = pipeline.run_task(pipeline.report, "run1", Warehouse(warehouse_url).verdicts("run1").to_dict(),
+                              lane=worker)
+
+    reports = tmp_path / "reports"
+    assert Path(summary.report_md).parent == reports / "2026-01-01"
+    assert Path(again["report_md"]).parent == reports / "gpu-1" / "2026-01-01"
+    assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=worker).kept == ["2026-01-01"]
+    assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=Lane("gpu-2")).kept == []
