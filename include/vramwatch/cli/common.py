@@ -77,6 +77,8 @@ def add_record_flags(parser: argparse.ArgumentParser, record: type, aliases: dic
             options["choices"] = choices
         if about.get("metavar"):
             options["metavar"] = about["metavar"]
+            if choices:  # the metavar hides them from --help
+                options["help"] += f", one of {', '.join(choices)}"
         if field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING:
             options["required"] = True
         else:
