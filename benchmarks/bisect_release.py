@@ -35,7 +35,7 @@ from two_releases import ingest_nights  # noqa: E402
 from vramwatch import pipeline  # noqa: E402
 from vramwatch.alerts.messages import bisection_alert  # noqa: E402
 from vramwatch.bisect.run import write_result  # noqa: E402
-from vramwatch.records import BisectResult, MeasuredNight, config_name  # noqa: E402
+from vramwatch.records import BisectRequest, BisectResult, MeasuredNight, config_name  # noqa: E402
 
 
 def capture_page(out: Path) -> None:
@@ -83,8 +83,8 @@ def _markdown(result: BisectResult, nights: list[MeasuredNight], incident_id: in
              "    PLAN=bisect_releases bash benchmarks/gpu/seed_night.sh 555   # carry device/wheels",
              "    PLAN=bisect_releases bash benchmarks/gpu/seed_night.sh 150   # carry device/wheels (the rebuild step)",
              "",
-             f"  The plan called `run_bisect(matrix, \"deepseek-moe-16b/Q4_K_M/baseline\", \"{result.good}\", "
-             f"\"{result.bad}\", level=\"release\", metric=\"{result.metric}\", bad_figure=260.39)` on "
+             f"  The plan called `run_bisect(matrix, BisectRequest(\"deepseek-moe-16b/Q4_K_M/baseline\", "
+             f"\"{result.good}\", \"{result.bad}\", metric=\"{result.metric}\", bad_figure=260.39))` on "
              "`benchmarks/gpu/bisect-release.yaml`, as `vramwatch bisect` does. Here: `" + command + "`", "",
              "## Steps", "",
              "| Step | Release | llama.cpp | " + result.metric + f" {result.unit} | Verdict | Build s | Bench s |",
@@ -132,7 +132,9 @@ def main() -> None:
         (incident,) = [i for i in summary.incidents
                        if config_name(result.config_id) in {config_name(c) for c in i.configs}]
         # as the bisect DAG's store task does: on the incident, and in its night's report written again
-        pipeline.store_bisection(result, incident.incident_id, run_id=summary.run_id)
+        request = BisectRequest(result.config_id, result.good, result.bad, result.level, result.metric,
+                                incident_id=incident.incident_id, run_id=summary.run_id)
+        pipeline.store_bisection(result, request)
         args.out.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(summary.report_md, args.out / f"{stem}-report.md")
         shutil.copyfile(summary.report_html, args.out / f"{stem}-report.html")

@@ -3,24 +3,24 @@
 bisect (GPU queue: builds each candidate between good and bad, benches the one config) -> store (the result on its
 incident, as JSON under reports/bisect/, in the report of the night that opened the incident, and an alert)
 
-llamacpp_nightly triggers it for each new VRAM or throughput incident (conf: incident_id, config, good, bad, level,
-metric, run_id); trigger it by hand with the same params. One per GPU worker, as the nightlies: llamacpp_bisect on the first,
-llamacpp_bisect_<queue> on another (its results under reports/<queue>/bisect/). Orchestration only: each task is one call into vramwatch.pipeline.
+Its params are a bisection request's fields (vramwatch.records.BisectRequest: config, good, bad, level, metric, ...);
+llamacpp_nightly triggers it with one request as conf for each new VRAM or throughput incident; trigger it by hand
+with the same params. One per GPU worker, as the nightlies: llamacpp_bisect on the first, llamacpp_bisect_<queue> on
+another (its results under reports/<queue>/bisect/). Orchestration only: each task is one call into vramwatch.pipeline.
 The task log shows each step: "step k of ~N: candidate X ... figure ... verdict".
 """
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
-import pendulum
-from airflow.sdk import Param, dag, task
-from smtp_connection import smtp_connection  # plugins/: on sys.path in every Airflow component
+from airflow.sdk import dag, task
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, params_of  # plugins/: on sys.path everywhere
+from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
+from vramwatch.records import BisectRequest
 
-MATRIX_NAME = os.environ.get("VRAMWATCH_MATRIX", "seed")
 MATRIX = load_matrix(MATRIX_NAME)
 
 
@@ -31,24 +31,12 @@ def bisect_dag(worker: GpuWorker) -> None:
     @dag(
         dag_id=worker.bisect_dag_id,
         schedule=None,  # triggered: by the nightly on a new incident, or by hand
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # one search at a time: each holds the GPU worker for hours of builds
-        default_args={"owner": "vramwatch", "retries": 1, "retry_delay": timedelta(minutes=5),
-                      "show_return_value_in_logs": False},
-        tags=["vramwatch", "llama.cpp", "bisect", "gpu"],
-        params={
-            "config": Param("", type="string", description="config id model/quant/mode@hash (the hash may be left out)"),
-            "good": Param("", type="string", description="a build without the change: release version or commit"),
-            "bad": Param("", type="string", description="a build with the change"),
-            "level": Param("release", enum=["release", "commit"], description="releases, or llama.cpp commits"),
-            "metric": Param("gpu_compute_mib", type="string",
-                            description="a buffer (CUDA0/compute), a component (gpu_compute_mib), or pp / tg"),
-            "repository": Param("", type="string", description="commit level: llama.cpp URL or local mirror"),
-            "incident_id": Param(None, type=["null", "integer"], description="the incident the result belongs to"),
-            "run_id": Param("", type="string", description="the night that opened it: its report is written again "
-                                                          "with the result"),
-        },
+        default_args={**DEFAULT_ARGS, "retries": 1},  # a retried search builds every candidate again
+        tags=[*TAGS, "bisect", "gpu"],
+        params=params_of(BisectRequest),
         doc_md=__doc__,
     )
     def llamacpp_bisect():
@@ -56,15 +44,14 @@ def bisect_dag(worker: GpuWorker) -> None:
         def bisect(params: dict | None = None) -> dict:
             from vramwatch import pipeline
 
-            return pipeline.task_bisect(MATRIX_NAME, params or {})
+            return pipeline.run_task(pipeline.bisect, MATRIX, params)
 
         @task
         def store(result: dict, params: dict | None = None) -> str:
             from vramwatch import pipeline
 
-            params = params or {}
-            return pipeline.task_store_bisection(result, params.get("incident_id"), worker.label, smtp_connection(),
-                                                 params.get("run_id", ""))
+            return pipeline.run_task(pipeline.store_bisection, result, params, lane=worker,
+                                     smtp_connection=smtp_connection())
 
         store(bisect())
 

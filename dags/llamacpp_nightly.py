@@ -4,8 +4,9 @@ detect_build -> build_engine -> prepare_models -> bench (one mapped task per con
   -> validate -> store -> detect_regressions -> report -> alert -> prune (GPU worker) + prune_reports
                                              -> bisections -> bisect (one llamacpp_bisect run per new incident)
 
-Orchestration only: every task is one call into vramwatch.pipeline. The matrix (models, quants, modes, queue) is
-VRAMWATCH_MATRIX (a shipped name or a YAML path; default "seed"); an invalid matrix fails the import naming the field.
+Orchestration only: every task is one call into vramwatch.pipeline, through pipeline.run_task (XComs in, records to
+the stage, JSON out). The matrix (models, quants, modes, queue) is VRAMWATCH_MATRIX (a shipped name or a YAML path;
+default "seed"); an invalid matrix fails the import naming the field.
 One nightly per GPU worker (VRAMWATCH_GPU_QUEUES, else the matrix's queue): a night's engine, models and benches stay
 on that worker's queue and pool; the first worker's is llamacpp_nightly, another's llamacpp_nightly_<its queue>, and
 each triggers its own worker's bisections.
@@ -13,25 +14,16 @@ each triggers its own worker's bisections.
 
 from __future__ import annotations
 
-import os
 from datetime import timedelta
 
-import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
-from smtp_connection import smtp_connection  # plugins/: on sys.path in every Airflow component
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS  # plugins/: on sys.path everywhere
+from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
-MATRIX_NAME = os.environ.get("VRAMWATCH_MATRIX", "seed")
 MATRIX = load_matrix(MATRIX_NAME)
-
-DEFAULT_ARGS = {
-    "owner": "vramwatch",
-    "retries": 2,  # network blips (PyPI, warehouse) and lost workers; a bench crash is a result, not a retry
-    "retry_delay": timedelta(minutes=5),
-    "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
-}
 
 
 def _night(dag_run) -> str:
@@ -40,24 +32,23 @@ def _night(dag_run) -> str:
 
 
 def nightly(worker: GpuWorker) -> None:
-    """The night of one GPU worker. Its label (empty for the first worker) keeps the night's run id and reports apart
-    from other workers' in the shared warehouse and reports folder."""
+    """The night of one GPU worker. Its lane (worker.label, empty for the first worker) keeps the night's run id and
+    reports apart from other workers' in the shared warehouse and reports folder."""
     gpu = {"queue": worker.queue, "pool": worker.pool}
-    lane = worker.label
 
     def _alert_on_failure(context: dict) -> None:
         from vramwatch import pipeline
 
-        pipeline.task_failure_alert(context, lane, smtp_connection())
+        pipeline.run_task(pipeline.failure_alert, context, worker, smtp_connection())
 
     @dag(
         dag_id=worker.nightly_dag_id,
         schedule="0 2 * * *",
-        start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+        start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
         default_args=DEFAULT_ARGS,
-        tags=["vramwatch", "llama.cpp", "benchmark", "gpu"],
+        tags=[*TAGS, "benchmark", "gpu"],
         params={"force": Param(False, type="boolean", description="Run even when no new build appeared")},
         on_failure_callback=_alert_on_failure,
         doc_md=__doc__,
@@ -67,19 +58,19 @@ def nightly(worker: GpuWorker) -> None:
         def detect_build(params: dict | None = None) -> dict | None:
             from vramwatch import pipeline
 
-            return pipeline.task_detect_build(MATRIX_NAME, bool(params and params["force"]), lane)
+            return pipeline.run_task(pipeline.build_to_bench, MATRIX, bool(params and params["force"]), worker)
 
         @task(**gpu, execution_timeout=timedelta(hours=2))
         def build_engine(check: dict) -> dict:
             from vramwatch import pipeline
 
-            return pipeline.task_build_engine(MATRIX_NAME, check)
+            return pipeline.run_task(pipeline.build_engine, MATRIX, check["latest"])
 
         @task(**gpu, execution_timeout=timedelta(hours=3))
         def prepare_models(build: dict) -> list[dict]:
             from vramwatch import pipeline
 
-            return pipeline.task_prepare_models(MATRIX_NAME, build)
+            return pipeline.run_task(pipeline.prepare_models, MATRIX, build)
 
         @task(**gpu, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2),
               map_index_template="{{ config_name }}")  # the grid names each mapped bench by its config
@@ -91,7 +82,7 @@ def nightly(worker: GpuWorker) -> None:
 
             context = get_current_context()
             context["config_name"] = pipeline.config_name_of(config)
-            result = pipeline.task_bench(config, build)
+            result = pipeline.run_task(pipeline.bench, config, build)
             if result["status"] != "ok":  # red in the grid, no retry; its record still goes on to validate and store
                 context["ti"].xcom_push(key="return_value", value=result)
                 raise AirflowFailException(f"{context['config_name']}: {result['status']}: {result['error']}")
@@ -102,51 +93,54 @@ def nightly(worker: GpuWorker) -> None:
             from vramwatch import pipeline
 
             # indexed reads: iterating the lazy sequence probes one XCom past the end and logs a 404 error
-            return pipeline.task_validate([results[i] for i in range(len(results))], _night(dag_run), build, lane)
+            return pipeline.run_task(pipeline.validate, [results[i] for i in range(len(results))], _night(dag_run),
+                                     build, worker)
 
         @task
-        def store(build: dict, validated: dict, dag_run=None) -> int:
+        def store(build: dict, validated: dict, dag_run=None) -> str:
             from vramwatch import pipeline
 
-            return pipeline.task_store(worker.run_id(dag_run.run_id), _night(dag_run), build, validated,
-                                       str(dag_run.run_type))
+            # the DAG run's own run id, so a retried task replaces that run's rows
+            return pipeline.run_task(pipeline.store, worker.run_id(dag_run.run_id), _night(dag_run), build, validated,
+                                     str(dag_run.run_type))
 
         @task(**gpu)  # a build change in tok/s is rerun A/B on the GPU before anyone is paged
-        def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> dict:
+        def detect_regressions(build: dict, stored_as: str) -> dict:
             from vramwatch import pipeline
 
-            return pipeline.task_detect_regressions(MATRIX_NAME, worker.run_id(run_id), build)
+            return pipeline.run_task(pipeline.detect_regressions, stored_as, MATRIX.policy, build=build)
 
         @task
         def bisections(verdicts: dict, run_id: str | None = None) -> list[dict]:
             from vramwatch import pipeline
 
-            return pipeline.task_bisections_to_start(MATRIX_NAME, verdicts, worker.run_id(run_id))
+            return pipeline.run_task(pipeline.bisections_to_start, verdicts, MATRIX, worker.run_id(run_id))
 
         @task
         def report(verdicts: dict, run_id: str | None = None) -> dict:
             from vramwatch import pipeline
 
-            return pipeline.task_report(worker.run_id(run_id), verdicts, lane, smtp_connection())  # says when none can go
+            return pipeline.run_task(pipeline.report, worker.run_id(run_id), verdicts, lane=worker,
+                                     smtp_connection=smtp_connection())  # says when no alert can go
 
         @task
         def alert(summary: dict) -> int:
             from vramwatch import pipeline
 
-            return pipeline.task_alert(summary, lane, smtp_connection())
+            return pipeline.run_task(pipeline.alert, summary, worker, smtp_connection())
 
         # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
         @task(**gpu, trigger_rule="all_done")  # this GPU worker's disk: the engines and models of the builds used last
         def prune() -> dict:
             from vramwatch import pipeline
 
-            return pipeline.task_prune(MATRIX_NAME)
+            return pipeline.run_task(pipeline.prune, MATRIX)
 
         @task(trigger_rule="all_done")  # the reports folder lives with the default workers and the UI
         def prune_reports() -> dict:
             from vramwatch import pipeline
 
-            return pipeline.task_prune_reports(MATRIX_NAME, lane)
+            return pipeline.run_task(pipeline.prune_reports, MATRIX, lane=worker)
 
         check = detect_build()
         build = build_engine(check)

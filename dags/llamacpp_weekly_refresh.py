@@ -6,12 +6,9 @@ drift from drivers, CUDA or the machine itself still shows up within a week. It 
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
-
-import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS  # plugins/: on sys.path everywhere
 
 from vramwatch.config import gpu_workers, load_matrix
 
@@ -19,14 +16,14 @@ from vramwatch.config import gpu_workers, load_matrix
 @dag(
     dag_id="llamacpp_weekly_refresh",
     schedule="0 4 * * 0",  # Sundays, after the nightly's 02:00 slot
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    start_date=START_DATE,
     catchup=False,
-    default_args={"owner": "vramwatch", "retries": 2, "retry_delay": timedelta(minutes=5)},
-    tags=["vramwatch", "llama.cpp", "benchmark"],
+    default_args=DEFAULT_ARGS,
+    tags=[*TAGS, "benchmark"],
     doc_md=__doc__,
 )
 def llamacpp_weekly_refresh():
-    for worker in gpu_workers(load_matrix(os.environ.get("VRAMWATCH_MATRIX", "seed"))):
+    for worker in gpu_workers(load_matrix(MATRIX_NAME)):
         TriggerDagRunOperator(task_id=f"force_{worker.nightly_dag_id.removeprefix('llamacpp_')}",
                               trigger_dag_id=worker.nightly_dag_id, conf={"force": True})
 

@@ -36,6 +36,7 @@ from vramwatch.builds.slim import LLAMA  # noqa: E402
 from vramwatch.config import Paths, load_matrix  # noqa: E402
 from vramwatch.models.specs import get_spec  # noqa: E402
 from vramwatch.models.synth import file_name  # noqa: E402
+from vramwatch.records import BisectRequest  # noqa: E402
 
 GOOD, BAD = "0.3.30", "0.3.36"
 RELEASES = ("0.3.30", "0.3.31", "0.3.32", "0.3.33", "0.3.34", "0.3.35", "0.3.36")
@@ -124,7 +125,7 @@ def main() -> None:
         return
     wait_for_bundle(plan.REPO / matrix.build.location)
     with plan.step("bisect"):
-        result = run_bisect(matrix, CONFIG, GOOD, BAD, level="release", metric=METRIC, bad_figure=BAD_FIGURE)
+        result = run_bisect(matrix, BisectRequest(CONFIG, GOOD, BAD, metric=METRIC, bad_figure=BAD_FIGURE))
         write_result(result, plan.OUT / "bisect.json")
         plan.log(f"  {result.headline()}")
         for step in result.steps:

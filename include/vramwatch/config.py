@@ -242,18 +242,27 @@ QUEUE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}")
 
 
 @dataclass(frozen=True)
-class GpuWorker:
-    """One GPU worker's lane: the Celery queue only that worker serves, its pool (one bench at a time), and the label
-    that keeps its nights apart from other workers' in the shared warehouse and reports (run ids `<label>/<run id>`,
-    reports under `<reports>/<label>/`). The first worker's label is empty: its nights are stored as they always were.
-    """
+class Lane:
+    """A GPU worker's lane, all the pipeline needs of it, passed as one value: the label that keeps its nights apart
+    from other workers' in the shared warehouse and reports (run ids `<label>/<run id>`, reports under
+    `<reports>/<label>/`). The first worker's label is empty (Lane()): its nights are stored as they always were."""
 
-    queue: str
-    pool: str
-    label: str
+    label: str = ""
 
     def run_id(self, run_id: str) -> str:
         return f"{self.label}/{run_id}" if self.label else run_id
+
+    def reports(self, paths: Paths) -> Path:
+        """This lane's reports folder: the reports folder itself for the first worker."""
+        return paths.reports / self.label
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuWorker(Lane):
+    """One GPU worker: its lane, the Celery queue only that worker serves, and its pool (one bench at a time)."""
+
+    queue: str
+    pool: str
 
     @property
     def nightly_dag_id(self) -> str:

@@ -1,41 +1,47 @@
-"""The nightly's stages as plain functions: JSON-able in, JSON-able out.
+"""The nightly's stages as plain functions: records in, records out; the one place that strings stages together.
 
-This is the one adapter between the library and a scheduler. Airflow tasks (dags/llamacpp_nightly.py) and the CLI
-(`vramwatch nightly`) call these; each turns dicts back into records, calls its stage, and hands a dict on. No
-Airflow import here: the library runs without it.
+Airflow tasks (dags/) and the CLI (`vramwatch nightly`) call these. A scheduler's task calls a stage through
+`run_task`, which turns the task's JSON (XComs, params) into the records the stage's signature names and its result
+back into JSON. No Airflow import here: the library runs without it. `lane` is the GPU worker's lane whose night it is
+(config.Lane; a DAG passes its config.GpuWorker): Lane() for the first worker.
 """
 
 from __future__ import annotations
 
+import inspect
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vramwatch.config import Matrix, Paths, Policy, load_matrix
+from vramwatch.config import Lane, Matrix, Paths, Policy
 from vramwatch.errors import UserError
 from vramwatch.progress import for_stage
 from vramwatch.records import (
     ABRun,
     BenchConfig,
     BenchResult,
+    BisectRequest,
     BisectResult,
     BuildCheck,
     BuildRecord,
-    IncidentKind,
     MeasuredNight,
     NightSummary,
     NightVerdicts,
     PruneResult,
     RunRecord,
     ValidatedNight,
+    error_line,
+    jsonable,
+    revive,
 )
 
 if TYPE_CHECKING:
     from vramwatch.alerts.delivery import AlertChannels
     from vramwatch.regress.detect import ABRunner
     from vramwatch.warehouse.store import Warehouse
+
+FIRST_LANE = Lane()
 
 
 class BuildFailed(RuntimeError):
@@ -54,15 +60,22 @@ def _open(warehouse: Warehouse | None) -> Warehouse:
     return Warehouse()
 
 
-def detect_build(matrix: Matrix, force: bool = False, warehouse: Warehouse | None = None, lane: str = "") -> BuildCheck:
-    """`lane`: the GPU worker's label (config.GpuWorker): each worker benchmarks each new build once."""
+def detect_build(matrix: Matrix, force: bool = False, warehouse: Warehouse | None = None,
+                 lane: Lane = FIRST_LANE) -> BuildCheck:
+    """Whether there is a build to bench: each GPU worker's lane benchmarks each new build once."""
     from vramwatch.builds.detect import check_for_new_build
 
-    last = _open(warehouse).last_benchmarked_version(matrix.build.source, lane)
+    last = _open(warehouse).last_benchmarked_version(matrix.build.source, lane.label)
     check = check_for_new_build(matrix.build, last, force=force)
     verdict = "new build" if check.is_new else ("forced run" if check.forced else "no new build: skipping the night")
     _say(f"detect_build: latest {check.latest}, last benchmarked {check.last_benchmarked or 'none'} -> {verdict}")
     return check
+
+
+def build_to_bench(matrix: Matrix, force: bool = False, lane: Lane = FIRST_LANE) -> BuildCheck | None:
+    """detect_build's check when the night runs on it (a new build, or forced); None: the night is skipped."""
+    check = detect_build(matrix, force, lane=lane)
+    return check if check.should_run else None
 
 
 def build_engine(matrix: Matrix, version: str, record_build: bool = True) -> BuildRecord:
@@ -95,11 +108,11 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
     return result
 
 
-def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: str = "") -> ValidatedNight:
+def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: Lane = FIRST_LANE) -> ValidatedNight:
     from vramwatch.report.write import DATA_DOCS_INDEX
     from vramwatch.validate.gate import validate_night
 
-    data_docs = (Paths().reports / lane / night / DATA_DOCS_INDEX).parent
+    data_docs = (lane.reports(Paths()) / night / DATA_DOCS_INDEX).parent
     validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
     _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
     return validated
@@ -120,17 +133,16 @@ def same_night_ab(build: BuildRecord, processes: int) -> ABRunner:
     """The A/B runner detection uses: tonight's config on the previous build's engine (found on this worker by its
     llama.cpp commit) against tonight's build, interleaved, `processes` child processes each."""
     from vramwatch.bench.ab import run_ab
-    from vramwatch.builds.engine import list_builds
+    from vramwatch.builds.engine import engine_of_commit
 
     def run(config: BenchConfig, previous_commit: str) -> ABRun | str:
-        engines = [b for b in list_builds(Paths()) if b.ok and b.llama_cpp_commit == previous_commit
-                   and b.request.backend == build.request.backend and Path(b.python).exists()]
-        if not engines:
+        engine = engine_of_commit(Paths(), previous_commit, build.request.backend)
+        if engine is None:
             return (f"the previous build's engine (llama.cpp {previous_commit[:8]}, {build.request.backend}) is not on "
                     f"this worker")
         _say(f"same-night A/B {config.config_name}: llama.cpp {previous_commit[:8]} (A) against "
              f"{build.llama_cpp_commit[:8]} (B), {processes} processes each")
-        return run_ab((config, engines[0]), (config, build), processes)
+        return run_ab((config, engine), (config, build), processes)
 
     return run
 
@@ -151,14 +163,13 @@ def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None 
     return verdicts
 
 
-def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None, lane: str = "",
+def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None, lane: Lane = FIRST_LANE,
            smtp_connection: Any = None, refresh_latest: bool = True) -> NightSummary:
-    """Write the night's report; it says at the top when its regressions would page no one (alerting_notices).
-    `lane`: a GPU worker's label; its reports go under the reports folder's `<lane>/` (the first worker's: "").
-    refresh_latest False: reports/latest.* stay as they are (the night is not the newest)."""
+    """Write the night's report, in its lane's reports folder; it says at the top when its regressions would page no
+    one (alerting_notices). refresh_latest False: reports/latest.* stay as they are (the night is not the newest)."""
     from vramwatch.report.write import report_for_run
 
-    summary = report_for_run(_open(warehouse), run_id, verdicts, Paths().reports / lane,
+    summary = report_for_run(_open(warehouse), run_id, verdicts, lane.reports(Paths()),
                              notices=alerting_notices(smtp_connection), refresh_latest=refresh_latest)
     _say(f"report: {summary.report_md}")
     return summary
@@ -231,8 +242,8 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
         try:
             validated = validate(measured.results, night, measured.build)
         except Exception as exc:  # the night stays on record, with its build, as failed: store_run never ran
-            warehouse.mark_failed(run_id, night, measured.build, trigger, f"validation failed: {type(exc).__name__}: "
-                                                                           f"{' '.join(str(exc).split())[:300]}")
+            warehouse.mark_failed(run_id, night, measured.build, trigger,
+                                  error_line(f"validation failed: {type(exc).__name__}: {exc}"))
             raise
     with _timed(seconds, "store"):
         run_id = store(run_id, night, measured.build, validated, trigger, warehouse, night_key=measured.night_key())
@@ -259,15 +270,26 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     _say(f"{stage}: {seconds[stage]:.1f} s")
 
 
-def alert(summary: NightSummary, lane: str = "", smtp_connection: Any = None) -> int:
+def alert(summary: NightSummary, lane: Lane = FIRST_LANE, smtp_connection: Any = None) -> int:
     """Page on the night's new incidents; a retry pages only the channels that have not taken the alert yet. With no
-    channel configured it logs a WARNING (and the night's delivery log records it for the UI's page)."""
+    channel configured it logs a WARNING (and the night's delivery log records it for the UI's page).
+    smtp_connection: an Airflow SMTP connection the DAG read in the task (never an XCom: it holds a password)."""
     from vramwatch.alerts.delivery import DeliveryLog, send_alerts
 
     sent = send_alerts(summary, alert_channels(smtp_connection),
-                       DeliveryLog.for_night(Paths().reports / lane, summary.night))
+                       DeliveryLog.for_night(lane.reports(Paths()), summary.night))
     _say(f"alert: {sent} alert(s) sent")
     return sent
+
+
+def failure_alert(context: dict[str, Any], lane: Lane = FIRST_LANE, smtp_connection: Any = None) -> int:
+    """A DAG's failure callback: a night that did not finish alerts where regressions do."""
+    from vramwatch.alerts.delivery import DeliveryLog, deliver
+    from vramwatch.alerts.messages import failure_from_context
+
+    failure = failure_from_context(context)
+    log = DeliveryLog.for_night(lane.reports(Paths()), failure.payload["night"])
+    return deliver(failure, alert_channels(smtp_connection), log)
 
 
 def prune(matrix: Matrix, dry_run: bool = False) -> PruneResult:
@@ -277,59 +299,41 @@ def prune(matrix: Matrix, dry_run: bool = False) -> PruneResult:
     return prune_disk(Paths(), matrix.keep_builds, dry_run=dry_run)
 
 
-def prune_reports(matrix: Matrix, dry_run: bool = False, lane: str = "") -> PruneResult:
-    """Remove GX Data Docs of nights before the newest keep_data_docs from the reports folder; summaries stay."""
+def prune_reports(matrix: Matrix, dry_run: bool = False, lane: Lane = FIRST_LANE) -> PruneResult:
+    """Remove GX Data Docs of nights before the newest keep_data_docs from the lane's reports; summaries stay."""
     from vramwatch.prune import prune_data_docs
 
-    return prune_data_docs(Paths().reports / lane, matrix.keep_data_docs, dry_run=dry_run)
-
-
-# The incidents a bisection can explain: a buffer or a speed that changed between two builds.
-BISECTABLE = (IncidentKind.VRAM, IncidentKind.THROUGHPUT)
+    return prune_data_docs(lane.reports(Paths()), matrix.keep_data_docs, dry_run=dry_run)
 
 
 def bisections_to_start(verdicts: NightVerdicts, matrix: Matrix, run_id: str, warehouse: Warehouse | None = None
-                        ) -> list[dict[str, Any]]:
-    """The llamacpp_bisect DAG's conf for each incident opened tonight (run `run_id`) that a bisection can explain:
-    its first config, between the builds the incident names (their releases, or their llama.cpp commits for a git
-    source), and the run whose report shows the result once it is stored."""
-    level = "commit" if matrix.build.source == "git" else "release"
+                        ) -> list[BisectRequest]:
+    """The llamacpp_bisect DAG's conf for each incident opened tonight (run `run_id`) that a bisection can explain
+    (vramwatch.bisect.incidents says which, and between which builds)."""
+    from vramwatch.bisect.incidents import bisections_to_start as requests_for
+
     releases = {run.llama_cpp_commit: run.build_version for run in _open(warehouse).runs()}
-    confs = []
-    for incident in verdicts.incidents:
-        if not (incident.is_new and incident.pages and incident.kind in BISECTABLE and incident.incident_id):
-            continue
-        ends = (incident.build_before, incident.build_after)
-        good, bad = ends if level == "commit" else (releases.get(ends[0]), releases.get(ends[1]))
-        if not (good and bad) or good == bad:
-            _say(f"bisect: incident #{incident.incident_id} lies between no two known {level}s ({good} -> {bad}): "
-                 "not bisected")
-            continue
-        confs.append({"incident_id": incident.incident_id, "config": incident.configs[0], "good": good, "bad": bad,
-                      "level": level, "metric": incident.metric, "run_id": run_id})
-    _say(f"bisect: {len(confs)} new incident(s) to bisect")
-    return confs
+    return requests_for(verdicts, matrix, run_id, releases)
 
 
-def bisect(matrix: Matrix, config: str, good: str, bad: str, level: str = "release", metric: str = "gpu_compute_mib",
-           repository: str = "") -> BisectResult:
+def bisect(matrix: Matrix, request: BisectRequest) -> BisectResult:
     """The bisection stage (vramwatch.bisect.run): on the worker that builds and benches."""
     from vramwatch.bisect.run import run_bisect
 
-    return run_bisect(matrix, config, good, bad, level=level, metric=metric,  # type: ignore[arg-type]
-                      repository=repository)
+    return run_bisect(matrix, request)
 
 
-def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Warehouse | None = None,
-                    lane: str = "", smtp_connection: Any = None, run_id: str = "") -> str:
-    """Keep a bisection's result: as JSON under reports/bisect/ (a GPU worker's lane: reports/<lane>/bisect/), on its
-    incident (when it has one), and in an alert (the regression alert's follow-up). `run_id`: the night that opened
-    the incident, whose report is written again with the result (reports/latest.* too, while that night is still the
+def store_bisection(result: BisectResult, request: BisectRequest, warehouse: Warehouse | None = None,
+                    lane: Lane = FIRST_LANE, smtp_connection: Any = None) -> str:
+    """Keep a bisection's result: as JSON under the lane's reports, in bisect/, on its incident (request.incident_id,
+    when it has one), and in an alert (the regression alert's follow-up). request.run_id: the night that opened the
+    incident, whose report is written again with the result (reports/latest.* too, while that night is still the
     lane's newest). Returns the JSON's path."""
     from vramwatch.alerts.delivery import DeliveryLog, deliver
     from vramwatch.alerts.messages import bisection_alert
 
-    reports = Paths().reports / lane
+    incident_id, run_id = request.incident_id, request.run_id
+    reports = lane.reports(Paths())
     name = f"{result.started_at.replace(':', '')}-{incident_id or 'manual'}.json"
     out = reports / "bisect" / name
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -339,7 +343,7 @@ def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Wa
         warehouse.save_bisection(incident_id, result)
         verdicts = warehouse.verdicts(run_id) if run_id else None
         if verdicts is not None:
-            newest = warehouse.latest_run(lane=lane)
+            newest = warehouse.latest_run(lane=lane.label)
             report(run_id, verdicts, warehouse, lane, smtp_connection,
                    refresh_latest=newest is not None and newest.run_id == run_id)
     deliver(bisection_alert(result, incident_id), alert_channels(smtp_connection),
@@ -348,86 +352,29 @@ def store_bisection(result: BisectResult, incident_id: int | None, warehouse: Wa
     return str(out)
 
 
-# ------------------------------------------------------------------------- dict adapters for scheduler tasks
-# Airflow passes XComs as JSON; these wrap the stages above with record <-> dict conversion and nothing else.
-# `lane` is the GPU worker's label (config.GpuWorker) whose night it is: "" for the first worker.
+# ------------------------------------------------------------------------- the scheduler's one adapter
 
 
-def task_detect_build(matrix_name: str, force: bool, lane: str = "") -> dict[str, Any] | None:
-    check = detect_build(load_matrix(matrix_name), force, lane=lane)
-    return check.to_dict() if check.should_run else None
+def run_task(stage: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    """Call a stage from a scheduler's task, which passes records as JSON (XComs, params, a DAG run's conf): each
+    argument that arrives as a dict or a list becomes what the stage's type hint for it names (a record, a list of
+    records), and the result goes back as JSON. Arguments that are already what the stage takes (a Matrix, a Lane,
+    an SMTP connection, a run id) pass as they are."""
+    signature = inspect.signature(stage)
+    bound = signature.bind(*args, **kwargs)
+    for name, value in bound.arguments.items():
+        if isinstance(value, (dict, list)):
+            bound.arguments[name] = revive(_hint(stage, signature.parameters[name]), value)
+    return jsonable(stage(*bound.args, **bound.kwargs))
 
 
-def task_build_engine(matrix_name: str, check: dict[str, Any]) -> dict[str, Any]:
-    return build_engine(load_matrix(matrix_name), BuildCheck.from_dict(check).latest).to_dict()
-
-
-def task_prepare_models(matrix_name: str, build: dict[str, Any]) -> list[dict[str, Any]]:
-    return [c.to_dict() for c in prepare_models(load_matrix(matrix_name), BuildRecord.from_dict(build))]
+def _hint(stage: Callable[..., Any], parameter: inspect.Parameter) -> Any:
+    """A parameter's type, its annotation evaluated where the stage was written. Only the parameters a task passes
+    JSON to are evaluated: the others may name types imported for type checking alone (Warehouse)."""
+    annotation = parameter.annotation
+    return eval(annotation, stage.__globals__) if isinstance(annotation, str) else annotation
 
 
 def config_name_of(config: dict[str, Any]) -> str:
     """What a scheduler calls a bench task: its config's name (model/quant/mode)."""
     return BenchConfig.from_dict(config).config_name
-
-
-def task_bench(config: dict[str, Any], build: dict[str, Any]) -> dict[str, Any]:
-    return bench(BenchConfig.from_dict(config), BuildRecord.from_dict(build)).to_dict()
-
-
-def task_validate(results: list[dict[str, Any]], night: str, build: dict[str, Any], lane: str = "") -> dict[str, Any]:
-    return validate([BenchResult.from_dict(r) for r in results], night, BuildRecord.from_dict(build), lane).to_dict()
-
-
-def task_store(run_id: str, night: str, build: dict[str, Any], validated: dict[str, Any], trigger: str) -> int:
-    """The DAG's store: its run id is the DAG run's, so a retried task replaces that run's rows (no night_key)."""
-    validated_night = ValidatedNight.from_dict(validated)
-    store(run_id, night, BuildRecord.from_dict(build), validated_night, trigger)
-    return len(validated_night.accepted)
-
-
-def task_detect_regressions(matrix_name: str, run_id: str, build: dict[str, Any]) -> dict[str, Any]:
-    return detect_regressions(run_id, load_matrix(matrix_name).policy, build=BuildRecord.from_dict(build)).to_dict()
-
-
-def task_report(run_id: str, verdicts: dict[str, Any], lane: str = "", smtp_connection: Any = None) -> dict[str, Any]:
-    return report(run_id, NightVerdicts.from_dict(verdicts), lane=lane, smtp_connection=smtp_connection).to_dict()
-
-
-def task_alert(summary: dict[str, Any], lane: str = "", smtp_connection: Any = None) -> int:
-    """smtp_connection: the Airflow SMTP connection the DAG read in the task (never an XCom: it holds a password)."""
-    return alert(NightSummary.from_dict(summary), lane, smtp_connection)
-
-
-def task_failure_alert(context: dict[str, Any], lane: str = "", smtp_connection: Any = None) -> int:
-    """The DAG's failure callback: a night that did not finish alerts where regressions do."""
-    from vramwatch.alerts.delivery import DeliveryLog, deliver
-    from vramwatch.alerts.messages import failure_from_context
-
-    failure = failure_from_context(context)
-    log = DeliveryLog.for_night(Paths().reports / lane, failure.payload["night"])
-    return deliver(failure, alert_channels(smtp_connection), log)
-
-
-def task_prune(matrix_name: str) -> dict[str, Any]:
-    return prune(load_matrix(matrix_name)).to_dict()
-
-
-def task_prune_reports(matrix_name: str, lane: str = "") -> dict[str, Any]:
-    return prune_reports(load_matrix(matrix_name), lane=lane).to_dict()
-
-
-def task_bisect(matrix_name: str, params: dict[str, Any]) -> dict[str, Any]:
-    return bisect(load_matrix(matrix_name), params["config"], params["good"], params["bad"],
-                  params.get("level") or "release", params.get("metric") or "gpu_compute_mib",
-                  params.get("repository") or "").to_dict()
-
-
-def task_store_bisection(result: dict[str, Any], incident_id: int | None, lane: str = "",
-                         smtp_connection: Any = None, run_id: str = "") -> str:
-    return store_bisection(BisectResult.from_dict(result), incident_id, lane=lane, smtp_connection=smtp_connection,
-                           run_id=run_id)
-
-
-def task_bisections_to_start(matrix_name: str, verdicts: dict[str, Any], run_id: str) -> list[dict[str, Any]]:
-    return bisections_to_start(NightVerdicts.from_dict(verdicts), load_matrix(matrix_name), run_id)

@@ -44,6 +44,13 @@ QUANT_TYPES = (
 )
 MODEL_NAME_MAX = 120  # characters of a model's name the warehouse keeps (rows.FIELDS "model"); the matrix checks it
 RESULT_MARKER = "VRAMWATCH_RESULT "  # starts the bench child's one result line on stdout
+ERROR_CHARS = 500  # what a record keeps of an error: its first characters, on one line
+
+
+def error_line(text: str) -> str:
+    """An error as a record keeps it: one line (runs of whitespace, newlines too, made one space), ERROR_CHARS long
+    at most."""
+    return " ".join(text.split())[:ERROR_CHARS]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
@@ -63,7 +70,7 @@ class Record:
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
         hints = _field_hints(cls)
-        return cls(**{k: _revive(hints[k], v) for k, v in data.items() if k in hints})
+        return cls(**{k: revive(hints[k], v) for k, v in data.items() if k in hints})
 
     @classmethod
     def from_json(cls: type[R], text: str) -> R:
@@ -78,21 +85,34 @@ def _field_hints(cls: type) -> dict[str, Any]:
     return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
 
 
-def _revive(hint: Any, value: Any) -> Any:
+def revive(hint: Any, value: Any) -> Any:
+    """A JSON value as the type `hint` names: records (in lists, dicts, optionals) from their dicts; a record that
+    is one already, and anything else, as it is."""
     if value is None:
         return None
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(hint) if a is not type(None)]
-        return _revive(inner[0], value) if len(inner) == 1 else value
+        return revive(inner[0], value) if len(inner) == 1 else value
     if origin is list:
         (item,) = typing.get_args(hint)
-        return [_revive(item, v) for v in value]
+        return [revive(item, v) for v in value]
     if origin is dict:
         _, item = typing.get_args(hint)
-        return {k: _revive(item, v) for k, v in value.items()}
-    if isinstance(hint, type) and issubclass(hint, Record):
+        return {k: revive(item, v) for k, v in value.items()}
+    if isinstance(hint, type) and issubclass(hint, Record) and isinstance(value, dict):
         return hint.from_dict(value)
+    return value
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON carries it: records (in lists and dicts too) as their dicts, the rest as it is."""
+    if isinstance(value, Record):
+        return value.to_dict()
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
     return value
 
 
@@ -202,31 +222,46 @@ class GenerationTest(Record):
     seed: int = 42
 
 
+def about(help: str, metavar: str = "", choices: tuple[str, ...] = (), cli: bool = True) -> dict[str, Any]:
+    """A request field's words, declared with the field: what every face that asks for it (the CLI's flags, a DAG's
+    params) says of it. `metavar` names the value in --help; `choices` are the values a free-form str takes; cli
+    False: the CLI has no flag for it (it says where a scheduler stores the result)."""
+    return {"help": help, "metavar": metavar, "choices": choices, "cli": cli}
+
+
 @dataclass(frozen=True)
 class BenchKnobs(Record):
-    """Every setting of a bench that changes its numbers, with its default: the one place both are declared.
+    """Every setting of a bench that changes its numbers, with its default and its help: the one place they are
+    declared.
 
-    The matrix takes these fields (config.Matrix derives its own from here), BenchConfig carries them, and
-    `knob_problems` is the one check of them, run where a matrix loads, by the CLI and by the bench child.
+    The matrix takes these fields (config.Matrix derives its own from here), `vramwatch bench` has one flag per field
+    (--n-prompt, ...), BenchConfig carries them, and `knob_problems` is the one check of them, run where a matrix
+    loads, by the CLI and by the bench child.
     """
 
-    n_prompt: int = 512
-    n_gen: int = 128
-    reps: int = 5
-    n_ctx: int = 4096
-    n_batch: int = 2048
-    n_ubatch: int = 512
-    n_threads: int = 0  # 0 = physical cores of the bench machine
-    n_gpu_layers: int = 999
-    flash_attn: FlashAttn = "auto"
-    use_mmap: bool = True
-    type_k: str = "f16"
-    type_v: str = "f16"
-    generation: GenerationTest | None = field(default_factory=GenerationTest)
-    timeout_s: float = 900.0
-    # host memory a bench child may use, in MiB (0: no limit): it runs in a cgroup of its own with this memory.max, so
-    # a config that outgrows it is killed by the kernel alone and ends `oom` (needs a writable memory cgroup: root)
-    host_memory_limit_mib: int = 0
+    n_prompt: int = field(default=512, metadata=about("prompt tokens of the pp test", "N"))
+    n_gen: int = field(default=128, metadata=about("generated tokens of the tg test", "N"))
+    reps: int = field(default=5, metadata=about("timed repetitions of each test after one warm-up", "N"))
+    n_ctx: int = field(default=4096, metadata=about("context size in tokens", "N"))
+    n_batch: int = field(default=2048, metadata=about("logical batch size (llama.cpp's n_batch)", "N"))
+    n_ubatch: int = field(default=512, metadata=about("physical micro-batch size (llama.cpp's n_ubatch)", "N"))
+    n_threads: int = field(default=0, metadata=about("CPU threads; 0 = physical cores of the bench machine", "N"))
+    n_gpu_layers: int = field(default=999, metadata=about("layers on the GPU (999: all)", "N"))
+    flash_attn: FlashAttn = field(default="auto", metadata=about(
+        "flash attention; auto: llama.cpp decides, the result records its choice"))
+    use_mmap: bool = field(default=True, metadata=about(
+        "map the model file instead of loading it into memory (without it, offloaded experts sit in pinned host "
+        "memory)"))
+    type_k: str = field(default="f16", metadata=about("KV cache type of K", "TYPE", tuple(KV_TYPES)))
+    type_v: str = field(default="f16", metadata=about("KV cache type of V", "TYPE", tuple(KV_TYPES)))
+    generation: GenerationTest | None = field(default_factory=GenerationTest, metadata=about(
+        "the seed's sampled generation test (one fixed prompt, timed end to end)"))
+    timeout_s: float = field(default=900.0, metadata=about(
+        "seconds before the child is killed and the status is timeout", "S"))
+    host_memory_limit_mib: int = field(default=0, metadata=about(
+        "host memory a bench child may use, MiB (0: no limit): it runs in a cgroup of its own with this memory.max, "
+        "so a config that outgrows it is killed by the kernel alone and ends oom (needs a writable memory cgroup: "
+        "root)", "MIB"))
 
 
 KNOB_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BenchKnobs))
@@ -403,30 +438,47 @@ class Memory(Record):
         return (self.gpu_model_mib + self.gpu_kv_mib + self.gpu_compute_mib) / 1024
 
 
+# What each field of a Fingerprint is part of, declared with the field: the environment's identity (environment_id),
+# the machine that regress compares night to night, and the environments table the warehouse keeps.
+_IDENTITY = {"identity": True, "machine": True, "stored": True}
+_MACHINE = {"machine": True, "stored": True}
+_BUILD: dict[str, bool] = {}  # the build's own: none of the machine's
+
+
 @dataclass(frozen=True)
 class Fingerprint(Record):
     """Where a number was measured. Regressions compare only like with like."""
 
-    gpu_name: str = ""
-    gpu_count: int = 0
-    gpu_driver: str = ""
-    cuda_version: str = ""
-    compute_capability: str = ""
-    cpu_model: str = ""
-    cpu_cores: int = 0
-    ram_gib: float = 0.0
-    llama_cpp_commit: str = ""
-    llama_cpp_python_version: str = ""
-    build_flags: str = ""
-    backend: str = ""  # cpu | cuda
-    host: str = ""  # the machine's host name: a new host is an environment change (not part of environment_id)
+    gpu_name: str = field(default="", metadata=_IDENTITY)
+    gpu_count: int = field(default=0, metadata=_IDENTITY)
+    gpu_driver: str = field(default="", metadata=_MACHINE)
+    cuda_version: str = field(default="", metadata=_MACHINE)
+    compute_capability: str = field(default="", metadata=_MACHINE)
+    cpu_model: str = field(default="", metadata=_IDENTITY)
+    cpu_cores: int = field(default=0, metadata=_IDENTITY)
+    ram_gib: float = field(default=0.0, metadata={"stored": True})  # kept, never compared as a machine change
+    llama_cpp_commit: str = field(default="", metadata=_BUILD)
+    llama_cpp_python_version: str = field(default="", metadata=_BUILD)
+    build_flags: str = field(default="", metadata=_BUILD)
+    backend: str = field(default="", metadata=_IDENTITY)  # cpu | cuda
+    # the machine's host name: a new host is an environment change, but neither part of environment_id nor stored
+    host: str = field(default="", metadata={"machine": True})
 
     @property
     def environment_id(self) -> str:
         import hashlib
 
-        raw = "|".join([self.gpu_name, str(self.gpu_count), self.cpu_model, str(self.cpu_cores), self.backend])
+        raw = "|".join(str(getattr(self, name)) for name in ENVIRONMENT_ID_FIELDS)
         return hashlib.sha256(raw.encode()).hexdigest()[:12]
+
+
+def _fingerprint_fields(part: str) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(Fingerprint) if f.metadata.get(part))
+
+
+ENVIRONMENT_ID_FIELDS = _fingerprint_fields("identity")  # what environment_id hashes
+MACHINE_FIELDS = _fingerprint_fields("machine")  # what "the machine changed" (regress) compares
+ENVIRONMENT_FIELDS = _fingerprint_fields("stored")  # what the warehouse keeps of an environment
 
 
 @dataclass(frozen=True)
@@ -746,6 +798,34 @@ class PruneResult(Record):
 BisectLevel = Literal["release", "commit"]
 BISECT_LEVELS: tuple[BisectLevel, ...] = typing.get_args(BisectLevel)
 BisectVerdict = Literal["good", "bad", "skipped"]
+
+
+@dataclass(frozen=True)
+class BisectRequest(Record):
+    """What a bisection is asked, by whoever asks: the llamacpp_bisect DAG's params and the conf the nightly triggers
+    it with are this record as JSON, `vramwatch bisect` has one flag per field it can use, pipeline.bisect takes it.
+    incident_id and run_id say where the DAG stores the result; a search alone (the CLI) has no use for them."""
+
+    config: str = field(metadata=about("the config: model/quant/mode@hash as the report and incidents name it (the "
+                                       "hash may be left out)", "ID"))
+    good: str = field(metadata=about("a build without the change: a release version, or (level commit) a llama.cpp "
+                                     "commit", "REF"))
+    bad: str = field(metadata=about("a build with the change, like good", "REF"))
+    level: BisectLevel = field(default="release", metadata=about(
+        "release: llama-cpp-python versions of the matrix's source; commit: llama.cpp commits (release versions "
+        "given as ends stand for the commits they vendor)"))
+    metric: str = field(default="gpu_compute_mib", metadata=about(
+        "what changed: a llama.cpp buffer DEVICE/KIND (CUDA0/compute, CPU/compute), a memory component "
+        "(gpu_compute_mib), or pp / tg for throughput (same-night A/B per step)"))
+    repository: str = field(default="", metadata=about(
+        "level commit: the llama.cpp repository, a URL or a local mirror (default: the matrix's git location, else "
+        "upstream)", "URL_OR_PATH"))
+    bad_figure: float | None = field(default=None, metadata=about(
+        "the bad build's figure when known (a VRAM incident's, same GPU model): the bad build is then not built or "
+        "measured; the good one always is", "MIB"))
+    incident_id: int | None = field(default=None, metadata=about("the incident the result belongs to", cli=False))
+    run_id: str = field(default="", metadata=about("the night that opened it: its report is written again with the "
+                                                   "result", cli=False))
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 import os
 import subprocess
@@ -10,6 +12,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
+from vramwatch.records import BisectRequest
 
 REPO = Path(__file__).resolve().parents[2]
 DAGS = REPO / "dags"
@@ -156,3 +160,20 @@ def test_a_matrix_that_cannot_run_fails_the_dag_import_naming_each_field(tmp_pat
     for error in errors.values():
         assert "n_prompt: 4096 prompt tokens plus one generated do not fit n_ctx 4096" in error
         assert "quants: 'Q4_K_X' is not a llama.cpp file type" in error
+
+
+def test_the_bisect_dags_params_are_a_bisection_request_and_take_the_nightlys_conf(dagbag):
+    """The nightly triggers llamacpp_bisect with a BisectRequest as conf: the DAG's params are that record's fields,
+    its defaults included, and the conf validates against them as Airflow checks a triggered run's."""
+    from airflow.sdk.exceptions import ParamValidationError
+
+    params = dagbag.dags["llamacpp_bisect"].params
+    assert list(params) == [field.name for field in dataclasses.fields(BisectRequest)]
+    assert (params["level"], params["metric"], params["incident_id"]) == ("release", "gpu_compute_mib", None)
+    request = BisectRequest("m/Q4_K_M/baseline", "0.3.30", "0.3.36", metric="tg_avg_ts", incident_id=3, run_id="r")
+
+    conf = copy.deepcopy(params)
+    conf.update(request.to_dict())
+    assert BisectRequest.from_dict(conf.validate()) == request
+    with pytest.raises(ParamValidationError, match="'tag' is not one of"):
+        conf.update({"level": "tag"})

@@ -8,7 +8,11 @@ from pathlib import Path
 from support.receivers import SmtpReceiver, serving, stop
 from support.samples import bisection
 
+from vramwatch.records import BisectRequest
+
 DAGS = Path(__file__).resolve().parents[2] / "dags"
+# the params of a run triggered by hand: no incident, so the result goes to its JSON file and the alert only
+REQUEST = BisectRequest("deepseek-moe-16b/Q4_K_M/baseline", "0.3.30", "0.3.36")
 
 
 def test_the_store_task_alerts_through_the_airflow_smtp_connection(tmp_path, monkeypatch):
@@ -27,7 +31,7 @@ def test_the_store_task_alerts_through_the_airflow_smtp_connection(tmp_path, mon
     store = DagBag(dag_folder=str(DAGS / "llamacpp_bisect.py")).dags["llamacpp_bisect"].get_task("store")
 
     try:
-        written = store.python_callable(bisection().to_dict(), {"incident_id": None})
+        written = store.python_callable(bisection().to_dict(), REQUEST.to_dict())
     finally:
         stop(smtp)
 

@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from support.samples import bisection, night, replace
 
 from vramwatch import pipeline
-from vramwatch.config import BuildSource, load_matrix
-from vramwatch.records import BisectResult, BuildRecord, BuildRequest, IncidentKind, MeasuredNight, NightVerdicts
+from vramwatch.config import BuildSource, GpuWorker, Lane, load_matrix
+from vramwatch.records import (
+    BisectRequest,
+    BisectResult,
+    BuildRecord,
+    BuildRequest,
+    IncidentKind,
+    MeasuredNight,
+    NightVerdicts,
+)
 from vramwatch.warehouse.store import Warehouse
 
 BASELINE = "deepseek-moe-16b/Q4_K_M/baseline"
@@ -110,16 +119,34 @@ def test_a_new_vram_incident_asks_for_a_release_bisection_between_its_two_builds
     (incident,) = [i for i in summary.incidents if i.kind == IncidentKind.VRAM]
     verdicts = Warehouse(warehouse_url).verdicts("run2")
 
-    confs = pipeline.bisections_to_start(verdicts, load_matrix("seed"), "run2")
+    requests = pipeline.bisections_to_start(verdicts, load_matrix("seed"), "run2")
 
-    assert confs == [{"incident_id": incident.incident_id, "config": incident.configs[0], "good": "0.3.30",
-                      "bad": "0.3.36", "level": "release", "metric": "gpu_compute_mib", "run_id": "run2"}]
+    assert requests == [BisectRequest(config=incident.configs[0], good="0.3.30", bad="0.3.36", level="release",
+                                      metric="gpu_compute_mib", incident_id=incident.incident_id, run_id="run2")]
     git = load_matrix("seed").model_copy(update={"build": BuildSource(source="git", location="/mirror/llama.cpp")})
-    assert pipeline.bisections_to_start(verdicts, git, "run2")[0] | {"incident_id": 0} == {
-        "incident_id": 0, "config": incident.configs[0], "good": "a" * 40, "bad": "f" * 40, "level": "commit",
-        "metric": "gpu_compute_mib", "run_id": "run2"}
+    (by_commit,) = pipeline.bisections_to_start(verdicts, git, "run2")
+    assert (by_commit.good, by_commit.bad, by_commit.level) == ("a" * 40, "f" * 40, "commit")
     seen_before = NightVerdicts([replace(incident, is_new=False)])  # the next night: it was asked for already
     assert pipeline.bisections_to_start(seen_before, load_matrix("seed"), "run3") == []
+
+
+def test_a_task_passes_json_and_gets_json_the_stage_records_between(warehouse_url, tmp_path):
+    """The scheduler's one adapter: a verdicts XCom becomes NightVerdicts (the stage's type hint), the requests it
+    returns are the conf the bisect DAG is triggered with, and that conf is the request its bisect task revives."""
+    pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
+    pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
+    verdicts = Warehouse(warehouse_url).verdicts("run2")
+
+    (conf,) = pipeline.run_task(pipeline.bisections_to_start, verdicts.to_dict(), load_matrix("seed"), "run2")
+
+    assert conf == pipeline.bisections_to_start(verdicts, load_matrix("seed"), "run2")[0].to_dict()
+    assert json.loads(json.dumps(conf)) == conf  # what an XCom or a DAG run's conf carries
+    assert pipeline.run_task(_config_of, conf, "seed") == [conf["config"], "seed"]  # a tuple travels as a list
+
+
+def _config_of(request: BisectRequest, matrix_name: str) -> tuple[str, str]:
+    """A stage as the adapter sees one: a record's field read (a dict has none), a plain value passed as it came."""
+    return request.config, matrix_name
 
 
 def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(warehouse_url, tmp_path):
@@ -129,7 +156,7 @@ def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(
     summary = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
     (incident,) = [i for i in summary.incidents if i.kind == IncidentKind.VRAM]
 
-    out = pipeline.store_bisection(bisection(), incident.incident_id, run_id="run2")
+    out = pipeline.store_bisection(bisection(), _request_of(incident.incident_id, "run2"))
 
     assert BisectResult.from_json(Path(out).read_text()) == bisection()
     (stored,) = [i for i in Warehouse(warehouse_url).incidents() if i.incident_id == incident.incident_id]
@@ -147,7 +174,31 @@ def test_a_bisection_stored_after_a_later_night_leaves_that_nights_report_the_la
     latest = Path(later.report_md).parents[1] / "latest.md"
     before = latest.read_text()
 
-    pipeline.store_bisection(bisection(), incident.incident_id, run_id="run2")
+    pipeline.store_bisection(bisection(), _request_of(incident.incident_id, "run2"))
 
     assert "release 0.3.33: llama-cpp-python 0.3.33" in Path(opened.report_md).read_text()
     assert latest.read_text() == before and "2026-01-03" in before  # the newer night's report stays the latest
+
+def _request_of(incident_id: int | None, run_id: str) -> BisectRequest:
+    """The request the sample bisection answers, stored on an incident and in the report of the night that opened it."""
+    result = bisection()
+    return BisectRequest(result.config_id, result.good, result.bad, incident_id=incident_id, run_id=run_id)
+
+
+def test_a_second_gpu_workers_lane_keeps_its_reports_in_its_own_folder(warehouse_url, tmp_path):
+    """The lane is one value passed whole (a DAG passes its GpuWorker): its reports folder and its warehouse label
+    come from it, so a second worker's report, alert log and pruning stay under reports/<label>/."""
+    worker = GpuWorker(label="gpu-1", queue="gpu-1", pool="gpu-1")
+    measured = _release_night("0.3.30", "a" * 40, 0.0)
+    summary = pipeline.ingest(measured, "run1", "2026-01-01", trigger="test")
+
+    pipeline.run_task(pipeline.validate, measured.to_dict()["results"], "2026-01-01", measured.build.to_dict(),
+                      worker)
+    again = pipeline.run_task(pipeline.report, "run1", Warehouse(warehouse_url).verdicts("run1").to_dict(),
+                              lane=worker)
+
+    reports = tmp_path / "reports"
+    assert Path(summary.report_md).parent == reports / "2026-01-01"
+    assert Path(again["report_md"]).parent == reports / "gpu-1" / "2026-01-01"
+    assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=worker).kept == ["2026-01-01"]
+    assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=Lane("gpu-2")).kept == []

@@ -45,6 +45,7 @@ from vramwatch.records import (
     QualityResult,
     Roofline,
     TestResult,
+    error_line,
 )
 
 # llama_flash_attn_type values
@@ -60,7 +61,7 @@ class BenchFailure(Exception):
     def __init__(self, status: str, error: str) -> None:
         super().__init__(error)
         self.status = status
-        self.error = " ".join(error.split())[:500]
+        self.error = error_line(error)
 
 
 class _BuftOverride(ctypes.Structure):
@@ -102,7 +103,7 @@ class Bench:
             self._write_log()
         say(f"{self.config.config_id}: {status}" + (f" ({error})" if error else ""))
         return BenchResult(
-            config=self.config, status=status, error=" ".join(error.split())[:500],
+            config=self.config, status=status, error=error_line(error),
             memory=Memory(**self.memory).with_cuda_context(), n_overridden_tensors=self.n_overridden,
             n_threads=self.n_threads, flash_attn=self.flash_attn, fingerprint=self.fingerprint, started_at=started_at,
             duration_s=round(time.perf_counter() - start, 3), load_s=round(self.load_s, 3), **fields,

@@ -24,7 +24,7 @@ from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
 from vramwatch.bench.gpu import Nvml
 from vramwatch.gguf_file import GGUFError, read_gguf
 from vramwatch.progress import relay
-from vramwatch.records import RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint
+from vramwatch.records import RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint, error_line
 
 INCLUDE_DIR = Path(vramwatch.__file__).resolve().parents[1]
 STDERR_TAIL = 50
@@ -51,7 +51,7 @@ def _bench(config: BenchConfig, build: BuildRecord,
     started_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
 
     def failed(status: str, error: str) -> BenchResult:
-        return BenchResult(config=config, status=status, error=_one_line(error), started_at=started_at,
+        return BenchResult(config=config, status=status, error=error_line(error), started_at=started_at,
                            fingerprint=machine_fingerprint(build))
 
     if config.model.error:  # the models stage could not make the file
@@ -191,7 +191,3 @@ def _kill(child: subprocess.Popen) -> None:
 
 def _last(tail: deque[str]) -> str:
     return tail[-1].strip() if tail else "no output"
-
-
-def _one_line(text: str) -> str:
-    return " ".join(text.split())[:500]

@@ -34,6 +34,7 @@ from vramwatch.progress import for_stage
 from vramwatch.records import (
     BenchConfig,
     BisectLevel,
+    BisectRequest,
     BisectResult,
     BisectStep,
     BuildRecord,
@@ -150,26 +151,26 @@ class _Bisection:
                                    llama_cpp_commit=build.llama_cpp_commit)
 
 
-def run_bisect(matrix: Matrix, config_id: str, good: str, bad: str, *, level: BisectLevel = "release",
-               metric: str = "gpu_compute_mib", repository: str = "", bad_figure: float | None = None,
-               paths: Paths | None = None) -> BisectResult:
-    """Find the first release or commit after `good` whose `metric` for `config_id` is `bad`'s.
+def run_bisect(matrix: Matrix, request: BisectRequest, paths: Paths | None = None) -> BisectResult:
+    """Find the first release or commit after request.good whose metric for request.config is request.bad's.
 
-    bad_figure: the bad build's figure when it is known already (a VRAM incident's, measured on the same GPU model):
-    the bad end is then neither built nor benched. The good end is always measured: its build makes the model file.
+    request.bad_figure: the bad build's figure when it is known already (a VRAM incident's, measured on the same GPU
+    model): the bad end is then neither built nor benched. The good end is always measured: its build makes the model
+    file.
 
     Progress goes to stderr ("step k of ~N: candidate ..."); bad input raises UserError; everything that stops the
     search (a failed endpoint build, endpoints that do not reproduce, a range that is not reachable) is a result
     whose `stopped` says where and why.
     """
     paths = paths or Paths()
-    metric = parse_metric(metric)
+    config_id, good, bad, level = request.config, request.good, request.bad, request.level
+    metric, bad_figure = parse_metric(request.metric), request.bad_figure
     if bad_figure is not None and is_throughput(metric):
         raise UserError("a throughput bisection measures the bad build in an A/B: it takes no given figure",
                         "leave out the bad build's figure")
     _matrix_for(matrix, config_id)  # a config the matrix does not have fails now, not after a build
     started, clock = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.monotonic()
-    source = build_source(matrix, level, repository)
+    source = build_source(matrix, level, request.repository)
     result = BisectResult(config_id=config_id, level=level, metric=metric, unit=unit(metric), good=good, bad=bad,
                           started_at=started)
     if is_model_buffer(metric):

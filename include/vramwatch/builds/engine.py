@@ -92,6 +92,13 @@ def newest_engine(paths: Paths) -> BuildRecord:
                     "build one first (`vramwatch builds build`), or pass --python PATH to an engine venv's python")
 
 
+def engine_of_commit(paths: Paths, llama_cpp_commit: str, backend: str) -> BuildRecord | None:
+    """The newest finished engine on this machine that vendors `llama_cpp_commit` for `backend` (what a same-night
+    A/B runs the previous build on), or None when this machine has none (pruned, or built elsewhere)."""
+    return next((b for b in list_builds(paths) if b.ok and b.llama_cpp_commit == llama_cpp_commit
+                 and b.request.backend == backend and Path(b.python).exists()), None)
+
+
 def engine_for(python: str | None, paths: Paths) -> BuildRecord:
     """The engine a command runs in: the newest build, or a bare engine Python the caller names (its llama.cpp
     commit then comes from VRAMWATCH_LLAMA_CPP_COMMIT, else is unknown)."""

@@ -5,12 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vramwatch.cli.common import add_engine, engine
+from vramwatch.cli.common import add_engine, add_record_flags, engine, record_fields
 from vramwatch.errors import UserError
-from vramwatch.records import FLASH_ATTN, KV_TYPES, MODES, BenchConfig, BenchKnobs, BenchResult, GenerationTest
+from vramwatch.records import MODES, BenchConfig, BenchKnobs, BenchResult
 from vramwatch.rows import BY_NAME, COMPARED, MISSING, flatten, number
 
-DEFAULT = BenchKnobs()
+# The knob flags (one per records.BenchKnobs field, named as the matrix names it) that had other names before.
+RENAMED = {"n_threads": ("--threads",), "type_k": ("--cache-type-k",), "type_v": ("--cache-type-v",),
+           "timeout_s": ("--timeout",), "host_memory_limit_mib": ("--host-memory-limit",)}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -24,31 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="baseline: all layers on the GPU; offload: every MoE expert tensor in CPU memory "
                              "(--cpu-moe); partial: experts of the first N layers in CPU memory (--n-cpu-moe N)")
     parser.add_argument("--n-cpu-moe", type=int, default=0, metavar="N", help="partial mode: layers 0..N-1 (N >= 1)")
-    parser.add_argument("--reps", type=int, default=DEFAULT.reps, metavar="N",
-                        help="timed repetitions of each test after one warm-up (default %(default)s)")
-    parser.add_argument("--n-prompt", type=int, default=DEFAULT.n_prompt, metavar="N",
-                        help="prompt tokens of the pp test (default %(default)s)")
-    parser.add_argument("--n-gen", type=int, default=DEFAULT.n_gen, metavar="N",
-                        help="generated tokens of the tg test (default %(default)s)")
-    parser.add_argument("--n-ctx", type=int, default=DEFAULT.n_ctx, metavar="N",
-                        help="context size (default %(default)s)")
-    parser.add_argument("--threads", type=int, default=DEFAULT.n_threads, metavar="N",
-                        help="CPU threads (default 0 = physical cores of this machine)")
-    parser.add_argument("--flash-attn", choices=FLASH_ATTN, default=DEFAULT.flash_attn,
-                        help="flash attention (default %(default)s: llama.cpp decides, the result records its choice)")
-    parser.add_argument("--cache-type-k", choices=tuple(KV_TYPES), default=DEFAULT.type_k, help="KV cache type of K "
-                        "(default %(default)s)")
-    parser.add_argument("--cache-type-v", choices=tuple(KV_TYPES), default=DEFAULT.type_v, help="KV cache type of V "
-                        "(default %(default)s)")
-    parser.add_argument("--no-mmap", action="store_true",
-                        help="load weights into memory instead of mapping the file (offloaded experts then sit in "
-                             "pinned host memory)")
-    parser.add_argument("--no-generation", action="store_true", help="skip the seed's sampled generation test")
-    parser.add_argument("--timeout", type=float, default=DEFAULT.timeout_s, metavar="S",
-                        help="kill the child and record status timeout after S seconds (default %(default)s)")
-    parser.add_argument("--host-memory-limit", type=int, default=DEFAULT.host_memory_limit_mib, metavar="MIB",
-                        help="run the child in a cgroup of its own with at most MIB MiB of host memory; past it the "
-                             "kernel kills it and the status is oom (default 0 = no limit; needs root)")
+    add_record_flags(parser, BenchKnobs, aliases=RENAMED)
+    parser.add_argument("--no-mmap", dest="use_mmap", action="store_false", help=argparse.SUPPRESS)  # --no-use-mmap
     add_engine(parser)
     parser.add_argument("--llama-log", metavar="FILE", help="write llama.cpp's whole log (all levels) to FILE")
     parser.add_argument("--json", action="store_true", help="print the BenchResult record as one JSON line")
@@ -59,13 +38,8 @@ def bench_command(args: argparse.Namespace) -> int:
     from vramwatch.bench.runner import run_config
     from vramwatch.models.inspect import model_file
 
-    config = BenchConfig(
-        model=model_file(args.model), mode=args.mode, n_cpu_moe=args.n_cpu_moe, reps=args.reps,
-        n_prompt=args.n_prompt, n_gen=args.n_gen, n_ctx=args.n_ctx, n_threads=args.threads,
-        flash_attn=args.flash_attn, type_k=args.cache_type_k, type_v=args.cache_type_v, use_mmap=not args.no_mmap,
-        timeout_s=args.timeout, host_memory_limit_mib=args.host_memory_limit,
-        generation=None if args.no_generation else GenerationTest(),
-    )
+    config = BenchConfig(model=model_file(args.model), mode=args.mode, n_cpu_moe=args.n_cpu_moe,
+                         **record_fields(args, BenchKnobs))
     problems = config.problems()
     if problems:
         raise UserError("; ".join(problems), "fix those options (--n-prompt, --n-ctx, --mode, ...) and run again")

@@ -19,6 +19,7 @@ from vramwatch.config import Policy, ThroughputPolicy
 from vramwatch.records import (
     AB_METRICS,
     ACCEPTED,
+    MACHINE_FIELDS,
     ABComparison,
     ABRun,
     BenchConfig,
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
 # Runs tonight's config on the previous build's engine and on tonight's, interleaved (bench.ab.run_ab); given the
 # previous build's llama.cpp commit. Returns the A/B, or why it could not run (that engine is gone from the worker).
 ABRunner = Callable[[BenchConfig, str], "ABRun | str"]
-# What a machine is, for "it changed": every field of the fingerprint but the build's own.
-MACHINE_FIELDS = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "backend", "host",
-                  "cpu_model", "cpu_cores")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from vramwatch.errors import UserError
 from vramwatch.records import (
     ACCEPTED,
     CLOSED_STATES,
+    ENVIRONMENT_FIELDS,
     RESOLVED,
     BenchResult,
     BisectResult,
@@ -57,8 +58,6 @@ STORE_LOCK_TIMEOUT_MS = 5_000
 STORE_STATEMENT_TIMEOUT_MS = 60_000
 # SQLite has one writer at a time: how long a store waits for another writer before "database is locked".
 SQLITE_BUSY_TIMEOUT_S = 5.0
-_FINGERPRINT_COLUMNS = ("gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "cpu_model",
-                        "cpu_cores", "ram_gib", "backend")
 # history()'s first columns (vramwatch.rows.RUN_COLUMNS), then the flat row, then the machine in words.
 _RUN_COLUMNS = (RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, BuildRow.version,
                 BuildRow.llama_cpp_python_version, BuildRow.llama_cpp_commit)
@@ -277,7 +276,7 @@ class Warehouse:
         """The latest fingerprint of each environment wins; last_night only moves forward."""
         fingerprints = {result.fingerprint.environment_id: result.fingerprint for result in results}
         for environment_id in sorted(fingerprints):  # one order in every store: concurrent stores cannot deadlock
-            values = {name: getattr(fingerprints[environment_id], name) for name in _FINGERPRINT_COLUMNS}
+            values = {name: getattr(fingerprints[environment_id], name) for name in ENVIRONMENT_FIELDS}
             statement = _insert(session, EnvironmentRow).values(environment_id=environment_id, last_night=night,
                                                                 **values)
             later = statement.excluded.last_night > EnvironmentRow.last_night

@@ -184,7 +184,7 @@ def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch, 
 
     context = {"ds": "2026-02-10", "run_id": "scheduled__2026-02-10", "ti": TaskInstance(),
                "exception": RuntimeError("nvcc: command not found")}
-    assert pipeline.task_failure_alert(context) == 2
+    assert pipeline.run_task(pipeline.failure_alert, context) == 2
 
     (body,) = webhook.bodies
     assert (body["event"], body["failed"], body["error"]) == ("failure", "build_engine", "nvcc: command not found")
@@ -255,16 +255,16 @@ def test_a_retried_alert_pages_only_the_channels_that_failed(receivers, monkeypa
 
     try:
         with pytest.raises(AlertDeliveryError, match="webhook"):
-            pipeline.task_alert(night)
+            pipeline.run_task(pipeline.alert, night)
         assert (len(slack.bodies), len(smtp.messages), webhook.bodies) == (1, 1, [])
 
-        assert pipeline.task_alert(night) == 1  # the retry
+        assert pipeline.run_task(pipeline.alert, night) == 1  # the retry
 
         assert (len(slack.bodies), len(smtp.messages), len(webhook.bodies)) == (1, 1, 1)
-        assert pipeline.task_alert(night) == 0  # a third try has nobody left to page
+        assert pipeline.run_task(pipeline.alert, night) == 0  # a third try has nobody left to page
         assert len(webhook.bodies) == 1
         rerun = summary(incident()).to_dict() | {"run_id": "manual__2026-02-10"}
-        assert pipeline.task_alert(rerun) == 3  # a new run of the night is a new alert, not a retry
+        assert pipeline.run_task(pipeline.alert, rerun) == 3  # a new run of the night is a new alert, not a retry
     finally:
         stop(webhook)
 
@@ -392,7 +392,7 @@ def test_no_channel_configured_warns_and_the_night_records_it(monkeypatch, tmp_p
     night = summary(incident(is_new=pages))
 
     with caplog.at_level(logging.INFO, logger="vramwatch"):
-        assert pipeline.task_alert(night.to_dict()) == 0
+        assert pipeline.run_task(pipeline.alert, night.to_dict()) == 0
 
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert warning.name == "vramwatch.alerts" and "no alert channel is configured" in warning.getMessage()

@@ -11,6 +11,7 @@ from vramwatch.bisect.run import run_bisect
 from vramwatch.builds.sources import fetch_commit
 from vramwatch.config import BuildSource, Paths, load_matrix
 from vramwatch.errors import UserError
+from vramwatch.records import BisectRequest
 
 CONFIG = "deepseek-moe-16b-tiny/Q4_K_M/baseline"
 
@@ -83,8 +84,8 @@ def test_an_arbitrary_commit_is_fetched_shallow_from_a_mirror(llama_repo, paths,
 def test_a_range_that_is_not_reachable_stops_before_any_build(llama_repo, paths):
     """Fault: the good commit is not an ancestor of the bad one: the result says the range is not reachable."""
     repo, commits, _, unrelated = llama_repo
-    result = run_bisect(load_matrix("demo"), CONFIG, unrelated, commits[4], level="commit", metric="CPU/compute",
-                        repository=str(repo), paths=paths)
+    request = BisectRequest(CONFIG, unrelated, commits[4], level="commit", metric="CPU/compute", repository=str(repo))
+    result = run_bisect(load_matrix("demo"), request, paths=paths)
 
     assert result.stopped.startswith("the range is not reachable") and not result.steps and result.culprit is None
     assert not (paths.builds).exists()

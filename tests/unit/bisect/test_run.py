@@ -5,12 +5,14 @@ commit 1.5-2.5 min, and the wheel cache makes a second run cheap (4 min)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from support.llama_repo import planted_llama_repo
 
 from vramwatch.bisect.run import run_bisect
 from vramwatch.config import Paths, load_matrix
+from vramwatch.records import BisectRequest
 
 CONFIG = "deepseek-moe-16b-tiny/Q4_K_M/baseline"
 
@@ -23,8 +25,9 @@ def test_commit_bisection_names_the_planted_commit_and_steps_around_the_broken_b
     paths.builds = paths.cache / "test-bisect-builds"  # apart: the newest build here must stay the nightly's engine
     repo = planted_llama_repo(Path(engine_build.source_dir) / "vendor" / "llama.cpp", paths.cache / "test-repos")
 
-    result = run_bisect(load_matrix("demo"), CONFIG, repo.good, repo.bad, level="commit", metric="CPU/compute",
-                        repository=str(repo.path), paths=paths)
+    request = BisectRequest(CONFIG, repo.good, repo.bad, level="commit", metric="CPU/compute",
+                            repository=str(repo.path))
+    result = run_bisect(load_matrix("demo"), request, paths=paths)
 
     assert result.finished, result.stopped
     assert result.culprit.ref == repo.planted and result.culprit.link.endswith(repo.planted)
@@ -39,16 +42,14 @@ def test_commit_bisection_names_the_planted_commit_and_steps_around_the_broken_b
     assert candidates[2].figure == result.figure_bad and all(step.build_s > 0 for step in result.steps)
 
     # again with the bad end's figure given (as a VRAM incident knows it): the bad end is not built, same culprit
-    again = run_bisect(load_matrix("demo"), CONFIG, repo.good, repo.bad, level="commit", metric="CPU/compute",
-                       repository=str(repo.path), bad_figure=result.figure_bad, paths=paths)
+    again = run_bisect(load_matrix("demo"), replace(request, bad_figure=result.figure_bad), paths=paths)
     assert again.culprit == result.culprit
     bad_end = next(step for step in again.steps if step.role == "bad")
     assert (bad_end.reason, bad_end.build_s, bad_end.llama_cpp_commit) == ("given, not measured", 0.0, "")
 
     # a given figure from elsewhere (issue 18's first H200 run: one GPU's figure, a two-GPU machine): every candidate
     # measures like the good end, so the bad end is measured before it is named, and here it does not reproduce
-    elsewhere = run_bisect(load_matrix("demo"), CONFIG, repo.good, repo.bad, level="commit", metric="CPU/compute",
-                           repository=str(repo.path), bad_figure=result.figure_good * 3, paths=paths)
+    elsewhere = run_bisect(load_matrix("demo"), replace(request, bad_figure=result.figure_good * 3), paths=paths)
     assert elsewhere.culprit is None and "did not reproduce on this machine" in elsewhere.stopped
     bad_end = next(step for step in elsewhere.steps if step.role == "bad")
     assert (bad_end.figure, bad_end.verdict) == (result.figure_bad, "good") and bad_end.build_s > 0

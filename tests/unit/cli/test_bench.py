@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from support.tiny_models import cached_tiny_model
 
-from vramwatch.cli.main import main
-from vramwatch.records import BenchResult
+from vramwatch.cli.common import record_fields
+from vramwatch.cli.main import build_parser, main
+from vramwatch.records import BenchKnobs, BenchResult
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +62,24 @@ def test_the_printed_table_takes_its_words_and_units_from_the_field_list():
     assert f"GPU model {measured.memory.gpu_model_mib:.2f} MiB, GPU KV" in compared
     assert "host KV" not in compared  # a buffer that is empty says nothing
     assert not any("gpu_model_mib" in line for line in lines)  # words, never raw names
+
+
+def test_each_knob_has_its_flag_named_as_the_matrix_names_it_and_the_old_spellings_still_work():
+    knobs = [field.name for field in dataclasses.fields(BenchKnobs)]
+    defaults = record_fields(build_parser().parse_args(["bench", "m.gguf"]), BenchKnobs)
+    assert defaults == {name: getattr(BenchKnobs(), name) for name in knobs}
+
+    matrix_names = ["--n-threads", "3", "--type-k", "q8_0", "--type-v", "q4_0", "--timeout-s", "60",
+                    "--host-memory-limit-mib", "512", "--no-use-mmap", "--no-generation", "--n-gpu-layers", "7"]
+    before = ["--threads", "3", "--cache-type-k", "q8_0", "--cache-type-v", "q4_0", "--timeout", "60",
+              "--host-memory-limit", "512", "--no-mmap", "--no-generation", "--n-gpu-layers", "7"]
+    (new, old) = (record_fields(build_parser().parse_args(["bench", "m.gguf", *flags]), BenchKnobs)
+                  for flags in (matrix_names, before))
+    assert new == old == defaults | {"n_threads": 3, "type_k": "q8_0", "type_v": "q4_0", "timeout_s": 60.0,
+                                     "host_memory_limit_mib": 512, "use_mmap": False, "generation": None,
+                                     "n_gpu_layers": 7}
+
+
+def test_a_knob_the_flags_lacked_before_is_checked_like_the_others(moe, capsys):
+    assert main(["bench", str(moe), "--python", "/nonexistent/python", "--n-ubatch", "0"]) == 2
+    assert capsys.readouterr().err.startswith("error: n_ubatch: must be at least 1")
