@@ -341,6 +341,12 @@ class QualityResult(Record):
     greedy_tokens: int
 
 
+# The buffer kinds llama.cpp keeps on the GPU of a GPU backend with layers offloaded, in every mode (kind -> how its log
+# line names it): at least the non-expert weights, the KV cache and the compute buffer. The output buffer lives in
+# pinned host memory. A row without one of them is a log line that did not parse, not a measurement.
+EXPECTED_ON_GPU = {"model": "model", "kv": "KV", "compute": "compute"}
+
+
 @dataclass(frozen=True)
 class Memory(Record):
     """Memory of one config. Buffers are llama.cpp's own accounting (MiB); NVML figures sit beside them."""

@@ -8,12 +8,21 @@ import sys
 from html import escape as html_escape
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from support.samples import XSS_PAYLOAD, markup_named_rows, night, replace, result
 
 from vramwatch.records import Fingerprint, TestResult
 from vramwatch.validate.frame import validation_frame
-from vramwatch.validate.gate import NVML_MARGIN_MIB, expectations, validate_night
+from vramwatch.validate.gate import (
+    CONTEXT_SLACK_MIB,
+    LEARN_FROM,
+    MARGIN_FIELDS,
+    NVML_MARGIN_MIB,
+    expectations,
+    learned_nvml_margins,
+    validate_night,
+)
 
 
 def _by_config(validated):
@@ -117,20 +126,63 @@ def test_a_row_whose_buffers_did_not_parse_is_never_accepted_as_ok():
     # only the GPU weights' line went unread: KV and compute parsed
     no_gpu_weights = replace(result("phi-3.5-moe", "Q4_K_M"), memory__gpu_model_mib=0.0,
                              memory__nvml_process_mib=None)
-    # no layer offloaded: no GPU weights expected
+    # no layer offloaded: no GPU weights, KV or compute expected
     cpu_layers = replace(result("phi-3.5-moe", "Q8_0"), config__n_gpu_layers=0, memory__gpu_model_mib=0.0,
-                         memory__nvml_process_mib=None)
+                         memory__gpu_kv_mib=0.0, memory__gpu_compute_mib=0.0, memory__nvml_process_mib=None)
 
     validated = validate_night([unparsed_gpu, gpu_offload, unparsed_cpu, no_gpu_weights, cpu_layers])
 
     assert _by_config(validated) == {
-        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_model_buffer_measured",
-                                             "nvml_agrees_with_buffers"],
+        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_compute_buffer_measured", "gpu_kv_buffer_measured",
+                                             "gpu_model_buffer_measured", "nvml_agrees_with_buffers"],
         "phi-3.5-moe/Q2_K/baseline": ["buffers_parsed"],
         "phi-3.5-moe/Q4_K_M/baseline": ["gpu_model_buffer_measured"],
     }
     # the broken baseline is no reference for tonight's offload row of the same file, which stays accepted
     assert gpu_offload in validated.accepted
+
+
+def test_an_ok_gpu_row_without_its_kv_or_compute_buffer_is_quarantined_naming_it():
+    """Fault: only the model buffer was guarded; a row whose compute (or KV) line did not parse was stored ok at 0 MiB,
+    read as "VRAM improved -100%", and the next healthy night paged a +260 MiB regression that never happened."""
+    healthy = result()
+    no_kv = replace(result("deepseek-moe-16b", "Q2_K"), memory__gpu_kv_mib=0.0, memory__nvml_process_mib=None)
+    no_compute = replace(result("phi-3.5-moe", "Q2_K"), memory__gpu_compute_mib=0.0, memory__nvml_process_mib=None)
+    # a CPU backend keeps them in host memory: nothing is missing there
+    on_cpu = result("phi-3.5-moe", "Q4_K_M", gpu=False)
+
+    validated = validate_night([healthy, no_kv, no_compute, on_cpu])
+
+    assert _by_config(validated) == {"deepseek-moe-16b/Q2_K/baseline": ["gpu_kv_buffer_measured"],
+                                     "phi-3.5-moe/Q2_K/baseline": ["gpu_compute_buffer_measured"]}
+
+
+def _history_of(rows, context_mib: float, nights: int):
+    """recent_history()-shaped rows of accepted nights whose NVML exceeded the buffers by context_mib (+-3 MiB)."""
+    return pd.DataFrame([{"status": "ok", "gpu_name": r.fingerprint.gpu_name,
+                          "nvml_process_mib": r.memory.gpu_buffers_mib + context_mib + (n % 3 - 1) * 3,
+                          **{f: getattr(r.memory, f) for f in MARGIN_FIELDS[1:]}}
+                         for n in range(nights) for r in rows])
+
+
+def test_each_gpu_learns_its_own_nvml_margin_so_a_missing_buffer_cannot_hide_in_it():
+    """Fault: NVML could exceed the buffers by 4,096 MiB while real rows differ by about 706 MiB (the CUDA context):
+    a whole missing compute buffer (here 900 MiB that the buffers did not count) passed."""
+    row = result()
+    h200 = replace(result("phi-3.5-moe", "Q2_K"), fingerprint__gpu_name="NVIDIA H200")
+    margins = learned_nvml_margins(pd.concat([_history_of([row], 706.0, nights=20),
+                                              _history_of([h200], 706.0, nights=LEARN_FROM - 1)]))
+    assert margins == {row.fingerprint.gpu_name: pytest.approx(706.0 + CONTEXT_SLACK_MIB)}  # the H200: too few rows
+
+    def failed(result_row, nvml_beyond: float) -> list[list[str]]:
+        changed = replace(result_row, memory__nvml_process_mib=result_row.memory.gpu_buffers_mib + nvml_beyond)
+        return [q.failed_expectations for q in validate_night([changed], nvml_margins=margins).quarantined]
+
+    assert failed(row, 712.0) == []
+    assert failed(row, 706.0 + 900.0) == [["nvml_within_gpu_history"]]  # under 4,096 MiB, beyond its own context
+    assert failed(h200, 706.0 + 900.0) == []  # no history of its own yet: the fixed margin holds
+    assert validate_night([replace(row, memory__nvml_process_mib=row.memory.gpu_buffers_mib + 1606.0)]).quarantined \
+        == []  # and without margins (no history at all) as before
 
 
 def test_nvml_may_exceed_the_buffers_by_the_stated_margin_and_no_more():
