@@ -103,8 +103,8 @@ def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Se
 def history_window(policy: Policy) -> int:
     """How many good rows per config and machine detection reads (Warehouse.recent_history): tonight's, the
     throughput baseline's `window` nights plus the night before tonight it leaves out, and the VRAM reference's
-    `window` nights."""
-    return 1 + max(policy.vram.window, policy.throughput.window + 1)
+    `window` nights (`creep_window` where a creep is traced back)."""
+    return 1 + max(policy.vram.window, policy.vram.creep_window, policy.throughput.window + 1)
 
 
 def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),

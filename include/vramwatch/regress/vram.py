@@ -5,7 +5,9 @@ model gives the same MiB every night, whatever the driver or the host. So there 
 component (model, KV, compute, output buffer on the GPU) is compared, per config and GPU model, with its lowest value
 in the last `window` good nights, and the matrix's policy (config.VramPolicy) says which growth pages. The lowest
 rather than the last value catches a creep: builds that each add less than the policy page once their sum reaches
-it. While an incident is open for a config and component, the reference ends before the night it opened, so it
+it. A creep slower than that (+0.4 MiB a night: the window's lowest value rises with it) is caught by the value
+before the current rise began, traced back `creep_window` nights; the finding says "crept up since" that night,
+with the whole amount. While an incident is open for a config and component, the reference ends before the night it opened, so it
 stays open until the number is back (and grows, and pages again, when the number grows further).
 
 NVML's per-process figure is noisy (the CUDA context, cuBLAS' workspace, ggml's pool) and pages nothing here: it is
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
 from vramwatch.config import VRAM_COMPONENTS, VramPolicy
@@ -84,19 +87,29 @@ def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Fi
                     detail=f"{int(ref[metric])} -> 0 tensors in CPU memory")
 
 
-def _lowest_recent(good: pd.DataFrame, metric: str, cutoff: str | None, window: int) -> pd.Series | None:
-    """The row with the metric's lowest value among the last `window` good rows (before the cutoff); the latest
-    such row on a tie, so the reference names the newest build at that level."""
-    rows = before_cutoff(good, cutoff).tail(window)
+def _reference_row(good: pd.DataFrame, metric: str, cutoff: str | None, policy: VramPolicy) -> pd.Series | None:
+    """The row a component is judged against (before the cutoff): the lowest value among the last `window` good rows
+    (the latest such row on a tie, so the reference names the newest build at that level), or, lower still, the value
+    before the component's current rise began, traced back over `creep_window` rows. The window's minimum alone moves
+    up with a creep longer than the window, which then never pages; the start of the rise does not move."""
+    rows = before_cutoff(good, cutoff).tail(max(policy.window, policy.creep_window))
     values = rows[metric].map(number).dropna()
-    return None if values.empty else rows.loc[values[::-1].idxmin()]
+    if values.empty:
+        return None
+    level = values.to_numpy(float)
+    falls = np.flatnonzero(level[1:] < level[:-1])  # the rise began after the last fall
+    start = int(falls[-1]) + 1 if len(falls) else 0
+    before_rise = values.index[start + int(np.count_nonzero(level[start:] == level[start])) - 1]  # last at that level
+    recent = values[values.index.isin(rows.index[-policy.window:])]
+    lowest = recent[::-1].idxmin() if not recent.empty else before_rise
+    return rows.loc[before_rise if values[before_rise] < values[lowest] else lowest]
 
 
 def _component_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, policy: VramPolicy) -> list[Finding]:
     findings = []
     for metric in VRAM_COMPONENTS:
         after = number(row[metric])
-        ref = _lowest_recent(good, metric, cutoffs.get((row["config_id"], metric)), policy.window)
+        ref = _reference_row(good, metric, cutoffs.get((row["config_id"], metric)), policy)
         before = None if ref is None else number(ref[metric])
         if after is None or before is None or after == before:
             continue
@@ -108,7 +121,7 @@ def _component_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, po
         findings.append(row_finding(
             Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before, after=after,
             delta_mib=delta, delta_pct=100.0 * delta / before if before else None,
-            detail=f"crept up since {ref['night']}" if creep else "",
+            detail=f"crept up since {ref['night']} ({delta:+.2f} MiB in all)" if creep else "",
             change=component_change(row, metric, before, after)))
     return findings
 

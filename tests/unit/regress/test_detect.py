@@ -144,6 +144,28 @@ def test_a_creep_below_the_policy_each_night_pages_once_when_it_adds_up():
     assert incidents[6][0].state == "resolved"
 
 
+def test_a_creep_longer_than_the_window_pages_once_it_passes_the_policy_with_the_whole_amount():
+    """Fault: +0.4 MiB a night for 60 nights (+24 MiB) never paged: the reference, the lowest value of the last 30
+    good nights, rose with the creep. It must page the night the sum passes 16 MiB (night 40 of the creep), once,
+    saying since when and how much in all."""
+    def crept(nights: int) -> list[BenchResult]:
+        return grow(CONFIGS, A, gpu_model_mib=round(0.4 * nights, 2))  # 10 GiB of weights: the 16 MiB rule governs
+
+    nights = [CONFIGS] * 5 + [crept(n) for n in range(1, 61)]
+
+    incidents = simulate(nights, first=5)
+
+    paged = {n: [i for i in tonight if i.pages] for n, tonight in incidents.items() if any(i.pages for i in tonight)}
+    assert list(paged) == [4 + 40]  # +16.00 MiB in all (night n of the creep is night 4 + n): once, when it adds up
+    (opened,) = paged[44]
+    assert (opened.kind, opened.metric, opened.configs) == ("vram", "gpu_model_mib", [A])
+    assert opened.delta_mib == pytest.approx(16.0) and opened.build_before == commit_of(4)
+    assert f"crept up since {night_of(4)} (+16.00 MiB in all)" in opened.summary
+    assert opened.changes == ["deepseek-moe-16b/Q4_K_M/baseline: CUDA0 model 10010.00 -> 10026.00 MiB (+16.00 MiB, "
+                              "+0.2%)"]
+    assert all(i.state == "open" for i in incidents[64])  # still creeping: still open, never resolved by the creep
+
+
 def test_an_accepted_level_is_the_reference_from_the_night_it_opened():
     def grown(mib: float) -> list[BenchResult]:
         return [replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + mib) if r.config.config_id == A else r
