@@ -69,12 +69,31 @@ def component_change(row: pd.Series, metric: str, before: float, after: float) -
 
 
 def _status_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
+    if _ran_without_its_gpu(row):
+        return gpu_lost_finding(row, past, cutoffs)
     kind = {"oom": Kind.STOPPED_FITTING, "quarantined": Kind.QUARANTINED}.get(row["status"], Kind.FAILING)
     ref = _reference(past, cutoffs.get((row["config_id"], "status")))
     if ref is None or ref["status"] != "ok":
         return None
     detail = f"ok -> {row['status']}" + (f": {row['error']}" if row["error"] else "")
     return row_finding(kind, "status", row, ref, detail=detail)
+
+
+def _ran_without_its_gpu(row: pd.Series) -> bool:
+    """A row validation kept out because the build's GPU backend ran on the CPU: a worker that lost its GPU. Its
+    cause is the machine, not a measurement that failed a check."""
+    return (row["status"] == "quarantined" and "backend_matches_build" in str(row["error"])
+            and number(row["gpu_total_mib"]) is None)
+
+
+def gpu_lost_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
+    """A config measured on a GPU before (before the loss, while an incident is open) and without one tonight; past:
+    its earlier rows."""
+    good = before_cutoff(past[past["status"] == "ok"], cutoffs.get((row["config_id"], "backend")))
+    if good.empty or number(good.iloc[-1]["gpu_total_mib"]) is None:
+        return None
+    ref = good.iloc[-1]
+    return row_finding(Kind.GPU_LOST, "backend", row, ref, detail=f"{ref['gpu_name']} -> no GPU ({row['cpu_model']})")
 
 
 def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:

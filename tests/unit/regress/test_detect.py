@@ -12,9 +12,11 @@ import pytest
 from support.samples import night, replace, result
 from support.warehouses import commit_of, night_of, store_nights, store_validated_night
 
+from vramwatch.alerts.messages import regression_alert
 from vramwatch.config import Policy, ThroughputPolicy, VramPolicy, VramRule
-from vramwatch.records import ABRun, BenchResult, Incident, TestResult
+from vramwatch.records import ABRun, BenchResult, Incident, NightSummary, TestResult
 from vramwatch.regress.detect import detect, detect_for_run, regressions
+from vramwatch.report.tables import resolution_lines
 from vramwatch.rows import flatten
 from vramwatch.validate.gate import validate_night
 from vramwatch.warehouse.store import Warehouse
@@ -416,6 +418,54 @@ def test_an_open_incident_that_grows_pages_again_with_the_new_size(warehouse):
     store_nights(warehouse, [grow(CONFIGS, A, gpu_model_mib=3200)], first=4)
     (again,) = detect_for_run(warehouse, "run004").incidents
     assert (again.escalated, again.pages, again.delta_mib) == (False, False, 3200.0)  # stored: pages once
+
+
+def test_an_open_incident_carries_its_current_size_and_says_how_far_it_grew_until_a_build_fixes_it(warehouse):
+    """Fault: an open incident kept its first size until growth passed the next policy step (+13.50 MiB while the
+    buffer was +20), and its end was silent. Now every night's report says its size and "grew from A to B", and the
+    night it ends the report's first lines and an all-clear alert name the build that fixed it, once."""
+    nights = [CONFIGS, grow(CONFIGS, B, gpu_compute_mib=13.5), grow(CONFIGS, B, gpu_compute_mib=20.0),
+              grow(CONFIGS, B, gpu_compute_mib=20.0), CONFIGS, CONFIGS]
+    store_nights(warehouse, nights)
+    tonight = [detect_for_run(warehouse, f"run{i:03d}").incidents for i in range(len(nights))]
+
+    (opened,), (grown,), (still,), (ended,) = tonight[1:5]
+    assert opened.pages and opened.delta_mib == 13.5 and "grew" not in opened.summary
+    for carried in (grown, still):  # +6.5 MiB more is below what pages again: carried at its size, every night
+        assert (carried.incident_id, carried.pages, carried.state) == (opened.incident_id, False, "open")
+        assert carried.delta_mib == 20.0 and "+20.00 MiB" in carried.summary
+        assert "grew from +13.50 MiB to +20.00 MiB" in carried.summary and carried.growth() in carried.summary
+        assert carried.changes == ["phi-3.5-moe/Q2_K/offload: CUDA0 compute 204.50 -> 224.50 MiB (+20.00 MiB, +9.8%)"]
+        assert carried.build_after == commit_of(1)  # the change's builds stay; tonight's build did not cause it
+    assert ended.state == "resolved" and ended.resolved_by == commit_of(4)
+    assert ended.resolution().startswith("Resolved: VRAM gpu_compute_mib +20.00 MiB")
+    assert ended.resolution().endswith(f"(fixed by llama.cpp {commit_of(4)})")
+    summary = NightSummary(night=night_of(4), run_id="run004", report_md="", report_html="", n_results=8,
+                           n_quarantined=0, incidents=tonight[4])
+    assert resolution_lines(tonight[4]) == [ended.resolution()]
+    alert = regression_alert(summary)
+    assert alert.subject == f"vramwatch {night_of(4)}: all clear, 1 incident(s) resolved"
+    assert ended.resolution() in alert.text.splitlines()
+    assert tonight[5] == [] and regression_alert(dataclasses.replace(summary, incidents=tonight[5])) is None  # once
+
+
+def test_a_lost_gpu_quarantined_by_validation_reads_ran_without_its_gpu_and_its_return_is_said_once(warehouse):
+    """Fault: a CUDA build on a worker that lost its GPU ran on the CPU; validation quarantined its rows
+    (backend_matches_build) and the page said "failed validation (quarantined)" instead of the cause."""
+    cpu = [replace(r, fingerprint=night(gpu=False)[0].fingerprint, memory=night(gpu=False)[i].memory)
+           for i, r in enumerate(CONFIGS)]
+    store_nights(warehouse, [CONFIGS])
+    for i in (1, 2):
+        store_validated_night(warehouse, i, validate_night(cpu, build_backend="cuda"))
+    store_nights(warehouse, [CONFIGS], first=3)
+
+    (lost,), (still,), (back,) = (detect_for_run(warehouse, f"run{i:03d}").incidents for i in (1, 2, 3))
+
+    assert (lost.kind, lost.pages, len(lost.configs)) == ("gpu_lost", True, len(CONFIGS))
+    assert "ran without its GPU" in lost.summary and "quarantined" not in lost.summary
+    assert "NVIDIA H100 80GB HBM3 -> no GPU" in lost.summary
+    assert (still.incident_id, still.pages, still.state) == (lost.incident_id, False, "open")
+    assert back.state == "resolved" and back.resolution().endswith(f"(its GPU is back, under llama.cpp {commit_of(3)})")
 
 
 def test_an_incident_stays_open_while_its_config_is_absent_and_resolves_when_measured_clean(warehouse):
