@@ -95,18 +95,13 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
     return result
 
 
-def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: str = "",
-             warehouse: Warehouse | None = None) -> ValidatedNight:
+def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: str = "") -> ValidatedNight:
     from vramwatch.report.write import DATA_DOCS_INDEX, save_validation
-    from vramwatch.validate.gate import MARGIN_FIELDS, NVML_HISTORY_ROWS, learned_nvml_margins, validate_night
+    from vramwatch.validate.gate import validate_night
 
     reports = Paths().reports / lane
     data_docs = (reports / night / DATA_DOCS_INDEX).parent
-    # each GPU's own NVML-vs-buffers margin, from the accepted history of tonight's configs
-    history = _open(warehouse).recent_history({r.config.config_id for r in results}, NVML_HISTORY_ROWS,
-                                              fields=MARGIN_FIELDS)
-    validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend,
-                               nvml_margins=learned_nvml_margins(history))
+    validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
     save_validation(reports, night, validated.expectations)  # the report, another task, shows them
     _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
     return validated
@@ -236,7 +231,7 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     warehouse = _open(None)
     with _timed(seconds, "validate"):
         try:
-            validated = validate(measured.results, night, measured.build, warehouse=warehouse)
+            validated = validate(measured.results, night, measured.build)
         except Exception as exc:  # the night stays on record, with its build, as failed: store_run never ran
             warehouse.mark_failed(run_id, night, measured.build, trigger, f"validation failed: {type(exc).__name__}: "
                                                                            f"{' '.join(str(exc).split())[:300]}")

@@ -13,12 +13,10 @@ from __future__ import annotations
 import html
 import logging
 import re
+import statistics
 from collections import defaultdict
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-import pandas as pd
 
 from vramwatch.records import (
     EXPECTED_ON_GPU,
@@ -39,14 +37,13 @@ DOCS_SITE = "vramwatch"
 # and ggml's pool, about 0.7 GiB on an H200 (695-715 MiB in all 26 committed H200 results). Beyond 4 GiB the
 # buffers missed a large allocation or NVML counted something else: either way the VRAM figure is not to be trusted.
 NVML_MARGIN_MIB = 4096
-# That context is stable on one GPU (a few MiB across configs and builds), so once a GPU has LEARN_FROM accepted rows
-# with NVML, its own margin replaces the fixed one: the median of what NVML exceeded the buffers by, plus
-# CONTEXT_SLACK_MIB. A missing compute or KV buffer (hundreds of MiB on real models) can no longer hide in 4 GiB.
+# That context is stable on one GPU (695-715 MiB across all 26 H200 results: configs, modes, builds), so where a GPU
+# ran at least LEARN_FROM ok rows with NVML tonight, their median excess plus CONTEXT_SLACK_MIB bounds each of them: a
+# config whose buffers missed an allocation (a compute or KV buffer is hundreds of MiB) stands out of its night instead
+# of hiding in 4 GiB. Learned from the night's own rows, not the warehouse: validation runs before the store and must
+# not wait on the warehouse's locks (a stuck warehouse fails the store in seconds, tests/unit/warehouse).
 LEARN_FROM = 5
 CONTEXT_SLACK_MIB = 128.0
-# The fields learned_nvml_margins reads from history (Warehouse.recent_history's `fields`).
-MARGIN_FIELDS = ("nvml_process_mib", "gpu_model_mib", "gpu_kv_mib", "gpu_compute_mib", "gpu_output_mib")
-NVML_HISTORY_ROWS = 10  # newest good rows per config and machine the margins are learned from
 EXAMPLES = 3  # failing rows an expectation's outcome names
 # What GX's Data Docs load from CDNs (Bootstrap, jQuery, Vega, Font Awesome, its logo) and link to on the web: the
 # tags that load one, and href attributes that point at one. Offline and under the UI's policy none of them load.
@@ -111,8 +108,8 @@ def expectations(build_backend: str | None = None) -> list[tuple[str, Any]]:
         # rows without an NVML process figure have no value here and are skipped
         ("nvml_agrees_with_buffers", gxe.ExpectColumnValuesToBeBetween(
             column="nvml_beyond_buffers_mib", min_value=0, max_value=NVML_MARGIN_MIB)),
-        # ... and where the GPU has a history, no further than its own CUDA context (learned_nvml_margins)
-        ("nvml_within_gpu_history", gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+        # ... and, where enough rows ran on the GPU tonight, no further than its CUDA context (learned_nvml_margins)
+        ("nvml_within_gpu_context", gxe.ExpectColumnPairValuesAToBeGreaterThanB(
             column_A="nvml_margin_mib", column_B="nvml_beyond_buffers_mib", or_equal=True, ignore_row_if=missing)),
         # the bench reads the file's size on its worker (validation runs on another): an ok row must say what it read
         ("file_size_checked", gxe.ExpectColumnValuesToNotBeNull(column="file_bytes_on_disk", row_condition=ok)),
@@ -220,22 +217,21 @@ def make_offline(data_docs_dir: Path) -> None:
                                                  f'</h2><ul>{links}</ul></section></body>', 1), encoding="utf-8")
 
 
-def learned_nvml_margins(history: pd.DataFrame) -> dict[str, float]:
-    """GPU name -> how far NVML's process memory may exceed llama.cpp's GPU buffers on it, learned from its accepted
-    rows (history with MARGIN_FIELDS, gpu_name and status): their median excess plus CONTEXT_SLACK_MIB, for GPUs with
-    at least LEARN_FROM such rows. The median, not the largest: a row that once hid a missing buffer is no norm."""
-    if history.empty:
-        return {}
-    rows = history[(history["status"] == "ok") & history["nvml_process_mib"].notna()
-                   & history["gpu_name"].fillna("").astype(bool)]
-    beyond = rows["nvml_process_mib"] - rows[list(MARGIN_FIELDS[1:])].sum(axis=1)
-    return {str(gpu): round(float(excess.median()) + CONTEXT_SLACK_MIB, 2)
-            for gpu, excess in beyond.groupby(rows["gpu_name"]) if len(excess) >= LEARN_FROM}
+def learned_nvml_margins(results: list[BenchResult]) -> dict[str, float]:
+    """GPU name -> how far NVML's process memory may exceed llama.cpp's GPU buffers on it tonight: the median excess
+    of its ok rows plus CONTEXT_SLACK_MIB, for GPUs with at least LEARN_FROM such rows. The median, so that the rows
+    that missed a buffer do not set the norm."""
+    excess: dict[str, list[float]] = defaultdict(list)
+    for result in results:
+        context = result.memory.with_cuda_context().cuda_context_mib
+        if result.ok and context is not None and result.fingerprint.gpu_name:
+            excess[result.fingerprint.gpu_name].append(context)
+    return {gpu: round(statistics.median(values) + CONTEXT_SLACK_MIB, 2) for gpu, values in excess.items()
+            if len(values) >= LEARN_FROM}
 
 
 def validate_night(results: list[BenchResult], gpu_total_mib: float | None = None,
-                   data_docs_dir: Path | None = None, build_backend: str | None = None,
-                   nvml_margins: Mapping[str, float] | None = None) -> ValidatedNight:
+                   data_docs_dir: Path | None = None, build_backend: str | None = None) -> ValidatedNight:
     """Split a night's results into accepted rows and quarantined rows (with the expectations each failed).
 
     gpu_total_mib overrides the GPU size each row reports (None: use the row's own NVML figure, if any).
@@ -243,12 +239,12 @@ def validate_night(results: list[BenchResult], gpu_total_mib: float | None = Non
     another host (make_offline).
     build_backend is the backend of the build that ran the night (BuildRequest.backend): ok rows measured on another
     are quarantined. The pipeline always passes it; None (results without their build) skips that check.
-    nvml_margins (learned_nvml_margins of the configs' history) bounds NVML beyond the buffers per GPU; a GPU without
-    one is held to NVML_MARGIN_MIB only.
+    NVML beyond the buffers is bounded per GPU by what its other rows show tonight (learned_nvml_margins), and by
+    NVML_MARGIN_MIB where too few ran.
     """
     if not results:
         return ValidatedNight(accepted=[], quarantined=[])
-    failures, outcomes, docs = _run_suite(validation_frame(results, gpu_total_mib, nvml_margins or {}), data_docs_dir, build_backend,
+    failures, outcomes, docs = _run_suite(validation_frame(results, gpu_total_mib, learned_nvml_margins(results)), data_docs_dir, build_backend,
                                           [r.config.config_name for r in results])
     accepted = [r for i, r in enumerate(results) if i not in failures]
     quarantined = [QuarantinedResult(r, failures[i]) for i, r in enumerate(results) if i in failures]

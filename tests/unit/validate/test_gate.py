@@ -8,7 +8,6 @@ import sys
 from html import escape as html_escape
 from pathlib import Path
 
-import pandas as pd
 import pytest
 from support.samples import XSS_PAYLOAD, markup_named_rows, night, replace, result
 
@@ -17,7 +16,6 @@ from vramwatch.validate.frame import validation_frame
 from vramwatch.validate.gate import (
     CONTEXT_SLACK_MIB,
     LEARN_FROM,
-    MARGIN_FIELDS,
     NVML_MARGIN_MIB,
     expectations,
     learned_nvml_margins,
@@ -58,7 +56,7 @@ def test_each_broken_row_is_quarantined_with_the_expectations_it_failed():
                                                  pp=TestResult(512, 0, [800.0] * 4, 800.0, 1.0)),
         # offload that kept everything on the GPU: more VRAM than tonight's baseline of the same file
         "deepseek-moe-16b/Q4_K_M/offload": replace(offload, memory__gpu_model_mib=10_500.0,
-                                                   memory__nvml_process_mib=12_500.0),
+                                                   memory__nvml_process_mib=12_350.0),
         # the file the bench read was not the file the models stage made
         "deepseek-moe-16b/Q8_0/baseline": replace(by_id["deepseek-moe-16b/Q8_0/baseline"], file_bytes_on_disk=64),
         # the worker did not say what it read (a bench from before it did, or one that lost the file)
@@ -157,32 +155,22 @@ def test_an_ok_gpu_row_without_its_kv_or_compute_buffer_is_quarantined_naming_it
                                      "phi-3.5-moe/Q2_K/baseline": ["gpu_compute_buffer_measured"]}
 
 
-def _history_of(rows, context_mib: float, nights: int):
-    """recent_history()-shaped rows of accepted nights whose NVML exceeded the buffers by context_mib (+-3 MiB)."""
-    return pd.DataFrame([{"status": "ok", "gpu_name": r.fingerprint.gpu_name,
-                          "nvml_process_mib": r.memory.gpu_buffers_mib + context_mib + (n % 3 - 1) * 3,
-                          **{f: getattr(r.memory, f) for f in MARGIN_FIELDS[1:]}}
-                         for n in range(nights) for r in rows])
-
-
-def test_each_gpu_learns_its_own_nvml_margin_so_a_missing_buffer_cannot_hide_in_it():
+def test_each_gpu_learns_its_nvml_margin_so_a_missing_buffer_cannot_hide_in_it():
     """Fault: NVML could exceed the buffers by 4,096 MiB while real rows differ by about 706 MiB (the CUDA context):
-    a whole missing compute buffer (here 900 MiB that the buffers did not count) passed."""
-    row = result()
-    h200 = replace(result("phi-3.5-moe", "Q2_K"), fingerprint__gpu_name="NVIDIA H200")
-    margins = learned_nvml_margins(pd.concat([_history_of([row], 706.0, nights=20),
-                                              _history_of([h200], 706.0, nights=LEARN_FROM - 1)]))
-    assert margins == {row.fingerprint.gpu_name: pytest.approx(706.0 + CONTEXT_SLACK_MIB)}  # the H200: too few rows
+    a row whose buffers missed a whole 900 MiB allocation passed."""
+    def with_context(r, mib: float):
+        return replace(r, memory__nvml_process_mib=r.memory.gpu_buffers_mib + mib)
 
-    def failed(result_row, nvml_beyond: float) -> list[list[str]]:
-        changed = replace(result_row, memory__nvml_process_mib=result_row.memory.gpu_buffers_mib + nvml_beyond)
-        return [q.failed_expectations for q in validate_night([changed], nvml_margins=margins).quarantined]
+    rows = [with_context(r, 706.0 + (i % 3 - 1) * 4) for i, r in enumerate(night())]  # 8 rows, 702-710 MiB
+    missed = with_context(rows[0], 706.0 + 900.0)
+    assert learned_nvml_margins(rows) == {rows[0].fingerprint.gpu_name: pytest.approx(706.0 + CONTEXT_SLACK_MIB)}
 
-    assert failed(row, 712.0) == []
-    assert failed(row, 706.0 + 900.0) == [["nvml_within_gpu_history"]]  # under 4,096 MiB, beyond its own context
-    assert failed(h200, 706.0 + 900.0) == []  # no history of its own yet: the fixed margin holds
-    assert validate_night([replace(row, memory__nvml_process_mib=row.memory.gpu_buffers_mib + 1606.0)]).quarantined \
-        == []  # and without margins (no history at all) as before
+    validated = validate_night([missed, *rows[1:]])
+
+    assert _by_config(validated) == {missed.config.config_name: ["nvml_within_gpu_context"]}  # under 4 GiB
+    # too few rows on a GPU to learn from: the fixed margin alone holds
+    few = [missed, *rows[1:LEARN_FROM - 1]]
+    assert learned_nvml_margins(few) == {} and validate_night(few).quarantined == []
 
 
 def test_nvml_may_exceed_the_buffers_by_the_stated_margin_and_no_more():
