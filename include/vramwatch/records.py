@@ -649,10 +649,13 @@ class Incident(Record):
     paged_delta_mib: float | None = None
     paged_delta_pct: float | None = None
     resolved_by: str = ""  # the llama.cpp commit of the night it resolved
+    # False while the change came with a GPU swap on a build-change night (build or GPU: not separable): shown first,
+    # paged once a later night on the new GPU keeps it
+    separable: bool = True
 
     @property
     def pages(self) -> bool:
-        return (self.is_new or self.escalated) and self.kind not in NOTE_KINDS
+        return (self.is_new or self.escalated) and self.separable and self.kind not in NOTE_KINDS
 
     def growth(self) -> str:
         """"grew from +13.50 MiB to +20.00 MiB" while its size differs from the size it paged with, else ""."""

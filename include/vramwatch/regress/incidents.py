@@ -10,12 +10,14 @@ offload stopped) group by kind alone.
 Life cycle. A finding that matches an open (or acknowledged) incident - same kind, metric and config - keeps it
 going with is_new false at tonight's size, saying how far it grew from the size it paged with: no second alert, unless
 it grew beyond the policy since that page (a +200 MiB incident followed by a +3000 MiB step): then it pages again
-(escalated) at the new size. An open incident resolves only when every one of its configs was measured clean tonight
-(status ok, no finding): a config that crashed or was absent tonight keeps it open; it names the build it resolved
-under (Incident.resolution: a blip or a fix). Everything else opens a new incident (is_new true). Notes (records.NOTE_KINDS: an
-improvement, a changed environment, a matrix edit) are opened and resolved at once and never page. People may accept
-an incident (`vramwatch regress --accept ID`) when its new level is intended: it closes, and from the night it opened
-that level is the reference, so the same change never pages again.
+(escalated) at the new size. A change that came with a GPU swap on a build-change night is not separable (build or
+GPU): it opens without paging and pages the first later night that keeps it on the new GPU. An open incident resolves
+only when every one of its configs was measured clean tonight (status ok, no finding): a config that crashed or was
+absent tonight keeps it open; it names the build it resolved under (Incident.resolution: a blip or a fix).
+Everything else opens a new incident (is_new true). Notes (records.NOTE_KINDS: an improvement, a changed
+environment, a matrix edit) are opened and resolved at once and never page. People may accept an incident
+(`vramwatch regress --accept ID`) when its new level is intended: it closes, and from the night it opened that level
+is the reference, so the same change never pages again.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def _similar(a: float | None, b: float | None) -> bool:
 
 
 def _related(a: Finding, b: Finding) -> bool:
-    if (a.kind, a.metric) != (b.kind, b.metric):
+    if (a.kind, a.metric, a.separable) != (b.kind, b.metric, b.separable):
         return False
     if a.kind in STATUS_KINDS:
         return True
@@ -137,7 +139,8 @@ def incident_for_group(group: Sequence[Finding], night: str) -> Incident:
                     state=RESOLVED if first.kind in NOTE_KINDS else OPEN, configs=sorted({f.config_id for f in group}),
                     summary=_summary(group, delta_mib, delta_pct, before, after), delta_mib=delta_mib,
                     delta_pct=delta_pct, build_before=before, build_after=after, opened_night=night, is_new=True,
-                    changes=_changes(group), paged_delta_mib=delta_mib, paged_delta_pct=delta_pct)
+                    changes=_changes(group), paged_delta_mib=delta_mib, paged_delta_pct=delta_pct,
+                    separable=first.separable)
 
 
 def _grew(incident: Incident, findings: Sequence[Finding], policy: Policy) -> bool:
@@ -230,7 +233,9 @@ def reconcile(findings: Sequence[Finding], open_incidents: Sequence[Incident], n
               if (f.kind, f.metric) == (incident.kind, incident.metric) and f.config_id in incident.configs]
         covered.update(at)
         mine = [findings[i] for i in at]
-        if mine:
+        if mine and not incident.separable and all(f.separable for f in mine):
+            result.append(dataclasses.replace(_escalated(incident, mine), separable=True))  # kept: it pages now
+        elif mine:
             result.append(_escalated(incident, mine) if _grew(incident, mine, policy) else _carried(incident, mine))
         elif _measured_clean(incident, tonight_status):
             result.append(dataclasses.replace(incident, state=RESOLVED, resolved_by=tonight_build, is_new=False,

@@ -124,24 +124,55 @@ def _reference_row(good: pd.DataFrame, metric: str, cutoff: str | None, policy: 
     return rows.loc[before_rise if values[before_rise] < values[lowest] else lowest]
 
 
-def _component_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, policy: VramPolicy) -> list[Finding]:
+def _previous_gpu_row(gpu_rows: pd.DataFrame, row: pd.Series, cutoff: str | None) -> pd.Series | None:
+    """The config's last good night on another GPU (before the cutoff), when it has none on tonight's GPU there and
+    the build changed since: a GPU swap on a build-change night, which must not restart the comparison."""
+    rows = before_cutoff(gpu_rows, cutoff)
+    if rows.empty or (rows["gpu_name"] == row["gpu_name"]).any():
+        return None
+    last = rows.iloc[-1]
+    return last if last["llama_cpp_commit"] != row["llama_cpp_commit"] else None
+
+
+def _swap_detail(row: pd.Series, ref: pd.Series, same_gpu: pd.DataFrame) -> tuple[str, bool]:
+    """What a change against the previous GPU's last night is, and whether it is separable: on the swap night the
+    build and the GPU changed together; a later night that keeps it on the new GPU keeps it with the build."""
+    swap = f"{ref['gpu_name']} -> {row['gpu_name']}"
+    if same_gpu.empty:
+        return f"build or GPU: not separable tonight (GPU {swap} with the build)", False
+    return (f"kept on the new GPU by llama.cpp {str(row['llama_cpp_commit'])[:8]} since the GPU swap {swap} on "
+            f"{same_gpu['night'].iloc[0]}"), True
+
+
+def _component_findings(row: pd.Series, gpu_rows: pd.DataFrame, cutoffs: Cutoffs,
+                        policy: VramPolicy) -> list[Finding]:
+    """gpu_rows: the config's good rows measured on a GPU, any GPU; compared on tonight's GPU model, and across a GPU
+    swap (_previous_gpu_row) with the previous GPU's last night."""
+    good = gpu_rows[gpu_rows["gpu_name"] == row["gpu_name"]]
     findings = []
     for metric in VRAM_COMPONENTS:
+        cutoff = cutoffs.get((row["config_id"], metric))
         after = number(row[metric])
-        ref = _reference_row(good, metric, cutoffs.get((row["config_id"], metric)), policy)
+        ref = _reference_row(good, metric, cutoff, policy)
+        swapped = ref is None  # no night on this GPU to compare with: the previous GPU's, if the build changed
+        if swapped:
+            ref = _previous_gpu_row(gpu_rows, row, cutoff)
         before = None if ref is None else number(ref[metric])
         if after is None or before is None or after == before:
             continue
         delta, rule = after - before, policy.rule(metric)
         if not (rule.pages(before, delta) or rule.pages(after, -delta)):
             continue  # reported exactly in the report's change table, but below what pages
-        last = number(good.iloc[-1][metric])
-        creep = delta > 0 and last is not None and not rule.pages(before, after - last)  # tonight's step is small
+        change, detail, separable = component_change(row, metric, before, after), "", True
+        if swapped:
+            detail, separable = _swap_detail(row, ref, good)
+            change += f" against its last night on {ref['gpu_name']} ({ref['night']})"
+        elif delta > 0 and (last := number(good.iloc[-1][metric])) is not None and not rule.pages(before, after - last):
+            detail = f"crept up since {ref['night']} ({delta:+.2f} MiB in all)"  # tonight's step alone is small
         findings.append(row_finding(
             Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before, after=after,
-            delta_mib=delta, delta_pct=100.0 * delta / before if before else None,
-            detail=f"crept up since {ref['night']} ({delta:+.2f} MiB in all)" if creep else "",
-            change=component_change(row, metric, before, after)))
+            delta_mib=delta, delta_pct=100.0 * delta / before if before else None, detail=detail, change=change,
+            separable=separable))
     return findings
 
 
@@ -167,7 +198,8 @@ def memory_and_status_findings(tonight: pd.DataFrame, before: pd.DataFrame, cuto
                                policy: VramPolicy = VramPolicy()) -> list[Finding]:
     """Per component VRAM, GPU-size fit, ok -> failure, and offload that stopped moving tensors, for each of
     tonight's configs. `before` holds earlier runs, oldest first, of any machine: VRAM is compared on the same GPU
-    model (the driver and the host do not change llama.cpp's buffers), status on any."""
+    model (the driver and the host do not change llama.cpp's buffers) and, on a config's first nights on a GPU that
+    came with a new build, with its last night on the previous GPU; status on any machine."""
     past_by_config = dict(tuple(before.groupby("config_id", sort=False)))
     findings: list[Finding] = []
     for _, row in tonight.iterrows():
@@ -180,9 +212,9 @@ def memory_and_status_findings(tonight: pd.DataFrame, before: pd.DataFrame, cuto
         good = past[past["status"] == "ok"]
         findings += filter(None, [_offload_finding(row, good, cutoffs)])
         if number(row["gpu_total_mib"]) is not None:  # no GPU tonight: no VRAM to compare
-            same_gpu = good[(good["gpu_name"] == row["gpu_name"]) & good["gpu_total_mib"].notna()]
-            findings += _component_findings(row, same_gpu, cutoffs, policy)
-            findings += _fit_findings(row, same_gpu, cutoffs, policy)
+            on_gpu = good[good["gpu_total_mib"].notna()]
+            findings += _component_findings(row, on_gpu, cutoffs, policy)
+            findings += _fit_findings(row, on_gpu[on_gpu["gpu_name"] == row["gpu_name"]], cutoffs, policy)
     return findings
 
 

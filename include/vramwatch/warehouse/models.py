@@ -173,6 +173,7 @@ class IncidentRow(Base):
     paged_delta_mib: Mapped[float | None] = mapped_column(Float)  # its size when it last paged (0007)
     paged_delta_pct: Mapped[float | None] = mapped_column(Float)
     resolved_by: Mapped[str] = mapped_column(String(80), default="")  # llama.cpp commit it resolved under (0007)
+    separable: Mapped[bool] = mapped_column(Boolean, default=True)  # false: build or GPU, not told apart yet (0007)
 
 
 class VerdictRow(Base):

@@ -16,7 +16,7 @@ from vramwatch.alerts.messages import regression_alert
 from vramwatch.config import Policy, ThroughputPolicy, VramPolicy, VramRule
 from vramwatch.records import ABRun, BenchResult, Incident, NightSummary, TestResult
 from vramwatch.regress.detect import detect, detect_for_run, regressions
-from vramwatch.report.tables import resolution_lines
+from vramwatch.report.tables import not_separable_lines, resolution_lines
 from vramwatch.rows import flatten
 from vramwatch.validate.gate import validate_night
 from vramwatch.warehouse.store import Warehouse
@@ -71,9 +71,11 @@ def planted(results: list[BenchResult], rng: np.random.Generator, sigma: float) 
     return out
 
 
-def simulate(nights: list[list[BenchResult]], first: int = 0, policy: Policy = Policy()) -> dict[int, list[Incident]]:
-    """The nightly loop without a database: tonight's incidents feed tomorrow's open incidents."""
-    history = frame(nights)
+def simulate(nights: list[list[BenchResult]], first: int = 0, policy: Policy = Policy(),
+             history: pd.DataFrame | None = None) -> dict[int, list[Incident]]:
+    """The nightly loop without a database: tonight's incidents feed tomorrow's open incidents. history: the nights'
+    frame() where a test changed it."""
+    history = frame(nights) if history is None else history
     open_incidents: list[Incident] = []
     out = {}
     next_id = 1
@@ -166,6 +168,36 @@ def test_a_creep_longer_than_the_window_pages_once_it_passes_the_policy_with_the
     assert opened.changes == ["deepseek-moe-16b/Q4_K_M/baseline: CUDA0 model 10010.00 -> 10026.00 MiB (+16.00 MiB, "
                               "+0.2%)"]
     assert all(i.state == "open" for i in incidents[64])  # still creeping: still open, never resolved by the creep
+
+
+def test_a_gpu_swap_on_a_build_night_does_not_hide_a_vram_change_and_pages_when_the_new_gpu_keeps_it():
+    """Fault: the +24.13 MiB compute growth that pages on one GPU paged nothing when the night also moved from an H200
+    to an H100: the comparison restarted per GPU model. Now it is compared with the H200's last night, shown first as
+    not separable, and pages the next night the same build keeps it on the H100."""
+    h200 = on_machine(CONFIGS, gpu_name="NVIDIA H200")
+    h100 = grow(CONFIGS, A, gpu_compute_mib=24.13)
+    nights = [h200, h200, h200, h100, h100, h100]
+    history = frame(nights)
+    history.loc[history["night"] == night_of(4), "llama_cpp_commit"] = commit_of(3)  # the same build, again
+
+    incidents = simulate(nights, history=history)
+
+    assert [incidents[n] for n in range(3)] == [[], [], []]
+    (swap,) = incidents[3]
+    assert (swap.kind, swap.metric, swap.configs, swap.pages, swap.separable) == ("vram", "gpu_compute_mib", [A],
+                                                                                   False, False)
+    assert "build or GPU: not separable tonight (GPU NVIDIA H200 -> NVIDIA H100 80GB HBM3 with the build)" in swap.summary
+    assert swap.changes == [f"deepseek-moe-16b/Q4_K_M/baseline: CUDA0 compute 204.50 -> 228.63 MiB (+24.13 MiB, "
+                            f"+11.8%) against its last night on NVIDIA H200 ({night_of(2)})"]
+    first = not_separable_lines(incidents[3])
+    assert first[0].startswith("**Build or GPU: not separable tonight**") and first[1:] == swap.headlines()
+    (kept,) = incidents[4]
+    assert (kept.incident_id, kept.pages, kept.separable, kept.delta_mib) == (swap.incident_id, True, True,
+                                                                              pytest.approx(24.13))
+    assert f"kept on the new GPU by llama.cpp {commit_of(3)} since the GPU swap" in kept.summary
+    assert not_separable_lines(incidents[4]) == []
+    (carried,) = incidents[5]
+    assert (carried.incident_id, carried.pages, carried.state) == (swap.incident_id, False, "open")
 
 
 def test_an_accepted_level_is_the_reference_from_the_night_it_opened():
