@@ -481,6 +481,24 @@ def test_an_open_incident_carries_its_current_size_and_says_how_far_it_grew_unti
     assert tonight[5] == [] and regression_alert(dataclasses.replace(summary, incidents=tonight[5])) is None  # once
 
 
+def test_a_one_night_blip_ends_with_a_line_that_says_so_once():
+    """Fault: a config that failed one night and ran clean the next, on the same build, resolved in silence."""
+    crashed = [result("deepseek-moe-16b", "Q4_K_M", "baseline", status="crashed") if r.config.config_id == A else r
+               for r in CONFIGS]
+    nights = [CONFIGS, CONFIGS, crashed, CONFIGS, CONFIGS]
+    history = frame(nights)
+    history.loc[history["night"] == night_of(3), "llama_cpp_commit"] = commit_of(2)  # the same build, clean again
+
+    incidents = simulate(nights, history=history)
+
+    (failing,) = incidents[2]
+    (ended,) = incidents[3]
+    assert failing.pages and (ended.incident_id, ended.state, ended.pages) == (failing.incident_id, "resolved", False)
+    assert resolution_lines(incidents[3]) == [
+        f"Resolved: {failing.summary} (a blip: gone under the same llama.cpp {commit_of(2)})"]
+    assert incidents[4] == []
+
+
 def test_a_lost_gpu_quarantined_by_validation_reads_ran_without_its_gpu_and_its_return_is_said_once(warehouse):
     """Fault: a CUDA build on a worker that lost its GPU ran on the CPU; validation quarantined its rows
     (backend_matches_build) and the page said "failed validation (quarantined)" instead of the cause."""
