@@ -194,6 +194,14 @@ def _carried(incident: Incident, findings: Sequence[Finding]) -> Incident:
     return dataclasses.replace(carried, summary=f"{summary}; {growth}" if growth else summary)
 
 
+def _kept_on_the_new_gpu(incident: Incident, findings: Sequence[Finding]) -> Incident:
+    """A change that came with a GPU swap, kept by a later night on the new GPU: it pages now, at tonight's size,
+    naming the builds of the swap night."""
+    kept = _carried(incident, findings)
+    return dataclasses.replace(kept, separable=True, escalated=True, paged_delta_mib=kept.delta_mib,
+                               paged_delta_pct=kept.delta_pct)
+
+
 def cutoffs_for(open_incidents: Iterable[Incident]) -> dict[tuple[str, str], str]:
     """(config_id, metric) -> night its open incident began: detectors keep their reference from before it."""
     cutoffs: dict[tuple[str, str], str] = {}
@@ -234,7 +242,7 @@ def reconcile(findings: Sequence[Finding], open_incidents: Sequence[Incident], n
         covered.update(at)
         mine = [findings[i] for i in at]
         if mine and not incident.separable and all(f.separable for f in mine):
-            result.append(dataclasses.replace(_escalated(incident, mine), separable=True))  # kept: it pages now
+            result.append(_kept_on_the_new_gpu(incident, mine))
         elif mine:
             result.append(_escalated(incident, mine) if _grew(incident, mine, policy) else _carried(incident, mine))
         elif _measured_clean(incident, tonight_status):

@@ -7,8 +7,10 @@ in the last `window` good nights, and the matrix's policy (config.VramPolicy) sa
 rather than the last value catches a creep: builds that each add less than the policy page once their sum reaches
 it. A creep slower than that (+0.4 MiB a night: the window's lowest value rises with it) is caught by the value
 before the current rise began, traced back `creep_window` nights; the finding says "crept up since" that night,
-with the whole amount. While an incident is open for a config and component, the reference ends before the night it opened, so it
-stays open until the number is back (and grows, and pages again, when the number grows further).
+with the whole amount. While an incident is open for a config and component, the reference ends before the night it
+opened, so it stays open until the number is back (and grows, and pages again, when the number grows further). A
+config's first nights on a GPU that came with a new build are compared with its last night on the previous GPU, and
+such a change is marked not separable (build or GPU) until a later night on the new GPU keeps it.
 
 NVML's per-process figure is noisy (the CUDA context, cuBLAS' workspace, ggml's pool) and pages nothing here: it is
 a cross-check in validation and in the report, and the need that `fits_gib` judges.

@@ -195,6 +195,7 @@ def test_a_gpu_swap_on_a_build_night_does_not_hide_a_vram_change_and_pages_when_
     assert (kept.incident_id, kept.pages, kept.separable, kept.delta_mib) == (swap.incident_id, True, True,
                                                                               pytest.approx(24.13))
     assert f"kept on the new GPU by llama.cpp {commit_of(3)} since the GPU swap" in kept.summary
+    assert (kept.build_before, kept.build_after) == (commit_of(2), commit_of(3))  # the swap night's builds
     assert not_separable_lines(incidents[4]) == []
     (carried,) = incidents[5]
     assert (carried.incident_id, carried.pages, carried.state) == (swap.incident_id, False, "open")
