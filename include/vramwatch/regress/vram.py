@@ -171,6 +171,7 @@ def _component_findings(row: pd.Series, gpu_rows: pd.DataFrame, cutoffs: Cutoffs
             change += f" against its last night on {ref['gpu_name']} ({ref['night']})"
         elif delta > 0 and (last := number(good.iloc[-1][metric])) is not None and not rule.pages(before, after - last):
             detail = f"crept up since {ref['night']} ({delta:+.2f} MiB in all)"  # tonight's step alone is small
+            change += f", crept up since {ref['night']}"
         findings.append(row_finding(
             Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before, after=after,
             delta_mib=delta, delta_pct=100.0 * delta / before if before else None, detail=detail, change=change,

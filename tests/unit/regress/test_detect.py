@@ -165,8 +165,8 @@ def test_a_creep_longer_than_the_window_pages_once_it_passes_the_policy_with_the
     assert (opened.kind, opened.metric, opened.configs) == ("vram", "gpu_model_mib", [A])
     assert opened.delta_mib == pytest.approx(16.0) and opened.build_before == commit_of(4)
     assert f"crept up since {night_of(4)} (+16.00 MiB in all)" in opened.summary
-    assert opened.changes == ["deepseek-moe-16b/Q4_K_M/baseline: CUDA0 model 10010.00 -> 10026.00 MiB (+16.00 MiB, "
-                              "+0.2%)"]
+    assert opened.headlines() == [f"deepseek-moe-16b/Q4_K_M/baseline: CUDA0 model 10010.00 -> 10026.00 MiB (+16.00 MiB, "
+                                  f"+0.2%), crept up since {night_of(4)}, llama.cpp {commit_of(4)} -> {commit_of(44)}"]
     assert all(i.state == "open" for i in incidents[64])  # still creeping: still open, never resolved by the creep
 
 
