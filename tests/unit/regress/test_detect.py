@@ -554,6 +554,21 @@ def test_a_new_host_with_a_step_pages_and_a_config_gone_from_it_is_reported(ware
     assert "host gpu-a -> gpu-b" in kinds["environment_changed"].summary
 
 
+def test_a_change_that_came_with_a_gpu_swap_is_held_then_pages_through_the_warehouse(warehouse):
+    h200 = on_machine(CONFIGS, gpu_name="NVIDIA H200")
+    h100 = grow(CONFIGS, A, gpu_compute_mib=24.13)
+    store_nights(warehouse, [h200, h200, h100, h100, h100])
+
+    nights = [detect_for_run(warehouse, f"run{i:03d}").incidents for i in range(5)]
+    (held,), (kept,), (carried,) = ([i for i in tonight if i.kind == "vram"] for tonight in nights[2:])
+
+    assert "gpu_name NVIDIA H200 -> NVIDIA H100 80GB HBM3" in nights[2][-1].summary  # and the machine's note
+    assert (held.pages, held.separable, held.state) == (False, False, "open")
+    assert warehouse.open_incidents()[0].separable  # stored as kept since
+    assert (kept.incident_id, kept.pages, kept.separable) == (held.incident_id, True, True)
+    assert (carried.incident_id, carried.pages, carried.state) == (held.incident_id, False, "open")
+
+
 def test_a_gpu_matrix_running_without_its_gpu_pages_until_the_gpu_is_back(warehouse):
     cpu = [replace(r, fingerprint=night(gpu=False)[0].fingerprint, memory=night(gpu=False)[i].memory)
            for i, r in enumerate(CONFIGS)]
