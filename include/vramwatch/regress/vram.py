@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from vramwatch.config import VRAM_COMPONENTS, VramPolicy
+from vramwatch.config import VRAM_COMPONENTS, VramPolicy, VramRule
 from vramwatch.records import IDENTITY_KNOBS, OFFLOAD_MODES, config_name
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
@@ -114,7 +114,7 @@ def _reference_row(good: pd.DataFrame, metric: str, cutoff: str | None, policy: 
     before the component's current rise began, traced back over `creep_window` rows. The window's minimum alone moves
     up with a creep longer than the window, which then never pages; the start of the rise does not move."""
     rows = before_cutoff(good, cutoff).tail(max(policy.window, policy.creep_window))
-    values = rows[metric].map(number).dropna()
+    values = pd.to_numeric(rows[metric], errors="coerce").dropna()
     if values.empty:
         return None
     level = values.to_numpy(float)
@@ -124,6 +124,14 @@ def _reference_row(good: pd.DataFrame, metric: str, cutoff: str | None, policy: 
     recent = values[values.index.isin(rows.index[-policy.window:])]
     lowest = recent[::-1].idxmin() if not recent.empty else before_rise
     return rows.loc[before_rise if values[before_rise] < values[lowest] else lowest]
+
+
+def _crept(good: pd.DataFrame, metric: str, ref: pd.Series, after: float, rule: VramRule) -> bool:
+    """Whether a component came from its reference row to tonight's value in steps that each stay below what pages
+    (a creep), rather than in one that pages by itself."""
+    since = good[metric].iloc[good.index.get_loc(ref.name) + 1:].map(number).dropna().tolist()
+    levels = [float(ref[metric]), *since, after]
+    return not any(rule.pages(old, new - old) for old, new in zip(levels, levels[1:]))
 
 
 def _previous_gpu_row(gpu_rows: pd.DataFrame, row: pd.Series, cutoff: str | None) -> pd.Series | None:
@@ -169,8 +177,8 @@ def _component_findings(row: pd.Series, gpu_rows: pd.DataFrame, cutoffs: Cutoffs
         if swapped:
             detail, separable = _swap_detail(row, ref, good)
             change += f" against its last night on {ref['gpu_name']} ({ref['night']})"
-        elif delta > 0 and (last := number(good.iloc[-1][metric])) is not None and not rule.pages(before, after - last):
-            detail = f"crept up since {ref['night']} ({delta:+.2f} MiB in all)"  # tonight's step alone is small
+        elif delta > 0 and _crept(good, metric, ref, after, rule):
+            detail = f"crept up since {ref['night']} ({delta:+.2f} MiB in all)"
             change += f", crept up since {ref['night']}"
         findings.append(row_finding(
             Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before, after=after,
