@@ -111,11 +111,13 @@ class VramPolicy(VramRule):
     """VRAM verdicts. llama.cpp's buffers are deterministic, so every change is reported exactly; these say which
     page. `components` overrides the rule per component; `fits_gib` pages when a config that fit a GPU of that size
     (NVML's per-process need) no longer does; `window` is how many good nights the reference (their lowest value)
-    is taken from, so a creep of small steps pages once they add up."""
+    is taken from, so a creep of small steps pages once they add up. A creep longer than that (+0.4 MiB a night for
+    60 nights) is traced back up to `creep_window` nights to the value before it began."""
 
     components: dict[VramComponent, VramRule] = {}
     fits_gib: list[float] = [24.0, 48.0, 80.0]
     window: int = Field(30, ge=1)
+    creep_window: int = Field(90, ge=1)
 
     def rule(self, component: str) -> VramRule:
         return self.components.get(component, self)  # type: ignore[arg-type]

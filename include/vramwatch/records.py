@@ -376,6 +376,12 @@ class QualityResult(Record):
     greedy_tokens: int
 
 
+# The buffer kinds llama.cpp keeps on the GPU of a GPU backend with layers offloaded, in every mode (kind -> how its log
+# line names it): at least the non-expert weights, the KV cache and the compute buffer. The output buffer lives in
+# pinned host memory. A row without one of them is a log line that did not parse, not a measurement.
+EXPECTED_ON_GPU = {"model": "model", "kv": "KV", "compute": "compute"}
+
+
 @dataclass(frozen=True)
 class Memory(Record):
     """Memory of one config. Buffers are llama.cpp's own accounting (MiB); NVML figures sit beside them."""
@@ -691,10 +697,41 @@ class Incident(Record):
     escalated: bool = False  # an open incident that grew tonight beyond the policy: it pages again
     changes: list[str] = field(default_factory=list)  # per config, what changed exactly (the report's first lines)
     bisection: BisectResult | None = None  # the search for the release or commit that made the change, once run
+    # delta_mib and delta_pct are its size tonight; these, the size it last paged with (opened or escalated)
+    paged_delta_mib: float | None = None
+    paged_delta_pct: float | None = None
+    resolved_by: str = ""  # the llama.cpp commit of the night it resolved
+    # False while the change came with a GPU swap on a build-change night (build or GPU: not separable): shown first,
+    # paged once a later night on the new GPU keeps it
+    separable: bool = True
 
     @property
     def pages(self) -> bool:
-        return (self.is_new or self.escalated) and self.kind not in NOTE_KINDS
+        return (self.is_new or self.escalated) and self.separable and self.kind not in NOTE_KINDS
+
+    def growth(self) -> str:
+        """"grew from +13.50 MiB to +20.00 MiB" while its size differs from the size it paged with, else ""."""
+        for then, now, unit in ((self.paged_delta_mib, self.delta_mib, " MiB"), (self.paged_delta_pct, self.delta_pct,
+                                                                                 "%")):
+            if then is not None and now is not None:
+                if round(then, 2) == round(now, 2):
+                    return ""
+                return f"{'grew' if abs(now) > abs(then) else 'shrank'} from {then:+.2f}{unit} to {now:+.2f}{unit}"
+        return ""
+
+    def resolution(self) -> str:
+        """How a resolved incident ended, in one line: the build it resolved under, and whether that is the build that
+        showed it (a blip: gone without a fix) or another (fixed); "" for an open one or a note."""
+        if self.state != RESOLVED or self.kind in NOTE_KINDS:
+            return ""
+        build = self.resolved_by[:8] or "?"
+        if self.kind == IncidentKind.GPU_LOST:  # the machine's doing, whatever the build
+            how = f"its GPU is back, under llama.cpp {build}"
+        elif self.resolved_by == self.build_after:
+            how = f"a blip: gone under the same llama.cpp {build}"
+        else:
+            how = f"fixed by llama.cpp {build}"
+        return f"Resolved: {self.summary} ({how})"
 
     def headlines(self) -> list[str]:
         """What the report's and the alert's first lines say of it: each config's exact change and the builds."""

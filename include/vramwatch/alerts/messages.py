@@ -50,25 +50,28 @@ def report_link(summary: NightSummary, base_url: str = "") -> str:
 
 
 def regression_alert(summary: NightSummary, base_url: str = "") -> Alert | None:
-    """The night's alert, or None when no incident pages (new ones, and open ones that grew tonight). Its first lines
-    are the report's: each regressed config, its component, the exact change and the two builds."""
+    """The night's alert, or None when no incident pages (new ones, and open ones that grew tonight) and none ended.
+    Its first lines are the report's: each regressed config, its component, the exact change and the two builds; an
+    incident that ended tonight is said once, with the build it ended under (an all-clear when nothing pages)."""
     paging = [i for i in summary.incidents if i.pages]
-    if not paging:
+    ended = [i for i in summary.incidents if not i.is_new and i.resolution()]
+    if not paging and not ended:
         return None
     builds = sorted({i.build_after[:8] for i in paging if i.build_after})
     headlines = [line for i in paging for line in i.headlines()]
     subject = (f"vramwatch {summary.night}: {len(headlines)} regression(s) on llama.cpp "
-               f"{', '.join(builds) or 'unknown build'}")
+               f"{', '.join(builds) or 'unknown build'}" if paging
+               else f"vramwatch {summary.night}: all clear, {len(ended)} incident(s) resolved")
     link = report_link(summary, base_url)
-    lines = [*headlines, ""]
+    lines = [*headlines, *(i.resolution() for i in ended), ""]
     for incident in paging:
         lines.append(f"- {incident_line(incident)}{' (grew tonight)' if incident.escalated else ''}\n  {incident.summary}")
         lines += [f"  {line}" for line in (bisection_lines(incident.bisection) if incident.bisection else [])]
     lines += ["", f"Report: {link}", f"Run: {summary.run_id}"]
     payload = {
-        "event": "regression", "night": summary.night, "run_id": summary.run_id, "report": link,
-        "report_md": summary.report_md, "report_html": summary.report_html, "headlines": headlines,
-        "incidents": [i.to_dict() for i in paging],
+        "event": "regression" if paging else "resolved", "night": summary.night, "run_id": summary.run_id,
+        "report": link, "report_md": summary.report_md, "report_html": summary.report_html, "headlines": headlines,
+        "incidents": [i.to_dict() for i in paging], "resolved": [i.to_dict() for i in ended],
     }
     return Alert(subject=subject, text="\n".join(lines), payload=payload)
 

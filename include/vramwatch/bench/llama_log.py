@@ -12,6 +12,8 @@ import re
 import sys
 from typing import Callable, NamedTuple
 
+from vramwatch.records import EXPECTED_ON_GPU
+
 # ggml_log_level; llama-cpp-python's own table predates DEBUG = 1 and maps the levels wrongly.
 LEVEL_DEBUG, LEVEL_INFO, LEVEL_WARN, LEVEL_ERROR, LEVEL_CONT = 1, 2, 3, 4, 5
 LEVEL_NAMES = {0: "NONE", 1: "DEBUG", 2: "INFO", 3: "WARN", 4: "ERROR"}
@@ -115,17 +117,21 @@ def parse_buffers(lines: list[str]) -> ParsedBuffers:
 
 
 def measurement_problem(buffers: dict[str, float], backend: str, n_gpu_layers: int) -> str | None:
-    """Why parsed buffers cannot stand as a memory measurement, in one line; None when they can.
+    """Why parsed buffers cannot stand as a memory measurement, in one line naming what is missing; None when they can.
 
     No buffer at all means llama.cpp's log no longer reads as we expect (a format change), on any backend. On a GPU
-    backend with layers offloaded, every mode keeps at least the non-expert weights on the GPU, so a missing GPU model
-    buffer is a parse failure too, not a model that needs no VRAM. Either way a 0 would pass for a measurement.
+    backend with layers offloaded, a missing GPU model, KV or compute buffer is a line that did not parse, not a
+    config that needs no VRAM for it. Either way a 0 would pass for a measurement (and the next healthy night for a
+    regression).
     """
     if not buffers:
         return "no llama.cpp buffer line parsed: the log format may have changed"
-    if backend != "cpu" and n_gpu_layers > 0 and sum_buffers(buffers, "model", gpu=True) <= 0:
-        return (f"no GPU model buffer parsed on backend {backend} with n_gpu_layers={n_gpu_layers} "
-                f"(parsed: {', '.join(sorted(buffers))}): the log format may have changed")
+    if backend != "cpu" and n_gpu_layers > 0:
+        missing = [name for kind, name in EXPECTED_ON_GPU.items() if sum_buffers(buffers, kind, gpu=True) <= 0]
+        if missing:
+            return (f"no GPU {' or '.join(f'{name} buffer' for name in missing)} parsed on backend {backend} with "
+                    f"n_gpu_layers={n_gpu_layers} (parsed: {', '.join(sorted(buffers))}): the log format may have "
+                    f"changed")
     return None
 
 

@@ -35,9 +35,8 @@ from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, rec
 from vramwatch.regress.throughput import relative_noise, throughput_findings
 from vramwatch.regress.vram import (
     Cutoffs,
-    before_cutoff,
+    gpu_lost_finding,
     memory_and_status_findings,
-    row_finding,
     vanished_findings,
 )
 from vramwatch.rows import number, split_tonight
@@ -58,22 +57,17 @@ class Detection:
     findings: list[Finding]
     suspects: list[Suspect]
     tonight_status: dict[str, str]  # config_id -> status, for every config that ran tonight
+    build: str = ""  # tonight's llama.cpp commit: what an incident that ends tonight resolved under
 
 
 def _gpu_lost_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs) -> list[Finding]:
-    """Configs measured on a GPU before (before the loss, while an incident is open) and without one tonight."""
-    findings = []
-    good = before[before["status"] == "ok"]
-    for _, row in tonight[tonight["status"] == "ok"].iterrows():
-        if number(row["gpu_total_mib"]) is not None:
-            continue
-        past = before_cutoff(good[good["config_id"] == row["config_id"]], cutoffs.get((row["config_id"], "backend")))
-        if past.empty or number(past.iloc[-1]["gpu_total_mib"]) is None:
-            continue
-        ref = past.iloc[-1]
-        findings.append(row_finding(Kind.GPU_LOST, "backend", row, ref,
-                                    detail=f"{ref['gpu_name']} -> no GPU ({row['cpu_model']})"))
-    return findings
+    """Configs measured on a GPU before and ok without one tonight (a night not validated against its build; a
+    validated one quarantines such rows, and the status check says the same of them)."""
+    past_by_config = dict(tuple(before.groupby("config_id", sort=False)))
+    without_gpu = tonight[(tonight["status"] == "ok") & tonight["gpu_total_mib"].map(number).isna()]
+    found = [gpu_lost_finding(row, past_by_config[row["config_id"]], cutoffs)
+             for _, row in without_gpu.iterrows() if row["config_id"] in past_by_config]
+    return [finding for finding in found if finding is not None]
 
 
 def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (), policy: Policy = Policy(),
@@ -95,14 +89,15 @@ def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Se
                 + vanished_findings(tonight, before, cutoffs) + _gpu_lost_findings(tonight, before, cutoffs))
     drift, suspects = throughput_findings(tonight, before, cutoffs, policy.throughput)
     return Detection(night=str(tonight["night"].iloc[0]), findings=findings + drift, suspects=suspects,
-                     tonight_status=dict(zip(tonight["config_id"], tonight["status"])))
+                     tonight_status=dict(zip(tonight["config_id"], tonight["status"])),
+                     build=str(tonight["llama_cpp_commit"].iloc[0]))
 
 
 def history_window(policy: Policy) -> int:
     """How many good rows per config and machine detection reads (Warehouse.recent_history): tonight's, the
     throughput baseline's `window` nights plus the night before tonight it leaves out, and the VRAM reference's
-    `window` nights."""
-    return 1 + max(policy.vram.window, policy.throughput.window + 1)
+    `window` nights (`creep_window` where a creep is traced back)."""
+    return 1 + max(policy.vram.window, policy.vram.creep_window, policy.throughput.window + 1)
 
 
 def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident] = (),
@@ -111,7 +106,7 @@ def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Inc
     """detect -> incidents. more_findings are tonight's findings from outside the history (the machine, A/B)."""
     detection = detect(history, run_id, open_incidents, policy, accepted)
     return reconcile([*detection.findings, *more_findings], open_incidents, detection.night,
-                     detection.tonight_status, policy)
+                     detection.tonight_status, policy, detection.build)
 
 
 def _machine(results: Sequence[BenchResult]) -> Fingerprint | None:
@@ -235,7 +230,7 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
                                                                                        policy.throughput),
                                                         ab, policy.throughput)
     found = reconcile([*detection.findings, *ab_found, *environment_findings(previous_results, tonight_results)],
-                      open_now, detection.night, detection.tonight_status, policy)
+                      open_now, detection.night, detection.tonight_status, policy, detection.build)
     if save:
         environment = next(iter(warehouse.run_environments(run_id)), "")
         known = {_identity(i): i for i in stored if i.opened_night == detection.night}

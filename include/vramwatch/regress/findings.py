@@ -25,6 +25,7 @@ class Finding:
     build_after: str = ""  # llama.cpp commit of tonight's row
     detail: str = ""  # e.g. "ok -> oom"
     change: str = ""  # the exact change in one line, naming the config (VRAM and fit findings)
+    separable: bool = True  # False: the build and the GPU changed together tonight; which made it cannot be told yet
 
 
 @dataclass(frozen=True)

@@ -8,13 +8,16 @@ one model), so the reader sees the likely cause. Status findings (stopped fittin
 offload stopped) group by kind alone.
 
 Life cycle. A finding that matches an open (or acknowledged) incident - same kind, metric and config - keeps it
-going with is_new false: no second alert, unless it grew beyond the policy since (a +200 MiB incident followed by a
-+3000 MiB step): then the incident takes the new magnitude and pages again (escalated). An open incident resolves
+going with is_new false at tonight's size, saying how far it grew from the size it paged with: no second alert, unless
+it grew beyond the policy since that page (a +200 MiB incident followed by a +3000 MiB step): then it pages again
+(escalated) at the new size. A change that came with a GPU swap on a build-change night is not separable (build or
+GPU): it opens without paging and pages the first later night that keeps it on the new GPU. An open incident resolves
 only when every one of its configs was measured clean tonight (status ok, no finding): a config that crashed or was
-absent tonight keeps it open. Everything else opens a new incident (is_new true). Notes (records.NOTE_KINDS: an
-improvement, a changed environment, a matrix edit) are opened and resolved at once and never page. People may accept
-an incident (`vramwatch regress --accept ID`) when its new level is intended: it closes, and from the night it opened
-that level is the reference, so the same change never pages again.
+absent tonight keeps it open; it names the build it resolved under (Incident.resolution: a blip or a fix).
+Everything else opens a new incident (is_new true). Notes (records.NOTE_KINDS: an improvement, a changed
+environment, a matrix edit) are opened and resolved at once and never page. People may accept an incident
+(`vramwatch regress --accept ID`) when its new level is intended: it closes, and from the night it opened that level
+is the reference, so the same change never pages again.
 """
 
 from __future__ import annotations
@@ -47,7 +50,7 @@ def _similar(a: float | None, b: float | None) -> bool:
 
 
 def _related(a: Finding, b: Finding) -> bool:
-    if (a.kind, a.metric) != (b.kind, b.metric):
+    if (a.kind, a.metric, a.separable) != (b.kind, b.metric, b.separable):
         return False
     if a.kind in STATUS_KINDS:
         return True
@@ -109,9 +112,10 @@ def _describe(kind: str, metric: str, delta_mib: float | None, delta_pct: float 
 
 
 def _summary(group: Sequence[Finding], delta_mib: float | None, delta_pct: float | None, before: str,
-             after: str) -> str:
+             after: str, configs: Iterable[str] = ()) -> str:
+    """configs: the incident's configs, where they are more than the group's (an open one seen again tonight)."""
     first = group[0]
-    names = sorted({config_name(f.config_id) for f in group})
+    names = sorted({config_name(c) for c in configs} | {config_name(f.config_id) for f in group})
     cause = shared_cause(group)
     details = {f.detail for f in group if f.detail}
     detail = f" [{details.pop()}]" if len(details) == 1 else ""
@@ -135,28 +139,67 @@ def incident_for_group(group: Sequence[Finding], night: str) -> Incident:
                     state=RESOLVED if first.kind in NOTE_KINDS else OPEN, configs=sorted({f.config_id for f in group}),
                     summary=_summary(group, delta_mib, delta_pct, before, after), delta_mib=delta_mib,
                     delta_pct=delta_pct, build_before=before, build_after=after, opened_night=night, is_new=True,
-                    changes=_changes(group))
+                    changes=_changes(group), paged_delta_mib=delta_mib, paged_delta_pct=delta_pct,
+                    separable=first.separable)
 
 
 def _grew(incident: Incident, findings: Sequence[Finding], policy: Policy) -> bool:
     """Whether tonight's findings on an open incident go beyond its recorded magnitude by what pages."""
     if incident.kind == Kind.THROUGHPUT:
-        old, new = abs(incident.delta_pct or 0.0), max(abs(f.delta_pct or 0.0) for f in findings)
+        old, new = abs(_paged(incident)[1] or 0.0), max(abs(f.delta_pct or 0.0) for f in findings)
         return new - old >= policy.throughput.page_pct
     if incident.kind in (Kind.VRAM, Kind.NO_LONGER_FITS):
-        old = incident.delta_mib or 0.0
+        old = _paged(incident)[0] or 0.0
         grown = [f for f in findings if f.delta_mib is not None and f.before is not None
                  and policy.vram.rule(f.metric).pages(f.before + old, f.delta_mib - old)]
         return bool(grown)
     return False
 
 
+def _paged(incident: Incident) -> tuple[float | None, float | None]:
+    """The size an incident last paged with (MiB, %): stored since 0007; before, its size never moved from it."""
+    if incident.paged_delta_mib is None and incident.paged_delta_pct is None:
+        return incident.delta_mib, incident.delta_pct
+    return incident.paged_delta_mib, incident.paged_delta_pct
+
+
 def _escalated(incident: Incident, findings: Sequence[Finding]) -> Incident:
     delta_mib, delta_pct = _median(f.delta_mib for f in findings), _median(f.delta_pct for f in findings)
     return dataclasses.replace(
-        incident, delta_mib=delta_mib, delta_pct=delta_pct, changes=_changes(findings), is_new=False, escalated=True,
-        summary=_summary(findings, delta_mib, delta_pct, incident.build_before, findings[0].build_after),
-        build_after=findings[0].build_after)
+        incident, delta_mib=delta_mib, delta_pct=delta_pct, changes=_carried_changes(incident, findings), is_new=False,
+        escalated=True, paged_delta_mib=delta_mib, paged_delta_pct=delta_pct, build_after=findings[0].build_after,
+        summary=_summary(findings, delta_mib, delta_pct, incident.build_before, findings[0].build_after,
+                         incident.configs))
+
+
+def _carried_changes(incident: Incident, findings: Sequence[Finding]) -> list[str]:
+    """Tonight's exact line for each config found tonight, the last known one for the others."""
+    found = {config_name(f.config_id) for f in findings}
+    return _changes(findings) + [line for line in incident.changes if line.split(":", 1)[0] not in found]
+
+
+def _carried(incident: Incident, findings: Sequence[Finding]) -> Incident:
+    """An open sized incident seen again tonight, below what pages again: it takes tonight's size and exact lines
+    (still against the reference from before it opened) and says how far it moved from what it paged with; its
+    builds stay those of the change."""
+    if incident.kind not in SIZED_KINDS:
+        return dataclasses.replace(incident, is_new=False, escalated=False)
+    paged_mib, paged_pct = _paged(incident)
+    delta_mib, delta_pct = _median(f.delta_mib for f in findings), _median(f.delta_pct for f in findings)
+    carried = dataclasses.replace(incident, delta_mib=delta_mib, delta_pct=delta_pct, paged_delta_mib=paged_mib,
+                                  paged_delta_pct=paged_pct, changes=_carried_changes(incident, findings),
+                                  is_new=False, escalated=False)
+    growth = carried.growth()
+    summary = _summary(findings, delta_mib, delta_pct, incident.build_before, incident.build_after, incident.configs)
+    return dataclasses.replace(carried, summary=f"{summary}; {growth}" if growth else summary)
+
+
+def _kept_on_the_new_gpu(incident: Incident, findings: Sequence[Finding]) -> Incident:
+    """A change that came with a GPU swap, kept by a later night on the new GPU: it pages now, at tonight's size,
+    naming the builds of the swap night."""
+    kept = _carried(incident, findings)
+    return dataclasses.replace(kept, separable=True, escalated=True, paged_delta_mib=kept.delta_mib,
+                               paged_delta_pct=kept.delta_pct)
 
 
 def cutoffs_for(open_incidents: Iterable[Incident]) -> dict[tuple[str, str], str]:
@@ -187,19 +230,25 @@ def _measured_clean(incident: Incident, tonight_status: Mapping[str, str]) -> bo
 
 
 def reconcile(findings: Sequence[Finding], open_incidents: Sequence[Incident], night: str,
-              tonight_status: Mapping[str, str], policy: Policy = Policy()) -> list[Incident]:
-    """Tonight's incidents: open ones carried on, escalated or resolved, and new ones for findings no open incident
-    covers. tonight_status maps each config that ran tonight to its status."""
+              tonight_status: Mapping[str, str], policy: Policy = Policy(), tonight_build: str = "") -> list[Incident]:
+    """Tonight's incidents: open ones carried on (at tonight's size), escalated or resolved (under tonight_build, the
+    llama.cpp commit that ran tonight), and new ones for findings no open incident covers. tonight_status maps each
+    config that ran tonight to its status."""
     covered: set[int] = set()
     result = []
     for incident in open_incidents:
-        mine = [i for i, f in enumerate(findings)
-                if (f.kind, f.metric) == (incident.kind, incident.metric) and f.config_id in incident.configs]
-        covered.update(mine)
-        if mine and _grew(incident, [findings[i] for i in mine], policy):
-            result.append(_escalated(incident, [findings[i] for i in mine]))
-            continue
-        state = RESOLVED if not mine and _measured_clean(incident, tonight_status) else incident.state
-        result.append(dataclasses.replace(incident, state=state, is_new=False, escalated=False))
+        at = [i for i, f in enumerate(findings)
+              if (f.kind, f.metric) == (incident.kind, incident.metric) and f.config_id in incident.configs]
+        covered.update(at)
+        mine = [findings[i] for i in at]
+        if mine and not incident.separable and all(f.separable for f in mine):
+            result.append(_kept_on_the_new_gpu(incident, mine))
+        elif mine:
+            result.append(_escalated(incident, mine) if _grew(incident, mine, policy) else _carried(incident, mine))
+        elif _measured_clean(incident, tonight_status):
+            result.append(dataclasses.replace(incident, state=RESOLVED, resolved_by=tonight_build, is_new=False,
+                                              escalated=False))
+        else:
+            result.append(dataclasses.replace(incident, is_new=False, escalated=False))
     fresh = [f for i, f in enumerate(findings) if i not in covered]
     return result + [incident_for_group(group, night) for group in group_findings(fresh)]

@@ -5,8 +5,12 @@ model gives the same MiB every night, whatever the driver or the host. So there 
 component (model, KV, compute, output buffer on the GPU) is compared, per config and GPU model, with its lowest value
 in the last `window` good nights, and the matrix's policy (config.VramPolicy) says which growth pages. The lowest
 rather than the last value catches a creep: builds that each add less than the policy page once their sum reaches
-it. While an incident is open for a config and component, the reference ends before the night it opened, so it
-stays open until the number is back (and grows, and pages again, when the number grows further).
+it. A creep slower than that (+0.4 MiB a night: the window's lowest value rises with it) is caught by the value
+before the current rise began, traced back `creep_window` nights; the finding says "crept up since" that night,
+with the whole amount. While an incident is open for a config and component, the reference ends before the night it
+opened, so it stays open until the number is back (and grows, and pages again, when the number grows further). A
+config's first nights on a GPU that came with a new build are compared with its last night on the previous GPU, and
+such a change is marked not separable (build or GPU) until a later night on the new GPU keeps it.
 
 NVML's per-process figure is noisy (the CUDA context, cuBLAS' workspace, ggml's pool) and pages nothing here: it is
 a cross-check in validation and in the report, and the need that `fits_gib` judges.
@@ -19,9 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import pandas as pd
 
-from vramwatch.config import VRAM_COMPONENTS, VramPolicy
+from vramwatch.config import VRAM_COMPONENTS, VramPolicy, VramRule
 from vramwatch.records import IDENTITY_KNOBS, OFFLOAD_MODES, config_name
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
@@ -66,12 +71,31 @@ def component_change(row: pd.Series, metric: str, before: float, after: float) -
 
 
 def _status_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
+    if _ran_without_its_gpu(row):
+        return gpu_lost_finding(row, past, cutoffs)
     kind = {"oom": Kind.STOPPED_FITTING, "quarantined": Kind.QUARANTINED}.get(row["status"], Kind.FAILING)
     ref = _reference(past, cutoffs.get((row["config_id"], "status")))
     if ref is None or ref["status"] != "ok":
         return None
     detail = f"ok -> {row['status']}" + (f": {row['error']}" if row["error"] else "")
     return row_finding(kind, "status", row, ref, detail=detail)
+
+
+def _ran_without_its_gpu(row: pd.Series) -> bool:
+    """A row validation kept out because the build's GPU backend ran on the CPU: a worker that lost its GPU. Its
+    cause is the machine, not a measurement that failed a check."""
+    return (row["status"] == "quarantined" and "backend_matches_build" in str(row["error"])
+            and number(row["gpu_total_mib"]) is None)
+
+
+def gpu_lost_finding(row: pd.Series, past: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
+    """A config measured on a GPU before (before the loss, while an incident is open) and without one tonight; past:
+    its earlier rows."""
+    good = before_cutoff(past[past["status"] == "ok"], cutoffs.get((row["config_id"], "backend")))
+    if good.empty or number(good.iloc[-1]["gpu_total_mib"]) is None:
+        return None
+    ref = good.iloc[-1]
+    return row_finding(Kind.GPU_LOST, "backend", row, ref, detail=f"{ref['gpu_name']} -> no GPU ({row['cpu_model']})")
 
 
 def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Finding | None:
@@ -84,32 +108,82 @@ def _offload_finding(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs) -> Fi
                     detail=f"{int(ref[metric])} -> 0 tensors in CPU memory")
 
 
-def _lowest_recent(good: pd.DataFrame, metric: str, cutoff: str | None, window: int) -> pd.Series | None:
-    """The row with the metric's lowest value among the last `window` good rows (before the cutoff); the latest
-    such row on a tie, so the reference names the newest build at that level."""
-    rows = before_cutoff(good, cutoff).tail(window)
-    values = rows[metric].map(number).dropna()
-    return None if values.empty else rows.loc[values[::-1].idxmin()]
+def _reference_row(good: pd.DataFrame, metric: str, cutoff: str | None, policy: VramPolicy) -> pd.Series | None:
+    """The row a component is judged against (before the cutoff): the lowest value among the last `window` good rows
+    (the latest such row on a tie, so the reference names the newest build at that level), or, lower still, the value
+    before the component's current rise began, traced back over `creep_window` rows. The window's minimum alone moves
+    up with a creep longer than the window, which then never pages; the start of the rise does not move."""
+    rows = before_cutoff(good, cutoff).tail(max(policy.window, policy.creep_window))
+    values = pd.to_numeric(rows[metric], errors="coerce").dropna()
+    if values.empty:
+        return None
+    level = values.to_numpy(float)
+    falls = np.flatnonzero(level[1:] < level[:-1])  # the rise began after the last fall
+    start = int(falls[-1]) + 1 if len(falls) else 0
+    before_rise = values.index[start + int(np.count_nonzero(level[start:] == level[start])) - 1]  # last at that level
+    recent = values[values.index.isin(rows.index[-policy.window:])]
+    lowest = recent[::-1].idxmin() if not recent.empty else before_rise
+    return rows.loc[before_rise if values[before_rise] < values[lowest] else lowest]
 
 
-def _component_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, policy: VramPolicy) -> list[Finding]:
+def _crept(good: pd.DataFrame, metric: str, ref: pd.Series, after: float, rule: VramRule) -> bool:
+    """Whether a component came from its reference row to tonight's value in steps that each stay below what pages
+    (a creep), rather than in one that pages by itself."""
+    since = good[metric].iloc[good.index.get_loc(ref.name) + 1:].map(number).dropna().tolist()
+    levels = [float(ref[metric]), *since, after]
+    return not any(rule.pages(old, new - old) for old, new in zip(levels, levels[1:]))
+
+
+def _previous_gpu_row(gpu_rows: pd.DataFrame, row: pd.Series, cutoff: str | None) -> pd.Series | None:
+    """The config's last good night on another GPU (before the cutoff), when it has none on tonight's GPU there and
+    the build changed since: a GPU swap on a build-change night, which must not restart the comparison."""
+    rows = before_cutoff(gpu_rows, cutoff)
+    if rows.empty or (rows["gpu_name"] == row["gpu_name"]).any():
+        return None
+    last = rows.iloc[-1]
+    return last if last["llama_cpp_commit"] != row["llama_cpp_commit"] else None
+
+
+def _swap_detail(row: pd.Series, ref: pd.Series, same_gpu: pd.DataFrame) -> tuple[str, bool]:
+    """What a change against the previous GPU's last night is, and whether it is separable: on the swap night the
+    build and the GPU changed together; a later night that keeps it on the new GPU keeps it with the build."""
+    swap = f"{ref['gpu_name']} -> {row['gpu_name']}"
+    if same_gpu.empty:
+        return f"build or GPU: not separable tonight (GPU {swap} with the build)", False
+    return (f"kept on the new GPU by llama.cpp {str(row['llama_cpp_commit'])[:8]} since the GPU swap {swap} on "
+            f"{same_gpu['night'].iloc[0]}"), True
+
+
+def _component_findings(row: pd.Series, gpu_rows: pd.DataFrame, cutoffs: Cutoffs,
+                        policy: VramPolicy) -> list[Finding]:
+    """gpu_rows: the config's good rows measured on a GPU, any GPU; compared on tonight's GPU model, and across a GPU
+    swap (_previous_gpu_row) with the previous GPU's last night."""
+    good = gpu_rows[gpu_rows["gpu_name"] == row["gpu_name"]]
     findings = []
     for metric in VRAM_COMPONENTS:
+        cutoff = cutoffs.get((row["config_id"], metric))
         after = number(row[metric])
-        ref = _lowest_recent(good, metric, cutoffs.get((row["config_id"], metric)), policy.window)
+        ref = _reference_row(good, metric, cutoff, policy)
+        swapped = ref is None  # no night on this GPU to compare with: the previous GPU's, if the build changed
+        if swapped:
+            ref = _previous_gpu_row(gpu_rows, row, cutoff)
         before = None if ref is None else number(ref[metric])
         if after is None or before is None or after == before:
             continue
         delta, rule = after - before, policy.rule(metric)
         if not (rule.pages(before, delta) or rule.pages(after, -delta)):
             continue  # reported exactly in the report's change table, but below what pages
-        last = number(good.iloc[-1][metric])
-        creep = delta > 0 and last is not None and not rule.pages(before, after - last)  # tonight's step is small
+        change, detail, separable = component_change(row, metric, before, after), "", True
+        if swapped:
+            detail, separable = _swap_detail(row, ref, good)
+            change += f" against its last night on {ref['gpu_name']} ({ref['night']})"
+        elif delta > 0 and _crept(good, metric, ref, after, rule):
+            detail = f"crept up since {ref['night']} ({delta:+.2f} MiB in all)"
+            change += f", crept up since {ref['night']}"
         findings.append(row_finding(
             Kind.VRAM if delta > 0 else Kind.VRAM_IMPROVED, metric, row, ref, before=before, after=after,
-            delta_mib=delta, delta_pct=100.0 * delta / before if before else None,
-            detail=f"crept up since {ref['night']}" if creep else "",
-            change=component_change(row, metric, before, after)))
+            delta_mib=delta, delta_pct=100.0 * delta / before if before else None, detail=detail, change=change,
+            separable=separable))
     return findings
 
 
@@ -135,7 +209,8 @@ def memory_and_status_findings(tonight: pd.DataFrame, before: pd.DataFrame, cuto
                                policy: VramPolicy = VramPolicy()) -> list[Finding]:
     """Per component VRAM, GPU-size fit, ok -> failure, and offload that stopped moving tensors, for each of
     tonight's configs. `before` holds earlier runs, oldest first, of any machine: VRAM is compared on the same GPU
-    model (the driver and the host do not change llama.cpp's buffers), status on any."""
+    model (the driver and the host do not change llama.cpp's buffers) and, on a config's first nights on a GPU that
+    came with a new build, with its last night on the previous GPU; status on any machine."""
     past_by_config = dict(tuple(before.groupby("config_id", sort=False)))
     findings: list[Finding] = []
     for _, row in tonight.iterrows():
@@ -148,9 +223,9 @@ def memory_and_status_findings(tonight: pd.DataFrame, before: pd.DataFrame, cuto
         good = past[past["status"] == "ok"]
         findings += filter(None, [_offload_finding(row, good, cutoffs)])
         if number(row["gpu_total_mib"]) is not None:  # no GPU tonight: no VRAM to compare
-            same_gpu = good[(good["gpu_name"] == row["gpu_name"]) & good["gpu_total_mib"].notna()]
-            findings += _component_findings(row, same_gpu, cutoffs, policy)
-            findings += _fit_findings(row, same_gpu, cutoffs, policy)
+            on_gpu = good[good["gpu_total_mib"].notna()]
+            findings += _component_findings(row, on_gpu, cutoffs, policy)
+            findings += _fit_findings(row, on_gpu[on_gpu["gpu_name"] == row["gpu_name"]], cutoffs, policy)
     return findings
 
 

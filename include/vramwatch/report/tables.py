@@ -315,7 +315,8 @@ def validation_table(outcomes: Sequence[ExpectationOutcome], data_docs_href: str
 
 
 def incidents_table(incidents: Sequence[Incident]) -> Table:
-    rows = [[str(i.incident_id or MISSING), "NEW" if i.is_new else "GREW" if i.escalated else "", i.state, i.kind,
+    rows = [[str(i.incident_id or MISSING),
+             "NEW" if i.is_new else "GREW" if i.escalated else "ENDED" if i.resolution() else "", i.state, i.kind,
              i.opened_night, i.summary] for i in incidents]
     return Table("Incidents", ["#", "", "State", "Kind", "Since", "Summary"], rows)
 
@@ -374,6 +375,22 @@ def not_judged_table(not_judged: Sequence[str]) -> Table | None:
     return Table("Not judged", ["Check", "Why"], [line.split(": ", 1) if ": " in line else [line, ""]
                                                 for line in not_judged],
                  note="Checks the night could not make: none of them counts as 'no regression'.")
+
+
+def not_separable_lines(incidents: Sequence[Incident]) -> list[str]:
+    """The report's very first lines for a change beyond the VRAM policy that came with a GPU swap on a build-change
+    night: the build or the GPU made it, and tonight cannot tell which; it pages once the new GPU keeps it."""
+    held = [i for i in incidents if not i.separable and not i.is_closed]
+    if not held:
+        return []
+    return ["**Build or GPU: not separable tonight** (pages when the next night on the new GPU keeps it)",
+            *[line for i in held for line in i.headlines()]]
+
+
+def resolution_lines(incidents: Sequence[Incident]) -> list[str]:
+    """One line per incident that ended tonight, with the build it ended under (blip or fix): said once, that night
+    (a closed incident is no longer among a later night's)."""
+    return [i.resolution() for i in incidents if not i.is_new and i.resolution()]
 
 
 def top_lines(incidents: Sequence[Incident], not_judged: Sequence[str]) -> list[str]:

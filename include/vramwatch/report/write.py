@@ -36,8 +36,10 @@ from vramwatch.report.tables import (
     incidents_table,
     key_findings,
     not_judged_table,
+    not_separable_lines,
     quality_table,
     quarantine_table,
+    resolution_lines,
     seed_table_rows,
     seed_tables,
     sweep_tables,
@@ -109,7 +111,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)
     findings = key_findings(rows, results, incidents)
-    top = top_lines(incidents, verdicts.not_judged)
+    top = not_separable_lines(incidents) + top_lines(incidents, verdicts.not_judged) + resolution_lines(incidents)
 
     drawn = {"VRAM by component (stacked)": plots.vram_by_component(results),
              "Baseline vs offload": plots.baseline_vs_offload(rows),

@@ -1,8 +1,10 @@
 """A night's results as the pandas frame the expectation suite runs on.
 
 Each row is the flattened result (the warehouse's columns) plus derived columns for checks that GX cannot express
-on raw fields: counts of samples and buffers, NVML process memory beyond the GPU buffers, the backend and GPU layers,
-the file size the bench read on its worker, and the cross-row baseline VRAM of the same model and quantization. `row_id` is the row's position in the input list: failures map back through it.
+on raw fields: counts of samples and buffers, NVML process memory beyond the GPU buffers (and the most its GPU's
+history allows), the backend and GPU layers, the file size the bench read on its worker, and the cross-row baseline
+VRAM of the same model and quantization. `row_id` is the row's position in the input list: failures map back through
+it.
 
 GX writes the values it reports (unexpected values of a failed expectation) into Data Docs as raw HTML, and the UI
 serves Data Docs on the Airflow origin. So every text cell is HTML-escaped here, and the JSON columns (llama.cpp's
@@ -14,6 +16,7 @@ plain words and the baseline pairing are unchanged), and a quarantined row is st
 from __future__ import annotations
 
 import html
+from collections.abc import Mapping
 
 import pandas as pd
 
@@ -32,7 +35,7 @@ def _fingerprint_present(result: BenchResult) -> bool:
     return bool(fp.backend and fp.cpu_cores > 0 and (fp.gpu_name or fp.backend != "cuda"))
 
 
-def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, object]:
+def _derived(result: BenchResult, gpu_total_mib: float | None, nvml_margins: Mapping[str, float]) -> dict[str, object]:
     memory = result.memory
     total = gpu_total_mib if gpu_total_mib is not None else memory.gpu_total_mib
     return {
@@ -41,6 +44,7 @@ def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, obje
         "n_buffers": len(memory.buffers_mib),
         # NVML process memory minus the GPU buffers: what cuda_context_mib holds, computed from the two it compares
         "nvml_beyond_buffers_mib": memory.with_cuda_context().cuda_context_mib,
+        "nvml_margin_mib": nvml_margins.get(result.fingerprint.gpu_name),  # what this GPU's history allows
         "backend": result.fingerprint.backend,
         "n_gpu_layers": result.config.n_gpu_layers,
         "gpu_total_gib": total / 1024 if total is not None else None,
@@ -49,9 +53,10 @@ def _derived(result: BenchResult, gpu_total_mib: float | None) -> dict[str, obje
     }
 
 
-def validation_frame(results: list[BenchResult], gpu_total_mib: float | None = None) -> pd.DataFrame:
+def validation_frame(results: list[BenchResult], gpu_total_mib: float | None = None,
+                     nvml_margins: Mapping[str, float] = {}) -> pd.DataFrame:
     frame = pd.DataFrame(
-        [{ROW_ID: i, **flatten(r), **_derived(r, gpu_total_mib)} for i, r in enumerate(results)]
+        [{ROW_ID: i, **flatten(r), **_derived(r, gpu_total_mib, nvml_margins)} for i, r in enumerate(results)]
     ).drop(columns=JSON_COLUMNS)
     for column in REQUIRED_TEXT:
         frame[column] = frame[column].map(lambda v: v if isinstance(v, str) and v.strip() else None)

@@ -579,7 +579,8 @@ class Warehouse:
             kind=incident.kind, metric=incident.metric, state=incident.state, configs=list(incident.configs),
             summary=incident.summary, delta_mib=incident.delta_mib, delta_pct=incident.delta_pct,
             build_before=incident.build_before, build_after=incident.build_after, updated_night=night,
-            changes=list(incident.changes),
+            changes=list(incident.changes), paged_delta_mib=incident.paged_delta_mib,
+            paged_delta_pct=incident.paged_delta_pct, resolved_by=incident.resolved_by, separable=incident.separable,
         )
         with self._sessions.begin() as session:
             if incident.incident_id is None:
@@ -638,4 +639,6 @@ class Warehouse:
             escalated=night is not None and row.escalated_night == night and row.opened_night != night,
             changes=list(row.changes or []),
             bisection=BisectResult.from_dict(row.bisection) if row.bisection else None,
+            paged_delta_mib=row.paged_delta_mib, paged_delta_pct=row.paged_delta_pct, resolved_by=row.resolved_by or "",
+            separable=row.separable is not False,
         )

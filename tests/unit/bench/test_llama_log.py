@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -167,6 +168,38 @@ def test_a_measurement_whose_buffers_did_not_parse_is_named_invalid():
     assert problem(CHANGED_MODEL_LINE_CUDA_LOG, "cuda", n_gpu_layers=0) is None
     assert problem(CPU_OFFLOAD_LOG, "cuda", n_gpu_layers=0) is None
     assert "no GPU model buffer" in problem(CPU_OFFLOAD_LOG, "cuda")
+
+
+# The buffer lines of a real night: llama.cpp 0.3.36 on an H200, DeepSeek-MoE-16B baseline and offload, as the child
+# stored them with their figures (docs/results/raw, the two-release case).
+RECORDED_NIGHT = Path(__file__).parents[3] / "docs/results/raw/2026-11-29-h200-two-releases/measure-0.3.36.json"
+
+
+def _recorded_gpu_logs() -> dict[str, list[str]]:
+    results = json.loads(RECORDED_NIGHT.read_text())["results"]
+    return {r["config"]["mode"]: [line for lines in r["memory"]["source_lines"].values() for line in lines]
+            for r in results}
+
+
+@pytest.mark.parametrize("mode", ["baseline", "offload"])
+def test_each_missing_gpu_buffer_line_of_a_recorded_night_is_named_invalid(mode):
+    """Fault: with only the compute (or only the KV) line unread, the row was stored ok with that component at 0:
+    "VRAM improved -100%" that night, a false +260 MiB page the next. Remove each buffer line in turn."""
+    log = _recorded_gpu_logs()[mode]
+    assert llama_log.measurement_problem(llama_log.parse_buffers(log).mib, "cuda", 999) is None
+    named = {}
+    for line in log:
+        without = [other for other in log if other != line]
+        named[line.split("buffer size")[0].split(":", 1)[1].strip()] = llama_log.measurement_problem(
+            llama_log.parse_buffers(without).mib, "cuda", 999)
+    assert "no GPU model buffer parsed on backend cuda" in named["CUDA0 model"]
+    assert "no GPU KV buffer parsed on backend cuda" in named["CUDA0 KV"]
+    assert "no GPU compute buffer parsed on backend cuda" in named["CUDA0 compute"]
+    # pinned host buffers are not expected on the GPU: a run without them is still a measurement
+    assert {device for device, problem in named.items() if problem is None} == {
+        "CPU_Mapped model", "CUDA_Host  output", "CUDA_Host compute"}
+    # the CPU backend keeps everything in host memory: nothing is expected on a GPU there
+    assert llama_log.measurement_problem(llama_log.parse_buffers(log[:1]).mib, "cpu", 999) is None
 
 
 def test_log_capture_joins_pieces_and_judges_failures():

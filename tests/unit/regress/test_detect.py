@@ -12,9 +12,11 @@ import pytest
 from support.samples import night, replace, result
 from support.warehouses import commit_of, night_of, store_nights, store_validated_night
 
+from vramwatch.alerts.messages import regression_alert
 from vramwatch.config import Policy, ThroughputPolicy, VramPolicy, VramRule
-from vramwatch.records import ABRun, BenchResult, Incident, TestResult
+from vramwatch.records import ABRun, BenchResult, Incident, NightSummary, TestResult
 from vramwatch.regress.detect import detect, detect_for_run, regressions
+from vramwatch.report.tables import not_separable_lines, resolution_lines
 from vramwatch.rows import flatten
 from vramwatch.validate.gate import validate_night
 from vramwatch.warehouse.store import Warehouse
@@ -69,9 +71,11 @@ def planted(results: list[BenchResult], rng: np.random.Generator, sigma: float) 
     return out
 
 
-def simulate(nights: list[list[BenchResult]], first: int = 0, policy: Policy = Policy()) -> dict[int, list[Incident]]:
-    """The nightly loop without a database: tonight's incidents feed tomorrow's open incidents."""
-    history = frame(nights)
+def simulate(nights: list[list[BenchResult]], first: int = 0, policy: Policy = Policy(),
+             history: pd.DataFrame | None = None) -> dict[int, list[Incident]]:
+    """The nightly loop without a database: tonight's incidents feed tomorrow's open incidents. history: the nights'
+    frame() where a test changed it."""
+    history = frame(nights) if history is None else history
     open_incidents: list[Incident] = []
     out = {}
     next_id = 1
@@ -142,6 +146,59 @@ def test_a_creep_below_the_policy_each_night_pages_once_when_it_adds_up():
     assert f"crept up since {night_of(0)}" in opened.summary
     assert all(i.incident_id == opened.incident_id and not i.pages for n in (4, 5) for i in incidents[n])
     assert incidents[6][0].state == "resolved"
+
+
+def test_a_creep_longer_than_the_window_pages_once_it_passes_the_policy_with_the_whole_amount():
+    """Fault: +0.4 MiB a night for 60 nights (+24 MiB) never paged: the reference, the lowest value of the last 30
+    good nights, rose with the creep. It must page the night the sum passes 16 MiB (night 40 of the creep), once,
+    saying since when and how much in all."""
+    def crept(nights: int) -> list[BenchResult]:
+        return grow(CONFIGS, A, gpu_model_mib=round(0.4 * nights, 2))  # 10 GiB of weights: the 16 MiB rule governs
+
+    nights = [CONFIGS] * 5 + [crept(n) for n in range(1, 61)]
+
+    incidents = simulate(nights, first=5)
+
+    paged = {n: [i for i in tonight if i.pages] for n, tonight in incidents.items() if any(i.pages for i in tonight)}
+    assert list(paged) == [4 + 40]  # +16.00 MiB in all (night n of the creep is night 4 + n): once, when it adds up
+    (opened,) = paged[44]
+    assert (opened.kind, opened.metric, opened.configs) == ("vram", "gpu_model_mib", [A])
+    assert opened.delta_mib == pytest.approx(16.0) and opened.build_before == commit_of(4)
+    assert f"crept up since {night_of(4)} (+16.00 MiB in all)" in opened.summary
+    assert opened.headlines() == [f"deepseek-moe-16b/Q4_K_M/baseline: CUDA0 model 10010.00 -> 10026.00 MiB (+16.00 MiB, "
+                                  f"+0.2%), crept up since {night_of(4)}, llama.cpp {commit_of(4)} -> {commit_of(44)}"]
+    assert all(i.state == "open" for i in incidents[64])  # still creeping: still open, never resolved by the creep
+
+
+def test_a_gpu_swap_on_a_build_night_does_not_hide_a_vram_change_and_pages_when_the_new_gpu_keeps_it():
+    """Fault: the +24.13 MiB compute growth that pages on one GPU paged nothing when the night also moved from an H200
+    to an H100: the comparison restarted per GPU model. Now it is compared with the H200's last night, shown first as
+    not separable, and pages the next night the same build keeps it on the H100."""
+    h200 = on_machine(CONFIGS, gpu_name="NVIDIA H200")
+    h100 = grow(CONFIGS, A, gpu_compute_mib=24.13)
+    nights = [h200, h200, h200, h100, h100, h100]
+    history = frame(nights)
+    history.loc[history["night"] == night_of(4), "llama_cpp_commit"] = commit_of(3)  # the same build, again
+
+    incidents = simulate(nights, history=history)
+
+    assert [incidents[n] for n in range(3)] == [[], [], []]
+    (swap,) = incidents[3]
+    assert (swap.kind, swap.metric, swap.configs, swap.pages, swap.separable) == ("vram", "gpu_compute_mib", [A],
+                                                                                   False, False)
+    assert "build or GPU: not separable tonight (GPU NVIDIA H200 -> NVIDIA H100 80GB HBM3 with the build)" in swap.summary
+    assert swap.changes == [f"deepseek-moe-16b/Q4_K_M/baseline: CUDA0 compute 204.50 -> 228.63 MiB (+24.13 MiB, "
+                            f"+11.8%) against its last night on NVIDIA H200 ({night_of(2)})"]
+    first = not_separable_lines(incidents[3])
+    assert first[0].startswith("**Build or GPU: not separable tonight**") and first[1:] == swap.headlines()
+    (kept,) = incidents[4]
+    assert (kept.incident_id, kept.pages, kept.separable, kept.delta_mib) == (swap.incident_id, True, True,
+                                                                              pytest.approx(24.13))
+    assert f"kept on the new GPU by llama.cpp {commit_of(3)} since the GPU swap" in kept.summary
+    assert (kept.build_before, kept.build_after) == (commit_of(2), commit_of(3))  # the swap night's builds
+    assert not_separable_lines(incidents[4]) == []
+    (carried,) = incidents[5]
+    assert (carried.incident_id, carried.pages, carried.state) == (swap.incident_id, False, "open")
 
 
 def test_an_accepted_level_is_the_reference_from_the_night_it_opened():
@@ -396,6 +453,72 @@ def test_an_open_incident_that_grows_pages_again_with_the_new_size(warehouse):
     assert (again.escalated, again.pages, again.delta_mib) == (False, False, 3200.0)  # stored: pages once
 
 
+def test_an_open_incident_carries_its_current_size_and_says_how_far_it_grew_until_a_build_fixes_it(warehouse):
+    """Fault: an open incident kept its first size until growth passed the next policy step (+13.50 MiB while the
+    buffer was +20), and its end was silent. Now every night's report says its size and "grew from A to B", and the
+    night it ends the report's first lines and an all-clear alert name the build that fixed it, once."""
+    nights = [CONFIGS, grow(CONFIGS, B, gpu_compute_mib=13.5), grow(CONFIGS, B, gpu_compute_mib=20.0),
+              grow(CONFIGS, B, gpu_compute_mib=20.0), CONFIGS, CONFIGS]
+    store_nights(warehouse, nights)
+    tonight = [detect_for_run(warehouse, f"run{i:03d}").incidents for i in range(len(nights))]
+
+    (opened,), (grown,), (still,), (ended,) = tonight[1:5]
+    assert opened.pages and opened.delta_mib == 13.5 and "grew" not in opened.summary
+    for carried in (grown, still):  # +6.5 MiB more is below what pages again: carried at its size, every night
+        assert (carried.incident_id, carried.pages, carried.state) == (opened.incident_id, False, "open")
+        assert carried.delta_mib == 20.0 and "+20.00 MiB" in carried.summary
+        assert "grew from +13.50 MiB to +20.00 MiB" in carried.summary and carried.growth() in carried.summary
+        assert carried.changes == ["phi-3.5-moe/Q2_K/offload: CUDA0 compute 204.50 -> 224.50 MiB (+20.00 MiB, +9.8%)"]
+        assert carried.build_after == commit_of(1)  # the change's builds stay; tonight's build did not cause it
+    assert ended.state == "resolved" and ended.resolved_by == commit_of(4)
+    assert ended.resolution().startswith("Resolved: VRAM gpu_compute_mib +20.00 MiB")
+    assert ended.resolution().endswith(f"(fixed by llama.cpp {commit_of(4)})")
+    summary = NightSummary(night=night_of(4), run_id="run004", report_md="", report_html="", n_results=8,
+                           n_quarantined=0, incidents=tonight[4])
+    assert resolution_lines(tonight[4]) == [ended.resolution()]
+    alert = regression_alert(summary)
+    assert alert.subject == f"vramwatch {night_of(4)}: all clear, 1 incident(s) resolved"
+    assert ended.resolution() in alert.text.splitlines()
+    assert tonight[5] == [] and regression_alert(dataclasses.replace(summary, incidents=tonight[5])) is None  # once
+
+
+def test_a_one_night_blip_ends_with_a_line_that_says_so_once():
+    """Fault: a config that failed one night and ran clean the next, on the same build, resolved in silence."""
+    crashed = [result("deepseek-moe-16b", "Q4_K_M", "baseline", status="crashed") if r.config.config_id == A else r
+               for r in CONFIGS]
+    nights = [CONFIGS, CONFIGS, crashed, CONFIGS, CONFIGS]
+    history = frame(nights)
+    history.loc[history["night"] == night_of(3), "llama_cpp_commit"] = commit_of(2)  # the same build, clean again
+
+    incidents = simulate(nights, history=history)
+
+    (failing,) = incidents[2]
+    (ended,) = incidents[3]
+    assert failing.pages and (ended.incident_id, ended.state, ended.pages) == (failing.incident_id, "resolved", False)
+    assert resolution_lines(incidents[3]) == [
+        f"Resolved: {failing.summary} (a blip: gone under the same llama.cpp {commit_of(2)})"]
+    assert incidents[4] == []
+
+
+def test_a_lost_gpu_quarantined_by_validation_reads_ran_without_its_gpu_and_its_return_is_said_once(warehouse):
+    """Fault: a CUDA build on a worker that lost its GPU ran on the CPU; validation quarantined its rows
+    (backend_matches_build) and the page said "failed validation (quarantined)" instead of the cause."""
+    cpu = [replace(r, fingerprint=night(gpu=False)[0].fingerprint, memory=night(gpu=False)[i].memory)
+           for i, r in enumerate(CONFIGS)]
+    store_nights(warehouse, [CONFIGS])
+    for i in (1, 2):
+        store_validated_night(warehouse, i, validate_night(cpu, build_backend="cuda"))
+    store_nights(warehouse, [CONFIGS], first=3)
+
+    (lost,), (still,), (back,) = (detect_for_run(warehouse, f"run{i:03d}").incidents for i in (1, 2, 3))
+
+    assert (lost.kind, lost.pages, len(lost.configs)) == ("gpu_lost", True, len(CONFIGS))
+    assert "ran without its GPU" in lost.summary and "quarantined" not in lost.summary
+    assert "NVIDIA H100 80GB HBM3 -> no GPU" in lost.summary
+    assert (still.incident_id, still.pages, still.state) == (lost.incident_id, False, "open")
+    assert back.state == "resolved" and back.resolution().endswith(f"(its GPU is back, under llama.cpp {commit_of(3)})")
+
+
 def test_an_incident_stays_open_while_its_config_is_absent_and_resolves_when_measured_clean(warehouse):
     store_nights(warehouse, [CONFIGS, grow(CONFIGS, A, gpu_kv_mib=128)])
     (opened,) = detect_for_run(warehouse, "run001").incidents
@@ -429,6 +552,21 @@ def test_a_new_host_with_a_step_pages_and_a_config_gone_from_it_is_reported(ware
     assert kinds["vram"].configs == [A] and kinds["vram"].delta_mib == 2000.0 and kinds["vram"].pages
     assert kinds["vanished"].configs == [C] and kinds["vanished"].pages
     assert "host gpu-a -> gpu-b" in kinds["environment_changed"].summary
+
+
+def test_a_change_that_came_with_a_gpu_swap_is_held_then_pages_through_the_warehouse(warehouse):
+    h200 = on_machine(CONFIGS, gpu_name="NVIDIA H200")
+    h100 = grow(CONFIGS, A, gpu_compute_mib=24.13)
+    store_nights(warehouse, [h200, h200, h100, h100, h100])
+
+    nights = [detect_for_run(warehouse, f"run{i:03d}").incidents for i in range(5)]
+    (held,), (kept,), (carried,) = ([i for i in tonight if i.kind == "vram"] for tonight in nights[2:])
+
+    assert "gpu_name NVIDIA H200 -> NVIDIA H100 80GB HBM3" in nights[2][-1].summary  # and the machine's note
+    assert (held.pages, held.separable, held.state) == (False, False, "open")
+    assert warehouse.open_incidents()[0].separable  # stored as kept since
+    assert (kept.incident_id, kept.pages, kept.separable) == (held.incident_id, True, True)
+    assert (carried.incident_id, carried.pages, carried.state) == (held.incident_id, False, "open")
 
 
 def test_a_gpu_matrix_running_without_its_gpu_pages_until_the_gpu_is_back(warehouse):

@@ -13,7 +13,14 @@ from support.samples import XSS_PAYLOAD, markup_named_rows, night, replace, resu
 
 from vramwatch.records import Fingerprint, TestResult
 from vramwatch.validate.frame import validation_frame
-from vramwatch.validate.gate import NVML_MARGIN_MIB, expectations, validate_night
+from vramwatch.validate.gate import (
+    CONTEXT_SLACK_MIB,
+    LEARN_FROM,
+    NVML_MARGIN_MIB,
+    expectations,
+    learned_nvml_margins,
+    validate_night,
+)
 
 
 def _by_config(validated):
@@ -49,7 +56,7 @@ def test_each_broken_row_is_quarantined_with_the_expectations_it_failed():
                                                  pp=TestResult(512, 0, [800.0] * 4, 800.0, 1.0)),
         # offload that kept everything on the GPU: more VRAM than tonight's baseline of the same file
         "deepseek-moe-16b/Q4_K_M/offload": replace(offload, memory__gpu_model_mib=10_500.0,
-                                                   memory__nvml_process_mib=12_500.0),
+                                                   memory__nvml_process_mib=12_350.0),
         # the file the bench read was not the file the models stage made
         "deepseek-moe-16b/Q8_0/baseline": replace(by_id["deepseek-moe-16b/Q8_0/baseline"], file_bytes_on_disk=64),
         # the worker did not say what it read (a bench from before it did, or one that lost the file)
@@ -117,20 +124,53 @@ def test_a_row_whose_buffers_did_not_parse_is_never_accepted_as_ok():
     # only the GPU weights' line went unread: KV and compute parsed
     no_gpu_weights = replace(result("phi-3.5-moe", "Q4_K_M"), memory__gpu_model_mib=0.0,
                              memory__nvml_process_mib=None)
-    # no layer offloaded: no GPU weights expected
+    # no layer offloaded: no GPU weights, KV or compute expected
     cpu_layers = replace(result("phi-3.5-moe", "Q8_0"), config__n_gpu_layers=0, memory__gpu_model_mib=0.0,
-                         memory__nvml_process_mib=None)
+                         memory__gpu_kv_mib=0.0, memory__gpu_compute_mib=0.0, memory__nvml_process_mib=None)
 
     validated = validate_night([unparsed_gpu, gpu_offload, unparsed_cpu, no_gpu_weights, cpu_layers])
 
     assert _by_config(validated) == {
-        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_model_buffer_measured",
-                                             "nvml_agrees_with_buffers"],
+        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_compute_buffer_measured", "gpu_kv_buffer_measured",
+                                             "gpu_model_buffer_measured", "nvml_agrees_with_buffers"],
         "phi-3.5-moe/Q2_K/baseline": ["buffers_parsed"],
         "phi-3.5-moe/Q4_K_M/baseline": ["gpu_model_buffer_measured"],
     }
     # the broken baseline is no reference for tonight's offload row of the same file, which stays accepted
     assert gpu_offload in validated.accepted
+
+
+def test_an_ok_gpu_row_without_its_kv_or_compute_buffer_is_quarantined_naming_it():
+    """Fault: only the model buffer was guarded; a row whose compute (or KV) line did not parse was stored ok at 0 MiB,
+    read as "VRAM improved -100%", and the next healthy night paged a +260 MiB regression that never happened."""
+    healthy = result()
+    no_kv = replace(result("deepseek-moe-16b", "Q2_K"), memory__gpu_kv_mib=0.0, memory__nvml_process_mib=None)
+    no_compute = replace(result("phi-3.5-moe", "Q2_K"), memory__gpu_compute_mib=0.0, memory__nvml_process_mib=None)
+    # a CPU backend keeps them in host memory: nothing is missing there
+    on_cpu = result("phi-3.5-moe", "Q4_K_M", gpu=False)
+
+    validated = validate_night([healthy, no_kv, no_compute, on_cpu])
+
+    assert _by_config(validated) == {"deepseek-moe-16b/Q2_K/baseline": ["gpu_kv_buffer_measured"],
+                                     "phi-3.5-moe/Q2_K/baseline": ["gpu_compute_buffer_measured"]}
+
+
+def test_each_gpu_learns_its_nvml_margin_so_a_missing_buffer_cannot_hide_in_it():
+    """Fault: NVML could exceed the buffers by 4,096 MiB while real rows differ by about 706 MiB (the CUDA context):
+    a row whose buffers missed a whole 900 MiB allocation passed."""
+    def with_context(r, mib: float):
+        return replace(r, memory__nvml_process_mib=r.memory.gpu_buffers_mib + mib)
+
+    rows = [with_context(r, 706.0 + (i % 3 - 1) * 4) for i, r in enumerate(night())]  # 8 rows, 702-710 MiB
+    missed = with_context(rows[0], 706.0 + 900.0)
+    assert learned_nvml_margins(rows) == {rows[0].fingerprint.gpu_name: pytest.approx(706.0 + CONTEXT_SLACK_MIB)}
+
+    validated = validate_night([missed, *rows[1:]])
+
+    assert _by_config(validated) == {missed.config.config_name: ["nvml_within_gpu_context"]}  # under 4 GiB
+    # too few rows on a GPU to learn from: the fixed margin alone holds
+    few = [missed, *rows[1:LEARN_FROM - 1]]
+    assert learned_nvml_margins(few) == {} and validate_night(few).quarantined == []
 
 
 def test_nvml_may_exceed_the_buffers_by_the_stated_margin_and_no_more():
