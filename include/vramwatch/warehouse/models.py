@@ -175,10 +175,10 @@ class IncidentRow(Base):
     changes: Mapped[list[Any]] = mapped_column(default=list)  # one line per config: what changed, exactly (0003)
     escalated_night: Mapped[date | None] = mapped_column(Date)  # the last night it grew and paged again (0003)
     bisection: Mapped[dict[str, Any] | None] = mapped_column(JSON)  # its culprit search, a BisectResult (0006)
-    paged_delta_mib: Mapped[float | None] = mapped_column(Float)  # its size when it last paged (0007)
+    paged_delta_mib: Mapped[float | None] = mapped_column(Float)  # its size when it last paged (0008)
     paged_delta_pct: Mapped[float | None] = mapped_column(Float)
-    resolved_by: Mapped[str] = mapped_column(String(80), default="")  # llama.cpp commit it resolved under (0007)
-    separable: Mapped[bool] = mapped_column(Boolean, default=True)  # false: build or GPU, not told apart yet (0007)
+    resolved_by: Mapped[str] = mapped_column(String(80), default="")  # llama.cpp commit it resolved under (0008)
+    separable: Mapped[bool] = mapped_column(Boolean, default=True)  # false: build or GPU, not told apart yet (0008)
 
 
 class VerdictRow(Base):
