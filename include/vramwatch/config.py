@@ -27,6 +27,7 @@ from vramwatch.records import (
     ModelFile,
     knob_problems,
 )
+from vramwatch.redact import mask
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 MATRIX_DIR = Path(__file__).with_name("matrices")
@@ -85,7 +86,7 @@ class BuildSource(Strict):
     def _not_an_option(cls, value: str) -> str:
         if value.startswith("-"):  # git would read it as an option (--upload-pack=... runs a command)
             raise ValueError(f"{value[:40]!r} starts with '-': give a URL or a path (./{value[:20]} for a folder)")
-        return value
+        return mask(value)  # a token in the URL stays in this process: records, XComs and the warehouse get ***
 
 
 # The deterministic llama.cpp buffer components a VRAM policy judges (flat-row columns, MiB), with the word a sentence
