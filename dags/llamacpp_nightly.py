@@ -13,15 +13,18 @@ each triggers its own worker's bisections.
 
 from __future__ import annotations
 
+import functools
 import os
 from datetime import timedelta
 
 import pendulum
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
+from airflow.sdk.bases.decorator import task_decorator_factory
 from smtp_connection import smtp_connection  # plugins/: on sys.path in every Airflow component
 
-from vramwatch.config import GpuWorker, gpu_workers, load_matrix
+from vramwatch.config import TASK_TIMEOUT, GpuWorker, gpu_workers, load_matrix
 
 MATRIX_NAME = os.environ.get("VRAMWATCH_MATRIX", "seed")
 MATRIX = load_matrix(MATRIX_NAME)
@@ -31,7 +34,20 @@ DEFAULT_ARGS = {
     "retries": 2,  # network blips (PyPI, warehouse) and lost workers; a bench crash is a result, not a retry
     "retry_delay": timedelta(minutes=5),
     "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
+    "execution_timeout": TASK_TIMEOUT,
 }
+
+
+class BenchOperator(_PythonDecoratedOperator):
+    """A bench task: when Airflow kills it (a timeout, "mark failed", a worker shutdown), its bench child goes too."""
+
+    def on_kill(self) -> None:
+        from vramwatch.bench.runner import end_children
+
+        end_children()
+
+
+bench_task = functools.partial(task_decorator_factory, decorated_operator_class=BenchOperator)
 
 
 def _night(dag_run) -> str:
@@ -81,8 +97,8 @@ def nightly(worker: GpuWorker) -> None:
 
             return pipeline.task_prepare_models(MATRIX_NAME, build)
 
-        @task(**gpu, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2),
-              map_index_template="{{ config_name }}")  # the grid names each mapped bench by its config
+        @bench_task(**gpu, retries=1, execution_timeout=timedelta(seconds=MATRIX.timeout_s * 2),
+                    map_index_template="{{ config_name }}")  # the grid names each mapped bench by its config
         def bench(config: dict, build: dict) -> dict:
             from airflow.sdk import get_current_context
             from airflow.sdk.exceptions import AirflowFailException
@@ -111,7 +127,7 @@ def nightly(worker: GpuWorker) -> None:
             return pipeline.task_store(worker.run_id(dag_run.run_id), _night(dag_run), build, validated,
                                        str(dag_run.run_type))
 
-        @task(**gpu)  # a build change in tok/s is rerun A/B on the GPU before anyone is paged
+        @task(**gpu, execution_timeout=timedelta(hours=3))  # a tok/s change is rerun A/B on the GPU before it pages
         def detect_regressions(build: dict, stored: int, run_id: str | None = None) -> dict:
             from vramwatch import pipeline
 
