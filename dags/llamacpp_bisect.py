@@ -18,7 +18,7 @@ import pendulum
 from airflow.sdk import Param, dag, task
 from smtp_connection import smtp_connection  # plugins/: on sys.path in every Airflow component
 
-from vramwatch.config import GpuWorker, gpu_workers, load_matrix
+from vramwatch.config import TASK_TIMEOUT, GpuWorker, gpu_workers, load_matrix
 
 MATRIX_NAME = os.environ.get("VRAMWATCH_MATRIX", "seed")
 MATRIX = load_matrix(MATRIX_NAME)
@@ -35,7 +35,7 @@ def bisect_dag(worker: GpuWorker) -> None:
         catchup=False,
         max_active_runs=1,  # one search at a time: each holds the GPU worker for hours of builds
         default_args={"owner": "vramwatch", "retries": 1, "retry_delay": timedelta(minutes=5),
-                      "show_return_value_in_logs": False},
+                      "show_return_value_in_logs": False, "execution_timeout": TASK_TIMEOUT},
         tags=["vramwatch", "llama.cpp", "bisect", "gpu"],
         params={
             "config": Param("", type="string", description="config id model/quant/mode@hash (the hash may be left out)"),

@@ -13,7 +13,7 @@ import pendulum
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import dag
 
-from vramwatch.config import gpu_workers, load_matrix
+from vramwatch.config import TASK_TIMEOUT, gpu_workers, load_matrix
 
 
 @dag(
@@ -21,7 +21,8 @@ from vramwatch.config import gpu_workers, load_matrix
     schedule="0 4 * * 0",  # Sundays, after the nightly's 02:00 slot
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
-    default_args={"owner": "vramwatch", "retries": 2, "retry_delay": timedelta(minutes=5)},
+    default_args={"owner": "vramwatch", "retries": 2, "retry_delay": timedelta(minutes=5),
+                  "execution_timeout": TASK_TIMEOUT},
     tags=["vramwatch", "llama.cpp", "benchmark"],
     doc_md=__doc__,
 )

@@ -10,6 +10,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +31,9 @@ from vramwatch.records import (
 from vramwatch.redact import mask
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Every DAG task's execution_timeout unless it sets a longer one (builds, benches, bisections): no task waits without
+# end on a lock, a hung server or a stuck child. The slowest of the rest (report, A/B-free stages) take minutes.
+TASK_TIMEOUT = timedelta(hours=1)
 MATRIX_DIR = Path(__file__).with_name("matrices")
 
 

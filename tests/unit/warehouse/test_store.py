@@ -747,3 +747,37 @@ def test_a_warehouse_lost_during_nightly_keeps_the_measured_night_and_ingest_fin
         run = warehouse.run("cli__lost")
         assert (run.status, run.n_results, run.night) == ("stored", len(measured.results), finish[6])
         warehouse.close()
+
+
+@pytest.mark.parametrize(("table", "read"), [
+    ("runs", lambda warehouse: warehouse.last_benchmarked_version("pypi")),  # detect_build's
+    ("verdicts", lambda warehouse: warehouse.verdicts("night-1")),  # detect_regressions'
+])
+def test_a_held_lock_makes_every_session_give_up_within_the_lock_timeout(postgres, table, read):
+    """Fault: only the store had lock and statement timeouts; a held lock on `verdicts` kept detect_regressions
+    waiting 38.9 s, one on `runs` kept detect_build 29 s (forever in principle). Every session now has them."""
+    warehouse = Warehouse(postgres)
+    give_up_within_s = STORE_LOCK_TIMEOUT_MS / 1000 + 3
+    admin = sa.create_engine(postgres).connect()
+    outcome: dict = {}
+
+    def reader() -> None:
+        try:
+            outcome["value"] = read(warehouse)
+        except sa.exc.OperationalError as exc:
+            outcome["raised"] = exc
+
+    try:
+        admin.execute(sa.text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        thread = threading.Thread(target=reader)
+        thread.start()
+        backend_waiting_on_a_lock(admin)
+        waiting_since = time.monotonic()
+        thread.join(timeout=give_up_within_s)
+        waited_s = time.monotonic() - waiting_since
+    finally:
+        admin.rollback()
+        admin.close()
+        thread.join(timeout=30)
+        warehouse.close()
+    assert waited_s < give_up_within_s and "lock timeout" in str(outcome.get("raised")), (waited_s, outcome)
