@@ -7,6 +7,7 @@ Every test taking `url` runs once per backend. PostgreSQL tests use a throwaway 
 from __future__ import annotations
 
 import dataclasses
+import re
 import threading
 import time
 from urllib.parse import quote
@@ -781,3 +782,22 @@ def test_a_held_lock_makes_every_session_give_up_within_the_lock_timeout(postgre
         thread.join(timeout=30)
         warehouse.close()
     assert waited_s < give_up_within_s and "lock timeout" in str(outcome.get("raised")), (waited_s, outcome)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql+psycopg2://wh:pw-s3cret@127.0.0.1:notaport/w", "not a SQLAlchemy URL"),
+    ("postgresql+psycopg2://wh:pw-s3cret@127.0.0.1:99999/w", "port 99999"),
+    ("postgres://wh:pw-s3cret@127.0.0.1:5432/w", "write postgresql+psycopg2://"),
+    ("postgresql+nosuchdriver://wh:pw-s3cret@127.0.0.1/w", "'postgresql+nosuchdriver'"),
+    ("oracle+nope://wh:pw-s3cret@db/w", "not installed"),
+])
+def test_a_malformed_warehouse_url_is_one_line_with_the_fix(url, says, monkeypatch, capsys):
+    """Fault: a bad port, `postgres://` or an unknown driver gave SQLAlchemy's traceback."""
+    with pytest.raises(WarehouseConfigError, match=re.escape(says)) as refused:
+        Warehouse(url)
+    assert "pw-s3cret" not in str(refused.value) and "\n" not in str(refused.value)
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    assert main(["report"]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, says)
+    assert "pw-s3cret" not in err
