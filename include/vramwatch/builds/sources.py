@@ -243,13 +243,18 @@ def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> S
                         ignore=lambda folder, names: left_out.get(Path(folder), set()))
         checkout = scratch / LLAMA
         checkout.mkdir(parents=True)
+        if not _git(repo, "ls-tree", commit).stdout.strip():  # tarfile cannot read git's archive of no files
+            raise StepFailed(f"llama.cpp {commit[:12]} has an empty tree: nothing to build")
         archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
-        with archive, tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            tar.extractall(checkout, filter="data")
-            # tarfile stops at the end-of-archive marker; git still writes its padding after it and, with the pipe
-            # closed, dies of SIGPIPE (status -13) now and then: read the stream to its end
-            while archive.stdout.read(1 << 16):
-                pass
+        try:
+            with archive, tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+                tar.extractall(checkout, filter="data")
+                # tarfile stops at the end-of-archive marker; git still writes its padding after it and, with the
+                # pipe closed, dies of SIGPIPE (status -13) now and then: read the stream to its end
+                while archive.stdout.read(1 << 16):
+                    pass
+        except tarfile.TarError as exc:
+            raise StepFailed(f"git archive {commit} is not a readable tar: {exc}") from None
         if archive.returncode != 0:
             raise StepFailed(f"git archive {commit} failed with status {archive.returncode}")
         (scratch / COMMIT_MARKER).write_text(commit + "\n")
