@@ -31,7 +31,7 @@ from vramwatch.bench import host, llama_log
 from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
 from vramwatch.bench.gpu import Nvml
 from vramwatch.config import Paths
-from vramwatch.gguf_file import GGUFError, read_gguf
+from vramwatch.gguf_file import GGUFError, read_model
 from vramwatch.progress import for_stage, relay
 from vramwatch.records import BENCH_PARENT_ENV, RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint
 
@@ -71,7 +71,7 @@ def _bench(config: BenchConfig, build: BuildRecord,
     if config.model.error:  # the models stage could not make the file
         return failed("invalid_model", config.model.error)
     try:
-        read_gguf(config.model.path)
+        read_model(config.model.path)
     except GGUFError as exc:
         return failed("invalid_model", str(exc))
     if not build.ok:

@@ -9,6 +9,7 @@ import re
 import signal
 import socket
 import stat
+import struct
 import subprocess
 import sys
 import threading
@@ -442,3 +443,14 @@ def proc_started(pid: int) -> str | None:
         return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
     except OSError:
         return None
+
+
+def test_a_gguf_header_without_tensors_is_invalid_model_not_crashed(moe, tmp_path):
+    """Fault: a GGUF with a valid header and no tensors passed the parent's check, and the child's failure on it
+    ended the config `crashed`, as if the engine had failed. It is invalid_model now, and no child starts."""
+    header_only = tmp_path / "header-only.gguf"
+    header_only.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+    build = BuildRecord(request=BuildRequest(version="x"), status="ok", python=sys.executable, source_dir="",
+                        llama_cpp_python_version="", llama_cpp_commit="")
+    result = run_config(config_for(header_only, "baseline"), build)
+    assert result.status == "invalid_model" and "no tensors" in result.error and str(header_only) in result.error
