@@ -801,3 +801,26 @@ def test_a_malformed_warehouse_url_is_one_line_with_the_fix(url, says, monkeypat
     err = capsys.readouterr().err
     assert_one_error_line(err, says)
     assert "pw-s3cret" not in err
+
+
+def test_a_value_longer_than_its_column_quarantines_its_row_not_the_night(postgres, ingest_env, monkeypatch):
+    """Fault: a 130-character model name (the column keeps 120) through `vramwatch ingest` failed the whole night's
+    store on PostgreSQL. The gate quarantines that row (values_fit_columns); the night is stored."""
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", postgres)
+    baseline, offload = night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))
+    long_named = dataclasses.replace(offload, config=dataclasses.replace(
+        offload.config, model=dataclasses.replace(offload.config.model, model="m" * 130)))
+    path = ingest_env / "measured.json"
+    path.write_text(MeasuredNight(build=build(), results=[baseline, long_named]).to_json())
+
+    assert main(["ingest", str(path), "--run-id", "long-name", "--night", "2026-01-02"]) == 0
+
+    run = stored_run(postgres, "long-name")
+    assert (run.status, run.n_results) == ("stored", 1)
+    assert table_counts(postgres) == {"results": 1, "quarantine": 1, "environments": 1}
+    warehouse = Warehouse(postgres)
+    try:
+        (quarantined,) = warehouse.quarantined_for_run("long-name")
+    finally:
+        warehouse.close()
+    assert quarantined.result.config.model.model == "m" * 130 and "values_fit_columns" in quarantined.failed_expectations
