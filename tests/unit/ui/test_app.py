@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -306,3 +307,12 @@ def test_a_history_offset_past_any_row_is_refused_not_a_server_error(filled):
     client, _ = filled
     assert client.get("/api/history", params={"offset": "99999999999999999999"}).status_code == 422
     assert client.get("/api/history", params={"offset": 10_000}).json() == []  # past the rows: an empty page
+
+
+def test_the_csp_in_the_reliability_notes_is_the_apps_own():
+    """Fault: docs/RELIABILITY.md quoted a policy the app does not send (img-src data:, form-action 'none')."""
+    from vramwatch.ui.app import CONTENT_SECURITY_POLICY
+
+    notes = (Path(__file__).resolve().parents[3] / "docs" / "RELIABILITY.md").read_text()
+    (quoted,) = re.findall(r"`Content-Security-Policy: ([^`]+)`", notes)
+    assert quoted == CONTENT_SECURITY_POLICY.replace(REPORT_STYLE_HASH, "<report CSS hash>")
