@@ -7,24 +7,28 @@ PostgreSQL."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import socket
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from support.git_repos import commit, git, init_repo
 from support.private_sources import PrivateGit, PrivateIndex
 from support.receivers import HttpReceiver
+from support.samples import bisection
+from support.warehouses import NIGHTS, three_nights
 
 from vramwatch import pipeline
 from vramwatch.alerts.delivery import AlertChannels, deliver
 from vramwatch.alerts.messages import failure_from_context
 from vramwatch.builds.detect import check_for_new_build, git_tags
 from vramwatch.builds.sources import fetch_commit
-from vramwatch.config import BuildSource, Paths, load_matrix
+from vramwatch.config import BuildSource, Paths, Policy, load_matrix
 from vramwatch.errors import UserError
 from vramwatch.redact import redact
 from vramwatch.warehouse.store import Warehouse
@@ -153,3 +157,22 @@ def test_a_failing_night_from_a_private_index_keeps_the_token_in(index, lookups,
     assert not leaks(*lookups), lookups
     for receiver in (slack, webhook):
         receiver.shutdown()
+
+
+def test_a_report_quoting_a_url_with_the_token_shows_it_masked(tmp_path, monkeypatch):
+    """The report is text that leaves the process too: a stored bisection that stopped on a fetch error quoting a URL
+    with its token (written by an older version) shows it masked in the night's Markdown and HTML."""
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    for channel in ("WEBHOOK", "SMTP", "EMAIL_TO", "SLACK_WEBHOOK"):
+        monkeypatch.delenv(f"VRAMWATCH_ALERT_{channel}", raising=False)
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    incident = three_nights(url)
+    warehouse = Warehouse(url)
+    stopped = f"cannot fetch llama.cpp from http://{USER}:{TOKEN}@10.0.0.1/llama.cpp.git"
+    warehouse.save_bisection(incident.incident_id, dataclasses.replace(bisection(found=False), stopped=stopped))
+    run_id = f"scheduled__{NIGHTS[-1]}"
+    summary = pipeline.report(run_id, pipeline.detect_regressions(run_id, Policy(), warehouse, save=False), warehouse)
+    warehouse.close()
+    written = [path.read_text() for path in (tmp_path / "reports").rglob("*") if path.is_file()]
+    assert "http://***@10.0.0.1/llama.cpp.git" in Path(summary.report_md).read_text()
+    assert written and not leaks(*written)
