@@ -14,6 +14,8 @@ from typing import Any
 
 import pendulum
 
+from vramwatch.config import TASK_TIMEOUT
+
 # The matrix every DAG runs (its models, quants, modes, queue): a shipped name or a YAML path.
 MATRIX_NAME = os.environ.get("VRAMWATCH_MATRIX", "seed")
 START_DATE = pendulum.datetime(2026, 1, 1, tz="UTC")
@@ -23,6 +25,7 @@ DEFAULT_ARGS = {
     "retries": 2,  # network blips (PyPI, warehouse) and lost workers; a bench crash is a result, not a retry
     "retry_delay": timedelta(minutes=5),
     "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
+    "execution_timeout": TASK_TIMEOUT,  # no task waits without end (a held lock, a hung child); longer ones say so
 }
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}

@@ -10,6 +10,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,8 +28,12 @@ from vramwatch.records import (
     ModelFile,
     knob_problems,
 )
+from vramwatch.redact import mask
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+# Every DAG task's execution_timeout unless it sets a longer one (builds, benches, bisections): no task waits without
+# end on a lock, a hung server or a stuck child. The slowest of the rest (report, A/B-free stages) take minutes.
+TASK_TIMEOUT = timedelta(hours=1)
 MATRIX_DIR = Path(__file__).with_name("matrices")
 
 
@@ -85,7 +90,7 @@ class BuildSource(Strict):
     def _not_an_option(cls, value: str) -> str:
         if value.startswith("-"):  # git would read it as an option (--upload-pack=... runs a command)
             raise ValueError(f"{value[:40]!r} starts with '-': give a URL or a path (./{value[:20]} for a folder)")
-        return value
+        return mask(value)  # a token in the URL stays in this process: records, XComs and the warehouse get ***
 
 
 # The deterministic llama.cpp buffer components a VRAM policy judges (flat-row columns, MiB), with the word a sentence

@@ -164,6 +164,15 @@ def read_gguf(path: str | Path, *, full_arrays: bool = False) -> GGUFInfo:
     return info
 
 
+def read_model(path: str | Path) -> GGUFInfo:
+    """read_gguf for a file that is to be benched: a GGUF without a tensor (a bare header, a vocab-only file) is
+    readable but is no model, and llama.cpp would fail on it as if the engine had crashed."""
+    info = read_gguf(path)
+    if not info.tensors:
+        raise GGUFError(f"GGUF has no tensors: a header without a model: {path}", "corrupt")
+    return info
+
+
 class _Parser:
     """A cursor over the mapped file; every read checks the end of the file."""
 

@@ -4,6 +4,8 @@ In an Airflow task, Python logging is the task log, so progress shows there at I
 shows as ERROR. A program that sets up no logging of its own (the CLI, the bench child in the engine's venv) calls
 `to_stderr()` once and gets `[stage] message` lines on stderr, flushed at once.
 
+Every line is redacted (vramwatch.redact): a URL's token never reaches a log.
+
 Stdlib only: the bench and quantize children run it inside the engine's venv.
 """
 
@@ -12,6 +14,8 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Callable
+
+from vramwatch.redact import redact
 
 ROOT = "vramwatch"
 
@@ -25,7 +29,7 @@ def for_stage(stage: str) -> Callable[[str], None]:
     log = logger(stage)
 
     def say(message: str) -> None:
-        log.info(message)
+        log.info(redact(message))
 
     return say
 
@@ -36,7 +40,7 @@ def relay(stage: str) -> Callable[[str], None]:
     log = logger(stage)
 
     def said(line: str) -> None:
-        log.info(line, extra={"relayed": True})
+        log.info(redact(line), extra={"relayed": True})
 
     return said
 

@@ -44,6 +44,7 @@ QUANT_TYPES = (
 )
 MODEL_NAME_MAX = 120  # characters of a model's name the warehouse keeps (rows.FIELDS "model"); the matrix checks it
 RESULT_MARKER = "VRAMWATCH_RESULT "  # starts the bench child's one result line on stdout
+BENCH_PARENT_ENV = "VRAMWATCH_BENCH_PARENT"  # the bench child's parent's pid: the child dies with it
 ERROR_CHARS = 500  # what a record keeps of an error: its first characters, on one line
 
 
@@ -51,6 +52,7 @@ def error_line(text: str) -> str:
     """An error as a record keeps it: one line (runs of whitespace, newlines too, made one space), ERROR_CHARS long
     at most."""
     return " ".join(text.split())[:ERROR_CHARS]
+
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB

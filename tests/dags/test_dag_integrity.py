@@ -74,6 +74,17 @@ def test_every_task_retries(dagbag):
         assert not no_retries, f"{dag.dag_id}: tasks without retries: {no_retries}"
 
 
+def test_every_task_has_an_execution_timeout(dagbag):
+    """Fault: only builds, benches and bisections had one; a task after the store waited on a held lock for as long
+    as the lock was held. Every task now has one (config.TASK_TIMEOUT unless it needs longer)."""
+    from vramwatch.config import TASK_TIMEOUT
+
+    for dag in dagbag.dags.values():
+        endless = [t.task_id for t in dag.tasks if t.execution_timeout is None]
+        assert not endless, f"{dag.dag_id}: tasks without an execution_timeout: {endless}"
+    assert dagbag.dags["llamacpp_nightly"].get_task("store").execution_timeout == TASK_TIMEOUT
+
+
 @pytest.mark.parametrize(("dag_id", "gpu_tasks"), [("llamacpp_nightly", GPU_TASKS),
                                                    ("llamacpp_bisect", BISECT_GPU_TASKS)])
 def test_gpu_tasks_run_on_the_gpu_queue_and_pool(dagbag, dag_id, gpu_tasks):

@@ -186,6 +186,12 @@ class AlertChannels:
                                       ("slack", self.slack_webhook_url)) if on]
 
 
+def slack_text(text: str) -> str:
+    """`text` as Slack reads it literally: its control characters escaped, so `<!channel>` or `<https://x|y>` in an
+    error string neither pings the channel nor becomes a link (https://api.slack.com/reference/surfaces/formatting)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def post_json(url: str, body: dict[str, Any]) -> None:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
                                      headers={"Content-Type": "application/json"})
@@ -262,7 +268,7 @@ def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = Non
         sends.append(("e-mail", smtp.where, lambda: send_email(smtp, channels.email_from, channels.email_to, alert)))
     if channels.slack_webhook_url:
         sends.append(("slack", redact(channels.slack_webhook_url),
-                      lambda: post_json(channels.slack_webhook_url, {"text": alert.text})))
+                      lambda: post_json(channels.slack_webhook_url, {"text": slack_text(alert.text)})))
     already = log.delivered(alert) if log is not None else set()
     if already:
         _say(f"{', '.join(sorted(already))} took it already: not sent again")

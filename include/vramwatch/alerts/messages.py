@@ -9,6 +9,7 @@ from typing import Any
 
 from vramwatch.config import Paths
 from vramwatch.records import BisectResult, Incident, NightSummary, config_name
+from vramwatch.redact import redact, redact_data
 
 
 @dataclass(frozen=True)
@@ -16,6 +17,12 @@ class Alert:
     subject: str
     text: str  # plain text: the e-mail body and the Slack message
     payload: dict[str, Any] = field(default_factory=dict)  # the JSON webhook's body
+
+    def __post_init__(self) -> None:
+        # every channel sends what is here: an error string quoting a URL with its token leaves masked
+        object.__setattr__(self, "subject", redact(self.subject))
+        object.__setattr__(self, "text", redact(self.text))
+        object.__setattr__(self, "payload", redact_data(self.payload))
 
     @property
     def key(self) -> str:

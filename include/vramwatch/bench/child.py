@@ -17,6 +17,7 @@ import hashlib
 import os
 import random
 import resource
+import signal
 import statistics
 import sys
 import time
@@ -34,6 +35,7 @@ from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
 from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
 from vramwatch.progress import for_stage, to_stderr
 from vramwatch.records import (
+    BENCH_PARENT_ENV,
     KV_TYPES,
     RESULT_MARKER,
     BenchConfig,
@@ -512,7 +514,24 @@ def _replace(record: Fingerprint, **changes: Any) -> Fingerprint:
     return dataclasses.replace(record, **changes)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """Ask the kernel for SIGKILL when the parent dies (a kill -9 of the nightly, which no handler sees): otherwise
+    this process lives on under PID 1, holding VRAM through the next config's bench. Linux only; elsewhere the
+    parent's process group kill is all there is. A parent already gone is noticed at once (getppid changed)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    parent = os.environ.get(BENCH_PARENT_ENV)
+    if parent and os.getppid() != int(parent):
+        os._exit(1)
+
+
 def main() -> int:
+    die_with_parent()
     to_stderr()  # the parent reads this process's stderr as its progress
     try:
         config = BenchConfig.from_json(sys.stdin.read())

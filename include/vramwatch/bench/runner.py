@@ -3,11 +3,19 @@
 The child may hang (a deadlocked backend), be killed (the kernel's OOM killer), abort (GGML_ASSERT) or print
 something unexpected; none of that may take the nightly down with it or leave a config without a row. Whatever
 happens, `run_config` returns a BenchResult whose status says what happened and whose error is one line.
+
+No child outlives its parent (on a GPU worker it would hold VRAM through the next config's bench): it runs in a
+process group of its own, which the parent kills when the bench ends, on exit, on SIGTERM/SIGINT/SIGHUP and on
+Airflow's on_kill (`end_children`); the child asks the kernel for SIGKILL when its parent dies (kill -9, which no
+handler sees; bench/child.py); and each child is listed in a pid file, so the next bench on this worker ends one
+that still outlived an earlier run and says so.
 """
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -22,13 +30,26 @@ import vramwatch
 from vramwatch.bench import host, llama_log
 from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
 from vramwatch.bench.gpu import Nvml
-from vramwatch.gguf_file import GGUFError, read_gguf
-from vramwatch.progress import relay
-from vramwatch.records import RESULT_MARKER, BenchConfig, BenchResult, BuildRecord, Fingerprint, error_line
+from vramwatch.config import Paths
+from vramwatch.gguf_file import GGUFError, read_model
+from vramwatch.progress import for_stage, relay
+from vramwatch.records import (
+    BENCH_PARENT_ENV,
+    RESULT_MARKER,
+    BenchConfig,
+    BenchResult,
+    BuildRecord,
+    Fingerprint,
+    error_line,
+)
 
 INCLUDE_DIR = Path(vramwatch.__file__).resolve().parents[1]
 STDERR_TAIL = 50
 _child_said = relay("bench")
+_say = for_stage("bench")
+_STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+_live: dict[int, subprocess.Popen] = {}  # pid -> the children of this process now benching
+_live_lock = threading.Lock()
 
 
 def run_config(config: BenchConfig, build: BuildRecord, *,
@@ -41,6 +62,7 @@ def run_config(config: BenchConfig, build: BuildRecord, *,
     """
     path = config.model.path
     on_disk = os.path.getsize(path) if path and os.path.isfile(path) else None
+    end_leftover_children()
     result = _bench(config, build, llama_log_path)
     return dataclasses.replace(result, file_bytes_on_disk=on_disk)
 
@@ -57,7 +79,7 @@ def _bench(config: BenchConfig, build: BuildRecord,
     if config.model.error:  # the models stage could not make the file
         return failed("invalid_model", config.model.error)
     try:
-        read_gguf(config.model.path)
+        read_model(config.model.path)
     except GGUFError as exc:
         return failed("invalid_model", str(exc))
     if not build.ok:
@@ -92,6 +114,7 @@ def _run_child(config: BenchConfig, build: BuildRecord, cgroup: MemoryCgroup | N
         )
     except OSError as exc:
         return failed("crashed", f"cannot start {build.python}: {exc}")
+    _track(child, config)
     stdout: list[str] = []
     tail: deque[str] = deque(maxlen=STDERR_TAIL)
     readers = [
@@ -161,6 +184,7 @@ def _child_env(build: BuildRecord, llama_log_path: str | os.PathLike[str] | None
     env = dict(os.environ)
     env["PYTHONPATH"] = str(INCLUDE_DIR)  # only our records: the engine venv must not see the parent's packages
     env["PYTHONUNBUFFERED"] = "1"
+    env[BENCH_PARENT_ENV] = str(os.getpid())
     env["VRAMWATCH_LLAMA_CPP_COMMIT"] = build.llama_cpp_commit
     env["VRAMWATCH_BUILD_FLAGS"] = build.request.cmake_args  # the CUDA architectures are among them
     if llama_log_path:
@@ -180,13 +204,115 @@ def _relay(line: str, tail: deque[str]) -> None:
 
 
 def _kill(child: subprocess.Popen) -> None:
-    """Kill the child's whole process group (it is its own session leader), then reap it."""
-    if child.poll() is None:
-        try:
-            os.killpg(child.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+    """Kill the child's whole process group (it is its own session leader), then reap it and forget it."""
+    _kill_group(child.pid)
     child.wait()
+    with _live_lock:
+        _live.pop(child.pid, None)
+    _pid_file(child.pid).unlink(missing_ok=True)
+
+
+def _kill_group(pgid: int) -> None:
+    try:  # even after the leader exited: what it started may still be in its group
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ----------------------------------------------------------------------------------------------- no child outlives us
+
+
+def end_children() -> int:
+    """Kill the process group of every bench child this process has running (on exit, a stop signal, Airflow's
+    on_kill); returns how many there were. Safe in a signal handler: it only sends signals."""
+    with _live_lock:
+        pids = list(_live)
+    for pid in pids:
+        _kill_group(pid)
+    return len(pids)
+
+
+def _children_dir() -> Path:
+    return Paths().builds / "bench-children"
+
+
+def _pid_file(pid: int) -> Path:
+    return _children_dir() / f"{pid}.json"
+
+
+def _started(pid: int) -> str | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat field 22): with the pid, it names one
+    process, never a later one that reused the pid. None when no such process runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]
+
+
+def _track(child: subprocess.Popen, config: BenchConfig) -> None:
+    """Remember the child: in this process (end_children) and in a pid file (end_leftover_children)."""
+    with _live_lock:
+        _live[child.pid] = child
+    _install_stop_handlers()
+    folder = _children_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    entry = {"pid": child.pid, "started": _started(child.pid), "parent": os.getpid(),
+             "parent_started": _started(os.getpid()), "config": config.config_name}
+    _pid_file(child.pid).write_text(json.dumps(entry))
+
+
+def end_leftover_children() -> list[str]:
+    """End every bench child listed on this worker whose parent is gone (a killed nightly from before the child died
+    with its parent: an older version, a kernel without PR_SET_PDEATHSIG), and say so; returns what it said. A child
+    whose parent still runs is another bench's (an A/B pair), and is left alone."""
+    folder = _children_dir()
+    ended = []
+    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+        try:
+            entry = json.loads(path.read_text())
+            pid, parent = int(entry["pid"]), int(entry["parent"])
+        except (OSError, ValueError, KeyError, TypeError):
+            path.unlink(missing_ok=True)
+            continue
+        if entry.get("parent_started") is not None and _started(parent) == entry["parent_started"]:
+            continue  # its parent runs: not a leftover
+        if entry.get("started") is not None and _started(pid) == entry["started"]:
+            _kill_group(pid)
+            ended.append(f"ended a bench child left over from an earlier run: pid {pid} "
+                         f"({entry.get('config', '?')}), whose parent {parent} is gone")
+            _say(ended[-1])
+        path.unlink(missing_ok=True)
+    return ended
+
+
+def _install_stop_handlers() -> None:
+    """Before the stop signals end this process, end its children: chained in front of whatever handled them (the
+    CLI's default, Airflow's SIGTERM handler that calls on_kill). Only the main thread may set handlers; a bench in
+    another thread relies on `finally`, atexit and the child's death signal."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in _STOP_SIGNALS:
+        previous = signal.getsignal(signum)
+        if previous in (signal.SIG_IGN, None) or getattr(previous, "ends_bench_children", False):
+            continue
+        signal.signal(signum, _ending_children(signum, previous))
+
+
+def _ending_children(signum: int, previous: Callable | int) -> Callable:
+    def handler(received: int, frame: object) -> None:
+        end_children()
+        if callable(previous):
+            previous(received, frame)
+        else:  # SIG_DFL: die of the signal as if no one had caught it
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+
+    handler.ends_bench_children = True  # type: ignore[attr-defined]
+    return handler
+
+
+atexit.register(end_children)
 
 
 def _last(tail: deque[str]) -> str:

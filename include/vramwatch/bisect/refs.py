@@ -61,6 +61,9 @@ def commits_between(location: str, good: str, bad: str, paths: Paths, log: Path)
         if not is_commit(ref):
             raise UserError(f"--{role} {ref!r} is not a full llama.cpp commit hash",
                             "give 40-hex commit hashes (a build's llama_cpp_commit), or release versions")
+    if good == bad:
+        raise UserError(f"--good and --bad are the same commit {good[:12]}: there is nothing to search",
+                        "give the last commit without the change as --good and the first with it as --bad")
     repo = fetch_history(location, bad, paths, log)
     fetch_history(location, good, paths, log)
     listed = first_parent_commits(repo, good, bad)

@@ -42,6 +42,7 @@ from vramwatch.records import (
     Culprit,
     config_name,
 )
+from vramwatch.redact import mask
 from vramwatch.regress.ab import compare
 
 _say = for_stage("bisect")
@@ -59,7 +60,7 @@ def build_source(matrix: Matrix, level: BisectLevel, repository: str) -> BuildSo
                             "use --level commit")
         return source
     location = repository or (source.location if source.source == "git" else "") or refs.UPSTREAM
-    return source.model_copy(update={"source": "git", "location": location})
+    return source.model_copy(update={"source": "git", "location": mask(location)})  # as the matrix's own: masked
 
 
 def _matrix_for(matrix: Matrix, wanted: str) -> Matrix:

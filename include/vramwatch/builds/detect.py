@@ -11,6 +11,7 @@ Three kinds of source (BuildSource.source):
 from __future__ import annotations
 
 import fnmatch
+import os
 import re
 import subprocess
 import urllib.error
@@ -25,6 +26,7 @@ from packaging.version import InvalidVersion, Version
 from vramwatch.config import BuildSource
 from vramwatch.errors import UserError
 from vramwatch.records import BuildCheck
+from vramwatch.redact import basic_auth, credentials, git_auth_env
 
 PROJECT = "llama-cpp-python"
 PYPI_SIMPLE = "https://pypi.org/simple/"
@@ -80,8 +82,11 @@ def index_url(location: str) -> str:
 
 def index_versions(location: str) -> dict[Version, str]:
     """llama-cpp-python versions with an sdist on the PEP 503 index at `location` (empty = PyPI)."""
-    url = f"{index_url(location)}{canonicalize_name(PROJECT)}/"
-    request = urllib.request.Request(url, headers={"Accept": "text/html"})
+    url = f"{index_url(location)}{canonicalize_name(PROJECT)}/"  # masked: what messages say
+    bare, user_password = credentials(url)
+    # the user and token as HTTP basic auth: left in the URL, urllib would resolve "user:token@host" as a host name
+    headers = {"Accept": "text/html"} | ({"Authorization": basic_auth(user_password)} if user_password else {})
+    request = urllib.request.Request(bare, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=60) as response:
             page = response.read().decode("utf-8", errors="replace")
@@ -133,9 +138,10 @@ def tag_order(tag: str) -> tuple[tuple[int, int | str], ...]:
 
 def git_tags(location: str) -> dict[str, str]:
     """Tag -> commit of a git repository (URL or local path), annotated tags peeled to their commit."""
+    remote, auth_env = git_auth_env(location)
     try:
-        done = subprocess.run(["git", "ls-remote", "--tags", "--", location], capture_output=True, text=True,
-                              timeout=300)
+        done = subprocess.run(["git", "ls-remote", "--tags", "--", remote], capture_output=True, text=True,
+                              timeout=300, env=os.environ | auth_env)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise UserError(f"cannot list tags of {location}: {exc}", "check that git is installed and the URL") from None
     if done.returncode != 0:

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from vramwatch.progress import for_stage, relay
+from vramwatch.redact import redact
 
 TAIL_LINES = 40
 
@@ -30,6 +31,7 @@ class StepFailed(Exception):
     """A build step that failed for a reason in the build, not in the caller's input."""
 
     def __init__(self, error: str, log_tail: str = "") -> None:
+        error, log_tail = redact(error), redact(log_tail)  # both reach the build record, the warehouse and alerts
         super().__init__(error)
         self.error = error
         self.log_tail = log_tail
@@ -64,10 +66,11 @@ def run_step(
 ) -> None:
     """Run `cmd`, streaming its output; raise StepFailed(one line, last lines) if it exits non-zero."""
     argv = [str(part) for part in cmd]
-    say(f"{title}: {shlex.join(argv)}")
+    shown = redact(shlex.join(argv))  # pip's --index-url may carry a token
+    say(f"{title}: {shown}")
     lines: list[str] = []
     with open(log, "a", encoding="utf-8") as log_file:
-        log_file.write(f"\n### {title}: {shlex.join(argv)}\n")
+        log_file.write(f"\n### {title}: {shown}\n")
         try:
             proc = subprocess.Popen(
                 argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace",
@@ -78,6 +81,7 @@ def run_step(
         with proc:
             assert proc.stdout is not None
             for line in proc.stdout:
+                line = redact(line)
                 _step_said(line.rstrip("\n"))
                 log_file.write(line)
                 lines.append(line.rstrip("\n"))

@@ -25,11 +25,12 @@ from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist
 from packaging.version import InvalidVersion, Version
 
 from vramwatch.builds.detect import PROJECT, index_url
-from vramwatch.builds.process import StepFailed, run_step, say
+from vramwatch.builds.process import StepFailed, engine_env, run_step, say
 from vramwatch.builds.slim import LLAMA
 from vramwatch.config import Paths
 from vramwatch.errors import UserError
 from vramwatch.records import BuildRequest
+from vramwatch.redact import git_auth_env, redact, with_credentials
 
 # The llama-cpp-python release whose bindings wrap llama.cpp checkouts from git. Its ctypes declarations follow the
 # llama.h it was released with: far-away llama.cpp tags may fail to build or to load, and the build record says so.
@@ -66,7 +67,8 @@ def pip_index_args(request: BuildRequest) -> list[str]:
     if request.source == "path":
         return ["--no-index", "--find-links", request.location, "--find-links", str(Path(request.location, "wheels"))]
     if request.source == "pypi" and request.location:
-        return ["--index-url", index_url(request.location)]
+        # pip takes the token only inside the URL and sends it as HTTP auth; run_step prints argv redacted
+        return ["--index-url", with_credentials(index_url(request.location))]
     return []
 
 
@@ -175,13 +177,15 @@ def fetch_commit(location: str, ref: str, paths: Paths, log: Path) -> tuple[Path
     """The bare repository of `location` holding `ref` (a tag or a full commit hash), fetched with --depth 1 unless
     it is there already; returns the repository and the commit."""
     repo = _bare_repo(location, paths)
+    remote, auth_env = git_auth_env(_fetch_url(location))
+    env = engine_env() | auth_env
     if is_commit(ref):
         if not _has_commit(repo, ref):
-            run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--",
-                                         _fetch_url(location), ref], log)
+            run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--", remote, ref],
+                     log, env)
         return repo, ref
-    run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--", _fetch_url(location),
-                                 f"+refs/tags/{ref}:refs/tags/{ref}"], log)
+    run_step("fetch llama.cpp", ["git", "-C", repo, "fetch", "--depth", "1", "--no-tags", "--", remote,
+                                 f"+refs/tags/{ref}:refs/tags/{ref}"], log, env)
     return repo, _git(repo, "rev-parse", f"refs/tags/{ref}^{{commit}}").stdout.strip()
 
 
@@ -196,10 +200,12 @@ def fetch_history(location: str, commit: str, paths: Paths, log: Path) -> Path:
     """The bare repository of `location` with the whole history of `commit` (a bisection lists commits from it)."""
     repo = _bare_repo(location, paths)
     deepen = ["--unshallow"] if (repo / "shallow").is_file() else []
-    done = subprocess.run(["git", "-C", str(repo), "fetch", "--no-tags", *deepen, "--", _fetch_url(location),
-                           f"+{commit}:refs/bisect/{commit}"], capture_output=True, text=True, timeout=1800)
+    remote, auth_env = git_auth_env(_fetch_url(location))
+    done = subprocess.run(["git", "-C", str(repo), "fetch", "--no-tags", *deepen, "--", remote,
+                           f"+{commit}:refs/bisect/{commit}"], capture_output=True, text=True, timeout=1800,
+                          env=os.environ | auth_env)
     with log.open("a") as out:
-        out.write(done.stdout + done.stderr)
+        out.write(redact(done.stdout + done.stderr))
     if done.returncode != 0 and not _has_commit(repo, commit):
         reason = (done.stderr.strip().splitlines() or ["git fetch failed"])[-1]
         raise UserError(f"cannot fetch llama.cpp {commit[:12]} from {location}: {reason}",
@@ -237,13 +243,18 @@ def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> S
                         ignore=lambda folder, names: left_out.get(Path(folder), set()))
         checkout = scratch / LLAMA
         checkout.mkdir(parents=True)
+        if not _git(repo, "ls-tree", commit).stdout.strip():  # tarfile cannot read git's archive of no files
+            raise StepFailed(f"llama.cpp {commit[:12]} has an empty tree: nothing to build")
         archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
-        with archive, tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-            tar.extractall(checkout, filter="data")
-            # tarfile stops at the end-of-archive marker; git still writes its padding after it and, with the pipe
-            # closed, dies of SIGPIPE (status -13) now and then: read the stream to its end
-            while archive.stdout.read(1 << 16):
-                pass
+        try:
+            with archive, tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
+                tar.extractall(checkout, filter="data")
+                # tarfile stops at the end-of-archive marker; git still writes its padding after it and, with the
+                # pipe closed, dies of SIGPIPE (status -13) now and then: read the stream to its end
+                while archive.stdout.read(1 << 16):
+                    pass
+        except tarfile.TarError as exc:
+            raise StepFailed(f"git archive {commit} is not a readable tar: {exc}") from None
         if archive.returncode != 0:
             raise StepFailed(f"git archive {commit} failed with status {archive.returncode}")
         (scratch / COMMIT_MARKER).write_text(commit + "\n")

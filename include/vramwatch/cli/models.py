@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 from pathlib import Path
 
 from vramwatch.cli.common import add_engine, add_matrix, engine
@@ -45,10 +46,14 @@ def _quantize(args: argparse.Namespace) -> int:
 def _prepare(args: argparse.Namespace) -> int:
     from vramwatch.models.prepare import prepare_models
 
-    prepared = prepare_models(load_matrix(args.matrix), engine(args), Paths())
-    total = sum(model.file_bytes for _, model in prepared)
-    print(f"{len(prepared)} model files ready ({total / 2**30:.2f} GiB) under {Paths().models}")
-    return 0
+    prepared = [model for _, model in prepare_models(load_matrix(args.matrix), engine(args), Paths())]
+    ready = [model for model in prepared if not model.error]
+    total = sum(model.file_bytes for model in ready)
+    print(f"{len(ready)} of {len(prepared)} model files ready ({total / 2**30:.2f} GiB) under {Paths().models}")
+    for model in prepared:
+        if model.error:
+            print(f"not made: {model.model} {model.quant}: {model.error}", file=sys.stderr)
+    return 0 if len(ready) == len(prepared) else 1  # a file not made is a failure here, however many were
 
 
 def _inspect(args: argparse.Namespace) -> int:

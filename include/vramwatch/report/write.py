@@ -24,6 +24,7 @@ from vramwatch.records import (
     QuarantinedResult,
     RunRecord,
 )
+from vramwatch.redact import redact
 from vramwatch.report import history_chart, markdown, plots, style
 from vramwatch.report.history_chart import HISTORY_RUNS
 from vramwatch.report.tables import (
@@ -136,8 +137,8 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     if refresh_latest:
         written.append((render(f"{run.night}/"), out_dir / "latest.md", out_dir / "latest.html"))
     for (md, html), md_file, html_file in written:
-        md_file.write_text(md)
-        html_file.write_text(html)
+        md_file.write_text(redact(md))  # an error string may quote a URL with its token
+        html_file.write_text(redact(html))
     return md_path, html_path
 
 

@@ -20,6 +20,7 @@ scripts and CDN styles are blocked with the rest) and X-Content-Type-Options: no
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -55,8 +56,18 @@ SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Conte
 LATEST_REPORT = "latest.html"
 # /api/history pages: a row is about 3 KB of JSON, so the largest page stays under 5 MB whatever the warehouse holds
 HISTORY_PAGE, HISTORY_PAGE_MAX = 500, 1000
+# A page past every row there could be (3 years x 100 configs is ~100k rows): a larger offset is refused (422), not
+# handed to the database as a number it cannot hold (a 500).
+HISTORY_OFFSET_MAX = 100_000_000
+# What the page renders as a link: http(s) only, so a stored link saying javascript:... stays text.
+_WEB_LINK = re.compile(r"https?://[^\s\x00-\x1f\"'<>`]+", re.IGNORECASE)
 # Called with every request before it is served; raises HTTPException (401, 403) to refuse it.
 Authenticate = Callable[[Request], Awaitable[object]]
+
+
+def is_web_link(link: object) -> bool:
+    """An http(s) URL, the only kind the page renders as a link."""
+    return isinstance(link, str) and _WEB_LINK.fullmatch(link) is not None
 
 
 class _LazyWarehouse:
@@ -142,6 +153,7 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
     templates = Jinja2Templates(env=Environment(loader=FileSystemLoader([TEMPLATES, REPORT_TEMPLATES]),
                                                 autoescape=True))
     templates.env.filters["config_name"] = config_name  # an incident lists config ids; people read names
+    templates.env.tests["web_link"] = is_web_link
     # The report may link files beside it (plots): serve the folder, not just the one file.
     app.mount("/reports", StaticFiles(directory=reports_dir, check_dir=False), name="reports")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -168,7 +180,7 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
     @app.get("/api/history")
     def api_history(config_id: str | None = None, environment_id: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX)] = HISTORY_PAGE,
-                    offset: Annotated[int, Query(ge=0)] = 0) -> JSONResponse:
+                    offset: Annotated[int, Query(ge=0, le=HISTORY_OFFSET_MAX)] = 0) -> JSONResponse:
         """History rows (rows.HISTORY_COLUMNS), oldest night first: the `limit` most recent after skipping the
         `offset` most recent; X-Next-Offset names the next page when there may be one. config_id takes a config's
         id, or its name (model/quant/mode: every series of that name)."""

@@ -21,12 +21,20 @@ from collections.abc import Mapping
 import pandas as pd
 
 from vramwatch.records import BenchResult
-from vramwatch.rows import FIELDS, JSON, flatten
+from vramwatch.rows import FIELDS, JSON, STRING, flatten
 
 ROW_ID = "row_id"
 # Blank strings are missing values here: an empty model name is as absent as a None.
 REQUIRED_TEXT = ("model", "quant", "mode", "status", "error")
 JSON_COLUMNS = [f.name for f in FIELDS if f.kind == JSON]
+BOUNDED = [f for f in FIELDS if f.kind == STRING and f.length]
+
+
+def _too_long(result: BenchResult) -> str | None:
+    """The columns whose value is longer than the warehouse keeps (None: all fit): on PostgreSQL one such value
+    would fail the whole night's store, so the row is quarantined instead."""
+    names = [f.name for f in BOUNDED if len(str(f.value(result) or "")) > f.length]
+    return ", ".join(names) or None
 
 
 def _fingerprint_present(result: BenchResult) -> bool:
@@ -50,6 +58,7 @@ def _derived(result: BenchResult, gpu_total_mib: float | None, nvml_margins: Map
         "gpu_total_gib": total / 1024 if total is not None else None,
         "file_bytes_on_disk": result.file_bytes_on_disk,  # read by the bench on the worker that has the file
         "has_fingerprint": _fingerprint_present(result),
+        "too_long": _too_long(result),
     }
 
 

@@ -75,6 +75,7 @@ def expectations(build_backend: str | None = None) -> list[tuple[str, Any]]:
         ("status_known", gxe.ExpectColumnValuesToBeInSet(column="status", value_set=list(STATUSES))),
         ("mode_known", gxe.ExpectColumnValuesToBeInSet(column="mode", value_set=list(MODES))),
         ("config_unique", gxe.ExpectColumnValuesToBeUnique(column="config_id")),
+        ("values_fit_columns", gxe.ExpectColumnValuesToBeNull(column="too_long")),  # validate.frame._too_long
         ("error_explained", gxe.ExpectColumnValuesToNotBeNull(column="error", row_condition=Column("status") != "ok")),
         # ok rows only: the bench parent reports timeouts and crashes without the child's view of the machine
         ("fingerprint_present", gxe.ExpectColumnValuesToBeInSet(column="has_fingerprint", value_set=[True],

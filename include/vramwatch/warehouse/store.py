@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, text, union
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import StaticPool
@@ -51,9 +52,11 @@ from vramwatch.warehouse.url import resolve_url
 # A run is stored whole or marked failed (store_run); `running` is only in warehouses written by older versions,
 # which started a run before storing it.
 RUNNING, STORED, FAILED = "running", "stored", "failed"
-# A store gives up rather than waits: on a lock another session holds (a stuck transaction, a migration) after
-# STORE_LOCK_TIMEOUT_MS, on any one statement after STORE_STATEMENT_TIMEOUT_MS. A night (~100 rows) stores in well
-# under a second (benchmarks/bench_store.py), so both leave ample room and a stuck warehouse fails the night in seconds.
+# Every session gives up rather than waits (PostgreSQL): on a lock another session holds (a stuck transaction, a
+# migration) after STORE_LOCK_TIMEOUT_MS, on any one statement after STORE_STATEMENT_TIMEOUT_MS. A night (~100 rows)
+# stores in well under a second (benchmarks/bench_store.py) and the slowest history read of 3 years takes under 2 s, so
+# both leave ample room, and a stuck warehouse fails the task (store, detect_build, detect_regressions, the UI) in
+# seconds. Migrations may rewrite years of rows: they keep the lock timeout only.
 STORE_LOCK_TIMEOUT_MS = 5_000
 STORE_STATEMENT_TIMEOUT_MS = 60_000
 # SQLite has one writer at a time: how long a store waits for another writer before "database is locked".
@@ -137,7 +140,9 @@ def _iso(moment: datetime | None) -> str:
     return (moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)).isoformat()
 
 
-def _create_engine(url: str) -> Engine:
+def _create_engine(url: str, statement_timeout_ms: int = STORE_STATEMENT_TIMEOUT_MS) -> Engine:
+    """The warehouse's engine; on PostgreSQL every connection it opens has the lock and statement timeouts (0: none).
+    """
     if url.startswith("sqlite"):
         # One shared connection for an in-memory database, or each connection would see an empty one.
         extra: dict[str, Any] = {"poolclass": StaticPool} if ":memory:" in url or url == "sqlite://" else {}
@@ -149,6 +154,9 @@ def _create_engine(url: str) -> Engine:
             dbapi_connection.execute("PRAGMA foreign_keys=ON")
 
         return engine
+    if make_url(url).get_backend_name() == "postgresql":
+        options = f"-c lock_timeout={STORE_LOCK_TIMEOUT_MS} -c statement_timeout={statement_timeout_ms}"
+        return create_engine(url, pool_pre_ping=True, connect_args={"options": options})
     return create_engine(url, pool_pre_ping=True)
 
 
@@ -156,13 +164,16 @@ class Warehouse:
     def __init__(self, url: str | None = None) -> None:
         self.url = resolve_url(url)
         self.engine = _create_engine(self.url)
+        migrating = _create_engine(self.url, statement_timeout_ms=0)
         try:
-            migrate.upgrade(self.engine)
+            migrate.upgrade(migrating)
         except OperationalError as exc:
             self.engine.dispose()
             shown = self.engine.url.render_as_string(hide_password=True)
             raise WarehouseError(f"cannot open the warehouse at {shown}: {_first_line(exc)}",
                                  "start the database, or point VRAMWATCH_WAREHOUSE_URL at a reachable one") from None
+        finally:
+            migrating.dispose()
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:

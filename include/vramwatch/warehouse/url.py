@@ -11,10 +11,12 @@ import json
 import os
 from urllib.parse import unquote, urlsplit
 
-from sqlalchemy.engine import URL
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from vramwatch import config
 from vramwatch.errors import UserError
+from vramwatch.redact import redact
 
 AIRFLOW_CONN_ENV = "AIRFLOW_CONN_VRAMWATCH_WAREHOUSE"
 # Airflow connection types -> SQLAlchemy drivers we ship (psycopg2-binary is in requirements).
@@ -24,18 +26,40 @@ DRIVERS = {"postgres": "postgresql+psycopg2", "postgresql": "postgresql+psycopg2
 class WarehouseConfigError(UserError):
     def __init__(self, message: str) -> None:
         super().__init__(message, f"set VRAMWATCH_WAREHOUSE_URL to a SQLAlchemy URL, or fix {AIRFLOW_CONN_ENV} "
-                                  "(e.g. postgres://user:password@host:5432/warehouse)")
+                                  "(e.g. postgres://host:5432/warehouse with login:password@ before the host)")
 
 
 def resolve_url(url: str | None = None) -> str:
+    """The warehouse's SQLAlchemy URL, checked (`checked_url`)."""
     if url:
-        return url
+        return checked_url(url)
     if os.environ.get("VRAMWATCH_WAREHOUSE_URL"):
-        return config.warehouse_url()
+        return checked_url(config.warehouse_url())
     airflow_conn = os.environ.get(AIRFLOW_CONN_ENV)
     if airflow_conn:
-        return url_from_airflow_connection(airflow_conn)
-    return config.warehouse_url()
+        return checked_url(url_from_airflow_connection(airflow_conn))
+    return checked_url(config.warehouse_url())
+
+
+def checked_url(url: str) -> str:
+    """`url` when SQLAlchemy can open it; else one line naming what is wrong (a bad port, an unknown driver, the
+    `postgres://` of Airflow and Heroku), its password masked, instead of SQLAlchemy's traceback."""
+    shown = redact(url)
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        raise WarehouseConfigError(f"warehouse URL {shown} is not a SQLAlchemy URL: {exc}") from None
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise WarehouseConfigError(f"warehouse URL {shown} has port {parsed.port}, not one of 1-65535")
+    if parsed.drivername in ("postgres", "postgres+psycopg2"):
+        raise WarehouseConfigError(f"warehouse URL {shown} says postgres://, which SQLAlchemy does not know: "
+                                   "write postgresql+psycopg2://")
+    try:
+        parsed.get_dialect()
+    except NoSuchModuleError:
+        raise WarehouseConfigError(f"warehouse URL {shown} names the driver {parsed.drivername!r}, which is not "
+                                   "installed; the warehouse runs on postgresql+psycopg2 or sqlite") from None
+    return url
 
 
 def url_from_airflow_connection(value: str) -> str:

@@ -132,7 +132,7 @@ def test_send_alerts_reaches_every_channel(receivers):
     (body,) = webhook.bodies
     assert body["event"] == "regression" and body["incidents"][0]["delta_mib"] == 64.0
     (slack_body,) = slack.bodies
-    assert "+64 MiB, +31.3%" in slack_body["text"] and "b5039 -> b5040" in slack_body["text"]
+    assert "+64 MiB, +31.3%" in slack_body["text"] and "b5039 -&gt; b5040" in slack_body["text"]  # Slack shows -> (escaped)
     ((recipients, message),) = smtp.messages
     assert recipients == ["gpu-ops@example.com", "oncall@example.com"]
     assert message["Subject"] == "vramwatch 2026-02-10: 2 regression(s) on llama.cpp b5040"
@@ -400,3 +400,15 @@ def test_no_channel_configured_warns_and_the_night_records_it(monkeypatch, tmp_p
     from vramwatch.alerts.delivery import DeliveryLog
 
     assert DeliveryLog.for_night(tmp_path / "reports", night.night).channels() == []
+
+
+def test_slack_text_is_escaped_so_an_error_string_pings_no_one(receivers):
+    """Fault: Slack got the alert's text as it was, so `<!channel>` in an error string pinged the whole channel and
+    `<https://x|y>` became a link. Slack's control characters are escaped; the e-mail and webhook keep the text."""
+    channels, webhook, slack, smtp = receivers
+    error = "bench failed: <!channel> <https://evil.example|click> a & b"
+    deliver(failure_alert("2026-02-10", "scheduled__2026-02-10", "bench", error), channels)
+    (slack_body,) = slack.bodies
+    assert "&lt;!channel&gt; &lt;https://evil.example|click&gt; a &amp; b" in slack_body["text"]
+    assert "<" not in slack_body["text"] and ">" not in slack_body["text"]
+    assert webhook.bodies[0]["error"] == error and error in smtp.messages[0][1].get_content()

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import gguf
+import numpy as np
 import pytest
 from support.tiny_models import cached_tiny_model
 
@@ -89,18 +90,21 @@ def fake_build(tmp_path: Path, status: str = "ok") -> BuildRecord:
                        llama_cpp_python_version="0.3.36", llama_cpp_commit="0c1e5709", error="nvcc not found")
 
 
-def empty_gguf(tmp_path: Path) -> Path:
-    """A header-only GGUF: enough for the parent's check of the model file, which runs before the child."""
-    path = tmp_path / "empty.gguf"
+def one_tensor_gguf(tmp_path: Path) -> Path:
+    """A GGUF of one small tensor: enough for the parent's check of the model file, which runs before the child (a
+    header without tensors is no model: invalid_model)."""
+    path = tmp_path / "one-tensor.gguf"
     writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 4), dtype=np.float32))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
     writer.close()
     return path
 
 
 def test_a_failed_process_keeps_its_status_and_gives_no_sample(tmp_path, caplog):
-    config = pp_config(empty_gguf(tmp_path), n_ubatch=256)
+    config = pp_config(one_tensor_gguf(tmp_path), n_ubatch=256)
     reference, broken = fake_build(tmp_path), fake_build(tmp_path, status="failed")
     with caplog.at_level(logging.INFO, logger="vramwatch"):
         run = run_ab((config, reference), (config, broken), processes=3)
@@ -117,7 +121,7 @@ def test_a_failed_process_keeps_its_status_and_gives_no_sample(tmp_path, caplog)
 
 
 def test_an_ab_run_round_trips_through_json(tmp_path):
-    config = pp_config(empty_gguf(tmp_path), n_ubatch=256)
+    config = pp_config(one_tensor_gguf(tmp_path), n_ubatch=256)
     run = run_ab((config, fake_build(tmp_path)), (config, fake_build(tmp_path, status="failed")), processes=1)
     assert ABRun.from_json(run.to_json()) == run
     assert (run.config_id, run.processes, run.llama_cpp_commit_b, run.llama_cpp_python_version_a) == (
@@ -125,6 +129,6 @@ def test_an_ab_run_round_trips_through_json(tmp_path):
 
 
 def test_an_ab_needs_a_process_a_side(tmp_path):
-    config = pp_config(empty_gguf(tmp_path), n_ubatch=256)
+    config = pp_config(one_tensor_gguf(tmp_path), n_ubatch=256)
     with pytest.raises(ValueError, match="at least 1 process"):
         run_ab((config, fake_build(tmp_path)), (config, fake_build(tmp_path)), processes=0)

@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
+import signal
 import socket
 import stat
+import struct
+import subprocess
 import sys
+import threading
+import time
 from dataclasses import replace
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from support.tiny_models import cached_tiny_model
 
+import vramwatch
 from vramwatch.bench import llama_log
 from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
 from vramwatch.bench.runner import run_config
@@ -283,3 +292,165 @@ def test_host_memory_limit_gives_the_child_its_own_cgroup_and_oom_past_it(engine
     assert "\n" not in result.error
     roomy = run_config(replace(config, host_memory_limit_mib=1024), engine)  # the limit itself breaks nothing
     assert roomy.status == "ok", roomy.error
+
+
+# ----------------------------------------------------------------------------------------------- no child outlives us
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie nobody reaped yet holds no memory and no GPU: it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def gone_within(pid: int, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
+def bench_child_of(parent: int, seconds: float = 60) -> int:
+    """The pid of `parent`'s bench child, once it is benching (it has said something on stderr)."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if int(stat.rpartition(")")[2].split()[1]) == parent and b"vramwatch.bench.child" in cmdline:
+                return int(entry.name)
+        time.sleep(0.05)
+    raise AssertionError(f"no bench child of {parent} within {seconds} s")
+
+
+def long_bench_cli(engine, moe, tmp_path) -> subprocess.Popen:
+    """`vramwatch bench` with thousands of repetitions: the child runs far longer than the test."""
+    env = os.environ | {"PYTHONPATH": str(Path(vramwatch.__file__).parents[1]),
+                        "VRAMWATCH_BUILDS_DIR": str(tmp_path / "builds")}
+    cli = subprocess.Popen([sys.executable, "-m", "vramwatch.cli", "bench", str(moe), "--reps", "5000",
+                            "--timeout", "600", "--no-generation", "--n-prompt", "16", "--n-gen", "4", "--n-ctx",
+                            "128", "--python", engine.python], env=env, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE, text=True)
+    for line in cli.stderr:  # the child's first progress lines: it is past its start and benching
+        if "[bench]" in line:
+            break
+    return cli
+
+
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM])
+def test_the_bench_child_dies_with_a_killed_cli(engine, moe, tmp_path, stop):
+    """Fault: the child, in a session of its own, lived on under PID 1 after a kill -9 or SIGTERM of the CLI (on a
+    GPU worker it held VRAM through the next config's bench). SIGKILL: the kernel kills it (PR_SET_PDEATHSIG);
+    SIGTERM: the parent kills its process group before it exits."""
+    cli = long_bench_cli(engine, moe, tmp_path)
+    child = bench_child_of(cli.pid)
+    cli.send_signal(stop)
+    cli.wait(timeout=10)
+    assert gone_within(child, 2.0), f"bench child {child} still runs after {stop.name} of its CLI"
+    if stop == signal.SIGTERM:
+        assert cli.returncode == -signal.SIGTERM  # it still dies of the signal, as before
+
+
+def test_airflow_on_kill_of_a_bench_task_ends_its_child(engine, moe, tmp_path, monkeypatch):
+    """Fault: Airflow's on_kill (what "mark failed", a worker shutdown and its SIGTERM call) did nothing for a bench
+    task, and the child outlived the task. The nightly's bench operator (dags/llamacpp_nightly.py) now ends it. The
+    bench runs as a task's execute does, here in a thread, with a real child."""
+    monkeypatch.setenv("VRAMWATCH_BUILDS_DIR", str(tmp_path / "builds"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "dags"))
+    monkeypatch.setenv("VRAMWATCH_MATRIX", "demo")
+    from llamacpp_nightly import BenchOperator
+
+    operator = BenchOperator(task_id="bench", python_callable=lambda: None, op_args=[], op_kwargs={})
+    results: list[BenchResult] = []
+    worker = threading.Thread(daemon=True, target=lambda: results.append(
+        run_config(config_for(moe, "baseline", reps=5000, timeout_s=600, generation=None), engine)))
+    worker.start()
+    child = bench_child_of(os.getpid())
+    time.sleep(1.0)
+    operator.on_kill()
+    assert gone_within(child, 2.0), "the bench child outlived its task's on_kill"
+    worker.join(timeout=10)
+    assert results and results[0].status == "crashed" and "SIGKILL" in results[0].error
+
+
+def test_airflow_execution_timeout_of_a_bench_ends_its_child(engine, moe, tmp_path, monkeypatch):
+    """A bench task past its execution_timeout, through Airflow's own timeout path (SIGALRM, AirflowTaskTimeout,
+    then on_kill): the child is gone within 2 s."""
+    from airflow.sdk.exceptions import AirflowTaskTimeout
+    from airflow.sdk.execution_time.task_runner import _run_execute_callable
+
+    monkeypatch.setenv("VRAMWATCH_BUILDS_DIR", str(tmp_path / "builds"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "dags"))
+    monkeypatch.setenv("VRAMWATCH_MATRIX", "demo")
+    from llamacpp_nightly import BenchOperator
+
+    config = config_for(moe, "baseline", reps=5000, timeout_s=600, generation=None)
+    operator = BenchOperator(task_id="bench", python_callable=lambda: None, op_args=[], op_kwargs={},
+                             execution_timeout=timedelta(seconds=3))
+    children: list[int] = []
+    watcher = threading.Thread(target=lambda: children.append(bench_child_of(os.getpid())), daemon=True)
+    watcher.start()
+    with pytest.raises(AirflowTaskTimeout):
+        _run_execute_callable({}, lambda context: run_config(config, engine), operator)
+    watcher.join(timeout=5)
+    assert children and gone_within(children[0], 2.0)
+
+
+def test_a_leftover_child_of_an_earlier_run_is_ended_before_the_next_bench(moe, tmp_path, monkeypatch, caplog):
+    """Fault: nothing looked for a child an earlier, killed run left behind. The next bench on this worker ends any
+    listed child whose parent is gone, and says so; a child whose parent still runs (an A/B pair's) is left alone."""
+    monkeypatch.setenv("VRAMWATCH_BUILDS_DIR", str(tmp_path / "builds"))
+    # an orphan in a session of its own, as a killed nightly left its child: its parent sh has exited
+    orphan = int(subprocess.run(["sh", "-c", "setsid sleep 300 >/dev/null 2>&1 & echo $!"], capture_output=True,
+                                text=True, check=True).stdout)
+    neighbour = subprocess.Popen(["sleep", "300"], start_new_session=True)  # a bench of a parent that still runs
+    listed = tmp_path / "builds" / "bench-children"
+    listed.mkdir(parents=True)
+    for pid, parent in ((orphan, 999_999), (neighbour.pid, os.getpid())):
+        (listed / f"{pid}.json").write_text(json.dumps({
+            "pid": pid, "started": proc_started(pid), "parent": parent, "parent_started": proc_started(parent) or "1",
+            "config": "m/Q4_K_M/baseline"}))
+    quits = tmp_path / "quits.sh"
+    quits.write_text("#!/bin/sh\nexit 3\n")
+    quits.chmod(quits.stat().st_mode | stat.S_IEXEC)
+    build = BuildRecord(request=BuildRequest(version="x"), status="ok", python=str(quits), source_dir="",
+                        llama_cpp_python_version="", llama_cpp_commit="")
+    try:
+        with caplog.at_level(logging.INFO, logger="vramwatch"):
+            run_config(config_for(moe, "baseline"), build)
+        assert gone_within(orphan, 2.0)
+        assert f"ended a bench child left over from an earlier run: pid {orphan} (m/Q4_K_M/baseline)" in caplog.text
+        assert alive(neighbour.pid)
+        assert not (listed / f"{orphan}.json").exists() and (listed / f"{neighbour.pid}.json").exists()
+    finally:
+        neighbour.kill()
+        neighbour.wait()
+        if alive(orphan):
+            os.kill(orphan, signal.SIGKILL)
+
+
+def proc_started(pid: int) -> str | None:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except OSError:
+        return None
+
+
+def test_a_gguf_header_without_tensors_is_invalid_model_not_crashed(moe, tmp_path):
+    """Fault: a GGUF with a valid header and no tensors passed the parent's check, and the child's failure on it
+    ended the config `crashed`, as if the engine had failed. It is invalid_model now, and no child starts."""
+    header_only = tmp_path / "header-only.gguf"
+    header_only.write_bytes(b"GGUF" + struct.pack("<IQQ", 3, 0, 0))
+    build = BuildRecord(request=BuildRequest(version="x"), status="ok", python=sys.executable, source_dir="",
+                        llama_cpp_python_version="", llama_cpp_commit="")
+    result = run_config(config_for(header_only, "baseline"), build)
+    assert result.status == "invalid_model" and "no tensors" in result.error and str(header_only) in result.error

@@ -8,10 +8,12 @@ from support.git_repos import commit, git, init_repo
 
 from vramwatch.bisect import refs
 from vramwatch.bisect.run import run_bisect
-from vramwatch.builds.sources import fetch_commit
+from vramwatch.builds.process import StepFailed
+from vramwatch.builds.sources import GIT_BINDINGS_VERSION, fetch_commit, find_sdist, git_source
+from vramwatch.cli.main import main
 from vramwatch.config import BuildSource, Paths, load_matrix
 from vramwatch.errors import UserError
-from vramwatch.records import BisectRequest
+from vramwatch.records import BisectRequest, BuildRequest
 
 CONFIG = "deepseek-moe-16b-tiny/Q4_K_M/baseline"
 
@@ -56,6 +58,9 @@ def llama_repo(tmp_path):
     return repo, commits, side, unrelated
 
 
+SHARED_CACHE = Paths().cache  # the machine's sdists and unpacked trees, before a test points the cache elsewhere
+
+
 @pytest.fixture
 def paths(tmp_path, monkeypatch):
     monkeypatch.setenv("VRAMWATCH_CACHE_DIR", str(tmp_path / "cache"))
@@ -95,3 +100,34 @@ def test_commit_ends_must_be_full_hashes(llama_repo, paths, tmp_path):
     repo, commits, _, _ = llama_repo
     with pytest.raises(UserError, match="not a full llama.cpp commit hash"):
         refs.commits_between(str(repo), commits[0][:8], commits[4], paths, tmp_path / "log")
+
+
+def test_good_and_bad_the_same_commit_is_bad_input(llama_repo, paths, tmp_path, capsys):
+    """Fault: `vramwatch bisect --level commit` took good == bad and went on to build it."""
+    repo, commits, _, _ = llama_repo
+    with pytest.raises(UserError, match="the same commit"):
+        refs.commits_between(str(repo), commits[2], commits[2], paths, tmp_path / "log")
+    assert main(["bisect", "--config", CONFIG, "--good", commits[2], "--bad", commits[2], "--level", "commit",
+                 "--metric", "CPU/compute", "--repository", str(repo)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0].startswith("error: --good and --bad are the same commit") and err[1].startswith("  fix: ")
+    assert not paths.builds.exists()
+
+
+def test_a_commit_with_an_empty_tree_is_a_failed_build_not_a_crash(tmp_path, monkeypatch):
+    """Fault: a commit with no files (an empty tree) crashed the build with tarfile's ReadError, and the bisection
+    with it; it is now a failed build (StepFailed), which a bisection skips as it skips any failed build."""
+    sdist = find_sdist(SHARED_CACHE / "sdists", GIT_BINDINGS_VERSION)
+    unpacked = SHARED_CACHE / "src" / GIT_BINDINGS_VERSION
+    if not sdist or not unpacked.is_dir():
+        pytest.skip(f"no llama-cpp-python {GIT_BINDINGS_VERSION} sdist in {SHARED_CACHE}: run `make models` once")
+    cache = tmp_path / "cache"
+    for link, target in ((cache / "sdists" / sdist.name, sdist), (cache / "src" / GIT_BINDINGS_VERSION, unpacked)):
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(target)
+    monkeypatch.setenv("VRAMWATCH_CACHE_DIR", str(cache))
+    repo = init_repo(tmp_path / "llama.cpp")
+    empty = commit(repo, "nothing here", {})
+    with pytest.raises(StepFailed, match="empty tree"):
+        git_source(BuildRequest(version=empty, source="git", location=str(repo)), empty, Paths(tmp_path / "home"),
+                   tmp_path / "log")

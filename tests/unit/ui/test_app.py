@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -280,3 +282,38 @@ def test_a_model_file_that_was_never_made_has_no_size_not_zero(tmp_path):
     with TestClient(create_app(url, tmp_path)) as client:
         html = client.get("/").text
     assert html.count('<span class="muted">no file</span>') == 1 and "0.00 GiB" not in html
+
+
+@pytest.mark.parametrize("link", ["javascript:alert(document.domain)", "  JaVaScRiPt:alert(1)", "java\tscript:alert(1)",
+                                  "data:text/html,<script>alert(1)</script>", "https://x.example/\" onclick=\"a()"])
+def test_a_culprit_link_that_is_not_a_plain_http_url_is_not_a_link(tmp_path, reports, link):
+    """Fault: the page rendered a stored culprit link as it was, so `href="javascript:..."` reached the browser
+    (only the CSP kept it from running). Only http(s) links are links now; the culprit still shows, as text."""
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    incident = three_nights(url)
+    found = bisection()
+    warehouse = Warehouse(url)
+    warehouse.save_bisection(incident.incident_id, dataclasses.replace(
+        found, culprit=dataclasses.replace(found.culprit, link=link)))
+    warehouse.close()
+    with TestClient(create_app(url, reports)) as client:
+        html = client.get("/").text
+    section = html.split('<section id="bisections">', 1)[1].split("</section>", 1)[0]
+    assert "release <a><code>0.3.33</code></a>" in section
+    assert "javascript:" not in section.lower() and "data:" not in section and "onclick" not in section
+
+
+def test_a_history_offset_past_any_row_is_refused_not_a_server_error(filled):
+    """Fault: /api/history?offset=99999999999999999999 was a 500 (the database cannot hold the number)."""
+    client, _ = filled
+    assert client.get("/api/history", params={"offset": "99999999999999999999"}).status_code == 422
+    assert client.get("/api/history", params={"offset": 10_000}).json() == []  # past the rows: an empty page
+
+
+def test_the_csp_in_the_reliability_notes_is_the_apps_own():
+    """Fault: docs/RELIABILITY.md quoted a policy the app does not send (img-src data:, form-action 'none')."""
+    from vramwatch.ui.app import CONTENT_SECURITY_POLICY
+
+    notes = (Path(__file__).resolve().parents[3] / "docs" / "RELIABILITY.md").read_text()
+    (quoted,) = re.findall(r"`Content-Security-Policy: ([^`]+)`", notes)
+    assert quoted == CONTENT_SECURITY_POLICY.replace(REPORT_STYLE_HASH, "<report CSS hash>")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import threading
 import time
 from urllib.parse import quote
@@ -803,3 +804,79 @@ def test_a_warehouse_lost_during_nightly_keeps_the_measured_night_and_ingest_fin
         run = warehouse.run("cli__lost")
         assert (run.status, run.n_results, run.night) == ("stored", len(measured.results), finish[6])
         warehouse.close()
+
+
+@pytest.mark.parametrize(("table", "read"), [
+    ("runs", lambda warehouse: warehouse.last_benchmarked_version("pypi")),  # detect_build's
+    ("verdicts", lambda warehouse: warehouse.verdicts("night-1")),  # detect_regressions'
+])
+def test_a_held_lock_makes_every_session_give_up_within_the_lock_timeout(postgres, table, read):
+    """Fault: only the store had lock and statement timeouts; a held lock on `verdicts` kept detect_regressions
+    waiting 38.9 s, one on `runs` kept detect_build 29 s (forever in principle). Every session now has them."""
+    warehouse = Warehouse(postgres)
+    give_up_within_s = STORE_LOCK_TIMEOUT_MS / 1000 + 3
+    admin = sa.create_engine(postgres).connect()
+    outcome: dict = {}
+
+    def reader() -> None:
+        try:
+            outcome["value"] = read(warehouse)
+        except sa.exc.OperationalError as exc:
+            outcome["raised"] = exc
+
+    try:
+        admin.execute(sa.text(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE"))
+        thread = threading.Thread(target=reader)
+        thread.start()
+        backend_waiting_on_a_lock(admin)
+        waiting_since = time.monotonic()
+        thread.join(timeout=give_up_within_s)
+        waited_s = time.monotonic() - waiting_since
+    finally:
+        admin.rollback()
+        admin.close()
+        thread.join(timeout=30)
+        warehouse.close()
+    assert waited_s < give_up_within_s and "lock timeout" in str(outcome.get("raised")), (waited_s, outcome)
+
+
+@pytest.mark.parametrize(("url", "says"), [
+    ("postgresql+psycopg2://wh:pw-s3cret@127.0.0.1:notaport/w", "not a SQLAlchemy URL"),
+    ("postgresql+psycopg2://wh:pw-s3cret@127.0.0.1:99999/w", "port 99999"),
+    ("postgres://wh:pw-s3cret@127.0.0.1:5432/w", "write postgresql+psycopg2://"),
+    ("postgresql+nosuchdriver://wh:pw-s3cret@127.0.0.1/w", "'postgresql+nosuchdriver'"),
+    ("oracle+nope://wh:pw-s3cret@db/w", "not installed"),
+])
+def test_a_malformed_warehouse_url_is_one_line_with_the_fix(url, says, monkeypatch, capsys):
+    """Fault: a bad port, `postgres://` or an unknown driver gave SQLAlchemy's traceback."""
+    with pytest.raises(WarehouseConfigError, match=re.escape(says)) as refused:
+        Warehouse(url)
+    assert "pw-s3cret" not in str(refused.value) and "\n" not in str(refused.value)
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    assert main(["report"]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, says)
+    assert "pw-s3cret" not in err
+
+
+def test_a_value_longer_than_its_column_quarantines_its_row_not_the_night(postgres, ingest_env, monkeypatch):
+    """Fault: a 130-character model name (the column keeps 120) through `vramwatch ingest` failed the whole night's
+    store on PostgreSQL. The gate quarantines that row (values_fit_columns); the night is stored."""
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", postgres)
+    baseline, offload = night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))
+    long_named = dataclasses.replace(offload, config=dataclasses.replace(
+        offload.config, model=dataclasses.replace(offload.config.model, model="m" * 130)))
+    path = ingest_env / "measured.json"
+    path.write_text(MeasuredNight(build=build(), results=[baseline, long_named]).to_json())
+
+    assert main(["ingest", str(path), "--run-id", "long-name", "--night", "2026-01-02"]) == 0
+
+    run = stored_run(postgres, "long-name")
+    assert (run.status, run.n_results) == ("stored", 1)
+    assert table_counts(postgres) == {"results": 1, "quarantine": 1, "environments": 1}
+    warehouse = Warehouse(postgres)
+    try:
+        (quarantined,) = warehouse.quarantined_for_run("long-name")
+    finally:
+        warehouse.close()
+    assert quarantined.result.config.model.model == "m" * 130 and "values_fit_columns" in quarantined.failed_expectations
