@@ -135,7 +135,7 @@ def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(
     (stored,) = [i for i in Warehouse(warehouse_url).incidents() if i.incident_id == incident.incident_id]
     assert stored.bisection == bisection()
     culprit = "release 0.3.33: llama-cpp-python 0.3.33"
-    for written in (summary.report_md, Path(summary.report_md).parents[1] / "latest.md"):
+    for written in (summary.report_md, Path(summary.report_md).parents[2] / "latest.md"):
         assert culprit in Path(written).read_text()
 
 
@@ -144,7 +144,7 @@ def test_a_bisection_stored_after_a_later_night_leaves_that_nights_report_the_la
     opened = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
     later = pipeline.ingest(_release_night("0.3.37", "e" * 40, 24.13), "run3", "2026-01-03", trigger="test")
     (incident,) = [i for i in opened.incidents if i.kind == IncidentKind.VRAM]
-    latest = Path(later.report_md).parents[1] / "latest.md"
+    latest = Path(later.report_md).parents[2] / "latest.md"
     before = latest.read_text()
 
     pipeline.store_bisection(bisection(), incident.incident_id, run_id="run2")
