@@ -201,11 +201,13 @@ def stored_run(warehouse: Warehouse, run_id: str | None = None, night: str | Non
 
 def report_again(run_id: str | None = None, night: str | None = None) -> NightSummary:
     """Write a stored run's report again (its night's latest run, or the latest run with results), with the verdicts
-    the night stored (an older run without them is judged again, storing nothing)."""
+    the night stored (an older run without them is judged again, storing nothing); reports/latest.* only when it is
+    the newest run."""
     warehouse = _open(None)
     run = stored_run(warehouse, run_id, night)
     verdicts = warehouse.verdicts(run.run_id) or detect_regressions(run.run_id, Policy(), warehouse, save=False)
-    return report(run.run_id, verdicts, warehouse)
+    newest = warehouse.latest_run(lane="")
+    return report(run.run_id, verdicts, warehouse, refresh_latest=newest is None or newest.run_id == run.run_id)
 
 
 def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> MeasuredNight:
@@ -239,11 +241,11 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     seconds = {} if stage_seconds is None else stage_seconds
     warehouse = _open(None)
     night_key = measured.night_key()
-    held = warehouse.held_night(night_key)
-    moved_from = held.night if held is not None and held.night != night[:10] else None
+    held_by, held_night = warehouse.held_night(night_key) or (run_id, None)
+    moved_from = held_night if held_night not in (None, night[:10]) else None
     if moved_from and not move_night:  # refused before validation writes Data Docs under the wrong night
-        raise NightHeldElsewhere(held.run_id, moved_from, night[:10])
-    validated_as = held.run_id if held is not None else run_id  # whose folder the night's Data Docs go to
+        raise NightHeldElsewhere(held_by, moved_from, night[:10])
+    validated_as = held_by  # whose folder the night's Data Docs go to: the run that holds the night, else this one
     with _timed(seconds, "validate"):
         try:
             validated = validate(measured.results, night, measured.build, run_id=validated_as)

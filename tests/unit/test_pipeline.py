@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
+from support.receivers import HttpReceiver, serving, stop
 from support.samples import bisection, night, replace
 
 from vramwatch import pipeline
@@ -151,3 +153,45 @@ def test_a_bisection_stored_after_a_later_night_leaves_that_nights_report_the_la
 
     assert "release 0.3.33: llama-cpp-python 0.3.33" in Path(opened.report_md).read_text()
     assert latest.read_text() == before and "2026-01-03" in before  # the newer night's report stays the latest
+
+def _measured_again(measured: MeasuredNight) -> MeasuredNight:
+    """The same night benched a second time: the same figures, another start, so another measured night."""
+    return dataclasses.replace(measured, results=[replace(r, started_at="2026-01-02T05:00:00+00:00")
+                                                  for r in measured.results])
+
+
+def test_a_night_measured_again_pages_its_incident_once(warehouse_url, monkeypatch):
+    """Fault: a second measurement of a night found the incident the first opened, as new that night, and paged it
+    again: delivery was remembered per run. Now it is per incident change and channel."""
+    webhook = serving(HttpReceiver())
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", webhook.url)
+    regressed = _release_night("0.3.36", "f" * 40, 24.13)
+    try:
+        pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
+        first = pipeline.ingest(regressed, "run2", "2026-01-02", trigger="test")
+        again = pipeline.ingest(_measured_again(regressed), "run2b", "2026-01-02", trigger="test")
+    finally:
+        stop(webhook)
+
+    (paged,) = [i for i in first.incidents if i.pages]
+    assert [i.incident_id for i in again.incidents if i.pages] == [paged.incident_id]  # found again, as new tonight
+    assert [body["run_id"] for body in webhook.bodies] == ["run2"]
+
+
+def test_two_runs_of_one_night_keep_their_own_report_and_data_docs_and_the_night_shows_the_newest(
+        warehouse_url, tmp_path):
+    """Fault: two runs of one night shared reports/<night>/: the second overwrote the first's report and Data Docs."""
+    measured = _measured("e3a74b29", "2026-01-01T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)
+    first = pipeline.ingest(measured, "run1", "2026-01-02", trigger="test")
+    second = pipeline.ingest(_measured_again(measured), "run2", "2026-01-02", trigger="test")
+    pipeline.report_again(run_id="run1")  # an older run written again: the night's newest stays its latest
+
+    assert Path(first.report_md).parent != Path(second.report_md).parent
+    for summary in (first, second):
+        folder = Path(summary.report_md).parent
+        assert f"(run {summary.run_id})" in Path(summary.report_md).read_text()
+        assert (folder / "data_docs" / "index.html").is_file()
+        assert "(data_docs/index.html)" in (folder / "summary.md").read_text()
+    reports = Path(second.report_md).parents[2]
+    for latest in (reports / "2026-01-02" / "summary.md", reports / "latest.md"):
+        assert "(run run2)" in latest.read_text(), latest

@@ -236,10 +236,12 @@ class Warehouse:
                                  "make the warehouse reachable and free of long-held locks, then store the night "
                                  "again") from None
 
-    def held_night(self, night_key: str) -> RunRecord | None:
-        """The run that holds this measured night (MeasuredNight.night_key), if one does."""
-        found = self._run_records(RunRow.night_key == night_key, limit=1)
-        return found[0] if found else None
+    def held_night(self, night_key: str) -> tuple[str, str] | None:
+        """The run that holds this measured night (MeasuredNight.night_key) and its night (YYYY-MM-DD), if one does.
+        It reads the runs table alone: a store holding the results table does not make it wait."""
+        with self._sessions() as session:
+            held = session.execute(select(RunRow.run_id, RunRow.night).where(RunRow.night_key == night_key)).first()
+        return (held.run_id, held.night.isoformat()) if held is not None else None
 
     def _store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
                    night_key: str | None, lane: str, move_night: bool) -> str:

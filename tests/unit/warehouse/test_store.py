@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -38,6 +42,8 @@ from vramwatch.warehouse.models import Base
 from vramwatch.warehouse.store import STORE_LOCK_TIMEOUT_MS, Warehouse, WarehouseError
 from vramwatch.warehouse.tempdb import temporary_database
 from vramwatch.warehouse.url import WarehouseConfigError, url_from_airflow_connection
+
+REPO = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture
@@ -803,3 +809,93 @@ def test_a_warehouse_lost_during_nightly_keeps_the_measured_night_and_ingest_fin
         run = warehouse.run("cli__lost")
         assert (run.status, run.n_results, run.night) == ("stored", len(measured.results), finish[6])
         warehouse.close()
+
+
+# ------------------------------------------------------------------------------------------------ run identity
+# A night's identity is fixed once stored (issue 26): real SQLite and PostgreSQL, real processes, real files.
+
+
+def runs_of(url: str) -> list[tuple[str, str, int]]:
+    warehouse = Warehouse(url)
+    try:
+        return [(run.run_id, run.night, run.n_results) for run in warehouse.runs()]
+    finally:
+        warehouse.close()
+
+
+def test_a_stored_night_ingested_under_another_night_is_refused_unless_moved_and_the_move_says_so(
+        url, ingest_env, monkeypatch, capsys):
+    """Fault: ingesting a measured night again with another --night silently moved the stored night, and its report
+    stayed under the old night's folder."""
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    measured, path = measured_night(ingest_env)
+    reports = ingest_env / "reports"
+    assert main(["ingest", path, "--run-id", "first", "--night", "2026-01-02"]) == 0
+    capsys.readouterr()
+
+    assert main(["ingest", path, "--run-id", "again", "--night", "2026-01-05"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "stored as night 2026-01-02 (run first)", "not 2026-01-05")
+    assert runs_of(url) == [("first", "2026-01-02", len(measured.results))]
+    assert not (reports / "2026-01-05").exists()  # refused before anything was written under the other night
+
+    assert main(["ingest", path, "--run-id", "again", "--night", "2026-01-05", "--move-night"]) == 0
+    assert "night moved from 2026-01-02 to 2026-01-05 (run first, --move-night)" in capsys.readouterr().err
+    assert runs_of(url) == [("first", "2026-01-05", len(measured.results))]
+    assert not (reports / "2026-01-02").exists()  # its only run left: the old night's folder goes
+    assert "2026-01-05" in (reports / "2026-01-05" / "first" / "summary.md").read_text()
+
+
+def test_a_failed_restore_leaves_the_stored_run_as_it_was_and_says_so(postgres):
+    """Fault: a re-store that failed (here its connection killed mid-way) flipped the run it replaced to `failed`,
+    while that run's rows stayed."""
+    warehouse = Warehouse(postgres)
+    rows = night(quants=("Q2_K",))
+    store(warehouse, "n1", "2026-01-02", rows)
+    before = warehouse.run("n1")
+    outcome: dict = {}
+
+    def store_again() -> None:
+        try:
+            store(warehouse, "n1", "2026-01-02", rows[1:])
+        except WarehouseError as exc:
+            outcome["error"] = exc
+
+    admin = sa.create_engine(postgres).connect()
+    try:
+        admin.execute(sa.text("LOCK TABLE results IN ACCESS EXCLUSIVE MODE"))  # holds the re-store mid-way
+        thread = threading.Thread(target=store_again)
+        thread.start()
+        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_waiting_on_a_lock(admin)})
+        admin.rollback()
+        thread.join(timeout=30)
+    finally:
+        admin.close()
+
+    after = warehouse.run("n1")
+    assert (after.status, after.error, after.n_results, after.started) == ("stored", "", len(rows), before.started)
+    assert "storing run n1 failed, run n1 stands as it was stored before" in outcome["error"].message
+    assert warehouse.results_for_run("n1") == rows
+    warehouse.close()
+
+
+def test_ten_concurrent_ingests_of_one_measured_night_all_exit_0_and_store_it_once(postgres, ingest_env):
+    """Fault: of 10 concurrent `vramwatch ingest` of one measured night, some exited 2 ("has no rows in the history"):
+    each re-store moved the run's start, so a reader judging the night up to that run lost it between two queries."""
+    measured, path = measured_night(ingest_env)
+    env = {**os.environ, "VRAMWATCH_WAREHOUSE_URL": postgres, "PYTHONPATH": str(REPO / "include")}
+    ingests = [subprocess.Popen([sys.executable, "-m", "vramwatch.cli", "ingest", path, "--night", "2026-01-02"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(10)]
+    outcomes = [(ingest.wait(timeout=900), ingest.stderr.read()) for ingest in ingests]
+    for ingest in ingests:
+        ingest.stdout.close()
+        ingest.stderr.close()
+
+    assert [rc for rc, _ in outcomes] == [0] * 10, [err.splitlines()[-2:] for rc, err in outcomes if rc]
+    warehouse = Warehouse(postgres)
+    (run,) = warehouse.runs()
+    assert (run.status, run.n_results) == ("stored", len(measured.results))
+    assert len(warehouse.history()) == len(measured.results)
+    warehouse.close()
+    (run_folder,) = [p for p in (ingest_env / "reports" / "2026-01-02").iterdir() if p.is_dir()]  # the losers' went
+    assert (run_folder / "summary.md").is_file() and (run_folder / "data_docs" / "index.html").is_file()
