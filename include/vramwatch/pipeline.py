@@ -201,13 +201,11 @@ def stored_run(warehouse: Warehouse, run_id: str | None = None, night: str | Non
 
 def report_again(run_id: str | None = None, night: str | None = None) -> NightSummary:
     """Write a stored run's report again (its night's latest run, or the latest run with results), with the verdicts
-    the night stored (an older run without them is judged again, storing nothing); reports/latest.* only when it is
-    the newest run."""
+    the night stored (an older run without them is judged again, storing nothing)."""
     warehouse = _open(None)
     run = stored_run(warehouse, run_id, night)
     verdicts = warehouse.verdicts(run.run_id) or detect_regressions(run.run_id, Policy(), warehouse, save=False)
-    newest = warehouse.latest_run(lane="")
-    return report(run.run_id, verdicts, warehouse, refresh_latest=newest is None or newest.run_id == run.run_id)
+    return report(run.run_id, verdicts, warehouse)
 
 
 def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> MeasuredNight:
