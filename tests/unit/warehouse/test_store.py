@@ -21,6 +21,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from support.samples import CPU_HOST, bisection, night, replace, result
 
+import vramwatch
 from vramwatch import pipeline
 from vramwatch.cli import night as night_command
 from vramwatch.cli.main import main
@@ -43,7 +44,7 @@ from vramwatch.warehouse.store import STORE_LOCK_TIMEOUT_MS, Warehouse, Warehous
 from vramwatch.warehouse.tempdb import temporary_database
 from vramwatch.warehouse.url import WarehouseConfigError, url_from_airflow_connection
 
-REPO = Path(__file__).resolve().parents[3]
+INCLUDE = Path(vramwatch.__file__).resolve().parents[1]  # the code under test, for the processes a test starts
 
 
 @pytest.fixture
@@ -882,7 +883,7 @@ def test_ten_concurrent_ingests_of_one_measured_night_all_exit_0_and_store_it_on
     """Fault: of 10 concurrent `vramwatch ingest` of one measured night, some exited 2 ("has no rows in the history"):
     each re-store moved the run's start, so a reader judging the night up to that run lost it between two queries."""
     measured, path = measured_night(ingest_env)
-    env = {**os.environ, "VRAMWATCH_WAREHOUSE_URL": postgres, "PYTHONPATH": str(REPO / "include")}
+    env = {**os.environ, "VRAMWATCH_WAREHOUSE_URL": postgres, "PYTHONPATH": str(INCLUDE)}
     ingests = [subprocess.Popen([sys.executable, "-m", "vramwatch.cli", "ingest", path, "--night", "2026-01-02"],
                                 env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
                for _ in range(10)]
