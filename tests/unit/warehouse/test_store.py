@@ -900,3 +900,23 @@ def test_ten_concurrent_ingests_of_one_measured_night_all_exit_0_and_store_it_on
     warehouse.close()
     (run_folder,) = [p for p in (ingest_env / "reports" / "2026-01-02").iterdir() if p.is_dir()]  # the losers' went
     assert (run_folder / "summary.md").is_file() and (run_folder / "data_docs" / "index.html").is_file()
+
+
+def test_a_night_moved_off_a_night_with_another_run_leaves_that_run_the_nights_latest(ingest_env, monkeypatch):
+    url = f"sqlite:///{ingest_env / 'warehouse.db'}"
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    measured, path = measured_night(ingest_env)
+    other = ingest_env / "other.json"
+    other.write_text(dataclasses.replace(measured, results=[dataclasses.replace(r, started_at="2026-01-02T05:00:00")
+                                                            for r in measured.results]).to_json())
+    night_folder = ingest_env / "reports" / "2026-01-02"
+    assert main(["ingest", str(other), "--run-id", "other", "--night", "2026-01-02"]) == 0
+    assert main(["ingest", path, "--run-id", "first", "--night", "2026-01-02"]) == 0
+    assert "(run first)" in (night_folder / "summary.md").read_text()
+
+    assert main(["ingest", path, "--night", "2026-01-05", "--move-night"]) == 0
+
+    assert runs_of(url) == [("first", "2026-01-05", len(measured.results)),
+                            ("other", "2026-01-02", len(measured.results))]
+    assert sorted(p.name for p in night_folder.iterdir() if p.is_dir()) == ["other"]
+    assert "(run other)" in (night_folder / "summary.md").read_text()
