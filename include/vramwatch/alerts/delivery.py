@@ -242,9 +242,11 @@ class DeliveryLog:
     def keys(alert: Alert) -> list[str]:
         """What the alert pages for: its incidents' changes (a regression alert), else the alert itself."""
         payload = alert.payload
+        incidents = payload.get("incidents", []) if payload.get("event") == "regression" else []
         changes = [incident_change(i.get("incident_id"), bool(i.get("is_new")), str(payload.get("night", "")))
-                   for i in payload.get("incidents", [])] if payload.get("event") == "regression" else []
-        return changes if changes and None not in changes else [alert.key]  # type: ignore[return-value]
+                   for i in incidents]
+        known = [change for change in changes if change is not None]
+        return known if known and len(known) == len(changes) else [alert.key]
 
     def _read(self) -> dict[str, list[str]]:
         return json.loads(self.path.read_text()) if self.path.is_file() else {}

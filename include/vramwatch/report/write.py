@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,7 +55,6 @@ if TYPE_CHECKING:
 
 TEMPLATES = Path(__file__).with_name("templates")
 DATA_DOCS_INDEX = "data_docs/index.html"  # under the run's folder: where the pipeline has the validate step build them
-NIGHT_LATEST = ("summary.md", "summary.html")  # under reports/<night>/: the night's newest run's report
 # Good runs per config and machine the report reads (Warehouse.recent_history): the change table needs the previous
 # run, the history plot draws this many; years of nights would cost seconds and draw nothing more legible.
 HISTORY_RUNS = 60
@@ -156,9 +156,9 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
 
 def _replace(path: Path, text: str) -> None:
     """Temp file, then rename: two runs of a night writing its latest at once leave one whole report, never a mix."""
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    partial.write_text(text)
-    os.replace(partial, path)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as partial:
+        partial.write(text)
+    os.replace(partial.name, path)
 
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,

@@ -920,3 +920,20 @@ def test_a_night_moved_off_a_night_with_another_run_leaves_that_run_the_nights_l
                             ("other", "2026-01-02", len(measured.results))]
     assert sorted(p.name for p in night_folder.iterdir() if p.is_dir()) == ["other"]
     assert "(run other)" in (night_folder / "summary.md").read_text()
+
+
+def test_store_run_itself_keeps_a_stored_nights_night_unless_told_to_move_it(warehouse):
+    """The store refuses too (inside its transaction), so an ingest racing past the pipeline's check cannot move a
+    night either."""
+    rows = night(quants=("Q2_K",))
+    validated = ValidatedNight(accepted=rows, quarantined=[])
+    warehouse.store_run("first", "2026-01-02", build(), validated, "ingest", night_key="k" * 64)
+
+    with pytest.raises(WarehouseError, match=r"stored as night 2026-01-02 \(run first\), not 2026-01-05") as refused:
+        warehouse.store_run("again", "2026-01-05", build(), validated, "ingest", night_key="k" * 64)
+    assert "--move-night" in refused.value.fix
+    assert [(r.run_id, r.night) for r in warehouse.runs()] == [("first", "2026-01-02")]
+
+    assert warehouse.store_run("again", "2026-01-05", build(), validated, "ingest", night_key="k" * 64,
+                               move_night=True) == "first"
+    assert [(r.run_id, r.night, r.n_results) for r in warehouse.runs()] == [("first", "2026-01-05", len(rows))]
