@@ -109,7 +109,7 @@ def nightly(worker: GpuWorker) -> None:
 
             # indexed reads: iterating the lazy sequence probes one XCom past the end and logs a 404 error
             return pipeline.run_task(pipeline.validate, [results[i] for i in range(len(results))], _night(dag_run),
-                                     build, worker)
+                                     build, worker, run_id=worker.run_id(dag_run.run_id))  # Data Docs: the run's folder
 
         @task
         def store(build: dict, validated: dict, dag_run=None) -> str:

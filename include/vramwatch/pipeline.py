@@ -9,9 +9,11 @@ back into JSON. No Airflow import here: the library runs without it. `lane` is t
 from __future__ import annotations
 
 import inspect
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vramwatch.config import Lane, Matrix, Paths, Policy
@@ -108,21 +110,25 @@ def bench(config: BenchConfig, build: BuildRecord) -> BenchResult:
     return result
 
 
-def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: Lane = FIRST_LANE) -> ValidatedNight:
-    from vramwatch.report.write import DATA_DOCS_INDEX
+def validate(results: list[BenchResult], night: str, build: BuildRecord, lane: Lane = FIRST_LANE,
+             run_id: str = "") -> ValidatedNight:
+    """Data Docs go to the run's report folder (without a run id: the night's, as before runs had folders)."""
+    from vramwatch.report.write import DATA_DOCS_INDEX, run_folder
     from vramwatch.validate.gate import validate_night
 
-    data_docs = (lane.reports(Paths()) / night / DATA_DOCS_INDEX).parent
+    reports = lane.reports(Paths())
+    data_docs = (run_folder(reports, night, run_id) if run_id else reports / night) / Path(DATA_DOCS_INDEX).parent
     validated = validate_night(results, data_docs_dir=data_docs, build_backend=build.request.backend)
     _say(f"validate: {len(validated.accepted)} accepted, {len(validated.quarantined)} quarantined")
     return validated
 
 
 def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight, trigger: str,
-          warehouse: Warehouse | None = None, night_key: str | None = None) -> str:
+          warehouse: Warehouse | None = None, night_key: str | None = None, move_night: bool = False) -> str:
     """Store the night in one transaction; returns the run it is stored under (with a night_key, the run that already
-    holds that measured night, if one does)."""
-    stored_as = _open(warehouse).store_run(run_id, night, build, validated, trigger, night_key)
+    holds that measured night, if one does: under its night, or moved to this one with move_night)."""
+    stored_as = _open(warehouse).store_run(run_id, night, build, validated, trigger, night_key,
+                                           move_night=move_night)
     again = (f" (this measured night was stored before: its rows replaced in run {stored_as})"
              if stored_as != run_id else "")
     _say(f"store: {len(validated.accepted)} rows for run {run_id}{again}")
@@ -233,20 +239,37 @@ def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> Me
 
 
 def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, policy: Policy = Policy(),
-           stage_seconds: dict[str, float] | None = None, ab: ABRunner | None = None) -> NightSummary:
+           stage_seconds: dict[str, float] | None = None, ab: ABRunner | None = None,
+           move_night: bool = False) -> NightSummary:
     """The CPU half of a night: what the DAG does after the bench tasks. Each stage's wall time is said and, when the
-    caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds)."""
+    caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds).
+
+    A measured night stored before keeps its run, and its night: another `night` is refused (NightHeldElsewhere)
+    unless move_night, which moves it and removes its report from the old night's folder."""
+    from vramwatch.warehouse.store import NightHeldElsewhere
+
     seconds = {} if stage_seconds is None else stage_seconds
     warehouse = _open(None)
+    night_key = measured.night_key()
+    held_by, held_night = warehouse.held_night(night_key) or (run_id, None)
+    moved_from = held_night if held_night not in (None, night[:10]) else None
+    if moved_from and not move_night:  # refused before validation writes Data Docs under the wrong night
+        raise NightHeldElsewhere(held_by, moved_from, night[:10])
+    validated_as = held_by  # whose folder the night's Data Docs go to: the run that holds the night, else this one
     with _timed(seconds, "validate"):
         try:
-            validated = validate(measured.results, night, measured.build)
+            validated = validate(measured.results, night, measured.build, run_id=validated_as)
         except Exception as exc:  # the night stays on record, with its build, as failed: store_run never ran
             warehouse.mark_failed(run_id, night, measured.build, trigger,
                                   error_line(f"validation failed: {type(exc).__name__}: {exc}"))
             raise
     with _timed(seconds, "store"):
-        run_id = store(run_id, night, measured.build, validated, trigger, warehouse, night_key=measured.night_key())
+        run_id = store(run_id, night, measured.build, validated, trigger, warehouse, night_key, move_night)
+    if run_id != validated_as:  # an ingest of this night beside ours stored it first: its folder has the Data Docs
+        _remove_report_folder(night, validated_as)
+    if moved_from:
+        _say(f"store: night moved from {moved_from} to {night[:10]} (run {run_id}, --move-night)")
+        _leave_night(warehouse, moved_from, run_id)
     with _timed(seconds, "detect_regressions"):
         verdicts = detect_regressions(run_id, policy, warehouse, build=measured.build, ab=ab)
     with _timed(seconds, "report"):
@@ -254,6 +277,27 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     with _timed(seconds, "alert"):
         alert(summary)
     return summary
+
+
+def _remove_report_folder(night: str, run_id: str) -> None:
+    from vramwatch.report.write import run_folder
+
+    shutil.rmtree(run_folder(Paths().reports, night, run_id), ignore_errors=True)
+
+
+def _leave_night(warehouse: Warehouse, night: str, run_id: str) -> None:
+    """A run moved off `night`: its report folder there goes; the night's latest becomes its newest remaining run's
+    report, or the night's folder goes with its last run."""
+    remaining = warehouse.latest_run(night, lane="")
+    if remaining is None:
+        shutil.rmtree(Paths().reports / night, ignore_errors=True)
+        _say(f"store: removed the report folder of night {night}, which holds no run now")
+        return
+    _remove_report_folder(night, run_id)
+    verdicts = warehouse.verdicts(remaining.run_id) or detect_regressions(remaining.run_id, Policy(), warehouse,
+                                                                          save=False)
+    report(remaining.run_id, verdicts, warehouse, refresh_latest=False)
+    _say(f"store: removed run {run_id}'s report from night {night}, whose latest is run {remaining.run_id} now")
 
 
 def one_line(summary: NightSummary) -> str:

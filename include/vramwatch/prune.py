@@ -15,8 +15,8 @@ Each older build goes with what it alone left behind:
 Synthetic sources, downloaded models and sdists stay: they do not grow with builds. A build whose key is locked
 (being built or checked right now) is left for the next prune.
 
-Reports grow with nights instead. A night's GX Data Docs are about 4 MiB, nearly all of it GX's own static assets
-copied again each night, so prune_data_docs keeps them for the newest nights only. The night's summary.md/.html
+Reports grow with nights instead. A run's GX Data Docs are about 4 MiB, nearly all of it GX's own static assets
+copied again each night, so prune_data_docs keeps them for the newest nights only. Each run's summary.md/.html
 (under 0.1 MiB) stays for good, and why a row was quarantined stays in the warehouse.
 """
 
@@ -32,7 +32,7 @@ from vramwatch.models.prepare import quantized_tag
 from vramwatch.progress import for_stage
 from vramwatch.records import BuildRecord, PruneResult
 
-NIGHT = re.compile(r"\d{4}-\d{2}-\d{2}")  # reports/<night>/, as the report and validate stages name it
+NIGHT = re.compile(r"\d{4}-\d{2}-\d{2}")  # reports/<night>/ (and its runs' <night>/<run>/), as report/write.py names it
 
 
 _say = for_stage("prune")
@@ -110,12 +110,17 @@ def prune(paths: Paths, keep: int, dry_run: bool = False) -> PruneResult:
 
 
 def prune_data_docs(reports: Path, keep: int, dry_run: bool = False) -> PruneResult:
-    """Remove reports/<night>/data_docs of every night before the newest `keep` (see the module doc)."""
+    """Remove the Data Docs of every night before the newest `keep` (see the module doc): each run's
+    (reports/<night>/<run>/data_docs) and the night's own (reports/<night>/data_docs, from before runs had folders)."""
     if keep < 1:
         raise ValueError("keep must be at least 1: tonight's Data Docs are always kept")
-    nights = sorted((docs.parent.name for docs in reports.glob("*/data_docs") if NIGHT.fullmatch(docs.parent.name)),
-                    reverse=True)
-    gone = [reports / night / "data_docs" for night in nights[keep:]]
+    by_night: dict[str, list[Path]] = {}
+    for docs in sorted([*reports.glob("*/data_docs"), *reports.glob("*/*/data_docs")]):
+        night = docs.relative_to(reports).parts[0]
+        if NIGHT.fullmatch(night) and docs.is_dir():
+            by_night.setdefault(night, []).append(docs)
+    nights = sorted(by_night, reverse=True)
+    gone = [docs for night in nights[keep:] for docs in by_night[night]]
     freed = sum(_drop(docs, dry_run) for docs in gone)
     result = PruneResult(kept=nights[:keep], removed=nights[keep:], in_use=[], paths=[str(d) for d in gone],
                          freed_bytes=freed, dry_run=dry_run, unit="night")

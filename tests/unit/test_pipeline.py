@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
 import pytest
+from support.receivers import HttpReceiver, serving, stop
 from support.samples import bisection, night, replace
 
 from vramwatch import pipeline
@@ -162,7 +164,7 @@ def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(
     (stored,) = [i for i in Warehouse(warehouse_url).incidents() if i.incident_id == incident.incident_id]
     assert stored.bisection == bisection()
     culprit = "release 0.3.33: llama-cpp-python 0.3.33"
-    for written in (summary.report_md, Path(summary.report_md).parents[1] / "latest.md"):
+    for written in (summary.report_md, Path(summary.report_md).parents[2] / "latest.md"):
         assert culprit in Path(written).read_text()
 
 
@@ -171,7 +173,7 @@ def test_a_bisection_stored_after_a_later_night_leaves_that_nights_report_the_la
     opened = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
     later = pipeline.ingest(_release_night("0.3.37", "e" * 40, 24.13), "run3", "2026-01-03", trigger="test")
     (incident,) = [i for i in opened.incidents if i.kind == IncidentKind.VRAM]
-    latest = Path(later.report_md).parents[1] / "latest.md"
+    latest = Path(later.report_md).parents[2] / "latest.md"
     before = latest.read_text()
 
     pipeline.store_bisection(bisection(), _request_of(incident.incident_id, "run2"))
@@ -202,3 +204,44 @@ def test_a_second_gpu_workers_lane_keeps_its_reports_in_its_own_folder(warehouse
     assert Path(again["report_md"]).parent == reports / "gpu-1" / "2026-01-01"
     assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=worker).kept == ["2026-01-01"]
     assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=Lane("gpu-2")).kept == []
+def _measured_again(measured: MeasuredNight) -> MeasuredNight:
+    """The same night benched a second time: the same figures, another start, so another measured night."""
+    return dataclasses.replace(measured, results=[replace(r, started_at="2026-01-02T05:00:00+00:00")
+                                                  for r in measured.results])
+
+
+def test_a_night_measured_again_pages_its_incident_once(warehouse_url, monkeypatch):
+    """Fault: a second measurement of a night found the incident the first opened, as new that night, and paged it
+    again: delivery was remembered per run. Now it is per incident change and channel."""
+    webhook = serving(HttpReceiver())
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", webhook.url)
+    regressed = _release_night("0.3.36", "f" * 40, 24.13)
+    try:
+        pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
+        first = pipeline.ingest(regressed, "run2", "2026-01-02", trigger="test")
+        again = pipeline.ingest(_measured_again(regressed), "run2b", "2026-01-02", trigger="test")
+    finally:
+        stop(webhook)
+
+    (paged,) = [i for i in first.incidents if i.pages]
+    assert [i.incident_id for i in again.incidents if i.pages] == [paged.incident_id]  # found again, as new tonight
+    assert [body["run_id"] for body in webhook.bodies] == ["run2"]
+
+
+def test_two_runs_of_one_night_keep_their_own_report_and_data_docs_and_the_night_shows_the_newest(
+        warehouse_url, tmp_path):
+    """Fault: two runs of one night shared reports/<night>/: the second overwrote the first's report and Data Docs."""
+    measured = _measured("e3a74b29", "2026-01-01T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)
+    first = pipeline.ingest(measured, "run1", "2026-01-02", trigger="test")
+    second = pipeline.ingest(_measured_again(measured), "run2", "2026-01-02", trigger="test")
+    reports = Path(second.report_md).parents[2]
+    assert "(run run2)" in (reports / "latest.md").read_text()
+    pipeline.report_again(run_id="run1")  # an older run written again: the night's newest stays the night's latest
+
+    assert Path(first.report_md).parent != Path(second.report_md).parent
+    for summary in (first, second):
+        folder = Path(summary.report_md).parent
+        assert f"(run {summary.run_id})" in Path(summary.report_md).read_text()
+        assert (folder / "data_docs" / "index.html").is_file()
+        assert "(data_docs/index.html)" in (folder / "summary.md").read_text()
+    assert "(run run2)" in (reports / "2026-01-02" / "summary.md").read_text()

@@ -187,3 +187,23 @@ def test_cli_refuses_a_keep_below_one_and_prints_one_line_per_disk_part(disk, mo
     assert done.stdout.strip().splitlines() == [
         "builds: would free 0.0 GiB: removed 3 build(s), kept 3 (" + ", ".join(prune(paths, 2, dry_run=True).kept) + ")",
         "data docs: would free 0.0 GiB: removed 1 night(s), kept 5 (2026-11-06 ... 2026-11-02)"]
+
+
+def test_each_runs_data_docs_go_with_their_night_beside_a_night_kept_before_runs_had_folders(tmp_path):
+    """Each run of a night keeps its report and Data Docs in reports/<night>/<run>/: pruning a night removes every
+    run's Data Docs, and a night written before runs had folders (reports/<night>/data_docs) is pruned as before."""
+    reports = tmp_path / "reports"
+    _nights(reports, range(20, 21))  # the old layout
+    for day, runs in ((21, ("scheduled__a", "cli__b")), (22, ("scheduled__c",)), (23, ("scheduled__d",))):
+        for run in runs:
+            folder = reports / f"2026-11-{day}" / run
+            _file(folder / "data_docs" / "index.html", MIB)
+            (folder / "summary.md").write_text("# run\n")
+
+    result = prune_data_docs(reports, keep=2)
+
+    assert (result.kept, result.removed, result.freed_bytes) == (["2026-11-23", "2026-11-22"],
+                                                                 ["2026-11-21", "2026-11-20"], 3 * MIB)
+    assert not list(reports.glob("2026-11-2[01]/**/data_docs"))
+    assert (reports / "2026-11-22" / "scheduled__c" / "data_docs" / "index.html").is_file()
+    assert (reports / "2026-11-21" / "cli__b" / "summary.md").is_file()  # summaries stay

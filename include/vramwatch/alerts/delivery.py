@@ -4,7 +4,8 @@ Channels come from the environment (AlertChannels.from_env); the SMTP server may
 connection, which the DAG reads and hands in as plain SmtpSettings (SmtpSettings.from_connection). With no channel at
 all, every alert step logs a WARNING: a night that pages no one must not look like one that had nothing to say. Every configured channel is tried even when one fails;
 the failures are then raised together, so the alert task fails (and retries) instead of losing a page quietly. A
-DeliveryLog remembers which channels took an alert, so the retry pages only the ones that failed.
+DeliveryLog remembers which channels took which incident change, so a retry, or a second run of the night, pages each
+channel once per incident change.
 
 A webhook URL is a secret (a Slack URL's path is its token), and so is anything before `@` in a host. No message,
 exception or repr here holds more of a URL than `redact` shows: scheme://host/â€¦.
@@ -12,6 +13,7 @@ exception or repr here holds more of a URL than `redact` shows: scheme://host/â€
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import json
 import os
@@ -20,6 +22,7 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -29,7 +32,7 @@ from urllib.parse import urlsplit
 from vramwatch.alerts.messages import Alert, regression_alert
 from vramwatch.errors import UserError
 from vramwatch.progress import for_stage, logger
-from vramwatch.records import NightSummary
+from vramwatch.records import Incident, NightSummary
 
 TIMEOUT_S = 15.0
 # What a send can raise. ValueError and HTTPException: a URL urllib cannot use (their text quotes the URL).
@@ -63,6 +66,7 @@ def _reason(exc: BaseException) -> str:
 
 class AlertDeliveryError(UserError):
     def __init__(self, failures: list[str]) -> None:
+        self.failures = failures
         super().__init__("alert delivery failed: " + "; ".join(failures),
                          "check VRAMWATCH_ALERT_* (webhook URLs, SMTP host:port, TLS, login) or the SMTP connection, "
                          "and that the receivers are up")
@@ -217,33 +221,59 @@ def send_email(settings: SmtpSettings, sender: str, to: list[str], alert: Alert)
         server.send_message(message)
 
 
+def incident_change(incident_id: int | None, is_new: bool, night: str) -> str | None:
+    """What one page is for: an incident opening (once, whichever night's run finds it again) or growing on a night.
+    None for an incident never saved (no id to remember it by)."""
+    if incident_id is None:
+        return None
+    return f"incident {incident_id} opened" if is_new else f"incident {incident_id} grew {night}"
+
+
 @dataclass(frozen=True)
 class DeliveryLog:
-    """Which channels took which alert (by Alert.key), in a JSON file: a retried alert task re-sends only to the
-    channels that failed, and never pages one twice. It also keeps which channels were on when the night's alerts
-    were last sent (CHANNELS_KEY), for the UI's page. One file per night, under reports/<night>/."""
+    """Which channels took what, in a JSON file: a regression alert by each incident change it pages for
+    (incident_change), any other alert by its Alert.key. So a retried alert task re-sends only to the channels that
+    failed, and a second run of the night (a night measured again) pages no channel twice for one change. It also
+    keeps which channels were on when the night's alerts were last sent (CHANNELS_KEY), for the UI's page. One file
+    per night, under reports/<night>/ (beside its runs' folders, shared by them)."""
 
     path: Path
-    CHANNELS_KEY = "channels on"  # no Alert.key looks like it: those start with a run id and ": "
+    CHANNELS_KEY = "channels on"  # no key looks like it: Alert.key starts with a run id and ": ", a change "incident"
 
     @classmethod
     def for_night(cls, reports_dir: Path, night: str) -> DeliveryLog:
         return cls(reports_dir / night / "alerts_delivered.json")
 
+    @staticmethod
+    def keys(alert: Alert) -> list[str]:
+        """What the alert pages for: its incidents' changes (a regression alert), else the alert itself."""
+        payload = alert.payload
+        incidents = payload.get("incidents", []) if payload.get("event") == "regression" else []
+        changes = [incident_change(i.get("incident_id"), bool(i.get("is_new")), str(payload.get("night", "")))
+                   for i in incidents]
+        known = [change for change in changes if change is not None]
+        return known if known and len(known) == len(changes) else [alert.key]
+
     def _read(self) -> dict[str, list[str]]:
         return json.loads(self.path.read_text()) if self.path.is_file() else {}
 
     def delivered(self, alert: Alert) -> set[str]:
-        return set(self._read().get(alert.key, []))
+        """The channels that took everything the alert pages for."""
+        taken = self._read()
+        return set.intersection(*(set(taken.get(key, [])) for key in self.keys(alert)))
+
+    def took(self, change: str | None) -> set[str]:
+        """The channels that took this incident change."""
+        return set(self._read().get(change, [])) if change is not None else set()
 
     def channels(self) -> list[str] | None:
         """The channels on when the night's alert step last ran; None if it has not run."""
         return self._read().get(self.CHANNELS_KEY)
 
     def record(self, alert: Alert, channel: str) -> None:
-        """Add channel to those that took alert."""
+        """Add channel to those that took what the alert pages for."""
         taken = self._read()
-        self._write({**taken, alert.key: sorted({*taken.get(alert.key, []), channel})})
+        self._write({**taken, **{key: sorted({*taken.get(key, []), channel}) for key in self.keys(alert)}})
 
     def record_channels(self, names: list[str]) -> None:
         self._write({**self._read(), self.CHANNELS_KEY: sorted(names)})
@@ -257,9 +287,10 @@ class DeliveryLog:
         os.replace(tmp.name, self.path)
 
 
-def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = None) -> int:
-    """Send one alert on every configured channel that has not taken it yet (per log, when given; each success is
-    recorded at once). Returns how many took it now."""
+def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = None,
+            only: Collection[str] | None = None) -> int:
+    """Send one alert on every configured channel (of those named in `only`, when given) that has not taken it yet
+    (per log, when given; each success is recorded at once). Returns how many took it now."""
     sends = []
     if channels.webhook_url:
         sends.append(("webhook", redact(channels.webhook_url), lambda: post_json(channels.webhook_url, alert.payload)))
@@ -274,7 +305,7 @@ def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = Non
         _say(f"{', '.join(sorted(already))} took it already: not sent again")
     failures, sent = [], 0
     for name, where, send in sends:
-        if name in already:
+        if name in already or (only is not None and name not in only):
             continue
         try:
             send()
@@ -293,12 +324,37 @@ def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = Non
 
 def send_alerts(summary: NightSummary, channels: AlertChannels, log: DeliveryLog | None = None) -> int:
     """Page on the night's new incidents (those with `pages`); nothing to page, nothing sent. Returns deliveries.
-    With no channel on, it warns even when nothing pages tonight (and the log records it for the UI's page)."""
+    With a log, each channel gets only the incident changes it has not taken (one page per change per channel,
+    whichever run of the night finds them). With no channel on, it warns even when nothing pages tonight (and the log
+    records it for the UI's page)."""
     if log is not None:
         log.record_channels(channels.names)
-    alert = regression_alert(summary, channels.report_base_url)
-    if alert is None:
+    paging = [incident for incident in summary.incidents if incident.pages]
+    if not paging:
         if not channels.names:
             _log.warning("%s (nothing pages tonight)", NO_CHANNEL)
         return 0
-    return deliver(alert, channels, log)
+    if log is None or not channels.names:
+        return deliver(_alert_for(summary, paging, channels), channels, log)
+    pending: dict[tuple[int, ...], tuple[list[Incident], list[str]]] = {}  # by the incidents owed
+    for name in channels.names:  # channels owed the same changes get one message together
+        owed = [i for i in paging if name not in log.took(incident_change(i.incident_id, i.is_new, summary.night))]
+        if owed:
+            pending.setdefault(tuple(i.incident_id or 0 for i in owed), (owed, []))[1].append(name)
+    if not pending:
+        _say(f"{', '.join(channels.names)} took every change tonight pages for already: not sent again")
+    sent, failures = 0, []
+    for owed, names in pending.values():
+        try:
+            sent += deliver(_alert_for(summary, owed, channels), channels, log, only=names)
+        except AlertDeliveryError as error:
+            failures += error.failures
+    if failures:
+        raise AlertDeliveryError(failures)
+    return sent
+
+
+def _alert_for(summary: NightSummary, incidents: list[Incident], channels: AlertChannels) -> Alert:
+    alert = regression_alert(dataclasses.replace(summary, incidents=incidents), channels.report_base_url)
+    assert alert is not None  # every incident passed pages
+    return alert

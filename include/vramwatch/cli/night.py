@@ -79,7 +79,7 @@ def _ingest(args: argparse.Namespace) -> int:
         raise UserError(f"no such file: {args.measured}", "pass the JSON written by `vramwatch measure --out`")
     night, run_id = _night_ids(args.run_id)
     summary = pipeline.ingest(MeasuredNight.from_json(args.measured.read_text()), run_id, args.night or night,
-                              trigger="ingest", policy=load_matrix(args.matrix).policy)
+                              trigger="ingest", policy=load_matrix(args.matrix).policy, move_night=args.move_night)
     print(pipeline.one_line(summary))
     return 0
 
@@ -115,6 +115,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--night", help="the night's date, YYYY-MM-DD (default: today, UTC)")
     ingest.add_argument("--run-id", help="run id to store under (default: cli__<timestamp>__<random>); a night "
                                          "stored before keeps the run it has")
+    ingest.add_argument("--move-night", action="store_true",
+                        help="a measured night stored before under another night: move it to --night (its report "
+                             "leaves the old night's folder); without it, that is refused")
     add_matrix(ingest, "the matrix whose policy judges the night")
     ingest.set_defaults(func=_ingest)
 

@@ -1,13 +1,18 @@
-"""write_report: one night's Markdown and HTML under reports/<night>/, copied to reports/latest.{md,html}.
+"""write_report: one run's Markdown and HTML under reports/<night>/<run>/ (run_folder), copied to the night's latest
+(reports/<night>/summary.{md,html}) and to reports/latest.{md,html}.
 
-Pure over records and the history frame (the warehouse wrapper `report_for_run` sits at the end). latest.* are
-plain files, not symlinks (the DAG, tests and people opening them from a checkout all read plain files), written with
-their links pointing into the night's folder.
+Each run of a night has its folder, its report and its Data Docs, so a second run of the night never overwrites the
+first's. Nights written before runs had folders keep reports/<night>/summary.* and data_docs/, which stay readable
+where they are. Pure over records and the history frame (the warehouse wrapper `report_for_run` sits at the end).
+The latest copies are plain files, not symlinks (the DAG, tests and people opening them from a checkout all read
+plain files), written with their links pointing into the run's folder.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -53,12 +58,17 @@ if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
 TEMPLATES = Path(__file__).with_name("templates")
-DATA_DOCS_INDEX = "data_docs/index.html"  # under the night's folder: where the pipeline has the validate step build them
+DATA_DOCS_INDEX = "data_docs/index.html"  # under the run's folder: where the pipeline has the validate step build them
 # The flat-row fields its tables and plots read from history (HISTORY_RUNS good runs per config and machine: the
 # change table needs the previous run, the history plot draws that many): every compared figure, the change table's
 # NVML cross-check, the quality table's hash and the history plot's panels; the wide JSON ones stay in the warehouse.
 HISTORY_FIELDS = tuple(dict.fromkeys((*(f.name for f in COMPARED), "nvml_process_mib", "greedy_sha256",
                                     *history_chart.REPORT_PANELS)))
+
+
+def run_folder(reports: Path, night: str, run_id: str) -> Path:
+    """reports/<night>/<run>/: one run's report and Data Docs (a run id may hold "/" or ":", a folder name does not)."""
+    return reports / night / re.sub(r"[^\w.-]", "_", run_id)
 
 
 def _inline(text: str) -> Markup:
@@ -88,18 +98,20 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
 def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame, verdicts: NightVerdicts,
                  out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = (),
                  notices: Sequence[str] = (), validation: Sequence[ExpectationOutcome] = (),
-                 refresh_latest: bool = True) -> tuple[Path, Path]:
-    """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html} (unless refresh_latest is False:
-    an older night written again must not replace a newer one's); returns the night's two paths.
+                 refresh_latest: bool = True, night_latest: bool = True) -> tuple[Path, Path]:
+    """Write the run's summary.{md,html} in its folder (run_folder), copy them to the night's latest
+    (reports/<night>/summary.*) unless night_latest is False (a newer run of the night has its report there), and to
+    reports/latest.{md,html} unless refresh_latest is False (an older night written again must not replace a newer
+    one's); returns the run's two paths.
 
     history is the history of this run's configs (Warehouse.history() or recent_history(); it must hold the run).
     notices are warnings the report shows above everything else (e.g. that no alert channel is configured).
     validation: how each expectation of the night's suite came out (a section of its own, linking the night's
-    Data Docs when they are there).
+    Data Docs when they are there: the run's, else those a night kept before runs had folders).
     """
     incidents = verdicts.incidents
     out_dir = Path(out_dir)
-    night_dir = out_dir / run.night
+    night_dir, run_dir = out_dir / run.night, run_folder(out_dir, run.night, run.run_id)
     rows = seed_table_rows(results)
     sections: list[Table] = [*seed_tables(rows), fits_table(results)]
     change = changes_table(history, run.run_id) if run.run_id in set(history["run_id"]) else None
@@ -119,11 +131,12 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
              "History per config (red: incident opened)": history_chart.history(history, incidents),
              "Partial offload sweep: VRAM and tg against n_cpu_moe": plots.sweep(results)}
     template = _environment().get_template("summary.html.j2")
-    has_docs = (night_dir / DATA_DOCS_INDEX).is_file()
+    docs = next((folder / DATA_DOCS_INDEX for folder in (run_dir, night_dir) if (folder / DATA_DOCS_INDEX).is_file()),
+                None)
 
-    def render(folder: str) -> tuple[str, str]:
-        """The Markdown and HTML, their links relative to `folder` (the night's, from reports/latest.*)."""
-        checked = validation_table(validation, folder + DATA_DOCS_INDEX if has_docs else None)
+    def render(folder: Path) -> tuple[str, str]:
+        """The Markdown and HTML, their links relative to `folder` (the one they are written in)."""
+        checked = validation_table(validation, Path(os.path.relpath(docs, folder)).as_posix() if docs else None)
         tables = sections + ([checked] if checked else [])
         html = template.render(
             css=Markup(style.CSS), title=title, notices=notices, top=top, header=header, findings=findings,
@@ -131,15 +144,24 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
             missing_plots=[caption for caption, figure in drawn.items() if not figure])
         return markdown.render(title, top, header, findings, tables, notices), html
 
-    night_dir.mkdir(parents=True, exist_ok=True)
-    md_path, html_path = night_dir / "summary.md", night_dir / "summary.html"
-    written = [(render(""), md_path, html_path)]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    written = [(run_dir, "summary")]
+    if night_latest:
+        written.append((night_dir, "summary"))
     if refresh_latest:
-        written.append((render(f"{run.night}/"), out_dir / "latest.md", out_dir / "latest.html"))
-    for (md, html), md_file, html_file in written:
-        md_file.write_text(redact(md))  # an error string may quote a URL with its token
-        html_file.write_text(redact(html))
-    return md_path, html_path
+        written.append((out_dir, "latest"))
+    for folder, name in written:
+        md, html = render(folder)
+        _replace(folder / f"{name}.md", redact(md))  # an error string may quote a URL with its token
+        _replace(folder / f"{name}.html", redact(html))
+    return run_dir / "summary.md", run_dir / "summary.html"
+
+
+def _replace(path: Path, text: str) -> None:
+    """Temp file, then rename: two runs of a night writing its latest at once leave one whole report, never a mix."""
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, prefix=f".{path.name}.", delete=False) as partial:
+        partial.write(text)
+    os.replace(partial.name, path)
 
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
@@ -151,8 +173,10 @@ def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
     results = warehouse.results_for_run(run_id)
     history = warehouse.recent_history({r.config.config_id for r in results}, HISTORY_RUNS, until_run=run_id,
                                        fields=HISTORY_FIELDS)
+    newest = warehouse.latest_run(run.night, lane=warehouse.lane(run_id))
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id), notices,
-                                      warehouse.expectations(run_id), refresh_latest)
+                                      warehouse.expectations(run_id), refresh_latest,
+                                      night_latest=newest is None or newest.run_id == run_id)
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))

@@ -97,6 +97,15 @@ class WarehouseError(UserError):
     """The warehouse cannot do what was asked (unreachable, or a run that was never started)."""
 
 
+class NightHeldElsewhere(WarehouseError):
+    """A measured night stored under one night, ingested again under another: its night is fixed once stored."""
+
+    def __init__(self, run_id: str, held_night: str, asked_night: str) -> None:
+        super().__init__(f"this measured night is stored as night {held_night} (run {run_id}), not {asked_night}",
+                         f"ingest it with --night {held_night}, or pass --move-night to move it to {asked_night}")
+        self.run_id, self.held_night, self.asked_night = run_id, held_night, asked_night
+
+
 def _utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -213,39 +222,53 @@ class Warehouse:
         return session.scalar(statement.returning(BuildRow.id))
 
     def store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
-                  night_key: str | None = None, lane: str | None = None) -> str:
+                  night_key: str | None = None, lane: str | None = None, move_night: bool = False) -> str:
         """Store a whole night in one transaction: its build, the run (status stored, its lane, its validation
         outcomes), its environments and rows. `lane`: the GPU worker's label (config.GpuWorker); None: the run id's
         `<lane>/` prefix (lane_of).
 
-        All or nothing: a store that fails leaves what was there before, its run marked failed with the reason (never
-        `running`), and raises one WarehouseError line. Storing a run again replaces its rows. `night_key` names the
-        measured night (a content hash): a night another run already holds is stored into that run, never twice.
+        All or nothing: a store that fails leaves what was there before (a run stored before stands as it was; a new
+        one is marked failed with the reason, never `running`), and raises one WarehouseError line. Storing a run
+        again replaces its rows. `night_key` names the measured night (a content hash): a night another run already
+        holds is stored into that run, never twice, and keeps its night unless `move_night` (NightHeldElsewhere).
         Returns the id of the run the night is stored under.
         """
         lane = lane_of(run_id) if lane is None else lane
         try:
-            return self._store_run(run_id, night, build, validated, trigger, night_key, lane)
+            return self._store_run(run_id, night, build, validated, trigger, night_key, lane, move_night)
         except DBAPIError as exc:
             reason = _first_line(exc)
-            marked = self.mark_failed(run_id, night, build, trigger, reason, lane)
-            raise WarehouseError(
-                f"storing run {run_id} failed, nothing of it was stored: {reason}"
-                + ("" if marked else " (the run could not even be marked failed)"),
-                "make the warehouse reachable and free of long-held locks, then store the night again") from None
+            now = self.mark_failed(run_id, night, build, trigger, reason, lane)
+            kept = {STORED: f"run {run_id} stands as it was stored before",
+                    FAILED: "nothing of it was stored"}.get(now or "", "nothing of it was stored (the run could not "
+                                                                         "even be marked failed)")
+            raise WarehouseError(f"storing run {run_id} failed, {kept}: {reason}",
+                                 "make the warehouse reachable and free of long-held locks, then store the night "
+                                 "again") from None
+
+    def held_night(self, night_key: str) -> tuple[str, str] | None:
+        """The run that holds this measured night (MeasuredNight.night_key) and its night (YYYY-MM-DD), if one does.
+        It reads the runs table alone: a store holding the results table does not make it wait."""
+        with self._sessions() as session:
+            held = session.execute(select(RunRow.run_id, RunRow.night).where(RunRow.night_key == night_key)).first()
+        return (held.run_id, held.night.isoformat()) if held is not None else None
 
     def _store_run(self, run_id: str, night: str | date, build: BuildRecord, validated: ValidatedNight, trigger: str,
-                   night_key: str | None, lane: str) -> str:
+                   night_key: str | None, lane: str, move_night: bool) -> str:
         with self._store_transaction() as session:
             # the build's upsert locks its row until commit, so stores of one measured night (one build) take turns:
             # the second finds the first's night_key (and uq_runs_night_key refuses a second copy in any case)
             build_id = self._upsert_build(session, build)
             if night_key is not None:
-                run_id = session.scalar(select(RunRow.run_id).where(RunRow.night_key == night_key)) or run_id
+                held = session.execute(select(RunRow.run_id, RunRow.night).where(RunRow.night_key == night_key)).first()
+                if held is not None and held.night != _night(night) and not move_night:
+                    raise NightHeldElsewhere(held.run_id, held.night.isoformat(), _night(night).isoformat())
+                run_id = held.run_id if held is not None else run_id
             run = session.get(RunRow, run_id) or RunRow(run_id=run_id)
+            if run.status != STORED:  # a stored run keeps its start: readers order the night's runs by it
+                run.started = _utcnow()
             run.night, run.build_id, run.trigger, run.night_key = _night(night), build_id, trigger, night_key
-            run.started = run.ended = _utcnow()
-            run.status, run.error, run.lane = STORED, "", lane
+            run.ended, run.status, run.error, run.lane = _utcnow(), STORED, "", lane
             run.expectations = [outcome.to_dict() for outcome in validated.expectations]
             session.add(run)
             session.flush()
@@ -253,20 +276,23 @@ class Warehouse:
         return run_id
 
     def mark_failed(self, run_id: str, night: str | date, build: BuildRecord, trigger: str, reason: str,
-                    lane: str | None = None) -> bool:
+                    lane: str | None = None) -> str | None:
         """Record a run that could not be stored (its store or its validation failed) with its build and the reason,
-        in its own short transaction; it keeps rows it stored before. False when the warehouse cannot take even
-        that. `lane` as for store_run."""
+        in its own short transaction. A run stored before stands as it was: a failed later attempt never downgrades
+        it. Returns the run's status now (failed, or stored when an earlier store stands), None when the warehouse
+        cannot take even that. `lane` as for store_run."""
         try:
             with self._store_transaction() as session:
                 run = session.get(RunRow, run_id) or RunRow(run_id=run_id, started=_utcnow())
+                if run.status == STORED:
+                    return STORED
                 run.night, run.build_id, run.trigger = _night(night), self._upsert_build(session, build), trigger
                 run.lane = lane_of(run_id) if lane is None else lane
                 run.ended, run.status, run.error = _utcnow(), FAILED, reason
                 session.add(run)
-            return True
+            return FAILED
         except DBAPIError:
-            return False
+            return None
 
     def _replace_rows(self, session: Session, run: RunRow, validated: ValidatedNight) -> None:
         session.execute(delete(ResultRow).where(ResultRow.run_id == run.run_id))
@@ -340,6 +366,11 @@ class Warehouse:
         conditions += [RunRow.lane == lane] if lane is not None else []
         found = self._run_records(*conditions, limit=1)
         return found[0] if found else None
+
+    def lane(self, run_id: str) -> str:
+        """The GPU worker's lane a run belongs to ("" for the first worker's)."""
+        with self._sessions() as session:
+            return self._run(session, run_id).lane
 
     def previous_run(self, run_id: str) -> RunRecord | None:
         """The latest run of the same lane before this one (by night, then start) that stored results, or None for
@@ -540,13 +571,14 @@ class Warehouse:
         if unsaved:
             raise WarehouseError(f"verdicts of run {run_id} name incidents that were never saved: {unsaved}",
                                  "save each incident (save_incident) and keep the incident it returns")
+        record = {**verdicts.to_dict(), "incidents": [
+            {"incident_id": incident.incident_id, "escalated": incident.escalated} for incident in verdicts.incidents]}
         with self._sessions.begin() as session:
             self._run(session, run_id)
-            row = session.get(VerdictRow, run_id) or VerdictRow(run_id=run_id)
-            row.record = {**verdicts.to_dict(), "incidents": [
-                {"incident_id": incident.incident_id, "escalated": incident.escalated}
-                for incident in verdicts.incidents]}
-            session.add(row)
+            # an upsert: two ingests of one night judging it at once each save, neither fails on the other's row
+            statement = _insert(session, VerdictRow).values(run_id=run_id, record=record)
+            session.execute(statement.on_conflict_do_update(index_elements=["run_id"],
+                                                            set_={"record": statement.excluded.record}))
 
     def verdicts(self, run_id: str) -> NightVerdicts | None:
         """A night's stored verdicts, its incidents as their rows are now (a bisection stored since included), new

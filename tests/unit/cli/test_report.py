@@ -35,7 +35,8 @@ def test_the_report_says_first_when_alerts_cannot_page_and_progress_shows_on_the
     latest_md, latest_html = tmp_path / "reports" / "latest.md", tmp_path / "reports" / "latest.html"
 
     assert main(["report"]) == 0
-    assert f"[vramwatch] report: {tmp_path}/reports/{night_of(0)}/summary.md" in capsys.readouterr().err.splitlines()
+    assert (f"[vramwatch] report: {tmp_path}/reports/{night_of(0)}/run000/summary.md"
+            in capsys.readouterr().err.splitlines())
     assert latest_md.read_text().splitlines()[2].startswith(
         "> **Warning:** Alerts are off: no alert channel is configured (VRAMWATCH_ALERT_WEBHOOK, ")
     assert ('<p class="warning" role="alert"><strong>Warning:</strong> Alerts are off: no alert channel is '

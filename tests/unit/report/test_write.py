@@ -86,7 +86,7 @@ def test_markdown_has_the_seed_table_per_model_with_speed_and_failures(gpu_night
     md_path, html_path = write_report(run_record(), results, history, NOTHING, tmp_path)
 
     md = md_path.read_text()
-    assert md_path == tmp_path / "2026-01-02" / "summary.md" and html_path.name == "summary.html"
+    assert md_path == tmp_path / "2026-01-02" / "run001" / "summary.md" and html_path.name == "summary.html"
     assert "**Test Date**: 2026-01-02" in md and "llama-cpp-python 0.3.36 with llama.cpp b5001" in md
     assert "NVIDIA H100 80GB HBM3" in md and "N=5" in md
     assert md.count(SEED_HEADER) == 2
@@ -131,8 +131,10 @@ def test_html_embeds_every_plot_and_latest_are_copies(gpu_night, tmp_path):
     assert drawn_figures(html) == ["VRAM by component (stacked)", "Baseline vs offload", "History per config (red: incident "
                         "opened)", "Partial offload sweep: VRAM and tg against n_cpu_moe"]
     assert "<td><strong>Q4_K_M</strong></td>" in html and "<td>10.98 GiB</td>" in html
-    for latest, night_file in ((tmp_path / "latest.md", md_path), (tmp_path / "latest.html", html_path)):
-        assert not latest.is_symlink() and latest.read_text() == night_file.read_text()
+    night_latest = tmp_path / "2026-01-02" / "summary"
+    for run_file in (md_path, html_path):
+        for latest in (tmp_path / f"latest{run_file.suffix}", night_latest.with_suffix(run_file.suffix)):
+            assert not latest.is_symlink() and latest.read_text() == run_file.read_text()
 
 
 def test_fits_change_sweep_and_incident_sections(gpu_night, tmp_path):
@@ -268,7 +270,7 @@ def test_the_inline_style_block_is_the_one_the_ui_policy_allows(gpu_night, tmp_p
 def test_the_report_carries_each_expectations_outcome_escaped_and_links_the_nights_data_docs(tmp_path):
     """Fault: the Data Docs were linked from nowhere, and offline (CDN assets) their index was empty. The report now
     lists every expectation itself (its columns, result, how many rows failed it and which), and links the night's
-    Data Docs relative to each file: summary.* beside them, latest.* one folder up."""
+    Data Docs relative to each file: the run's summary.* beside them, the night's one folder up, latest.* two."""
     results = night(gpu=False)
     payload = '<img src=x onerror="document.title=1">'
     validation = [
@@ -277,8 +279,9 @@ def test_the_report_carries_each_expectations_outcome_escaped_and_links_the_nigh
         ExpectationOutcome("vram_within_gpu_total", "expect_column_pair_values_a_to_be_greater_than_b",
                            ["gpu_total_gib", "vram_gib"], True, 0, []),
     ]
-    (tmp_path / "2026-01-02" / "data_docs").mkdir(parents=True)
-    (tmp_path / "2026-01-02" / "data_docs" / "index.html").write_text("<html></html>")
+    docs = tmp_path / "2026-01-02" / "run001" / "data_docs" / "index.html"
+    docs.parent.mkdir(parents=True)
+    docs.write_text("<html></html>")
 
     md_path, html_path = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path,
                                       validation=validation)
@@ -290,11 +293,19 @@ def test_the_report_carries_each_expectations_outcome_escaped_and_links_the_nigh
     assert "| vram_within_gpu_total | expect_column_pair_values_a_to_be_greater_than_b | gpu_total_gib, vram_gib | " \
            "passed | 0 |  |" in section
     assert "1 of 2 expectations passed" in section and "(data_docs/index.html)" in section
-    assert "(2026-01-02/data_docs/index.html)" in (tmp_path / "latest.md").read_text()
+    assert "(run001/data_docs/index.html)" in (tmp_path / "2026-01-02" / "summary.md").read_text()
+    assert "(2026-01-02/run001/data_docs/index.html)" in (tmp_path / "latest.md").read_text()
     html = html_path.read_text()
     assert payload not in html and "status=&lt;img src=x onerror=&#34;document.title=1&#34;&gt;" in html
     assert '<a href="data_docs/index.html">' in html
-    assert '<a href="2026-01-02/data_docs/index.html">' in (tmp_path / "latest.html").read_text()
+    assert '<a href="2026-01-02/run001/data_docs/index.html">' in (tmp_path / "latest.html").read_text()
+
+    # a night validated before runs had folders keeps its Data Docs in the night's folder: still linked
+    docs.parent.rename(tmp_path / "2026-01-02" / "data_docs")
+    md_path, _ = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path,
+                              validation=validation)
+    assert "(../data_docs/index.html)" in md_path.read_text()
+    assert "(2026-01-02/data_docs/index.html)" in (tmp_path / "latest.md").read_text()
 
     (tmp_path / "2026-01-02" / "data_docs" / "index.html").unlink()  # pruned: the table stays, the link goes
     md_path, _ = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path,

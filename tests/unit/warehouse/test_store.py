@@ -7,9 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -18,6 +22,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from support.samples import CPU_HOST, bisection, night, replace, result
 
+import vramwatch
 from vramwatch import pipeline
 from vramwatch.cli import night as night_command
 from vramwatch.cli.main import main
@@ -39,6 +44,8 @@ from vramwatch.warehouse.models import Base
 from vramwatch.warehouse.store import STORE_LOCK_TIMEOUT_MS, Warehouse, WarehouseError
 from vramwatch.warehouse.tempdb import temporary_database
 from vramwatch.warehouse.url import WarehouseConfigError, url_from_airflow_connection
+
+INCLUDE = Path(vramwatch.__file__).resolve().parents[1]  # the code under test, for the processes a test starts
 
 
 @pytest.fixture
@@ -880,3 +887,130 @@ def test_a_value_longer_than_its_column_quarantines_its_row_not_the_night(postgr
     finally:
         warehouse.close()
     assert quarantined.result.config.model.model == "m" * 130 and "values_fit_columns" in quarantined.failed_expectations
+
+
+# ------------------------------------------------------------------------------------------------ run identity
+# A night's identity is fixed once stored (issue 26): real SQLite and PostgreSQL, real processes, real files.
+
+
+def runs_of(url: str) -> list[tuple[str, str, int]]:
+    warehouse = Warehouse(url)
+    try:
+        return [(run.run_id, run.night, run.n_results) for run in warehouse.runs()]
+    finally:
+        warehouse.close()
+
+
+def test_a_stored_night_ingested_under_another_night_is_refused_unless_moved_and_the_move_says_so(
+        url, ingest_env, monkeypatch, capsys):
+    """Fault: ingesting a measured night again with another --night silently moved the stored night, and its report
+    stayed under the old night's folder."""
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    measured, path = measured_night(ingest_env)
+    reports = ingest_env / "reports"
+    assert main(["ingest", path, "--run-id", "first", "--night", "2026-01-02"]) == 0
+    capsys.readouterr()
+
+    assert main(["ingest", path, "--run-id", "again", "--night", "2026-01-05"]) == 2
+    assert_one_error_line(capsys.readouterr().err, "stored as night 2026-01-02 (run first)", "not 2026-01-05")
+    assert runs_of(url) == [("first", "2026-01-02", len(measured.results))]
+    assert not (reports / "2026-01-05").exists()  # refused before anything was written under the other night
+
+    assert main(["ingest", path, "--run-id", "again", "--night", "2026-01-05", "--move-night"]) == 0
+    assert "night moved from 2026-01-02 to 2026-01-05 (run first, --move-night)" in capsys.readouterr().err
+    assert runs_of(url) == [("first", "2026-01-05", len(measured.results))]
+    assert not (reports / "2026-01-02").exists()  # its only run left: the old night's folder goes
+    assert "2026-01-05" in (reports / "2026-01-05" / "first" / "summary.md").read_text()
+
+
+def test_a_failed_restore_leaves_the_stored_run_as_it_was_and_says_so(postgres):
+    """Fault: a re-store that failed (here its connection killed mid-way) flipped the run it replaced to `failed`,
+    while that run's rows stayed."""
+    warehouse = Warehouse(postgres)
+    rows = night(quants=("Q2_K",))
+    store(warehouse, "n1", "2026-01-02", rows)
+    before = warehouse.run("n1")
+    outcome: dict = {}
+
+    def store_again() -> None:
+        try:
+            store(warehouse, "n1", "2026-01-02", rows[1:])
+        except WarehouseError as exc:
+            outcome["error"] = exc
+
+    admin = sa.create_engine(postgres).connect()
+    try:
+        admin.execute(sa.text("LOCK TABLE results IN ACCESS EXCLUSIVE MODE"))  # holds the re-store mid-way
+        thread = threading.Thread(target=store_again)
+        thread.start()
+        admin.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": backend_waiting_on_a_lock(admin)})
+        admin.rollback()
+        thread.join(timeout=30)
+    finally:
+        admin.close()
+
+    after = warehouse.run("n1")
+    assert (after.status, after.error, after.n_results, after.started) == ("stored", "", len(rows), before.started)
+    assert "storing run n1 failed, run n1 stands as it was stored before" in outcome["error"].message
+    assert warehouse.results_for_run("n1") == rows
+    warehouse.close()
+
+
+def test_ten_concurrent_ingests_of_one_measured_night_all_exit_0_and_store_it_once(postgres, ingest_env):
+    """Fault: of 10 concurrent `vramwatch ingest` of one measured night, some exited 2 ("has no rows in the history"):
+    each re-store moved the run's start, so a reader judging the night up to that run lost it between two queries."""
+    measured, path = measured_night(ingest_env)
+    env = {**os.environ, "VRAMWATCH_WAREHOUSE_URL": postgres, "PYTHONPATH": str(INCLUDE)}
+    ingests = [subprocess.Popen([sys.executable, "-m", "vramwatch.cli", "ingest", path, "--night", "2026-01-02"],
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+               for _ in range(10)]
+    outcomes = [(ingest.wait(timeout=900), ingest.stderr.read()) for ingest in ingests]
+    for ingest in ingests:
+        ingest.stdout.close()
+        ingest.stderr.close()
+
+    assert [rc for rc, _ in outcomes] == [0] * 10, [err.splitlines()[-2:] for rc, err in outcomes if rc]
+    warehouse = Warehouse(postgres)
+    (run,) = warehouse.runs()
+    assert (run.status, run.n_results) == ("stored", len(measured.results))
+    assert len(warehouse.history()) == len(measured.results)
+    warehouse.close()
+    (run_folder,) = [p for p in (ingest_env / "reports" / "2026-01-02").iterdir() if p.is_dir()]  # the losers' went
+    assert (run_folder / "summary.md").is_file() and (run_folder / "data_docs" / "index.html").is_file()
+
+
+def test_a_night_moved_off_a_night_with_another_run_leaves_that_run_the_nights_latest(ingest_env, monkeypatch):
+    url = f"sqlite:///{ingest_env / 'warehouse.db'}"
+    monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
+    measured, path = measured_night(ingest_env)
+    other = ingest_env / "other.json"
+    other.write_text(dataclasses.replace(measured, results=[dataclasses.replace(r, started_at="2026-01-02T05:00:00")
+                                                            for r in measured.results]).to_json())
+    night_folder = ingest_env / "reports" / "2026-01-02"
+    assert main(["ingest", str(other), "--run-id", "other", "--night", "2026-01-02"]) == 0
+    assert main(["ingest", path, "--run-id", "first", "--night", "2026-01-02"]) == 0
+    assert "(run first)" in (night_folder / "summary.md").read_text()
+
+    assert main(["ingest", path, "--night", "2026-01-05", "--move-night"]) == 0
+
+    assert runs_of(url) == [("first", "2026-01-05", len(measured.results)),
+                            ("other", "2026-01-02", len(measured.results))]
+    assert sorted(p.name for p in night_folder.iterdir() if p.is_dir()) == ["other"]
+    assert "(run other)" in (night_folder / "summary.md").read_text()
+
+
+def test_store_run_itself_keeps_a_stored_nights_night_unless_told_to_move_it(warehouse):
+    """The store refuses too (inside its transaction), so an ingest racing past the pipeline's check cannot move a
+    night either."""
+    rows = night(quants=("Q2_K",))
+    validated = ValidatedNight(accepted=rows, quarantined=[])
+    warehouse.store_run("first", "2026-01-02", build(), validated, "ingest", night_key="k" * 64)
+
+    with pytest.raises(WarehouseError, match=r"stored as night 2026-01-02 \(run first\), not 2026-01-05") as refused:
+        warehouse.store_run("again", "2026-01-05", build(), validated, "ingest", night_key="k" * 64)
+    assert "--move-night" in refused.value.fix
+    assert [(r.run_id, r.night) for r in warehouse.runs()] == [("first", "2026-01-02")]
+
+    assert warehouse.store_run("again", "2026-01-05", build(), validated, "ingest", night_key="k" * 64,
+                               move_night=True) == "first"
+    assert [(r.run_id, r.night, r.n_results) for r in warehouse.runs()] == [("first", "2026-01-05", len(rows))]
