@@ -200,8 +200,8 @@ def test_a_second_gpu_workers_lane_keeps_its_reports_in_its_own_folder(warehouse
                               lane=worker)
 
     reports = tmp_path / "reports"
-    assert Path(summary.report_md).parent == reports / "2026-01-01"
-    assert Path(again["report_md"]).parent == reports / "gpu-1" / "2026-01-01"
+    assert Path(summary.report_md).parent == reports / "2026-01-01" / "run1"  # the run's folder in its night's
+    assert Path(again["report_md"]).parent == reports / "gpu-1" / "2026-01-01" / "run1"
     assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=worker).kept == ["2026-01-01"]
     assert pipeline.prune_reports(load_matrix("seed"), dry_run=True, lane=Lane("gpu-2")).kept == []
 def _measured_again(measured: MeasuredNight) -> MeasuredNight:
