@@ -59,7 +59,7 @@ demo: models airflow-db ## the nightly DAG end to end on the demo matrix -> repo
 test: models airflow-db lint ## the whole suite: unit, DAG integrity, end to end (what CI runs)
 	$(PY) scripts/ensure_tools.py
 	@# the file a deployment starts from, checked where the CI log shows it (placeholder secrets: they must be set)
-	AIRFLOW_JWT_SECRET=placeholder AIRFLOW_FERNET_KEY=placeholder docker-compose -f docker-compose.yaml config -q
+	AIRFLOW_JWT_SECRET=placeholder AIRFLOW_API_SECRET_KEY=placeholder AIRFLOW_FERNET_KEY=placeholder docker-compose -f docker-compose.yaml config -q
 	@echo "docker-compose config: docker-compose.yaml is valid"
 	$(PY) -m pytest -ra tests
 
