@@ -31,6 +31,7 @@ def bisect_dag(worker: GpuWorker) -> None:
     @dag(
         dag_id=worker.bisect_dag_id,
         schedule=None,  # triggered: by the nightly on a new incident, or by hand
+        is_paused_upon_creation=False,  # paused, every bisection the nightly triggers would wait queued forever
         start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
         catchup=False,
         max_active_runs=1,  # one search at a time: each holds the GPU worker for hours of builds
@@ -63,8 +64,14 @@ def bisect_dag(worker: GpuWorker) -> None:
             from vramwatch import pipeline
 
             params = params or {}
-            return pipeline.task_store_bisection(result, params.get("incident_id"), worker.label, smtp_connection(),
-                                                 params.get("run_id", ""))
+            written = pipeline.task_store_bisection(result, params.get("incident_id"), worker.label, smtp_connection(),
+                                                    params.get("run_id", ""))
+            if result["culprit"] is None or result["stopped"]:  # stored and alerted, and red: nothing was found
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"no culprit for {result['config_id']} between {result['good']} and "
+                                           f"{result['bad']}: {result['stopped'] or 'the search ended without one'}")
+            return written
 
         store(bisect())
 
