@@ -108,7 +108,8 @@ def test_a_config_that_was_not_measured_fails_its_named_task_and_the_night_is_st
         (run_state,) = db.execute("SELECT state FROM dag_run").fetchone()
     assert states["report"] == states["alert"] == "success" and states["every_config_measured"] == "failed"
     assert run_state == "failed"  # red in the DAG list, with the reason in the last task's log:
-    assert re.search(rf"1 of 14 configs not measured: {MISSING}/native/baseline \\(invalid_model: ", first.stdout)
+    reason = f"1 of 14 configs not measured: {MISSING}/native/baseline (invalid_model: "
+    assert reason in first.stdout + first.stderr
     (row,) = _warehouse(env).history(config_names=[f"{MISSING}/native/baseline"]).itertuples()
     assert row.status == "invalid_model" and "gone.gguf" in row.error
 
