@@ -6,8 +6,8 @@ Three kinds of source (BuildSource.source):
 - git:  a llama.cpp repository (URL or local path); its tags matching a pattern ("b*": llama.cpp tags every merge to
   master bNNNN), ordered by the numbers in them (b10 after b9), each pointing at a commit; or a full commit hash.
 "Older" is never new: an index that lags or a deleted tag must not trigger a night.
-Air-gapped workers: a pinned PyPI version whose sdist is in the cache (it was built here before) needs no index; with
-none reachable, detection says so and goes on with that build (path sources and local git repositories never ask).
+Air-gapped workers: a pinned PyPI version needs no index; with none reachable, detection says so and goes on with that
+build, which the GPU worker reuses or builds from its cached sdist (path sources and local git repositories never ask).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist
 from packaging.version import InvalidVersion, Version
 
 from vramwatch.builds.process import say
-from vramwatch.config import BuildSource, Paths
+from vramwatch.config import BuildSource
 from vramwatch.errors import UserError
 from vramwatch.records import BuildCheck
 
@@ -187,21 +187,21 @@ def find_build(source: BuildSource, wanted: str | None = None) -> Candidate:
     try:
         versions = release_versions(source)
     except IndexUnreachable as unreachable:
-        if not _pinned_build_cached(wanted):
+        if not _is_exact_version(wanted):  # "latest" needs the index to know what latest is
             raise
+        # Detection may run on a default worker with no engine cache: the GPU worker's build stage reuses its engine,
+        # or its cached sdist, and fails there with its own reason if it has neither.
         say(f"no index reachable, using the pinned build {wanted} ({unreachable.message})")
         return Candidate(wanted)
     return _pick_release(versions, wanted, where)
 
 
-def _pinned_build_cached(wanted: str) -> bool:
-    """Whether `wanted` is an exact version whose sdist this machine's cache holds (every build here left one)."""
+def _is_exact_version(wanted: str) -> bool:
     try:
-        pinned = Version(wanted)
-    except InvalidVersion:  # "latest" needs the index to know what latest is
+        Version(wanted)
+    except InvalidVersion:
         return False
-    folder = Paths().cache / "sdists"
-    return folder.is_dir() and pinned in _sdist_versions([path.name for path in folder.iterdir()])
+    return True
 
 
 def release_versions(source: BuildSource) -> dict[Version, str]:

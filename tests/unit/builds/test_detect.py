@@ -90,27 +90,20 @@ def refusing_index() -> str:
     return f"http://127.0.0.1:{port}/simple"
 
 
-def test_with_no_index_reachable_a_pinned_version_built_here_before_is_used(tmp_path, monkeypatch, caplog):
+def test_with_no_index_reachable_a_pinned_version_is_used(caplog):
     """Fault: an air-gapped worker failed at detect_build: it asked the index even for the pinned 0.3.36 that was
-    already built and cached."""
+    already built and cached (the GPU worker's build stage reuses it; detection may run where no cache is)."""
     import logging
 
-    monkeypatch.setenv("VRAMWATCH_CACHE_DIR", str(tmp_path))
-    (tmp_path / "sdists").mkdir()
-    (tmp_path / "sdists" / "llama_cpp_python-0.3.36.tar.gz").write_bytes(b"")
     with caplog.at_level(logging.INFO):
         check = check_for_new_build(BuildSource(location=refusing_index(), version="0.3.36"), "0.3.36", force=True)
     assert (check.latest, check.is_new, check.forced) == ("0.3.36", False, True)
     assert "no index reachable, using the pinned build 0.3.36 (cannot reach package index" in caplog.text
 
 
-@pytest.mark.parametrize("version", ["0.3.35", "latest"])
-def test_with_no_index_reachable_a_version_not_built_here_still_fails_naming_the_fix(tmp_path, monkeypatch, version):
-    monkeypatch.setenv("VRAMWATCH_CACHE_DIR", str(tmp_path))
-    (tmp_path / "sdists").mkdir()
-    (tmp_path / "sdists" / "llama_cpp_python-0.3.36.tar.gz").write_bytes(b"")
+def test_with_no_index_reachable_latest_still_fails_naming_the_fix():
     with pytest.raises(UserError, match=r"cannot reach package index .*build from a bundle"):
-        check_for_new_build(BuildSource(location=refusing_index(), version=version), None)
+        check_for_new_build(BuildSource(location=refusing_index(), version="latest"), None)
 
 
 # ------------------------------------------------------------------------------------------ git tags
