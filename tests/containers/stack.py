@@ -9,7 +9,10 @@
   docker-compose drives it. There is no systemd to run healthchecks on a timer, so `Stack` runs them.
 
 The compose file is docker-compose.yaml less what this machine cannot have: the GPU reservation (no NVIDIA toolkit)
-and the build sections (the images are built here first). The API port is published on a free loopback port.
+and the build sections (the images are built here first). The API port is published on a free loopback port, the
+machine's CA bundle and pip settings are mounted (the engine venv installs its dependencies from the index, through
+this machine's TLS proxy), healthchecks get 120 s (two cores shared with other jobs), and the scheduler starts only
+the nights the test triggers.
 """
 
 from __future__ import annotations
@@ -116,8 +119,10 @@ def compose_file(work: Path, matrix: Path, port: int) -> Path:
         if "volumes" in service:
             service["volumes"] = [str(REPO / v[2:v.index(":")]) + v[v.index(":"):] if v.startswith("./") else v
                                   for v in service["volumes"]]
-            if name.startswith("airflow-"):
-                service["volumes"].append(f"{matrix}:{MATRIX_IN_CONTAINERS}:ro")
+            if name.startswith("airflow-"):  # the night's matrix, and the way this machine reaches the index
+                service["volumes"] += [f"{matrix}:{MATRIX_IN_CONTAINERS}:ro", *build_mounts()[1::2]]
+                # only the nights the test triggers: no scheduled night (or weekly refresh) of its own
+                service["environment"]["AIRFLOW__SCHEDULER__USE_JOB_SCHEDULE"] = "False"
         if "healthcheck" in service:  # 2 cores shared with other jobs: a Python start can take more than 10 s
             service["healthcheck"]["timeout"] = "120s"
     spec["services"]["airflow-worker-gpu"].pop("deploy")  # the GPU reservation: no NVIDIA toolkit here
