@@ -18,7 +18,7 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONPATH := $(ROOT)/include
 DEMO_ENV := VRAMWATCH_MATRIX=demo
 
-.PHONY: help install engine models airflow-db demo test test-unit lint benchmarks clean
+.PHONY: help install engine models airflow-db demo test test-unit test-containers lint benchmarks clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "make %-13s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -59,9 +59,13 @@ demo: models airflow-db ## the nightly DAG end to end on the demo matrix -> repo
 test: models airflow-db lint ## the whole suite: unit, DAG integrity, end to end (what CI runs)
 	$(PY) scripts/ensure_tools.py
 	@# the file a deployment starts from, checked where the CI log shows it (placeholder secrets: they must be set)
-	AIRFLOW_JWT_SECRET=placeholder AIRFLOW_FERNET_KEY=placeholder docker-compose -f docker-compose.yaml config -q
+	AIRFLOW_JWT_SECRET=placeholder AIRFLOW_API_SECRET_KEY=placeholder AIRFLOW_FERNET_KEY=placeholder docker-compose -f docker-compose.yaml config -q
 	@echo "docker-compose config: docker-compose.yaml is valid"
 	$(PY) -m pytest -ra tests
+
+test-containers: install ## only the images and the compose stack under podman, with a night in containers (make test runs it too)
+	$(PY) scripts/ensure_tools.py podman aardvark-dns mmdebstrap docker-compose
+	$(PY) -m pytest -ra -s tests/containers
 
 test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser
 	$(PY) -m pytest -ra -m "not engine" tests/unit

@@ -31,6 +31,7 @@ def bisect_dag(worker: GpuWorker) -> None:
     @dag(
         dag_id=worker.bisect_dag_id,
         schedule=None,  # triggered: by the nightly on a new incident, or by hand
+        is_paused_upon_creation=False,  # paused, every bisection the nightly triggers would wait queued forever
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,  # one search at a time: each holds the GPU worker for hours of builds
@@ -50,8 +51,14 @@ def bisect_dag(worker: GpuWorker) -> None:
         def store(result: dict, params: dict | None = None) -> str:
             from vramwatch import pipeline
 
-            return pipeline.run_task(pipeline.store_bisection, result, params, lane=worker,
-                                     smtp_connection=smtp_connection())
+            written = pipeline.run_task(pipeline.store_bisection, result, params, lane=worker,
+                                        smtp_connection=smtp_connection())
+            if result["culprit"] is None or result["stopped"]:  # stored and alerted, and red: nothing was found
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"no culprit for {result['config_id']} between {result['good']} and "
+                                           f"{result['bad']}: {result['stopped'] or 'the search ended without one'}")
+            return written
 
         store(bisect())
 

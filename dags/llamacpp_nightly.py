@@ -2,6 +2,7 @@
 
 detect_build -> build_engine -> prepare_models -> bench (one mapped task per config, GPU queue)
   -> validate -> store -> detect_regressions -> report -> alert -> prune (GPU worker) + prune_reports
+                                                                  -> every_config_measured (red if any was not)
                                              -> bisections -> bisect (one llamacpp_bisect run per new incident)
 
 Orchestration only: every task is one call into vramwatch.pipeline, through pipeline.run_task (XComs in, records to
@@ -27,6 +28,7 @@ from smtp_connection import smtp_connection
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
 MATRIX = load_matrix(MATRIX_NAME)
+NIGHT_TIMEOUT = timedelta(hours=22)  # nights start daily at 02:00
 
 
 class BenchOperator(_PythonDecoratedOperator):
@@ -62,6 +64,9 @@ def nightly(worker: GpuWorker) -> None:
         start_date=START_DATE,
         catchup=False,
         max_active_runs=1,
+        # a night stuck (behind a bisection in the one-slot gpu pool, say) fails and pages before the next is due,
+        # instead of blocking it; the failure callback below alerts with the reason "timed_out"
+        dagrun_timeout=NIGHT_TIMEOUT,
         default_args=DEFAULT_ARGS,
         tags=[*TAGS, "benchmark", "gpu"],
         params={"force": Param(False, type="boolean", description="Run even when no new build appeared")},
@@ -157,6 +162,21 @@ def nightly(worker: GpuWorker) -> None:
 
             return pipeline.run_task(pipeline.prune_reports, MATRIX, lane=worker)
 
+        @task(trigger_rule="all_done")  # last, once the night is stored, reported and alerted: an unmeasured config
+        def every_config_measured(configs: list[dict], results: list[dict], alerted: int) -> int:  # turns it red
+            from airflow.sdk.exceptions import AirflowFailException
+
+            from vramwatch import pipeline
+
+            results = [results[i] for i in range(len(results))]
+            measured = {pipeline.config_name_of(r["config"]) for r in results if r["status"] == "ok"}
+            why = {pipeline.config_name_of(r["config"]): f"{r['status']}: {r['error']}" for r in results}
+            missing = [name for name in map(pipeline.config_name_of, configs) if name not in measured]
+            if missing:
+                raise AirflowFailException(f"{len(missing)} of {len(configs)} configs not measured: "
+                                           + "; ".join(f"{name} ({why.get(name, 'no result')})" for name in missing))
+            return len(configs)
+
         check = detect_build()
         build = build_engine(check)
         configs = prepare_models(build)
@@ -164,7 +184,9 @@ def nightly(worker: GpuWorker) -> None:
         validated = validate(results, build)
         stored = store(build, validated)
         verdicts = detect_regressions(build, stored)
-        alert(report(verdicts)) >> [prune(), prune_reports()]
+        alerted = alert(report(verdicts))
+        alerted >> [prune(), prune_reports()]
+        every_config_measured(configs, results, alerted)
         # each new VRAM or speed incident gets its culprit searched, in a run of its own (hours on the GPU worker)
         TriggerDagRunOperator.partial(task_id="bisect", trigger_dag_id=worker.bisect_dag_id).expand(
             conf=bisections(verdicts))

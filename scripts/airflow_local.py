@@ -7,12 +7,14 @@ file is missing, so one bench task is red.
 
     .venv/bin/python scripts/airflow_local.py [--trigger] [--folder DIR]
 
-It prints where to sign in, the user and the password; Ctrl-C stops every process and drops the databases.
+It prints where to sign in, the user and the password; Ctrl-C or SIGTERM (kill, systemd, a CI job's cancel) stops
+every process and drops the databases.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import tempfile
 import time
@@ -41,6 +43,16 @@ def start(folder: Path) -> AirflowCluster:
     return cluster
 
 
+def interrupt_on_sigterm() -> None:
+    """SIGTERM ends this script as Ctrl-C does, through the same cleanup; a second one waits for that cleanup."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trigger", action="store_true", help="trigger a forced night once Airflow is up")
@@ -49,7 +61,11 @@ def main() -> None:
     folder = args.folder or Path(tempfile.mkdtemp(prefix="vramwatch-airflow-"))
     folder.mkdir(parents=True, exist_ok=True)
     print(f"starting Airflow (logs: {folder / 'process-logs'}) ...", flush=True)
-    cluster = start(folder)
+    interrupt_on_sigterm()
+    try:
+        cluster = start(folder)  # stops what it started if interrupted
+    except KeyboardInterrupt:
+        return
     try:
         print(f"Airflow: {cluster.url}  user {USER}  password {cluster.password}\n"
               f"VRAM history page: {cluster.url}/vramwatch/\nwarehouse: {cluster.warehouse_url}", flush=True)

@@ -1,5 +1,6 @@
 """Make sure the system tools the tests drive are there (`make test` runs this before pytest): headless Chromium for
-the UI browser tests, docker-compose (Debian's, no daemon needed) to validate docker-compose.yaml, and ccache, which
+the UI browser tests, docker-compose (Debian's, no daemon needed) to validate docker-compose.yaml and to drive podman
+in tests/containers (with podman, runc and mmdebstrap), and ccache, which
 the engine build uses as compiler launcher (`make engine` runs `ensure_tools.py ccache` first, so the first compile
 fills its store). Names given on the command line limit it to those tools.
 
@@ -22,6 +23,11 @@ TOOLS = {
     Path("/usr/bin/chromium"): ("chromium", "fonts-liberation"),
     Path("/usr/bin/docker-compose"): ("docker-compose",),
     Path("/usr/bin/ccache"): ("ccache",),
+    # tests/containers: podman (with runc, the init compose's `init: true` asks for, and the network stack that lets
+    # services find each other by name), mmdebstrap for the stand-in base image registries cannot give here
+    Path("/usr/bin/podman"): ("podman", "runc", "catatonit", "netavark", "aardvark-dns", "iptables"),
+    Path("/usr/lib/podman/aardvark-dns"): ("aardvark-dns", "netavark"),
+    Path("/usr/bin/mmdebstrap"): ("mmdebstrap",),
 }
 
 

@@ -38,3 +38,31 @@ def test_the_store_task_alerts_through_the_airflow_smtp_connection(tmp_path, mon
     assert Path(written).is_file()
     ((recipients, message),) = smtp.messages
     assert recipients == ["oncall@example.com"] and "0.3.33" in message["Subject"] + message.get_content()
+
+
+def test_the_bisect_dag_is_not_paused_when_it_is_created():
+    """Fault: llamacpp_bisect was paused at creation, so every bisection the nightly triggered stayed queued forever."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    dag = DagBag(dag_folder=str(DAGS / "llamacpp_bisect.py")).dags["llamacpp_bisect"]
+    assert dag.is_paused_upon_creation is False
+
+
+def test_a_bisection_that_names_no_culprit_is_stored_then_fails_its_run_saying_why(tmp_path, monkeypatch):
+    """Fault: a bisection that found nothing (a 14-minute compile, then a failed install) was a green run, its reason
+    logged at INFO. It is still stored and written, then the task fails with the reason (Airflow logs it at ERROR)."""
+    import pytest
+    from airflow.dag_processing.dagbag import DagBag
+    from airflow.sdk.exceptions import AirflowFailException
+
+    for variable in ("VRAMWATCH_ALERT_WEBHOOK", "VRAMWATCH_ALERT_SMTP", "VRAMWATCH_ALERT_SLACK_WEBHOOK"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    store = DagBag(dag_folder=str(DAGS / "llamacpp_bisect.py")).dags["llamacpp_bisect"].get_task("store")
+
+    with pytest.raises(AirflowFailException, match=r"no culprit for deepseek-moe-16b/Q4_K_M/baseline@1f3a9c0e "
+                                                   r"between 0\.3\.30 and 0\.3\.36: .*0\.3\.33: build failed"):
+        store.python_callable(bisection(found=False).to_dict(), {"incident_id": None})
+
+    assert [path.name for path in (tmp_path / "reports" / "bisect").rglob("*.json")]  # stored before it failed

@@ -56,8 +56,8 @@ def night(tmp_path_factory, demo_models):
         return subprocess.run([AIRFLOW, "dags", "test", "llamacpp_nightly", "--conf", json.dumps(conf)],
                               env=env, capture_output=True, text=True, timeout=1800)
 
-    first = dags_test({"force": True})
-    assert first.returncode == 0, first.stdout[-4000:] + first.stderr[-4000:]
+    first = dags_test({"force": True})  # red: the missing model's config was not measured
+    assert first.returncode != 0 and "DagRun failed" in first.stderr, first.stdout[-4000:] + first.stderr[-4000:]
     assert info_line(first, "vramwatch.prune", "result: freed")  # the last tasks ran
     assert info_line(first, "vramwatch.prune", "data docs: freed")
     return env, tmp, dags_test, first
@@ -93,15 +93,23 @@ def test_every_config_lands_in_the_warehouse(night):
     assert synthetic["perplexity"].isna().all()  # random weights: no quality figure
 
 
-def test_a_config_that_was_not_measured_fails_its_named_task_and_the_night_is_still_stored(night):
-    """Fault: a config that could not be measured was a green bench task named 3 in a green run."""
-    env, tmp, *_ = night
+def test_a_config_that_was_not_measured_fails_its_named_task_and_the_night_is_stored_then_red(night):
+    """Fault: a config that could not be measured was a green bench task named 3 in a green run; then a red task in a
+    green run. The night still stores, reports and alerts, and its last task then fails the run, saying why."""
+    env, tmp, _, first = night
     with sqlite3.connect(tmp / "airflow" / "airflow.db") as db:
         benches = dict(db.execute("SELECT rendered_map_index, state FROM task_instance WHERE task_id = 'bench'"))
         stored = db.execute("SELECT state FROM task_instance WHERE task_id = 'store'").fetchone()
     assert benches.pop(f"{MISSING}/native/baseline") == "failed"
     assert set(benches.values()) == {"success"} and "gemma-3-270m/Q4_K_M/baseline" in benches
     assert stored == ("success",)
+    with sqlite3.connect(tmp / "airflow" / "airflow.db") as db:
+        states = dict(db.execute("SELECT task_id, state FROM task_instance WHERE task_id != 'bench'"))
+        (run_state,) = db.execute("SELECT state FROM dag_run").fetchone()
+    assert states["report"] == states["alert"] == "success" and states["every_config_measured"] == "failed"
+    assert run_state == "failed"  # red in the DAG list, with the reason in the last task's log:
+    reason = f"1 of 14 configs not measured: {MISSING}/native/baseline (invalid_model: "
+    assert reason in first.stdout + first.stderr
     (row,) = _warehouse(env).history(config_names=[f"{MISSING}/native/baseline"]).itertuples()
     assert row.status == "invalid_model" and "gone.gguf" in row.error
 

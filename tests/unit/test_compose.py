@@ -37,10 +37,16 @@ def test_init_creates_one_pool_per_gpu_worker_queue():
     assert COMPOSE["x-airflow-common"]["environment"]["VRAMWATCH_GPU_QUEUES"] == "${VRAMWATCH_GPU_QUEUES:-gpu}"
 
 
-def test_the_gpu_worker_keeps_its_engines_and_models_in_a_folder_of_its_own():
-    env = COMPOSE["services"]["airflow-worker-gpu"]["environment"]
-    assert env["VRAMWATCH_BUILDS_DIR"] == "/opt/vramwatch-data/workers/gpu/builds"
-    assert env["VRAMWATCH_MODELS_DIR"] == "/opt/vramwatch-data/workers/gpu/models"
+def test_the_gpu_worker_keeps_its_cache_engines_and_models_on_named_volumes():
+    """Fault: the build cache (sdists, wheels, ccache, cmake trees) lived in the container layer: every recreate was a
+    cold compile."""
+    worker = COMPOSE["services"]["airflow-worker-gpu"]
+    mounts = dict(volume.split(":")[::-1][:2] for volume in worker["volumes"])  # container path -> source
+    for variable in ("VRAMWATCH_CACHE_DIR", "VRAMWATCH_BUILDS_DIR", "VRAMWATCH_MODELS_DIR"):
+        folder = worker["environment"][variable]
+        assert mounts.get(folder) in COMPOSE["volumes"], f"{variable}={folder} is not on a named volume"
+    assert len({worker["environment"][v] for v in ("VRAMWATCH_CACHE_DIR", "VRAMWATCH_BUILDS_DIR",
+                                                     "VRAMWATCH_MODELS_DIR")}) == 3
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -49,7 +55,8 @@ needs_docker_compose = pytest.mark.skipif(not DOCKER_COMPOSE.exists(),
                                           reason="docker-compose missing: run scripts/ensure_tools.py")
 LONG_RUNNING = ("postgres", "redis", "airflow-apiserver", "airflow-scheduler", "airflow-dag-processor",
                 "airflow-triggerer", "airflow-worker", "airflow-worker-gpu", "airflow-log-groomer")
-SECRETS = {"AIRFLOW_JWT_SECRET": "a-long-random-string", "AIRFLOW_FERNET_KEY": "a-fernet-key"}
+SECRETS = {"AIRFLOW_JWT_SECRET": "a-long-random-string", "AIRFLOW_FERNET_KEY": "a-fernet-key",
+           "AIRFLOW_API_SECRET_KEY": "another-long-random-string"}
 
 
 def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -62,8 +69,9 @@ def compose_config(env: dict[str, str]) -> subprocess.CompletedProcess:
 def test_docker_compose_accepts_the_file_and_refuses_to_run_without_its_secrets():
     """Fault: the JWT secret defaulted to change-me-in-production, a usable default anyone could sign tokens with."""
     assert compose_config(SECRETS).returncode == 0, compose_config(SECRETS).stderr
-    refused = compose_config({"AIRFLOW_FERNET_KEY": "k"})
-    assert refused.returncode != 0 and "set AIRFLOW_JWT_SECRET" in refused.stderr
+    for secret in SECRETS:
+        refused = compose_config({name: value for name, value in SECRETS.items() if name != secret})
+        assert refused.returncode != 0 and f"set {secret}" in refused.stderr
 
 
 def test_every_long_running_service_has_a_healthcheck_and_logs_are_groomed():
@@ -84,3 +92,105 @@ def test_the_celery_worker_command_exists_in_an_environment_built_from_the_lock(
     done = subprocess.run([airflow, "celery", "worker", "--help"], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "--queues" in done.stdout and "--concurrency" in done.stdout
+
+
+DOCKERFILES = {name: (REPO / "docker" / name).read_text() for name in ("Dockerfile", "Dockerfile.gpu")}
+SERVICES = COMPOSE["services"]
+AIRFLOW_SERVICES = [name for name in SERVICES if name.startswith(("airflow-", "flower"))]
+
+
+def test_each_image_takes_its_base_as_a_build_argument_with_the_official_image_by_default():
+    """Registry images cannot be pulled everywhere (air-gapped hosts, this test machine): the base is an ARG."""
+    for name, base, default in (("Dockerfile", "AIRFLOW_BASE_IMAGE", "apache/airflow:3.3.2-python3.11"),
+                                ("Dockerfile.gpu", "CUDA_BASE_IMAGE", "nvidia/cuda:13.0.0-devel-ubuntu24.04")):
+        assert f"ARG {base}={default}\nFROM ${{{base}}}" in DOCKERFILES[name]
+        service = "airflow-worker-gpu" if name.endswith(".gpu") else "airflow-worker"
+        assert SERVICES[service]["build"]["args"][base] == f"${{{base}:-{default}}}"
+
+
+def test_the_gpu_image_has_a_user_with_a_home_that_owns_airflow_home():
+    """Fault: Dockerfile.gpu created no user and left /opt/airflow root-owned; run as 50000:0 the worker exited 1
+    (PermissionError writing airflow.cfg) and the vramwatch cache resolved to /.cache."""
+    gpu = DOCKERFILES["Dockerfile.gpu"]
+    assert 'useradd --uid "${AIRFLOW_UID}" --gid 0 --home-dir /home/airflow' in gpu and "HOME=/home/airflow" in gpu
+    assert 'chown -R "${AIRFLOW_UID}:0" /opt/airflow' in gpu and "USER ${AIRFLOW_UID}" in gpu
+    assert "ARG AIRFLOW_UID=50000" in gpu and SERVICES["airflow-worker-gpu"]["user"] == "${AIRFLOW_UID:-50000}:0"
+
+
+def test_the_library_runs_from_the_mounted_include_folder_only():
+    """Fault: include/ was mounted but not on the import path, so the image's baked copy of the library ran."""
+    for name, text in DOCKERFILES.items():
+        assert "COPY include" not in text and "pip install --no-deps /opt/vramwatch" not in text, name
+    for name in AIRFLOW_SERVICES:
+        service = SERVICES[name]
+        assert service["environment"]["PYTHONPATH"] == "/opt/airflow/include", name
+        assert "./include:/opt/airflow/include" in service["volumes"], name
+
+
+def test_every_airflow_container_has_an_init_and_shares_the_api_secret_key():
+    """Fault: no init reaped the bench children's zombies; no shared secret key let the API server read a remote
+    worker's task logs."""
+    for name in AIRFLOW_SERVICES:
+        assert SERVICES[name]["init"] is True, name
+        assert SERVICES[name]["environment"]["AIRFLOW__API__SECRET_KEY"].startswith("${AIRFLOW_API_SECRET_KEY:?"), name
+
+
+def test_healthchecks_have_a_timeout_and_a_start_period():
+    """Fault: a hung check had no timeout, and a slow first start counted against the retries."""
+    for name in LONG_RUNNING:
+        check = SERVICES[name]["healthcheck"]
+        assert "timeout" in check or name == "postgres", name
+        assert "start_period" in check or name == "airflow-log-groomer", name
+
+
+def test_every_alert_setting_the_code_reads_is_passed_through():
+    """Fault: only two of the e-mail settings reached the containers."""
+    import re
+
+    sources = [*(REPO / "include").rglob("*.py"), *(REPO / "plugins").rglob("*.py")]
+    read = {name for path in sources for name in re.findall(r"VRAMWATCH_ALERT_[A-Z_]*[A-Z]", path.read_text())}
+    assert len(read) >= 8
+    passed = COMPOSE["x-airflow-common"]["environment"]
+    assert sorted(read - passed.keys()) == []
+    assert all(passed[name].startswith(f"${{{name}:-") for name in read)
+
+
+def test_sign_in_uses_a_password_the_deployment_chooses_kept_on_a_volume():
+    """Fault: SimpleAuthManager generated a password inside the container, new at every recreate, written nowhere a
+    user would look. (FAB's auth manager cannot be installed with the lock: see docker-compose.yaml.)"""
+    env = COMPOSE["x-airflow-common"]["environment"]
+    password_file = env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"]
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "${_AIRFLOW_WWW_USER_USERNAME:-airflow}:admin"
+    assert "airflow-auth:" + str(Path(password_file).parent) in COMPOSE["x-airflow-common"]["volumes"]
+    init = SERVICES["airflow-init"]
+    assert init["environment"]["WWW_PASSWORD"] == "${_AIRFLOW_WWW_USER_PASSWORD:-airflow}"
+    assert f"> {password_file}" in init["command"][-1]
+
+
+@pytest.mark.postgres
+def test_init_creates_the_warehouse_database_when_missing_not_only_on_a_fresh_volume(tmp_path):
+    """Fault: init-warehouse.sql ran only when PostgreSQL's volume was new; an existing one never got the database.
+    Runs airflow-init's own statement twice against the real server."""
+    from sqlalchemy import create_engine, text
+
+    from vramwatch.warehouse.tempdb import temporary_database
+
+    statement = SERVICES["airflow-init"]["environment"]["CREATE_WAREHOUSE"]
+    assert '"$${CREATE_WAREHOUSE}"' in SERVICES["airflow-init"]["command"][-1]
+    with temporary_database("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres") as url:
+        admin = create_engine("postgresql+psycopg2://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE "{url.rsplit("/", 1)[1]}"'))
+        said = []
+        for _ in range(2):
+            done = subprocess.run([sys.executable, "-c", statement], env={**os.environ, "VRAMWATCH_WAREHOUSE_URL": url},
+                                  capture_output=True, text=True, timeout=120)
+            assert done.returncode == 0, done.stderr[-2000:]
+            said.append(done.stdout.split()[-1])
+        admin.dispose()
+        assert said == ["created", "exists"]
+
+
+def test_flower_is_a_profile_to_watch_the_gpu_queue():
+    flower = SERVICES["flower"]
+    assert flower["profiles"] == ["flower"] and flower["command"] == "celery flower"

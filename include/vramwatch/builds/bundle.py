@@ -26,7 +26,7 @@ from vramwatch.builds.engine import BENCH_CHILD_EXTRAS
 from vramwatch.builds.llama_bench import configure_tools
 from vramwatch.builds.process import StepFailed, run_step, say
 from vramwatch.builds.slim import keep
-from vramwatch.builds.sources import COMMIT_MARKER, fetch_sdist, read_llama_cpp_commit, unpack_sdist
+from vramwatch.builds.sources import COMMIT_MARKER, extract_all, fetch_sdist, read_llama_cpp_commit, unpack_sdist
 from vramwatch.config import BuildSource, Paths
 from vramwatch.errors import UserError
 
@@ -56,7 +56,7 @@ def _check_configures(archive: Path, log: Path) -> None:
     """CMake-configure what was packed: the bindings with the CPU flags, then with llama.cpp's tools on."""
     with tempfile.TemporaryDirectory(prefix="vramwatch-bundle-") as scratch:
         with tarfile.open(archive) as tar:
-            tar.extractall(scratch, filter="data")
+            extract_all(tar, Path(scratch))
         (tree,) = Path(scratch).glob(f"{archive.name.removesuffix('.tar.gz')}")
         bindings = Path(scratch, "bindings")
         run_step("configure bindings", ["cmake", "-S", tree, "-B", bindings, *CPU_CMAKE_ARGS.split()], log)

@@ -6,6 +6,8 @@ Three kinds of source (BuildSource.source):
 - git:  a llama.cpp repository (URL or local path); its tags matching a pattern ("b*": llama.cpp tags every merge to
   master bNNNN), ordered by the numbers in them (b10 after b9), each pointing at a commit; or a full commit hash.
 "Older" is never new: an index that lags or a deleted tag must not trigger a night.
+Air-gapped workers: a pinned PyPI version needs no index; with none reachable, detection says so and goes on with that
+build, which the GPU worker reuses or builds from its cached sdist (path sources and local git repositories never ask).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from packaging.utils import InvalidSdistFilename, canonicalize_name, parse_sdist_filename
 from packaging.version import InvalidVersion, Version
 
+from vramwatch.builds.process import say
 from vramwatch.config import BuildSource
 from vramwatch.errors import UserError
 from vramwatch.records import BuildCheck
@@ -76,6 +79,10 @@ def _sdist_versions(filenames: list[str]) -> dict[Version, str]:
     return versions
 
 
+class IndexUnreachable(UserError):
+    """No answer from the package index (no route, refused, DNS, timeout): not the same as an index that answers."""
+
+
 def index_url(location: str) -> str:
     return (location or PYPI_SIMPLE).rstrip("/") + "/"
 
@@ -94,9 +101,8 @@ def index_versions(location: str) -> dict[Version, str]:
         raise UserError(f"{url}: HTTP {exc.code}: the index has no {PROJECT}",
                         "set build.location to a PEP 503 index that has it, or leave it empty for PyPI") from None
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        raise UserError(f"cannot reach package index {url}: {reason}",
-                        "check the network, or build from a bundle (build.source: path)") from None
+        raise IndexUnreachable(f"cannot reach package index {url}: {getattr(exc, 'reason', exc)}",
+                               "check the network, or build from a bundle (build.source: path)") from None
     parser = _SimplePageParser()
     parser.feed(page)
     return _sdist_versions(parser.files)
@@ -184,7 +190,24 @@ def find_build(source: BuildSource, wanted: str | None = None) -> Candidate:
             return Candidate(wanted, wanted)
         return _pick_tag(git_tags(source.location), wanted, source.location)
     where = source.location if source.source == "path" else index_url(source.location)
-    return _pick_release(release_versions(source), wanted, where)
+    try:
+        versions = release_versions(source)
+    except IndexUnreachable as unreachable:
+        if not _is_exact_version(wanted):  # "latest" needs the index to know what latest is
+            raise
+        # Detection may run on a default worker with no engine cache: the GPU worker's build stage reuses its engine,
+        # or its cached sdist, and fails there with its own reason if it has neither.
+        say(f"no index reachable, using the pinned build {wanted} ({unreachable.message})")
+        return Candidate(wanted)
+    return _pick_release(versions, wanted, where)
+
+
+def _is_exact_version(wanted: str) -> bool:
+    try:
+        Version(wanted)
+    except InvalidVersion:
+        return False
+    return True
 
 
 def release_versions(source: BuildSource) -> dict[Version, str]:

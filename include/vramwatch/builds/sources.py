@@ -17,7 +17,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,6 +100,26 @@ def appear_atomically(dest: Path, fill: Callable[[Path], None]) -> Path:
     return dest
 
 
+def extract_all(tar: tarfile.TarFile, dest: Path) -> None:
+    """Every member of `tar` under `dest` and nothing outside it: PEP 706's "data" filter where Python has it (3.11.4
+    and later); Debian 12's Python 3.11.2 has not, so there the same refusal of paths and links that leave `dest`."""
+    if hasattr(tarfile, "data_filter"):
+        tar.extractall(dest, filter="data")
+        return
+    root = Path(dest).resolve()
+
+    def inside() -> Iterator[tarfile.TarInfo]:
+        for member in tar:  # in order: a stream ("r|") can be read only once
+            target = (root / member.name).resolve()
+            link = (target.parent / member.linkname).resolve() if member.issym() else (root / member.linkname).resolve()
+            if member.isdev() or not target.is_relative_to(root) or (
+                    (member.issym() or member.islnk()) and not link.is_relative_to(root)):
+                raise tarfile.TarError(f"{member.name}: refused, it would land outside {dest}")
+            yield member
+
+    tar.extractall(dest, members=inside())
+
+
 def unpack_sdist(sdist: Path, dest: Path) -> Path:
     """Unpack once; the sdist's single top directory becomes `dest`."""
     if dest.is_dir():
@@ -107,7 +127,7 @@ def unpack_sdist(sdist: Path, dest: Path) -> Path:
 
     def fill(scratch: Path) -> None:
         with tarfile.open(sdist) as tar:
-            tar.extractall(scratch / "x", filter="data")
+            extract_all(tar, scratch / "x")
         (top,) = (scratch / "x").iterdir()
         for child in top.iterdir():
             child.rename(scratch / child.name)
@@ -248,7 +268,7 @@ def git_source(request: BuildRequest, commit: str, paths: Paths, log: Path) -> S
         archive = subprocess.Popen(["git", "-C", str(repo), "archive", "--format=tar", commit], stdout=subprocess.PIPE)
         try:
             with archive, tarfile.open(fileobj=archive.stdout, mode="r|") as tar:
-                tar.extractall(checkout, filter="data")
+                extract_all(tar, checkout)
                 # tarfile stops at the end-of-archive marker; git still writes its padding after it and, with the
                 # pipe closed, dies of SIGPIPE (status -13) now and then: read the stream to its end
                 while archive.stdout.read(1 << 16):

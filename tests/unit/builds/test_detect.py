@@ -80,6 +80,32 @@ def test_index_without_the_project_is_bad_input(index_url):
         check_for_new_build(BuildSource(location=index_url + "/nothing-here"), None)
 
 
+def refusing_index() -> str:
+    """An index URL on a loopback port nothing listens on: every connection is refused, as on an air-gapped host."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}/simple"
+
+
+def test_with_no_index_reachable_a_pinned_version_is_used(caplog):
+    """Fault: an air-gapped worker failed at detect_build: it asked the index even for the pinned 0.3.36 that was
+    already built and cached (the GPU worker's build stage reuses it; detection may run where no cache is)."""
+    import logging
+
+    with caplog.at_level(logging.INFO):
+        check = check_for_new_build(BuildSource(location=refusing_index(), version="0.3.36"), "0.3.36", force=True)
+    assert (check.latest, check.is_new, check.forced) == ("0.3.36", False, True)
+    assert "no index reachable, using the pinned build 0.3.36 (cannot reach package index" in caplog.text
+
+
+def test_with_no_index_reachable_latest_still_fails_naming_the_fix():
+    with pytest.raises(UserError, match=r"cannot reach package index .*build from a bundle"):
+        check_for_new_build(BuildSource(location=refusing_index(), version="latest"), None)
+
+
 # ------------------------------------------------------------------------------------------ git tags
 
 
