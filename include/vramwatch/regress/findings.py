@@ -25,6 +25,7 @@ class Finding:
     build_after: str = ""  # llama.cpp commit of tonight's row
     detail: str = ""  # e.g. "ok -> oom"
     change: str = ""  # the exact change in one line, naming the config (VRAM and fit findings)
+    first_night: str = ""  # the first night of the change, where known (its build is build_before's successor)
 
 
 @dataclass(frozen=True)

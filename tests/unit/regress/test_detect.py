@@ -470,7 +470,7 @@ def test_a_build_change_in_tok_s_is_judged_the_first_night_by_a_same_night_ab(wa
     store_nights(warehouse, [CONFIGS, slower])
     asked = []
 
-    def confirming(config, previous_commit):  # the engines really differ by -20 % tonight
+    def confirming(config, previous_commit, processes, earlier):  # the engines really differ by -20 % tonight
         asked.append((config.config_id, previous_commit))
         return ab_run(config.config_id, [100.0, 101.0, 99.0, 100.5, 99.5], [80.0, 81.0, 79.0, 80.5, 79.5])
 
@@ -483,12 +483,14 @@ def test_a_build_change_in_tok_s_is_judged_the_first_night_by_a_same_night_ab(wa
     (tg,) = [v for v in verdicts.ab[0].verdicts if v.metric == "tg"]
     assert tg.verdict == "slower" and tg.ci_high < 1
 
-    def noisy(config, previous_commit):  # the move was the night's noise: the A/B cannot tell
+    def noisy(config, previous_commit, processes, earlier):  # the move was the night's noise: the A/B cannot tell
         return ab_run(config.config_id, [100.0, 70.0, 130.0, 90.0, 110.0], [95.0, 120.0, 75.0, 100.0, 85.0])
 
     unconfirmed = detect_for_run(warehouse, "run001", ab=noisy, save=False)
-    assert unconfirmed.incidents == [] and any("tg: unconfirmed" in line for line in unconfirmed.not_judged)
+    assert unconfirmed.incidents == [] and unconfirmed.watching == [] and unconfirmed.not_judged == []
+    assert "0 slower beyond the policy; the others could detect" in unconfirmed.measured
     without = detect_for_run(warehouse, "run001", save=False)
-    assert without.incidents == [] and any("no A/B was run here" in line for line in without.not_judged)
-    gone = detect_for_run(warehouse, "run001", ab=lambda config, commit: "its engine is gone", save=False)
+    assert without.incidents == [] and any("no A/B runner here" in line for line in without.not_judged)
+    gone = detect_for_run(warehouse, "run001", ab=lambda config, commit, n, earlier: "its engine is gone",
+                          save=False)
     assert any("no same-night A/B: its engine is gone" in line for line in gone.not_judged)
