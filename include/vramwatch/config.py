@@ -131,10 +131,10 @@ class ThroughputPolicy(Strict):
     `min_history` nights on)."""
 
     page_pct: float = Field(5.0, gt=0)
-    ab_processes: int = Field(4, ge=3)
-    ab_max_processes: int = Field(16, ge=3)
-    ab_budget_minutes: float = Field(10.0, ge=0)
-    ab_trigger_z: float = Field(1.0, ge=0)
+    ab_processes: int = Field(3, ge=3)
+    ab_max_processes: int = Field(24, ge=3)
+    ab_budget_minutes: float = Field(20.0, ge=0)
+    ab_trigger_z: float = Field(1.3, ge=0)
     ab_confidence: float = Field(0.95, gt=0.5, lt=1)
     window: int = Field(30, ge=5)
     min_history: int = Field(20, ge=5)

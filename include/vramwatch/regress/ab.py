@@ -33,6 +33,7 @@ night is over, Holm's step-down procedure over the night's final p-values (alpha
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -70,21 +71,29 @@ class _Logs:
     df: float
 
 
-def _logs(a: np.ndarray, b: np.ndarray) -> _Logs:
+def _logs(a: np.ndarray, b: np.ndarray, noise: float | None) -> _Logs:
     log_a, log_b = np.log(a), np.log(b)
+    d = float(np.mean(log_b) - np.mean(log_a))
     var_a, var_b = float(np.var(log_a, ddof=1)) / len(a), float(np.var(log_b, ddof=1)) / len(b)
     se = math.sqrt(var_a + var_b)
+    known = noise * math.sqrt(1 / len(a) + 1 / len(b)) if noise else 0.0
+    if known >= se:  # the config's night noise bounds its process noise: a known sigma, no small-sample penalty
+        return _Logs(d, known, math.inf)
     # Welch-Satterthwaite; identical samples on both sides (se 0) have all the degrees of freedom there are
     df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1)) if se else len(a) + len(b) - 2.0
-    return _Logs(float(np.mean(log_b) - np.mean(log_a)), se, df)
+    return _Logs(d, se, df)
 
 
 def compare(metric: str, a: Sequence[float], b: Sequence[float], min_effect: float, *,
-            confidence: float = CONFIDENCE, alpha: float | None = None) -> ABVerdict:
+            confidence: float = CONFIDENCE, alpha: float | None = None, noise: float | None = None) -> ABVerdict:
     """The verdict on B (tonight's build) against A (the reference) for one metric, by the rule above.
 
     The interval is two-sided at `confidence`, i.e. one-sided at alpha = (1 - confidence) / 2 on each end, unless
-    `alpha` (the one-sided level a sequential night grants this look) is given."""
+    `alpha` (the one-sided level a sequential night grants this look) is given. `noise`: the config's relative
+    night-to-night noise, where known. Each night's figure is one process, so the night noise is at least the
+    process noise: the standard error is never taken below what it implies, and while it is the larger, it is a
+    known sigma (a normal quantile) instead of an estimate from a few processes (Student's t with few degrees of
+    freedom, whose tails would cost many processes)."""
     from scipy.stats import t as student  # a second to import: only when an A/B is judged, not in every command
 
     alpha = (1 - confidence) / 2 if alpha is None else alpha
@@ -99,7 +108,7 @@ def compare(metric: str, a: Sequence[float], b: Sequence[float], min_effect: flo
     if short:
         return ABVerdict(**figures, ci_low=None, ci_high=None, p_value=None, verdict="inconclusive",
                          reason=f"too few ok processes: {' and '.join(short)}, at least {MIN_SAMPLES} a side needed")
-    logs = _logs(samples_a, samples_b)
+    logs = _logs(samples_a, samples_b, noise)
     bound = math.log(1 - min_effect)
     critical = float(student.ppf(1 - alpha, logs.df))
     ci_low, ci_high = math.exp(logs.d - critical * logs.se), math.exp(logs.d + critical * logs.se)
@@ -146,10 +155,16 @@ class NightPlan:
         return cls(schedule(policy.ab_processes, policy.ab_max_processes), 1 - policy.ab_confidence,
                    max(1, hypotheses))
 
-    @property
-    def per_look(self) -> float:
-        """Each look's level: Bonferroni over the looks and the hypotheses (Holm's strictest step)."""
-        return self.alpha / (len(self.looks) * self.hypotheses)
+    def level(self, processes: int) -> float:
+        """The one-sided level of a look at `processes` a side, before the night's correction: alpha shared out
+        over the looks in proportion to their processes (a weighted Bonferroni: the shares add up to alpha), so the
+        last look, where a real slowdown is most often shown, gets the most of it."""
+        return self.alpha * processes / sum(self.looks)
+
+    def per_look(self, processes: int) -> float:
+        """A look's level over the night: its share, divided among the night's hypotheses (Holm's strictest
+        step)."""
+        return self.level(processes) / self.hypotheses
 
     def next_look(self, processes: int) -> int | None:
         """Processes a side at the look after one with `processes` (None: the last look is done)."""
@@ -157,17 +172,22 @@ class NightPlan:
 
 
 def decide_night(verdicts: Sequence[ABVerdict], samples: Sequence[tuple[Sequence[float], Sequence[float]]],
-                 plan: NightPlan, min_effect: float) -> list[ABVerdict]:
-    """The night's final verdicts: each metric of each A/B judged once more at the level Holm's procedure grants it
-    over all of the night's final p-values (alpha / looks in all). `samples` = (A, B) of each verdict, in order."""
+                 plan: NightPlan, min_effect: float, noises: Sequence[float | None] = ()) -> list[ABVerdict]:
+    """The night's final verdicts: each metric of each A/B judged once more, at its last look's share of alpha
+    (NightPlan.level), at the level Holm's step-down procedure grants it over all of the night's final p-values.
+    `samples` = (A, B) of each verdict, in order; `noises` their configs' night noise."""
     tested = [i for i, v in enumerate(verdicts) if v.p_value is not None]
-    level = plan.alpha / len(plan.looks)
-    granted = {i: level / max(1, len(tested)) for i in tested}
-    for rank, index in enumerate(sorted(tested, key=lambda i: verdicts[i].p_value)):
-        granted[index] = level / (len(tested) - rank)
+    share = {i: plan.level(min(verdicts[i].n_a, verdicts[i].n_b)) for i in tested}
+    granted = {i: share[i] / plan.hypotheses for i in tested}  # Bonferroni: what every look had
+    # weighted Holm (weights: the last looks' shares): the rejected ones hand their share on to the rest
+    remaining = sum(share.values())
+    for index in sorted(tested, key=lambda i: verdicts[i].p_value / share[i]):
+        granted[index] = share[index] * sum(share.values()) / (plan.hypotheses * remaining)
         if verdicts[index].p_value > granted[index]:
             break  # Holm stops here: this one and the rest keep the Bonferroni level
-    return [compare(v.metric, *samples[i], min_effect, alpha=granted[i]) if i in granted else v
+        remaining -= share[index]
+    noises = list(noises) or [None] * len(verdicts)
+    return [compare(v.metric, *samples[i], min_effect, alpha=granted[i], noise=noises[i]) if i in granted else v
             for i, v in enumerate(verdicts)]
 
 
@@ -178,6 +198,7 @@ class Ask:
     config_id: str
     reference_commit: str
     metrics: tuple[str, ...]  # tests of records.AB_METRICS ("pp", "tg") it is asked about
+    noise: dict[str, float] = dataclasses.field(default_factory=dict)  # test -> the config's relative night noise
 
 
 @dataclass(frozen=True)
@@ -197,13 +218,21 @@ Grow = Callable[[Ask, int, "ABRun | None"], "ABRun | str"]
 
 
 def _look(ask: Ask, run: ABRun, plan: NightPlan, min_effect: float) -> list[ABVerdict]:
-    return [compare(m, run.samples_ts[m]["A"], run.samples_ts[m]["B"], min_effect, alpha=plan.per_look)
-            for m in ask.metrics]
+    return [compare(m, run.samples_ts[m]["A"], run.samples_ts[m]["B"], min_effect,
+                    alpha=plan.per_look(run.processes), noise=ask.noise.get(m)) for m in ask.metrics]
+
+
+def futile(verdict: ABVerdict, min_effect: float) -> bool:
+    """An open metric whose ratio already sits above 1 - min_effect / 2: more processes would most likely end in
+    "not slower", and it cannot page; growing it would spend the night's budget on a build that looks fine."""
+    return verdict.verdict == "inconclusive" and verdict.ratio is not None and verdict.ratio >= 1 - min_effect / 2
 
 
 def sequential_night(asks: Sequence[Ask], grow: Grow, policy: ThroughputPolicy) -> list[NightAB]:
-    """Run the night's A/Bs as one sequential design (the rule above): asks in order of priority, look by look,
-    round-robin, within the night's budget; then Holm over the night's final p-values."""
+    """Run the night's A/Bs as one sequential design (the rule above): each ask's first look in order of priority
+    (`asks` comes most suspicious first), then the open A/B most likely to be a real slowdown (the smallest
+    p-value) grows to its next look, and so on, within the night's budget; then Holm over the night's final
+    p-values."""
     plan = NightPlan.of(policy, sum(len(a.metrics) for a in asks))
     min_effect, budget = policy.page_pct / 100, policy.ab_budget_minutes * 60
     runs: dict[int, ABRun] = {}
@@ -211,40 +240,41 @@ def sequential_night(asks: Sequence[Ask], grow: Grow, policy: ThroughputPolicy) 
     why_not: dict[int, str] = {}
     stopped: dict[int, str] = {}
     spent = 0.0
-    for look in plan.looks:
-        for i, ask in enumerate(asks):
-            if i in why_not or i in stopped:
-                continue
-            run = runs.get(i)
-            more = look - (run.processes if run else 0)
-            per_process = (sum(r.seconds for r in runs.values())
-                           / max(1, sum(2 * r.processes for r in runs.values()))) if runs else 0.0
-            if spent + 2 * more * per_process > budget:
-                if run is None:
-                    why_not[i] = (f"the night's A/B budget ({policy.ab_budget_minutes:g} GPU min) was spent before "
-                                  "it")
-                else:
-                    stopped[i] = f"the night's A/B budget ({policy.ab_budget_minutes:g} GPU min) was spent"
-                continue
-            grown = grow(ask, more, run)
-            if isinstance(grown, str):
-                if run is None:
-                    why_not[i] = grown
-                else:
-                    stopped[i] = f"no more processes: {grown}"
-                continue
-            spent += grown.seconds - (run.seconds if run else 0.0)
-            runs[i], looks[i] = grown, _look(ask, grown, plan, min_effect)
-            if all(decided(v) for v in looks[i]):
-                stopped[i] = "decided"
-    for i in runs:
-        stopped.setdefault(i, f"the most processes a side ({policy.ab_max_processes})")
-    order = [(i, k) for i in sorted(looks) for k in range(len(asks[i].metrics))]
-    final = decide_night([looks[i][k] for i, k in order],
-                         [(runs[i].samples_ts[asks[i].metrics[k]]["A"], runs[i].samples_ts[asks[i].metrics[k]]["B"])
-                          for i, k in order], plan, min_effect)
+    spent_out = f"the night's A/B budget ({policy.ab_budget_minutes:g} GPU min) was spent"
+
+    def step(i: int) -> None:
+        nonlocal spent
+        run, ask = runs.get(i), asks[i]
+        target = plan.next_look(run.processes if run else 0)
+        if target is None:
+            stopped[i] = f"the most processes a side ({policy.ab_max_processes})"
+            return
+        more = target - (run.processes if run else 0)
+        per_process = sum(r.seconds for r in runs.values()) / max(1, sum(2 * r.processes for r in runs.values()))
+        if spent + 2 * more * per_process > budget:
+            (stopped if run else why_not)[i] = spent_out if run else f"{spent_out} before it"
+            return
+        grown = grow(ask, more, run)
+        if isinstance(grown, str):
+            (stopped if run else why_not)[i] = f"no more processes: {grown}" if run else grown
+            return
+        spent += grown.seconds - (run.seconds if run else 0.0)
+        runs[i], looks[i] = grown, _look(ask, grown, plan, min_effect)
+        if all(decided(v) for v in looks[i]):
+            stopped[i] = "decided"
+        elif all(decided(v) or futile(v, min_effect) for v in looks[i]):
+            stopped[i] = f"no slowdown in sight: each open ratio is above -{min_effect / 2:.1%}"
+
+    for i in range(len(asks)):
+        step(i)
+    while growing := [i for i in runs if i not in stopped]:
+        step(min(growing, key=lambda i: min(1.0 if v.p_value is None else v.p_value for v in looks[i])))
+    order = [(i, asks[i].metrics[k], k) for i in sorted(looks) for k in range(len(asks[i].metrics))]
+    final = decide_night([looks[i][k] for i, _m, k in order],
+                         [(runs[i].samples_ts[m]["A"], runs[i].samples_ts[m]["B"]) for i, m, _k in order],
+                         plan, min_effect, [asks[i].noise.get(m) for i, m, _k in order])
     by_ask: dict[int, list[ABVerdict]] = {}
-    for (i, _k), verdict in zip(order, final):
+    for (i, _m, _k), verdict in zip(order, final):
         by_ask.setdefault(i, []).append(verdict)
     return [NightAB(ask, runs.get(i), by_ask.get(i, []), why_not.get(i, ""), stopped.get(i, ""))
             for i, ask in enumerate(asks)]

@@ -162,9 +162,10 @@ def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolic
                  and (drop := suspected_slowdown(row, series[series[column].notna()], column, policy)) is not None]
         if drops:
             worst = min(drops, key=lambda d: d.z)
-            metrics = tuple(d.metric.removesuffix("_avg_ts") for d in drops
-                            if d.reference_commit == worst.reference_commit)
-            asks.append((worst.z, Ask(worst.config_id, worst.reference_commit, metrics)))
+            same = [d for d in drops if d.reference_commit == worst.reference_commit]
+            asks.append((worst.z, Ask(worst.config_id, worst.reference_commit,
+                                      tuple(d.metric.removesuffix("_avg_ts") for d in same),
+                                      {d.metric.removesuffix("_avg_ts"): d.noise for d in same if d.noise})))
     return [ask for _z, ask in sorted(asks, key=lambda pair: pair[0])]
 
 

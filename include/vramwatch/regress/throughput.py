@@ -154,6 +154,7 @@ class Slowdown:
     metric: str  # tg_avg_ts | pp_avg_ts
     z: float  # tonight against the config's recent nights, in its own night-noise sigmas
     reference_commit: str  # the build of the last night at the config's level: the A/B's side A
+    noise: float | None  # the config's relative night-to-night noise (None: under 5 nights, unknown)
 
 
 def suspected_slowdown(row: pd.Series, series: pd.DataFrame, metric: str,
@@ -173,7 +174,8 @@ def suspected_slowdown(row: pd.Series, series: pd.DataFrame, metric: str,
         str(series["llama_cpp_commit"].iloc[-1]), "")
     if not reference or reference == str(row["llama_cpp_commit"]):
         return None  # the same build as at the config's level: a same-night A/B has nothing to compare
-    return Slowdown(str(row["config_id"]), metric, z, reference)
+    return Slowdown(str(row["config_id"]), metric, z, reference,
+                    baseline.sigma / baseline.median if noise_known and baseline.median else None)
 
 
 def throughput_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs = {},

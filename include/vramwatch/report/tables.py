@@ -22,6 +22,7 @@ from vramwatch.records import (
     BenchResult,
     ExpectationOutcome,
     Incident,
+    NightVerdicts,
     QuarantinedResult,
     Record,
     config_name,
@@ -359,15 +360,32 @@ def not_judged_table(not_judged: Sequence[str]) -> Table | None:
                  note="Checks the night could not make: none of them counts as 'no regression'.")
 
 
-def top_lines(incidents: Sequence[Incident], not_judged: Sequence[str]) -> list[str]:
-    """The report's first lines: each config that regressed tonight, its component, the exact change and the two
-    builds; else that nothing paged, and how many checks could not judge."""
-    paging = [i for i in incidents if i.pages]
+NIGHT_STATES = ("Paged", "Watching", "All clear")
+
+
+def top_lines(verdicts: NightVerdicts) -> list[str]:
+    """The report's first lines: one plain state, then its lines.
+
+    Paged       each config that regressed tonight, its exact change and its cause (regress.detect.attribute);
+    Watching    nothing paged, but something is suspected and being confirmed (a drift seen once, an A/B left
+                open leaning slower) or an incident is still open;
+    All clear   nothing paged or suspected, with what was measured (and what the A/Bs could have seen).
+    A last line counts the checks that should have run and could not ("Not judged"), whatever the state."""
+    paging = [i for i in verdicts.incidents if i.pages]
+    still_open = [i for i in verdicts.incidents if not i.pages and not i.is_closed]
     if paging:
         lines = [line for i in paging for line in i.headlines()]
-        return [f"**{len(lines)} regression(s) tonight**", *lines]
-    unjudged = f"; {len(not_judged)} check(s) not judged (see 'Not judged')" if not_judged else ""
-    return [f"No regression paged tonight{unjudged}."]
+        top = [f"**Paged: {len(lines)} regression(s) tonight**", *lines]
+        top += [f"also watching: {line}" for line in verdicts.watching]
+    elif verdicts.watching or still_open:
+        top = [f"**Watching {len(verdicts.watching) + len(still_open)}: suspected, being confirmed**",
+               *verdicts.watching, *(f"still open since {i.opened_night}: {i.summary}" for i in still_open)]
+    else:
+        top = [f"**All clear**: {verdicts.measured or 'nothing paged, nothing suspected'}."]
+    if verdicts.not_judged:
+        top.append(f"Not judged: {len(verdicts.not_judged)} check(s) that should have run and could not "
+                   "(see 'Not judged')")
+    return top
 
 
 # --------------------------------------------------------------------------------------------- prose

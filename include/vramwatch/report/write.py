@@ -112,7 +112,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)
     findings = key_findings(rows, results, incidents)
-    top = top_lines(incidents, verdicts.not_judged)
+    top = top_lines(verdicts)
 
     drawn = {"VRAM by component (stacked)": plots.vram_by_component(results),
              "Baseline vs offload": plots.baseline_vs_offload(rows),
