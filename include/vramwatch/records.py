@@ -701,7 +701,7 @@ class ABVerdict(Record):
     metric: str  # "pp" or "tg"
     n_a: int  # ok processes on each side
     n_b: int
-    median_a: float | None  # tokens/s
+    median_a: float | None  # tokens/s: the side's geometric mean (the field kept its first name for stored nights)
     median_b: float | None
     ratio: float | None  # median_b / median_a: below 1 is slower
     ci_low: float | None  # interval of the ratio, at `confidence`

@@ -57,13 +57,6 @@ def schedule(start: int, most: int) -> list[int]:
     return looks
 
 
-def needs_ab(previous: float, tonight: float, noise: float | None, min_effect: float) -> bool:
-    """Whether tonight's figure differs from the previous build's last one by more than min_effect and 2 x noise
-    (both relative: fractions of `previous`). The bisection's trigger; the night uses `suspect_slower`."""
-    change = abs(tonight - previous) / previous
-    return change > min_effect and (noise is None or change > 2 * noise)
-
-
 @dataclass(frozen=True)
 class _Logs:
     d: float  # mean(log B) - mean(log A)

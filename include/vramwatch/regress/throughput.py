@@ -78,14 +78,6 @@ class Baseline:
         return self.z(value) <= -Z_SUSPECT and value <= self.median * (1 - policy.page_pct / 100)
 
 
-def relative_noise(values: np.ndarray) -> float | None:
-    """A config's night-to-night noise as a fraction of its level (None under 5 nights: unknown)."""
-    if len(values) < 5:
-        return None
-    baseline = Baseline.of(values)
-    return baseline.sigma / baseline.median if baseline.median else None
-
-
 def change_start(series: pd.DataFrame, metric: str, median: float) -> int:
     """Index (in `series`, the earlier nights, oldest first) of the first night of tonight's run of nights below
     `median`: len(series) when last night was at or above it (the change is tonight's)."""

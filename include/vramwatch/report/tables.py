@@ -336,19 +336,23 @@ def ab_table(comparisons: Sequence[ABComparison]) -> Table | None:
     for c in comparisons:
         for v in c.verdicts:
             ratio = MISSING if v.ratio is None else f"{v.ratio:.3f}"
-            interval = MISSING if v.ci_low is None else f"[{v.ci_low:.3f}, {v.ci_high:.3f}]"
+            interval = (MISSING if v.ci_low is None else
+                        f"[{v.ci_low:.3f}, {v.ci_high:.3f}] ({100 * v.confidence:.2f}%)")
             rows.append([config_name(c.run.config_id), v.metric, f"{c.run.llama_cpp_commit_a[:8]} -> "
                          f"{c.run.llama_cpp_commit_b[:8]}", f"{v.n_a} v {v.n_b}",
                          MISSING if v.median_a is None else f"{v.median_a:.2f}",
                          MISSING if v.median_b is None else f"{v.median_b:.2f}", ratio, interval,
                          MISSING if v.p_value is None else f"{v.p_value:.3f}",
+                         MISSING if v.min_detectable is None else f"-{v.min_detectable:.1%}",
                          v.verdict if v.verdict != "inconclusive" else f"unconfirmed ({v.reason})"])
-    confidence = f"{comparisons[0].verdicts[0].confidence:.0%}"
-    note = (f"Both engines ran tonight, interleaved A B A B, one child process per sample, on tonight's model file. "
-            f"Ratio = median(B) / median(A) tok/s with a {confidence} bootstrap interval; p = two-sided Mann-Whitney "
-            f"U. Slower pages when the whole interval is below 1 and the ratio is beyond the policy.")
+    note = ("Both engines ran tonight, interleaved A B A B, one child process per sample, on tonight's model file, "
+            "more processes while the answer was open (regress.ab). Ratio = geometric mean(B) / geometric mean(A) "
+            "tok/s, with its interval at the level the night's error control granted it; p = one-sided, of a "
+            "slowdown beyond the policy. Slower pages when the whole interval lies beyond the policy; 'could detect' "
+            "is the smallest slowdown the A/B would have called slower.")
     return Table("Same-night A/B (previous build -> tonight's)",
-                 ["Config", "Test", "llama.cpp", "Processes", "A t/s", "B t/s", "Ratio", "Interval", "p", "Verdict"],
+                 ["Config", "Test", "llama.cpp", "Processes", "A t/s", "B t/s", "Ratio", "Interval", "p",
+                  "Could detect", "Verdict"],
                  rows, note)
 
 
