@@ -641,7 +641,8 @@ class Incident(Record):
     changes: list[str] = field(default_factory=list)  # per config, what changed exactly (the report's first lines)
     bisection: BisectResult | None = None  # the search for the release or commit that made the change, once run
     # Attribution: what changed that night among the candidate causes ("llama.cpp a -> b", "gpu_driver x -> y", ...)
-    # and which of them the evidence cleared, with the evidence ("llama.cpp a -> b: same-night A/B tg 1.00x [...]").
+    # and which of them the evidence cleared, each line starting with the cause it clears ("llama.cpp a -> b:
+    # same-night A/B tg 1.00x [...]").
     causes: list[str] = field(default_factory=list)
     cleared: list[str] = field(default_factory=list)
 
@@ -656,8 +657,8 @@ class Incident(Record):
     def blamed(self) -> str:
         """The causes the evidence leaves, in words: the builds, or the machine change when the build is the same
         or was cleared (an unchanged build is never named as a cause)."""
-        cleared = {line.split(":", 1)[0] for line in self.cleared}
-        left = [c for c in self.causes if c not in cleared]
+        cleared = {line.split(" ", 1)[0] for line in self.cleared}  # what kind of cause: llama.cpp, gpu_driver, ...
+        left = [c for c in self.causes if c.split(" ", 1)[0] not in cleared]
         if not self.causes:
             left = [builds_changed(self.build_before, self.build_after)]
         said = " or ".join(left) if left else "no candidate cause left (" + "; ".join(self.cleared) + ")"

@@ -193,6 +193,7 @@ class NightABs:
     cleared: dict[tuple[str, str], str]
     watching: list[str]
     not_judged: list[str]
+    no_slowdown: set[tuple[str, str]]  # (config, metric column): the A/B cleared the build or saw no slowdown
 
 
 def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], environments: Mapping[str, str],
@@ -203,7 +204,7 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
             return "no A/B runner here (the nightly's detect_regressions runs one on the GPU worker)"
         return ab(configs[ask.config_id], ask.reference_commit, more, earlier)
 
-    out = NightABs([], [], {}, [], [])
+    out = NightABs([], [], {}, [], [], set())
     policy_pct = policy.page_pct / 100
     for ended in sequential_night(asks, grow, policy):
         config = configs[ended.ask.config_id]
@@ -217,8 +218,11 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
         out.findings.extend(ab_findings(comparison, config, environments[ended.ask.config_id]))
         builds = builds_changed(ended.run.llama_cpp_commit_a, ended.run.llama_cpp_commit_b)
         for v in ended.verdicts:
+            key = (config.config_id, f"{v.metric}_avg_ts")
             if v.verdict in ("no change", "not slower", "faster"):
-                out.cleared[(config.config_id, f"{v.metric}_avg_ts")] = f"{builds}: same-night A/B {v.describe()}"
+                out.cleared[key] = f"{builds}: same-night A/B {v.describe()}"
+            if v.verdict != "slower" and v.ratio is not None and v.ratio >= 1 - policy_pct / 2:
+                out.no_slowdown.add(key)
             elif v.verdict == "inconclusive" and v.ratio is not None and v.ratio < 1 - policy_pct:
                 out.watching.append(f"{name} {v.metric}: suspected, being confirmed (A/B stopped: {ended.stopped}): "
                                     f"{v.describe()}")
@@ -252,9 +256,9 @@ def attribute(incident: Incident, findings: Sequence[Finding], night: str, machi
     causes += machine
     if any(f.kind == Kind.SERIES_CHANGED for f in findings if f.config_id in incident.configs):
         causes.append("matrix: the config's settings changed")
-    evidence = [cleared[(c, incident.metric)] for c in incident.configs if (c, incident.metric) in cleared]
+    builds = [c for c in causes if c.startswith("llama.cpp")]
+    said = [cleared[(c, incident.metric)] for c in incident.configs if builds and (c, incident.metric) in cleared]
     confirmed = [f.detail for f in mine if f.detail.startswith("same-night A/B")]
-    said = [line for line in evidence if causes and line.split(":", 1)[0] == causes[0]]
     if confirmed and machine:
         said += [f"{change}: {confirmed[0]} on one machine" for change in machine]
     return dataclasses.replace(incident, causes=causes, cleared=said)
@@ -296,9 +300,15 @@ def judge_night(tonight: pd.DataFrame, before: pd.DataFrame, configs: Mapping[st
     findings = [*detection.findings, *abs_.findings, *more_findings]
     found = reconcile(findings, open_incidents, detection.night, detection.tonight_status, policy)
     found = attributed(found, findings, detection.night, machine_changes, abs_.cleared)
+    # A drop seen once that tonight's A/B found no slowdown behind, on an unchanged machine, is the night's noise:
+    # the drift check still judges it tomorrow, but nobody needs to watch it.
+    machine_changed = any(f.kind == Kind.ENVIRONMENT_CHANGED for f in more_findings)
+    suspects = [s for s in detection.suspects if machine_changed or (s.config_id, s.metric) not in abs_.no_slowdown]
+    noise = len(detection.suspects) - len(suspects)
+    measured = _measured(tonight, abs_.comparisons) + (
+        f"; {noise} one-night drop(s) with no slowdown behind them in the A/B" if noise else "")
     return NightVerdicts(incidents=found, ab=abs_.comparisons, not_judged=_not_judged(tonight) + abs_.not_judged,
-                         watching=_suspected(detection.suspects) + abs_.watching,
-                         measured=_measured(tonight, abs_.comparisons))
+                         watching=_suspected(suspects) + abs_.watching, measured=measured)
 
 
 def _machine_changes(warehouse: Warehouse, before: pd.DataFrame, tonight: Fingerprint | None) -> MachineChanges:
