@@ -251,6 +251,9 @@ def sequential_night(asks: Sequence[Ask], grow: Grow, policy: ThroughputPolicy) 
         if isinstance(grown, str):
             (stopped if run else why_not)[i] = f"no more processes: {grown}" if run else grown
             return
+        if run is not None and grown.processes <= run.processes:  # a runner that cannot add processes
+            stopped[i] = f"no more processes: the A/B stayed at {run.processes} a side"
+            return
         spent += grown.seconds - (run.seconds if run else 0.0)
         runs[i], looks[i] = grown, _look(ask, grown, plan, min_effect)
         if all(decided(v) for v in looks[i]):
