@@ -32,11 +32,11 @@ POLICY = load_matrix(Path(__file__).parent / "gpu" / "two-releases.yaml").policy
 
 def _replayed(runs: dict[str, ABRun]):
     """The A/B runner detection calls, answering with what the GPU plan measured for that config."""
-    def ab(config: BenchConfig, previous_commit: str) -> ABRun | str:
+    def ab(config: BenchConfig, previous_commit: str, processes: int, earlier: ABRun | None) -> ABRun | str:
         run = runs.get(config.config_id)
         if run is None or run.llama_cpp_commit_a != previous_commit:
             return "the GPU plan did not run this A/B"
-        return run
+        return run if earlier is None else f"the GPU plan ran {run.processes} processes a side"
     return ab
 
 

@@ -61,11 +61,11 @@ def main() -> None:
                 writer = None
             measured[version] = plan.measure(f"measure-{version}", matrix, version)
     previous, tonight = versions
-    run_ab = pipeline.same_night_ab(builds[tonight], matrix.policy.throughput.ab_processes)
+    run_ab = pipeline.same_night_ab(builds[tonight])
     for mode in MODES:
         with plan.step(f"ab-{mode}"):
             (config,) = [r.config for r in measured[tonight].results if r.config.mode == mode]
-            ab = run_ab(config, builds[previous].llama_cpp_commit)
+            ab = run_ab(config, builds[previous].llama_cpp_commit, 5, None)
             if isinstance(ab, str):
                 raise RuntimeError(ab)
             (plan.OUT / f"ab-{mode}.json").write_text(ab.to_json(indent=1))

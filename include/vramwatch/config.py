@@ -129,16 +129,29 @@ class VramPolicy(VramRule):
 
 
 class ThroughputPolicy(Strict):
-    """Throughput verdicts. A build change whose tok/s differs from the previous build's by more than the config's
-    noise is rerun the same night, both engines interleaved (ab_processes each); a slowdown pages when the A/B
-    confirms it and it is at least page_pct %. History catches slow drift (a robust z-score over `window` nights,
-    from `min_history` nights on)."""
+    """Throughput verdicts. A config whose tok/s tonight is below its recent level by more than `ab_trigger_z` of its
+    night-to-night noise, on a build that changed since, is rerun the same night, both engines interleaved: a
+    sequential A/B that starts with ab_processes a side and grows to at most ab_max_processes while its answer is
+    open and the night's ab_budget_minutes of GPU time last (regress.ab). A slowdown pages when the whole interval
+    of the ratio lies more than page_pct % below 1; ab_confidence bounds the night's false-page rate over all its
+    A/Bs (1 - ab_confidence, family-wise). History catches slow drift (a robust z-score over `window` nights, from
+    `min_history` nights on)."""
 
     page_pct: float = Field(5.0, gt=0)
-    ab_processes: int = Field(5, ge=3)
+    ab_processes: int = Field(3, ge=3)
+    ab_max_processes: int = Field(24, ge=3)
+    ab_budget_minutes: float = Field(20.0, ge=0)
+    ab_trigger_z: float = Field(1.3, ge=0)
     ab_confidence: float = Field(0.95, gt=0.5, lt=1)
     window: int = Field(30, ge=5)
     min_history: int = Field(20, ge=5)
+
+    @model_validator(mode="after")
+    def _growing(self) -> "ThroughputPolicy":
+        if self.ab_max_processes < self.ab_processes:
+            raise ValueError(f"ab_max_processes ({self.ab_max_processes}) must be at least ab_processes "
+                             f"({self.ab_processes})")
+        return self
 
 
 class Policy(Strict):

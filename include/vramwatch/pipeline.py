@@ -135,20 +135,21 @@ def store(run_id: str, night: str, build: BuildRecord, validated: ValidatedNight
     return stored_as
 
 
-def same_night_ab(build: BuildRecord, processes: int) -> ABRunner:
-    """The A/B runner detection uses: tonight's config on the previous build's engine (found on this worker by its
-    llama.cpp commit) against tonight's build, interleaved, `processes` child processes each."""
+def same_night_ab(build: BuildRecord) -> ABRunner:
+    """The A/B runner detection uses: tonight's config on a previous build's engine (found on this worker by its
+    llama.cpp commit) against tonight's build, interleaved; each call adds `processes` child processes a side to the
+    A/B so far (regress.ab grows it while its answer is open)."""
     from vramwatch.bench.ab import run_ab
     from vramwatch.builds.engine import engine_of_commit
 
-    def run(config: BenchConfig, previous_commit: str) -> ABRun | str:
+    def run(config: BenchConfig, previous_commit: str, processes: int, earlier: ABRun | None) -> ABRun | str:
         engine = engine_of_commit(Paths(), previous_commit, build.request.backend)
         if engine is None:
             return (f"the previous build's engine (llama.cpp {previous_commit[:8]}, {build.request.backend}) is not on "
                     f"this worker")
         _say(f"same-night A/B {config.config_name}: llama.cpp {previous_commit[:8]} (A) against "
-             f"{build.llama_cpp_commit[:8]} (B), {processes} processes each")
-        return run_ab((config, engine), (config, build), processes)
+             f"{build.llama_cpp_commit[:8]} (B), {processes} more processes each")
+        return run_ab((config, engine), (config, build), processes, earlier)
 
     return run
 
@@ -160,7 +161,7 @@ def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None 
     from vramwatch.regress.detect import detect_for_run
 
     if ab is None and build is not None:
-        ab = same_night_ab(build, policy.throughput.ab_processes)
+        ab = same_night_ab(build)
     verdicts = detect_for_run(_open(warehouse), run_id, policy, ab=ab, save=save)
     incidents = verdicts.incidents
     _say(f"detect_regressions: {sum(i.pages for i in incidents)} paging, "

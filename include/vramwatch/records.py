@@ -595,6 +595,7 @@ class ABRun(Record):
     samples_ts: dict[str, dict[str, list[float]]]  # test ("pp", "tg") -> side -> one avg_ts per ok process, in order
     statuses: dict[str, list[Status]]  # side -> the status of each of its processes, in order
     failures: list[str] = field(default_factory=list)  # one line per failed process: which, its status, its error
+    seconds: float = 0.0  # wall time of all its processes: what it cost of the night's A/B budget
 
 
 # --------------------------------------------------------------------------------------------- validate
@@ -706,6 +707,11 @@ class Incident(Record):
     # False while the change came with a GPU swap on a build-change night (build or GPU: not separable): shown first,
     # paged once a later night on the new GPU keeps it
     separable: bool = True
+    # Attribution: what changed that night among the candidate causes ("llama.cpp a -> b", "gpu_driver x -> y", ...)
+    # and which of them the evidence cleared, each line starting with the cause it clears ("llama.cpp a -> b:
+    # same-night A/B tg 1.00x [...]").
+    causes: list[str] = field(default_factory=list)
+    cleared: list[str] = field(default_factory=list)
 
     @property
     def pages(self) -> bool:
@@ -736,13 +742,29 @@ class Incident(Record):
         return f"Resolved: {self.summary} ({how})"
 
     def headlines(self) -> list[str]:
-        """What the report's and the alert's first lines say of it: each config's exact change and the builds."""
-        builds = f"llama.cpp {self.build_before[:8] or '?'} -> {self.build_after[:8] or '?'}"
-        return [f"{change}, {builds}" for change in self.changes] or [self.summary]
+        """What the report's and the alert's first lines say of it: each config's exact change and its cause."""
+        return [f"{change}, {self.blamed()}" for change in self.changes] or [self.summary]
+
+    def blamed(self) -> str:
+        """The causes the evidence leaves, in words: the builds, or the machine change when the build is the same
+        or was cleared (an unchanged build is never named as a cause)."""
+        cleared = {line.split(" ", 1)[0] for line in self.cleared}  # what kind of cause: llama.cpp, gpu_driver, ...
+        left = [c for c in self.causes if c.split(" ", 1)[0] not in cleared]
+        if not self.causes:
+            left = [builds_changed(self.build_before, self.build_after)]
+        said = " or ".join(left) if left else "no candidate cause left (" + "; ".join(self.cleared) + ")"
+        return said + (f" (cleared: {'; '.join(self.cleared)})" if self.cleared and left else "")
 
     @property
     def is_closed(self) -> bool:
         return self.state in CLOSED_STATES
+
+
+def builds_changed(before: str, after: str) -> str:
+    """The build change in words; an unchanged build is said as such, never as "a -> a"."""
+    if before and before == after:
+        return f"same llama.cpp build {after[:8]}"
+    return f"llama.cpp {before[:8] or '?'} -> {after[:8] or '?'}"
 
 
 @dataclass(frozen=True)
@@ -758,7 +780,7 @@ class NightSummary(Record):
     incidents: list[Incident]
 
 
-ABOutcome = Literal["slower", "faster", "no change", "inconclusive"]
+ABOutcome = Literal["slower", "faster", "no change", "not slower", "inconclusive"]
 
 
 @dataclass(frozen=True)
@@ -771,15 +793,16 @@ class ABVerdict(Record):
     metric: str  # "pp" or "tg"
     n_a: int  # ok processes on each side
     n_b: int
-    median_a: float | None  # tokens/s
+    median_a: float | None  # tokens/s: the side's geometric mean (the field kept its first name for stored nights)
     median_b: float | None
     ratio: float | None  # median_b / median_a: below 1 is slower
-    ci_low: float | None  # bootstrap interval of the ratio, at `confidence`
+    ci_low: float | None  # interval of the ratio, at `confidence`
     ci_high: float | None
     confidence: float
-    p_value: float | None  # two-sided Mann-Whitney U
+    p_value: float | None  # one-sided: of "B is slower than A by more than the policy"
     verdict: ABOutcome
     reason: str
+    min_detectable: float | None = None  # the smallest slowdown (a fraction) this A/B would have called slower
 
     def describe(self) -> str:
         """One line: "tg 0.81x [0.77, 0.85] (95% CI, 5 v 5 processes, p=0.008): slower"."""
@@ -788,7 +811,9 @@ class ABVerdict(Record):
                     if self.ci_low is not None and self.ci_high is not None else " (")
         p_value = f", p={self.p_value:.3f}" if self.p_value is not None else ""
         why = f" ({self.reason})" if self.verdict == "inconclusive" else ""
-        return f"{self.metric}{ratio}{interval}{self.n_a} v {self.n_b} processes{p_value}): {self.verdict}{why}"
+        could = f", could detect -{self.min_detectable:.1%}" if self.min_detectable is not None else ""
+        return (f"{self.metric}{ratio}{interval}{self.n_a} v {self.n_b} processes{p_value}{could}): "
+                f"{self.verdict}{why}")
 
 
 @dataclass(frozen=True)
@@ -807,6 +832,8 @@ class NightVerdicts(Record):
     incidents: list[Incident]
     ab: list[ABComparison] = field(default_factory=list)
     not_judged: list[str] = field(default_factory=list)
+    watching: list[str] = field(default_factory=list)  # suspected, being confirmed: a drift seen once, an open A/B
+    measured: str = ""  # what the night judged, in a few words: what an all-clear rests on
 
 
 # --------------------------------------------------------------------------------------------- prune

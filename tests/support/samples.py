@@ -9,7 +9,10 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 
+import numpy as np
+
 from vramwatch.records import (
+    ABRun,
     BenchConfig,
     BenchResult,
     BisectResult,
@@ -157,3 +160,25 @@ def bisection(found: bool = True, subject: str = "llama-cpp-python 0.3.33") -> B
         stopped="" if found else "the change lies between 0.3.32 and 0.3.34, but 1 candidate(s) between them could "
                                  "not be measured: 0.3.33: build failed: ggml.c:12: error: x",
         started_at="2026-11-29T23:00:00+00:00", duration_s=2650.0)
+
+
+# Seconds one bench process of an A/B takes: the H200 nights of docs/results measured 11-36 s per config process
+# (seed-reproduction.md, "Stage wall times"); 13 s is their median.
+AB_PROCESS_SECONDS = 13.0
+
+
+def simulated_ab(config_id: str, commits: tuple[str, str], levels: dict[str, tuple[float, float]], noise: float,
+                 rng: np.random.Generator, processes: int, earlier: ABRun | None = None) -> ABRun:
+    """An A/B as bench.ab.run_ab returns it, from engines whose true tok/s per test are levels[test] = (A, B) and
+    whose processes vary by gaussian relative noise: `processes` more a side after those of `earlier`."""
+    samples = {test: {side: list(earlier.samples_ts[test][side]) if earlier else [] for side in "AB"}
+               for test in levels}
+    for _ in range(processes):
+        for side, index in (("A", 0), ("B", 1)):
+            for test, level in levels.items():
+                samples[test][side].append(float(level[index] * (1 + rng.normal(0, noise))))
+    done = (earlier.processes if earlier else 0) + processes
+    return ABRun(config_id=config_id, llama_cpp_commit_a=commits[0], llama_cpp_python_version_a="0.3.36",
+                 llama_cpp_commit_b=commits[1], llama_cpp_python_version_b="0.3.36", processes=done,
+                 samples_ts=samples, statuses={"A": ["ok"] * done, "B": ["ok"] * done},
+                 seconds=2 * done * AB_PROCESS_SECONDS)

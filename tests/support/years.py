@@ -58,9 +58,9 @@ def build_of(night_index: int) -> BuildRecord:
                        built_at=f"{commit}-built")
 
 
-def _templates(years: Years) -> list[BenchResult]:
+def templates(years: Years) -> list[BenchResult]:
     """One night's configs: a real-shaped GPU row per model x quant x mode, models renamed moe-0, moe-1, ..."""
-    templates = []
+    rows = []
     for m in range(years.models):
         for q, quant in enumerate(QUANTS):
             for mode in MODES:
@@ -68,9 +68,9 @@ def _templates(years: Years) -> list[BenchResult]:
                 scale = (m + 1) * (q + 1) / 6
                 model = replace(base.config.model, model=f"moe-{m}", quant=quant,
                                 file_bytes=int(base.config.model.file_bytes * scale))
-                templates.append(replace(base, config__model=model,
-                                         memory__gpu_model_mib=round(base.memory.gpu_model_mib * scale, 2)))
-    return templates
+                rows.append(replace(base, config__model=model,
+                                    memory__gpu_model_mib=round(base.memory.gpu_model_mib * scale, 2)))
+    return rows
 
 
 def _tonight(template: BenchResult, night_index: int, rng: np.random.Generator) -> BenchResult:
@@ -84,9 +84,9 @@ def _tonight(template: BenchResult, night_index: int, rng: np.random.Generator) 
 def fill(warehouse: Warehouse, years: Years = Years(), progress: Callable[[int], None] | None = None) -> None:
     """Store `years` of nights into an empty warehouse, one store_run a night; progress(nights stored) now and then."""
     rng = np.random.default_rng(0)
-    templates = _templates(years)
+    configs = templates(years)
     for i in range(years.nights):
-        tonight = [_tonight(template, i, rng) for template in templates]
+        tonight = [_tonight(template, i, rng) for template in configs]
         warehouse.store_run(years.run_id(i), years.night(i), build_of(i),
                             ValidatedNight(accepted=tonight, quarantined=[]), "scheduled")
         if progress is not None and (i + 1) % 100 == 0:

@@ -41,8 +41,17 @@ def _size(incident: Incident) -> str:
 
 def incident_line(incident: Incident) -> str:
     return (f"[{incident.kind}] {incident.metric}{_size(incident)} on "
-            f"{', '.join(config_name(c) for c in incident.configs)}; "
-            f"llama.cpp {incident.build_before or '?'} -> {incident.build_after or '?'}")
+            f"{', '.join(config_name(c) for c in incident.configs)}; {incident.blamed()}")
+
+
+def _blamed(paging: list[Incident]) -> str:
+    """What the subject blames: the new builds no evidence cleared, else the other causes (regress.detect.attribute)."""
+    builds = sorted({i.build_after[:8] for i in paging if i.build_after and i.build_after != i.build_before
+                     and not any(line.startswith("llama.cpp") for line in i.cleared)})
+    if builds:
+        return f"on llama.cpp {', '.join(builds)}"
+    others = sorted({c for i in paging for c in i.causes if not c.startswith("llama.cpp")})
+    return f"with {'; '.join(others)}" if others else "with no build change"
 
 
 def report_link(summary: NightSummary, base_url: str = "") -> str:
@@ -64,10 +73,8 @@ def regression_alert(summary: NightSummary, base_url: str = "") -> Alert | None:
     ended = [i for i in summary.incidents if not i.is_new and i.resolution()]
     if not paging and not ended:
         return None
-    builds = sorted({i.build_after[:8] for i in paging if i.build_after})
     headlines = [line for i in paging for line in i.headlines()]
-    subject = (f"vramwatch {summary.night}: {len(headlines)} regression(s) on llama.cpp "
-               f"{', '.join(builds) or 'unknown build'}" if paging
+    subject = (f"vramwatch {summary.night}: {len(headlines)} regression(s) {_blamed(paging)}" if paging
                else f"vramwatch {summary.night}: all clear, {len(ended)} incident(s) resolved")
     link = report_link(summary, base_url)
     lines = [*headlines, *(i.resolution() for i in ended), ""]

@@ -4,10 +4,13 @@ Throughput differs between processes of one config (offload tg about ±7 % on an
 process against last night's cannot tell a build's slowdown from that noise. Here each side runs `processes` child
 processes, alternating A, B, A, B, ...: a drift of the machine during the A/B (heat, a busy neighbour) falls on both
 sides alike instead of on whichever ran second. Each process is a plain nightly bench (`run_config`), so the samples
-are measured exactly as the nightly's own. vramwatch.regress.ab turns the samples into a verdict.
+are measured exactly as the nightly's own. vramwatch.regress.ab turns the samples into a verdict, and asks for more
+processes (`earlier`: the A/B so far, grown by `processes` a side) while its answer is open.
 """
 
 from __future__ import annotations
+
+import time
 
 from vramwatch.bench.runner import run_config
 from vramwatch.progress import for_stage
@@ -19,25 +22,30 @@ _say = for_stage("bench")
 
 
 def run_ab(a: tuple[BenchConfig, BuildRecord], b: tuple[BenchConfig, BuildRecord],
-           processes: int = DEFAULT_PROCESSES) -> ABRun:
-    """Run `processes` child processes of A (the previous build: the reference) and of B (tonight's), interleaved.
+           processes: int = DEFAULT_PROCESSES, earlier: ABRun | None = None) -> ABRun:
+    """Run `processes` child processes of A (the previous build: the reference) and of B (tonight's), interleaved,
+    after those of `earlier` (the same A/B's processes so far, kept in the record returned).
 
     Each side is its own (config, build): both builds quantize their own model files. A failed process is
-    recorded with its status and gives no sample. The record is named after tonight's (B's) config.
+    recorded with its status and gives no sample. The record is named after tonight's (B's) config; its `seconds`
+    is the wall time of all its processes.
     """
     if processes < 1:
         raise ValueError(f"an A/B needs at least 1 process per side, got {processes}")
     sides = dict(zip(AB_SIDES, (a, b)))
     config_id = b[0].config_id
-    samples: dict[str, dict[str, list[float]]] = {metric: {side: [] for side in AB_SIDES} for metric in AB_METRICS}
-    statuses: dict[str, list[Status]] = {side: [] for side in AB_SIDES}
-    failures: list[str] = []
+    samples: dict[str, dict[str, list[float]]] = {metric: {side: list(earlier.samples_ts[metric][side]) if earlier
+                                                           else [] for side in AB_SIDES} for metric in AB_METRICS}
+    statuses: dict[str, list[Status]] = {side: list(earlier.statuses[side]) if earlier else [] for side in AB_SIDES}
+    failures: list[str] = list(earlier.failures) if earlier else []
+    done = earlier.processes if earlier else 0
+    started = time.monotonic()
     order = [side for _ in range(processes) for side in AB_SIDES]
-    for number, side in enumerate(order, start=1):
+    for number, side in enumerate(order, start=2 * done + 1):
         config, build = sides[side]
         result = run_config(config, build)
         statuses[side].append(result.status)
-        which = f"process {number}/{len(order)} ({side})"
+        which = f"process {number}/{2 * done + len(order)} ({side})"
         if not result.ok:
             failures.append(f"{which}: {result.status}: {result.error}")
             _say(f"A/B {config_id}: {failures[-1]}")
@@ -51,4 +59,5 @@ def run_ab(a: tuple[BenchConfig, BuildRecord], b: tuple[BenchConfig, BuildRecord
                  llama_cpp_python_version_a=build_a.llama_cpp_python_version,
                  llama_cpp_commit_b=build_b.llama_cpp_commit,
                  llama_cpp_python_version_b=build_b.llama_cpp_python_version,
-                 processes=processes, samples_ts=samples, statuses=statuses, failures=failures)
+                 processes=done + processes, samples_ts=samples, statuses=statuses, failures=failures,
+                 seconds=(earlier.seconds if earlier else 0.0) + time.monotonic() - started)

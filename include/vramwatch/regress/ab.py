@@ -1,95 +1,276 @@
-"""Same-night A/B verdicts on throughput, and when an A/B is worth running. Pure: vramwatch.bench.ab runs it.
+"""Same-night A/B verdicts on throughput: a sequential test with a budget, its error rate held over the whole night.
+Pure: vramwatch.bench.ab runs the processes, vramwatch.regress.detect says which configs need one.
 
-When (`needs_ab`). Tonight's result is compared with the previous build's last one. An A/B (ten bench processes at
-the default of five a side) is worth running when the relative difference exceeds both the policy's `min_effect`
-and twice the config's relative night-to-night noise (the standard deviation of its nightly results over their
-median; None while unknown, then `min_effect` alone decides). The effect floor keeps real but irrelevant changes
-quiet (Bencher's statistically-significant-but-tiny alarms are its users' top complaint); the noise term keeps a
-jittery config (CPU offload) from asking for an A/B every night. The trigger only spends bench time: nothing pages
-on it. It stands in for asv's "lasting 2 commits" and PyTorch HUD's two consecutive bad points: instead of waiting
-a night for the second point, the A/B measures both builds again tonight, side by side.
+The test (`compare`), for one metric (pp or tg tokens/s, one sample per process and side). Process noise is
+multiplicative (a busy host or a throttled GPU slows a process by a fraction), so the samples are compared on a log
+scale: d = mean(log B) - mean(log A), ratio = exp(d), the ratio of the two geometric means. Its standard error and
+Welch's degrees of freedom give a t interval, exact for gaussian noise on the log scale; one slow process widens
+the interval more than it moves the ratio, so an outlier costs processes, never a false page. (The bootstrap of the
+medians it replaces was far too narrow at 3-5 processes a side: the source of most false pages of issue 25.)
 
-The test (`compare`), for one metric (pp or tg tokens/s, one sample per process and side):
-- ratio = median(B) / median(A): medians, so that one slow process (a busy host) moves neither side.
-- Its interval: a percentile bootstrap, each side resampled on its own (the processes of A and of B are independent
-  samples), seeded so that the same samples always give the same interval; 95 % by default.
-- The two-sided Mann-Whitney U p-value beside it, rank-based, with no assumption on the noise's shape. With 5 v 5
-  processes its smallest value is 2/252 = 0.008: every B process beyond every A process.
-- The verdict, given the policy's `min_effect` (a fraction):
-  "slower"       the whole interval is below 1 and the ratio is at most 1 - min_effect: a confirmed slowdown
-                 beyond the policy, the only verdict that pages;
-  "faster"       the whole interval is above 1 and the ratio is at least 1 + min_effect;
-  "no change"    the whole interval lies within [1 - min_effect, 1 + min_effect];
-  "inconclusive" anything else (the interval reaches past the policy on one side without excluding 1, or a real
-                 change too small to say whether it exceeds the policy), and whenever a side has fewer than
-                 MIN_SAMPLES ok processes: the report's "unconfirmed".
-  Simulated on gaussian process noise, 5 v 5 processes, min_effect 5 %: with 3.5 % noise an unchanged build is
-  called slower in 0.9 % of A/Bs, a -10 % build in 94 %, a -19 % one always; with 7 % noise (offload tg on an H200)
-  1.3 %, 42 % and 95 %. Most unchanged builds come out inconclusive, not "no change": five processes a side cannot
-  bound a noisy ratio within ±5 %, and the report says so rather than calling it clean.
+The verdict, given the policy's `min_effect` m (a fraction) and a one-sided level alpha:
+  "slower"       the interval lies wholly below 1 - m: a slowdown beyond the policy, the only verdict that pages
+                 (p = the one-sided p-value of "B is slower than A by more than m");
+  "faster"       the interval lies wholly above 1 + m;
+  "no change"    the interval lies within [1 - m, 1 + m];
+  "not slower"   the interval lies above 1 - m but reaches past 1 + m: the build is cleared of a slowdown the
+                 policy cares about, which is what the night needs to know;
+  "inconclusive" the interval contains 1 - m (the budget ran out first), or a side has fewer than MIN_SAMPLES ok
+                 processes.
+Each verdict also says the smallest slowdown it could have detected (`min_detectable`): the slowdown that, with the
+same spread and processes, would be called "slower" four times in five. An A/B that ends "inconclusive" with its
+ratio above 1 - m is not evidence of a slowdown, and the report says what it could have seen.
+
+Sequential, with a budget (`plan`, `decide_night`). Each A/B starts with `ab_processes` a side and grows along a
+fixed schedule of looks (about x1.6 each, up to `ab_max_processes`) while any of its metrics is still open, and while
+the night's GPU minutes (`ab_budget_minutes`) last; open A/Bs are grown one look at a time, round-robin, so one
+noisy config cannot spend the night's budget alone. Error control: the night's false-page rate, over all its A/Bs
+and metrics, is at most 1 - ab_confidence. Every look tests at alpha / (looks x hypotheses) (Bonferroni over the
+looks and the night's hypotheses: the strictest step of Holm's procedure, so a stop is never undone later); when the
+night is over, Holm's step-down procedure over the night's final p-values (alpha / looks each) decides which are
+"slower". The error rate holds however the looks fall, because each look is charged its own share of alpha.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from vramwatch.records import ABOutcome, ABVerdict
+from vramwatch.config import ThroughputPolicy
+from vramwatch.records import ABOutcome, ABRun, ABVerdict
 
-MIN_SAMPLES = 3  # per side: with fewer, a bootstrap of the median has almost nothing to resample
+MIN_SAMPLES = 3  # per side: with fewer, the spread of a side is not known at all
 CONFIDENCE = 0.95
-RESAMPLES = 10_000
-SEED = 0
+POWER = 0.8  # min_detectable: the slowdown caught this often
+GROWTH = 1.6  # each look has about this many times the processes of the one before
 
 
-def needs_ab(previous: float, tonight: float, noise: float | None, min_effect: float) -> bool:
-    """Whether tonight's figure differs from the previous build's last one by more than min_effect and 2 x noise
-    (both relative: fractions of `previous`)."""
-    change = abs(tonight - previous) / previous
-    return change > min_effect and (noise is None or change > 2 * noise)
+def schedule(start: int, most: int) -> list[int]:
+    """Processes a side at each look: start, about x GROWTH each, ending exactly at `most`."""
+    looks = [start]
+    while looks[-1] < most:
+        looks.append(min(most, max(looks[-1] + 1, round(looks[-1] * GROWTH))))
+    return looks
+
+
+@dataclass(frozen=True)
+class _Logs:
+    d: float  # mean(log B) - mean(log A)
+    se: float
+    df: float
+
+
+def _logs(a: np.ndarray, b: np.ndarray, noise: float | None) -> _Logs:
+    log_a, log_b = np.log(a), np.log(b)
+    d = float(np.mean(log_b) - np.mean(log_a))
+    var_a, var_b = float(np.var(log_a, ddof=1)) / len(a), float(np.var(log_b, ddof=1)) / len(b)
+    se = math.sqrt(var_a + var_b)
+    known = noise * math.sqrt(1 / len(a) + 1 / len(b)) if noise else 0.0
+    if known >= se:  # the config's night noise bounds its process noise: a known sigma, no small-sample penalty
+        return _Logs(d, known, math.inf)
+    # Welch-Satterthwaite; identical samples on both sides (se 0) have all the degrees of freedom there are
+    df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1)) if se else len(a) + len(b) - 2.0
+    return _Logs(d, se, df)
 
 
 def compare(metric: str, a: Sequence[float], b: Sequence[float], min_effect: float, *,
-            confidence: float = CONFIDENCE, resamples: int = RESAMPLES, seed: int = SEED) -> ABVerdict:
-    """The verdict on B (tonight's build) against A (the reference) for one metric, by the rule above."""
+            confidence: float = CONFIDENCE, alpha: float | None = None, noise: float | None = None) -> ABVerdict:
+    """The verdict on B (tonight's build) against A (the reference) for one metric, by the rule above.
+
+    The interval is two-sided at `confidence`, i.e. one-sided at alpha = (1 - confidence) / 2 on each end, unless
+    `alpha` (the one-sided level a sequential night grants this look) is given. `noise`: the config's relative
+    night-to-night noise, where known. Each night's figure is one process, so the night noise is at least the
+    process noise: the standard error is never taken below what it implies, and while it is the larger, it is a
+    known sigma (a normal quantile) instead of an estimate from a few processes (Student's t with few degrees of
+    freedom, whose tails would cost many processes)."""
+    from scipy.stats import t as student  # a second to import: only when an A/B is judged, not in every command
+
+    alpha = (1 - confidence) / 2 if alpha is None else alpha
     samples_a, samples_b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
-    median_a = float(np.median(samples_a)) if len(samples_a) else None
-    median_b = float(np.median(samples_b)) if len(samples_b) else None
-    ratio = median_b / median_a if median_a and median_b is not None else None
-    figures = dict(metric=metric, n_a=len(samples_a), n_b=len(samples_b), median_a=median_a, median_b=median_b,
-                   ratio=ratio, confidence=confidence)
+    mean_a = float(np.exp(np.mean(np.log(samples_a)))) if len(samples_a) else None
+    mean_b = float(np.exp(np.mean(np.log(samples_b)))) if len(samples_b) else None
+    ratio = mean_b / mean_a if mean_a and mean_b is not None else None
+    figures = dict(metric=metric, n_a=len(samples_a), n_b=len(samples_b), median_a=mean_a, median_b=mean_b,
+                   ratio=ratio, confidence=1 - 2 * alpha)
     short = [f"{len(samples)} on side {side}" for side, samples in (("A", samples_a), ("B", samples_b))
              if len(samples) < MIN_SAMPLES]
     if short:
         return ABVerdict(**figures, ci_low=None, ci_high=None, p_value=None, verdict="inconclusive",
                          reason=f"too few ok processes: {' and '.join(short)}, at least {MIN_SAMPLES} a side needed")
-    from scipy.stats import mannwhitneyu  # a second to import: only when an A/B is judged, not in every command
-
-    ci_low, ci_high = _bootstrap_ratio_interval(samples_a, samples_b, confidence, resamples, seed)
-    p_value = float(mannwhitneyu(samples_b, samples_a, alternative="two-sided").pvalue)
-    verdict, reason = _decide(ratio, ci_low, ci_high, min_effect)
-    return ABVerdict(**figures, ci_low=ci_low, ci_high=ci_high, p_value=p_value, verdict=verdict, reason=reason)
-
-
-def _bootstrap_ratio_interval(a: np.ndarray, b: np.ndarray, confidence: float, resamples: int,
-                              seed: int) -> tuple[float, float]:
-    rng = np.random.default_rng(seed)
-    medians_a = np.median(rng.choice(a, size=(resamples, len(a))), axis=1)
-    medians_b = np.median(rng.choice(b, size=(resamples, len(b))), axis=1)
-    tail = 100 * (1 - confidence) / 2
-    low, high = np.percentile(medians_b / medians_a, [tail, 100 - tail])
-    return float(low), float(high)
+    logs = _logs(samples_a, samples_b, noise)
+    bound = math.log(1 - min_effect)
+    critical = float(student.ppf(1 - alpha, logs.df))
+    ci_low, ci_high = math.exp(logs.d - critical * logs.se), math.exp(logs.d + critical * logs.se)
+    if logs.se:
+        p_slower = float(student.cdf((logs.d - bound) / logs.se, logs.df))
+    else:
+        p_slower = 0.0 if logs.d < bound else 1.0
+    detectable = 1 - (1 - min_effect) * math.exp(-(critical + float(student.ppf(POWER, logs.df))) * logs.se)
+    verdict, reason = _decide(ci_low, ci_high, min_effect)
+    return ABVerdict(**figures, ci_low=ci_low, ci_high=ci_high, p_value=p_slower, verdict=verdict, reason=reason,
+                     min_detectable=detectable)
 
 
-def _decide(ratio: float, ci_low: float, ci_high: float, min_effect: float) -> tuple[ABOutcome, str]:
+def _decide(ci_low: float, ci_high: float, min_effect: float) -> tuple[ABOutcome, str]:
     policy = f"{min_effect:.0%}"
-    if ci_high < 1 and ratio <= 1 - min_effect:
-        return "slower", f"the whole interval is below 1 and B's median is {1 - ratio:.1%} lower (policy {policy})"
-    if ci_low > 1 and ratio >= 1 + min_effect:
-        return "faster", f"the whole interval is above 1 and B's median is {ratio - 1:.1%} higher (policy {policy})"
-    if 1 - min_effect <= ci_low and ci_high <= 1 + min_effect:
+    if ci_high < 1 - min_effect:
+        return "slower", f"the whole interval is more than {policy} below 1"
+    if ci_low > 1 + min_effect:
+        return "faster", f"the whole interval is more than {policy} above 1"
+    if ci_low >= 1 - min_effect and ci_high <= 1 + min_effect:
         return "no change", f"the whole interval is within ±{policy}"
-    if ci_low <= 1 <= ci_high:
-        return "inconclusive", f"the interval contains 1 and reaches beyond ±{policy}: too noisy to decide"
-    return "inconclusive", f"the interval excludes 1 but reaches into ±{policy}: a change not shown to exceed it"
+    if ci_low >= 1 - min_effect:
+        return "not slower", f"the whole interval is above -{policy}: no slowdown the policy cares about"
+    if ci_high >= 1:
+        return "inconclusive", f"the interval contains both 1 and -{policy}: too noisy to decide"
+    return "inconclusive", f"the interval is below 1 but reaches past -{policy}: a change not shown to exceed it"
+
+
+def decided(verdict: ABVerdict) -> bool:
+    """Whether a look settles this metric: slower beyond the policy, or cleared of it."""
+    return verdict.verdict != "inconclusive"
+
+
+@dataclass(frozen=True)
+class NightPlan:
+    """The night's sequential design: its looks and the one-sided level of each test at each look."""
+
+    looks: list[int]  # processes a side
+    alpha: float  # the night's family-wise one-sided error rate
+    hypotheses: int  # metrics x A/Bs the night asked for
+
+    @classmethod
+    def of(cls, policy: ThroughputPolicy, hypotheses: int) -> NightPlan:
+        return cls(schedule(policy.ab_processes, policy.ab_max_processes), 1 - policy.ab_confidence,
+                   max(1, hypotheses))
+
+    def level(self, processes: int) -> float:
+        """The one-sided level of a look at `processes` a side, before the night's correction: alpha shared out
+        over the looks in proportion to their processes (a weighted Bonferroni: the shares add up to alpha), so the
+        last look, where a real slowdown is most often shown, gets the most of it."""
+        return self.alpha * processes / sum(self.looks)
+
+    def per_look(self, processes: int) -> float:
+        """A look's level over the night: its share, divided among the night's hypotheses (Holm's strictest
+        step)."""
+        return self.level(processes) / self.hypotheses
+
+    def next_look(self, processes: int) -> int | None:
+        """Processes a side at the look after one with `processes` (None: the last look is done)."""
+        return next((n for n in self.looks if n > processes), None)
+
+
+def decide_night(verdicts: Sequence[ABVerdict], samples: Sequence[tuple[Sequence[float], Sequence[float]]],
+                 plan: NightPlan, min_effect: float, noises: Sequence[float | None] = ()) -> list[ABVerdict]:
+    """The night's final verdicts: each metric of each A/B judged once more, at its last look's share of alpha
+    (NightPlan.level), at the level Holm's step-down procedure grants it over all of the night's final p-values.
+    `samples` = (A, B) of each verdict, in order; `noises` their configs' night noise."""
+    tested = [i for i, v in enumerate(verdicts) if v.p_value is not None]
+    share = {i: plan.level(min(verdicts[i].n_a, verdicts[i].n_b)) for i in tested}
+    granted = {i: share[i] / plan.hypotheses for i in tested}  # Bonferroni: what every look had
+    # weighted Holm (weights: the last looks' shares): the rejected ones hand their share on to the rest
+    remaining = sum(share.values())
+    for index in sorted(tested, key=lambda i: verdicts[i].p_value / share[i]):
+        granted[index] = share[index] * sum(share.values()) / (plan.hypotheses * remaining)
+        if verdicts[index].p_value > granted[index]:
+            break  # Holm stops here: this one and the rest keep the Bonferroni level
+        remaining -= share[index]
+    noises = list(noises) or [None] * len(verdicts)
+    return [compare(v.metric, *samples[i], min_effect, alpha=granted[i], noise=noises[i]) if i in granted else v
+            for i, v in enumerate(verdicts)]
+
+
+@dataclass(frozen=True)
+class Ask:
+    """An A/B the night wants: tonight's config against the build of its last night at level, on some metrics."""
+
+    config_id: str
+    reference_commit: str
+    metrics: tuple[str, ...]  # tests of records.AB_METRICS ("pp", "tg") it is asked about
+    noise: dict[str, float] = dataclasses.field(default_factory=dict)  # test -> the config's relative night noise
+
+
+@dataclass(frozen=True)
+class NightAB:
+    """How an asked A/B ended: its processes, its final verdicts (one per asked metric), or why it did not run."""
+
+    ask: Ask
+    run: ABRun | None
+    verdicts: list[ABVerdict]
+    why_not: str = ""  # it did not run: its engine is gone, no runner here, the budget was spent before it
+    stopped: str = ""  # why it did not grow further: decided, the most processes, the budget
+
+
+# Runs `more` processes a side of an asked A/B after those of the A/B so far (None at first); returns the grown A/B,
+# or why it cannot run (bench.ab.run_ab behind the caller's lookup of engines).
+Grow = Callable[[Ask, int, "ABRun | None"], "ABRun | str"]
+
+
+def _look(ask: Ask, run: ABRun, plan: NightPlan, min_effect: float) -> list[ABVerdict]:
+    return [compare(m, run.samples_ts[m]["A"], run.samples_ts[m]["B"], min_effect,
+                    alpha=plan.per_look(run.processes), noise=ask.noise.get(m)) for m in ask.metrics]
+
+
+def futile(verdict: ABVerdict, min_effect: float) -> bool:
+    """An open metric whose ratio already sits above 1 - min_effect / 2: more processes would most likely end in
+    "not slower", and it cannot page; growing it would spend the night's budget on a build that looks fine."""
+    return verdict.verdict == "inconclusive" and verdict.ratio is not None and verdict.ratio >= 1 - min_effect / 2
+
+
+def sequential_night(asks: Sequence[Ask], grow: Grow, policy: ThroughputPolicy) -> list[NightAB]:
+    """Run the night's A/Bs as one sequential design (the rule above): each ask's first look in order of priority
+    (`asks` comes most suspicious first), then the open A/B most likely to be a real slowdown (the smallest
+    p-value) grows to its next look, and so on, within the night's budget; then Holm over the night's final
+    p-values."""
+    plan = NightPlan.of(policy, sum(len(a.metrics) for a in asks))
+    min_effect, budget = policy.page_pct / 100, policy.ab_budget_minutes * 60
+    runs: dict[int, ABRun] = {}
+    looks: dict[int, list[ABVerdict]] = {}
+    why_not: dict[int, str] = {}
+    stopped: dict[int, str] = {}
+    spent = 0.0
+    spent_out = f"the night's A/B budget ({policy.ab_budget_minutes:g} GPU min) was spent"
+
+    def step(i: int) -> None:
+        nonlocal spent
+        run, ask = runs.get(i), asks[i]
+        target = plan.next_look(run.processes if run else 0)
+        if target is None:
+            stopped[i] = f"the most processes a side ({policy.ab_max_processes})"
+            return
+        more = target - (run.processes if run else 0)
+        per_process = sum(r.seconds for r in runs.values()) / max(1, sum(2 * r.processes for r in runs.values()))
+        if spent + 2 * more * per_process > budget:
+            (stopped if run else why_not)[i] = spent_out if run else f"{spent_out} before it"
+            return
+        grown = grow(ask, more, run)
+        if isinstance(grown, str):
+            (stopped if run else why_not)[i] = f"no more processes: {grown}" if run else grown
+            return
+        if run is not None and grown.processes <= run.processes:  # a runner that cannot add processes
+            stopped[i] = f"no more processes: the A/B stayed at {run.processes} a side"
+            return
+        spent += grown.seconds - (run.seconds if run else 0.0)
+        runs[i], looks[i] = grown, _look(ask, grown, plan, min_effect)
+        if all(decided(v) for v in looks[i]):
+            stopped[i] = "decided"
+        elif all(decided(v) or futile(v, min_effect) for v in looks[i]):
+            stopped[i] = f"no slowdown in sight: each open ratio is above -{min_effect / 2:.1%}"
+
+    for i in range(len(asks)):
+        step(i)
+    while growing := [i for i in runs if i not in stopped]:
+        step(min(growing, key=lambda i: min(1.0 if v.p_value is None else v.p_value for v in looks[i])))
+    order = [(i, asks[i].metrics[k], k) for i in sorted(looks) for k in range(len(asks[i].metrics))]
+    final = decide_night([looks[i][k] for i, _m, k in order],
+                         [(runs[i].samples_ts[m]["A"], runs[i].samples_ts[m]["B"]) for i, m, _k in order],
+                         plan, min_effect, [asks[i].noise.get(m) for i, m, _k in order])
+    by_ask: dict[int, list[ABVerdict]] = {}
+    for (i, _m, _k), verdict in zip(order, final):
+        by_ask.setdefault(i, []).append(verdict)
+    return [NightAB(ask, runs.get(i), by_ask.get(i, []), why_not.get(i, ""), stopped.get(i, ""))
+            for i, ask in enumerate(asks)]

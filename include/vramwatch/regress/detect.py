@@ -8,8 +8,9 @@ finding of its own (environment_findings), and a GPU matrix that ran without its
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -17,9 +18,9 @@ import pandas as pd
 
 from vramwatch.config import Policy, ThroughputPolicy
 from vramwatch.records import (
-    AB_METRICS,
     ACCEPTED,
     MACHINE_FIELDS,
+    NOTE_KINDS,
     ABComparison,
     ABRun,
     BenchConfig,
@@ -27,12 +28,14 @@ from vramwatch.records import (
     Fingerprint,
     Incident,
     NightVerdicts,
+    builds_changed,
 )
 from vramwatch.records import IncidentKind as Kind
-from vramwatch.regress.ab import compare, needs_ab
+from vramwatch.regress.ab import Ask, sequential_night
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
-from vramwatch.regress.throughput import relative_noise, throughput_findings
+from vramwatch.regress.throughput import METRICS as THROUGHPUT_METRICS
+from vramwatch.regress.throughput import suspected_slowdown, throughput_findings
 from vramwatch.regress.vram import (
     Cutoffs,
     gpu_lost_finding,
@@ -44,9 +47,12 @@ from vramwatch.rows import number, split_tonight
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
 
-# Runs tonight's config on the previous build's engine and on tonight's, interleaved (bench.ab.run_ab); given the
-# previous build's llama.cpp commit. Returns the A/B, or why it could not run (that engine is gone from the worker).
-ABRunner = Callable[[BenchConfig, str], "ABRun | str"]
+# Runs tonight's config on a previous build's engine (by its llama.cpp commit) and on tonight's, interleaved
+# (bench.ab.run_ab): `processes` more a side after those of the A/B so far (None at first). Returns the grown A/B, or
+# why it could not run (that engine is gone from the worker).
+ABRunner = Callable[[BenchConfig, str, int, "ABRun | None"], "ABRun | str"]
+# The machine changes ("gpu_driver a -> b", ...) between the night before the given night and tonight.
+MachineChanges = Callable[[str], list[str]]
 
 
 @dataclass(frozen=True)
@@ -105,8 +111,9 @@ def regressions(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Inc
                 more_findings: Sequence[Finding] = ()) -> list[Incident]:
     """detect -> incidents. more_findings are tonight's findings from outside the history (the machine, A/B)."""
     detection = detect(history, run_id, open_incidents, policy, accepted)
-    return reconcile([*detection.findings, *more_findings], open_incidents, detection.night,
-                     detection.tonight_status, policy, detection.build)
+    findings = [*detection.findings, *more_findings]
+    return attributed(reconcile(findings, open_incidents, detection.night, detection.tonight_status, policy,
+                                detection.build), findings, detection.night)
 
 
 def _machine(results: Sequence[BenchResult]) -> Fingerprint | None:
@@ -115,13 +122,17 @@ def _machine(results: Sequence[BenchResult]) -> Fingerprint | None:
     return Counter(prints).most_common(1)[0][0] if prints else None
 
 
+def _differences(before: Fingerprint, after: Fingerprint) -> list[str]:
+    return [f"{name} {getattr(before, name) or '-'} -> {getattr(after, name) or '-'}" for name in MACHINE_FIELDS
+            if getattr(before, name) != getattr(after, name)]
+
+
 def environment_findings(previous: Sequence[BenchResult], tonight: Sequence[BenchResult]) -> list[Finding]:
     """A note when tonight's machine differs from the previous run's, naming what changed."""
     before, after = _machine(previous), _machine(tonight)
     if before is None or after is None:
         return []
-    changed = [f"{name} {getattr(before, name) or '-'} -> {getattr(after, name) or '-'}" for name in MACHINE_FIELDS
-               if getattr(before, name) != getattr(after, name)]
+    changed = _differences(before, after)
     if not changed:
         return []
     return [Finding(kind=Kind.ENVIRONMENT_CHANGED, metric="machine", config_id="", environment_id=after.environment_id,
@@ -129,24 +140,26 @@ def environment_findings(previous: Sequence[BenchResult], tonight: Sequence[Benc
                     build_after=after.llama_cpp_commit, detail=", ".join(changed))]
 
 
-def ab_candidates(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolicy) -> dict[str, str]:
-    """config_id -> the previous build's commit, for tonight's configs whose build changed and whose tok/s moved from
-    that build's last result by more than the config's noise (regress.ab.needs_ab; over the nights in `before`,
-    the recent window detect_for_run reads), on the same machine."""
+def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolicy) -> list[Ask]:
+    """The A/Bs tonight needs, most suspicious first: tonight's configs whose tok/s is below their recent level
+    (regress.throughput.suspected_slowdown) on a build that changed since the last night at that level, on the same
+    machine. Each asks about the metrics that dropped, against the reference build of the one that dropped most."""
     good = before[before["status"] == "ok"]
-    wanted = {}
+    past_by_series = dict(tuple(good.groupby(["config_id", "environment_id"], sort=False)))
+    asks = []
     for _, row in tonight[tonight["status"] == "ok"].iterrows():
-        series = good[(good["config_id"] == row["config_id"]) & (good["environment_id"] == row["environment_id"])]
-        if series.empty or series.iloc[-1]["llama_cpp_commit"] == row["llama_cpp_commit"]:
+        series = past_by_series.get((row["config_id"], row["environment_id"]))
+        if series is None:
             continue
-        last = series.iloc[-1]
-        for test in AB_METRICS:
-            column = f"{test}_avg_ts"
-            values = series[column].dropna().to_numpy(float)
-            if pd.notna(row[column]) and pd.notna(last[column]) and needs_ab(
-                    float(last[column]), float(row[column]), relative_noise(values), policy.page_pct / 100):
-                wanted[row["config_id"]] = str(last["llama_cpp_commit"])
-    return wanted
+        drops = [drop for column in THROUGHPUT_METRICS if pd.notna(row[column])
+                 and (drop := suspected_slowdown(row, series[series[column].notna()], column, policy)) is not None]
+        if drops:
+            worst = min(drops, key=lambda d: d.z)
+            same = [d for d in drops if d.reference_commit == worst.reference_commit]
+            asks.append((worst.z, Ask(worst.config_id, worst.reference_commit,
+                                      tuple(d.metric.removesuffix("_avg_ts") for d in same),
+                                      {d.metric.removesuffix("_avg_ts"): d.noise for d in same if d.noise})))
+    return [ask for _z, ask in sorted(asks, key=lambda pair: pair[0])]
 
 
 def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: str) -> list[Finding]:
@@ -163,41 +176,145 @@ def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: s
             for v in comparison.verdicts if v.verdict == "slower"]
 
 
-def _same_night_ab(tonight_results: Sequence[BenchResult], wanted: dict[str, str], ab: ABRunner | None,
-                   policy: ThroughputPolicy) -> tuple[list[ABComparison], list[Finding], list[str]]:
-    """Run the A/Bs the night needs: (comparisons, findings, what could not be judged)."""
-    comparisons, findings, not_judged = [], [], []
-    for result in tonight_results:
-        previous = wanted.get(result.config.config_id)
-        if previous is None:
-            continue
-        name = result.config.config_name
+@dataclass(frozen=True)
+class NightABs:
+    """What the night's A/Bs say: their comparisons, the slowdowns they confirmed, the builds they cleared (per
+    config and metric column, with the evidence), the ones left open leaning slower, and those that could not run."""
+
+    comparisons: list[ABComparison]
+    findings: list[Finding]
+    cleared: dict[tuple[str, str], str]
+    watching: list[str]
+    not_judged: list[str]
+    no_slowdown: set[tuple[str, str]]  # (config, metric column): the A/B cleared the build or saw no slowdown
+
+
+def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], environments: Mapping[str, str],
+                   ab: ABRunner | None, policy: ThroughputPolicy) -> NightABs:
+    """Run the night's A/Bs as one sequential design (regress.ab.sequential_night) and read their verdicts."""
+    def grow(ask: Ask, more: int, earlier: ABRun | None) -> ABRun | str:
         if ab is None:
-            not_judged.append(f"{name} throughput: the build changed tok/s beyond its noise; no A/B was run here "
-                              "(the nightly's detect_regressions runs one on the GPU worker)")
+            return "no A/B runner here (the nightly's detect_regressions runs one on the GPU worker)"
+        return ab(configs[ask.config_id], ask.reference_commit, more, earlier)
+
+    out = NightABs([], [], {}, [], [], set())
+    policy_pct = policy.page_pct / 100
+    for ended in sequential_night(asks, grow, policy):
+        config = configs[ended.ask.config_id]
+        name = config.config_name
+        if ended.run is None:
+            out.not_judged.append(f"{name} throughput ({', '.join(ended.ask.metrics)} below its recent level): "
+                                  f"no same-night A/B: {ended.why_not}")
             continue
-        run = ab(result.config, previous)
-        if isinstance(run, str):
-            not_judged.append(f"{name} throughput: no same-night A/B: {run}")
-            continue
-        verdicts = [compare(test, run.samples_ts[test]["A"], run.samples_ts[test]["B"], policy.page_pct / 100,
-                            confidence=policy.ab_confidence) for test in AB_METRICS]
-        comparison = ABComparison(run=run, verdicts=verdicts)
-        comparisons.append(comparison)
-        findings += ab_findings(comparison, result.config, result.fingerprint.environment_id)
-        not_judged += [f"{name} {v.metric}: unconfirmed: {v.describe()}" for v in verdicts
-                       if v.verdict == "inconclusive"]
-    return comparisons, findings, not_judged
+        comparison = ABComparison(run=ended.run, verdicts=ended.verdicts)
+        out.comparisons.append(comparison)
+        out.findings.extend(ab_findings(comparison, config, environments[ended.ask.config_id]))
+        builds = builds_changed(ended.run.llama_cpp_commit_a, ended.run.llama_cpp_commit_b)
+        for v in ended.verdicts:
+            key = (config.config_id, f"{v.metric}_avg_ts")
+            if v.verdict in ("no change", "not slower", "faster"):
+                out.cleared[key] = f"{builds}: same-night A/B {v.describe()}"
+            if v.verdict != "slower" and v.ratio is not None and v.ratio >= 1 - policy_pct / 2:
+                out.no_slowdown.add(key)
+            elif v.verdict == "inconclusive" and v.ratio is not None and v.ratio < 1 - policy_pct:
+                out.watching.append(f"{name} {v.metric}: suspected, being confirmed (A/B stopped: {ended.stopped}): "
+                                    f"{v.describe()}")
+    return out
 
 
-def _not_judged(detection_suspects: Sequence[Suspect], tonight: Sequence[BenchResult]) -> list[str]:
-    lines = [f"{r.config.config_name}: not measured ({r.status}), so not judged" for r in tonight if not r.ok]
-    if tonight and not any(r.memory.has_gpu for r in tonight if r.ok):
+def _ab_measured(comparisons: Sequence[ABComparison]) -> str:
+    verdicts = [v for c in comparisons for v in c.verdicts]
+    if not verdicts:
+        return "no same-night A/B needed"
+    slower = sum(v.verdict == "slower" for v in verdicts)
+    detectable = [v.min_detectable for v in verdicts if v.min_detectable is not None and v.verdict != "slower"]
+    could = (f"; the others could detect -{min(detectable):.1%} to -{max(detectable):.1%}" if detectable else "")
+    processes = sum(c.run.processes for c in comparisons)
+    return (f"{len(comparisons)} same-night A/B(s) ({processes} processes a side), {slower} slower beyond the "
+            f"policy{could}")
+
+
+def attribute(incident: Incident, findings: Sequence[Finding], night: str, machine_changes: MachineChanges,
+              cleared: Mapping[tuple[str, str], str]) -> Incident:
+    """The candidate causes that changed between the night before the incident's change began and tonight (the
+    build, the driver, CUDA, the GPU, the host, the matrix), and those the evidence clears: a same-night A/B that
+    showed no slowdown clears the build (the blame moves to what else changed); one that confirmed a slowdown on
+    one machine clears the machine. An unchanged build is never a cause."""
+    mine = [f for f in findings if (f.kind, f.metric) == (incident.kind, incident.metric)
+            and f.config_id in incident.configs]
+    first = min((f.first_night for f in mine if f.first_night), default=night)
+    causes = [] if incident.build_before == incident.build_after or not incident.build_before else [
+        builds_changed(incident.build_before, incident.build_after)]
+    machine = machine_changes(first)
+    causes += machine
+    if any(f.kind == Kind.SERIES_CHANGED for f in findings if f.config_id in incident.configs):
+        causes.append("matrix: the config's settings changed")
+    builds = [c for c in causes if c.startswith("llama.cpp")]
+    said = [cleared[(c, incident.metric)] for c in incident.configs if builds and (c, incident.metric) in cleared]
+    confirmed = [f.detail for f in mine if f.detail.startswith("same-night A/B")]
+    if confirmed and machine:
+        said += [f"{change}: {confirmed[0]} on one machine" for change in machine]
+    return dataclasses.replace(incident, causes=causes, cleared=said)
+
+
+def _not_judged(tonight: pd.DataFrame) -> list[str]:
+    """Checks that should have run tonight and could not, with why (the A/Bs add theirs)."""
+    lines = [f"{name}: not measured ({status}), so not judged"
+             for name, status in zip(tonight["config_name"], tonight["status"]) if status not in ("ok", "quarantined")]
+    ok = tonight[tonight["status"] == "ok"]
+    if not ok.empty and ok["gpu_total_mib"].isna().all():
         lines.append("VRAM: no GPU tonight, so no VRAM was judged")
-    lines += [f"{s.finding.model}/{s.finding.quant}/{s.finding.mode} {s.metric}: "
-              f"{s.finding.delta_pct:+.1f}% against its recent nights tonight; judged if tomorrow repeats it"
-              for s in detection_suspects if s.finding.delta_pct is not None]
     return lines
+
+
+def _suspected(suspects: Sequence[Suspect]) -> list[str]:
+    return [f"{s.finding.model}/{s.finding.quant}/{s.finding.mode} {s.metric.removesuffix('_avg_ts')}: "
+            f"suspected, being confirmed: {s.finding.delta_pct:+.1f}% against its recent nights tonight, judged if "
+            "tomorrow repeats it" for s in suspects if s.finding.delta_pct is not None]
+
+
+def _measured(tonight: pd.DataFrame, comparisons: Sequence[ABComparison]) -> str:
+    ok = tonight[tonight["status"] == "ok"]
+    on_gpu = int(ok["gpu_total_mib"].notna().sum())
+    vram = f"VRAM of {on_gpu} compared exactly" if on_gpu else "no VRAM (no GPU)"
+    return f"{len(ok)} config(s) measured: {vram}, tok/s against their recent nights; {_ab_measured(comparisons)}"
+
+
+def judge_night(tonight: pd.DataFrame, before: pd.DataFrame, configs: Mapping[str, BenchConfig],
+                environments: Mapping[str, str], open_incidents: Sequence[Incident] = (), policy: Policy = Policy(),
+                accepted: Sequence[Incident] = (), ab: ABRunner | None = None, more_findings: Sequence[Finding] = (),
+                machine_changes: MachineChanges = lambda night: []) -> NightVerdicts:
+    """The whole night's verdicts, without storing them: every check (detect_split), the same-night A/Bs tonight's
+    drops ask for (run with `ab`; configs and environments: config_id -> tonight's BenchConfig and environment_id),
+    their incidents (with more_findings, e.g. the machine's), each new one attributed to the causes that changed,
+    and what the night is watching, could not judge, and measured."""
+    detection = detect_split(tonight, before, open_incidents, policy, accepted)
+    abs_ = same_night_abs(ab_asks(tonight, before, policy.throughput), configs, environments, ab, policy.throughput)
+    findings = [*detection.findings, *abs_.findings, *more_findings]
+    found = reconcile(findings, open_incidents, detection.night, detection.tonight_status, policy,
+                      detection.build)
+    found = attributed(found, findings, detection.night, machine_changes, abs_.cleared)
+    # A drop seen once that tonight's A/B found no slowdown behind, on an unchanged machine, is the night's noise:
+    # the drift check still judges it tomorrow, but nobody needs to watch it.
+    machine_changed = any(f.kind == Kind.ENVIRONMENT_CHANGED for f in more_findings)
+    suspects = [s for s in detection.suspects if machine_changed or (s.config_id, s.metric) not in abs_.no_slowdown]
+    noise = len(detection.suspects) - len(suspects)
+    measured = _measured(tonight, abs_.comparisons) + (
+        f"; {noise} one-night drop(s) with no slowdown behind them in the A/B" if noise else "")
+    return NightVerdicts(incidents=found, ab=abs_.comparisons, not_judged=_not_judged(tonight) + abs_.not_judged,
+                         watching=_suspected(suspects) + abs_.watching, measured=measured)
+
+
+def _machine_changes(warehouse: Warehouse, before: pd.DataFrame, tonight: Fingerprint | None) -> MachineChanges:
+    """What changed on the machine between the night before a given night (its run's results) and tonight."""
+    def changes(night: str) -> list[str]:
+        earlier = before[before["night"] < night]
+        if tonight is None or earlier.empty:
+            return []
+        then = _machine(warehouse.results_for_run(str(earlier["run_id"].iloc[-1])))
+        return [] if then is None else _differences(then, tonight)
+
+    return changes
 
 
 def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(), ab: ABRunner | None = None,
@@ -206,7 +323,7 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
 
     The run's quarantined rows join tonight with status "quarantined": a config whose row failed validation is
     reported as such (when it was ok before), not as vanished, and a night quarantined whole still gets detection.
-    A config whose build changed its tok/s beyond its noise is rerun A/B with `ab` (none: it is said not judged).
+    Configs whose tok/s dropped on a changed build are rerun A/B with `ab` (none: said not judged).
     Returns tonight's incidents (new, carried on, escalated, resolved tonight). Running it twice for a night stores
     nothing twice.
     """
@@ -225,21 +342,28 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
     if not quarantined.empty:
         history = pd.concat([history, quarantined], ignore_index=True)
     tonight, before = split_tonight(history, run_id)
-    detection = detect_split(tonight, before, open_now, policy, accepted)
-    comparisons, ab_found, unconfirmed = _same_night_ab(tonight_results, ab_candidates(tonight, before,
-                                                                                       policy.throughput),
-                                                        ab, policy.throughput)
-    found = reconcile([*detection.findings, *ab_found, *environment_findings(previous_results, tonight_results)],
-                      open_now, detection.night, detection.tonight_status, policy, detection.build)
+    verdicts = judge_night(tonight, before, {r.config.config_id: r.config for r in tonight_results},
+                           {r.config.config_id: r.fingerprint.environment_id for r in tonight_results}, open_now,
+                           policy, accepted, ab, environment_findings(previous_results, tonight_results),
+                           _machine_changes(warehouse, before, _machine(tonight_results)))
     if save:
+        night = str(tonight["night"].iloc[0])
         environment = next(iter(warehouse.run_environments(run_id)), "")
-        known = {_identity(i): i for i in stored if i.opened_night == detection.night}
-        found = [warehouse.save_incident(_reuse(i, known), environment, detection.night) for i in found]
-    verdicts = NightVerdicts(incidents=found, ab=comparisons,
-                             not_judged=_not_judged(detection.suspects, tonight_results) + unconfirmed)
-    if save:
+        known = {_identity(i): i for i in stored if i.opened_night == night}
+        # the warehouse keeps an incident's columns; its attribution travels with the night's verdicts
+        saved = [dataclasses.replace(warehouse.save_incident(_reuse(i, known), environment, night),
+                                     causes=i.causes, cleared=i.cleared) for i in verdicts.incidents]
+        verdicts = dataclasses.replace(verdicts, incidents=saved)
         warehouse.save_verdicts(run_id, verdicts)
     return verdicts
+
+
+def attributed(incidents: Sequence[Incident], findings: Sequence[Finding], night: str,
+               machine_changes: MachineChanges = lambda night: [],
+               cleared: Mapping[tuple[str, str], str] = {}) -> list[Incident]:
+    """Tonight's incidents, those opened or grown tonight attributed (`attribute`); the others as they were."""
+    return [attribute(i, findings, night, machine_changes, cleared)
+            if i.kind not in NOTE_KINDS and (i.opened_night == night or i.escalated) else i for i in incidents]
 
 
 def _identity(incident: Incident) -> tuple:

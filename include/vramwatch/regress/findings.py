@@ -26,6 +26,7 @@ class Finding:
     detail: str = ""  # e.g. "ok -> oom"
     change: str = ""  # the exact change in one line, naming the config (VRAM and fit findings)
     separable: bool = True  # False: the build and the GPU changed together tonight; which made it cannot be told yet
+    first_night: str = ""  # the first night of the change, where known (its build is build_before's successor)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import pandas as pd
 
 from vramwatch.config import Policy
-from vramwatch.records import NOTE_KINDS, OFFLOAD_MODES, OPEN, RESOLVED, Incident, config_name
+from vramwatch.records import NOTE_KINDS, OFFLOAD_MODES, OPEN, RESOLVED, Incident, builds_changed, config_name
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
 
@@ -120,8 +120,7 @@ def _summary(group: Sequence[Finding], delta_mib: float | None, delta_pct: float
     details = {f.detail for f in group if f.detail}
     detail = f" [{details.pop()}]" if len(details) == 1 else ""
     return (f"{_describe(first.kind, first.metric, delta_mib, delta_pct)}{detail} on {len(names)} config(s)"
-            f"{f' ({cause})' if cause else ''}: {', '.join(names)}; "
-            f"llama.cpp {before[:8] or '?'} -> {after[:8] or '?'}")
+            f"{f' ({cause})' if cause else ''}: {', '.join(names)}; {builds_changed(before, after)}")
 
 
 def _changes(group: Sequence[Finding]) -> list[str]:

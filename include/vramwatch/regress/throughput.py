@@ -24,9 +24,17 @@ environment and metric (tg_avg_ts, pp_avg_ts):
    config with 1.5 % noise (6.7 sigma) is caught the night it lands 99 % of the time. With 3 % noise the same step
    is 3.3 sigma: no single-night method separates it from noise reliably, and it is caught over the following
    nights instead.
-4. Once an incident is open, the baseline stays the nights before it opened, and the incident resolves only when a
-   night comes back within Z_RESOLVE (2) sigmas: the gap between 3.5 and 2 (hysteresis) keeps a real regression
-   from flapping open/resolved on noise, which would page again every time it reopened.
+4. The build range of a drift starts before the first night of the change: walking back from tonight over the nights
+   below the baseline's median, the range begins at the build of the last night at or above it (`change_start`),
+   so a noisy night inside a step (not beyond the threshold, but still low) does not cut the culprit out.
+5. Once an incident is open, the baseline stays the nights before it opened, and the incident resolves only when the
+   config is back within the policy of that level: the mean of tonight and the night before at least
+   1 - page_pct / 2 of the old median. A new build that merely matches the slow one does not close it, and the
+   half-policy margin with two nights' mean keeps a real regression from flapping open/resolved on noise.
+
+The same-night A/B's trigger lives here too (`suspected_slowdown`): tonight below the config's recent level by more
+than `ab_trigger_z` of its own night noise and by at least half the policy, on a build that changed since the last
+night at that level (the A/B's reference build, by the same walk back as the drift's range).
 
 Only drops are regressions: a faster build is good news and needs nobody.
 """
@@ -45,7 +53,7 @@ from vramwatch.regress.vram import Cutoffs
 
 METRICS = ("tg_avg_ts", "pp_avg_ts")
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
-Z_SUSPECT, Z_RESOLVE = 3.5, 2.0
+Z_SUSPECT = 3.5
 SIGMA_FLOOR = 0.005  # relative: a config that measured identical numbers for a month does not page on 0.1 %
 
 
@@ -70,33 +78,52 @@ class Baseline:
         return self.z(value) <= -Z_SUSPECT and value <= self.median * (1 - policy.page_pct / 100)
 
 
-def relative_noise(values: np.ndarray) -> float | None:
-    """A config's night-to-night noise as a fraction of its level (None under 5 nights: unknown)."""
-    if len(values) < 5:
-        return None
-    baseline = Baseline.of(values)
-    return baseline.sigma / baseline.median if baseline.median else None
+def change_start(series: pd.DataFrame, metric: str, median: float) -> int:
+    """Index (in `series`, the earlier nights, oldest first) of the first night of tonight's run of nights below
+    `median`: len(series) when last night was at or above it (the change is tonight's)."""
+    start = len(series)
+    while start > 0 and float(series[metric].iloc[start - 1]) < median:
+        start -= 1
+    return start
 
 
-def _finding(row: pd.Series, metric: str, baseline: Baseline, value: float, build_before: str) -> Finding:
+def _range(row: pd.Series, series: pd.DataFrame, metric: str, median: float) -> tuple[str, str]:
+    """(the build before the change, the change's first night) for tonight's drop below `median`."""
+    start = change_start(series, metric, median)
+    first = str(row["night"]) if start == len(series) else str(series["night"].iloc[start])
+    return ("" if start == 0 else str(series["llama_cpp_commit"].iloc[start - 1])), first
+
+
+def _finding(row: pd.Series, metric: str, baseline: Baseline, value: float, build_before: str,
+             first_night: str = "") -> Finding:
     return Finding(kind=Kind.THROUGHPUT, metric=metric, config_id=row["config_id"],
                    environment_id=row["environment_id"], model=row["model"], quant=row["quant"], mode=row["mode"],
                    before=baseline.median, after=value, delta_pct=100.0 * (value - baseline.median) / baseline.median,
                    build_before=build_before, build_after=str(row["llama_cpp_commit"]),
-                   detail="drift against the config's recent nights")
+                   detail="drift against the config's recent nights", first_night=first_night)
+
+
+def _still_regressed(row: pd.Series, series: pd.DataFrame, metric: str, cutoff: str,
+                     policy: ThroughputPolicy) -> Finding | None:
+    """An open incident: a finding (it stays open) unless tonight and the night before average back within half the
+    policy of the level before it opened."""
+    base_rows = series[series["night"] < cutoff].tail(policy.window)
+    if base_rows.empty:
+        return None
+    baseline = Baseline.of(base_rows[metric].to_numpy(float))
+    since = series[series["night"] >= cutoff]
+    recent = [float(row[metric])] + ([float(since[metric].iloc[-1])] if not since.empty else [])
+    if float(np.mean(recent)) >= baseline.median * (1 - policy.page_pct / 200):
+        return None
+    return _finding(row, metric, baseline, float(row[metric]), str(base_rows["llama_cpp_commit"].iloc[-1]))
 
 
 def _check(row: pd.Series, series: pd.DataFrame, metric: str, cutoff: str | None,
            policy: ThroughputPolicy) -> Finding | Suspect | None:
     """One config and metric tonight. `series` = its earlier good rows with a value on this machine, oldest first."""
     value = float(row[metric])
-    if cutoff is not None:  # an open incident: still regressed unless back within Z_RESOLVE of the old baseline
-        base_rows = series[series["night"] < cutoff].tail(policy.window)
-        if len(base_rows) < policy.min_history:
-            return None
-        baseline = Baseline.of(base_rows[metric].to_numpy(float))
-        build = str(base_rows["llama_cpp_commit"].iloc[-1])
-        return _finding(row, metric, baseline, value, build) if baseline.z(value) < -Z_RESOLVE else None
+    if cutoff is not None:
+        return _still_regressed(row, series, metric, cutoff, policy)
     # Baseline without last night, so that a drop landing last night is judged against the same reference twice.
     base_rows, last = series.iloc[:-1].tail(policy.window), series.iloc[-1:] if len(series) else series
     if len(base_rows) < policy.min_history:
@@ -105,11 +132,42 @@ def _check(row: pd.Series, series: pd.DataFrame, metric: str, cutoff: str | None
     if not baseline.beyond(value, policy):
         return None
     last_night_beyond = not last.empty and baseline.beyond(float(last[metric].iloc[0]), policy)
-    build = str((base_rows if last_night_beyond else last)["llama_cpp_commit"].iloc[-1])
-    finding = _finding(row, metric, baseline, value, build)
+    finding = _finding(row, metric, baseline, value, *_range(row, series, metric, baseline.median))
     if last_night_beyond:
         return finding  # persisted across two nights
     return Suspect(row["config_id"], row["environment_id"], metric, baseline.median, baseline.sigma, finding)
+
+
+@dataclass(frozen=True)
+class Slowdown:
+    """Tonight's tok/s low enough to be worth a same-night A/B, and against which build."""
+
+    config_id: str
+    metric: str  # tg_avg_ts | pp_avg_ts
+    z: float  # tonight against the config's recent nights, in its own night-noise sigmas
+    reference_commit: str  # the build of the last night at the config's level: the A/B's side A
+    noise: float | None  # the config's relative night-to-night noise (None: under 5 nights, unknown)
+
+
+def suspected_slowdown(row: pd.Series, series: pd.DataFrame, metric: str,
+                       policy: ThroughputPolicy) -> Slowdown | None:
+    """Whether tonight's `metric` is below the config's recent level by more than ab_trigger_z of its noise and by
+    half the policy, on a build that changed since the last night at that level. `series` = its earlier good rows
+    with a value on this machine, oldest first. With under 5 nights (noise unknown) the last night is the level."""
+    value, values = float(row[metric]), series[metric].to_numpy(float)[-policy.window:]
+    if not len(values):
+        return None
+    noise_known = len(values) >= 5
+    baseline = Baseline.of(values) if noise_known else Baseline(float(values[-1]), SIGMA_FLOOR * float(values[-1]))
+    z = baseline.z(value) if noise_known else -float("inf")
+    if z > -policy.ab_trigger_z or value > baseline.median * (1 - policy.page_pct / 200):
+        return None
+    reference, _first = _range(row, series, metric, baseline.median) if noise_known else (
+        str(series["llama_cpp_commit"].iloc[-1]), "")
+    if not reference or reference == str(row["llama_cpp_commit"]):
+        return None  # the same build as at the config's level: a same-night A/B has nothing to compare
+    return Slowdown(str(row["config_id"]), metric, z, reference,
+                    baseline.sigma / baseline.median if noise_known and baseline.median else None)
 
 
 def throughput_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs = {},

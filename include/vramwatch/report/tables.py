@@ -21,6 +21,7 @@ from vramwatch.records import (
     BenchResult,
     ExpectationOutcome,
     Incident,
+    NightVerdicts,
     QuarantinedResult,
     Record,
     config_name,
@@ -353,19 +354,23 @@ def ab_table(comparisons: Sequence[ABComparison]) -> Table | None:
     for c in comparisons:
         for v in c.verdicts:
             ratio = MISSING if v.ratio is None else f"{v.ratio:.3f}"
-            interval = MISSING if v.ci_low is None else f"[{v.ci_low:.3f}, {v.ci_high:.3f}]"
+            interval = (MISSING if v.ci_low is None else
+                        f"[{v.ci_low:.3f}, {v.ci_high:.3f}] ({100 * v.confidence:.2f}%)")
             rows.append([config_name(c.run.config_id), v.metric, f"{c.run.llama_cpp_commit_a[:8]} -> "
                          f"{c.run.llama_cpp_commit_b[:8]}", f"{v.n_a} v {v.n_b}",
                          MISSING if v.median_a is None else f"{v.median_a:.2f}",
                          MISSING if v.median_b is None else f"{v.median_b:.2f}", ratio, interval,
                          MISSING if v.p_value is None else f"{v.p_value:.3f}",
+                         MISSING if v.min_detectable is None else f"-{v.min_detectable:.1%}",
                          v.verdict if v.verdict != "inconclusive" else f"unconfirmed ({v.reason})"])
-    confidence = f"{comparisons[0].verdicts[0].confidence:.0%}"
-    note = (f"Both engines ran tonight, interleaved A B A B, one child process per sample, on tonight's model file. "
-            f"Ratio = median(B) / median(A) tok/s with a {confidence} bootstrap interval; p = two-sided Mann-Whitney "
-            f"U. Slower pages when the whole interval is below 1 and the ratio is beyond the policy.")
+    note = ("Both engines ran tonight, interleaved A B A B, one child process per sample, on tonight's model file, "
+            "more processes while the answer was open (regress.ab). Ratio = geometric mean(B) / geometric mean(A) "
+            "tok/s, with its interval at the level the night's error control granted it; p = one-sided, of a "
+            "slowdown beyond the policy. Slower pages when the whole interval lies beyond the policy; 'could detect' "
+            "is the smallest slowdown the A/B would have called slower.")
     return Table("Same-night A/B (previous build -> tonight's)",
-                 ["Config", "Test", "llama.cpp", "Processes", "A t/s", "B t/s", "Ratio", "Interval", "p", "Verdict"],
+                 ["Config", "Test", "llama.cpp", "Processes", "A t/s", "B t/s", "Ratio", "Interval", "p",
+                  "Could detect", "Verdict"],
                  rows, note)
 
 
@@ -393,15 +398,32 @@ def resolution_lines(incidents: Sequence[Incident]) -> list[str]:
     return [i.resolution() for i in incidents if not i.is_new and i.resolution()]
 
 
-def top_lines(incidents: Sequence[Incident], not_judged: Sequence[str]) -> list[str]:
-    """The report's first lines: each config that regressed tonight, its component, the exact change and the two
-    builds; else that nothing paged, and how many checks could not judge."""
-    paging = [i for i in incidents if i.pages]
+NIGHT_STATES = ("Paged", "Watching", "All clear")
+
+
+def top_lines(verdicts: NightVerdicts) -> list[str]:
+    """The report's first lines: one plain state, then its lines.
+
+    Paged       each config that regressed tonight, its exact change and its cause (regress.detect.attribute);
+    Watching    nothing paged, but something is suspected and being confirmed (a drift seen once, an A/B left
+                open leaning slower) or an incident is still open;
+    All clear   nothing paged or suspected, with what was measured (and what the A/Bs could have seen).
+    A last line counts the checks that should have run and could not ("Not judged"), whatever the state."""
+    paging = [i for i in verdicts.incidents if i.pages]
+    still_open = [i for i in verdicts.incidents if not i.pages and not i.is_closed]
     if paging:
         lines = [line for i in paging for line in i.headlines()]
-        return [f"**{len(lines)} regression(s) tonight**", *lines]
-    unjudged = f"; {len(not_judged)} check(s) not judged (see 'Not judged')" if not_judged else ""
-    return [f"No regression paged tonight{unjudged}."]
+        top = [f"**Paged: {len(lines)} regression(s) tonight**", *lines]
+        top += [f"also watching: {line}" for line in verdicts.watching]
+    elif verdicts.watching or still_open:
+        top = [f"**Watching {len(verdicts.watching) + len(still_open)}: suspected, being confirmed**",
+               *verdicts.watching, *(f"still open since {i.opened_night}: {i.summary}" for i in still_open)]
+    else:
+        top = [f"**All clear**: {verdicts.measured or 'nothing paged, nothing suspected'}."]
+    if verdicts.not_judged:
+        top.append(f"Not judged: {len(verdicts.not_judged)} check(s) that should have run and could not "
+                   "(see 'Not judged')")
+    return top
 
 
 # --------------------------------------------------------------------------------------------- prose

@@ -124,7 +124,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     title = f"vramwatch nightly: {run.night}"
     header = header_lines(run, results)
     findings = key_findings(rows, results, incidents)
-    top = not_separable_lines(incidents) + top_lines(incidents, verdicts.not_judged) + resolution_lines(incidents)
+    top = not_separable_lines(incidents) + top_lines(verdicts) + resolution_lines(incidents)
 
     drawn = {"VRAM by component (stacked)": plots.vram_by_component(results),
              "Baseline vs offload": plots.baseline_vs_offload(rows),

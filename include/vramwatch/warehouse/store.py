@@ -565,14 +565,16 @@ class Warehouse:
     # ------------------------------------------------------------------------------------------------ verdicts
 
     def save_verdicts(self, run_id: str, verdicts: NightVerdicts) -> None:
-        """A night's verdicts, replacing what that run stored before. Its incidents are kept by id (and whether each
-        paged again that night): save them first (save_incident)."""
+        """A night's verdicts, replacing what that run stored before. Its incidents are kept by id, with what belongs
+        to that night alone (whether each paged again, the causes that changed and those the evidence cleared): save
+        them first (save_incident)."""
         unsaved = [incident.summary for incident in verdicts.incidents if incident.incident_id is None]
         if unsaved:
             raise WarehouseError(f"verdicts of run {run_id} name incidents that were never saved: {unsaved}",
                                  "save each incident (save_incident) and keep the incident it returns")
         record = {**verdicts.to_dict(), "incidents": [
-            {"incident_id": incident.incident_id, "escalated": incident.escalated} for incident in verdicts.incidents]}
+            {"incident_id": incident.incident_id, "escalated": incident.escalated, "causes": incident.causes,
+             "cleared": incident.cleared} for incident in verdicts.incidents]}
         with self._sessions.begin() as session:
             self._run(session, run_id)
             # an upsert: two ingests of one night judging it at once each save, neither fails on the other's row
@@ -593,7 +595,8 @@ class Warehouse:
             found = {incident.id: incident
                      for incident in session.scalars(select(IncidentRow).where(IncidentRow.id.in_(wanted)))}
             incidents = [dataclasses.replace(self._incident(found[reference["incident_id"]], night),
-                                             escalated=reference["escalated"])
+                                             escalated=reference["escalated"], causes=reference.get("causes", []),
+                                             cleared=reference.get("cleared", []))
                          for reference in references if reference["incident_id"] in found]
             return dataclasses.replace(NightVerdicts.from_dict({**row.record, "incidents": []}), incidents=incidents)
 

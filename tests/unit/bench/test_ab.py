@@ -132,3 +132,17 @@ def test_an_ab_needs_a_process_a_side(tmp_path):
     config = pp_config(one_tensor_gguf(tmp_path), n_ubatch=256)
     with pytest.raises(ValueError, match="at least 1 process"):
         run_ab((config, fake_build(tmp_path)), (config, fake_build(tmp_path)), processes=0)
+
+
+def test_an_ab_grows_on_the_processes_it_already_ran(tmp_path):
+    """The sequential A/B adds processes while its answer is open: the samples, statuses and time of the first
+    look are kept, and the processes are numbered on from them."""
+    config = pp_config(empty_gguf(tmp_path), n_ubatch=256)
+    a, b = (config, fake_build(tmp_path)), (config, fake_build(tmp_path))
+    first = run_ab(a, b, processes=1)
+    grown = run_ab(a, b, processes=2, earlier=first)
+    assert grown.processes == 3 and grown.statuses == {"A": ["ok"] * 3, "B": ["ok"] * 3}
+    assert grown.samples_ts["pp"] == {"A": [100.0] * 3, "B": [100.0] * 3}
+    assert grown.seconds > first.seconds > 0
+    broken = run_ab(a, (config, fake_build(tmp_path, status="failed")), processes=1, earlier=first)
+    assert [line.split(":")[0] for line in broken.failures] == ["process 4/4 (B)"]

@@ -14,9 +14,18 @@ from support.warehouses import commit_of, night_of, store_nights, store_validate
 
 from vramwatch.alerts.messages import regression_alert
 from vramwatch.config import Policy, ThroughputPolicy, VramPolicy, VramRule
-from vramwatch.records import ABRun, BenchResult, Incident, NightSummary, TestResult
+from vramwatch.records import (
+    ABRun,
+    BenchResult,
+    BuildRecord,
+    BuildRequest,
+    Incident,
+    NightSummary,
+    TestResult,
+    ValidatedNight,
+)
 from vramwatch.regress.detect import detect, detect_for_run, regressions
-from vramwatch.report.tables import not_separable_lines, resolution_lines
+from vramwatch.report.tables import not_separable_lines, resolution_lines, top_lines
 from vramwatch.rows import flatten
 from vramwatch.validate.gate import validate_night
 from vramwatch.warehouse.store import Warehouse
@@ -608,7 +617,7 @@ def test_a_build_change_in_tok_s_is_judged_the_first_night_by_a_same_night_ab(wa
     store_nights(warehouse, [CONFIGS, slower])
     asked = []
 
-    def confirming(config, previous_commit):  # the engines really differ by -20 % tonight
+    def confirming(config, previous_commit, processes, earlier):  # the engines really differ by -20 % tonight
         asked.append((config.config_id, previous_commit))
         return ab_run(config.config_id, [100.0, 101.0, 99.0, 100.5, 99.5], [80.0, 81.0, 79.0, 80.5, 79.5])
 
@@ -621,12 +630,129 @@ def test_a_build_change_in_tok_s_is_judged_the_first_night_by_a_same_night_ab(wa
     (tg,) = [v for v in verdicts.ab[0].verdicts if v.metric == "tg"]
     assert tg.verdict == "slower" and tg.ci_high < 1
 
-    def noisy(config, previous_commit):  # the move was the night's noise: the A/B cannot tell
+    def noisy(config, previous_commit, processes, earlier):  # the move was the night's noise: the A/B cannot tell
         return ab_run(config.config_id, [100.0, 70.0, 130.0, 90.0, 110.0], [95.0, 120.0, 75.0, 100.0, 85.0])
 
     unconfirmed = detect_for_run(warehouse, "run001", ab=noisy, save=False)
-    assert unconfirmed.incidents == [] and any("tg: unconfirmed" in line for line in unconfirmed.not_judged)
+    assert unconfirmed.incidents == [] and unconfirmed.watching == [] and unconfirmed.not_judged == []
+    assert "0 slower beyond the policy; the others could detect" in unconfirmed.measured
     without = detect_for_run(warehouse, "run001", save=False)
-    assert without.incidents == [] and any("no A/B was run here" in line for line in without.not_judged)
-    gone = detect_for_run(warehouse, "run001", ab=lambda config, commit: "its engine is gone", save=False)
+    assert without.incidents == [] and any("no A/B runner here" in line for line in without.not_judged)
+    gone = detect_for_run(warehouse, "run001", ab=lambda config, commit, n, earlier: "its engine is gone",
+                          save=False)
     assert any("no same-night A/B: its engine is gone" in line for line in gone.not_judged)
+
+
+# --------------------------------------------------------------------------------------------- throughput, round 2
+
+def slowed(results: list[BenchResult], config_id: str, factor: float) -> list[BenchResult]:
+    return [replace(r, tg=scaled(r.tg, factor)) if r.config.config_id == config_id else r for r in results]
+
+
+def test_a_throughput_incident_stays_open_while_the_config_stays_slow_and_resolves_when_it_is_back():
+    """Issue 25: a -12 % tg incident resolved two nights later while tg stayed at 0.88x (7 % noise: the slow nights
+    were within 2 sigma of the old baseline, and the new build matched the slow one)."""
+    rng = np.random.default_rng(21)
+    nights = noisy_nights(40, 0.07, seed=21)
+    nights += [[jittered(r, rng, 0.07, tg=0.88 if r.config.config_id == C else 1.0) for r in CONFIGS]
+               for _ in range(10)]
+    nights += noisy_nights(4, 0.07, seed=22)
+    incident = Incident(incident_id=1, kind="throughput", metric="tg_avg_ts", state="open", configs=[C],
+                        summary="tg -12%", delta_pct=-12.0, build_before=commit_of(39), build_after=commit_of(40),
+                        opened_night=night_of(40))
+    history = frame(nights)
+
+    states = []
+    for i in range(41, len(nights)):
+        (carried,) = [x for x in regressions(history[history["night"] <= night_of(i)], f"run{i:03d}", [incident])
+                      if x.incident_id == 1]
+        states.append(carried.state)
+        incident = carried if carried.state == "open" else incident
+
+    assert states[:9] == ["open"] * 9  # every slow night, each on a new build that matches the slow one
+    assert "resolved" in states[9:]  # back at its level: resolved within the four nights after
+
+
+def test_the_drift_range_starts_before_the_first_night_of_the_change():
+    """Issue 30: a step on night 31, a noisy night 32 not beyond the threshold, night 33 and 34 beyond: the range
+    named (night 32 -> 34) left out the culprit build of night 31."""
+    nights = noisy_nights(31, SIGMA, seed=5)
+    nights += [slowed(CONFIGS, C, factor) for factor in (0.85, 0.96, 0.85, 0.85)]
+
+    (finding,) = [f for f in detect(frame(nights), "run034").findings if f.config_id == C]
+
+    assert (finding.metric, finding.build_before, finding.build_after) == ("tg_avg_ts", commit_of(30), commit_of(34))
+    assert finding.first_night == night_of(31)
+
+
+def store_on(warehouse: Warehouse, i: int, results: list[BenchResult], commit: str) -> None:
+    build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",
+                        llama_cpp_python_version="0.3.36", llama_cpp_commit=commit,
+                        built_at=f"{night_of(i)}T01:00:00+00:00")
+    warehouse.store_run(f"run{i:03d}", night_of(i), build, ValidatedNight(accepted=results, quarantined=[]), "test")
+
+
+def test_an_unchanged_build_is_never_named_and_the_driver_change_is(warehouse):
+    """Issue 30: +24 MiB on a driver-change night with the same build read "96fa6b3f -> 96fa6b3f"."""
+    store_on(warehouse, 0, CONFIGS, "96fa6b3f")
+    store_on(warehouse, 1, on_machine(grow(CONFIGS, B, gpu_compute_mib=24), gpu_driver="590.10.01"), "96fa6b3f")
+
+    (vram,) = [i for i in detect_for_run(warehouse, "run001").incidents if i.pages]
+
+    (line,) = vram.headlines()
+    assert "96fa6b3f -> 96fa6b3f" not in line and line.endswith(", gpu_driver 580.65.06 -> 590.10.01")
+    assert vram.causes == ["gpu_driver 580.65.06 -> 590.10.01"]
+    alert = regression_alert(NightSummary(night=night_of(1), run_id="run001", report_md="", report_html="r.html",
+                                          n_results=8, n_quarantined=0, incidents=[vram]))
+    assert alert.subject.endswith("1 regression(s) with gpu_driver 580.65.06 -> 590.10.01")
+
+
+def equal_engines(tonight: str):
+    """An A/B runner whose two engines run at one speed tonight (B: llama.cpp `tonight`): it clears the build."""
+    same = [100.0, 101.0, 99.0, 100.5, 99.5]
+
+    def ab(config, previous_commit, processes, earlier):
+        return ABRun(config_id=config.config_id, llama_cpp_commit_a=previous_commit,
+                     llama_cpp_python_version_a="0.3.36", llama_cpp_commit_b=tonight,
+                     llama_cpp_python_version_b="0.3.36", processes=5,
+                     samples_ts={"pp": {"A": same, "B": same}, "tg": {"A": same, "B": same}},
+                     statuses={"A": ["ok"] * 5, "B": ["ok"] * 5})
+    return ab
+
+
+def test_a_slowdown_the_ab_clears_the_build_of_is_blamed_on_the_driver_that_changed(warehouse):
+    """Issue 30: a -12 % tg slowdown caused by a driver change paged the next night naming the llama.cpp builds,
+    although that night's same-night A/B had cleared the build (0.998x)."""
+    rng = np.random.default_rng(8)
+    quiet = [[jittered(r, rng, SIGMA) for r in CONFIGS] for _ in range(25)]
+    new_driver = [on_machine(slowed([jittered(r, rng, SIGMA) for r in CONFIGS], C, 0.88), gpu_driver="590.10.01")
+                  for _ in range(2)]
+    store_nights(warehouse, quiet + new_driver)
+
+    first = detect_for_run(warehouse, "run025", ab=equal_engines(commit_of(25)))
+    second = detect_for_run(warehouse, "run026", ab=equal_engines(commit_of(26)))
+
+    assert not any(i.pages and i.kind == "throughput" for i in first.incidents)
+    assert top_lines(first)[0].startswith("**Watching") and any("tg: suspected" in w for w in first.watching)
+    (paged,) = [i for i in second.incidents if i.pages and i.kind == "throughput"]
+    assert paged.configs == [C] and paged.build_before == commit_of(24)
+    assert paged.causes == [f"llama.cpp {commit_of(24)} -> {commit_of(26)}", "gpu_driver 580.65.06 -> 590.10.01"]
+    assert paged.cleared[0].startswith(f"llama.cpp {commit_of(24)} -> {commit_of(26)}: same-night A/B tg 1.00x")
+    blamed = paged.headlines()[0].split(" (cleared: ")[0]
+    assert blamed.endswith(", gpu_driver 580.65.06 -> 590.10.01") and "llama.cpp" not in blamed.split(", ")[-1]
+    assert top_lines(second)[0] == "**Paged: 1 regression(s) tonight**"
+
+
+def test_the_top_line_is_all_clear_with_what_was_measured_and_not_judged_only_for_what_could_not_run(warehouse):
+    rng = np.random.default_rng(11)
+    store_nights(warehouse, [[jittered(r, rng, SIGMA) for r in CONFIGS] for _ in range(6)])
+    store_nights(warehouse, [slowed(CONFIGS, C, 0.8)], first=6)
+
+    quiet = detect_for_run(warehouse, "run005", ab=equal_engines(commit_of(5)), save=False)
+    assert top_lines(quiet) == [f"**All clear**: {quiet.measured}."] and quiet.not_judged == []
+    assert quiet.measured.startswith("8 config(s) measured: VRAM of 8 compared exactly")
+    without = detect_for_run(warehouse, "run006", save=False)  # tg dropped 20 % on a new build, and no A/B runner
+    (line,) = without.not_judged
+    assert line.startswith("phi-3.5-moe/Q4_K_M/baseline throughput (tg below its recent level): no same-night A/B: "
+                           "no A/B runner here")
+    assert top_lines(without)[-1].startswith("Not judged: 1 check(s) that should have run and could not")

@@ -158,7 +158,7 @@ def test_fits_change_sweep_and_incident_sections(gpu_night, tmp_path):
     assert fits["deepseek-moe-16b Q4_K_M"] == ["offload", "baseline", "baseline", "baseline", "baseline", "baseline",
                                                "baseline"]
     assert fits["phi-3.5-moe Q4_K_M"][:4] == ["offload"] * 4 and fits["phi-3.5-moe Q4_K_M"][4] == "baseline"
-    assert md.splitlines()[2:4] == ["**1 regression(s) tonight**", f"- {change}, llama.cpp b5000 -> b5001"]
+    assert md.splitlines()[2:4] == ["**Paged: 1 regression(s) tonight**", f"- {change}, llama.cpp b5000 -> b5001"]
     assert "## Change against the previous run (llama.cpp b5000 -> b5001, night 2026-01-01)" in md
     assert "| phi-3.5-moe/Q2_K/offload | ok | GPU compute +64.00 MiB (+31.3%) | +0 MiB | +0.0% | +0.0% |" in md
     assert "| deepseek-moe-16b/Q2_K/offload | ok | unchanged | +0 MiB | +0.0% | +0.0% |" in md
