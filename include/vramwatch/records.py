@@ -494,6 +494,7 @@ class Roofline(Record):
     fraction_of_bound: float | None = None
 
 
+NO_HOST_ENERGY = "host energy not measured"  # said wherever the host's energy would stand and RAPL did not measure it
 ENERGY_MIN_WINDOW_S = 1.0  # NVML's energy counter updates in steps: a shorter window is flagged
 ENERGY_AGREEMENT_PCT = 5.0  # the counter and the power samples' integral must agree this closely, or it is flagged
 

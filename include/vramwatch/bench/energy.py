@@ -18,13 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from vramwatch.bench.gpu import Nvml
-from vramwatch.records import ENERGY_AGREEMENT_PCT, ENERGY_MIN_WINDOW_S, Energy, TestEnergy
+from vramwatch.records import ENERGY_AGREEMENT_PCT, ENERGY_MIN_WINDOW_S, NO_HOST_ENERGY, Energy, TestEnergy
 
 SAMPLE_HZ = 20  # the issue asks for 10 Hz or more
 IDLE_S = 0.5  # how long the idle power is sampled before the tests
 MAX_WINDOW_REPS = 256  # a window that is still short after this many repetitions is flagged, not stretched further
 POWERCAP = Path("/sys/class/powercap")
-NO_RAPL = "host energy not measured"
 
 
 class Rapl:
@@ -39,12 +38,12 @@ class Rapl:
         """(the packages' counters, "") or (None, why the host's energy is not measured)."""
         zones = sorted(p for p in root.glob("intel-rapl:*") if p.name.count(":") == 1)  # packages, not sub-zones
         if not zones:
-            return None, f"{NO_RAPL}: no RAPL under {root}"
+            return None, f"{NO_HOST_ENERGY}: no RAPL under {root}"
         try:
             rapl = cls(zones)
             rapl.read_uj()
         except (OSError, ValueError) as exc:  # energy_uj is root-only on kernels since 5.10
-            return None, f"{NO_RAPL}: cannot read RAPL ({exc.__class__.__name__}: {exc})"
+            return None, f"{NO_HOST_ENERGY}: cannot read RAPL ({exc.__class__.__name__}: {exc})"
         return rapl, ""
 
     def read_uj(self) -> list[int]:

@@ -16,6 +16,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
+from vramwatch.config import Prices
 from vramwatch.records import (
     BenchResult,
     ExpectationOutcome,
@@ -25,6 +26,7 @@ from vramwatch.records import (
     RunRecord,
 )
 from vramwatch.report import history_chart, markdown, plots, style
+from vramwatch.report.cost import cheapest_table, cost_table
 from vramwatch.report.history_chart import HISTORY_RUNS
 from vramwatch.report.tables import (
     Table,
@@ -85,7 +87,7 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
 def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame, verdicts: NightVerdicts,
                  out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = (),
                  notices: Sequence[str] = (), validation: Sequence[ExpectationOutcome] = (),
-                 refresh_latest: bool = True) -> tuple[Path, Path]:
+                 refresh_latest: bool = True, prices: Prices = Prices()) -> tuple[Path, Path]:
     """Write reports/<night>/summary.{md,html} and refresh reports/latest.{md,html} (unless refresh_latest is False:
     an older night written again must not replace a newer one's); returns the night's two paths.
 
@@ -93,12 +95,14 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     notices are warnings the report shows above everything else (e.g. that no alert channel is configured).
     validation: how each expectation of the night's suite came out (a section of its own, linking the night's
     Data Docs when they are there).
+    prices: the matrix's (config.Prices), for the cost per million tokens; none given, no cost sections.
     """
     incidents = verdicts.incidents
     out_dir = Path(out_dir)
     night_dir = out_dir / run.night
     rows = seed_table_rows(results)
     sections: list[Table] = [*seed_tables(rows), fits_table(results)]
+    sections += [t for t in (cost_table(results, prices), cheapest_table(results, prices)) if t]
     change = changes_table(history, run.run_id) if run.run_id in set(history["run_id"]) else None
     sections += [change] if change else []
     quality = quality_table(results, history, run.run_id)
@@ -140,7 +144,8 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
 
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
-                   reports_dir: Path | str, notices: Sequence[str] = (), refresh_latest: bool = True) -> NightSummary:
+                   reports_dir: Path | str, notices: Sequence[str] = (), refresh_latest: bool = True,
+                   prices: Prices = Prices()) -> NightSummary:
     """Read the run, its validation outcomes and its configs' recent history from the warehouse, write the report,
     return the night summary. `verdicts`: tonight's, or a night's as the warehouse keeps them (Warehouse.verdicts:
     its incidents as they are now, a bisection stored since included)."""
@@ -150,6 +155,6 @@ def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
                                        fields=HISTORY_FIELDS)
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id), notices,
-                                      warehouse.expectations(run_id), refresh_latest)
+                                      warehouse.expectations(run_id), refresh_latest, prices)
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))
