@@ -75,7 +75,11 @@ class PowerSampler:
         self._sample()
 
     def _sample(self) -> None:
-        self.samples.append((time.perf_counter(), self.nv.nvmlDeviceGetPowerUsage(self.handle) / 1000))
+        try:
+            watts = self.nv.nvmlDeviceGetPowerUsage(self.handle) / 1000
+        except self.nv.NVMLError:  # a board without power readings: no sample, never a crashed bench
+            return
+        self.samples.append((time.perf_counter(), watts))
 
     def _run(self) -> None:
         while not self._stop.wait(self.period_s):

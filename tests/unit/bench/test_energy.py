@@ -120,3 +120,16 @@ def test_host_energy_is_read_over_the_same_window(tmp_path):
     _, measured = meter.window(TOKENS, 3, host_work)
     reps = measured.tokens // TOKENS
     assert measured.host_j == pytest.approx(2.0 * reps) and measured.host_j_per_tok == pytest.approx(2.0 / TOKENS)
+
+
+def test_a_board_without_power_readings_still_has_its_counter_and_says_it_was_not_cross_checked():
+    trace = RecordedNvml()
+
+    def no_power(handle):
+        raise trace.NVMLError("Not Supported")
+
+    trace.nvmlDeviceGetPowerUsage = no_power
+    _, measured = meter_on(trace).window(TOKENS, 3, work)
+    assert measured.n_samples == 0 and measured.sampled_j is None and measured.power_peak_w is None
+    assert measured.j_per_tok is not None and measured.power_avg_w == pytest.approx(350.0, rel=0.05)
+    assert any("not cross-checked" in flag for flag in measured.flags)
