@@ -141,7 +141,8 @@ def nightly(worker: GpuWorker) -> None:
             from vramwatch import pipeline
 
             return pipeline.run_task(pipeline.report, worker.run_id(run_id), verdicts, lane=worker,
-                                     smtp_connection=smtp_connection())  # says when no alert can go
+                                     smtp_connection=smtp_connection(),  # says when no alert can go
+                                     prices=MATRIX.prices)
 
         @task
         def alert(summary: dict) -> int:

@@ -12,7 +12,7 @@ import typing
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator, model_validator
@@ -159,6 +159,16 @@ class Policy(Strict):
     throughput: ThroughputPolicy = ThroughputPolicy()
 
 
+class Prices(Strict):
+    """The user's prices, for the report's cost per million tokens (none is a fact vramwatch knows; all optional): an
+    hour of each GPU by the name NVML gives it (the report's Device line), an hour of the host around it, a kWh."""
+
+    gpu_hour: dict[str, Annotated[float, Field(ge=0)]] = {}
+    host_hour: float | None = Field(None, ge=0)
+    kwh: float | None = Field(None, ge=0)
+    currency: str = Field("$", min_length=1, max_length=8)
+
+
 def _did_you_mean(quant: str) -> str:
     close = difflib.get_close_matches(quant.upper(), QUANT_TYPES, n=2, cutoff=0.6)
     return f" (did you mean {' or '.join(close)}?)" if close else f" (known: {', '.join(QUANT_TYPES)})"
@@ -190,6 +200,7 @@ class Matrix(_MatrixKnobs):
     keep_builds: int = Field(2, ge=1)  # prune: engines and quantized models of the N builds used last stay on disk
     keep_data_docs: int = Field(30, ge=1)  # prune_reports: GX Data Docs of the N newest nights stay
     policy: Policy = Policy()  # what pages (README: "What pages")
+    prices: Prices = Prices()  # what the report's cost per million tokens uses (README: "Cost per token")
 
     @field_validator("flash_attn", mode="before")
     @classmethod

@@ -16,7 +16,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vramwatch.config import Lane, Matrix, Paths, Policy
+from vramwatch.config import Lane, Matrix, Paths, Policy, Prices
 from vramwatch.errors import UserError
 from vramwatch.progress import for_stage
 from vramwatch.records import (
@@ -171,13 +171,15 @@ def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None 
 
 
 def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None, lane: Lane = FIRST_LANE,
-           smtp_connection: Any = None, refresh_latest: bool = True) -> NightSummary:
+           smtp_connection: Any = None, refresh_latest: bool = True, prices: Prices = Prices()) -> NightSummary:
     """Write the night's report, in its lane's reports folder; it says at the top when its regressions would page no
-    one (alerting_notices). refresh_latest False: reports/latest.* stay as they are (the night is not the newest)."""
+    one (alerting_notices). refresh_latest False: reports/latest.* stay as they are (the night is not the newest).
+    prices: the matrix's, for the cost per million tokens."""
     from vramwatch.report.write import report_for_run
 
     summary = report_for_run(_open(warehouse), run_id, verdicts, lane.reports(Paths()),
-                             notices=alerting_notices(smtp_connection), refresh_latest=refresh_latest)
+                             notices=alerting_notices(smtp_connection), refresh_latest=refresh_latest,
+                             prices=prices)
     _say(f"report: {summary.report_md}")
     return summary
 

@@ -502,6 +502,73 @@ class Roofline(Record):
     fraction_of_bound: float | None = None
 
 
+NO_HOST_ENERGY = "host energy not measured"  # said wherever the host's energy would stand and RAPL did not measure it
+ENERGY_MIN_WINDOW_S = 1.0  # NVML's energy counter updates in steps: a shorter window is flagged
+ENERGY_AGREEMENT_PCT = 5.0  # the counter and the power samples' integral must agree this closely, or it is flagged
+
+
+@dataclass(frozen=True)
+class TestEnergy(Record):
+    """GPU energy of one test (pp or tg) over its measured window: its counted repetitions, repeated until the window
+    lasts ENERGY_MIN_WINDOW_S. NVML's energy counter is the figure; the integral of the power samples checks it."""
+
+    __test__ = False  # not a pytest class
+
+    tokens: int  # tokens processed in the window
+    window_s: float
+    counter_j: float | None  # NVML's total energy counter, end minus start; None: this GPU has no counter
+    sampled_j: float | None  # integral of the power samples over the window; None: too few samples
+    n_samples: int = 0
+    power_avg_w: float | None = None  # the counter's energy over the window's time (the samples' mean without it)
+    power_peak_w: float | None = None
+    host_j: float | None = None  # the CPU packages' RAPL energy over the window; None: host energy not measured
+    flags: list[str] = field(default_factory=list)  # why the figure is suspect (short window, disagreement)
+
+    @property
+    def j_per_tok(self) -> float | None:
+        return None if self.counter_j is None or not self.tokens else round(self.counter_j / self.tokens, 6)
+
+    @property
+    def host_j_per_tok(self) -> float | None:
+        return None if self.host_j is None or not self.tokens else round(self.host_j / self.tokens, 6)
+
+    @property
+    def agreement_pct(self) -> float | None:
+        """How far the samples' integral is from the counter, % of the counter."""
+        if self.counter_j is None or self.sampled_j is None or not self.counter_j:
+            return None
+        return round(abs(self.sampled_j - self.counter_j) / self.counter_j * 100, 2)
+
+
+@dataclass(frozen=True)
+class Energy(Record):
+    """Energy of one config's pp and tg tests. A figure that was not measured is None, and a reason says why."""
+
+    pp: TestEnergy | None = None
+    tg: TestEnergy | None = None
+    idle_w: float | None = None  # the GPU's power with the model loaded, before the tests
+    power_limit_w: float | None = None  # the board's power management limit
+    gpu_reason: str = ""  # why the GPU figures are absent; "" when measured (or for results stored before energy)
+    host_reason: str = ""  # why host_j is absent, e.g. "host energy not measured: no RAPL"
+
+    @property
+    def power_peak_w(self) -> float | None:
+        peaks = [t.power_peak_w for t in (self.pp, self.tg) if t and t.power_peak_w is not None]
+        return max(peaks) if peaks else None
+
+    @property
+    def agreement_pct(self) -> float | None:
+        """The worse of the two tests' counter-vs-samples agreements."""
+        found = [t.agreement_pct for t in (self.pp, self.tg) if t and t.agreement_pct is not None]
+        return max(found) if found else None
+
+    @property
+    def note(self) -> str:
+        """The reasons and flags in words, for a printer and the validation frame ("" when all is measured)."""
+        flags = [f"{name}: {flag}" for name, t in (("pp", self.pp), ("tg", self.tg)) if t for flag in t.flags]
+        return "; ".join(x for x in (self.gpu_reason, *flags, self.host_reason) if x)
+
+
 @dataclass(frozen=True)
 class BenchResult(Record):
     """What one bench child reports for one config. Only `status == "ok"` rows carry measurements."""
@@ -525,6 +592,7 @@ class BenchResult(Record):
     # the model file's size on the worker that benched it, read there: validate runs elsewhere and compares this
     # with config.model.file_bytes (None: the file was not there to read)
     file_bytes_on_disk: int | None = None
+    energy: Energy = field(default_factory=Energy)  # GPU (NVML) and host (RAPL) energy of the pp and tg tests
 
     @property
     def ok(self) -> bool:

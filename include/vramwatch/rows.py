@@ -83,6 +83,7 @@ class Field:
 
 
 TOK_S, MIB_UNIT, GIB_UNIT, SECONDS = "tok/s", "MiB", "GiB", "s"
+J_PER_TOK, WATTS = "J/tok", "W"
 
 
 def _test_fields(test: str) -> tuple[Field, ...]:
@@ -95,6 +96,18 @@ def _test_fields(test: str) -> tuple[Field, ...]:
         Field(f"{test}_stddev_ts", FLOAT, f"{test}.stddev_ts", optional=True, label=f"{test} stddev", unit=TOK_S,
               format=".2f"),
         Field(f"{test}_samples_ts", JSON, f"{test}.samples_ts", optional=True, label=f"{test} samples", unit=TOK_S),
+    )
+
+
+def _energy_fields(test: str) -> tuple[Field, ...]:
+    """The energy of one of llama-bench's tests: GPU joules per token, average power, the host's joules per token."""
+    return (
+        Field(f"{test}_j_per_tok", FLOAT, f"energy.{test}.j_per_tok", optional=True, label=f"{test} energy",
+              unit=J_PER_TOK, format=".4f", compared=True),
+        Field(f"{test}_power_avg_w", FLOAT, f"energy.{test}.power_avg_w", optional=True, label=f"{test} GPU power",
+              unit=WATTS, format=".0f"),
+        Field(f"{test}_host_j_per_tok", FLOAT, f"energy.{test}.host_j_per_tok", optional=True,
+              label=f"{test} host energy", unit=J_PER_TOK, format=".4f"),
     )
 
 
@@ -177,6 +190,18 @@ FIELDS: tuple[Field, ...] = (
     Field("bound_tg_ts", FLOAT, "roofline.bound_tg_ts", optional=True, label="tg bound", unit=TOK_S, format=".1f"),
     Field("fraction_of_bound", FLOAT, "roofline.fraction_of_bound", optional=True, label="tg reached",
           format=".1%"),
+    # energy (issue 27): NVML's counter over each test's window, the host's RAPL share; None where not measured, and
+    # energy_note says why (no GPU, no counter, "host energy not measured") and what was flagged
+    *_energy_fields("pp"),
+    *_energy_fields("tg"),
+    Field("gpu_power_peak_w", FLOAT, "energy.power_peak_w", optional=True, label="GPU peak power", unit=WATTS,
+          format=".0f"),
+    Field("gpu_idle_w", FLOAT, "energy.idle_w", optional=True, label="GPU idle power", unit=WATTS, format=".0f"),
+    Field("gpu_power_limit_w", FLOAT, "energy.power_limit_w", optional=True, label="GPU power limit", unit=WATTS,
+          format=".0f"),
+    Field("energy_agreement_pct", FLOAT, "energy.agreement_pct", optional=True, label="energy counter vs samples",
+          unit="%", format=".1f"),
+    Field("energy_note", TEXT, "energy.note", label="energy note"),
     # when and how long
     Field("started_at", STRING, "started_at", length=40, label="started"),
     Field("duration_s", FLOAT, "duration_s", label="duration", unit=SECONDS, format=".1f"),

@@ -18,11 +18,13 @@ from vramwatch.records import (
     BisectResult,
     BisectStep,
     Culprit,
+    Energy,
     Fingerprint,
     GenerationResult,
     Memory,
     ModelFile,
     Roofline,
+    TestEnergy,
     TestResult,
 )
 
@@ -59,6 +61,26 @@ def _test(n_prompt: int, n_gen: int, mean: float, reps: int) -> TestResult:
     samples = [round(mean * (1 + 0.01 * (i - reps // 2)), 2) for i in range(reps)]
     return TestResult(n_prompt=n_prompt, n_gen=n_gen, samples_ts=samples, avg_ts=round(sum(samples) / reps, 2),
                       stddev_ts=round(0.01 * mean, 2))
+
+
+def _window(tokens_per_s: float, tokens_per_rep: int, watts: float) -> TestEnergy:
+    """One test's energy window as the bench measures it: repetitions until it lasts a second, the counter's joules
+    and the samples' within 1 % of them."""
+    reps = max(1, -(-tokens_per_s // tokens_per_rep))  # at least a second
+    tokens = int(reps * tokens_per_rep)
+    window_s = round(tokens / tokens_per_s, 4)
+    return TestEnergy(tokens=tokens, window_s=window_s, counter_j=round(watts * window_s, 3),
+                      sampled_j=round(watts * window_s * 0.99, 3), n_samples=int(window_s * 20) + 2,
+                      power_avg_w=watts, power_peak_w=round(watts * 1.08, 2))
+
+
+def energy(pp_ts: float, tg_ts: float, gpu: bool, pp_w: float = 520.0, tg_w: float = 310.0) -> Energy:
+    """Energy of a result whose tests ran at these speeds: on a GPU, NVML's figures; on the CPU host, the reasons."""
+    if not gpu:
+        return Energy(gpu_reason="no GPU: GPU energy not measured",
+                      host_reason="host energy not measured: no RAPL under /sys/class/powercap")
+    return Energy(pp=_window(pp_ts, 512, pp_w), tg=_window(tg_ts, 128, tg_w), idle_w=71.5, power_limit_w=700.0,
+                  host_reason="host energy not measured: no RAPL under /sys/class/powercap")
 
 
 def result(model: str = "deepseek-moe-16b", quant: str = "Q4_K_M", mode: str = "baseline", n_cpu_moe: int = 0,
@@ -98,6 +120,7 @@ def result(model: str = "deepseek-moe-16b", quant: str = "Q4_K_M", mode: str = "
                           gpu_bandwidth_gbs=3_000.0 if gpu else None, host_bandwidth_gbs=21.0,
                           bound_tg_ts=1_910.0 if gpu else 13.4, fraction_of_bound=0.06 if gpu else 0.7),
         started_at="2026-01-02T02:10:00+00:00", duration_s=48.2, load_s=3.1, file_bytes_on_disk=config.model.file_bytes,
+        energy=energy(pp_mean, tg_mean, gpu, *((520.0, 310.0) if mode == "baseline" else (260.0, 180.0))),
     )
 
 

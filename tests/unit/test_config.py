@@ -3,6 +3,8 @@ knob comes from records.BenchKnobs."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from vramwatch.config import MatrixError, load_matrix
@@ -69,6 +71,8 @@ BASE = "name: x\nmodels: [{name: a, source: {synth: deepseek-moe-16b}}]\nmodes: 
      "models.0.name: String should have at most 120 characters"),
     ("name: x\nmodels: [{name: '<img src=x onerror=alert(1)>', source: {synth: s}}]\nquants: [Q2_K]\n"
      "modes: [baseline]\n", "models.0.name: String should match pattern"),
+    (BASE + "quants: [Q2_K]\nprices: {gpu_hour: {H100: -2}}\n", "prices.gpu_hour.H100"),
+    (BASE + "quants: [Q2_K]\nprices: {kwh: 0.2, euro: 1}\n", "prices.euro"),
     ("name: x\nbuild: {source: git, location: '--upload-pack=touch /tmp/x'}\nmodels: [{name: a, source: {synth: s}}]\n"
      "quants: [Q2_K]\nmodes: [baseline]\n", "build.location: Value error, '--upload-pack=touch /tmp/x' starts with '-'"),
 ])
@@ -95,3 +99,14 @@ def test_every_bench_knob_and_its_default_comes_from_bench_knobs(tmp_path):
     matrix = load_matrix(path)
     (config,) = matrix.bench_configs(_model(model="a"), matrix.models[0])
     assert {name: getattr(config, name) for name in KNOB_NAMES} == {**changed, "generation": None}
+
+
+def test_the_readme_example_prices_load_into_the_matrix(tmp_path):
+    """The README's example `prices:` section is valid as written (its figures are examples, not facts)."""
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    example = readme.split("```yaml\nprices:", 1)[1].split("```", 1)[0]
+    path = tmp_path / "m.yaml"
+    path.write_text(BASE + "quants: [Q2_K]\nprices:" + example)
+    prices = load_matrix(path).prices
+    assert prices.gpu_hour["NVIDIA H100 80GB HBM3"] == 2.5 and prices.host_hour == 0.4 and prices.kwh == 0.15
+    assert load_matrix("seed").prices.gpu_hour == {}  # none shipped: prices are the user's

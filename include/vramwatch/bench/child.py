@@ -21,6 +21,7 @@ import signal
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ import llama_cpp  # noqa: I001
 import numpy as np
 
 from vramwatch.bench import host, llama_log, placement, quality
+from vramwatch.bench.energy import EnergyMeter
 from vramwatch.bench.gpu import Ggml, Nvml, PeakSampler
 from vramwatch.gguf_file import GGUFError, GGUFInfo, read_gguf
 from vramwatch.progress import for_stage, to_stderr
@@ -40,6 +42,7 @@ from vramwatch.records import (
     RESULT_MARKER,
     BenchConfig,
     BenchResult,
+    Energy,
     Fingerprint,
     GenerationResult,
     GenerationTest,
@@ -88,6 +91,7 @@ class Bench:
         self.n_overridden = 0
         self.load_s = 0.0
         self.log = llama_log.LogCapture()
+        self.meter: EnergyMeter | None = None
 
     # ------------------------------------------------------------------------------------------- the run
 
@@ -129,6 +133,7 @@ class Bench:
         gpu_offload = bool(gpus) and bool(llama_cpp.llama_supports_gpu_offload())
         self.fingerprint = _replace(self.fingerprint, backend=_backend_name(ggml, gpus))
         device = self._identify_gpu(ggml, gpus, nvml, used_before)
+        self.meter = EnergyMeter.open(nvml, device, has_gpu=bool(gpus))
 
         sampler = PeakSampler(nvml, device) if nvml and gpus else None
         with sampler or contextlib.nullcontext():
@@ -142,7 +147,7 @@ class Bench:
                     problem = llama_log.measurement_problem(parsed.mib, self.fingerprint.backend, config.n_gpu_layers)
                     if problem:  # a figure we could not read must not pass for a 0 MiB measurement
                         raise BenchFailure("invalid_measurement", problem)
-                    pp, tg = self._time(llama_cpp, ctx)
+                    pp, tg, energy = self._time(llama_cpp, ctx)
                     generation = config.generation and self._generate(llama_cpp, ctx, model, config.generation)
                     quality_result = self._quality(llama_cpp, ctx, model) if config.quality else None
                     self._fill_nvml_after(nvml, gpus, device)
@@ -157,7 +162,8 @@ class Bench:
         roofline = self._roofline(info, ggml, gpus, gpu_offload, tg)
         if nvml:
             nvml.close()
-        return {"pp": pp, "tg": tg, "generation": generation, "quality": quality_result, "roofline": roofline}
+        return {"pp": pp, "tg": tg, "generation": generation, "quality": quality_result, "roofline": roofline,
+                "energy": energy}
 
     # ------------------------------------------------------------------------------------------- steps
 
@@ -288,28 +294,34 @@ class Bench:
         )
         say("buffers: " + ", ".join(f"{k} {v:.2f} MiB" for k, v in sorted(buffers.items())))
 
-    def _time(self, llama_cpp: Any, ctx: int) -> tuple[TestResult, TestResult]:
-        """llama-bench's method: one uncounted pp + tg warm-up, then `reps` of each from an empty cache."""
-        config = self.config
+    def _time(self, llama_cpp: Any, ctx: int) -> tuple[TestResult, TestResult, Energy]:
+        """llama-bench's method: one uncounted pp + tg warm-up, then `reps` of each from an empty cache, each test's
+        repetitions inside one energy window (bench.energy)."""
+        config, meter = self.config, self.meter
+        assert meter is not None  # opened with the GPU
         decoder = _Decoder(llama_cpp, ctx, max(config.n_batch, 1))
+
+        def timed(test: str, tokens: int, run: Callable[[], None]) -> Callable[[int], float]:
+            def rep(index: int) -> float:  # index -1: an uncounted repetition that lengthens the energy window
+                decoder.clear()
+                start = time.perf_counter()
+                run()
+                seconds = time.perf_counter() - start
+                if index >= 0:
+                    say(f"{test}{tokens} rep {index + 1}/{config.reps}: {tokens / seconds:.2f} t/s")
+                return seconds
+            return rep
+
         try:
+            idle_w = meter.idle_w()
             say("warm-up")
             decoder.clear()
             decoder.prompt(config.n_prompt, config.n_batch)
             decoder.generate(1, start_pos=config.n_prompt)
-            pp_samples, tg_samples = [], []
-            for rep in range(config.reps):
-                decoder.clear()
-                start = time.perf_counter()
-                decoder.prompt(config.n_prompt, config.n_batch)
-                pp_samples.append(config.n_prompt / (time.perf_counter() - start))
-                say(f"pp{config.n_prompt} rep {rep + 1}/{config.reps}: {pp_samples[-1]:.2f} t/s")
-            for rep in range(config.reps):
-                decoder.clear()
-                start = time.perf_counter()
-                decoder.generate(config.n_gen, start_pos=0)
-                tg_samples.append(config.n_gen / (time.perf_counter() - start))
-                say(f"tg{config.n_gen} rep {rep + 1}/{config.reps}: {tg_samples[-1]:.2f} t/s")
+            pp_seconds, pp_energy = meter.window(config.n_prompt, config.reps, timed(
+                "pp", config.n_prompt, lambda: decoder.prompt(config.n_prompt, config.n_batch)))
+            tg_seconds, tg_energy = meter.window(config.n_gen, config.reps, timed(
+                "tg", config.n_gen, lambda: decoder.generate(config.n_gen, start_pos=0)))
         except BenchFailure as failure:
             problems = self.log.problems()
             status = llama_log.classify_failure(problems)
@@ -317,7 +329,11 @@ class Bench:
                                f"{failure.error}: {llama_log.last_error(problems, 'no log')}") from None
         finally:
             decoder.free()
-        return _test_result(config.n_prompt, 0, pp_samples), _test_result(0, config.n_gen, tg_samples)
+        energy = meter.energy(pp_energy, tg_energy, idle_w)
+        if energy.note:
+            say(f"energy: {energy.note}")
+        return (_test_result(config.n_prompt, 0, [config.n_prompt / s for s in pp_seconds]),
+                _test_result(0, config.n_gen, [config.n_gen / s for s in tg_seconds]), energy)
 
     def _generate(self, llama_cpp: Any, ctx: int, model: int, test: GenerationTest) -> GenerationResult:
         """The seed's test: real prompt, sampled with temperature and seed (greedy at temperature 0), stopped at

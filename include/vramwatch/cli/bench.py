@@ -101,6 +101,9 @@ def format_result(result: BenchResult) -> str:
         lines.append(_line(flat, "n_overridden_tensors"))
         nvml = _line(flat, "nvml_process_mib", "nvml_peak_device_mib", "cuda_context_mib", "gpu_total_mib")
         lines += [nvml] if nvml else []
+        energy = [_line(flat, "pp_power_avg_w", "tg_power_avg_w", "gpu_power_peak_w", "gpu_idle_w", "gpu_power_limit_w",
+                        "energy_agreement_pct", "pp_host_j_per_tok", "tg_host_j_per_tok"), flat["energy_note"]]
+        lines.append("energy: " + "; ".join(part for part in energy if part))  # with why a figure is absent
         lines.append(_line(flat, "host_rss_peak_mib", "load_s"))
         if result.generation:
             lines.append(f"{_line(flat, 'gen_tokens', 'gen_tokens_per_s')} (sha256 {result.generation.text_sha256[:12]})")

@@ -21,6 +21,7 @@ import jinja2
 import pandas as pd
 from markupsafe import Markup, escape
 
+from vramwatch.config import Prices
 from vramwatch.records import (
     BenchResult,
     ExpectationOutcome,
@@ -31,6 +32,7 @@ from vramwatch.records import (
 )
 from vramwatch.redact import redact
 from vramwatch.report import history_chart, markdown, plots, style
+from vramwatch.report.cost import cheapest_table, cost_table
 from vramwatch.report.history_chart import HISTORY_RUNS
 from vramwatch.report.tables import (
     Table,
@@ -98,7 +100,8 @@ def header_lines(run: RunRecord, results: Sequence[BenchResult]) -> list[tuple[s
 def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.DataFrame, verdicts: NightVerdicts,
                  out_dir: Path | str, quarantined: Sequence[QuarantinedResult] = (),
                  notices: Sequence[str] = (), validation: Sequence[ExpectationOutcome] = (),
-                 refresh_latest: bool = True, night_latest: bool = True) -> tuple[Path, Path]:
+                 refresh_latest: bool = True, night_latest: bool = True, prices: Prices = Prices()
+                 ) -> tuple[Path, Path]:
     """Write the run's summary.{md,html} in its folder (run_folder), copy them to the night's latest
     (reports/<night>/summary.*) unless night_latest is False (a newer run of the night has its report there), and to
     reports/latest.{md,html} unless refresh_latest is False (an older night written again must not replace a newer
@@ -108,12 +111,14 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     notices are warnings the report shows above everything else (e.g. that no alert channel is configured).
     validation: how each expectation of the night's suite came out (a section of its own, linking the night's
     Data Docs when they are there: the run's, else those a night kept before runs had folders).
+    prices: the matrix's (config.Prices), for the cost per million tokens; none given, no cost sections.
     """
     incidents = verdicts.incidents
     out_dir = Path(out_dir)
     night_dir, run_dir = out_dir / run.night, run_folder(out_dir, run.night, run.run_id)
     rows = seed_table_rows(results)
     sections: list[Table] = [*seed_tables(rows), fits_table(results)]
+    sections += [t for t in (cost_table(results, prices), cheapest_table(results, prices)) if t]
     change = changes_table(history, run.run_id) if run.run_id in set(history["run_id"]) else None
     sections += [change] if change else []
     quality = quality_table(results, history, run.run_id)
@@ -165,7 +170,8 @@ def _replace(path: Path, text: str) -> None:
 
 
 def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
-                   reports_dir: Path | str, notices: Sequence[str] = (), refresh_latest: bool = True) -> NightSummary:
+                   reports_dir: Path | str, notices: Sequence[str] = (), refresh_latest: bool = True,
+                   prices: Prices = Prices()) -> NightSummary:
     """Read the run, its validation outcomes and its configs' recent history from the warehouse, write the report,
     return the night summary. `verdicts`: tonight's, or a night's as the warehouse keeps them (Warehouse.verdicts:
     its incidents as they are now, a bisection stored since included)."""
@@ -177,6 +183,6 @@ def report_for_run(warehouse: Warehouse, run_id: str, verdicts: NightVerdicts,
     md_path, html_path = write_report(run, results, history, verdicts, reports_dir,
                                       warehouse.quarantined_for_run(run_id), notices,
                                       warehouse.expectations(run_id), refresh_latest,
-                                      night_latest=newest is None or newest.run_id == run_id)
+                                      night_latest=newest is None or newest.run_id == run_id, prices=prices)
     return NightSummary(night=run.night, run_id=run_id, report_md=str(md_path), report_html=str(html_path),
                         n_results=len(results), n_quarantined=run.n_quarantined, incidents=list(verdicts.incidents))

@@ -117,7 +117,23 @@ def expectations(build_backend: str | None = None) -> list[tuple[str, Any]]:
         ("file_size_matches_disk", gxe.ExpectColumnPairValuesToBeEqual(
             column_A="file_bytes", column_B="file_bytes_on_disk", ignore_row_if=missing)),
     ]
+    suite += _energy_expectations(gxe, ok & (Column("backend") != "cpu"))
     return suite
+
+
+def _energy_expectations(gxe: Any, ok_on_gpu: Any) -> list[tuple[str, Any]]:
+    """Energy (issue 27): measured on every ok GPU row, each test's average power within the board's limit (a
+    figure past it is a counter or a window gone wrong: the board cannot draw it for a second)."""
+    found = []
+    for test in ("pp", "tg"):
+        found += [
+            (f"{test}_energy_measured", gxe.ExpectColumnValuesToNotBeNull(column=f"{test}_j_per_tok",
+                                                                          row_condition=ok_on_gpu)),
+            (f"{test}_power_within_limit", gxe.ExpectColumnPairValuesAToBeGreaterThanB(
+                column_A="gpu_power_limit_w", column_B=f"{test}_power_avg_w", or_equal=True,
+                ignore_row_if="either_value_is_missing")),
+        ]
+    return found
 
 
 def _context(gx: Any) -> Any:

@@ -137,7 +137,7 @@ def test_an_ab_needs_a_process_a_side(tmp_path):
 def test_an_ab_grows_on_the_processes_it_already_ran(tmp_path):
     """The sequential A/B adds processes while its answer is open: the samples, statuses and time of the first
     look are kept, and the processes are numbered on from them."""
-    config = pp_config(empty_gguf(tmp_path), n_ubatch=256)
+    config = pp_config(one_tensor_gguf(tmp_path), n_ubatch=256)
     a, b = (config, fake_build(tmp_path)), (config, fake_build(tmp_path))
     first = run_ab(a, b, processes=1)
     grown = run_ab(a, b, processes=2, earlier=first)

@@ -120,6 +120,14 @@ def test_without_a_gpu_every_gpu_reading_is_none_not_zero(baseline):
     assert baseline.roofline.gpu_bandwidth_gbs is None and baseline.roofline.gpu_bytes_per_token == 0
 
 
+def test_without_a_gpu_or_rapl_energy_is_absent_with_its_reasons(baseline):
+    """This machine has no GPU and no RAPL: no energy figure at all, each absence said in words."""
+    energy = baseline.energy
+    assert energy.pp is None and energy.tg is None and energy.idle_w is None and energy.power_limit_w is None
+    assert energy.gpu_reason == "no GPU: GPU energy not measured"
+    assert energy.host_reason.startswith("host energy not measured")
+
+
 def test_fingerprint_and_roofline_describe_this_machine_and_build(baseline, engine):
     fingerprint = baseline.fingerprint
     assert fingerprint.backend == "cpu" and fingerprint.gpu_name == "" and fingerprint.gpu_count == 0

@@ -64,6 +64,21 @@ def test_the_printed_table_takes_its_words_and_units_from_the_field_list():
     assert not any("gpu_model_mib" in line for line in lines)  # words, never raw names
 
 
+def test_the_printed_result_shows_energy_and_says_why_a_figure_is_absent():
+    from support.samples import result
+
+    from vramwatch.cli.bench import format_result
+
+    gpu = format_result(result()).splitlines()
+    assert any(f"tg energy {result().energy.tg.j_per_tok:.4f} J/tok" in line for line in gpu)
+    energy = next(line for line in gpu if line.startswith("energy: "))
+    assert "tg GPU power 310 W" in energy and "GPU power limit 700 W" in energy
+    assert energy.endswith("host energy not measured: no RAPL under /sys/class/powercap")
+    cpu = format_result(result(gpu=False)).splitlines()
+    assert not any("J/tok" in line for line in cpu)  # never a 0 for what was not measured
+    assert "energy: no GPU: GPU energy not measured; host energy not measured" in "\n".join(cpu)
+
+
 def test_each_knob_has_its_flag_named_as_the_matrix_names_it_and_the_old_spellings_still_work():
     knobs = [field.name for field in dataclasses.fields(BenchKnobs)]
     defaults = record_fields(build_parser().parse_args(["bench", "m.gguf"]), BenchKnobs)

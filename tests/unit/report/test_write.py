@@ -311,3 +311,15 @@ def test_the_report_carries_each_expectations_outcome_escaped_and_links_the_nigh
     md_path, _ = write_report(run_record(), results, history_of(results, results), NOTHING, tmp_path,
                               validation=validation)
     assert "## Validation (Great Expectations)" in md_path.read_text() and "data_docs" not in md_path.read_text()
+
+
+def test_the_cost_sections_appear_with_the_matrix_prices_and_not_without(gpu_night, tmp_path):
+    from vramwatch.config import Prices
+
+    results, history = gpu_night
+    priced, _ = write_report(run_record(), results, history, NOTHING, tmp_path / "priced",
+                             prices=Prices(gpu_hour={results[0].fingerprint.gpu_name: 2.0}, kwh=0.3))
+    plain, _ = write_report(run_record(), results, history, NOTHING, tmp_path / "plain")
+    md = priced.read_text()
+    assert "Cost per million tokens" in md and "Cheapest config that fits" in md and "host energy not measured" in md
+    assert "Cost per million tokens" not in plain.read_text()

@@ -293,3 +293,19 @@ def test_data_docs_load_nothing_from_another_host_and_each_expectations_outcome_
         "expect_column_values_to_be_in_set", ["status"], 2)
     assert status.unexpected_examples == [f"{rows[0].config.config_name}: status={XSS_PAYLOAD}"] * 2
     assert outcomes["pp_measured"].success and outcomes["pp_measured"].unexpected_count == 0
+
+
+def test_a_gpu_row_without_energy_or_above_the_board_limit_is_quarantined():
+    """Energy (issue 27): measured on every ok GPU row; each test's average power at most the board's limit. A CPU
+    row has no GPU energy to measure and passes without it."""
+    row = result()
+    unmeasured = replace(row, energy=result(gpu=False).energy)  # as a GPU worker without NVML would report it
+    too_hot = replace(row, energy__tg=replace(row.energy.tg, power_avg_w=row.energy.power_limit_w + 1))
+    at_limit = replace(row, energy__pp=replace(row.energy.pp, power_avg_w=row.energy.power_limit_w))
+
+    def failed(rows):
+        return [q.failed_expectations for q in validate_night(rows).quarantined]
+
+    assert failed([row]) == [] and failed([at_limit]) == [] and failed([result(gpu=False)]) == []
+    assert failed([unmeasured]) == [["pp_energy_measured", "tg_energy_measured"]]
+    assert failed([too_hot]) == [["tg_power_within_limit"]]

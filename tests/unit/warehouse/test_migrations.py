@@ -8,16 +8,18 @@ import json
 from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
-from support.samples import bisection, night, result
+from support.samples import bisection, night, replace, result
 
-from vramwatch.records import BenchResult, Incident, NightVerdicts
+from vramwatch.records import BenchResult, Energy, Incident, NightVerdicts
 from vramwatch.rows import flatten, number
 from vramwatch.warehouse import migrate
 from vramwatch.warehouse.store import Warehouse
 
 FIRST, SECOND = "2026-01-01", "2026-01-02"
-GPU_NIGHT = [*night(quants=("Q2_K",)), result(status="oom")]  # an oom row: no pp, tg or generation sub-records
-CPU_NIGHT = night(gpu=False, quants=("Q2_K",))
+# 0006-era results: no energy yet (0008)
+GPU_NIGHT = [replace(r, energy=Energy()) for r in (*night(quants=("Q2_K",)), result(status="oom"))]  # oom: no pp,
+# tg or generation sub-records
+CPU_NIGHT = [replace(r, energy=Energy()) for r in night(gpu=False, quants=("Q2_K",))]
 # run id (the second GPU worker's prefixed with its lane, as config.GpuWorker.run_id made them) -> night, version, rows
 RUNS = {
     f"scheduled__{FIRST}": (FIRST, "0.3.35", GPU_NIGHT),

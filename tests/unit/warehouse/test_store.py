@@ -91,7 +91,7 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert {"builds", "runs", "environments", "results", "quarantine", "incidents"} <= tables
     assert "alembic_version" not in tables  # Airflow's name stays free when both share a database
     assert diffs == []  # migrations and models describe the same schema
-    assert version == "0008"
+    assert version == "0009"
 
 
 def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
@@ -1014,3 +1014,29 @@ def test_store_run_itself_keeps_a_stored_nights_night_unless_told_to_move_it(war
     assert warehouse.store_run("again", "2026-01-05", build(), validated, "ingest", night_key="k" * 64,
                                move_night=True) == "first"
     assert [(r.run_id, r.night, r.n_results) for r in warehouse.runs()] == [("first", "2026-01-05", len(rows))]
+
+
+def test_energy_figures_reach_history_and_survive_0008_down_and_up(warehouse):
+    """Energy (issue 27): its columns in history; a CPU row's absent figures NULL with their reason; a downgrade
+    to 0007 puts the moved figures back into the record and the upgrade takes them out into the columns again."""
+    gpu, cpu = result("deepseek-moe-16b", "Q2_K"), result("phi-3.5-moe", "Q2_K", gpu=False)
+    store(warehouse, "n1", "2026-01-01", [gpu, cpu])
+    frame = warehouse.history().set_index("model")
+    stored = frame.loc["deepseek-moe-16b"]
+    assert stored["tg_j_per_tok"] == pytest.approx(gpu.energy.tg.j_per_tok)
+    assert (stored["tg_power_avg_w"], stored["gpu_idle_w"], stored["gpu_power_limit_w"]) == (310.0, 71.5, 700.0)
+    assert frame.loc["phi-3.5-moe", ["pp_j_per_tok", "tg_j_per_tok", "gpu_idle_w"]].isna().all()
+    assert frame.loc["phi-3.5-moe", "energy_note"].startswith("no GPU: GPU energy not measured; host energy not")
+
+    engine = sa.create_engine(warehouse.url)
+    migrate.downgrade(engine, "0007")
+    with engine.connect() as connection:
+        record = connection.execute(sa.text("SELECT record FROM results ORDER BY id")).scalars().first()
+    record = json.loads(record) if isinstance(record, str) else record
+    assert record["energy"]["tg"]["power_avg_w"] == 310.0 and record["energy"]["idle_w"] == 71.5
+    migrate.upgrade(engine, "head")
+    engine.dispose()
+    assert warehouse.results_for_run("n1") == [gpu, cpu]
+    again = warehouse.history().set_index("model")
+    assert again.loc["deepseek-moe-16b", "tg_j_per_tok"] == pytest.approx(gpu.energy.tg.j_per_tok)
+    assert again.loc["phi-3.5-moe", "energy_note"] == frame.loc["phi-3.5-moe", "energy_note"]
