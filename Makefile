@@ -61,10 +61,12 @@ test: models airflow-db lint ## the whole suite: unit, DAG integrity, end to end
 	@# the file a deployment starts from, checked where the CI log shows it (placeholder secrets: they must be set)
 	AIRFLOW_JWT_SECRET=placeholder AIRFLOW_FERNET_KEY=placeholder docker-compose -f docker-compose.yaml config -q
 	@echo "docker-compose config: docker-compose.yaml is valid"
-	$(PY) -m pytest -ra tests
+	@# the slowest tests close the log, so a test that got slower shows in CI
+	$(PY) -m pytest -ra --durations=15 tests
 
 test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser
-	$(PY) -m pytest -ra -m "not engine" tests/unit
+	@# CPU-bound Python (validation, detection, migrations) spread over the cores: 2 workers halve it on 2 cores
+	$(PY) -m pytest -ra -n auto --maxprocesses=4 --durations=5 -m "not engine" tests/unit
 
 lint: install ## ruff (undefined names, unused imports, import order) and import-linter (layers, cycles)
 	$(VENV)/bin/ruff check include dags plugins tests benchmarks scripts
