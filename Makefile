@@ -17,6 +17,8 @@ export AIRFLOW__CORE__UNIT_TEST_MODE := False
 export GX_ANALYTICS_ENABLED := False
 export PYTHONPATH := $(ROOT)/include
 DEMO_ENV := VRAMWATCH_MATRIX=demo
+# Pure Python (validation, detection, migrations): spread over the cores, 2 workers halve it on 2 cores.
+UNIT_TESTS := $(PY) -m pytest -ra -n auto --maxprocesses=4 --durations=5 -m "unit and not engine" tests/unit
 
 .PHONY: help install engine models airflow-db demo test test-unit test-containers lint benchmarks clean
 
@@ -61,14 +63,17 @@ test: models airflow-db lint ## the whole suite: unit, DAG integrity, end to end
 	@# the file a deployment starts from, checked where the CI log shows it (placeholder secrets: they must be set)
 	AIRFLOW_JWT_SECRET=placeholder AIRFLOW_API_SECRET_KEY=placeholder AIRFLOW_FERNET_KEY=placeholder docker-compose -f docker-compose.yaml config -q
 	@echo "docker-compose config: docker-compose.yaml is valid"
-	$(PY) -m pytest -ra tests
+	$(UNIT_TESTS)
+	@# the rest one at a time (compiles use every core, Airflow runs share airflow_home); the slowest tests close
+	@# the log, so a test that got slower shows in CI
+	$(PY) -m pytest -ra --durations=15 -m "engine or not unit" tests
 
 test-containers: install ## only the images and the compose stack under podman, with a night in containers (make test runs it too)
 	$(PY) scripts/ensure_tools.py podman aardvark-dns mmdebstrap docker-compose
 	$(PY) -m pytest -ra -s tests/containers
 
 test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser
-	$(PY) -m pytest -ra -m "not engine" tests/unit
+	$(UNIT_TESTS)
 
 lint: install ## ruff (undefined names, unused imports, import order) and import-linter (layers, cycles)
 	$(VENV)/bin/ruff check include dags plugins tests benchmarks scripts

@@ -23,13 +23,17 @@ os.environ.setdefault("GX_ANALYTICS_ENABLED", "False")
 
 
 ENGINE_FIXTURES = {"engine_build", "demo_models", "vocab_dir"}
+UNIT_TESTS = REPO / "tests" / "unit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that needs the engine build (directly or through a fixture): the fast loop skips them."""
+    """Mark every test that needs the engine build (directly or through a fixture): the fast loop skips them; and
+    every test under tests/unit, so `make test` can run the quick ones (unit, not engine) on every core first."""
     for item in items:
         if ENGINE_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.engine)
+        if item.path.is_relative_to(UNIT_TESTS):
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")

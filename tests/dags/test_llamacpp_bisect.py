@@ -63,6 +63,6 @@ def test_a_bisection_that_names_no_culprit_is_stored_then_fails_its_run_saying_w
 
     with pytest.raises(AirflowFailException, match=r"no culprit for deepseek-moe-16b/Q4_K_M/baseline@1f3a9c0e "
                                                    r"between 0\.3\.30 and 0\.3\.36: .*0\.3\.33: build failed"):
-        store.python_callable(bisection(found=False).to_dict(), {"incident_id": None})
+        store.python_callable(bisection(found=False).to_dict(), REQUEST.to_dict())
 
     assert [path.name for path in (tmp_path / "reports" / "bisect").rglob("*.json")]  # stored before it failed

@@ -81,13 +81,20 @@ def build_request(source: BuildSource, version: str) -> BuildRequest:
     )
 
 
-def ccache_args(backend: str) -> list[str]:
-    """Compiler launchers for ccache where it is installed: a rebuild after a small llama.cpp change is minutes."""
+def ccache_args(backend: str, source: Path) -> list[str]:
+    """Compiler launchers for ccache where it is installed: a rebuild after a small llama.cpp change is minutes.
+
+    libllama is a unity build: CMake writes its batches as `#include "<absolute path of source>/..."`, so __FILE__ in
+    them names the tree and no other tree (another slot, a test's scratch cache) could reuse their objects. Mapping
+    the tree's prefix away makes them the same objects wherever the tree lies; ccache's base_dir does the rest. It is
+    an _INIT flag: CMake reads it when a tree is configured the first time, and a slot's tree never moves.
+    """
     ccache = shutil.which("ccache")
     if not ccache:
         return []
     languages = ("C", "CXX", "CUDA") if backend == "cuda" else ("C", "CXX")
-    return [f"-DCMAKE_{lang}_COMPILER_LAUNCHER={ccache}" for lang in languages]
+    return ([f"-DCMAKE_{lang}_COMPILER_LAUNCHER={ccache}" for lang in languages]
+            + [f"-DCMAKE_{lang}_FLAGS_INIT=-fmacro-prefix-map={source}/=" for lang in ("C", "CXX")])
 
 
 def compile_env(request: BuildRequest) -> dict[str, str]:

@@ -135,7 +135,7 @@ def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: P
         run_step("install build backend", [python, "-m", "pip", "install", "--disable-pip-version-check",
                                            *pip_index_args(request), *backend], log)
         env = {**compile_env(request), **ccache_env(paths)}
-        env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend), TOOLS_OFF])
+        env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend, work / "src"), TOOLS_OFF])
         say(f"CMAKE_ARGS={env['CMAKE_ARGS']}")
         out = work / "wheel"
         shutil.rmtree(out, ignore_errors=True)
