@@ -32,6 +32,7 @@ from vramwatch.config import Policy
 from vramwatch.records import NOTE_KINDS, OFFLOAD_MODES, OPEN, RESOLVED, Incident, builds_changed, config_name
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
+from vramwatch.rows import words_of
 
 SIMILAR = 1.5  # two deltas within this ratio are "similar"
 STATUS_KINDS = {Kind.STOPPED_FITTING: "stopped fitting (ok -> oom)", Kind.FAILING: "started failing",
@@ -108,7 +109,7 @@ def _describe(kind: str, metric: str, delta_mib: float | None, delta_pct: float 
         size.append(f"{delta_mib:+.2f} MiB")
     if delta_pct is not None:
         size.append(f"{delta_pct:+.1f}%")
-    return f"{SIZED_KINDS[kind]} {metric} {' / '.join(size)}"
+    return f"{SIZED_KINDS[kind]} {words_of(metric)} {' / '.join(size)}"  # the field's words, never its name
 
 
 def _summary(group: Sequence[Finding], delta_mib: float | None, delta_pct: float | None, before: str,

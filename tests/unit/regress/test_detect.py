@@ -480,7 +480,7 @@ def test_an_open_incident_carries_its_current_size_and_says_how_far_it_grew_unti
         assert carried.changes == ["phi-3.5-moe/Q2_K/offload: CUDA0 compute 204.50 -> 224.50 MiB (+20.00 MiB, +9.8%)"]
         assert carried.build_after == commit_of(1)  # the change's builds stay; tonight's build did not cause it
     assert ended.state == "resolved" and ended.resolved_by == commit_of(4)
-    assert ended.resolution().startswith("Resolved: VRAM gpu_compute_mib +20.00 MiB")
+    assert ended.resolution().startswith("Resolved: VRAM GPU compute +20.00 MiB")
     assert ended.resolution().endswith(f"(fixed by llama.cpp {commit_of(4)})")
     summary = NightSummary(night=night_of(4), run_id="run004", report_md="", report_html="", n_results=8,
                            n_quarantined=0, incidents=tonight[4])
