@@ -18,7 +18,7 @@ export GX_ANALYTICS_ENABLED := False
 export PYTHONPATH := $(ROOT)/include
 DEMO_ENV := VRAMWATCH_MATRIX=demo
 # Pure Python (validation, detection, migrations): spread over the cores, 2 workers halve it on 2 cores.
-UNIT_TESTS := $(PY) -m pytest -ra -n auto --maxprocesses=4 --durations=5 -m "unit and not engine" tests/unit
+UNIT_TESTS := $(PY) -m pytest -ra -n auto --maxprocesses=4 --durations=5 tests/unit -m
 
 .PHONY: help install engine models airflow-db demo test test-unit test-containers lint benchmarks clean
 
@@ -63,7 +63,7 @@ test: models airflow-db lint ## the whole suite: unit, DAG integrity, end to end
 	@# the file a deployment starts from, checked where the CI log shows it (placeholder secrets: they must be set)
 	AIRFLOW_JWT_SECRET=placeholder AIRFLOW_API_SECRET_KEY=placeholder AIRFLOW_FERNET_KEY=placeholder docker-compose -f docker-compose.yaml config -q
 	@echo "docker-compose config: docker-compose.yaml is valid"
-	$(UNIT_TESTS)
+	$(UNIT_TESTS) "unit and not engine"
 	@# the rest one at a time (compiles use every core, Airflow runs share airflow_home); the slowest tests close
 	@# the log, so a test that got slower shows in CI
 	$(PY) -m pytest -ra --durations=15 -m "engine or not unit" tests
@@ -72,8 +72,8 @@ test-containers: install ## only the images and the compose stack under podman, 
 	$(PY) scripts/ensure_tools.py podman aardvark-dns mmdebstrap docker-compose
 	$(PY) -m pytest -ra -s tests/containers
 
-test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser
-	$(UNIT_TESTS)
+test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser, nor wait out a timeout
+	$(UNIT_TESTS) "unit and not engine and not slow"
 
 lint: install ## ruff (undefined names, unused imports, import order) and import-linter (layers, cycles)
 	$(VENV)/bin/ruff check include dags plugins tests benchmarks scripts

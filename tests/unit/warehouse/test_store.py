@@ -675,6 +675,7 @@ def test_a_store_killed_mid_way_leaves_no_running_run_and_no_rows_and_says_one_l
     assert table_counts(postgres) == {"results": 0, "quarantine": 0, "environments": 0}
 
 
+@pytest.mark.slow  # waits out a lock timeout or runs real processes: make test runs it, test-unit not
 def test_a_held_exclusive_lock_makes_the_store_give_up_within_the_lock_timeout(
         postgres, ingest_env, monkeypatch, capsys):
     """Fault: with no lock timeout, a store behind an exclusive lock waited as long as the lock was held (45 s
@@ -813,6 +814,7 @@ def test_a_warehouse_lost_during_nightly_keeps_the_measured_night_and_ingest_fin
         warehouse.close()
 
 
+@pytest.mark.slow  # waits out a lock timeout or runs real processes: make test runs it, test-unit not
 @pytest.mark.parametrize(("table", "read"), [
     ("runs", lambda warehouse: warehouse.last_benchmarked_version("pypi")),  # detect_build's
     ("verdicts", lambda warehouse: warehouse.verdicts("night-1")),  # detect_regressions'
@@ -956,6 +958,7 @@ def test_a_failed_restore_leaves_the_stored_run_as_it_was_and_says_so(postgres):
     warehouse.close()
 
 
+@pytest.mark.slow  # waits out a lock timeout or runs real processes: make test runs it, test-unit not
 def test_ten_concurrent_ingests_of_one_measured_night_all_exit_0_and_store_it_once(postgres, ingest_env):
     """Fault: of 10 concurrent `vramwatch ingest` of one measured night, some exited 2 ("has no rows in the history"):
     each re-store moved the run's start, so a reader judging the night up to that run lost it between two queries."""
