@@ -13,7 +13,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, text, union
+from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -192,12 +192,10 @@ class Warehouse:
 
     @contextmanager
     def _store_transaction(self) -> Iterator[Session]:
-        """A write transaction that gives up on a held lock or a stuck statement instead of waiting (PostgreSQL;
-        SQLite waits SQLITE_BUSY_TIMEOUT_S for its one writer)."""
+        """A write transaction that gives up on a held lock or a stuck statement instead of waiting (PostgreSQL: the
+        timeouts every connection of the engine has, _create_engine; SQLite waits SQLITE_BUSY_TIMEOUT_S for its one
+        writer)."""
         with self._sessions.begin() as session:
-            if self.engine.dialect.name == "postgresql":
-                session.execute(text(f"SET LOCAL lock_timeout = {STORE_LOCK_TIMEOUT_MS}; "
-                                     f"SET LOCAL statement_timeout = {STORE_STATEMENT_TIMEOUT_MS}"))
             yield session
 
     def store_build(self, build: BuildRecord) -> int:
