@@ -135,9 +135,11 @@ class ThroughputPolicy(Strict):
     open and the night's ab_budget_minutes of GPU time last (regress.ab). A slowdown pages when the whole interval
     of the ratio lies more than page_pct % below 1; ab_confidence bounds the night's false-page rate over all its
     A/Bs (1 - ab_confidence, family-wise). History catches slow drift (a robust z-score over `window` nights, from
-    `min_history` nights on)."""
+    `min_history` nights on). Energy per token (J/token of pp and tg) is judged by the same A/Bs, beside tok/s: a
+    rise pages when the whole interval lies more than energy_page_pct % above 1 (it is not judged by history)."""
 
     page_pct: float = Field(5.0, gt=0)
+    energy_page_pct: float = Field(5.0, gt=0)
     ab_processes: int = Field(3, ge=3)
     ab_max_processes: int = Field(24, ge=3)
     ab_budget_minutes: float = Field(20.0, ge=0)

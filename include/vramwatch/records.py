@@ -660,7 +660,9 @@ class ABRun(Record):
     llama_cpp_commit_b: str
     llama_cpp_python_version_b: str
     processes: int  # per side
-    samples_ts: dict[str, dict[str, list[float]]]  # test ("pp", "tg") -> side -> one avg_ts per ok process, in order
+    # metric -> side -> one figure per ok process, in order: the tests' avg_ts ("pp", "tg") and every other figure
+    # the A/B judges (rows.AB_JUDGED: "pp_j_per_tok", ...), as measured
+    samples_ts: dict[str, dict[str, list[float]]]
     statuses: dict[str, list[Status]]  # side -> the status of each of its processes, in order
     failures: list[str] = field(default_factory=list)  # one line per failed process: which, its status, its error
     seconds: float = 0.0  # wall time of all its processes: what it cost of the night's A/B budget
@@ -735,6 +737,7 @@ class IncidentKind(enum.StrEnum):
     VRAM_IMPROVED = "vram_improved"
     NO_LONGER_FITS = "no_longer_fits"  # a config that fit a GPU size of the policy needs more than it now
     THROUGHPUT = "throughput"
+    ENERGY = "energy"  # a same-night A/B confirmed that a build's token costs more energy (J/token) beyond the policy
     STOPPED_FITTING = "stopped_fitting"  # ok -> oom
     FAILING = "failing"  # ok -> timeout, crashed, invalid_measurement, ...
     QUARANTINED = "quarantined"  # ran, but validation kept its row out of history
@@ -871,6 +874,16 @@ class ABVerdict(Record):
     verdict: ABOutcome
     reason: str
     min_detectable: float | None = None  # the smallest slowdown (a fraction) this A/B would have called slower
+    # a figure where higher is worse (J/token): its figures as measured (a ratio above 1 is worse), its verdict in
+    # the words of `worded` ("slower" is a rise beyond the policy)
+    higher_is_worse: bool = False
+
+    @property
+    def worded(self) -> str:
+        """The verdict in the figure's own words: "higher" for a J/token that rose beyond the policy."""
+        if not self.higher_is_worse:
+            return self.verdict
+        return {"slower": "higher", "faster": "lower", "not slower": "not higher"}.get(self.verdict, self.verdict)
 
     def describe(self) -> str:
         """One line: "tg 0.81x [0.77, 0.85] (95% CI, 5 v 5 processes, p=0.008): slower"."""
@@ -879,9 +892,10 @@ class ABVerdict(Record):
                     if self.ci_low is not None and self.ci_high is not None else " (")
         p_value = f", p={self.p_value:.3f}" if self.p_value is not None else ""
         why = f" ({self.reason})" if self.verdict == "inconclusive" else ""
-        could = f", could detect -{self.min_detectable:.1%}" if self.min_detectable is not None else ""
+        sign = "+" if self.higher_is_worse else "-"
+        could = f", could detect {sign}{self.min_detectable:.1%}" if self.min_detectable is not None else ""
         return (f"{self.metric}{ratio}{interval}{self.n_a} v {self.n_b} processes{p_value}{could}): "
-                f"{self.verdict}{why}")
+                f"{self.worded}{why}")
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from vramwatch.errors import UserError
-from vramwatch.records import MIB, MODEL_NAME_MAX, BenchResult
+from vramwatch.records import MIB, MODEL_NAME_MAX, BenchResult, IncidentKind
 
 # Column kinds: the warehouse maps each to a SQL type, the frames to a pandas dtype.
 TEXT, STRING, INT, BIGINT, FLOAT, BOOL, JSON = "text", "string", "int", "bigint", "float", "bool", "json"
@@ -31,6 +31,18 @@ BYTES = "B"  # a size in bytes: printed in binary units (MiB, GiB)
 def binary_size(mib: float) -> str:
     """A size given in MiB as people read it: MiB below 1 GiB, GiB from there (binary units: 1 GiB = 1024 MiB)."""
     return f"{mib / 1024:.2f} GiB" if abs(mib) >= 1024 else f"{mib:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class Judged:
+    """How the same-night A/B judges a field (regress.ab): under which name, by which of the throughput policy's
+    percentages, and which way is worse. The A/B works on figures where lower is worse: one where higher is worse
+    (J/token) is judged as its reciprocal (`oriented`)."""
+
+    name: str  # the A/B's name for the metric: its key in ABRun.samples_ts and ABVerdict.metric
+    page_pct: str  # the ThroughputPolicy field that says what change pages
+    kind: IncidentKind  # the incident a confirmed change opens
+    higher_is_worse: bool = False
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,7 @@ class Field:
     unit: str = ""  # of the stored value: "MiB", "GiB" (binary), "tok/s", "s", BYTES...; "" for a count or a word
     format: str = ""  # format spec of the number ("" = str()), e.g. ".2f"
     compared: bool = False  # a figure runs and builds are compared on: the change table, the build compare, the CLI
+    judged: Judged | None = None  # the same-night A/B judges it (None: it does not)
 
     @property
     def words(self) -> str:
@@ -92,7 +105,7 @@ def _test_fields(test: str) -> tuple[Field, ...]:
         Field(f"{test}_n_prompt", INT, f"{test}.n_prompt", optional=True, label=f"{test} prompt tokens"),
         Field(f"{test}_n_gen", INT, f"{test}.n_gen", optional=True, label=f"{test} generated tokens"),
         Field(f"{test}_avg_ts", FLOAT, f"{test}.avg_ts", optional=True, label=test, unit=TOK_S, format=".1f",
-              compared=True),
+              compared=True, judged=Judged(test, "page_pct", IncidentKind.THROUGHPUT)),
         Field(f"{test}_stddev_ts", FLOAT, f"{test}.stddev_ts", optional=True, label=f"{test} stddev", unit=TOK_S,
               format=".2f"),
         Field(f"{test}_samples_ts", JSON, f"{test}.samples_ts", optional=True, label=f"{test} samples", unit=TOK_S),
@@ -103,7 +116,8 @@ def _energy_fields(test: str) -> tuple[Field, ...]:
     """The energy of one of llama-bench's tests: GPU joules per token, average power, the host's joules per token."""
     return (
         Field(f"{test}_j_per_tok", FLOAT, f"energy.{test}.j_per_tok", optional=True, label=f"{test} energy",
-              unit=J_PER_TOK, format=".4f", compared=True),
+              unit=J_PER_TOK, format=".4f", compared=True,
+              judged=Judged(f"{test}_j_per_tok", "energy_page_pct", IncidentKind.ENERGY, higher_is_worse=True)),
         Field(f"{test}_power_avg_w", FLOAT, f"energy.{test}.power_avg_w", optional=True, label=f"{test} GPU power",
               unit=WATTS, format=".0f"),
         Field(f"{test}_host_j_per_tok", FLOAT, f"energy.{test}.host_j_per_tok", optional=True,
@@ -210,6 +224,13 @@ FIELDS: tuple[Field, ...] = (
 FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 COMPARED: tuple[Field, ...] = tuple(f for f in FIELDS if f.compared)  # in FIELDS order
+AB_JUDGED: dict[str, Field] = {f.judged.name: f for f in FIELDS if f.judged}  # the A/B's metric name -> its field
+
+
+def oriented(field: Field, values: Any) -> Any:
+    """A figure (a number, an array, a column) so that lower is worse, as the A/B and the drift check read it: a
+    figure where higher is worse (J/token) as its reciprocal (tokens per joule)."""
+    return 1 / values if field.judged and field.judged.higher_is_worse else values
 
 
 def words_of(name: str) -> str:

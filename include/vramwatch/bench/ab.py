@@ -14,7 +14,8 @@ import time
 
 from vramwatch.bench.runner import run_config
 from vramwatch.progress import for_stage
-from vramwatch.records import AB_METRICS, AB_SIDES, ABRun, BenchConfig, BuildRecord, Status
+from vramwatch.records import AB_SIDES, ABRun, BenchConfig, BuildRecord, Status
+from vramwatch.rows import AB_JUDGED
 
 DEFAULT_PROCESSES = 5
 
@@ -34,8 +35,9 @@ def run_ab(a: tuple[BenchConfig, BuildRecord], b: tuple[BenchConfig, BuildRecord
         raise ValueError(f"an A/B needs at least 1 process per side, got {processes}")
     sides = dict(zip(AB_SIDES, (a, b)))
     config_id = b[0].config_id
-    samples: dict[str, dict[str, list[float]]] = {metric: {side: list(earlier.samples_ts[metric][side]) if earlier
-                                                           else [] for side in AB_SIDES} for metric in AB_METRICS}
+    samples: dict[str, dict[str, list[float]]] = {
+        metric: {side: list(earlier.samples_ts.get(metric, {}).get(side, [])) if earlier else [] for side in AB_SIDES}
+        for metric in AB_JUDGED}
     statuses: dict[str, list[Status]] = {side: list(earlier.statuses[side]) if earlier else [] for side in AB_SIDES}
     failures: list[str] = list(earlier.failures) if earlier else []
     done = earlier.processes if earlier else 0
@@ -50,10 +52,11 @@ def run_ab(a: tuple[BenchConfig, BuildRecord], b: tuple[BenchConfig, BuildRecord
             failures.append(f"{which}: {result.status}: {result.error}")
             _say(f"A/B {config_id}: {failures[-1]}")
             continue
-        measured = {metric: test.avg_ts for metric in AB_METRICS if (test := getattr(result, metric)) is not None}
-        for metric, tokens_per_s in measured.items():
-            samples[metric][side].append(tokens_per_s)
-        _say(f"A/B {config_id}: {which}: " + ", ".join(f"{metric} {ts:.1f} t/s" for metric, ts in measured.items()))
+        measured = {metric: value for metric, field in AB_JUDGED.items() if (value := field.value(result)) is not None}
+        for metric, value in measured.items():
+            samples[metric][side].append(value)
+        _say(f"A/B {config_id}: {which}: " + ", ".join(f"{AB_JUDGED[metric].words} {AB_JUDGED[metric].text(value)}"
+                                                       for metric, value in measured.items()))
     build_a, build_b = a[1], b[1]
     return ABRun(config_id=config_id, llama_cpp_commit_a=build_a.llama_cpp_commit,
                  llama_cpp_python_version_a=build_a.llama_cpp_python_version,

@@ -21,6 +21,10 @@ Each verdict also says the smallest slowdown it could have detected (`min_detect
 same spread and processes, would be called "slower" four times in five. An A/B that ends "inconclusive" with its
 ratio above 1 - m is not evidence of a slowdown, and the report says what it could have seen.
 
+Every figure of rows.AB_JUDGED is judged so: tok/s of pp and tg by the policy's page_pct, energy per token (J/token)
+by its energy_page_pct. A figure where higher is worse is compared as its reciprocal (`sides`: tokens per joule, so
+"slower" is a rise beyond the policy) and its final verdict given back as measured (`as_measured`: "higher").
+
 Sequential, with a budget (`plan`, `decide_night`). Each A/B starts with `ab_processes` a side and grows along a
 fixed schedule of looks (about x1.6 each, up to `ab_max_processes`) while any of its metrics is still open, and while
 the night's GPU minutes (`ab_budget_minutes`) last; open A/Bs are grown one look at a time, round-robin, so one
@@ -35,13 +39,14 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
 from vramwatch.config import ThroughputPolicy
-from vramwatch.records import ABOutcome, ABRun, ABVerdict
+from vramwatch.records import AB_SIDES, ABOutcome, ABRun, ABVerdict
+from vramwatch.rows import AB_JUDGED, oriented
 
 MIN_SAMPLES = 3  # per side: with fewer, the spread of a side is not known at all
 CONFIDENCE = 0.95
@@ -165,10 +170,13 @@ class NightPlan:
 
 
 def decide_night(verdicts: Sequence[ABVerdict], samples: Sequence[tuple[Sequence[float], Sequence[float]]],
-                 plan: NightPlan, min_effect: float, noises: Sequence[float | None] = ()) -> list[ABVerdict]:
+                 plan: NightPlan, min_effect: float | Mapping[str, float],
+                 noises: Sequence[float | None] = ()) -> list[ABVerdict]:
     """The night's final verdicts: each metric of each A/B judged once more, at its last look's share of alpha
     (NightPlan.level), at the level Holm's step-down procedure grants it over all of the night's final p-values.
-    `samples` = (A, B) of each verdict, in order; `noises` their configs' night noise."""
+    `samples` = (A, B) of each verdict, in order; `noises` their configs' night noise; `min_effect` one for every
+    metric, or each metric's."""
+    effect = min_effect if isinstance(min_effect, Mapping) else {v.metric: min_effect for v in verdicts}
     tested = [i for i, v in enumerate(verdicts) if v.p_value is not None]
     share = {i: plan.level(min(verdicts[i].n_a, verdicts[i].n_b)) for i in tested}
     granted = {i: share[i] / plan.hypotheses for i in tested}  # Bonferroni: what every look had
@@ -180,8 +188,8 @@ def decide_night(verdicts: Sequence[ABVerdict], samples: Sequence[tuple[Sequence
             break  # Holm stops here: this one and the rest keep the Bonferroni level
         remaining -= share[index]
     noises = list(noises) or [None] * len(verdicts)
-    return [compare(v.metric, *samples[i], min_effect, alpha=granted[i], noise=noises[i]) if i in granted else v
-            for i, v in enumerate(verdicts)]
+    return [compare(v.metric, *samples[i], effect[v.metric], alpha=granted[i], noise=noises[i]) if i in granted
+            else v for i, v in enumerate(verdicts)]
 
 
 @dataclass(frozen=True)
@@ -190,8 +198,9 @@ class Ask:
 
     config_id: str
     reference_commit: str
-    metrics: tuple[str, ...]  # tests of records.AB_METRICS ("pp", "tg") it is asked about
-    noise: dict[str, float] = dataclasses.field(default_factory=dict)  # test -> the config's relative night noise
+    metrics: tuple[str, ...]  # names of rows.AB_JUDGED ("pp", "tg", "tg_j_per_tok", ...) it is asked about
+    # metric -> the config's relative night noise (of its oriented figure: rows.oriented)
+    noise: dict[str, float] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -210,9 +219,40 @@ class NightAB:
 Grow = Callable[[Ask, int, "ABRun | None"], "ABRun | str"]
 
 
-def _look(ask: Ask, run: ABRun, plan: NightPlan, min_effect: float) -> list[ABVerdict]:
-    return [compare(m, run.samples_ts[m]["A"], run.samples_ts[m]["B"], min_effect,
-                    alpha=plan.per_look(run.processes), noise=ask.noise.get(m)) for m in ask.metrics]
+def min_effect_of(metric: str, policy: ThroughputPolicy) -> float:
+    """What change of `metric` pages, as a fall of its oriented figure (rows.oriented: lower is worse): the policy's
+    page_pct of tok/s; its energy_page_pct of J/token, whose rise by p is a fall of tokens per joule by p / (1 + p)."""
+    judged = AB_JUDGED[metric].judged
+    assert judged is not None
+    pct = getattr(policy, judged.page_pct) / 100
+    return pct / (1 + pct) if judged.higher_is_worse else pct
+
+
+def sides(run: ABRun, metric: str) -> tuple[list[float], list[float]]:
+    """A metric's samples of side A and of side B, oriented (lower is worse), as every verdict compares them."""
+    a, b = ([float(oriented(AB_JUDGED[metric], x)) for x in run.samples_ts[metric][side]] for side in AB_SIDES)
+    return a, b
+
+
+def _inverse(value: float | None) -> float | None:
+    return None if value is None else 1 / value
+
+
+def as_measured(verdict: ABVerdict) -> ABVerdict:
+    """A verdict in its figure's own terms: one where higher is worse (J/token, judged as its reciprocal) gets its
+    means, ratio and interval as measured (a ratio above 1 is worse) and the rise it could have detected."""
+    judged = AB_JUDGED[verdict.metric].judged
+    if judged is None or not judged.higher_is_worse:
+        return verdict
+    detectable = None if verdict.min_detectable is None else 1 / (1 - verdict.min_detectable) - 1
+    return dataclasses.replace(verdict, median_a=_inverse(verdict.median_a), median_b=_inverse(verdict.median_b),
+                               ratio=_inverse(verdict.ratio), ci_low=_inverse(verdict.ci_high),
+                               ci_high=_inverse(verdict.ci_low), min_detectable=detectable, higher_is_worse=True)
+
+
+def _look(ask: Ask, run: ABRun, plan: NightPlan, policy: ThroughputPolicy) -> list[ABVerdict]:
+    return [compare(m, *sides(run, m), min_effect_of(m, policy), alpha=plan.per_look(run.processes),
+                    noise=ask.noise.get(m)) for m in ask.metrics]
 
 
 def futile(verdict: ABVerdict, min_effect: float) -> bool:
@@ -227,7 +267,7 @@ def sequential_night(asks: Sequence[Ask], grow: Grow, policy: ThroughputPolicy) 
     p-value) grows to its next look, and so on, within the night's budget; then Holm over the night's final
     p-values."""
     plan = NightPlan.of(policy, sum(len(a.metrics) for a in asks))
-    min_effect, budget = policy.page_pct / 100, policy.ab_budget_minutes * 60
+    effect, budget = {m: min_effect_of(m, policy) for a in asks for m in a.metrics}, policy.ab_budget_minutes * 60
     runs: dict[int, ABRun] = {}
     looks: dict[int, list[ABVerdict]] = {}
     why_not: dict[int, str] = {}
@@ -255,22 +295,21 @@ def sequential_night(asks: Sequence[Ask], grow: Grow, policy: ThroughputPolicy) 
             stopped[i] = f"no more processes: the A/B stayed at {run.processes} a side"
             return
         spent += grown.seconds - (run.seconds if run else 0.0)
-        runs[i], looks[i] = grown, _look(ask, grown, plan, min_effect)
+        runs[i], looks[i] = grown, _look(ask, grown, plan, policy)
         if all(decided(v) for v in looks[i]):
             stopped[i] = "decided"
-        elif all(decided(v) or futile(v, min_effect) for v in looks[i]):
-            stopped[i] = f"no slowdown in sight: each open ratio is above -{min_effect / 2:.1%}"
+        elif all(decided(v) or futile(v, effect[v.metric]) for v in looks[i]):
+            stopped[i] = "no slowdown in sight: each open ratio is less than half the policy worse than 1"
 
     for i in range(len(asks)):
         step(i)
     while growing := [i for i in runs if i not in stopped]:
         step(min(growing, key=lambda i: min(1.0 if v.p_value is None else v.p_value for v in looks[i])))
     order = [(i, asks[i].metrics[k], k) for i in sorted(looks) for k in range(len(asks[i].metrics))]
-    final = decide_night([looks[i][k] for i, _m, k in order],
-                         [(runs[i].samples_ts[m]["A"], runs[i].samples_ts[m]["B"]) for i, m, _k in order],
-                         plan, min_effect, [asks[i].noise.get(m) for i, m, _k in order])
+    final = decide_night([looks[i][k] for i, _m, k in order], [sides(runs[i], m) for i, m, _k in order],
+                         plan, effect, [asks[i].noise.get(m) for i, m, _k in order])
     by_ask: dict[int, list[ABVerdict]] = {}
     for (i, _m, _k), verdict in zip(order, final):
-        by_ask.setdefault(i, []).append(verdict)
+        by_ask.setdefault(i, []).append(as_measured(verdict))
     return [NightAB(ask, runs.get(i), by_ask.get(i, []), why_not.get(i, ""), stopped.get(i, ""))
             for i, ask in enumerate(asks)]

@@ -31,18 +31,17 @@ from vramwatch.records import (
     builds_changed,
 )
 from vramwatch.records import IncidentKind as Kind
-from vramwatch.regress.ab import Ask, sequential_night
+from vramwatch.regress.ab import Ask, min_effect_of, sequential_night
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
-from vramwatch.regress.throughput import METRICS as THROUGHPUT_METRICS
-from vramwatch.regress.throughput import suspected_slowdown, throughput_findings
+from vramwatch.regress.throughput import Slowdown, suspected_slowdown, throughput_findings
 from vramwatch.regress.vram import (
     Cutoffs,
     gpu_lost_finding,
     memory_and_status_findings,
     vanished_findings,
 )
-from vramwatch.rows import number, split_tonight
+from vramwatch.rows import AB_JUDGED, BY_NAME, Field, number, oriented, split_tonight
 
 if TYPE_CHECKING:
     from vramwatch.warehouse.store import Warehouse
@@ -140,10 +139,21 @@ def environment_findings(previous: Sequence[BenchResult], tonight: Sequence[Benc
                     build_after=after.llama_cpp_commit, detail=", ".join(changed))]
 
 
+def _moved(field: Field, row: pd.Series, series: pd.DataFrame, policy: ThroughputPolicy) -> Slowdown | None:
+    """suspected_slowdown of a figure the A/B judges, oriented (lower is worse: J/token as tokens per joule) and
+    against what its own policy pages."""
+    column = field.name
+    past = series[series[column].notna()]
+    judged = policy.model_copy(update={"page_pct": 100 * min_effect_of(field.judged.name, policy)})
+    return suspected_slowdown(pd.Series({**row, column: oriented(field, float(row[column]))}),
+                              past.assign(**{column: oriented(field, past[column].astype(float))}), column, judged)
+
+
 def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolicy) -> list[Ask]:
-    """The A/Bs tonight needs, most suspicious first: tonight's configs whose tok/s is below their recent level
-    (regress.throughput.suspected_slowdown) on a build that changed since the last night at that level, on the same
-    machine. Each asks about the metrics that dropped, against the reference build of the one that dropped most."""
+    """The A/Bs tonight needs, most suspicious first: tonight's configs whose tok/s is below (or J/token above) their
+    recent level (regress.throughput.suspected_slowdown) on a build that changed since the last night at that level,
+    on the same machine. Each asks about the figures that moved, against the reference build of the one that moved
+    most."""
     good = before[before["status"] == "ok"]
     past_by_series = dict(tuple(good.groupby(["config_id", "environment_id"], sort=False)))
     asks = []
@@ -151,29 +161,33 @@ def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolic
         series = past_by_series.get((row["config_id"], row["environment_id"]))
         if series is None:
             continue
-        drops = [drop for column in THROUGHPUT_METRICS if pd.notna(row[column])
-                 and (drop := suspected_slowdown(row, series[series[column].notna()], column, policy)) is not None]
+        drops = [drop for field in AB_JUDGED.values() if pd.notna(row[field.name])
+                 and (drop := _moved(field, row, series, policy)) is not None]
         if drops:
             worst = min(drops, key=lambda d: d.z)
             same = [d for d in drops if d.reference_commit == worst.reference_commit]
             asks.append((worst.z, Ask(worst.config_id, worst.reference_commit,
-                                      tuple(d.metric.removesuffix("_avg_ts") for d in same),
-                                      {d.metric.removesuffix("_avg_ts"): d.noise for d in same if d.noise})))
+                                      tuple(BY_NAME[d.metric].judged.name for d in same),
+                                      {BY_NAME[d.metric].judged.name: d.noise for d in same if d.noise})))
     return [ask for _z, ask in sorted(asks, key=lambda pair: pair[0])]
 
 
 def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: str) -> list[Finding]:
-    """A confirmed slowdown beyond the policy (the verdict's rule) is a throughput finding that pages."""
-    run = comparison.run
-    return [Finding(kind=Kind.THROUGHPUT, metric=f"{v.metric}_avg_ts", config_id=run.config_id,
-                    environment_id=environment_id, model=config.model.model, quant=config.model.quant,
-                    mode=config.mode, before=v.median_a, after=v.median_b, delta_pct=100.0 * (v.ratio - 1),
-                    build_before=run.llama_cpp_commit_a, build_after=run.llama_cpp_commit_b,
-                    detail=f"same-night A/B: {v.describe()}",
-                    change=f"{config.config_name}: {v.metric} {v.median_a:.1f} -> {v.median_b:.1f} t/s "
-                           f"({100.0 * (v.ratio - 1):+.1f}%, same-night A/B {v.ratio:.2f}x "
-                           f"[{v.ci_low:.2f}, {v.ci_high:.2f}])")
-            for v in comparison.verdicts if v.verdict == "slower"]
+    """A confirmed slowdown (or rise of J/token) beyond the policy (the verdict's rule) is a finding that pages: of
+    throughput, or of energy."""
+    run, findings = comparison.run, []
+    for v in comparison.verdicts:
+        if v.verdict != "slower":
+            continue
+        field = AB_JUDGED[v.metric]
+        findings.append(Finding(
+            kind=field.judged.kind, metric=field.name, config_id=run.config_id, environment_id=environment_id,
+            model=config.model.model, quant=config.model.quant, mode=config.mode, before=v.median_a,
+            after=v.median_b, delta_pct=100.0 * (v.ratio - 1), build_before=run.llama_cpp_commit_a,
+            build_after=run.llama_cpp_commit_b, detail=f"same-night A/B: {v.describe()}",
+            change=f"{config.config_name}: {field.words} {field.number(v.median_a)} -> {field.text(v.median_b)} "
+                   f"({100.0 * (v.ratio - 1):+.1f}%, same-night A/B {v.ratio:.2f}x [{v.ci_low:.2f}, {v.ci_high:.2f}])"))
+    return findings
 
 
 @dataclass(frozen=True)
@@ -198,27 +212,29 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
         return ab(configs[ask.config_id], ask.reference_commit, more, earlier)
 
     out = NightABs([], [], {}, [], [], set())
-    policy_pct = policy.page_pct / 100
     for ended in sequential_night(asks, grow, policy):
         config = configs[ended.ask.config_id]
         name = config.config_name
         if ended.run is None:
-            out.not_judged.append(f"{name} throughput ({', '.join(ended.ask.metrics)} below its recent level): "
-                                  f"no same-night A/B: {ended.why_not}")
+            asked = [AB_JUDGED[m] for m in ended.ask.metrics]
+            kinds = " and ".join(dict.fromkeys(str(f.judged.kind) for f in asked))
+            moved = ", ".join(f"{f.words} {'above' if f.judged.higher_is_worse else 'below'}" for f in asked)
+            out.not_judged.append(f"{name} {kinds} ({moved} its recent level): no same-night A/B: {ended.why_not}")
             continue
         comparison = ABComparison(run=ended.run, verdicts=ended.verdicts)
         out.comparisons.append(comparison)
         out.findings.extend(ab_findings(comparison, config, environments[ended.ask.config_id]))
         builds = builds_changed(ended.run.llama_cpp_commit_a, ended.run.llama_cpp_commit_b)
         for v in ended.verdicts:
-            key = (config.config_id, f"{v.metric}_avg_ts")
+            field, effect = AB_JUDGED[v.metric], min_effect_of(v.metric, policy)
+            key, ratio = (config.config_id, field.name), None if v.ratio is None else oriented(field, v.ratio)
             if v.verdict in ("no change", "not slower", "faster"):
                 out.cleared[key] = f"{builds}: same-night A/B {v.describe()}"
-            if v.verdict != "slower" and v.ratio is not None and v.ratio >= 1 - policy_pct / 2:
+            if v.verdict != "slower" and ratio is not None and ratio >= 1 - effect / 2:
                 out.no_slowdown.add(key)
-            elif v.verdict == "inconclusive" and v.ratio is not None and v.ratio < 1 - policy_pct:
-                out.watching.append(f"{name} {v.metric}: suspected, being confirmed (A/B stopped: {ended.stopped}): "
-                                    f"{v.describe()}")
+            elif v.verdict == "inconclusive" and ratio is not None and ratio < 1 - effect:
+                out.watching.append(f"{name} {field.words}: suspected, being confirmed (A/B stopped: "
+                                    f"{ended.stopped}): {v.describe()}")
     return out
 
 
@@ -226,12 +242,16 @@ def _ab_measured(comparisons: Sequence[ABComparison]) -> str:
     verdicts = [v for c in comparisons for v in c.verdicts]
     if not verdicts:
         return "no same-night A/B needed"
-    slower = sum(v.verdict == "slower" for v in verdicts)
-    detectable = [v.min_detectable for v in verdicts if v.min_detectable is not None and v.verdict != "slower"]
+    speeds = [v for v in verdicts if not v.higher_is_worse]
+    slower = sum(v.verdict == "slower" for v in speeds)
+    detectable = [v.min_detectable for v in speeds if v.min_detectable is not None and v.verdict != "slower"]
     could = (f"; the others could detect -{min(detectable):.1%} to -{max(detectable):.1%}" if detectable else "")
+    energy = [v for v in verdicts if v.higher_is_worse]
+    higher = (f"; energy per token judged {len(energy)} time(s), {sum(v.verdict == 'slower' for v in energy)} higher "
+              "beyond the policy" if energy else "")
     processes = sum(c.run.processes for c in comparisons)
     return (f"{len(comparisons)} same-night A/B(s) ({processes} processes a side), {slower} slower beyond the "
-            f"policy{could}")
+            f"policy{could}{higher}")
 
 
 def attribute(incident: Incident, findings: Sequence[Finding], night: str, machine_changes: MachineChanges,

@@ -41,6 +41,7 @@ STATUS_KINDS = {Kind.STOPPED_FITTING: "stopped fitting (ok -> oom)", Kind.FAILIN
                 Kind.ENVIRONMENT_CHANGED: "ran on a changed machine",
                 Kind.SERIES_CHANGED: "new series: the matrix changed its settings"}
 SIZED_KINDS = {Kind.VRAM: "VRAM", Kind.VRAM_IMPROVED: "VRAM improved", Kind.THROUGHPUT: "throughput",
+               Kind.ENERGY: "energy per token:",
                Kind.NO_LONGER_FITS: "no longer fits"}
 
 
@@ -145,9 +146,10 @@ def incident_for_group(group: Sequence[Finding], night: str) -> Incident:
 
 def _grew(incident: Incident, findings: Sequence[Finding], policy: Policy) -> bool:
     """Whether tonight's findings on an open incident go beyond its recorded magnitude by what pages."""
-    if incident.kind == Kind.THROUGHPUT:
+    if incident.kind in (Kind.THROUGHPUT, Kind.ENERGY):
         old, new = abs(_paged(incident)[1] or 0.0), max(abs(f.delta_pct or 0.0) for f in findings)
-        return new - old >= policy.throughput.page_pct
+        pct = policy.throughput.page_pct if incident.kind == Kind.THROUGHPUT else policy.throughput.energy_page_pct
+        return new - old >= pct
     if incident.kind in (Kind.VRAM, Kind.NO_LONGER_FITS):
         old = _paged(incident)[0] or 0.0
         grown = [f for f in findings if f.delta_mib is not None and f.before is not None

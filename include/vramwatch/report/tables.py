@@ -26,7 +26,7 @@ from vramwatch.records import (
     Record,
     config_name,
 )
-from vramwatch.rows import BY_NAME, COMPARED, MIB_UNIT, MISSING, number, split_tonight, words_of
+from vramwatch.rows import AB_JUDGED, BY_NAME, COMPARED, MIB_UNIT, MISSING, number, split_tonight, words_of
 
 NO_GPU = "no GPU"
 GPU_SIZES_GIB = (8, 12, 16, 24, 48, 80, 141)
@@ -353,23 +353,23 @@ def ab_table(comparisons: Sequence[ABComparison]) -> Table | None:
     rows = []
     for c in comparisons:
         for v in c.verdicts:
+            figure = AB_JUDGED[v.metric].text
             ratio = MISSING if v.ratio is None else f"{v.ratio:.3f}"
             interval = (MISSING if v.ci_low is None else
                         f"[{v.ci_low:.3f}, {v.ci_high:.3f}] ({100 * v.confidence:.2f}%)")
-            rows.append([config_name(c.run.config_id), v.metric, f"{c.run.llama_cpp_commit_a[:8]} -> "
-                         f"{c.run.llama_cpp_commit_b[:8]}", f"{v.n_a} v {v.n_b}",
-                         MISSING if v.median_a is None else f"{v.median_a:.2f}",
-                         MISSING if v.median_b is None else f"{v.median_b:.2f}", ratio, interval,
-                         MISSING if v.p_value is None else f"{v.p_value:.3f}",
-                         MISSING if v.min_detectable is None else f"-{v.min_detectable:.1%}",
-                         v.verdict if v.verdict != "inconclusive" else f"unconfirmed ({v.reason})"])
+            could = f"{'+' if v.higher_is_worse else '-'}{v.min_detectable:.1%}" if v.min_detectable is not None \
+                else MISSING
+            rows.append([config_name(c.run.config_id), words_of(v.metric), f"{c.run.llama_cpp_commit_a[:8]} -> "
+                         f"{c.run.llama_cpp_commit_b[:8]}", f"{v.n_a} v {v.n_b}", figure(v.median_a),
+                         figure(v.median_b), ratio, interval, MISSING if v.p_value is None else f"{v.p_value:.3f}",
+                         could, v.worded if v.verdict != "inconclusive" else f"unconfirmed ({v.reason})"])
     note = ("Both engines ran tonight, interleaved A B A B, one child process per sample, on tonight's model file, "
             "more processes while the answer was open (regress.ab). Ratio = geometric mean(B) / geometric mean(A) "
-            "tok/s, with its interval at the level the night's error control granted it; p = one-sided, of a "
-            "slowdown beyond the policy. Slower pages when the whole interval lies beyond the policy; 'could detect' "
-            "is the smallest slowdown the A/B would have called slower.")
+            "(tok/s, or J/token for energy), with its interval at the level the night's error control granted it; "
+            "p = one-sided, of a change for the worse beyond the policy. Slower (energy: higher) pages when the whole "
+            "interval lies beyond the policy; 'could detect' is the smallest change the A/B would have called so.")
     return Table("Same-night A/B (previous build -> tonight's)",
-                 ["Config", "Test", "llama.cpp", "Processes", "A t/s", "B t/s", "Ratio", "Interval", "p",
+                 ["Config", "Metric", "llama.cpp", "Processes", "A", "B", "Ratio", "Interval", "p",
                   "Could detect", "Verdict"],
                  rows, note)
 

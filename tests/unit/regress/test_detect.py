@@ -626,7 +626,7 @@ def test_a_build_change_in_tok_s_is_judged_the_first_night_by_a_same_night_ab(wa
     assert asked == [(C, commit_of(0))]  # only the config whose tok/s moved beyond its noise
     (incident,) = verdicts.incidents
     assert (incident.kind, incident.metric, incident.configs, incident.pages) == ("throughput", "tg_avg_ts", [C], True)
-    assert incident.changes[0].startswith("phi-3.5-moe/Q4_K_M/baseline: tg 100.0 -> 80.0 t/s (-20.0%, same-night A/B")
+    assert incident.changes[0].startswith("phi-3.5-moe/Q4_K_M/baseline: tg 100.0 -> 80.0 tok/s (-20.0%, same-night A/B")
     (tg,) = [v for v in verdicts.ab[0].verdicts if v.metric == "tg"]
     assert tg.verdict == "slower" and tg.ci_high < 1
 
