@@ -225,6 +225,10 @@ FIELD_NAMES: tuple[str, ...] = tuple(f.name for f in FIELDS)
 BY_NAME: dict[str, Field] = {f.name: f for f in FIELDS}
 COMPARED: tuple[Field, ...] = tuple(f for f in FIELDS if f.compared)  # in FIELDS order
 AB_JUDGED: dict[str, Field] = {f.judged.name: f for f in FIELDS if f.judged}  # the A/B's metric name -> its field
+# The energy history the page draws per config: each test's GPU and host J/token, and why a figure is absent
+ENERGY_LINES: dict[str, tuple[str, str]] = {test: (f"{test}_j_per_tok", f"{test}_host_j_per_tok")
+                                            for test in ("pp", "tg")}
+ENERGY_POINTS: tuple[str, ...] = (*(name for lines in ENERGY_LINES.values() for name in lines), "energy_note")
 
 
 def oriented(field: Field, values: Any) -> Any:

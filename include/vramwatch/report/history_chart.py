@@ -18,10 +18,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from vramwatch.records import Incident, config_name
+from vramwatch.records import NO_HOST_ENERGY, Incident, config_name
 from vramwatch.report.geometry import spread
 from vramwatch.report.plots import Figure, Series, line_figure
-from vramwatch.rows import BY_NAME, binary_size, number
+from vramwatch.rows import BY_NAME, ENERGY_LINES, binary_size, number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -157,4 +157,31 @@ def config_chart(title: str, subtitle: str, runs: list[RunPoint], flagged: bool 
                      plot_w=PAGE_PLOT_W, min_pad=MIN_PAD_MIB / scale)
     last = runs[-1] if runs else None
     latest = "" if last is None else binary_size(last.value) if last.value is not None else last.status
+    return ConfigChart(title, subtitle, flagged, latest, figure)
+
+
+def energy_chart(title: str, where: str, runs: Sequence[RunPoint], lines: dict[str, list[float | None]],
+                 flagged: bool = False) -> ConfigChart:
+    """One config's energy per token on the page: a panel per test (pp, tg), its GPU's J/token and, where RAPL
+    measured it, the host's. `runs`: the config's runs, oldest first (their values unused); `lines`: each figure of
+    rows.ENERGY_LINES by run, None where not measured. A run without the host's figure says "host energy not
+    measured" in the subtitle, never a GPU-only figure as the whole."""
+    grid, host_measured = [], False
+    for gpu_name, host_name in ENERGY_LINES.values():
+        series = []
+        for source, name in (("GPU", gpu_name), ("host", host_name)):
+            values = lines[name]
+            if source == "host" and all(v is None for v in values):
+                continue
+            host_measured |= source == "host"
+            track = Track(source, [(x, RunPoint(r.night, r.run_id, r.status, values[x], r.build))
+                                   for x, r in enumerate(runs) if values[x] is not None or r.status != "ok"])
+            series.append(_series(track, BY_NAME[name].text))
+        grid.append([("", BY_NAME[gpu_name].title, series)])
+    figure = _figure(f"{title} energy history", grid, runs, PAGE_TICKS, plot_w=PAGE_PLOT_W,
+                     legend_title="source" if host_measured else "")
+    tg = BY_NAME[ENERGY_LINES["tg"][0]]
+    last, status = lines[tg.name][-1] if runs else None, runs[-1].status if runs else ""
+    latest = f"{tg.words} {tg.text(last)}" if last is not None else status if status != "ok" else "not measured"
+    subtitle = f"{where}; {'host by RAPL' if host_measured else NO_HOST_ENERGY}"
     return ConfigChart(title, subtitle, flagged, latest, figure)

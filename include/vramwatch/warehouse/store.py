@@ -36,7 +36,7 @@ from vramwatch.records import (
     RunRecord,
     ValidatedNight,
 )
-from vramwatch.rows import FIELD_NAMES, HISTORY_COLUMNS, REQUIRED_COLUMNS, RUN_COLUMNS, flatten
+from vramwatch.rows import ENERGY_POINTS, FIELD_NAMES, HISTORY_COLUMNS, REQUIRED_COLUMNS, RUN_COLUMNS, flatten
 from vramwatch.warehouse import migrate, result_row
 from vramwatch.warehouse.models import (
     BuildRow,
@@ -501,7 +501,7 @@ class Warehouse:
         results, oldest first. Columns: the run (night, run_id), its build (build_version, llama_cpp_commit), the
         config (config_id, environment_id, model, quant, mode, n_cpu_moe, status), the machine (gpu_name, cpu_model)
         and `mib`: llama.cpp's model + KV + compute buffers on the GPU, or in host RAM on a machine without one;
-        None when the config was not measured (not ok)."""
+        None when the config was not measured (not ok); and its energy (ENERGY_POINTS: J/token, the reasons)."""
         newest = (select(RunRow.run_id).where(_has_results()).order_by(RunRow.night.desc(), RunRow.started.desc())
                   .limit(runs).subquery())
         results = ResultRow.__table__.c
@@ -512,7 +512,7 @@ class Warehouse:
         columns = (RunRow.night, RunRow.run_id, BuildRow.version.label("build_version"), BuildRow.llama_cpp_commit,
                    results.config_id, results.environment_id, results.model, results.quant, results.mode,
                    results.n_cpu_moe, results.status, EnvironmentRow.gpu_name, EnvironmentRow.cpu_model,
-                   mib.label("mib"))
+                   mib.label("mib"), *(results[name] for name in ENERGY_POINTS))
         return self._read_frame(
             select(*columns).join(newest, ResultRow.run_id == newest.c.run_id)
             .join(RunRow, ResultRow.run_id == RunRow.run_id).join(BuildRow, RunRow.build_id == BuildRow.id)

@@ -3,7 +3,7 @@ failures sit on the axis, new builds are marked, and the axes carry titles and d
 
 from __future__ import annotations
 
-from vramwatch.report.history_chart import PAGE_TICKS, X_TITLE, RunPoint, config_chart, config_label
+from vramwatch.report.history_chart import PAGE_TICKS, X_TITLE, RunPoint, config_chart, config_label, energy_chart
 
 
 def run(night: str, status: str, mib: float | None, build: str, run_id: str = "") -> RunPoint:
@@ -93,3 +93,23 @@ def test_the_reports_history_crosses_a_run_that_measured_nothing_as_the_page_doe
         (failure,) = panel.failures
         assert failure.label.startswith(f"{NIGHTS[-1]} (run ") and ": oom (build " in failure.label
         assert failure.y == panel.bottom
+
+
+def test_the_energy_chart_draws_j_per_token_of_pp_and_tg_and_says_when_the_host_was_not_measured():
+    runs = [run("2026-01-01", "ok", None, "old"), run("2026-01-02", "ok", None, "new"),
+            run("2026-01-03", "oom", None, "new")]
+    lines = {"pp_j_per_tok": [0.127, 0.131, None], "tg_j_per_tok": [2.63, 2.91, None],
+             "pp_host_j_per_tok": [None] * 3, "tg_host_j_per_tok": [None] * 3}
+    chart = energy_chart("Q4_K_M/offload", "GPU energy (NVML) on H100", runs, lines)
+    pp, tg = chart.figure.panels
+    assert (pp.y_title, tg.y_title) == ("pp energy (J/tok)", "tg energy (J/tok)")
+    assert [line.name for line in tg.lines] == ["GPU"] and tg.lines[0].points[1].y < tg.lines[0].points[0].y
+    assert tg.lines[0].points[1].label == "2026-01-02 (run scheduled__2026-01-02): 2.9100 J/tok (build new)"
+    assert [f.label for f in tg.failures] == ["2026-01-03 (run scheduled__2026-01-03): oom (build new)"]
+    assert chart.subtitle.endswith("; host energy not measured") and chart.latest == "oom"
+
+    lines |= {"tg_host_j_per_tok": [1.9, 2.0, None]}
+    with_host = energy_chart("Q4_K_M/offload", "GPU energy (NVML) on H100", runs[:2], {k: v[:2] for k, v in
+                                                                                     lines.items()})
+    assert [line.name for line in with_host.figure.panels[1].lines] == ["GPU", "host"]
+    assert with_host.subtitle.endswith("; host by RAPL") and with_host.latest == "tg energy 2.9100 J/tok"

@@ -74,6 +74,10 @@ def test_page_shows_latest_night_incident_seed_table_and_charts(filled):
     assert f"build {OLD_BUILD} -&gt; {NEW_BUILD}" in html
     assert "2026-01-03 (run scheduled__2026-01-03): oom" in html
     assert 'href="reports/latest.html"' in html
+    # the energy history: a J/token chart per config, which says the host's energy was not measured (no RAPL)
+    assert html.count('<figure class="energy-chart') == 8 and "energy not measured (" not in html
+    assert html.count("GPU energy (NVML) on NVIDIA H100 80GB HBM3; host energy not measured") == 8
+    assert f"tg energy {result(mode='offload').energy.tg.j_per_tok:.4f} J/tok" in html
 
 
 def test_an_incidents_bisection_shows_on_the_page_escaped(tmp_path, reports):
@@ -240,6 +244,8 @@ def test_cpu_only_night_charts_host_memory_and_says_no_gpu_in_the_seed_table(tmp
     assert html.count("no GPU: host RAM (Intel(R) Xeon(R) CPU @ 2.20GHz)") == 8
     host_mib = 10_010.0 + 1_024.0 + 300.0  # deepseek Q4_K_M: the model, KV and compute buffers, all in host RAM
     assert f"{host_mib / 1024:.2f} GiB" in html
+    assert '<figure class="energy-chart' not in html  # no GPU and no RAPL: no energy to draw, and why
+    assert html.count("energy not measured (no GPU: GPU energy not measured; host energy not measured: no RAPL") == 8
 
 
 def test_every_response_forbids_scripts_and_sniffing(tmp_path, reports):
