@@ -214,13 +214,15 @@ def stored_run(warehouse: Warehouse, run_id: str | None = None, night: str | Non
     return run
 
 
-def report_again(run_id: str | None = None, night: str | None = None) -> NightSummary:
+def report_again(run_id: str | None = None, night: str | None = None, matrix: Matrix | None = None) -> NightSummary:
     """Write a stored run's report again (its night's latest run, or the latest run with results), with the verdicts
-    the night stored (an older run without them is judged again, storing nothing)."""
+    the night stored (an older run without them is judged again by the matrix's policy, storing nothing), and the
+    matrix's prices for the cost sections (none without a matrix)."""
     warehouse = _open(None)
     run = stored_run(warehouse, run_id, night)
-    verdicts = warehouse.verdicts(run.run_id) or detect_regressions(run.run_id, Policy(), warehouse, save=False)
-    return report(run.run_id, verdicts, warehouse)
+    policy, prices = (matrix.policy, matrix.prices) if matrix else (Policy(), Prices())
+    verdicts = warehouse.verdicts(run.run_id) or detect_regressions(run.run_id, policy, warehouse, save=False)
+    return report(run.run_id, verdicts, warehouse, prices=prices)
 
 
 def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> MeasuredNight:
@@ -243,9 +245,10 @@ def measure(matrix: Matrix, version: str, models: list[str] | None = None) -> Me
 
 def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, policy: Policy = Policy(),
            stage_seconds: dict[str, float] | None = None, ab: ABRunner | None = None,
-           move_night: bool = False) -> NightSummary:
+           move_night: bool = False, prices: Prices = Prices()) -> NightSummary:
     """The CPU half of a night: what the DAG does after the bench tasks. Each stage's wall time is said and, when the
-    caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds).
+    caller passes a dict, recorded in it (measure records the GPU half's in MeasuredNight.stage_seconds). policy and
+    prices: the matrix's, to judge the night and price its tokens.
 
     A measured night stored before keeps its run, and its night: another `night` is refused (NightHeldElsewhere)
     unless move_night, which moves it and removes its report from the old night's folder."""
@@ -276,7 +279,7 @@ def ingest(measured: MeasuredNight, run_id: str, night: str, trigger: str, polic
     with _timed(seconds, "detect_regressions"):
         verdicts = detect_regressions(run_id, policy, warehouse, build=measured.build, ab=ab)
     with _timed(seconds, "report"):
-        summary = report(run_id, verdicts, warehouse)
+        summary = report(run_id, verdicts, warehouse, prices=prices)
     with _timed(seconds, "alert"):
         alert(summary)
     return summary

@@ -50,7 +50,7 @@ def _nightly(args: argparse.Namespace) -> int:
     measured = pipeline.measure(matrix, check.latest, models=args.models)
     kept = _keep_measured(measured, run_id)
     try:
-        summary = pipeline.ingest(measured, run_id, night, trigger="cli", policy=matrix.policy)
+        summary = pipeline.ingest(measured, run_id, night, trigger="cli", policy=matrix.policy, prices=matrix.prices)
     except UserError as exc:
         finish = f"vramwatch ingest {kept} --run-id {run_id} --night {night} --matrix {args.matrix}"
         raise UserError(f"{exc.message}; the measured night is kept in {kept}",
@@ -78,8 +78,10 @@ def _ingest(args: argparse.Namespace) -> int:
     if not args.measured.is_file():
         raise UserError(f"no such file: {args.measured}", "pass the JSON written by `vramwatch measure --out`")
     night, run_id = _night_ids(args.run_id)
+    matrix = load_matrix(args.matrix)
     summary = pipeline.ingest(MeasuredNight.from_json(args.measured.read_text()), run_id, args.night or night,
-                              trigger="ingest", policy=load_matrix(args.matrix).policy, move_night=args.move_night)
+                              trigger="ingest", policy=matrix.policy, move_night=args.move_night,
+                              prices=matrix.prices)
     print(pipeline.one_line(summary))
     return 0
 
@@ -118,7 +120,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ingest.add_argument("--move-night", action="store_true",
                         help="a measured night stored before under another night: move it to --night (its report "
                              "leaves the old night's folder); without it, that is refused")
-    add_matrix(ingest, "the matrix whose policy judges the night")
+    add_matrix(ingest, "the matrix whose policy judges the night and whose prices price it")
     ingest.set_defaults(func=_ingest)
 
     prune = subparsers.add_parser("prune", help="remove what builds used before the last N left on this disk, "

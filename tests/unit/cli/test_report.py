@@ -6,6 +6,7 @@ from support.samples import night
 from support.warehouses import night_of, store_nights
 
 from vramwatch.cli.main import main
+from vramwatch.config import Prices, load_matrix
 
 
 def test_it_writes_the_chosen_nights_report_again(warehouse, tmp_path, capsys):
@@ -50,3 +51,20 @@ def test_the_report_says_first_when_alerts_cannot_page_and_progress_shows_on_the
     monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
     assert main(["report"]) == 0
     assert "**Warning:**" not in latest_md.read_text() and 'class="warning"' not in latest_html.read_text()
+
+
+def test_with_the_nights_matrix_the_report_written_again_has_its_cost_sections(warehouse, tmp_path, capsys):
+    """Issue 27: `vramwatch report` had no matrix, so a night written again lost its cost per million tokens."""
+    store_nights(warehouse, [night()])
+    gpu = night()[0].fingerprint.gpu_name
+    matrix = tmp_path / "priced.yaml"
+    matrix.write_text(load_matrix("demo").model_copy(update={"prices": Prices(gpu_hour={gpu: 2.5}, kwh=0.15)})
+                      .model_dump_json())  # YAML is a superset of JSON
+    latest = tmp_path / "reports" / "latest.md"
+
+    assert main(["report"]) == 0
+    assert "Cost per million tokens" not in latest.read_text()
+    assert "matrix demo has no prices: the report has no cost sections (pass --matrix" in capsys.readouterr().out
+    assert main(["report", "--matrix", str(matrix)]) == 0
+    assert "Cost per million tokens" in latest.read_text() and "Cheapest config that fits" in latest.read_text()
+    assert "has no prices" not in capsys.readouterr().out
