@@ -6,6 +6,7 @@
 # PLAN=two_releases runs benchmarks/gpu/two_releases.py instead (issue 15's two releases and their A/B);
 # PLAN=bisect_releases runs issue 18's release-level bisection (benchmarks/gpu/bisect_releases.py).
 # PLAN=noise runs issue 25's process-to-process noise measurement (benchmarks/gpu/noise.py).
+# PLAN=energy runs issue 27's energy per token, overhead and J/token noise (benchmarks/gpu/energy.py).
 # restart: run the plan again from the top (the engine and model files already made are reused); what follows goes
 # to seed_night.py when it starts.
 # device/ is prepared here first:
