@@ -15,12 +15,13 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from vramwatch.errors import UserError
 from vramwatch.records import MIB, MODEL_NAME_MAX, BenchResult, IncidentKind
+
+if TYPE_CHECKING:  # the history frame's type: a GPU worker's bench (bench.ab reads the fields) runs without pandas
+    import pandas as pd
 
 # Column kinds: the warehouse maps each to a SQL type, the frames to a pandas dtype.
 TEXT, STRING, INT, BIGINT, FLOAT, BOOL, JSON = "text", "string", "int", "bigint", "float", "bool", "json"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import sqlalchemy as sa
 from support.samples import replace, result
 
@@ -63,3 +66,11 @@ def test_a_metric_is_named_in_words_where_it_is_a_field():
     """The page and the report's culprit table showed raw names such as gpu_model_mib."""
     assert (rows.words_of("gpu_compute_mib"), rows.words_of("CUDA0/compute"), rows.words_of("tg")) == (
         "GPU compute", "CUDA0/compute", "tg")
+
+
+def test_the_field_list_and_the_ab_runner_load_without_pandas():
+    """A GPU machine's plan (benchmarks/gpu/*.py) runs the bench and the A/B runner on a bare python with no pandas;
+    bench.ab reads the judged figures through rows.AB_JUDGED, so rows may not need pandas to load."""
+    code = "import sys; sys.modules['pandas'] = None; import vramwatch.rows, vramwatch.bench.ab"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-1000:]
