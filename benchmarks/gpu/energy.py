@@ -114,9 +114,11 @@ def main() -> None:
     measured: MeasuredNight | None = None
     for name in wanted:
         with plan.step(name):
-            if name == "energy-phi":  # DeepSeek's source goes (its quantized file stays for energy-noise)
-                for source in synth_dir.glob(f"{DEEPSEEK}-{plan.SCALE}-*"):
-                    source.unlink()
+            if name == "energy-phi":  # DeepSeek's source goes; its quantized file too when Phi's source needs RAM
+                gone = [*synth_dir.glob(f"{DEEPSEEK}-{plan.SCALE}-*"), *([] if phi_on_disk else (
+                    paths.models / "quantized").glob(f"{DEEPSEEK}-{plan.SCALE}-*"))]
+                for done in gone:
+                    done.unlink()
                 phi_written()
                 phi_name = file_name(phi_spec)
                 if (plan.DISK / phi_name).is_file() and not (synth_dir / phi_name).is_symlink():
@@ -132,6 +134,8 @@ def main() -> None:
                 mode = name.removeprefix("overhead-")
                 overhead(name, Path(measured.results[0].config.model.path), mode, ROUNDS[mode], not args.rehearse)
             elif name == "energy-noise":
+                if not Path(measured.results[0].config.model.path).is_file():
+                    raise RuntimeError("DeepSeek's Q4_K_M file was removed to make room for Phi's source in RAM")
                 for result in measured.results:
                     runs = run_ab((result.config, build), (result.config, build), NOISE_PROCESSES // 2)
                     (plan.OUT / f"energy-noise-{result.config.mode}.json").write_text(runs.to_json(indent=1))

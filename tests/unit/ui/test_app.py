@@ -160,7 +160,8 @@ def test_two_runs_in_one_night_are_two_points_on_the_chart(tmp_path):
     warehouse.close()
     with TestClient(create_app(url, tmp_path)) as client:
         html = client.get("/").text
-    charts = html[html.index('<section id="history">'):].split('<figure class="vram-chart')[1:]
+    history = html[html.index('<section id="history">'):html.index('<section id="energy">')]
+    charts = history.split('<figure class="vram-chart')[1:]
     assert len(charts) == 8 and all(chart.count("<circle ") == 2 for chart in charts)
     assert "2026-01-05 (run scheduled__2026-01-05)" in charts[0]
     assert "2026-01-05 (run manual__2026-01-05T14:00)" in charts[0]
