@@ -131,8 +131,9 @@ def test_a_row_whose_buffers_did_not_parse_is_never_accepted_as_ok():
     validated = validate_night([unparsed_gpu, gpu_offload, unparsed_cpu, no_gpu_weights, cpu_layers])
 
     assert _by_config(validated) == {
-        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_compute_buffer_measured", "gpu_kv_buffer_measured",
-                                             "gpu_model_buffer_measured", "nvml_agrees_with_buffers"],
+        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_buffers_on_each_gpu", "gpu_compute_buffer_measured",
+                                             "gpu_kv_buffer_measured", "gpu_model_buffer_measured",
+                                             "nvml_agrees_with_buffers"],
         "phi-3.5-moe/Q2_K/baseline": ["buffers_parsed"],
         "phi-3.5-moe/Q4_K_M/baseline": ["gpu_model_buffer_measured"],
     }
