@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING
 from vramwatch.records import Incident, RunRecord
 from vramwatch.report.compare import BuildComparison, compare_builds, config_order
 from vramwatch.report.history_chart import HISTORY_RUNS, ConfigChart, RunPoint, config_chart, config_label
-from vramwatch.report.tables import SEED_HEADER, SeedRow, seed_table_rows  # the report's seed table: both say the same
+from vramwatch.report.tables import (  # the report's: both say it
+    SEED_HEADER,
+    SeedRow,
+    Table,
+    gpu_tables,
+    seed_table_rows,
+)
 from vramwatch.rows import number
 
 if TYPE_CHECKING:
@@ -35,6 +41,7 @@ class Dashboard:
     comparison: BuildComparison | None = None  # two builds side by side (None until the warehouse holds a build)
     history_runs: int = HISTORY_RUNS  # how many of the newest runs the charts show
     seed_header: tuple[str, ...] = tuple(SEED_HEADER[:-1])  # the report's columns but N (the page shows no reps)
+    gpu_tables: list[Table] = field(default_factory=list)  # each config on several GPUs: its buffers per GPU, summed
 
     @property
     def empty(self) -> bool:
@@ -79,9 +86,10 @@ def load_dashboard(warehouse: Warehouse, runs: int = HISTORY_RUNS, build_a: str 
         return Dashboard(newest=newest)
     incidents = warehouse.open_incidents()
     flagged = {config for incident in incidents for config in incident.configs}
+    results = warehouse.results_for_run(latest.run_id)
     return Dashboard(
         newest=newest, latest=latest, incidents=incidents,
-        seed_tables=_by_model(seed_table_rows(warehouse.results_for_run(latest.run_id))),
+        seed_tables=_by_model(seed_table_rows(results)), gpu_tables=gpu_tables(results),
         charts=memory_charts(warehouse.memory_points(runs), flagged),
         comparison=compare_builds(warehouse, build_a, build_b, changed_only), history_runs=runs,
     )
