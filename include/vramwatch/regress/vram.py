@@ -26,7 +26,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from vramwatch.config import VRAM_COMPONENTS, VramPolicy, VramRule
+from vramwatch.config import COMPONENT_KINDS, VRAM_COMPONENTS, VramPolicy, VramRule
 from vramwatch.records import IDENTITY_KNOBS, OFFLOAD_MODES, config_name, gpu_buffers_by_device
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
@@ -65,8 +65,8 @@ def gpu_device(row: pd.Series) -> str:
     return gpus[0] if len(gpus) == 1 else "GPU"
 
 
-# a buffer kind of llama.cpp's "<device>/<kind>" keys -> the component column that sums it over the GPUs
-KIND_COMPONENTS = {column.split("_")[1]: column for column in VRAM_COMPONENTS}
+# a buffer kind (kv) -> the component column that sums it over the GPUs (gpu_kv_mib)
+KIND_COMPONENTS = {kind: column for column, kind in COMPONENT_KINDS.items()}
 
 
 def device_metrics(row: pd.Series) -> list[str]:

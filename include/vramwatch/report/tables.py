@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vramwatch.config import VRAM_COMPONENTS
+from vramwatch.config import COMPONENT_KINDS, VRAM_COMPONENTS
 from vramwatch.records import (
     SEED_MODES,
     ABComparison,
@@ -200,9 +200,6 @@ def _fits_on_cards(result: BenchResult, gib_size: int) -> str:
     return "does not fit"
 
 
-KIND_OF = {column: column.split("_")[1] for column in VRAM_COMPONENTS}  # gpu_kv_mib -> kv, as buffer keys name it
-
-
 def gpu_tables(results: Sequence[BenchResult]) -> list[Table]:
     """Each ok config on several GPUs: llama.cpp's buffers on each GPU by component, their sum per GPU, and the sum
     over the GPUs (what the seed's VRAM is for one card), beside NVML's figure for each card."""
@@ -215,7 +212,7 @@ def gpu_tables(results: Sequence[BenchResult]) -> list[Table]:
             continue
         devices = gpu_buffers_by_device(r.memory.buffers_mib)
         nvml = r.memory.nvml_process_by_device_mib
-        rows = [[device, *(c.number(kinds.get(KIND_OF[c.name])) for c in columns),
+        rows = [[device, *(c.number(kinds.get(COMPONENT_KINDS[c.name])) for c in columns),
                  NVML.number(round(sum(kinds.values()), 2)), NVML.number(nvml.get(device))]
                 for device, kinds in devices.items()]
         rows.append(["**sum**", *(c.number(getattr(r.memory, c.name)) for c in columns),
