@@ -1,6 +1,7 @@
 #!/bin/bash
 # The same command in every device call: starts seed_night.py once (detached, so it outlives the call), then waits
-# up to SECONDS for it and copies what it has finished to $OUT (results.tgz: every <step>.json and driver.log).
+# up to SECONDS for it and copies what it has finished to $OUT (results.tgz: every <step>.json, a plan's summary .md
+# and driver.log).
 # Chain the calls while the machine is warm.
 #   bash benchmarks/gpu/seed_night.sh 560 [restart] [--only STEP...]   (carry: device; see seed_night.py for the plan)
 # PLAN=two_releases runs benchmarks/gpu/two_releases.py instead (issue 15's two releases and their A/B);
@@ -39,7 +40,7 @@ fi
 deadline=$(( $(date +%s) + seconds ))
 while [ ! -e $work/DONE ] && [ "$(date +%s)" -lt $deadline ] && pgrep -f "$plan" > /dev/null; do sleep 5; done
 # one archive: a call brings back at most 8 files, and a whole plan writes more
-(cd $work && tar czf "$OUT/results.tgz" $(ls *.json 2>/dev/null) driver.log) && cp $work/driver.log "$OUT"/
+(cd $work && tar czf "$OUT/results.tgz" $(ls *.json *.md 2>/dev/null) driver.log) && cp $work/driver.log "$OUT"/
 cat $work/driver.out; cat $work/driver.log
 latest=$(ls -t $work/logs/*.log 2>/dev/null | head -1)
 [ -n "$latest" ] && { echo "--- tail of $latest"; tail -n 15 "$latest" | cut -c1-300; }

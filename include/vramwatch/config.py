@@ -98,6 +98,8 @@ class BuildSource(Strict):
 VRAM_COMPONENTS = {"gpu_model_mib": "model", "gpu_kv_mib": "KV", "gpu_compute_mib": "compute",
                    "gpu_output_mib": "output"}
 VramComponent = Literal[tuple(VRAM_COMPONENTS)]  # type: ignore[valid-type]
+# each component's kind as llama.cpp's "<device>/<kind>" buffer keys name it (gpu_kv_mib: kv): per-GPU views read them
+COMPONENT_KINDS = {column: column.split("_")[1] for column in VRAM_COMPONENTS}
 
 
 class VramRule(Strict):

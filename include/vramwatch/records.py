@@ -12,6 +12,7 @@ import enum
 import functools
 import hashlib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,6 +30,10 @@ SEED_MODES: tuple[Mode, ...] = ("baseline", "offload")  # the seed table's two c
 Status = Literal["ok", "oom", "timeout", "crashed", "invalid_model", "not_applicable", "invalid_measurement"]
 STATUSES: tuple[Status, ...] = typing.get_args(Status)
 
+# How llama.cpp spreads a model over the config's GPUs (llama_split_mode): none keeps it all on the first, layer gives
+# each GPU whole layers with their KV, row splits each weight matrix by rows across them.
+SplitMode = Literal["none", "layer", "row"]
+SPLIT_MODES: tuple[SplitMode, ...] = typing.get_args(SplitMode)
 FlashAttn = Literal["auto", "on", "off"]
 FLASH_ATTN: tuple[FlashAttn, ...] = typing.get_args(FlashAttn)
 # KV cache types llama.cpp accepts for type_k / type_v (ggml type names, as llama-bench's -ctk / -ctv take them), with
@@ -264,6 +269,15 @@ class BenchKnobs(Record):
         "host memory a bench child may use, MiB (0: no limit): it runs in a cgroup of its own with this memory.max, "
         "so a config that outgrows it is killed by the kernel alone and ends oom (needs a writable memory cgroup: "
         "root)", "MIB"))
+    gpus: int = field(default=1, metadata=about(
+        "GPUs the config runs on: the runner pins exactly these (CUDA_VISIBLE_DEVICES), so a config never spreads "
+        "over a GPU by accident", "N"))
+    split_mode: SplitMode = field(default="layer", metadata=about(
+        "how llama.cpp spreads the model over the GPUs (--split-mode): none, layer (whole layers and their KV per "
+        "GPU) or row (each weight matrix split by rows)"))
+    tensor_split: str = field(default="", metadata=about(
+        "each GPU's share of the layers or rows, comma-separated as llama.cpp's --tensor-split takes it (3,1); empty: "
+        "even shares (never llama.cpp's default of free memory, which changes with whatever else runs)", "SHARES"))
 
 
 KNOB_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BenchKnobs))
@@ -271,6 +285,9 @@ KNOB_NAMES: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(BenchKnob
 # starts a new series instead of paging as a llama.cpp regression. reps (precision) and the limits change no figure.
 IDENTITY_KNOBS: tuple[str, ...] = tuple(name for name in KNOB_NAMES
                                         if name not in ("reps", "timeout_s", "host_memory_limit_mib"))
+# Identity knobs added after configs were first stored: hashed only where they differ from their default, so every
+# config measured before they existed (one GPU, whatever its split) keeps its id and its history.
+LATER_IDENTITY_KNOBS: tuple[str, ...] = ("gpus", "split_mode", "tensor_split")
 
 
 def settings_id(settings: dict[str, Any]) -> str:
@@ -304,7 +321,47 @@ def knob_problems(knobs: Any) -> list[str]:
         problems.append(f"timeout_s: must be above 0, got {knobs.timeout_s}")
     if knobs.host_memory_limit_mib < 0:
         problems.append(f"host_memory_limit_mib: must be 0 (no limit) or more, got {knobs.host_memory_limit_mib}")
-    return problems
+    return problems + _split_problems(knobs)
+
+
+def _split_problems(knobs: Any) -> list[str]:
+    if knobs.gpus < 1:
+        return [f"gpus: must be at least 1, got {knobs.gpus}"]
+    if knobs.split_mode not in SPLIT_MODES:
+        return [f"split_mode: {knobs.split_mode!r} is not one of {', '.join(SPLIT_MODES)}"]
+    if knobs.gpus > 1 and knobs.split_mode == "none":
+        return [f"split_mode: none keeps the model on one GPU; with gpus={knobs.gpus} use layer or row (or gpus: 1)"]
+    if not knobs.tensor_split:
+        return []
+    if knobs.gpus == 1:
+        return [f"tensor_split: {knobs.tensor_split!r} shares one GPU's model with nothing; leave it empty or set gpus"]
+    try:
+        shares = [float(part) for part in knobs.tensor_split.split(",")]
+    except ValueError:
+        return [f"tensor_split: {knobs.tensor_split!r} is not comma-separated numbers (e.g. 3,1)"]
+    if len(shares) != knobs.gpus:
+        return [f"tensor_split: {len(shares)} share(s) for gpus={knobs.gpus}; give one per GPU"]
+    if any(not share >= 0 for share in shares) or not sum(shares) > 0:
+        return [f"tensor_split: {knobs.tensor_split!r}: shares must be 0 or more, and not all 0"]
+    return []
+
+
+def split_shares(knobs: Any) -> list[float]:
+    """Each of the config's GPUs' share of the model (they sum to 1): tensor_split normalised, else even."""
+    shares = [float(part) for part in knobs.tensor_split.split(",")] if knobs.tensor_split else [1.0] * knobs.gpus
+    return [share / sum(shares) for share in shares]
+
+
+GPU_DEVICE_PREFIX = "CUDA"  # what llama.cpp names the devices of the GPU backend vramwatch pins (CUDA0, CUDA1, ...)
+
+
+def expected_gpu_devices(knobs: Any, prefix: str = GPU_DEVICE_PREFIX) -> list[str]:
+    """The pinned GPUs (as llama.cpp names them) that must each hold model, KV and compute buffers: every GPU with a
+    share of the layers; with split_mode none, the first alone. (A row split gives out whole layers by the same
+    shares, and logs the rows of each GPU's layers' matrices, spread over every GPU, as one CUDA<i>_Split buffer.)"""
+    if knobs.split_mode == "none":
+        return [f"{prefix}0"]
+    return [f"{prefix}{i}" for i, share in enumerate(split_shares(knobs)) if share > 0]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -318,8 +375,10 @@ class BenchConfig(BenchKnobs):
 
     @property
     def mode_label(self) -> str:
-        """The mode as tables name it: partial mode with its layer count (partial4)."""
-        return f"partial{self.n_cpu_moe}" if self.mode == "partial" else self.mode
+        """The mode as tables name it: partial mode with its layer count (partial4); on several GPUs with their
+        count and split (baseline-2gpu-layer), so a config on two GPUs never shares a name with its one-GPU twin."""
+        label = f"partial{self.n_cpu_moe}" if self.mode == "partial" else self.mode
+        return f"{label}-{self.gpus}gpu-{self.split_mode}" if self.gpus > 1 else label
 
     @property
     def config_name(self) -> str:
@@ -329,8 +388,10 @@ class BenchConfig(BenchKnobs):
     @property
     def settings(self) -> dict[str, Any]:
         """The identity knobs' values, JSON-able (the generation test as a dict, or None)."""
+        defaults = BenchKnobs()
         return {name: (dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value)
-                for name in IDENTITY_KNOBS for value in [getattr(self, name)]}
+                for name in IDENTITY_KNOBS for value in [getattr(self, name)]
+                if name not in LATER_IDENTITY_KNOBS or value != getattr(defaults, name)}
 
     @property
     def config_id(self) -> str:
@@ -382,6 +443,31 @@ class QualityResult(Record):
 # line names it): at least the non-expert weights, the KV cache and the compute buffer. The output buffer lives in
 # pinned host memory. A row without one of them is a log line that did not parse, not a measurement.
 EXPECTED_ON_GPU = {"model": "model", "kv": "KV", "compute": "compute"}
+_GPU_DEVICE_RE = re.compile(r"^(CUDA|ROCm|HIP|Vulkan|MUSA|SYCL|CANN|OpenCL|Metal)")
+
+
+def is_gpu_device(device: str) -> bool:
+    """CUDA0, ROCm1, Vulkan0 (and a row split's CUDA0_Split) hold VRAM; CPU, CPU_Mapped, CPU_REPACK and pinned
+    CUDA_Host are host RAM."""
+    return bool(_GPU_DEVICE_RE.match(device)) and not device.endswith("_Host")
+
+
+def missing_gpu_buffers(buffers_mib: dict[str, float], devices: list[str]) -> list[str]:
+    """The expected buffers ("CUDA1 compute") that none of the config's GPUs' buffers holds: each of `devices`
+    (expected_gpu_devices) must hold weights, KV and compute; a row split's CUDA1_Split counts as CUDA1's weights."""
+    return [f"{device} {name}" for device in devices for kind, name in EXPECTED_ON_GPU.items()
+            if not any(buffers_mib.get(f"{held}/{kind}", 0) > 0 for held in (device, f"{device}_Split"))]
+
+
+def gpu_buffers_by_device(buffers_mib: dict[str, float]) -> dict[str, dict[str, float]]:
+    """llama.cpp's GPU buffers per device and kind ({"CUDA1": {"compute": 292.43, ...}}), devices in name order:
+    every view of one config's VRAM per device reads them so."""
+    devices: dict[str, dict[str, float]] = {}
+    for key in sorted(buffers_mib):
+        device, _, kind = key.partition("/")
+        if is_gpu_device(device):
+            devices.setdefault(device, {})[kind] = buffers_mib[key]
+    return devices
 
 
 @dataclass(frozen=True)
@@ -407,6 +493,9 @@ class Memory(Record):
     nvml_peak_device_mib: float | None = None
     cuda_context_mib: float | None = None  # nvml_process_mib - gpu_buffers_mib: see with_cuda_context
     host_rss_peak_mib: float = 0.0
+    # NVML per-process memory on each of the config's GPUs, by llama.cpp's name of it ("CUDA1"); nvml_process_mib is
+    # their sum. Empty where NVML did not answer, and on results measured before (format 3 and earlier).
+    nvml_process_by_device_mib: dict[str, float] = field(default_factory=dict)
 
     @property
     def has_gpu(self) -> bool:
@@ -437,6 +526,22 @@ class Memory(Record):
         if self.nvml_process_mib is not None:
             return self.nvml_process_mib
         return self.gpu_buffers_mib
+
+    def needed_by_device(self) -> dict[str, float] | None:
+        """GPU memory needed on each GPU (what "fits on N x size" judges): NVML's per-process figure of each when
+        measured, else each device's llama.cpp buffers. None without a GPU, or where a row split's buffer (one
+        figure over every GPU) leaves the share of each unknown."""
+        if not self.has_gpu:
+            return None
+        by_device = gpu_buffers_by_device(self.buffers_mib)
+        gpus = {device for device in by_device if not device.endswith("_Split")}  # a split buffer spans them
+        if self.nvml_process_by_device_mib and gpus <= set(self.nvml_process_by_device_mib):
+            return dict(self.nvml_process_by_device_mib)
+        if len(by_device) <= 1:
+            return {device: need for device in by_device or ["GPU"] for need in [self.needed_mib]}
+        if any(device.endswith("_Split") for device in by_device):
+            return None
+        return {device: round(sum(kinds.values()), 2) for device, kinds in by_device.items()}
 
     @property
     def vram_gib(self) -> float | None:
@@ -600,8 +705,9 @@ class BenchResult(Record):
 
 
 # The measured-night format. 1: no version field. 2: cuda_context_mib is NVML process memory minus the GPU buffers,
-# and Memory keeps its source_lines. 3: each result records the model file's size as the bench read it.
-MEASURED_NIGHT_VERSION = 3
+# and Memory keeps its source_lines. 3: each result records the model file's size as the bench read it. 4: configs
+# carry gpus, split_mode and tensor_split, the runner pins the GPUs, and NVML's process figure is read on each GPU.
+MEASURED_NIGHT_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -631,6 +737,8 @@ class MeasuredNight(Record):
             results = [dataclasses.replace(r, file_bytes_on_disk=r.config.model.file_bytes) if r.ok else r
                        for r in night.results]
             night = dataclasses.replace(night, results=results)
+        if version <= 3:
+            night = dataclasses.replace(night, results=[_unpinned(r) for r in night.results])
         return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 
     def night_key(self) -> str:
@@ -638,6 +746,21 @@ class MeasuredNight(Record):
         stages took), so ingesting the same night again is recognised whatever run id it comes under."""
         measured = {"build": self.build.to_dict(), "results": [r.to_dict() for r in self.results]}
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()
+
+
+def _unpinned(result: BenchResult) -> BenchResult:
+    """A result of format 3 or earlier: no GPU was pinned, so on a machine with several llama.cpp split the layers
+    over all of them. Its buffers say so: it is filed as the layer split it was (gpus = the GPUs holding buffers, a
+    new series, not its one-GPU name's), and NVML's process figure, read on the first GPU alone, is kept as that
+    GPU's and no longer stands for the whole need."""
+    devices = [d for d in gpu_buffers_by_device(result.memory.buffers_mib) if not d.endswith("_Split")]
+    if len(devices) <= 1:
+        return result
+    memory = result.memory
+    first = {devices[0]: memory.nvml_process_mib} if memory.nvml_process_mib is not None else {}
+    memory = dataclasses.replace(memory, nvml_process_by_device_mib=first, nvml_process_mib=None)
+    return dataclasses.replace(result, config=dataclasses.replace(result.config, gpus=len(devices)),
+                               memory=memory.with_cuda_context())
 
 
 ABSide = Literal["A", "B"]

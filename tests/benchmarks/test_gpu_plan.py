@@ -95,3 +95,22 @@ def test_a_fidelity_step_without_its_model_is_refused(tmp_path):
     assert proc.returncode == 2
     assert "fidelity-phi needs phi: add it to --only" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_the_two_gpu_plan_rehearses_its_steps_and_says_why_a_split_did_not_run_here(engine_build, tmp_path):
+    """benchmarks/gpu/two_gpu.py (issue 29, not run on GPUs yet) on the CPU: the one-GPU references run, every split
+    ends not_applicable with the GPUs the bench saw, and the summary lists them all."""
+    env = {**os.environ, "SEED_NIGHT_OUT": str(tmp_path / "out"), "VRAMWATCH_MODELS_DIR": str(tmp_path / "models"),
+           "VRAMWATCH_HOST_BW_MIB": "64"}
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks/gpu/two_gpu.py"), "--rehearse"],
+                          capture_output=True, text=True, env=env, timeout=900)
+    out = tmp_path / "out"
+    log = (out / "driver.log").read_text()
+    assert proc.returncode == 0, proc.stderr[-2000:] + log
+    assert all(f" {step}: ok in " in log for step in ("build", "one-gpu", "layer", "row")), log
+    statuses = {r["config"]["split_mode"] if r["config"]["gpus"] > 1 else "one-gpu": r["status"]
+                for step in ("one-gpu", "layer", "row")
+                for r in json.loads((out / f"two-gpu-{step}.json").read_text())["results"]}
+    assert statuses == {"one-gpu": "ok", "layer": "not_applicable", "row": "not_applicable"}
+    summary = (out / "two-gpu.md").read_text()
+    assert "phi-3.5-moe/Q8_0/baseline-2gpu-row | not_applicable: gpus=2: the bench sees 0 GPU(s)" in summary

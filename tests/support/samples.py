@@ -97,7 +97,7 @@ def result(model: str = "deepseek-moe-16b", quant: str = "Q4_K_M", mode: str = "
     host_model = baseline_mib - on_gpu
     if gpu:
         memory = Memory(
-            buffers_mib={"CUDA0/model": on_gpu, "CUDA0/KV": 1_024.0, "CUDA0/compute": 204.5,
+            buffers_mib={"CUDA0/model": on_gpu, "CUDA0/kv": 1_024.0, "CUDA0/compute": 204.5,
                          "CPU_Mapped/model": host_model + 210.0, "CUDA_Host/compute": 12.0},
             gpu_model_mib=on_gpu, gpu_kv_mib=1_024.0, gpu_compute_mib=204.5, gpu_output_mib=0.39,
             host_model_mib=host_model + 210.0, host_compute_mib=12.0, gpu_total_mib=H100_TOTAL_MIB,
@@ -107,7 +107,7 @@ def result(model: str = "deepseek-moe-16b", quant: str = "Q4_K_M", mode: str = "
         )
         tg_mean, pp_mean = (118.0, 4_100.0) if mode == "baseline" else (31.0, 820.0)
     else:
-        memory = Memory(buffers_mib={"CPU_Mapped/model": baseline_mib, "CPU/KV": 1_024.0, "CPU/compute": 300.0},
+        memory = Memory(buffers_mib={"CPU_Mapped/model": baseline_mib, "CPU/kv": 1_024.0, "CPU/compute": 300.0},
                         host_model_mib=baseline_mib, host_kv_mib=1_024.0, host_compute_mib=300.0,
                         host_rss_peak_mib=baseline_mib + 1_600.0)
         tg_mean, pp_mean = 9.5, 61.0

@@ -93,7 +93,7 @@ def test_every_bench_knob_and_its_default_comes_from_bench_knobs(tmp_path):
 
     changed = dict(n_prompt=100, n_gen=20, reps=2, n_ctx=1024, n_batch=256, n_ubatch=128, n_threads=3,
                    n_gpu_layers=10, flash_attn="off", use_mmap=False, type_k="q8_0", type_v="q4_0", timeout_s=60.0,
-                   host_memory_limit_mib=2048)
+                   host_memory_limit_mib=2048, gpus=2, split_mode="row", tensor_split="3,1")
     path.write_text(BASE + "quants: [Q4_K_M]\n" + "".join(f"{k}: {str(v).lower()}\n" for k, v in changed.items())
                     + "generation: null\n")
     matrix = load_matrix(path)

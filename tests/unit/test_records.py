@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -23,12 +24,16 @@ from vramwatch.records import (
     ModelFile,
     TestResult,
     config_name,
+    expected_gpu_devices,
     knob_problems,
+    split_shares,
 )
 
 RAW = Path(__file__).resolve().parents[2] / "docs" / "results" / "raw"
 RAW_NIGHTS = sorted(p for p in RAW.glob("*.json") if "fidelity" not in p.name)  # what `vramwatch measure` wrote
 TWO_RELEASES = sorted((RAW / "2026-11-29-h200-two-releases").glob("measure-*.json"))  # 0.3.30, then 0.3.36
+# the one night measured on two GPUs, unpinned: llama.cpp split DeepSeek's layers over both H200s by itself
+TWO_GPUS = RAW / "2026-11-29-h200-bisect-attempt" / "measure-0.3.36-two-gpus.json"
 
 
 def _model(**overrides) -> ModelFile:
@@ -136,3 +141,60 @@ def test_a_bisections_cost_says_seconds_where_minutes_would_round_to_zero():
 
     assert found.cost == "5 builds: 40 min build, 3 min bench"
     assert quick.cost == "5 builds: 40 min build, 20 s bench"
+
+
+def test_split_knobs_leave_every_config_id_stored_before_them_as_it_was():
+    """The ids the 2026-11-29 verdicts and the 2026-12-07 noise run stored (before gpus, split_mode, tensor_split
+    existed) are still the ids of those configs: their history goes on."""
+    stored_ids = {config_id for name in ("2026-11-29-h200-two-releases-verdicts.json", "2026-12-07-h100-noise.json")
+                  for config_id in re.findall(r'"config_id": "([^"]+)"', (RAW.parent / name).read_text())}
+    measured = MeasuredNight.from_json(TWO_RELEASES[1].read_text())
+    assert {r.config.config_id for r in measured.results} <= stored_ids
+    assert "deepseek-moe-16b/Q4_K_M/baseline@455b4df2" in {r.config.config_id for r in measured.results}
+    base = measured.results[0].config
+    assert dataclasses.replace(base, gpus=1, split_mode="layer", tensor_split="").config_id == base.config_id
+    split = {dataclasses.replace(base, gpus=2).config_id, dataclasses.replace(base, gpus=2, split_mode="row").config_id,
+             dataclasses.replace(base, gpus=2, tensor_split="3,1").config_id}
+    assert len(split) == 3 and base.config_id not in split
+    two = dataclasses.replace(base, gpus=2, split_mode="row")
+    assert two.config_name == "deepseek-moe-16b/Q4_K_M/baseline-2gpu-row"  # never its one-GPU twin's name
+    assert dataclasses.replace(base, mode="partial", n_cpu_moe=4, gpus=2).mode_label == "partial4-2gpu-layer"
+
+
+def test_split_knobs_that_could_not_run_are_named_by_field():
+    def fields(**knobs) -> list[str]:
+        return [p.split(":")[0] for p in knob_problems(BenchKnobs(**knobs))]
+
+    assert fields(gpus=2) == fields(gpus=2, split_mode="row", tensor_split="3,1") == fields(gpus=2, tensor_split="1,0") \
+        == []
+    assert fields(gpus=0) == ["gpus"]
+    assert fields(gpus=2, split_mode="none") == ["split_mode"]  # two GPUs pinned, the model on one
+    assert fields(split_mode="tensor") == ["split_mode"]
+    for bad in ("3,1", "a,b", "1", "1,2,3", "-1,2", "0,0"):
+        assert fields(gpus=1 if bad == "3,1" else 2, tensor_split=bad) == ["tensor_split"], bad
+    assert split_shares(BenchKnobs(gpus=2, tensor_split="3,1")) == [0.75, 0.25]
+    assert split_shares(BenchKnobs(gpus=2)) == [0.5, 0.5]  # even: never llama.cpp's split by free memory
+    assert expected_gpu_devices(BenchKnobs(gpus=2)) == ["CUDA0", "CUDA1"]
+    assert expected_gpu_devices(BenchKnobs(gpus=2, tensor_split="1,0")) == ["CUDA0"]  # CUDA1 given no layer
+    assert expected_gpu_devices(BenchKnobs(gpus=2, split_mode="row"), "ROCm") == ["ROCm0", "ROCm1"]
+    assert expected_gpu_devices(BenchKnobs()) == ["CUDA0"]
+
+
+def test_the_unpinned_two_gpu_night_reads_as_the_layer_split_it_was():
+    """Format 3 and earlier pinned no GPU: the one result measured on two H200s is filed as a two-GPU layer split (a
+    series of its own), and its NVML figure, read on CUDA0 alone, is kept as CUDA0's: it no longer makes the CUDA
+    context -5039.83 MiB nor stands for the need of both cards."""
+    raw = json.loads(TWO_GPUS.read_text())
+    assert raw["format_version"] == 2 and raw["results"][0]["memory"]["cuda_context_mib"] == -5039.83
+    (result,) = MeasuredNight.from_json(TWO_GPUS.read_text()).results
+    assert (result.config.gpus, result.config.split_mode, result.config.config_name) == (
+        2, "layer", "deepseek-moe-16b/Q4_K_M/baseline-2gpu-layer")
+    memory = result.memory
+    assert memory.nvml_process_by_device_mib == {"CUDA0": 6484.0}
+    assert memory.nvml_process_mib is None and memory.cuda_context_mib is None
+    assert memory.needed_mib == memory.gpu_buffers_mib == 11523.83  # the buffers of both cards, all that is known
+    assert memory.needed_by_device() == {"CUDA0": 5780.82, "CUDA1": 5743.01}  # each card's buffers
+    # every one-GPU night of the same format reads as before: one GPU, its figures untouched
+    for path in TWO_RELEASES:
+        night = MeasuredNight.from_json(path.read_text())
+        assert all(r.config.gpus == 1 and r.memory.nvml_process_mib is not None for r in night.results)

@@ -40,6 +40,7 @@ from vramwatch.records import (
     BENCH_PARENT_ENV,
     KV_TYPES,
     RESULT_MARKER,
+    SPLIT_MODES,
     BenchConfig,
     BenchResult,
     Energy,
@@ -51,6 +52,8 @@ from vramwatch.records import (
     Roofline,
     TestResult,
     error_line,
+    expected_gpu_devices,
+    split_shares,
 )
 
 # llama_flash_attn_type values
@@ -92,6 +95,7 @@ class Bench:
         self.load_s = 0.0
         self.log = llama_log.LogCapture()
         self.meter: EnergyMeter | None = None
+        self.gpu_names: list[str] = []  # llama.cpp's names of the pinned GPUs (CUDA0, CUDA1), in its order
 
     # ------------------------------------------------------------------------------------------- the run
 
@@ -130,9 +134,13 @@ class Bench:
         llama_cpp.llama_backend_init()
         ggml = Ggml(llama_cpp.llama_cpp._lib)
         gpus = ggml.gpus()
+        if config.gpus > 1 and len(gpus) < config.gpus:  # the runner pinned what the worker had; it had too few
+            raise BenchFailure("not_applicable", f"gpus={config.gpus}: the bench sees {len(gpus)} GPU(s) "
+                                                 f"({', '.join(map(ggml.name, gpus)) or 'none'})")
         gpu_offload = bool(gpus) and bool(llama_cpp.llama_supports_gpu_offload())
         self.fingerprint = _replace(self.fingerprint, backend=_backend_name(ggml, gpus))
         device = self._identify_gpu(ggml, gpus, nvml, used_before)
+        self.gpu_names = [ggml.name(g) for g in gpus]
         self.meter = EnergyMeter.open(nvml, device, has_gpu=bool(gpus))
 
         sampler = PeakSampler(nvml, device) if nvml and gpus else None
@@ -144,7 +152,10 @@ class Bench:
                 try:
                     parsed = llama_log.parse_buffers(self.log.text())
                     self._fill_buffers(parsed)
-                    problem = llama_log.measurement_problem(parsed.mib, self.fingerprint.backend, config.n_gpu_layers)
+                    expected = (expected_gpu_devices(config, self.gpu_names[0].rstrip("0123456789"))
+                                if config.gpus > 1 else [])
+                    problem = llama_log.measurement_problem(parsed.mib, self.fingerprint.backend, config.n_gpu_layers,
+                                                            expected)
                     if problem:  # a figure we could not read must not pass for a 0 MiB measurement
                         raise BenchFailure("invalid_measurement", problem)
                     pp, tg, energy = self._time(llama_cpp, ctx)
@@ -217,6 +228,10 @@ class Bench:
         config = self.config
         params = llama_cpp.llama_model_default_params()
         params.n_gpu_layers = config.n_gpu_layers
+        params.split_mode, params.main_gpu = SPLIT_MODES.index(config.split_mode), 0  # llama_split_mode's order
+        # explicit shares on every GPU: llama.cpp's default (free memory) would move layers with what else runs
+        self._tensor_split = (ctypes.c_float * llama_cpp.llama_max_devices())(*split_shares(config))  # kept alive
+        params.tensor_split = self._tensor_split
         names = {name for name, _ in params._fields_}
         if "use_mmap" in names:
             params.use_mmap = config.use_mmap
@@ -231,7 +246,8 @@ class Bench:
             for entry, pattern in zip(overrides, patterns):
                 entry.pattern, entry.buft = pattern.encode(), cpu
             params.tensor_buft_overrides = ctypes.cast(overrides, ctypes.c_void_p)
-        say(f"loading {config.model.path} ({config.mode}, n_gpu_layers={config.n_gpu_layers}, mmap={config.use_mmap})")
+        say(f"loading {config.model.path} ({config.mode}, n_gpu_layers={config.n_gpu_layers}, mmap={config.use_mmap}, "
+            f"gpus={config.gpus} split={config.split_mode} shares={split_shares(config)})")
         start = time.perf_counter()
         model = llama_cpp.llama_model_load_from_file(config.model.path.encode(), params)
         self.load_s = time.perf_counter() - start
@@ -284,15 +300,8 @@ class Bench:
         return ctx
 
     def _fill_buffers(self, parsed: llama_log.ParsedBuffers) -> None:
-        total, buffers = llama_log.sum_buffers, parsed.mib
-        self.memory.update(
-            buffers_mib=buffers, source_lines=parsed.source_lines,
-            gpu_model_mib=total(buffers, "model", True), gpu_kv_mib=total(buffers, "kv", True),
-            gpu_compute_mib=total(buffers, "compute", True), gpu_output_mib=total(buffers, "output", True),
-            host_model_mib=total(buffers, "model", False), host_kv_mib=total(buffers, "kv", False),
-            host_compute_mib=total(buffers, "compute", False),
-        )
-        say("buffers: " + ", ".join(f"{k} {v:.2f} MiB" for k, v in sorted(buffers.items())))
+        self.memory.update(llama_log.memory_figures(parsed))
+        say("buffers: " + ", ".join(f"{k} {v:.2f} MiB" for k, v in sorted(parsed.mib.items())))
 
     def _time(self, llama_cpp: Any, ctx: int) -> tuple[TestResult, TestResult, Energy]:
         """llama-bench's method: one uncounted pp + tg warm-up, then `reps` of each from an empty cache, each test's
@@ -417,6 +426,12 @@ class Bench:
             self.memory["nvml_device_used_after_mib"] = round(nvml.used_mib(device), 1)
             own = nvml.process_mib(device, os.getpid())
             self.memory["nvml_process_mib"] = round(own, 1) if own is not None else None
+            if self.config.gpus > 1:  # the process on each pinned GPU; the need is their sum, unknown if one is
+                mine = {name: nvml.process_mib(index, os.getpid())
+                        for name, index in zip(self.gpu_names, nvml.pinned_indices())}
+                self.memory["nvml_process_by_device_mib"] = {k: round(v, 1) for k, v in mine.items() if v is not None}
+                self.memory["nvml_process_mib"] = (round(sum(mine.values()), 1)  # type: ignore[arg-type]
+                                                   if None not in mine.values() else None)
 
     def _roofline(self, info: GGUFInfo, ggml: Ggml, gpus: list[int], gpu_offload: bool, tg: TestResult) -> Roofline:
         config = self.config

@@ -79,6 +79,14 @@ class Nvml:
                 pass
         return 0
 
+    def pinned_indices(self) -> list[int]:
+        """NVML's indices of the GPUs CUDA numbers 0, 1, ... in this process: CUDA_VISIBLE_DEVICES in its order (the
+        runner pins them by index with CUDA_DEVICE_ORDER=PCI_BUS_ID, NVML's own order), else all of NVML's."""
+        visible = [part.strip() for part in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
+        if not visible or not all(part.isdigit() for part in visible):
+            return list(range(len(self.handles)))
+        return [int(part) for part in visible if int(part) < len(self.handles)]
+
     def _uuid(self, handle: Any) -> str:
         return _text(self.nv.nvmlDeviceGetUUID(handle))
 

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Sequence
 from typing import Callable, NamedTuple
 
-from vramwatch.records import EXPECTED_ON_GPU
+from vramwatch.records import EXPECTED_ON_GPU, is_gpu_device, missing_gpu_buffers
 
 # ggml_log_level; llama-cpp-python's own table predates DEBUG = 1 and maps the levels wrongly.
 LEVEL_DEBUG, LEVEL_INFO, LEVEL_WARN, LEVEL_ERROR, LEVEL_CONT = 1, 2, 3, 4, 5
@@ -23,10 +24,11 @@ _BUFFER_RE = re.compile(r"\s(?P<dev>[A-Za-z][\w.-]*)\s+(?P<kind>model|KV|compute
 # Before "model buffer size" (2024 and earlier) the weights line read "llm_load_tensors: CUDA0 buffer size = ...".
 _LEGACY_MODEL_RE = re.compile(r"llm_load_tensors:\s+(?P<dev>[A-Za-z][\w.-]*)\s+buffer size\s*=\s*(?P<mib>[\d.]+)\s*MiB")
 _OVERRIDE_RE = re.compile(r"tensor (?P<name>\S+) .*buffer type overridden to (?P<buft>\S+)")
-_GPU_DEVICE_RE = re.compile(r"^(CUDA|ROCm|HIP|Vulkan|MUSA|SYCL|CANN|OpenCL|Metal)")
 _FLASH_ATTN_RE = re.compile(r"Flash Attention (?:was auto, set to )?(?P<state>enabled|disabled|not supported)", re.I)
 _OOM_RE = re.compile(r"out of memory|failed to allocate|unable to allocate|cudaMalloc failed|OutOfDeviceMemory|"
                      r"not enough (device )?memory|CUDA error: out of memory", re.I)
+# A split the build cannot do: llama.cpp 0c1e570 (llama-cpp-python 0.3.36) dropped CUDA's row-split buffer type.
+_UNSUPPORTED_RE = re.compile(r"does not support split buffers|not implemented for architecture", re.I)
 _BAD_MODEL_RE = re.compile(r"unknown model architecture|invalid magic|not within the file bounds|failed to read|"
                            r"wrong number of tensors|missing tensor|tensor .* has wrong shape|unsupported model|"
                            r"invalid ggml type|failed to open", re.I)
@@ -80,11 +82,6 @@ class LogCapture:
         return "".join(f"[{LEVEL_NAMES.get(level, level)}] {line}\n" for level, line in self.lines)
 
 
-def is_gpu_device(device: str) -> bool:
-    """CUDA0, ROCm1, Vulkan0 hold VRAM; CPU, CPU_Mapped, CPU_REPACK and pinned CUDA_Host are host RAM."""
-    return bool(_GPU_DEVICE_RE.match(device)) and not device.endswith("_Host")
-
-
 class ParsedBuffers(NamedTuple):
     """llama.cpp's buffers per "<device>/<kind>" (MiB), with the log lines each figure was read from."""
 
@@ -116,13 +113,28 @@ def parse_buffers(lines: list[str]) -> ParsedBuffers:
     return ParsedBuffers(buffers, source_lines)
 
 
-def measurement_problem(buffers: dict[str, float], backend: str, n_gpu_layers: int) -> str | None:
+def memory_figures(parsed: ParsedBuffers) -> dict[str, object]:
+    """The records.Memory fields the buffers give: each buffer with its lines, and each kind summed over the GPUs
+    (every device's share, whatever the split) and over host memory."""
+    total, buffers = sum_buffers, parsed.mib
+    return dict(
+        buffers_mib=buffers, source_lines=parsed.source_lines,
+        gpu_model_mib=total(buffers, "model", True), gpu_kv_mib=total(buffers, "kv", True),
+        gpu_compute_mib=total(buffers, "compute", True), gpu_output_mib=total(buffers, "output", True),
+        host_model_mib=total(buffers, "model", False), host_kv_mib=total(buffers, "kv", False),
+        host_compute_mib=total(buffers, "compute", False),
+    )
+
+
+def measurement_problem(buffers: dict[str, float], backend: str, n_gpu_layers: int,
+                        devices: Sequence[str] = ()) -> str | None:
     """Why parsed buffers cannot stand as a memory measurement, in one line naming what is missing; None when they can.
 
     No buffer at all means llama.cpp's log no longer reads as we expect (a format change), on any backend. On a GPU
     backend with layers offloaded, a missing GPU model, KV or compute buffer is a line that did not parse, not a
     config that needs no VRAM for it. Either way a 0 would pass for a measurement (and the next healthy night for a
-    regression).
+    regression). `devices`: the GPUs that must each hold them (records.expected_gpu_devices; a row split's
+    CUDA1_Split counts as CUDA1's weights); empty: any GPU.
     """
     if not buffers:
         return "no llama.cpp buffer line parsed: the log format may have changed"
@@ -132,6 +144,11 @@ def measurement_problem(buffers: dict[str, float], backend: str, n_gpu_layers: i
             return (f"no GPU {' or '.join(f'{name} buffer' for name in missing)} parsed on backend {backend} with "
                     f"n_gpu_layers={n_gpu_layers} (parsed: {', '.join(sorted(buffers))}): the log format may have "
                     f"changed")
+        missing = missing_gpu_buffers(buffers, list(devices))
+        if missing:
+            return (f"no {' or '.join(f'{name} buffer' for name in missing)} parsed on backend {backend} with "
+                    f"n_gpu_layers={n_gpu_layers} over {len(devices)} GPUs (parsed: {', '.join(sorted(buffers))}): "
+                    f"the log format may have changed, or the split left a GPU without layers")
     return None
 
 
@@ -157,9 +174,12 @@ def flash_attn_used(lines: list[str], requested: str) -> str:
 
 
 def classify_failure(lines: list[str]) -> str:
-    """Status for a load/context failure: oom when llama.cpp says memory ran out, invalid_model for a bad file."""
+    """Status for a load/context failure: oom when llama.cpp says memory ran out, not_applicable for a split this build
+    cannot do, invalid_model for a bad file."""
     if any(_OOM_RE.search(line) for line in lines):
         return "oom"
+    if any(_UNSUPPORTED_RE.search(line) for line in lines):
+        return "not_applicable"
     if any(_BAD_MODEL_RE.search(line) for line in lines):
         return "invalid_model"
     return "crashed"

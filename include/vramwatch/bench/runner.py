@@ -21,7 +21,7 @@ import signal
 import subprocess
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import TextIO
@@ -110,7 +110,8 @@ def _run_child(config: BenchConfig, build: BuildRecord, cgroup: MemoryCgroup | N
     try:
         child = subprocess.Popen(
             [build.python, "-m", "vramwatch.bench.child"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, env=_child_env(build, llama_log_path), text=True, start_new_session=True,
+            stderr=subprocess.PIPE, env=_child_env(build, llama_log_path) | pinned_gpus(config.gpus, os.environ),
+            text=True, start_new_session=True,
         )
     except OSError as exc:
         return failed("crashed", f"cannot start {build.python}: {exc}")
@@ -178,6 +179,23 @@ def machine_fingerprint(build: BuildRecord) -> Fingerprint:
                        host=host.hostname(), llama_cpp_commit=build.llama_cpp_commit,
                        llama_cpp_python_version=build.llama_cpp_python_version, build_flags=build.request.cmake_args,
                        backend=build.request.backend, **gpu)
+
+
+def pinned_gpus(gpus: int, worker_env: Mapping[str, str]) -> dict[str, str]:
+    """The environment that shows a bench child exactly its config's GPUs: the first `gpus` of the worker's own
+    (its CUDA_VISIBLE_DEVICES, else every GPU NVML counts, else 0, 1, ...), numbered in PCI bus order as NVML numbers
+    them. llama.cpp otherwise splits a model over every GPU it sees: a one-GPU config on a two-GPU machine would
+    measure a layer split. A worker with fewer GPUs than asked pins what it has, and the child reports the config
+    not_applicable."""
+    own = [part.strip() for part in worker_env.get("CUDA_VISIBLE_DEVICES", "").split(",") if part.strip()]
+    if "CUDA_VISIBLE_DEVICES" not in worker_env:  # set, even empty, it is the worker's: only what it lists
+        nvml = Nvml.open()
+        count = len(nvml.handles) if nvml else gpus
+        if nvml:
+            nvml.close()
+        own = [str(index) for index in range(count)]
+    return {"CUDA_VISIBLE_DEVICES": ",".join(own[:gpus]),
+            "CUDA_DEVICE_ORDER": worker_env.get("CUDA_DEVICE_ORDER", "PCI_BUS_ID")}
 
 
 def _child_env(build: BuildRecord, llama_log_path: str | os.PathLike[str] | None) -> dict[str, str]:

@@ -26,8 +26,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from vramwatch.config import VRAM_COMPONENTS, VramPolicy, VramRule
-from vramwatch.records import IDENTITY_KNOBS, OFFLOAD_MODES, config_name
+from vramwatch.config import COMPONENT_KINDS, VRAM_COMPONENTS, VramPolicy, VramRule
+from vramwatch.records import IDENTITY_KNOBS, OFFLOAD_MODES, config_name, gpu_buffers_by_device
 from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.findings import Finding
 from vramwatch.rows import number
@@ -54,19 +54,52 @@ def row_finding(kind: str, metric: str, row: pd.Series, ref: pd.Series | None, *
                    build_after=str(row["llama_cpp_commit"]), **values)  # type: ignore[arg-type]
 
 
+def _gpu_buffers(row: pd.Series) -> dict[str, dict[str, float]]:
+    buffers = row.get("buffers_mib")
+    return gpu_buffers_by_device(buffers) if isinstance(buffers, dict) else {}
+
+
 def gpu_device(row: pd.Series) -> str:
     """The GPU device llama.cpp named in a row's buffers (CUDA0), or "GPU" when there are several or none."""
-    buffers = row.get("buffers_mib")
-    devices = sorted({key.split("/")[0] for key in buffers} if isinstance(buffers, dict) else set())
-    gpus = [d for d in devices if not d.startswith("CPU") and not d.endswith("_Host")]
+    gpus = list(_gpu_buffers(row))
     return gpus[0] if len(gpus) == 1 else "GPU"
+
+
+# a buffer kind (kv) -> the component column that sums it over the GPUs (gpu_kv_mib)
+KIND_COMPONENTS = {kind: column for column, kind in COMPONENT_KINDS.items()}
+
+
+def device_metrics(row: pd.Series) -> list[str]:
+    """What a config measured on several GPUs is judged by: each GPU's own components ("CUDA1/compute"), so a
+    change names the GPU it happened on; [] on one GPU, which is judged by the component columns as ever."""
+    by_device = _gpu_buffers(row)
+    if len(by_device) < 2:
+        return []
+    return [f"{device}/{kind}" for device in by_device for kind in KIND_COMPONENTS]
+
+
+def _with_device_columns(rows: pd.DataFrame, metrics: list[str]) -> pd.DataFrame:
+    """The rows with one column per device metric, read from their buffers (None where a row has no such buffer)."""
+    rows = rows.copy()
+    for metric in metrics:
+        rows[metric] = [buffers.get(metric) if isinstance(buffers, dict) else None for buffers in rows["buffers_mib"]]
+    return rows
+
+
+def _component_words(row: pd.Series, metric: str) -> str:
+    """"CUDA1 compute" for a device metric; a component column on the row's one GPU, "CUDA0 compute" (or "GPU
+    compute" where it has several or none)."""
+    device, _, kind = metric.partition("/")
+    if kind:
+        return f"{device} {VRAM_COMPONENTS[KIND_COMPONENTS[kind]]}"
+    return f"{gpu_device(row)} {VRAM_COMPONENTS[metric]}"
 
 
 def component_change(row: pd.Series, metric: str, before: float, after: float) -> str:
     """One config's exact change, as the report's and the alert's first lines say it."""
     delta = after - before
     pct = f", {100.0 * delta / before:+.1f}%" if before else ""
-    return (f"{config_name(row['config_id'])}: {gpu_device(row)} {VRAM_COMPONENTS[metric]} {before:.2f} -> "
+    return (f"{config_name(row['config_id'])}: {_component_words(row, metric)} {before:.2f} -> "
             f"{after:.2f} MiB ({delta:+.2f} MiB{pct})")
 
 
@@ -158,9 +191,13 @@ def _component_findings(row: pd.Series, gpu_rows: pd.DataFrame, cutoffs: Cutoffs
                         policy: VramPolicy) -> list[Finding]:
     """gpu_rows: the config's good rows measured on a GPU, any GPU; compared on tonight's GPU model, and across a GPU
     swap (_previous_gpu_row) with the previous GPU's last night."""
+    metrics = device_metrics(row)
+    if metrics:
+        row = _with_device_columns(row.to_frame().T, metrics).iloc[0]
+        gpu_rows = _with_device_columns(gpu_rows, metrics)
     good = gpu_rows[gpu_rows["gpu_name"] == row["gpu_name"]]
     findings = []
-    for metric in VRAM_COMPONENTS:
+    for metric in metrics or VRAM_COMPONENTS:
         cutoff = cutoffs.get((row["config_id"], metric))
         after = number(row[metric])
         ref = _reference_row(good, metric, cutoff, policy)
@@ -170,7 +207,7 @@ def _component_findings(row: pd.Series, gpu_rows: pd.DataFrame, cutoffs: Cutoffs
         before = None if ref is None else number(ref[metric])
         if after is None or before is None or after == before:
             continue
-        delta, rule = after - before, policy.rule(metric)
+        delta, rule = after - before, policy.rule(KIND_COMPONENTS.get(metric.partition("/")[2], metric))
         if not (rule.pages(before, delta) or rule.pages(after, -delta)):
             continue  # reported exactly in the report's change table, but below what pages
         change, detail, separable = component_change(row, metric, before, after), "", True

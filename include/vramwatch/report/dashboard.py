@@ -23,7 +23,13 @@ from vramwatch.report.history_chart import (
     config_label,
     energy_chart,
 )
-from vramwatch.report.tables import SEED_HEADER, SeedRow, seed_table_rows  # the report's seed table: both say the same
+from vramwatch.report.tables import (  # the report's: both say it
+    SEED_HEADER,
+    SeedRow,
+    Table,
+    gpu_tables,
+    seed_table_rows,
+)
 from vramwatch.rows import ENERGY_LINES, number
 
 if TYPE_CHECKING:
@@ -44,6 +50,7 @@ class Dashboard:
     comparison: BuildComparison | None = None  # two builds side by side (None until the warehouse holds a build)
     history_runs: int = HISTORY_RUNS  # how many of the newest runs the charts show
     seed_header: tuple[str, ...] = tuple(SEED_HEADER[:-1])  # the report's columns but N (the page shows no reps)
+    gpu_tables: list[Table] = field(default_factory=list)  # each config on several GPUs: its buffers per GPU, summed
 
     @property
     def empty(self) -> bool:
@@ -116,9 +123,10 @@ def load_dashboard(warehouse: Warehouse, runs: int = HISTORY_RUNS, build_a: str 
     flagged = {config for incident in incidents for config in incident.configs}
     points = warehouse.memory_points(runs)
     energy, energy_not_measured = energy_charts(points, flagged)
+    results = warehouse.results_for_run(latest.run_id)
     return Dashboard(
         newest=newest, latest=latest, incidents=incidents,
-        seed_tables=_by_model(seed_table_rows(warehouse.results_for_run(latest.run_id))),
+        seed_tables=_by_model(seed_table_rows(results)), gpu_tables=gpu_tables(results),
         charts=memory_charts(points, flagged), energy_charts=energy, energy_not_measured=energy_not_measured,
         comparison=compare_builds(warehouse, build_a, build_b, changed_only), history_runs=runs,
     )

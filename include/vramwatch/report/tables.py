@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from vramwatch.config import VRAM_COMPONENTS
+from vramwatch.config import COMPONENT_KINDS, VRAM_COMPONENTS
 from vramwatch.records import (
     SEED_MODES,
     ABComparison,
@@ -25,6 +25,7 @@ from vramwatch.records import (
     QuarantinedResult,
     Record,
     config_name,
+    gpu_buffers_by_device,
 )
 from vramwatch.rows import AB_JUDGED, BY_NAME, COMPARED, MIB_UNIT, MISSING, number, split_tonight, words_of
 
@@ -97,7 +98,7 @@ def seed_table_rows(results: Sequence[BenchResult]) -> list[SeedRow]:
     """The seed table as data, one row per model x quant in the order results came (partial modes left out)."""
     cells: dict[tuple[str, str], dict[str, BenchResult]] = {}
     for r in results:
-        if r.config.mode in SEED_MODES:
+        if r.config.mode in SEED_MODES and r.config.gpus == 1:  # several GPUs: the per-GPU table
             cells.setdefault((r.config.model.model, r.config.model.quant), {})[r.config.mode] = r
     rows = []
     for (model, quant), modes in cells.items():
@@ -163,10 +164,11 @@ def needed_mib(result: BenchResult) -> float | None:
 
 
 def fits_table(results: Sequence[BenchResult]) -> Table:
-    """Per model x quant and GPU size, the cheapest mode that fits (baseline beats offload: it is faster)."""
+    """Per model x quant and GPU size, the cheapest mode that fits (baseline beats offload: it is faster); below them,
+    each config on several GPUs: whether it fits on N cards of each size (every card's own need within it)."""
     by_cell: dict[tuple[str, str], dict[str, float | None]] = {}
     for r in results:
-        if r.config.mode in SEED_MODES:
+        if r.config.mode in SEED_MODES and r.config.gpus == 1:
             by_cell.setdefault((r.config.model.model, r.config.model.quant), {})[r.config.mode] = needed_mib(r)
     has_gpu = any(r.memory.has_gpu for r in results)
     rows = []
@@ -176,10 +178,51 @@ def fits_table(results: Sequence[BenchResult]) -> Table:
             fitting = [m for m in SEED_MODES if need.get(m) is not None and need[m] <= gib_size * 1024]
             cells.append(NO_GPU if not has_gpu else fitting[0] if fitting else "does not fit")
         rows.append([model, quant, *cells])
+    rows += [[r.config.model.model, f"{r.config.model.quant} {r.config.mode_label}",
+              *(_fits_on_cards(r, gib_size) for gib_size in GPU_SIZES_GIB)] for r in results if r.config.gpus > 1]
     note = ("Needs = NVML per-process GPU memory (buffers + CUDA context) of tonight's run; a size fits when the need "
-            "is at most that many GiB.")
+            "is at most that many GiB. A config on N GPUs fits on N x a size when each card's need is at most it (its "
+            "need per card: NVML on each card, else that card's buffers).")
     return Table("Fits on a GPU of", [field_heading("model"), field_heading("quant"),
                                       *(f"{gib_size} GiB" for gib_size in GPU_SIZES_GIB)], rows, note)
+
+
+def _fits_on_cards(result: BenchResult, gib_size: int) -> str:
+    """"fits on 2 x 24 GiB" when every card's need is within the size; the config's status, or why not known."""
+    if not result.ok:
+        return result.status
+    per_card = result.memory.needed_by_device()
+    if per_card is None:
+        return NO_GPU if not result.memory.has_gpu else "per card not known (row split, no NVML)"
+    cards = result.config.gpus
+    if max(per_card.values()) <= gib_size * 1024:
+        return f"fits on {cards} x {gib_size} GiB"
+    return "does not fit"
+
+
+def gpu_tables(results: Sequence[BenchResult]) -> list[Table]:
+    """Each ok config on several GPUs: llama.cpp's buffers on each GPU by component, their sum per GPU, and the sum
+    over the GPUs (what the seed's VRAM is for one card), beside NVML's figure for each card."""
+    columns = [BY_NAME[column] for column in VRAM_COMPONENTS]
+    header = ["GPU", *(heading(c.words, c.unit) for c in columns), heading("GPU buffers", MIB_UNIT),
+              heading(NVML.words, NVML.unit)]
+    tables = []
+    for r in results:
+        if r.config.gpus == 1 or not r.ok:
+            continue
+        devices = gpu_buffers_by_device(r.memory.buffers_mib)
+        nvml = r.memory.nvml_process_by_device_mib
+        rows = [[device, *(c.number(kinds.get(COMPONENT_KINDS[c.name])) for c in columns),
+                 NVML.number(round(sum(kinds.values()), 2)), NVML.number(nvml.get(device))]
+                for device, kinds in devices.items()]
+        rows.append(["**sum**", *(c.number(getattr(r.memory, c.name)) for c in columns),
+                     NVML.number(r.memory.gpu_buffers_mib), NVML.number(r.memory.nvml_process_mib)])
+        split = f", tensor_split {r.config.tensor_split}" if r.config.tensor_split else ", even shares"
+        tables.append(Table(f"{r.config.config_name}: VRAM per GPU ({r.config.gpus} GPUs, split by "
+                            f"{r.config.split_mode}{split})", header, rows,
+                            "llama.cpp's buffers per GPU; a row split's CUDA<i>_Split buffer holds matrix rows spread "
+                            "over every GPU, so it is listed on its own, not charged to one card."))
+    return tables
 
 
 # --------------------------------------------------------------------------------------------- change, sweep

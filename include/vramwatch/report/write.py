@@ -41,6 +41,7 @@ from vramwatch.report.tables import (
     changes_table,
     device_of,
     fits_table,
+    gpu_tables,
     incidents_table,
     key_findings,
     not_judged_table,
@@ -117,7 +118,7 @@ def write_report(run: RunRecord, results: Sequence[BenchResult], history: pd.Dat
     out_dir = Path(out_dir)
     night_dir, run_dir = out_dir / run.night, run_folder(out_dir, run.night, run.run_id)
     rows = seed_table_rows(results)
-    sections: list[Table] = [*seed_tables(rows), fits_table(results)]
+    sections: list[Table] = [*seed_tables(rows), *gpu_tables(results), fits_table(results)]
     sections += [t for t in (cost_table(results, prices), cheapest_table(results, prices)) if t]
     change = changes_table(history, run.run_id) if run.run_id in set(history["run_id"]) else None
     sections += [change] if change else []

@@ -20,7 +20,13 @@ from collections.abc import Mapping
 
 import pandas as pd
 
-from vramwatch.records import BenchResult
+from vramwatch.records import (
+    GPU_DEVICE_PREFIX,
+    BenchResult,
+    expected_gpu_devices,
+    gpu_buffers_by_device,
+    missing_gpu_buffers,
+)
 from vramwatch.rows import FIELDS, JSON, STRING, flatten
 
 ROW_ID = "row_id"
@@ -43,6 +49,18 @@ def _fingerprint_present(result: BenchResult) -> bool:
     return bool(fp.backend and fp.cpu_cores > 0 and (fp.gpu_name or fp.backend != "cuda"))
 
 
+def context_per_gpu(result: BenchResult) -> float | None:
+    """NVML's process memory beyond llama.cpp's GPU buffers, per GPU of the config: one CUDA context each."""
+    context = result.memory.with_cuda_context().cuda_context_mib
+    return None if context is None else round(context / result.config.gpus, 2)
+
+
+def gpu_prefix(buffers_mib: dict[str, float]) -> str:
+    """What llama.cpp calls the result's GPUs (CUDA, ROCm, Vulkan): the name of its first GPU buffer, less digits."""
+    devices = gpu_buffers_by_device(buffers_mib)
+    return next(iter(devices), GPU_DEVICE_PREFIX).split("_")[0].rstrip("0123456789")
+
+
 def _derived(result: BenchResult, gpu_total_mib: float | None, nvml_margins: Mapping[str, float]) -> dict[str, object]:
     memory = result.memory
     total = gpu_total_mib if gpu_total_mib is not None else memory.gpu_total_mib
@@ -50,8 +68,12 @@ def _derived(result: BenchResult, gpu_total_mib: float | None, nvml_margins: Map
         "pp_n_samples": len(result.pp.samples_ts) if result.pp else None,
         "tg_n_samples": len(result.tg.samples_ts) if result.tg else None,
         "n_buffers": len(memory.buffers_mib),
-        # NVML process memory minus the GPU buffers: what cuda_context_mib holds, computed from the two it compares
-        "nvml_beyond_buffers_mib": memory.with_cuda_context().cuda_context_mib,
+        # NVML process memory minus the GPU buffers: what cuda_context_mib holds, computed from the two it compares;
+        # per GPU, as each of a config's GPUs holds a context of its own
+        "nvml_beyond_buffers_mib": context_per_gpu(result),
+        # on a GPU backend, the GPUs' buffers none of the config's GPUs holds (records.missing_gpu_buffers)
+        "gpu_buffers_missing": ", ".join(missing_gpu_buffers(
+            memory.buffers_mib, expected_gpu_devices(result.config, gpu_prefix(memory.buffers_mib)))) or None,
         "nvml_margin_mib": nvml_margins.get(result.fingerprint.gpu_name),  # what this GPU's history allows
         "backend": result.fingerprint.backend,
         "n_gpu_layers": result.config.n_gpu_layers,

@@ -27,7 +27,7 @@ from vramwatch.records import (
     QuarantinedResult,
     ValidatedNight,
 )
-from vramwatch.validate.frame import ROW_ID, validation_frame
+from vramwatch.validate.frame import ROW_ID, context_per_gpu, validation_frame
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,10 @@ def expectations(build_backend: str | None = None) -> list[tuple[str, Any]]:
         *[(f"gpu_{kind}_buffer_measured", gxe.ExpectColumnValuesToBeBetween(
             column=f"gpu_{kind}_mib", min_value=0, strict_min=True, row_condition=layers_on_gpu))
           for kind in EXPECTED_ON_GPU],
+        # ... and on each of its GPUs (records.expected_gpu_devices): a split whose second GPU's KV line did not
+        # parse would otherwise pass on the first GPU's
+        ("gpu_buffers_on_each_gpu", gxe.ExpectColumnValuesToBeNull(column="gpu_buffers_missing",
+                                                                   row_condition=layers_on_gpu)),
         # rows without an NVML process figure have no value here and are skipped
         ("nvml_agrees_with_buffers", gxe.ExpectColumnValuesToBeBetween(
             column="nvml_beyond_buffers_mib", min_value=0, max_value=NVML_MARGIN_MIB)),
@@ -240,7 +244,7 @@ def learned_nvml_margins(results: list[BenchResult]) -> dict[str, float]:
     that missed a buffer do not set the norm."""
     excess: dict[str, list[float]] = defaultdict(list)
     for result in results:
-        context = result.memory.with_cuda_context().cuda_context_mib
+        context = context_per_gpu(result)
         if result.ok and context is not None and result.fingerprint.gpu_name:
             excess[result.fingerprint.gpu_name].append(context)
     return {gpu: round(statistics.median(values) + CONTEXT_SLACK_MIB, 2) for gpu, values in excess.items()

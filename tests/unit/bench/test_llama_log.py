@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from support.tiny_models import cached_tiny_model
+from support.two_gpu import log_lines
 
 from vramwatch.bench import llama_log, placement
 from vramwatch.bench.host import physical_cores
 from vramwatch.gguf_file import GGML_BLOCKS, GGUFError, GGUFInfo, TensorInfo, read_gguf
+from vramwatch.records import BenchKnobs, expected_gpu_devices, gpu_buffers_by_device
 
 # Real llama.cpp 0c1e570 (llama-cpp-python 0.3.36, CPU build) output, captured by the child's LogCapture.
 CPU_OFFLOAD_LOG = """\
@@ -173,6 +175,7 @@ def test_a_measurement_whose_buffers_did_not_parse_is_named_invalid():
 # The buffer lines of a real night: llama.cpp 0.3.36 on an H200, DeepSeek-MoE-16B baseline and offload, as the child
 # stored them with their figures (docs/results/raw, the two-release case).
 RECORDED_NIGHT = Path(__file__).parents[3] / "docs/results/raw/2026-11-29-h200-two-releases/measure-0.3.36.json"
+RECORDED_TWO_GPUS = RECORDED_NIGHT.parents[1] / "2026-11-29-h200-bisect-attempt/measure-0.3.36-two-gpus.json"
 
 
 def _recorded_gpu_logs() -> dict[str, list[str]]:
@@ -273,3 +276,66 @@ def test_physical_cores_count_unique_core_ids():
     )
     assert physical_cores(two_sockets_ht) == 4
     assert physical_cores("") >= 1  # no topology (containers, ARM): os.cpu_count()
+
+
+# Recorded two-GPU loads (constructed: each file's header says from what; the DeepSeek one's buffer lines are real)
+DEEPSEEK_LAYER, PHI_LAYER, PHI_ROW, PHI_ROW_UNSUPPORTED = (log_lines(name) for name in (
+    "deepseek-moe-16b-Q4_K_M-2gpu-layer", "phi-3.5-moe-Q8_0-2gpu-layer", "phi-3.5-moe-Q8_0-2gpu-row",
+    "phi-3.5-moe-Q8_0-2gpu-row-unsupported"))
+TWO_GPUS = BenchKnobs(gpus=2)
+
+
+def test_a_two_gpu_layer_split_gives_each_gpus_components_and_their_sum():
+    parsed = llama_log.parse_buffers(DEEPSEEK_LAYER)
+    assert gpu_buffers_by_device(parsed.mib) == {
+        "CUDA0": {"model": 5196.66, "kv": 480.0, "compute": 104.16},
+        "CUDA1": {"model": 5034.58, "kv": 416.0, "compute": 292.43}}
+    figures = llama_log.memory_figures(parsed)
+    assert (figures["gpu_model_mib"], figures["gpu_kv_mib"], figures["gpu_compute_mib"]) == (10231.24, 896.0, 396.59)
+    assert (figures["host_model_mib"], figures["host_compute_mib"]) == (112.5, 36.05)  # CPU_Mapped, CUDA_Host
+    # the figures the child stored that night, from the same lines
+    (stored,) = json.loads(RECORDED_TWO_GPUS.read_text())["results"]
+    assert parsed.mib == stored["memory"]["buffers_mib"] and parsed.source_lines == stored["memory"]["source_lines"]
+    assert llama_log.measurement_problem(parsed.mib, "cuda", 999, expected_gpu_devices(TWO_GPUS)) is None
+    phi = llama_log.memory_figures(llama_log.parse_buffers(PHI_LAYER))
+    assert phi["gpu_model_mib"] == 42304.49 and phi["gpu_kv_mib"] == 512.0  # 17 + 15 layers of 16 MiB
+
+
+def test_a_row_split_keeps_its_split_buffers_apart_from_the_gpu_they_are_named_after():
+    mib = llama_log.parse_buffers(PHI_ROW).mib
+    assert mib["CUDA0_Split/model"] == 722.5 and mib["CUDA0/model"] == 21680.98 and mib["CUDA1_Split/model"] == 770.58
+    assert llama_log.sum_buffers(mib, "model", gpu=True) == 42304.49  # the same weights as the layer split
+    assert llama_log.measurement_problem(mib, "cuda", 999, expected_gpu_devices(BenchKnobs(gpus=2, split_mode="row"))) \
+        is None
+    # a GPU whose only weights are its split buffer still holds weights
+    only_split = {k: v for k, v in mib.items() if k != "CUDA1/model"}
+    assert llama_log.measurement_problem(only_split, "cuda", 999, ["CUDA0", "CUDA1"]) is None
+
+
+@pytest.mark.parametrize("log", ["deepseek-moe-16b-Q4_K_M-2gpu-layer", "phi-3.5-moe-Q8_0-2gpu-layer"])
+def test_each_missing_buffer_line_of_the_second_gpu_is_named_invalid(log):
+    """Fault: with one GPU's KV or compute line unread, the sums over the GPUs stay above 0 and the old check passed:
+    the row would store CUDA1's KV as 0. Each GPU must show weights, KV and compute."""
+    lines = log_lines(log)
+    named = {}
+    for line in [line for line in lines if "CUDA1 " in line and "buffer size" in line]:
+        without = llama_log.parse_buffers([other for other in lines if other != line]).mib
+        assert llama_log.measurement_problem(without, "cuda", 999) is None  # any GPU: blind to it
+        named[line.split(":")[1].split("buffer")[0].strip()] = llama_log.measurement_problem(
+            without, "cuda", 999, expected_gpu_devices(TWO_GPUS))
+    assert set(named) == {"CUDA1 model", "CUDA1 KV", "CUDA1 compute"}
+    for what, problem in named.items():
+        assert f"no {what} buffer parsed on backend cuda with n_gpu_layers=999 over 2 GPUs" in problem, what
+        assert "\n" not in problem
+    # a split that gives CUDA1 no layer expects nothing of it
+    cuda0_only = llama_log.parse_buffers([line for line in lines if "CUDA1" not in line]).mib
+    assert llama_log.measurement_problem(cuda0_only, "cuda", 999, expected_gpu_devices(
+        BenchKnobs(gpus=2, tensor_split="1,0"))) is None
+
+
+def test_a_row_split_the_build_cannot_do_is_not_applicable_not_a_crash():
+    assert llama_log.parse_buffers(PHI_ROW_UNSUPPORTED).mib == {}
+    problems = [line for line in PHI_ROW_UNSUPPORTED if "error" in line or "failed" in line]
+    assert llama_log.classify_failure(problems) == "not_applicable"
+    assert llama_log.last_error(problems, "") == "llama_model_load_from_file_impl: failed to load model"
+    assert llama_log.classify_failure(problems + ["cudaMalloc failed: out of memory"]) == "oom"

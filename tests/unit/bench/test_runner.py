@@ -18,13 +18,16 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
+import gguf
+import numpy as np
 import pytest
 from support.tiny_models import cached_tiny_model
 
 import vramwatch
 from vramwatch.bench import llama_log
 from vramwatch.bench.cgroup import CgroupUnavailable, MemoryCgroup
-from vramwatch.bench.runner import run_config
+from vramwatch.bench.gpu import Nvml
+from vramwatch.bench.runner import pinned_gpus, run_config
 from vramwatch.records import BenchConfig, BenchResult, BuildRecord, BuildRequest, GenerationTest, ModelFile
 
 REPS = 2
@@ -462,3 +465,49 @@ def test_a_gguf_header_without_tensors_is_invalid_model_not_crashed(moe, tmp_pat
                         llama_cpp_python_version="", llama_cpp_commit="")
     result = run_config(config_for(header_only, "baseline"), build)
     assert result.status == "invalid_model" and "no tensors" in result.error and str(header_only) in result.error
+
+
+def test_each_config_is_shown_exactly_its_gpus():
+    """A worker's GPUs, its own CUDA_VISIBLE_DEVICES first: a one-GPU config sees one, a two-GPU config two, in PCI
+    bus order (NVML's), and a worker told to use none gives none."""
+    assert pinned_gpus(1, {"CUDA_VISIBLE_DEVICES": "2,3"}) == {"CUDA_VISIBLE_DEVICES": "2",
+                                                               "CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+    assert pinned_gpus(2, {"CUDA_VISIBLE_DEVICES": "2, 3"})["CUDA_VISIBLE_DEVICES"] == "2,3"
+    assert pinned_gpus(2, {"CUDA_VISIBLE_DEVICES": "1"})["CUDA_VISIBLE_DEVICES"] == "1"  # too few: the child says so
+    assert pinned_gpus(1, {"CUDA_VISIBLE_DEVICES": ""})["CUDA_VISIBLE_DEVICES"] == ""
+    uuids = "GPU-8a4c0b1e,GPU-77f0c2d9"
+    assert pinned_gpus(1, {"CUDA_VISIBLE_DEVICES": uuids, "CUDA_DEVICE_ORDER": "FASTEST_FIRST"}) == {
+        "CUDA_VISIBLE_DEVICES": "GPU-8a4c0b1e", "CUDA_DEVICE_ORDER": "FASTEST_FIRST"}  # the worker's own order kept
+    # no list of its own: the first of every GPU NVML counts (without NVML: the config's own count from 0)
+    nvml = Nvml.open()
+    count = len(nvml.handles) if nvml else 2
+    assert pinned_gpus(2, {})["CUDA_VISIBLE_DEVICES"] == ",".join(str(i) for i in range(min(count, 2)))
+
+
+def test_the_bench_child_runs_with_its_gpus_pinned(tmp_path, monkeypatch):
+    """The environment the engine's python really gets, whatever the worker's own holds."""
+    model = tmp_path / "one-tensor.gguf"
+    writer = gguf.GGUFWriter(str(model), "llama")
+    writer.add_tensor("token_embd.weight", np.zeros((4, 8), dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    says = tmp_path / "says.sh"
+    says.write_text("#!/bin/sh\necho \"sees GPUs [$CUDA_VISIBLE_DEVICES] in $CUDA_DEVICE_ORDER order\" >&2\nexit 1\n")
+    says.chmod(says.stat().st_mode | stat.S_IEXEC)
+    build = BuildRecord(request=BuildRequest(version="x"), status="ok", python=str(says), source_dir="",
+                        llama_cpp_python_version="", llama_cpp_commit="")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5,6")
+    one, two = (run_config(config_for(model, "baseline", gpus=gpus), build) for gpus in (1, 2))
+    assert "sees GPUs [4] in PCI_BUS_ID order" in one.error
+    assert "sees GPUs [4,5] in PCI_BUS_ID order" in two.error
+
+
+def test_a_two_gpu_config_on_a_machine_without_two_is_not_applicable(engine, moe):
+    result = run_config(config_for(moe, "baseline", gpus=2), engine)
+    assert result.status == "not_applicable"
+    assert result.error == "gpus=2: the bench sees 0 GPU(s) (none)"
+    # a one-GPU config's split settings change nothing on the CPU: it runs
+    row = run_config(config_for(moe, "baseline", split_mode="row", generation=None), engine)
+    assert row.ok, row.error

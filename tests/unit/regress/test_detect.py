@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from support.samples import night, replace, result
+from support.two_gpu import two_gpu_result
 from support.warehouses import commit_of, night_of, store_nights, store_validated_night
 
 from vramwatch.alerts.messages import regression_alert
@@ -756,3 +757,24 @@ def test_the_top_line_is_all_clear_with_what_was_measured_and_not_judged_only_fo
     assert line.startswith("phi-3.5-moe/Q4_K_M/baseline throughput (tg below its recent level): no same-night A/B: "
                            "no A/B runner here")
     assert top_lines(without)[-1].startswith("Not judged: 1 check(s) that should have run and could not")
+
+
+def test_a_change_on_one_gpu_of_a_split_pages_naming_that_gpu_and_its_component():
+    """Two GPUs, layer split: +24 MiB on CUDA1's compute buffer alone pages as "CUDA1 compute", not as a change of
+    the sum over the GPUs; CUDA0 and every other component stay quiet, and the one-GPU configs beside it are judged by
+    their component columns as ever."""
+    def two_gpus(**planted: float) -> list[BenchResult]:
+        return [*CONFIGS, two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer", **planted)]
+
+    incidents = simulate([two_gpus()] * 3 + [two_gpus(**{"CUDA1/compute": 24.0})] * 2)
+
+    assert [[i.pages for i in incidents[n]] for n in range(5)] == [[], [], [], [True], [False]]
+    (opened,) = incidents[3]
+    split_id = two_gpus()[-1].config.config_id
+    assert (opened.kind, opened.metric, opened.configs) == ("vram", "CUDA1/compute", [split_id])
+    assert opened.delta_mib == pytest.approx(24.0)
+    assert opened.changes == [
+        "phi-3.5-moe/Q8_0/baseline-2gpu-layer: CUDA1 compute 212.51 -> 236.51 MiB (+24.00 MiB, +11.3%)"]
+    # the same on CUDA0's weights: named CUDA0 model, judged by the model rule (+16 MiB pages, +8 does not)
+    weights = simulate([two_gpus()] * 2 + [two_gpus(**{"CUDA0/model": 8.0})] + [two_gpus(**{"CUDA0/model": 24.0})])
+    assert weights[2] == [] and [(i.metric, i.pages) for i in weights[3]] == [("CUDA0/model", True)]

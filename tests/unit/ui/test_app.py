@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 from support.samples import XSS_PAYLOAD, bisection, night, replace, result
+from support.two_gpu import two_gpu_result
 from support.warehouses import (
     GROWTH_MIB,
     NEW_BUILD,
@@ -324,3 +325,20 @@ def test_the_csp_in_the_reliability_notes_is_the_apps_own():
     notes = (Path(__file__).resolve().parents[3] / "docs" / "RELIABILITY.md").read_text()
     (quoted,) = re.findall(r"`Content-Security-Policy: ([^`]+)`", notes)
     assert quoted == CONTENT_SECURITY_POLICY.replace(REPORT_STYLE_HASH, "<report CSS hash>")
+
+
+def test_the_page_shows_each_gpu_of_a_split_and_the_sum(tmp_path):
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    warehouse = Warehouse(url)
+    warehouse.store_run("scheduled__2026-01-05", "2026-01-05", build_record(OLD_BUILD), ValidatedNight(
+        accepted=[*night(), two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer")], quarantined=[]), "scheduled")
+    warehouse.close()
+    with TestClient(create_app(url, tmp_path)) as client:
+        html = client.get("/").text
+    section = html[html.index('<section id="gpus">'):]
+    section = section[:section.index("</section>")]
+    assert "phi-3.5-moe/Q8_0/baseline-2gpu-layer: VRAM per GPU (2 GPUs, split by layer, even shares)" in section
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", section)
+    assert cells == ["CUDA0", "22403.48", "272.00", "118.02", "–", "22793.50", "23393.50",
+                     "CUDA1", "19901.01", "240.00", "212.51", "–", "20353.52", "20953.52",
+                     "sum", "42304.49", "512.00", "330.53", "0.00", "43147.02", "44347.02"]

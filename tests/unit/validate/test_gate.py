@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from support.samples import XSS_PAYLOAD, markup_named_rows, night, replace, result
+from support.two_gpu import CONTEXT_MIB, two_gpu_result
 
 from vramwatch.records import Fingerprint, TestResult
 from vramwatch.validate.frame import validation_frame
@@ -131,8 +132,9 @@ def test_a_row_whose_buffers_did_not_parse_is_never_accepted_as_ok():
     validated = validate_night([unparsed_gpu, gpu_offload, unparsed_cpu, no_gpu_weights, cpu_layers])
 
     assert _by_config(validated) == {
-        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_compute_buffer_measured", "gpu_kv_buffer_measured",
-                                             "gpu_model_buffer_measured", "nvml_agrees_with_buffers"],
+        "deepseek-moe-16b/Q4_K_M/baseline": ["buffers_parsed", "gpu_buffers_on_each_gpu", "gpu_compute_buffer_measured",
+                                             "gpu_kv_buffer_measured", "gpu_model_buffer_measured",
+                                             "nvml_agrees_with_buffers"],
         "phi-3.5-moe/Q2_K/baseline": ["buffers_parsed"],
         "phi-3.5-moe/Q4_K_M/baseline": ["gpu_model_buffer_measured"],
     }
@@ -309,3 +311,20 @@ def test_a_gpu_row_without_energy_or_above_the_board_limit_is_quarantined():
     assert failed([row]) == [] and failed([at_limit]) == [] and failed([result(gpu=False)]) == []
     assert failed([unmeasured]) == [["pp_energy_measured", "tg_energy_measured"]]
     assert failed([too_hot]) == [["tg_power_within_limit"]]
+
+
+def test_a_split_is_accepted_with_a_context_on_each_gpu_and_quarantined_without_a_gpus_buffer():
+    """Two GPUs hold two CUDA contexts: NVML's process figure exceeds the buffers by twice a one-GPU context, which
+    must not read as a missed buffer beside tonight's one-GPU rows. A split whose CUDA1 KV line did not parse is no
+    measurement, though the KV summed over the GPUs (CUDA0's) is above 0."""
+    one_gpu = night(models=("deepseek-moe-16b", "phi-3.5-moe"), quants=("Q2_K", "Q4_K_M", "Q8_0"))  # 12 rows
+    split = two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer")
+    assert split.memory.cuda_context_mib == 2 * CONTEXT_MIB  # beyond the margin one-GPU rows teach tonight
+    deepseek = two_gpu_result("deepseek-moe-16b-Q4_K_M-2gpu-layer", "deepseek-moe-16b", "Q4_K_M")
+    no_cuda1_kv = replace(deepseek, memory__buffers_mib={
+        key: mib for key, mib in deepseek.memory.buffers_mib.items() if key != "CUDA1/kv"})
+
+    validated = validate_night([*one_gpu, split, no_cuda1_kv])
+
+    assert _by_config(validated) == {"deepseek-moe-16b/Q4_K_M/baseline-2gpu-layer": ["gpu_buffers_on_each_gpu"]}
+    assert split in validated.accepted
