@@ -46,17 +46,21 @@ DEEPSEEK, PHI = "deepseek-moe-16b", "phi-3.5-moe"
 # offload varies ~10 % between processes: its rounds (~12 s a run) show the direction, not a 1 % resolution.
 ROUNDS = {"baseline": 12, "offload": 4}
 NOISE_PROCESSES = 6  # per mode (3 a side of the one engine): ~25 s baseline, ~80 s offload on an H100
+# --rehearse: tiny models on a shared CPU, where a tg128 of the tiny DeepSeek takes minutes: every step runs, smaller
+REHEARSAL = {"knobs": {"n_prompt": 32, "n_gen": 8, "reps": 1}, "rounds": 2, "noise_processes": 2}
 
 
 def only(matrix: Matrix, model: str) -> Matrix:
     return matrix.model_copy(update={"models": [m for m in matrix.models if m.name == model]})
 
 
-def overhead(name: str, model: Path, mode: str, rounds: int, real_nvml: bool) -> None:
-    """benchmarks/energy_overhead.py on one file and mode, into <out>/<name>.json (its table into the step's log)."""
+def overhead(name: str, matrix: Matrix, model: Path, mode: str, rounds: int, real_nvml: bool) -> None:
+    """benchmarks/energy_overhead.py on one file and mode, with the matrix's tests, into <out>/<name>.json (its
+    table into the step's log)."""
     command = [sys.executable, str(plan.REPO / "benchmarks" / "energy_overhead.py"), "--model", str(model),
-               "--mode", mode, "--rounds", str(rounds), "--reps", "3", "--n-prompt", "512", "--n-gen", "128",
-               "--ways", "none", "full", "--out", str(plan.OUT / f"{name}.json"), *(["--nvml"] if real_nvml else [])]
+               "--mode", mode, "--rounds", str(rounds), "--reps", str(matrix.reps), "--n-prompt",
+               str(matrix.n_prompt), "--n-gen", str(matrix.n_gen), "--ways", "none", "full",
+               "--out", str(plan.OUT / f"{name}.json"), *(["--nvml"] if real_nvml else [])]
     done = subprocess.run(command, capture_output=True, text=True)
     print(done.stdout, done.stderr[-4000:], sep="\n")
     if done.returncode:
@@ -83,6 +87,10 @@ def main() -> None:
         plan.SCALE = "tiny"  # the sources the plan writes, and load()'s matrix
     wanted = [s for s in STEPS if s in set(args.only or STEPS)]
     matrix = plan.load("energy")
+    rounds, noise_processes = ROUNDS, NOISE_PROCESSES
+    if args.rehearse:
+        matrix = matrix.model_copy(update=REHEARSAL["knobs"])
+        rounds, noise_processes = dict.fromkeys(ROUNDS, REHEARSAL["rounds"]), REHEARSAL["noise_processes"]
     version = matrix.build.version
     (plan.OUT / "logs").mkdir(parents=True, exist_ok=True)
     paths = Paths()
@@ -132,12 +140,13 @@ def main() -> None:
                 energy_log(measured)
             if name.startswith("overhead-"):
                 mode = name.removeprefix("overhead-")
-                overhead(name, Path(measured.results[0].config.model.path), mode, ROUNDS[mode], not args.rehearse)
+                overhead(name, matrix, Path(measured.results[0].config.model.path), mode, rounds[mode],
+                         not args.rehearse)
             elif name == "energy-noise":
                 if not Path(measured.results[0].config.model.path).is_file():
                     raise RuntimeError("DeepSeek's Q4_K_M file was removed to make room for Phi's source in RAM")
                 for result in measured.results:
-                    runs = run_ab((result.config, build), (result.config, build), NOISE_PROCESSES // 2)
+                    runs = run_ab((result.config, build), (result.config, build), noise_processes // 2)
                     (plan.OUT / f"energy-noise-{result.config.mode}.json").write_text(runs.to_json(indent=1))
                     plan.log(f"  {result.config.config_name}: " + "; ".join(
                         f"{metric} {sorted(round(x, 4) for side in sides.values() for x in side)}"

@@ -229,8 +229,10 @@ def min_effect_of(metric: str, policy: ThroughputPolicy) -> float:
 
 
 def sides(run: ABRun, metric: str) -> tuple[list[float], list[float]]:
-    """A metric's samples of side A and of side B, oriented (lower is worse), as every verdict compares them."""
-    a, b = ([float(oriented(AB_JUDGED[metric], x)) for x in run.samples_ts[metric][side]] for side in AB_SIDES)
+    """A metric's samples of side A and of side B, oriented (lower is worse), as every verdict compares them (none
+    where no process measured it: the verdict says too few)."""
+    measured = run.samples_ts.get(metric, {})
+    a, b = ([float(oriented(AB_JUDGED[metric], x)) for x in measured.get(side, [])] for side in AB_SIDES)
     return a, b
 
 

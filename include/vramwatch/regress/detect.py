@@ -143,7 +143,7 @@ def _moved(field: Field, row: pd.Series, series: pd.DataFrame, policy: Throughpu
     """suspected_slowdown of a figure the A/B judges, oriented (lower is worse: J/token as tokens per joule) and
     against what its own policy pages."""
     column = field.name
-    past = series[series[column].notna()]
+    past = series[pd.to_numeric(series[column], errors="coerce") > 0]  # 0 or none: nothing to compare on a log scale
     judged = policy.model_copy(update={"page_pct": 100 * min_effect_of(field.judged.name, policy)})
     return suspected_slowdown(pd.Series({**row, column: oriented(field, float(row[column]))}),
                               past.assign(**{column: oriented(field, past[column].astype(float))}), column, judged)
@@ -161,7 +161,7 @@ def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolic
         series = past_by_series.get((row["config_id"], row["environment_id"]))
         if series is None:
             continue
-        drops = [drop for field in AB_JUDGED.values() if pd.notna(row[field.name])
+        drops = [drop for field in AB_JUDGED.values() if (number(row[field.name]) or 0) > 0
                  and (drop := _moved(field, row, series, policy)) is not None]
         if drops:
             worst = min(drops, key=lambda d: d.z)

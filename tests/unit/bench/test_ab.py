@@ -114,7 +114,7 @@ def test_a_failed_process_keeps_its_status_and_gives_no_sample(tmp_path, caplog)
     assert "crashed: build 0.3.36-cpu-" in run.failures[0] and "nvcc not found" in run.failures[0]
     said = [r.getMessage() for r in caplog.records  # progress: INFO records on the bench stage's logger
             if r.name == "vramwatch.bench" and r.levelno == logging.INFO and r.getMessage().startswith("A/B")]
-    assert said[:2] == [f"A/B {config.config_id}: process 1/6 (A): pp 100.0 t/s, tg 100.0 t/s",
+    assert said[:2] == [f"A/B {config.config_id}: process 1/6 (A): pp 100.0 tok/s, tg 100.0 tok/s",
                         f"A/B {config.config_id}: {run.failures[0]}"]
     assert len(said) == 6  # one line per process, in the order they ran
     assert compare("pp", run.samples_ts["pp"]["A"], run.samples_ts["pp"]["B"], 0.05).verdict == "inconclusive"

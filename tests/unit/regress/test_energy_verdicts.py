@@ -10,9 +10,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 from support.samples import energy, night, replace, simulated_ab
+from support.warehouses import store_nights
 
 from vramwatch import pipeline
-from vramwatch.records import BenchResult, BuildRecord, BuildRequest, IncidentKind, MeasuredNight
+from vramwatch.records import BenchResult, BuildRecord, BuildRequest, Energy, IncidentKind, MeasuredNight
+from vramwatch.regress.detect import detect_for_run
+from vramwatch.warehouse.store import Warehouse
 
 PROCESS_NOISE = 0.05  # relative sigma of one A/B process's figures (issue 27: "±5 % noise")
 RISE = 1.10
@@ -93,3 +96,17 @@ def test_a_quiet_history_whose_energy_moved_by_noise_does_not_page(warehouse_url
     report = Path(summary.report_md).read_text()
     assert "| tg energy |" in report  # the A/B ran and judged tg's energy
     assert "energy per token judged" in report
+
+
+def test_a_first_night_with_energy_after_nights_without_asks_no_ab_and_raises_nothing(tmp_path):
+    """Nights stored before energy was measured (their J/token NULL in the warehouse) are no level to compare with:
+    the first night that measures it starts the series, without an A/B or an error."""
+    warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    before = [replace(r, energy=Energy()) for r in night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))]
+    store_nights(warehouse, [before] * 5 + [night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))])
+
+    def no_ab(config, previous_commit, processes, earlier):
+        raise AssertionError(f"no A/B was needed, one was asked for {config.config_name}")
+
+    verdicts = detect_for_run(warehouse, "run005", ab=no_ab, save=False)
+    assert verdicts.incidents == [] and verdicts.ab == []
