@@ -37,7 +37,7 @@ from support.years import Years, fill  # noqa: E402  (the history generator, sha
 
 from vramwatch.cli.main import main as vramwatch  # noqa: E402
 from vramwatch.regress.detect import detect_for_run  # noqa: E402
-from vramwatch.ui.app import HISTORY_PAGE_MAX, create_app  # noqa: E402
+from vramwatch.ui.app import HISTORY_PAGE, HISTORY_PAGE_MAX, create_app  # noqa: E402
 from vramwatch.warehouse.store import Warehouse  # noqa: E402
 
 REPEATS = 3
@@ -105,6 +105,9 @@ def measure(url: str, years: Years, label: str) -> bool:
             builds = Warehouse(url).builds_with_results()
             picked = {"a": str(builds["build_id"].iloc[-1]), "b": str(builds["build_id"].iloc[0])}
             compare, compare_s = timed(lambda: client.get("/", params=picked).raise_for_status())
+            deepest = {"limit": HISTORY_PAGE, "offset": years.rows - HISTORY_PAGE}  # the oldest page
+            first_page, _ = timed(lambda: client.get("/api/history", params={"limit": HISTORY_PAGE}).raise_for_status())
+            deep_page, _ = timed(lambda: client.get("/api/history", params=deepest).raise_for_status())
             sizes = {name: len(client.get(path, params=params).content) / 2**20 for name, path, params in (
                 ("page", "/", {}), ("page, first and last build compared", "/", picked),
                 (f"/api/history, largest page ({HISTORY_PAGE_MAX} rows)", "/api/history", {"limit": HISTORY_PAGE_MAX}),
@@ -115,6 +118,8 @@ def measure(url: str, years: Years, label: str) -> bool:
           f"{verdict(report_process_s, REPORT_S)}")
     print(f"  {label}: VRAM history page: {page} -> {verdict(page_s, PAGE_S)}")
     print(f"  {label}: VRAM history page comparing two builds: {compare} -> {verdict(compare_s, PAGE_S)}")
+    print(f"  {label}: /api/history, newest page ({HISTORY_PAGE} rows): {first_page}")
+    print(f"  {label}: /api/history, oldest page by offset={years.rows - HISTORY_PAGE:,}: {deep_page}")
     for name, mb in sizes.items():
         print(f"  {label}: {name}: {mb:.2f} MB -> {'met' if mb <= RESPONSE_MB else 'MISSED'} (<= {RESPONSE_MB:g} MB)")
     return max(scan_s / SCAN_S, report_s / REPORT_S, report_process_s / REPORT_S, page_s / PAGE_S,
