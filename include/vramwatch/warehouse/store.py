@@ -13,7 +13,7 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, union
+from sqlalchemy import Engine, case, create_engine, delete, event, false, func, insert, select, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -91,6 +91,17 @@ def _history_frame(rows: list[tuple], columns: Sequence[str] = HISTORY_COLUMNS) 
     frame = pd.DataFrame.from_records(rows, columns=list(columns))
     frame["night"] = frame["night"].map(date.isoformat)
     return frame
+
+
+def _take_turns(session: Session, key: str) -> None:
+    """Until this transaction ends, other transactions that take turns on `key` wait here, so each reads what the
+    one before it wrote. PostgreSQL: a transaction-level advisory lock (it gives up after STORE_LOCK_TIMEOUT_MS, as
+    any lock). SQLite has one writer at a time: a write now (one that changes nothing) takes that lock at once,
+    instead of at the first insert, after the reads."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+    else:
+        session.execute(delete(IncidentRow).where(false()))
 
 
 class WarehouseError(UserError):
@@ -618,7 +629,21 @@ class Warehouse:
 
         is_new in the result is true exactly when the incident was opened on `night`.
         """
+        (saved,) = self.save_incidents([incident], environment_id, night)
+        return saved
+
+    def save_incidents(self, incidents: Sequence[Incident], environment_id: str, night: str | date) -> list[Incident]:
+        """A night's incidents in one transaction, as save_incident each. A new one that the environment already
+        holds (the same kind, metric and configs, opened the same night: a retried task, or the same night detected
+        at once by another worker) updates that row instead of adding a twin. Detections of one environment and
+        night take turns here (_take_turns), so the second finds the first's rows."""
         night = _night(night)
+        with self._sessions.begin() as session:
+            _take_turns(session, f"incidents {environment_id} {night.isoformat()}")
+            return [self._incident(self._save_incident(session, incident, environment_id, night), night)
+                    for incident in incidents]
+
+    def _save_incident(self, session: Session, incident: Incident, environment_id: str, night: date) -> IncidentRow:
         fields = dict(
             kind=incident.kind, metric=incident.metric, state=incident.state, configs=list(incident.configs),
             summary=incident.summary, delta_mib=incident.delta_mib, delta_pct=incident.delta_pct,
@@ -626,20 +651,28 @@ class Warehouse:
             changes=list(incident.changes), paged_delta_mib=incident.paged_delta_mib,
             paged_delta_pct=incident.paged_delta_pct, resolved_by=incident.resolved_by, separable=incident.separable,
         )
-        with self._sessions.begin() as session:
-            if incident.incident_id is None:
-                opened = _night(incident.opened_night) if incident.opened_night else night
-                row = IncidentRow(environment_id=environment_id, opened_night=opened, **fields)
-                session.add(row)
-            else:
-                row = self._incident_row(session, incident.incident_id)
-                for name, value in fields.items():
-                    setattr(row, name, value)
-            row.resolved_night = night if incident.state == RESOLVED else None
-            if incident.escalated:
-                row.escalated_night = night
-            session.flush()
-            return self._incident(row, night)
+        opened = _night(incident.opened_night) if incident.opened_night else night
+        row = (self._incident_row(session, incident.incident_id) if incident.incident_id is not None
+               else self._twin(session, environment_id, opened, incident))
+        if row is None:
+            row = IncidentRow(environment_id=environment_id, opened_night=opened, **fields)
+            session.add(row)
+        else:
+            for name, value in fields.items():
+                setattr(row, name, value)
+        row.resolved_night = night if incident.state == RESOLVED else None
+        if incident.escalated:
+            row.escalated_night = night
+        session.flush()
+        return row
+
+    @staticmethod
+    def _twin(session: Session, environment_id: str, opened: date, incident: Incident) -> IncidentRow | None:
+        """The stored incident a new one repeats: same environment, night opened, kind, metric and configs."""
+        candidates = session.scalars(select(IncidentRow).where(
+            IncidentRow.environment_id == environment_id, IncidentRow.opened_night == opened,
+            IncidentRow.kind == incident.kind, IncidentRow.metric == incident.metric).order_by(IncidentRow.id))
+        return next((row for row in candidates if sorted(row.configs) == sorted(incident.configs)), None)
 
     def save_bisection(self, incident_id: int, result: BisectResult) -> Incident:
         """Attach a bisection's result to an incident (replacing an earlier one's)."""
