@@ -36,7 +36,7 @@ DEFAULT_ARGS = {
 class BenchOperator(_PythonDecoratedOperator):
     """A task that runs bench children (a night's bench, a bisection's candidates): when Airflow kills it (a timeout,
     "mark failed", a worker shutdown), they go too. Each child runs in a session of its own, out of reach of the
-    signal Airflow sends the task's process group; build steps (pip, cmake) are in that group and need nothing."""
+    signal Airflow sends the task's process group when it kills it; build steps (pip, cmake) are in that group."""
 
     def on_kill(self) -> None:
         from vramwatch.bench.runner import end_children
