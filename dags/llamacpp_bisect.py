@@ -15,7 +15,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, bench_task, params_of  # plugins/: on sys.path everywhere
+from dag_defaults import (  # plugins/: on sys.path everywhere
+    DEFAULT_ARGS,
+    MATRIX_NAME,
+    START_DATE,
+    TAGS,
+    bench_task,
+    params_of,
+)
 from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix

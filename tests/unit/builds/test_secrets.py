@@ -30,8 +30,8 @@ from vramwatch.builds.detect import check_for_new_build, git_tags
 from vramwatch.builds.process import StepFailed
 from vramwatch.builds.sources import fetch_commit, fetch_sdist, pip_index
 from vramwatch.config import BuildSource, Paths, Policy, load_matrix
-from vramwatch.records import BuildRequest
 from vramwatch.errors import UserError
+from vramwatch.records import BuildRequest
 from vramwatch.redact import redact
 from vramwatch.warehouse.store import Warehouse
 from vramwatch.warehouse.tempdb import temporary_database
