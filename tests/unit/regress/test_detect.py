@@ -770,6 +770,7 @@ def test_the_top_line_is_all_clear_with_what_was_measured_and_not_judged_only_fo
     assert top_lines(without)[-1].startswith("Not judged: 1 check(s) that should have run and could not")
 
 
+@pytest.mark.slow  # runs real processes: make test runs it, test-unit not
 def test_detections_of_one_night_at_once_open_each_incident_once():
     """Fault: two detections of the same night at once (two workers ingesting it) each found no incident opened
     tonight and each inserted one: every regression paged twice. Real processes on PostgreSQL, started together:
