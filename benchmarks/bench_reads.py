@@ -2,7 +2,8 @@
 and on PostgreSQL. Prints the figures; asserts nothing (speed is measured here, not tested).
 
 Targets (issue 17): `vramwatch report` <= 3 s, the regression scan (detect_for_run) <= 2 s, the VRAM history page
-(the plugin app's page route, with the build comparison) <= 1 s, and every API response <= 5 MB.
+(the plugin app's page route, with the build comparison) <= 1 s, and every API response <= 5 MB. /api/history's
+pages are timed too: the newest, the deepest by offset and the oldest by cursor (issue 26), beside the oldest by offset.
 
 The history is made once per backend per run, through the Warehouse API (store_run, one night at a time, as the
 nightly stores it: tests/support/years.py), into a temporary SQLite file and a throwaway PostgreSQL database
@@ -37,7 +38,7 @@ from support.years import Years, fill  # noqa: E402  (the history generator, sha
 
 from vramwatch.cli.main import main as vramwatch  # noqa: E402
 from vramwatch.regress.detect import detect_for_run  # noqa: E402
-from vramwatch.ui.app import HISTORY_PAGE_MAX, create_app  # noqa: E402
+from vramwatch.ui.app import HISTORY_OFFSET_MAX, HISTORY_PAGE, HISTORY_PAGE_MAX, create_app  # noqa: E402
 from vramwatch.warehouse.store import Warehouse  # noqa: E402
 
 REPEATS = 3
@@ -87,6 +88,25 @@ def build(url: str, years: Years, label: str) -> None:
           f"Warehouse.store_run in {time.perf_counter() - start:.0f} s", flush=True)
 
 
+def history_pages(client: TestClient, warehouse: Warehouse, rows: int) -> dict[str, str]:
+    """Seconds for /api/history pages of HISTORY_PAGE rows: the newest, the deepest an offset may reach, and the
+    oldest by cursor; and the oldest by offset as the API read it before cursors (the same query, through the
+    Warehouse: the API now refuses that offset)."""
+    oldest = rows - HISTORY_PAGE
+    before_oldest = warehouse.history_page(limit=HISTORY_PAGE, offset=oldest - HISTORY_PAGE).next
+    assert before_oldest is not None
+    asked = {f"/api/history, newest page ({HISTORY_PAGE} rows)": {},
+             f"/api/history, page at offset={HISTORY_OFFSET_MAX:,} (the deepest by offset)": {"offset": HISTORY_OFFSET_MAX},
+             f"/api/history, oldest page (row {oldest:,}) by cursor": {"after": before_oldest.token()}}
+    figures = {name: timed(lambda params=params: client.get(
+        "/api/history", params={"limit": HISTORY_PAGE, **params}).raise_for_status())[0]
+        for name, params in asked.items()}
+    figures[f"oldest page by offset={oldest:,} (as /api/history read it before cursors)"], _ = timed(
+        lambda: warehouse.history_page(limit=HISTORY_PAGE, offset=oldest))
+    warehouse.close()
+    return figures
+
+
 def measure(url: str, years: Years, label: str) -> bool:
     """Print every figure for one warehouse; True when every target is met."""
     build(url, years, label)
@@ -105,6 +125,7 @@ def measure(url: str, years: Years, label: str) -> bool:
             builds = Warehouse(url).builds_with_results()
             picked = {"a": str(builds["build_id"].iloc[-1]), "b": str(builds["build_id"].iloc[0])}
             compare, compare_s = timed(lambda: client.get("/", params=picked).raise_for_status())
+            pages = history_pages(client, Warehouse(url), years.rows)
             sizes = {name: len(client.get(path, params=params).content) / 2**20 for name, path, params in (
                 ("page", "/", {}), ("page, first and last build compared", "/", picked),
                 (f"/api/history, largest page ({HISTORY_PAGE_MAX} rows)", "/api/history", {"limit": HISTORY_PAGE_MAX}),
@@ -115,6 +136,8 @@ def measure(url: str, years: Years, label: str) -> bool:
           f"{verdict(report_process_s, REPORT_S)}")
     print(f"  {label}: VRAM history page: {page} -> {verdict(page_s, PAGE_S)}")
     print(f"  {label}: VRAM history page comparing two builds: {compare} -> {verdict(compare_s, PAGE_S)}")
+    for name, figure in pages.items():
+        print(f"  {label}: {name}: {figure}")
     for name, mb in sizes.items():
         print(f"  {label}: {name}: {mb:.2f} MB -> {'met' if mb <= RESPONSE_MB else 'MISSED'} (<= {RESPONSE_MB:g} MB)")
     return max(scan_s / SCAN_S, report_s / REPORT_S, report_process_s / REPORT_S, page_s / PAGE_S,

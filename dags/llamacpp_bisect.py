@@ -15,7 +15,14 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, params_of  # plugins/: on sys.path everywhere
+from dag_defaults import (  # plugins/: on sys.path everywhere
+    DEFAULT_ARGS,
+    MATRIX_NAME,
+    START_DATE,
+    TAGS,
+    bench_task,
+    params_of,
+)
 from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
@@ -41,7 +48,7 @@ def bisect_dag(worker: GpuWorker) -> None:
         doc_md=__doc__,
     )
     def llamacpp_bisect():
-        @task(**gpu, execution_timeout=timedelta(hours=12))
+        @bench_task(**gpu, execution_timeout=timedelta(hours=12))  # its candidates' bench children die with it
         def bisect(params: dict | None = None) -> dict:
             from vramwatch import pipeline
 

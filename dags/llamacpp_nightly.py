@@ -15,32 +15,17 @@ each triggers its own worker's bisections.
 
 from __future__ import annotations
 
-import functools
 from datetime import timedelta
 
-from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
-from airflow.sdk.bases.decorator import task_decorator_factory
-from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS  # plugins/: on sys.path everywhere
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, bench_task  # plugins/: on sys.path everywhere
 from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
 MATRIX = load_matrix(MATRIX_NAME)
 NIGHT_TIMEOUT = timedelta(hours=22)  # nights start daily at 02:00
-
-
-class BenchOperator(_PythonDecoratedOperator):
-    """A bench task: when Airflow kills it (a timeout, "mark failed", a worker shutdown), its bench child goes too."""
-
-    def on_kill(self) -> None:
-        from vramwatch.bench.runner import end_children
-
-        end_children()
-
-
-bench_task = functools.partial(task_decorator_factory, decorated_operator_class=BenchOperator)
 
 
 def _night(dag_run) -> str:
@@ -124,7 +109,7 @@ def nightly(worker: GpuWorker) -> None:
             return pipeline.run_task(pipeline.store, worker.run_id(dag_run.run_id), _night(dag_run), build, validated,
                                      str(dag_run.run_type))
 
-        @task(**gpu, execution_timeout=timedelta(hours=3))  # a tok/s change is rerun A/B on the GPU before it pages
+        @bench_task(**gpu, execution_timeout=timedelta(hours=3))  # a tok/s change is rerun A/B on the GPU before it pages
         def detect_regressions(build: dict, stored_as: str) -> dict:
             from vramwatch import pipeline
 

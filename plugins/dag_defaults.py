@@ -6,6 +6,7 @@ on sys.path (as smtp_connection does); it defines no plugin, and only dags/ impo
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import types
 import typing
@@ -13,6 +14,8 @@ from datetime import timedelta
 from typing import Any
 
 import pendulum
+from airflow.providers.standard.decorators.python import _PythonDecoratedOperator
+from airflow.sdk.bases.decorator import task_decorator_factory
 
 from vramwatch.config import TASK_TIMEOUT
 
@@ -27,6 +30,21 @@ DEFAULT_ARGS = {
     "show_return_value_in_logs": False,  # records are large; each stage logs its own one-line result
     "execution_timeout": TASK_TIMEOUT,  # no task waits without end (a held lock, a hung child); longer ones say so
 }
+
+
+
+class BenchOperator(_PythonDecoratedOperator):
+    """A task that runs bench children (a night's bench, a bisection's candidates): when Airflow kills it (a timeout,
+    "mark failed", a worker shutdown), they go too. Each child runs in a session of its own, out of reach of the
+    signal Airflow sends the task's process group when it kills it; build steps (pip, cmake) are in that group."""
+
+    def on_kill(self) -> None:
+        from vramwatch.bench.runner import end_children
+
+        end_children()
+
+
+bench_task = functools.partial(task_decorator_factory, decorated_operator_class=BenchOperator)  # as @task
 
 _JSON_TYPES = {str: "string", int: "integer", float: "number", bool: "boolean"}
 

@@ -88,7 +88,7 @@ def git_auth_env(url: str) -> tuple[str, dict[str, str]]:
 
 def with_credentials(url: str) -> str:
     """The URL with its real user part, for a client that takes credentials only so and sends them as HTTP auth
-    (pip's --index-url); never print it."""
+    (pip, through PIP_INDEX_URL); never print it."""
     bare, user_password = credentials(url)
     if user_password is None:
         return url

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from multiprocessing.synchronize import Barrier
 
 from support.samples import night, replace, result
 
@@ -64,15 +65,31 @@ def _third_night() -> list:
     return results
 
 
+def store_three_nights(warehouse: Warehouse) -> str:
+    """three_nights' runs alone, nothing detected yet; returns the third night's run id."""
+    for i, day in enumerate(NIGHTS):
+        last = i == len(NIGHTS) - 1
+        warehouse.store_run(f"scheduled__{day}", day, build_record(NEW_BUILD if last else OLD_BUILD),
+                            ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]), "scheduled")
+    return f"scheduled__{NIGHTS[-1]}"
+
+
+def detect_when_all_are_ready(url: str, run_id: str, ready: Barrier) -> None:
+    """One detection process of several at once (multiprocessing's target): each opens its warehouse, waits for the
+    others, then detects and stores the night."""
+    from vramwatch.regress.detect import detect_for_run
+
+    warehouse = Warehouse(url)
+    ready.wait(timeout=120)
+    detect_for_run(warehouse, run_id)
+    warehouse.close()
+
+
 def three_nights(url: str) -> Incident:
     """Three stored nights (two on the old build, one on the new) and the open VRAM incident of the third."""
     warehouse = Warehouse(url)
     try:
-        for i, day in enumerate(NIGHTS):
-            last = i == len(NIGHTS) - 1
-            warehouse.store_run(f"scheduled__{day}", day, build_record(NEW_BUILD if last else OLD_BUILD),
-                                ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]),
-                                "scheduled")
+        store_three_nights(warehouse)
         before = result().memory.gpu_model_mib
         regressed = next(r.config.config_id for r in night() if r.config.config_name == REGRESSED)
         incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[regressed],

@@ -42,7 +42,7 @@ from vramwatch.builds.sources import (
     SourceTree,
     find_sdist,
     git_source,
-    pip_index_args,
+    pip_index,
     release_source,
 )
 from vramwatch.config import BuildSource, Paths
@@ -132,8 +132,9 @@ def _build_wheel(request: BuildRequest, tree: SourceTree, python: Path, paths: P
     with slot_lock(paths, slot):
         say(f"syncing the build tree {work}: {sync_tree(tree.path, work / 'src')}")
         backend = tomllib.loads((work / "src" / "pyproject.toml").read_text())["build-system"]["requires"]
+        index = pip_index(request)
         run_step("install build backend", [python, "-m", "pip", "install", "--disable-pip-version-check",
-                                           *pip_index_args(request), *backend], log)
+                                           *index.args, *backend], log, env=index.env)
         env = {**compile_env(request), **ccache_env(paths)}
         env["CMAKE_ARGS"] = " ".join([request.cmake_args, *ccache_args(request.backend, work / "src"), TOOLS_OFF])
         say(f"CMAKE_ARGS={env['CMAKE_ARGS']}")
@@ -164,8 +165,9 @@ def _fresh_venv(venv: Path, log: Path) -> Path:
 
 
 def _install_engine(python: Path, wheel: Path, request: BuildRequest, log: Path) -> None:
+    index = pip_index(request)
     run_step("install engine", [python, "-m", "pip", "install", "--disable-pip-version-check",
-                                *pip_index_args(request), wheel, *BENCH_CHILD_EXTRAS], log)
+                                *index.args, wheel, *BENCH_CHILD_EXTRAS], log, env=index.env)
     problem = engine_import_error(python)
     if problem:
         raise StepFailed(f"import llama_cpp failed: {problem}")

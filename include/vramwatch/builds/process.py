@@ -66,7 +66,7 @@ def run_step(
 ) -> None:
     """Run `cmd`, streaming its output; raise StepFailed(one line, last lines) if it exits non-zero."""
     argv = [str(part) for part in cmd]
-    shown = redact(shlex.join(argv))  # pip's --index-url may carry a token
+    shown = redact(shlex.join(argv))  # a URL in the command may carry a token
     say(f"{title}: {shown}")
     lines: list[str] = []
     with open(log, "a", encoding="utf-8") as log_file:

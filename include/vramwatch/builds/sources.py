@@ -62,17 +62,28 @@ def find_sdist(folder: Path, version: str) -> Path | None:
     return None
 
 
-def pip_index_args(request: BuildRequest) -> list[str]:
-    """Where pip finds packages for this request: a bundle directory only (no network), or the configured index."""
+@dataclass(frozen=True)
+class PipIndex:
+    """Where pip finds packages: its arguments, and the environment it runs in. A private index's URL, with its
+    credentials, goes in the environment (PIP_INDEX_URL): a process's environment is readable by its own user only,
+    its command line by every local user through /proc/<pid>/cmdline."""
+
+    args: tuple[str, ...]
+    env: dict[str, str]
+
+
+def pip_index(request: BuildRequest) -> PipIndex:
+    """A bundle directory only (no network), the configured index (pip sends its token as HTTP basic auth), or pip's
+    own default."""
     if request.source == "path":
-        return ["--no-index", "--find-links", request.location, "--find-links", str(Path(request.location, "wheels"))]
+        return PipIndex(("--no-index", "--find-links", request.location,
+                         "--find-links", str(Path(request.location, "wheels"))), engine_env())
     if request.source == "pypi" and request.location:
-        # pip takes the token only inside the URL and sends it as HTTP auth; run_step prints argv redacted
-        return ["--index-url", with_credentials(index_url(request.location))]
-    return []
+        return PipIndex((), {**engine_env(), "PIP_INDEX_URL": with_credentials(index_url(request.location))})
+    return PipIndex((), engine_env())
 
 
-def fetch_sdist(version: str, index_args: list[str], paths: Paths, log: Path) -> Path:
+def fetch_sdist(version: str, index: PipIndex, paths: Paths, log: Path) -> Path:
     """The sdist from the cache, downloading it once."""
     folder = paths.cache / "sdists"
     cached = find_sdist(folder, version)
@@ -80,7 +91,7 @@ def fetch_sdist(version: str, index_args: list[str], paths: Paths, log: Path) ->
         return cached
     folder.mkdir(parents=True, exist_ok=True)
     run_step("download sdist", [sys.executable, "-m", "pip", "download", "--no-binary", ":all:", "--no-deps",
-                                "--dest", folder, *index_args, f"{PROJECT}=={version}"], log)
+                                "--dest", folder, *index.args, f"{PROJECT}=={version}"], log, env=index.env)
     found = find_sdist(folder, version)
     if not found:
         raise StepFailed(f"download sdist failed: pip left no {PROJECT} {version} sdist in {folder}")
@@ -158,7 +169,7 @@ def release_source(request: BuildRequest, paths: Paths, log: Path) -> SourceTree
             raise UserError(f"no {PROJECT} {request.version} sdist in {request.location}",
                             "make one with `vramwatch builds bundle --out DIR` and point build.location at DIR")
     else:
-        sdist = fetch_sdist(request.version, pip_index_args(request), paths, log)
+        sdist = fetch_sdist(request.version, pip_index(request), paths, log)
     tree = unpack_sdist(sdist, paths.cache / "src" / request.version)
     commit = read_llama_cpp_commit(tree)
     if commit == UNKNOWN_COMMIT:

@@ -369,10 +369,10 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
     if save:
         night = str(tonight["night"].iloc[0])
         environment = next(iter(warehouse.run_environments(run_id)), "")
-        known = {_identity(i): i for i in stored if i.opened_night == night}
-        # the warehouse keeps an incident's columns; its attribution travels with the night's verdicts
-        saved = [dataclasses.replace(warehouse.save_incident(_reuse(i, known), environment, night),
-                                     causes=i.causes, cleared=i.cleared) for i in verdicts.incidents]
+        # the warehouse keeps an incident's columns (a twin opened tonight is updated, not added); its attribution
+        # travels with the night's verdicts
+        saved = [dataclasses.replace(kept, causes=i.causes, cleared=i.cleared) for i, kept in zip(
+            verdicts.incidents, warehouse.save_incidents(verdicts.incidents, environment, night), strict=True)]
         verdicts = dataclasses.replace(verdicts, incidents=saved)
         warehouse.save_verdicts(run_id, verdicts)
     return verdicts
@@ -384,13 +384,3 @@ def attributed(incidents: Sequence[Incident], findings: Sequence[Finding], night
     """Tonight's incidents, those opened or grown tonight attributed (`attribute`); the others as they were."""
     return [attribute(i, findings, night, machine_changes, cleared)
             if i.kind not in NOTE_KINDS and (i.opened_night == night or i.escalated) else i for i in incidents]
-
-
-def _identity(incident: Incident) -> tuple:
-    return incident.kind, incident.metric, tuple(incident.configs), incident.opened_night
-
-
-def _reuse(incident: Incident, known: dict[tuple, Incident]) -> Incident:
-    """A new incident already stored tonight (a retried task) updates that row instead of adding a twin."""
-    twin = known.get(_identity(incident)) if incident.incident_id is None else None
-    return incident if twin is None else Incident(**{**incident.__dict__, "incident_id": twin.incident_id})

@@ -56,9 +56,10 @@ SECURITY_HEADERS = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "X-Conte
 LATEST_REPORT = "latest.html"
 # /api/history pages: a row is about 3 KB of JSON, so the largest page stays under 5 MB whatever the warehouse holds
 HISTORY_PAGE, HISTORY_PAGE_MAX = 500, 1000
-# A page past every row there could be (3 years x 100 configs is ~100k rows): a larger offset is refused (422), not
-# handed to the database as a number it cannot hold (a 500).
-HISTORY_OFFSET_MAX = 100_000_000
+# Deeper pages are read by cursor (`after`, each page's X-Next-Cursor), which costs the same at any depth: an offset
+# reads and drops every row it skips (about 1 s at 100k rows on PostgreSQL, benchmarks/bench_reads.py). A larger offset
+# is refused (422) saying so, never handed to the database (a number it cannot hold was a 500).
+HISTORY_OFFSET_MAX = 10_000
 # What the page renders as a link: http(s) only, so a stored link saying javascript:... stays text.
 _WEB_LINK = re.compile(r"https?://[^\s\x00-\x1f\"'<>`]+", re.IGNORECASE)
 # Called with every request before it is served; raises HTTPException (401, 403) to refuse it.
@@ -112,6 +113,11 @@ def _alerts_off(reports_dir: Path, night: str | None) -> str | None:
 
 def _unavailable(error: UserError) -> JSONResponse:
     return JSONResponse({"error": error.message, "fix": error.fix}, status_code=503)
+
+
+def _refused(error: str, fix: str) -> JSONResponse:
+    """A request the endpoint cannot answer as asked (422), in the page's one-line error and fix."""
+    return JSONResponse({"error": error, "fix": fix}, status_code=422)
 
 
 def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None,
@@ -180,19 +186,29 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
     @app.get("/api/history")
     def api_history(config_id: str | None = None, environment_id: str | None = None,
                     limit: Annotated[int, Query(ge=1, le=HISTORY_PAGE_MAX)] = HISTORY_PAGE,
-                    offset: Annotated[int, Query(ge=0, le=HISTORY_OFFSET_MAX)] = 0) -> JSONResponse:
-        """History rows (rows.HISTORY_COLUMNS), oldest night first: the `limit` most recent after skipping the
-        `offset` most recent; X-Next-Offset names the next page when there may be one. config_id takes a config's
-        id, or its name (model/quant/mode: every series of that name)."""
+                    offset: Annotated[int, Query(ge=0)] = 0, after: str | None = None) -> JSONResponse:
+        """History rows (rows.HISTORY_COLUMNS), oldest night first: the `limit` most recent of those older than the
+        page whose X-Next-Cursor is `after`, or after skipping the `offset` most recent (up to HISTORY_OFFSET_MAX).
+        X-Next-Cursor (and X-Next-Offset while within it) names the next page when there may be one. config_id takes
+        a config's id, or its name (model/quant/mode: every series of that name)."""
+        from vramwatch.warehouse.store import BadCursor, HistoryCursor
+
+        if offset > HISTORY_OFFSET_MAX or (offset and after):
+            return _refused(f"offset {offset}" + (" with after" if after else f" is past {HISTORY_OFFSET_MAX}"),
+                            "page deeper with after=<the X-Next-Cursor of the page before>, without offset")
         try:
-            frame = warehouse.get().history(
+            page = warehouse.get().history_page(
                 config_ids=[config_id] if config_id and "@" in config_id else None,
                 config_names=[config_id] if config_id and "@" not in config_id else None,
-                environment_ids=[environment_id] if environment_id else None, limit=limit, offset=offset)
+                environment_ids=[environment_id] if environment_id else None, limit=limit, offset=offset,
+                after=HistoryCursor.parse(after) if after else None)
+        except BadCursor as error:
+            return _refused(error.message, error.fix)
         except UserError as error:
             return _unavailable(error)
-        more = {"X-Next-Offset": str(offset + limit)} if len(frame) == limit else {}
-        return JSONResponse(json.loads(frame.to_json(orient="records")), headers=more)  # NaN becomes null
+        more = {} if page.next is None else {"X-Next-Cursor": page.next.token()} | (
+            {"X-Next-Offset": str(offset + limit)} if not after and offset + limit <= HISTORY_OFFSET_MAX else {})
+        return JSONResponse(json.loads(page.frame.to_json(orient="records")), headers=more)  # NaN becomes null
 
     @app.get("/api/incidents")
     def api_incidents(include_resolved: bool = False) -> JSONResponse:

@@ -6,14 +6,16 @@ its database to the newest schema (Alembic, see migrate.py), so an empty databas
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date, datetime, timezone
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, case, create_engine, delete, event, func, insert, select, union
+from sqlalchemy import Engine, case, create_engine, delete, event, false, func, insert, select, tuple_, union
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -69,6 +71,8 @@ _RUN_COLUMNS = (RunRow.night, RunRow.run_id, RunRow.trigger, RunRow.status, Buil
 # History order, and its reverse for "the newest N".
 _OLDEST_FIRST = (RunRow.night, RunRow.started, ResultRow.id)
 _NEWEST_FIRST = (RunRow.night.desc(), RunRow.started.desc(), ResultRow.id.desc())
+# A history page's cursor (HistoryCursor) is its last row's place in that order: selected after the frame's columns.
+_CURSOR_COLUMNS = _OLDEST_FIRST
 # recent_history keeps each config's newest rows of every status too: tonight's and the previous run's.
 LATEST_ANY = 2
 
@@ -93,8 +97,62 @@ def _history_frame(rows: list[tuple], columns: Sequence[str] = HISTORY_COLUMNS) 
     return frame
 
 
+def _take_turns(session: Session, key: str) -> None:
+    """Until this transaction ends, other transactions that take turns on `key` wait here, so each reads what the
+    one before it wrote. PostgreSQL: a transaction-level advisory lock (it gives up after STORE_LOCK_TIMEOUT_MS, as
+    any lock). SQLite has one writer at a time: a write now (one that changes nothing) takes that lock at once,
+    instead of at the first insert, after the reads."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(key, 0))))
+    else:
+        session.execute(delete(IncidentRow).where(false()))
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryCursor:
+    """Where a page of history ended: its oldest row's place in the history order (run night, run start, result
+    id). The next page is the rows older than it. Passed on as an opaque token (`token`, `parse`)."""
+
+    night: date
+    started: datetime
+    result_id: int
+
+    def older(self) -> tuple[Any, ...]:
+        """The conditions "older than this row" in the history order: the first one alone narrows the runs by their
+        night-and-start index (ix_runs_night_started); the second settles the row's own run by result id."""
+        place = tuple_(RunRow.night, RunRow.started)
+        mine = (self.night, self.started)
+        return place <= mine, (place < mine) | (ResultRow.id < self.result_id)
+
+    def token(self) -> str:
+        text = json.dumps([self.night.isoformat(), self.started.isoformat(), self.result_id])
+        return base64.urlsafe_b64encode(text.encode()).decode("ascii").rstrip("=")
+
+    @classmethod
+    def parse(cls, token: str) -> HistoryCursor:
+        """The cursor a token names; BadCursor if it names none."""
+        try:
+            night, started, result_id = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+            return cls(date.fromisoformat(night), datetime.fromisoformat(started), int(result_id))
+        except (ValueError, TypeError) as exc:  # binascii.Error and JSONDecodeError are ValueErrors
+            raise BadCursor(f"not a history cursor: {token[:40]!r} ({exc})",
+                            "pass the X-Next-Cursor of the page before, as it came") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class HistoryPage:
+    """A page of history (its frame, oldest first) and the cursor of the page after it (None: it was the last)."""
+
+    frame: pd.DataFrame
+    next: HistoryCursor | None
+
+
 class WarehouseError(UserError):
     """The warehouse cannot do what was asked (unreachable, or a run that was never started)."""
+
+
+class BadCursor(WarehouseError):
+    """A history cursor this warehouse did not hand out."""
 
 
 class NightHeldElsewhere(WarehouseError):
@@ -428,30 +486,42 @@ class Warehouse:
             .join(EnvironmentRow, ResultRow.environment_id == EnvironmentRow.environment_id)
         )
 
-    def _read_history(self, query: Any, columns: Sequence[str] = HISTORY_COLUMNS,
-                      newest_first: bool = False) -> pd.DataFrame:
-        """A history query's rows as the history frame, oldest first (the query's order reversed if newest first)."""
+    def _read_history(self, query: Any, columns: Sequence[str] = HISTORY_COLUMNS) -> pd.DataFrame:
+        """A history query's rows as the history frame."""
         with self._sessions() as session:
-            rows = [tuple(row) for row in session.execute(query)]
-        return _history_frame(rows[::-1] if newest_first else rows, columns)
+            return _history_frame([tuple(row) for row in session.execute(query)], columns)
 
     def history(self, config_ids: Iterable[str] | None = None, environment_ids: Iterable[str] | None = None,
                 limit: int | None = None, config_names: Iterable[str] | None = None, offset: int = 0) -> pd.DataFrame:
         """One row per stored result (rows.HISTORY_COLUMNS), oldest night first, of the given configs (by id or by
         name) and environments (None: all), filtered in SQL; `limit` keeps the most recent rows after skipping the
         `offset` most recent. All of it without a limit: readers that judge or draw take recent_history()."""
-        query = self._history_select().order_by(*_NEWEST_FIRST)
+        return self.history_page(config_ids, environment_ids, limit, config_names, offset=offset).frame
+
+    def history_page(self, config_ids: Iterable[str] | None = None, environment_ids: Iterable[str] | None = None,
+                     limit: int | None = None, config_names: Iterable[str] | None = None, offset: int = 0,
+                     after: HistoryCursor | None = None) -> HistoryPage:
+        """history()'s rows, paged: the `limit` most recent of those older than `after` (a page's `next`) or after
+        skipping the `offset` most recent. A cursor costs the same at any depth (the runs' night-and-start index
+        finds where it is); an offset reads and drops every row it skips."""
+        query = self._history_select().add_columns(*_CURSOR_COLUMNS).order_by(*_NEWEST_FIRST)
         if config_ids is not None:
             query = query.where(ResultRow.config_id.in_(list(config_ids)))
         if config_names is not None:
             query = query.where(ResultRow.__table__.c.config_name.in_(list(config_names)))
         if environment_ids is not None:
             query = query.where(ResultRow.environment_id.in_(list(environment_ids)))
+        if after is not None:
+            query = query.where(*after.older())
         if limit is not None:
             query = query.limit(limit)
         if offset:
             query = query.offset(offset)
-        return self._read_history(query, newest_first=True)
+        with self._sessions() as session:
+            rows = [tuple(row) for row in session.execute(query)]
+        more = limit is not None and len(rows) == limit
+        following = HistoryCursor(*rows[-1][-len(_CURSOR_COLUMNS):]) if rows and more else None
+        return HistoryPage(_history_frame([row[:-len(_CURSOR_COLUMNS)] for row in reversed(rows)]), following)
 
     def recent_history(self, config_ids: Iterable[str], window: int, until_run: str | None = None,
                        before: Iterable[tuple[str, str]] = (), fields: Iterable[str] | None = None) -> pd.DataFrame:
@@ -618,7 +688,21 @@ class Warehouse:
 
         is_new in the result is true exactly when the incident was opened on `night`.
         """
+        (saved,) = self.save_incidents([incident], environment_id, night)
+        return saved
+
+    def save_incidents(self, incidents: Sequence[Incident], environment_id: str, night: str | date) -> list[Incident]:
+        """A night's incidents in one transaction, as save_incident each. A new one that the environment already
+        holds (the same kind, metric and configs, opened the same night: a retried task, or the same night detected
+        at once by another worker) updates that row instead of adding a twin. Detections of one environment and
+        night take turns here (_take_turns), so the second finds the first's rows."""
         night = _night(night)
+        with self._sessions.begin() as session:
+            _take_turns(session, f"incidents {environment_id} {night.isoformat()}")
+            return [self._incident(self._save_incident(session, incident, environment_id, night), night)
+                    for incident in incidents]
+
+    def _save_incident(self, session: Session, incident: Incident, environment_id: str, night: date) -> IncidentRow:
         fields = dict(
             kind=incident.kind, metric=incident.metric, state=incident.state, configs=list(incident.configs),
             summary=incident.summary, delta_mib=incident.delta_mib, delta_pct=incident.delta_pct,
@@ -626,20 +710,28 @@ class Warehouse:
             changes=list(incident.changes), paged_delta_mib=incident.paged_delta_mib,
             paged_delta_pct=incident.paged_delta_pct, resolved_by=incident.resolved_by, separable=incident.separable,
         )
-        with self._sessions.begin() as session:
-            if incident.incident_id is None:
-                opened = _night(incident.opened_night) if incident.opened_night else night
-                row = IncidentRow(environment_id=environment_id, opened_night=opened, **fields)
-                session.add(row)
-            else:
-                row = self._incident_row(session, incident.incident_id)
-                for name, value in fields.items():
-                    setattr(row, name, value)
-            row.resolved_night = night if incident.state == RESOLVED else None
-            if incident.escalated:
-                row.escalated_night = night
-            session.flush()
-            return self._incident(row, night)
+        opened = _night(incident.opened_night) if incident.opened_night else night
+        row = (self._incident_row(session, incident.incident_id) if incident.incident_id is not None
+               else self._twin(session, environment_id, opened, incident))
+        if row is None:
+            row = IncidentRow(environment_id=environment_id, opened_night=opened, **fields)
+            session.add(row)
+        else:
+            for name, value in fields.items():
+                setattr(row, name, value)
+        row.resolved_night = night if incident.state == RESOLVED else None
+        if incident.escalated:
+            row.escalated_night = night
+        session.flush()
+        return row
+
+    @staticmethod
+    def _twin(session: Session, environment_id: str, opened: date, incident: Incident) -> IncidentRow | None:
+        """The stored incident a new one repeats: same environment, night opened, kind, metric and configs."""
+        candidates = session.scalars(select(IncidentRow).where(
+            IncidentRow.environment_id == environment_id, IncidentRow.opened_night == opened,
+            IncidentRow.kind == incident.kind, IncidentRow.metric == incident.metric).order_by(IncidentRow.id))
+        return next((row for row in candidates if sorted(row.configs) == sorted(incident.configs)), None)
 
     def save_bisection(self, incident_id: int, result: BisectResult) -> Incident:
         """Attach a bisection's result to an incident (replacing an earlier one's)."""

@@ -371,16 +371,23 @@ def test_the_bench_child_dies_with_a_killed_cli(engine, moe, tmp_path, stop):
         assert cli.returncode == -signal.SIGTERM  # it still dies of the signal, as before
 
 
-def test_airflow_on_kill_of_a_bench_task_ends_its_child(engine, moe, tmp_path, monkeypatch):
+@pytest.mark.parametrize("dag_id, task_id", [("llamacpp_nightly", "bench"),
+                                              ("llamacpp_nightly", "detect_regressions"),  # the same-night A/B
+                                              ("llamacpp_bisect", "bisect")])  # each candidate's bench
+def test_airflow_on_kill_of_a_task_that_benches_ends_its_child(engine, moe, tmp_path, monkeypatch, dag_id, task_id):
     """Fault: Airflow's on_kill (what "mark failed", a worker shutdown and its SIGTERM call) did nothing for a bench
-    task, and the child outlived the task. The nightly's bench operator (dags/llamacpp_nightly.py) now ends it. The
-    bench runs as a task's execute does, here in a thread, with a real child."""
-    monkeypatch.setenv("VRAMWATCH_BUILDS_DIR", str(tmp_path / "builds"))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "dags"))
-    monkeypatch.setenv("VRAMWATCH_MATRIX", "demo")
-    from llamacpp_nightly import BenchOperator
+    task, and the child outlived the task; the bisection's and the A/B's tasks still had none. Each DAG task that runs
+    bench children, as the DAG file declares it, is killed while a real child benches, as a task's execute would run
+    it (here in a thread)."""
+    from airflow.dag_processing.dagbag import DagBag
 
-    operator = BenchOperator(task_id="bench", python_callable=lambda: None, op_args=[], op_kwargs={})
+    monkeypatch.setenv("VRAMWATCH_BUILDS_DIR", str(tmp_path / "builds"))
+    monkeypatch.setenv("VRAMWATCH_MATRIX", "demo")
+    dags = Path(__file__).resolve().parents[3] / "dags"
+    declared = DagBag(dag_folder=str(dags / f"{dag_id}.py")).dags[dag_id].get_task(task_id)
+    # the class Airflow runs the task as: a mapped task (the nightly's one bench per config) names it
+    operator_class = getattr(declared, "operator_class", type(declared))
+    operator = operator_class(task_id=task_id, python_callable=lambda: None, op_args=[], op_kwargs={})
     results: list[BenchResult] = []
     worker = threading.Thread(daemon=True, target=lambda: results.append(
         run_config(config_for(moe, "baseline", reps=5000, timeout_s=600, generation=None), engine)))
@@ -388,7 +395,7 @@ def test_airflow_on_kill_of_a_bench_task_ends_its_child(engine, moe, tmp_path, m
     child = bench_child_of(os.getpid())
     time.sleep(1.0)
     operator.on_kill()
-    assert gone_within(child, 2.0), "the bench child outlived its task's on_kill"
+    assert gone_within(child, 2.0), f"the bench child outlived {dag_id}.{task_id}'s on_kill"
     worker.join(timeout=10)
     assert results and results[0].status == "crashed" and "SIGKILL" in results[0].error
 
@@ -400,9 +407,8 @@ def test_airflow_execution_timeout_of_a_bench_ends_its_child(engine, moe, tmp_pa
     from airflow.sdk.execution_time.task_runner import _run_execute_callable
 
     monkeypatch.setenv("VRAMWATCH_BUILDS_DIR", str(tmp_path / "builds"))
-    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "dags"))
-    monkeypatch.setenv("VRAMWATCH_MATRIX", "demo")
-    from llamacpp_nightly import BenchOperator
+    sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "plugins"))
+    from dag_defaults import BenchOperator
 
     config = config_for(moe, "baseline", reps=5000, timeout_s=600, generation=None)
     operator = BenchOperator(task_id="bench", python_callable=lambda: None, op_args=[], op_kwargs={},

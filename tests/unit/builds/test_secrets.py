@@ -27,9 +27,11 @@ from vramwatch import pipeline
 from vramwatch.alerts.delivery import AlertChannels, deliver
 from vramwatch.alerts.messages import failure_from_context
 from vramwatch.builds.detect import check_for_new_build, git_tags
-from vramwatch.builds.sources import fetch_commit
+from vramwatch.builds.process import StepFailed
+from vramwatch.builds.sources import fetch_commit, fetch_sdist, pip_index
 from vramwatch.config import BuildSource, Paths, Policy, load_matrix
 from vramwatch.errors import UserError
+from vramwatch.records import BuildRequest
 from vramwatch.redact import redact
 from vramwatch.warehouse.store import Warehouse
 from vramwatch.warehouse.tempdb import temporary_database
@@ -108,6 +110,42 @@ def test_git_token_is_an_http_header_not_a_host_name(private_repo, lookups, tmp_
     with pytest.raises(UserError) as refused:  # the wrong token: refused, and the message names no token
         git_tags(f"http://{USER}:wrong{TOKEN}@{server.base}/llama.cpp.git")
     assert not leaks(str(refused.value))
+
+
+def command_lines() -> list[str]:
+    """Every process's command line, as any local user can read it in /proc."""
+    lines = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            lines.append(cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+        except OSError:  # the process ended while being read
+            pass
+    return lines
+
+
+def test_pip_gets_the_index_token_outside_its_command_line(index, tmp_path):
+    """Fault: pip ran with --index-url http://user:TOKEN@host/..., readable by every local user in
+    /proc/<pid>/cmdline. A real pip download from the index that demands basic auth, every command line on the
+    machine read over and over while it runs: pip is seen, the index sees the token, no command line holds it."""
+    request = BuildRequest(version="0.3.99", location=f"http://{USER}:{TOKEN}@{index.base}/simple")
+    seen: list[str] = []
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.extend(line for line in command_lines() if "pip download" in line or TOKEN in line)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        with pytest.raises(StepFailed):  # the index's sdist link answers 404
+            fetch_sdist(request.version, pip_index(request), Paths(tmp_path), tmp_path / "build.log")
+    finally:
+        done.set()
+        watcher.join()
+    assert "/files/llama_cpp_python-0.3.99.tar.gz" in index.authorized  # pip sent the token as basic auth
+    assert any("pip download" in line for line in seen)  # the watcher saw pip running
+    assert not leaks(*seen), leaks(*seen)[0]
 
 
 def test_a_failing_night_from_a_private_index_keeps_the_token_in(index, lookups, tmp_path, monkeypatch, caplog):

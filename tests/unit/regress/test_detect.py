@@ -5,13 +5,21 @@ incidents open once, grow and page again, and resolve only when measured clean."
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
 
 import numpy as np
 import pandas as pd
 import pytest
 from support.samples import night, replace, result
 from support.two_gpu import two_gpu_result
-from support.warehouses import commit_of, night_of, store_nights, store_validated_night
+from support.warehouses import (
+    commit_of,
+    detect_when_all_are_ready,
+    night_of,
+    store_nights,
+    store_three_nights,
+    store_validated_night,
+)
 
 from vramwatch.alerts.messages import regression_alert
 from vramwatch.config import Policy, ThroughputPolicy, VramPolicy, VramRule
@@ -30,6 +38,10 @@ from vramwatch.report.tables import not_separable_lines, resolution_lines, top_l
 from vramwatch.rows import flatten
 from vramwatch.validate.gate import validate_night
 from vramwatch.warehouse.store import Warehouse
+from vramwatch.warehouse.tempdb import temporary_database
+
+PG_SERVER = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+DETECTIONS = 4  # at once, as four workers ingesting one night
 
 CONFIGS = night()  # deepseek and phi, Q2_K and Q4_K_M, baseline and offload: 8 configs on an H100
 ID = {r.config.config_name: r.config.config_id for r in CONFIGS}
@@ -778,3 +790,27 @@ def test_a_change_on_one_gpu_of_a_split_pages_naming_that_gpu_and_its_component(
     # the same on CUDA0's weights: named CUDA0 model, judged by the model rule (+16 MiB pages, +8 does not)
     weights = simulate([two_gpus()] * 2 + [two_gpus(**{"CUDA0/model": 8.0})] + [two_gpus(**{"CUDA0/model": 24.0})])
     assert weights[2] == [] and [(i.metric, i.pages) for i in weights[3]] == [("CUDA0/model", True)]
+
+
+@pytest.mark.slow  # runs real processes: make test runs it, test-unit not
+def test_detections_of_one_night_at_once_open_each_incident_once():
+    """Fault: two detections of the same night at once (two workers ingesting it) each found no incident opened
+    tonight and each inserted one: every regression paged twice. Real processes on PostgreSQL, started together:
+    the warehouse makes them take turns, so the later ones update the first one's incidents."""
+    with temporary_database(PG_SERVER) as url:
+        warehouse = Warehouse(url)
+        run_id = store_three_nights(warehouse)
+        context = multiprocessing.get_context("spawn")
+        ready = context.Barrier(DETECTIONS)
+        detections = [context.Process(target=detect_when_all_are_ready, args=(url, run_id, ready))
+                      for _ in range(DETECTIONS)]
+        for detection in detections:
+            detection.start()
+        for detection in detections:
+            detection.join(timeout=300)
+        assert [detection.exitcode for detection in detections] == [0] * DETECTIONS
+        opened = [(i.kind, i.metric, tuple(i.configs)) for i in warehouse.incidents()]
+        warehouse.close()
+    assert {"vram", "stopped_fitting"} <= {kind for kind, _metric, _configs in opened}
+    assert len(opened) == len(set(opened)), f"incidents opened twice: {sorted(opened)}"
+
