@@ -2,6 +2,7 @@
 
 bisect (GPU queue: builds each candidate between good and bad, benches the one config) -> store (the result on its
 incident, as JSON under reports/bisect/, in the report of the night that opened the incident, and an alert)
+-> publish (the static site, with the search and its steps)
 
 Its params are a bisection request's fields (vramwatch.records.BisectRequest: config, good, bad, level, metric, ...);
 llamacpp_nightly triggers it with one request as conf for each new VRAM or throughput incident; trigger it by hand
@@ -15,7 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, params_of  # plugins/: on sys.path everywhere
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, params_of, publish_task  # plugins/
 from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
@@ -60,7 +61,7 @@ def bisect_dag(worker: GpuWorker) -> None:
                                            f"{result['bad']}: {result['stopped'] or 'the search ended without one'}")
             return written
 
-        store(bisect())
+        publish_task(store(bisect()))  # the site shows the search, found or stopped
 
     llamacpp_bisect()
 
