@@ -167,13 +167,13 @@ def config_chart(title: str, subtitle: str, runs: list[RunPoint], flagged: bool 
 SITE_COLUMNS = 3  # panels a row of the site's config history
 
 
-def figures_chart(caption: str, axis: Sequence[RunPoint], panels: Sequence[tuple[Field, Sequence[float | None]]],
-                  marked_nights: frozenset[str] = frozenset()) -> Figure:
-    """One config on one machine, one panel per figure: the field and its value at each run of `axis` (oldest first;
-    None where the run did not measure it). The panels share the run axis and its build marks; a night an incident
-    of the config opened is red, a run that measured nothing a cross."""
+def figures_chart(caption: str, axis: Sequence[RunPoint],
+                  panels: Sequence[tuple[Field, Sequence[float | None], frozenset[str]]]) -> Figure:
+    """One config on one machine, one panel per figure: the field, its value at each run of `axis` (oldest first;
+    None where the run did not measure it) and the nights an incident of it opened (red). The panels share the run
+    axis and its build marks; a run that measured nothing is a cross."""
     cells = []
-    for measure, values in panels:
+    for measure, values, marked_nights in panels:
         runs = [(i, dataclasses.replace(run, value=value)) for i, (run, value) in enumerate(zip(axis, values))
                 if value is not None or run.status != "ok"]
         cells.append((measure.words, measure.title,

@@ -430,11 +430,11 @@ class SiteBuilder:
         config_ids = sorted({c for frame in site.figures.values() for c in frame.get("config_id", [])})
         recent = self.warehouse.recent_history(config_ids, HISTORY_RUNS, fields=SITE_FIELDS)
         recent = recent[recent["night"].notna()]
-        marks: dict[str, set[str]] = {}
+        marks: dict[str, dict[str, set[str]]] = {}  # config id -> metric -> nights an incident of it opened
         for incident in site.incidents:
             if incident.kind != "vram_improved":
                 for config in incident.configs:
-                    marks.setdefault(config, set()).add(incident.opened_night)
+                    marks.setdefault(config, {}).setdefault(incident.metric, set()).add(incident.opened_night)
         by_build: dict[str, list[tuple[int, dict]]] = {}
         for build_id in list(site.options)[::-1]:
             for row in site.figures[build_id].to_dict("records"):
@@ -449,7 +449,7 @@ class SiteBuilder:
             last = rows.iloc[-1]
             listing.append((config_order(last), config_id, path, last))
             self.files.make(path, key, lambda c=config_id, r=rows, i=mine, b=builds: self._config(
-                site, c, r, i, b, frozenset(marks.get(c, ()))))
+                site, c, r, i, b, marks.get(c, {})))
         listing.sort(key=lambda item: (item[0], item[1]))
         models: dict[str, list[tuple[str, str, pd.Series]]] = {}
         for _, config_id, path, last in listing:
@@ -459,7 +459,7 @@ class SiteBuilder:
         return recent
 
     def _config(self, site: _Site, config_id: str, rows: pd.DataFrame, incidents: list[Incident],
-                builds: list[tuple[int, dict]], marked: frozenset[str]) -> str:
+                builds: list[tuple[int, dict]], marked: dict[str, set[str]]) -> str:
         recipes: dict[tuple, Recipe] = {}
         build_of_run = dict(zip(site.runs["run_id"], site.runs["build_id"]))
 
@@ -474,11 +474,13 @@ class SiteBuilder:
         for environment_id, mine in rows.groupby("environment_id", sort=False):
             axis = [RunPoint(r.night, r.run_id, r.status, None, str(r.llama_cpp_commit or r.build_version)[:9])
                     for r in mine.itertuples()]
-            panels = [(f, [number(v) if s == "ok" else None for v, s in zip(mine[f.name], mine["status"])])
-                      for f in shown]
+            # an incident's metric is a field, or a buffer or test of llama.cpp's words: then every panel shows it
+            others = frozenset(n for metric, nights in marked.items() if metric not in BY_NAME for n in nights)
+            panels = [(f, [number(v) if s == "ok" else None for v, s in zip(mine[f.name], mine["status"])],
+                       frozenset(marked.get(f.name, ())) | others) for f in shown]
             last = mine.iloc[-1]
             where = f"{last['gpu_name']}" if last["gpu_name"] else f"no GPU: {last['cpu_model']}"
-            figure = figures_chart(f"{config_name(config_id)} on {where}", axis, panels, marked) if shown else None
+            figure = figures_chart(f"{config_name(config_id)} on {where}", axis, panels) if shown else None
             points = [(r, recipe_of(r, int(build_of_run[r["run_id"]]))) for r in mine.iloc[::-1].to_dict("records")]
             machines.append((environment_id, where, figure, points))
         by_build = [(site.options[b], f"../builds/{b}.html", row, recipe_of(row, b)) for b, row in builds[::-1]]
