@@ -28,6 +28,7 @@ from airflow_local import DAG, REPO, start  # noqa: E402
 from support.airflow_cluster import AirflowCluster  # noqa: E402
 from support.browser import WINDOW, Browser  # noqa: E402
 
+
 def shoot(browser: Browser, cluster: AirflowCluster, run_id: str, out: Path) -> None:
     """Signed in with the API server's token (the UI's own cookie): the run's bench tasks, then the history page."""
     browser.call("Emulation.setDeviceMetricsOverride", width=WINDOW[0], height=WINDOW[1], deviceScaleFactor=1,

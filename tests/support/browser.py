@@ -11,9 +11,8 @@ import time
 import urllib.request
 from pathlib import Path
 
-from websockets.sync.client import connect
-
 from support.airflow_cluster import free_port
+from websockets.sync.client import connect
 
 CHROMIUM = "/usr/bin/chromium"
 WINDOW = (1600, 1000)

@@ -71,7 +71,7 @@ if TYPE_CHECKING:
 SITE_TEMPLATES = TEMPLATES / "site"
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
-STYLESHEET = "site.css"
+STYLESHEET, ICON = "site.css", "favicon.svg"
 # What the config pages, build pages and fits read of each result: the compared figures, and what the reproducing
 # command and the fits table need (the knobs the flat row keeps, the model file, the GPU memory needed).
 KNOB_FIELDS = tuple(f.name for f in dataclasses.fields(BenchKnobs) if f.name in BY_NAME)
@@ -330,6 +330,7 @@ class SiteBuilder:
         self.out.mkdir(parents=True, exist_ok=True)
         site = self._read()
         self.files.put(STYLESHEET, "css", REPORT_CSS + (SITE_TEMPLATES / STYLESHEET).read_text())
+        self.files.put(ICON, "icon", (SITE_TEMPLATES / ICON).read_text())  # or browsers ask for a favicon.ico: a 404
         self._downloads(site)
         self._build_pages(site)
         recent = self._config_pages(site)
