@@ -215,18 +215,28 @@ def bench_command(row: Mapping[str, Any]) -> str:
     return " ".join(words)
 
 
-def recipe(anchor: str, row: Mapping[str, Any], build: BuildRecord) -> Recipe:
+def build_words(build: BuildRecord) -> str:
+    """A build as its reproducing command names it: version, llama.cpp commit, backend, CMake flags, source."""
     request = build.request
-    words = (f"llama-cpp-python {build.llama_cpp_python_version or request.version}, llama.cpp "
-             f"{build.llama_cpp_commit or 'commit unknown'}, {request.backend} backend, CMake flags "
-             f"{request.cmake_args or 'none'}{', CUDA architectures ' + request.cuda_architectures if request.cuda_architectures else ''}, "
-             f"from {request.source}{' ' + request.location if request.location else ''}")
-    engine = f"vramwatch builds build --version {request.version} --backend {request.backend}"
-    if request.cmake_args:
-        engine = f"CMAKE_ARGS='{request.cmake_args}' {engine}"
+    cuda = f", CUDA architectures {request.cuda_architectures}" if request.cuda_architectures else ""
+    return (f"llama-cpp-python {build.llama_cpp_python_version or request.version}, llama.cpp "
+            f"{build.llama_cpp_commit or 'commit unknown'}, {request.backend} backend, CMake flags "
+            f"{request.cmake_args or 'none'}{cuda}, from {request.source}"
+            f"{' ' + request.location if request.location else ''}")
+
+
+def engine_command(build: BuildRecord) -> str:
+    """`vramwatch builds build` for the engine a build made (CMAKE_ARGS in front when it had flags)."""
+    request = build.request
+    command = f"vramwatch builds build --version {request.version} --backend {request.backend}"
+    return f"CMAKE_ARGS='{request.cmake_args}' {command}" if request.cmake_args else command
+
+
+def recipe(anchor: str, row: Mapping[str, Any], build: BuildRecord) -> Recipe:
     size = BY_NAME["file_bytes"].text(row.get("file_bytes")) if number(row.get("file_bytes")) else MISSING
     model_file = f"{row['model']} {row['quant']}, sha256 {row.get('file_sha256') or 'unknown'} ({size})"
-    return Recipe(anchor, words, engine, model_file, bench_command(row) + " --python ENGINE/bin/python")
+    return Recipe(anchor, build_words(build), engine_command(build), model_file,
+                  bench_command(row) + " --python ENGINE/bin/python")
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -422,7 +432,7 @@ class SiteBuilder:
                           a=site.options.get(before) if before is not None else None, b=site.options[build_id],
                           configs=configs, n_changed=len(changed), shown=shown,
                           cells=lambda config, f: cells[id(config)].get(f.name),
-                          recipe=recipe("build", {"model": "MODEL", "quant": "QUANT", "mode": "baseline"}, record))
+                          build=build_words(record), engine=engine_command(record))
 
     # per config: history, builds, commands
 
