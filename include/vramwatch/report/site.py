@@ -38,7 +38,7 @@ import json
 import os
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -61,7 +61,7 @@ from vramwatch.report.history_chart import HISTORY_RUNS, RunPoint, figures_chart
 from vramwatch.report.style import CSS as REPORT_CSS
 from vramwatch.report.style import TEMPLATES
 from vramwatch.report.tables import GPU_SIZES_GIB, NIGHT_STATES, top_lines
-from vramwatch.rows import BY_NAME, COMPARED, FIELD_NAMES, FIELDS, JSON, MISSING, number
+from vramwatch.rows import BY_NAME, COMPARED, FIELD_NAMES, FIELDS, JSON, MISSING, Field, number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -256,8 +256,11 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def _value(field_name: str, value: Any) -> str:
-    return BY_NAME[field_name].number(number(value))
+def _figure_cells(row: Mapping[str, Any], shown: Sequence[Field]) -> Markup:
+    """A row's figures as table cells, each in its field's format: made here, not cell by cell in the template (a
+    config page has thousands); a row that measured nothing shows MISSING, never a 0."""
+    ok = row["status"] == "ok"
+    return Markup("".join(f"<td>{escape(f.number(number(row[f.name])) if ok else MISSING)}</td>" for f in shown))
 
 
 @dataclass
@@ -492,12 +495,14 @@ class SiteBuilder:
             last = mine.iloc[-1]
             where = f"{last['gpu_name']}" if last["gpu_name"] else f"no GPU: {last['cpu_model']}"
             figure = figures_chart(f"{config_name(config_id)} on {where}", axis, panels) if shown else None
-            points = [(r, recipe_of(r, int(build_of_run[r["run_id"]]))) for r in mine.iloc[::-1].to_dict("records")]
+            points = [(r, _figure_cells(r, shown), recipe_of(r, int(build_of_run[r["run_id"]])))
+                      for r in mine.iloc[::-1].to_dict("records")]
             machines.append((environment_id, where, figure, points))
-        by_build = [(site.options[b], f"../builds/{b}.html", row, recipe_of(row, b)) for b, row in builds[::-1]]
+        by_build = [(site.options[b], f"../builds/{b}.html", row, _figure_cells(row, shown), recipe_of(row, b))
+                    for b, row in builds[::-1]]
         return self._page(f"configs/{slug(config_id)}.html", "config.html.j2", title=config_name(config_id),
                           config_id=config_id, machines=machines, shown=shown, by_build=by_build,
-                          incidents=incidents, recipes=list(recipes.values()), value=_value,
+                          incidents=incidents, recipes=list(recipes.values()),
                           history_runs=HISTORY_RUNS)
 
     # incidents and bisections
