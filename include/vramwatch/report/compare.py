@@ -10,7 +10,7 @@ default pair (the last two builds) is shown instead.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -108,10 +108,10 @@ def _pick(options: list[BuildOption], asked: str | None, default: BuildOption,
     return found
 
 
-def config_deltas(a: pd.DataFrame, b: pd.DataFrame) -> list[ConfigDelta]:
-    """Per config, each compared figure on build A and build B (Warehouse.build_figures of each). Rows are read as
-    dicts: the site compares every consecutive pair of years of builds."""
-    by_a, by_b = ({row["config_id"]: row for row in frame.to_dict("records")} for frame in (a, b))
+def config_deltas(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> list[ConfigDelta]:
+    """Per config, each compared figure on build A and build B: the rows of Warehouse.build_figures of each, as
+    dicts (the site compares every consecutive pair of years of builds)."""
+    by_a, by_b = ({row["config_id"]: row for row in rows} for rows in (a, b))
     rows = {**by_a, **by_b}
     configs = []
     for config_id in sorted(rows, key=lambda config_id: (config_order(rows[config_id]), config_id)):
@@ -138,8 +138,8 @@ def compare_builds(warehouse: Warehouse, asked_a: str | None = None, asked_b: st
     problems: list[str] = []
     a, b = _pick(options, asked_a, options[1], problems), _pick(options, asked_b, options[0], problems)
     columns = [f.name for f in COMPARED]
-    configs = config_deltas(warehouse.build_figures(int(a.build_id), columns),
-                      warehouse.build_figures(int(b.build_id), columns))
+    configs = config_deltas(*(warehouse.build_figures(int(side.build_id), columns).to_dict("records")
+                              for side in (a, b)))
     problem = (f"{'; '.join(problems)}: pick builds from the lists (showing the default pair instead)"
                if problems else "")
     return BuildComparison(options=options, a=a, b=b, configs=configs, problem=problem, changed_only=changed_only)

@@ -272,7 +272,7 @@ class _Site:
     build_records: dict[int, BuildRecord]
     options: dict[int, BuildOption]
     incidents: list[Incident]
-    figures: dict[int, pd.DataFrame]  # build id -> Warehouse.build_figures (SITE_FIELDS)
+    figures: dict[int, list[dict[str, Any]]]  # build id -> Warehouse.build_figures (SITE_FIELDS), as rows
     figure_keys: dict[int, str]
 
 
@@ -324,17 +324,16 @@ class SiteBuilder:
                      options={int(row["build_id"]): build_option(row) for _, row in builds.iterrows()},
                      incidents=self.warehouse.incidents(), figures=figures, figure_keys=keys)
 
-    def _build_figures(self, path: str, build_id: int, key: str) -> pd.DataFrame:
+    def _build_figures(self, path: str, build_id: int, key: str) -> list[dict[str, Any]]:
         """One build's figures per config: from the site's own data file while its runs are unchanged, else from the
         warehouse (and written there: a download too)."""
-        import pandas as pd
-
         if self.files.fresh(path, key):
-            return pd.DataFrame.from_records(json.loads((self.out / path).read_text()))
+            return json.loads((self.out / path).read_text())
         frame = self.warehouse.build_figures(build_id, [name for name in SITE_FIELDS if name not in (
             "model", "quant", "mode", "n_cpu_moe")])
-        self.files.put(path, key, frame.to_json(orient="records"))
-        return frame
+        text = frame.to_json(orient="records")  # NaN as null: read back, a figure not measured is None
+        self.files.put(path, key, text)
+        return json.loads(text)
 
     # -------------------------------------------------------------------------------------------- publishing
 
@@ -425,7 +424,7 @@ class SiteBuilder:
 
     def _pair(self, site: _Site, before: int | None, build_id: int) -> str:
         this = site.figures[build_id]
-        configs = config_deltas(site.figures[before] if before is not None else this.iloc[0:0], this)
+        configs = config_deltas(site.figures[before] if before is not None else [], this)
         changed = [c for c in configs if c.changed] if before is not None else []
         record = site.build_records[build_id]
         by_field = [{delta.field.name: delta for delta in config.rows} for config in configs]
@@ -441,7 +440,7 @@ class SiteBuilder:
 
     def _config_pages(self, site: _Site) -> pd.DataFrame:
 
-        config_ids = sorted({c for frame in site.figures.values() for c in frame.get("config_id", [])})
+        config_ids = sorted({row["config_id"] for rows in site.figures.values() for row in rows})
         recent = self.warehouse.recent_history(config_ids, HISTORY_RUNS, fields=SITE_FIELDS)
         recent = recent[recent["night"].notna()]
         marks: dict[str, dict[str, set[str]]] = {}  # config id -> metric -> nights an incident of it opened
@@ -451,7 +450,7 @@ class SiteBuilder:
                     marks.setdefault(config, {}).setdefault(incident.metric, set()).add(incident.opened_night)
         by_build: dict[str, list[tuple[int, dict]]] = {}
         for build_id in list(site.options)[::-1]:
-            for row in site.figures[build_id].to_dict("records"):
+            for row in site.figures[build_id]:
                 by_build.setdefault(row["config_id"], []).append((build_id, row))
         listing = []
         for config_id, rows in recent.groupby("config_id", sort=False):
@@ -510,8 +509,8 @@ class SiteBuilder:
     def _incidents_page(self, site: _Site) -> None:
         self.files.put("incidents.html", "incidents", self._page(
             "incidents.html", "incidents.html.j2", title="Incidents and culprit searches",
-            incidents=site.incidents[::-1], known={c for frame in site.figures.values()
-                                                   for c in frame.get("config_id", [])}))
+            incidents=site.incidents[::-1], known={row["config_id"] for rows in site.figures.values()
+                                                   for row in rows}))
 
     # fits on
 
