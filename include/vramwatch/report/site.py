@@ -453,11 +453,13 @@ class SiteBuilder:
             for row in site.figures[build_id]:
                 by_build.setdefault(row["config_id"], []).append((build_id, row))
         listing = []
+        signature = dict(zip(site.runs["run_id"], site.runs["signature"]))
         for config_id, rows in recent.groupby("config_id", sort=False):
             path = f"configs/{slug(config_id)}.html"
             mine = [i for i in site.incidents if config_id in i.configs]
             builds = by_build.get(config_id, [])
-            key = _key("config", rows[["run_id", "status", "environment_id"]].to_numpy().tolist(),
+            key = _key("config", [signature[run_id] for run_id in rows["run_id"].unique()],  # a re-stored night too
+                       rows[["run_id", "status", "environment_id"]].to_numpy().tolist(),
                        [i.to_dict() for i in mine], [site.figure_keys[b] for b, _ in builds])
             last = rows.iloc[-1]
             listing.append((config_order(last), config_id, path, last))

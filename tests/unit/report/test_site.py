@@ -12,7 +12,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from support.samples import night
+from support.samples import night, replace
 from support.warehouses import NEW_BUILD, REGRESSED, build_record, night_of, published_history
 
 from vramwatch.cli.main import build_parser
@@ -136,3 +136,19 @@ def test_a_file_the_site_no_longer_makes_is_removed(warehouse, tmp_path):
     manifest["files"]["configs/gone.html"] = {"key": "x", "sha256": "x", "bytes": 11}
     (site / MANIFEST).write_text(json.dumps(manifest))
     assert publish(warehouse, site).removed == 1 and not (site / "configs" / "gone.html").exists()
+
+
+def test_a_night_stored_again_with_other_figures_is_published_again(warehouse, tmp_path):
+    site = tmp_path / "site"
+    publish(warehouse, site)
+    run_id = f"scheduled__{night_of(4)}"
+    results = warehouse.results_for_run(run_id)
+    grown = [replace(r, memory__gpu_compute_mib=r.memory.gpu_compute_mib + 1.0) for r in results]
+    warehouse.store_run(run_id, night_of(4), build_record("5e2d8a441"), ValidatedNight(accepted=grown, quarantined=[]),
+                        "scheduled")
+    before = _stamps(site)
+    publish(warehouse, site)
+    with gzip.open(site / "data" / "nights" / night_of(4) / f"{run_id}.json.gz", "rt") as document:
+        assert MeasuredNight.from_json(document.read()).results == warehouse.results_for_run(run_id)
+    config = next((site / "configs").glob("deepseek-moe-16b_Q4_K_M_baseline_*.html"))
+    assert _stamps(site)[str(config.relative_to(site))] != before[str(config.relative_to(site))]
