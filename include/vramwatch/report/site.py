@@ -8,10 +8,11 @@ Content-Security-Policy). What it holds:
                           what changed recently
     configs.html          every config; configs/<config>.html its history on each machine: every compared figure
                           (VRAM buffers, pp, tg, energy: rows.COMPARED) over the newest HISTORY_RUNS runs with build
-                          marks and incidents, every build it ran on, and the command that reproduces each point
+                          marks and incidents, and the command that reproduces each point; configs/<config>.builds.html
+                          its figures on every earlier build (final: it changes only when a new build comes)
     builds.html           every build; builds/<id>.html that build against the one before it (every consecutive
-                          pair). Any two builds: the config pages list every build's figures side by side, and the
-                          Airflow page compares any pair live; a page per pair would be n^2 pages for a static host
+                          pair). Any two builds: a config's builds page lists them side by side, and the Airflow
+                          page compares any pair live; a page per pair would be n^2 pages for a static host
     incidents.html        every incident, its culprit search and each step of it
     fits.html             per config and context: the GPU sizes its measured need fits, on which GPU and build
     downloads.html        data/history/<month>.csv.gz and .json.gz (every flat-row field of every result), and
@@ -294,6 +295,18 @@ def _headline(verdicts: NightVerdicts | None, run_id: str) -> tuple[str, str, li
     return state, line, details
 
 
+def _recipes(site: _Site, recipes: dict[tuple, Recipe]) -> Callable[[Mapping[str, Any], int], Recipe]:
+    """A page's recipe of a row on a build: one per distinct build, knobs and model file, numbered as they come."""
+
+    def recipe_of(row: Mapping[str, Any], build_id: int) -> Recipe:
+        identity = (build_id, *(str(row.get(name)) for name in (*KNOB_FIELDS, "file_sha256", "gen_tokens")))
+        if identity not in recipes:
+            recipes[identity] = recipe(f"r{len(recipes) + 1}", row, site.build_records[build_id])
+        return recipes[identity]
+
+    return recipe_of
+
+
 class SiteBuilder:
     def __init__(self, warehouse: Warehouse, out: Path) -> None:
         self.warehouse = warehouse
@@ -454,17 +467,22 @@ class SiteBuilder:
                 by_build.setdefault(row["config_id"], []).append((build_id, row))
         listing = []
         signature = dict(zip(site.runs["run_id"], site.runs["signature"]))
+        newest = next(iter(site.options), None)
         for config_id, rows in recent.groupby("config_id", sort=False):
             path = f"configs/{slug(config_id)}.html"
             mine = [i for i in site.incidents if config_id in i.configs]
-            builds = by_build.get(config_id, [])
+            # the builds before the newest: their figures are final, so their page changes only with a new build
+            earlier = [(b, row) for b, row in by_build.get(config_id, []) if b != newest]
             key = _key("config", [signature[run_id] for run_id in rows["run_id"].unique()],  # a re-stored night too
-                       rows[["run_id", "status", "environment_id"]].to_numpy().tolist(),
-                       [i.to_dict() for i in mine], [site.figure_keys[b] for b, _ in builds])
+                       rows[["run_id", "status", "environment_id"]].to_numpy().tolist(), [i.to_dict() for i in mine])
             last = rows.iloc[-1]
             listing.append((config_order(last), config_id, path, last))
-            self.files.make(path, key, lambda c=config_id, r=rows, i=mine, b=builds: self._config(
-                site, c, r, i, b, marks.get(c, {})))
+            self.files.make(path, key, lambda c=config_id, r=rows, i=mine, e=bool(earlier): self._config(
+                site, c, r, i, marks.get(c, {}), e))
+            if earlier:
+                self.files.make(f"configs/{slug(config_id)}.builds.html",
+                                _key("config builds", [(site.figure_keys[b], site.options[b]) for b, _ in earlier]),
+                                lambda c=config_id, e=earlier: self._config_builds(site, c, e))
         listing.sort(key=lambda item: (item[0], item[1]))
         models: dict[str, list[tuple[str, str, pd.Series]]] = {}
         for _, config_id, path, last in listing:
@@ -474,15 +492,10 @@ class SiteBuilder:
         return recent
 
     def _config(self, site: _Site, config_id: str, rows: pd.DataFrame, incidents: list[Incident],
-                builds: list[tuple[int, dict]], marked: dict[str, set[str]]) -> str:
+                marked: dict[str, set[str]], has_earlier_builds: bool) -> str:
         recipes: dict[tuple, Recipe] = {}
+        recipe_of = _recipes(site, recipes)
         build_of_run = dict(zip(site.runs["run_id"], site.runs["build_id"]))
-
-        def recipe_of(row: Mapping[str, Any], build_id: int) -> Recipe:
-            identity = (build_id, *(str(row.get(name)) for name in (*KNOB_FIELDS, "file_sha256", "gen_tokens")))
-            if identity not in recipes:
-                recipes[identity] = recipe(f"r{len(recipes) + 1}", row, site.build_records[build_id])
-            return recipes[identity]
 
         shown = [f for f in COMPARED if rows[f.name].map(number).fillna(0).ne(0).any()]
         machines = []
@@ -499,12 +512,21 @@ class SiteBuilder:
             points = [(r, _figure_cells(r, shown), recipe_of(r, int(build_of_run[r["run_id"]])))
                       for r in mine.iloc[::-1].to_dict("records")]
             machines.append((environment_id, where, figure, points))
-        by_build = [(site.options[b], f"../builds/{b}.html", row, _figure_cells(row, shown), recipe_of(row, b))
-                    for b, row in builds[::-1]]
         return self._page(f"configs/{slug(config_id)}.html", "config.html.j2", title=config_name(config_id),
-                          config_id=config_id, machines=machines, shown=shown, by_build=by_build,
-                          incidents=incidents, recipes=list(recipes.values()),
-                          history_runs=HISTORY_RUNS)
+                          config_id=config_id, machines=machines, shown=shown, incidents=incidents,
+                          recipes=list(recipes.values()), history_runs=HISTORY_RUNS,
+                          builds_page=f"{slug(config_id)}.builds.html" if has_earlier_builds else None)
+
+    def _config_builds(self, site: _Site, config_id: str, earlier: list[tuple[int, dict]]) -> str:
+        """A config's figures on every build before the newest, newest first: any two of them side by side."""
+        recipes: dict[tuple, Recipe] = {}
+        recipe_of = _recipes(site, recipes)
+        shown = [f for f in COMPARED if any(number(row.get(f.name)) for _, row in earlier)]
+        by_build = [(site.options[b], f"../builds/{b}.html", row, _figure_cells(row, shown), recipe_of(row, b))
+                    for b, row in earlier[::-1]]
+        return self._page(f"configs/{slug(config_id)}.builds.html", "config_builds.html.j2",
+                          title=f"{config_name(config_id)} on every build", config_id=config_id, shown=shown,
+                          by_build=by_build, recipes=list(recipes.values()), config_page=f"{slug(config_id)}.html")
 
     # incidents and bisections
 
