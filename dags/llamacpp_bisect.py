@@ -2,6 +2,7 @@
 
 bisect (GPU queue: builds each candidate between good and bad, benches the one config) -> store (the result on its
 incident, as JSON under reports/bisect/, in the report of the night that opened the incident, and an alert)
+-> publish (the static site, with the search and its steps)
 
 Its params are a bisection request's fields (vramwatch.records.BisectRequest: config, good, bad, level, metric, ...);
 llamacpp_nightly triggers it with one request as conf for each new VRAM or throughput incident; trigger it by hand
@@ -22,6 +23,7 @@ from dag_defaults import (  # plugins/: on sys.path everywhere
     TAGS,
     bench_task,
     params_of,
+    publish_task,
 )
 from smtp_connection import smtp_connection
 
@@ -67,7 +69,7 @@ def bisect_dag(worker: GpuWorker) -> None:
                                            f"{result['bad']}: {result['stopped'] or 'the search ended without one'}")
             return written
 
-        store(bisect())
+        publish_task(store(bisect()))  # the site shows the search, found or stopped
 
     llamacpp_bisect()
 

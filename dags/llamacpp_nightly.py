@@ -2,6 +2,7 @@
 
 detect_build -> build_engine -> prepare_models -> bench (one mapped task per config, GPU queue)
   -> validate -> store -> detect_regressions -> report -> alert -> prune (GPU worker) + prune_reports
+                                                                  -> publish (the static site)
                                                                   -> every_config_measured (red if any was not)
                                              -> bisections -> bisect (one llamacpp_bisect run per new incident)
 
@@ -19,7 +20,7 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
-from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, bench_task  # plugins/: on sys.path everywhere
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, bench_task, publish_task  # plugins/
 from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
@@ -172,6 +173,7 @@ def nightly(worker: GpuWorker) -> None:
         verdicts = detect_regressions(build, stored)
         alerted = alert(report(verdicts))
         alerted >> [prune(), prune_reports()]
+        publish_task(alerted)  # the static site, once the night is stored, reported and alerted
         every_config_measured(configs, results, alerted)
         # each new VRAM or speed incident gets its culprit searched, in a run of its own (hours on the GPU worker)
         TriggerDagRunOperator.partial(task_id="bisect", trigger_dag_id=worker.bisect_dag_id).expand(

@@ -74,3 +74,20 @@ def _schema(hint: Any) -> dict[str, Any]:
         (inner,) = [a for a in args if a is not type(None)]
         return {"type": ["null", _JSON_TYPES[inner]]}
     return {"type": _JSON_TYPES[hint]}
+
+
+def publish_task(after: Any) -> Any:
+    """The task the nightly and the bisect DAG both end with: the static site brought up to date (vramwatch publish)
+    once `after` is done, whatever its outcome (a night stored but not alerted, a search that found no culprit, are
+    published too). Call it inside the DAG."""
+    from airflow.sdk import task
+
+    @task(trigger_rule="all_done")
+    def publish() -> dict:
+        from vramwatch import pipeline
+
+        return pipeline.run_task(pipeline.publish)
+
+    published = publish()
+    after >> published
+    return published

@@ -41,6 +41,7 @@ from vramwatch.records import (
 if TYPE_CHECKING:
     from vramwatch.alerts.delivery import AlertChannels
     from vramwatch.regress.detect import ABRunner
+    from vramwatch.report.site import PublishResult
     from vramwatch.warehouse.store import Warehouse
 
 FIRST_LANE = Lane()
@@ -182,6 +183,21 @@ def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = N
                              prices=prices)
     _say(f"report: {summary.report_md}")
     return summary
+
+
+def publish(out: str | None = None, warehouse: Warehouse | None = None) -> PublishResult:
+    """Bring the static site (vramwatch.report.site) up to date with the warehouse: every lane's nights in one site,
+    under the reports folder's site/ unless `out` names another folder."""
+    from vramwatch.report.site import publish as publish_site
+
+    result = publish_site(_open(warehouse), Path(out) if out else site_folder())
+    _say(f"publish: {result.line()}")
+    return result
+
+
+def site_folder(reports: Path | None = None) -> Path:
+    """Where the nightly publishes the site, and the Airflow plugin serves it from: <reports>/site."""
+    return (reports or Paths().reports) / "site"
 
 
 def alert_channels(smtp_connection: Any = None) -> AlertChannels:

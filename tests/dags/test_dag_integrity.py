@@ -152,6 +152,13 @@ def test_the_nightly_triggers_a_bisection_per_new_incident_and_the_bisection_sto
     assert bisect.get_task("bisect").execution_timeout.total_seconds() >= 6 * 3600  # hours of builds
 
 
+def test_the_nightly_and_the_bisection_end_by_publishing_the_site_whatever_came_before(dagbag):
+    nightly, bisect = dagbag.dags["llamacpp_nightly"], dagbag.dags["llamacpp_bisect"]
+    assert nightly.get_task("publish").upstream_task_ids == {"alert"}
+    assert bisect.get_task("publish").upstream_task_ids == {"store"}
+    assert {dag.get_task("publish").trigger_rule for dag in (nightly, bisect)} == {"all_done"}
+
+
 def test_weekly_refresh_forces_the_nightly(dagbag):
     (task,) = dagbag.dags["llamacpp_weekly_refresh"].tasks
     assert task.trigger_dag_id == "llamacpp_nightly" and task.conf == {"force": True}

@@ -100,3 +100,34 @@ def three_nights(url: str) -> Incident:
         return warehouse.save_incident(incident, environment, NIGHTS[-1])
     finally:
         warehouse.close()
+
+
+def published_history(url: str, nights: int = 12) -> Incident:
+    """What the published site is tested and pictured on: `nights` nights on three builds (the first third on one,
+    then one more, the last night on NEW_BUILD with three_nights' regression and OOM), the open VRAM incident of the
+    last night with its culprit search, and that night's verdicts, which page it."""
+    from support.samples import bisection
+
+    from vramwatch.records import NightVerdicts
+
+    warehouse = Warehouse(url)
+    try:
+        for i in range(nights):
+            last = i == nights - 1
+            commit = NEW_BUILD if last else OLD_BUILD if i < nights // 3 else "5e2d8a441"
+            warehouse.store_run(f"scheduled__{night_of(i)}", night_of(i), build_record(commit),
+                                ValidatedNight(accepted=_third_night() if last else night(), quarantined=[]),
+                                "scheduled")
+        regressed = next(r.config.config_id for r in night() if r.config.config_name == REGRESSED)
+        incident = Incident(incident_id=None, kind="vram", metric="gpu_model_mib", state="open", configs=[regressed],
+                            summary=f"{REGRESSED}: CUDA0 model buffer +{GROWTH_MIB:.0f} MiB",
+                            delta_mib=GROWTH_MIB, delta_pct=100 * GROWTH_MIB / result().memory.gpu_model_mib,
+                            build_before="5e2d8a441", build_after=NEW_BUILD, opened_night=night_of(nights - 1),
+                            changes=[f"{REGRESSED}: GPU model +{GROWTH_MIB:.2f} MiB"])
+        environment = night()[0].fingerprint.environment_id
+        incident = warehouse.save_incident(incident, environment, night_of(nights - 1))
+        incident = warehouse.save_bisection(incident.incident_id, bisection())
+        warehouse.save_verdicts(f"scheduled__{night_of(nights - 1)}", NightVerdicts(incidents=[incident]))
+        return incident
+    finally:
+        warehouse.close()

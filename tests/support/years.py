@@ -81,13 +81,19 @@ def _tonight(template: BenchResult, night_index: int, rng: np.random.Generator) 
                    pp=replace(pp, avg_ts=round(pp.avg_ts * jitter, 2)), tg=replace(tg, avg_ts=round(tg.avg_ts * jitter, 2)))
 
 
+def store_night(warehouse: Warehouse, years: Years, i: int, rng: np.random.Generator,
+                configs: list[BenchResult] | None = None) -> str:
+    """Store night i of the history (every config, as the nightly stores a night); returns its run id."""
+    tonight = [_tonight(template, i, rng) for template in configs or templates(years)]
+    return warehouse.store_run(years.run_id(i), years.night(i), build_of(i),
+                               ValidatedNight(accepted=tonight, quarantined=[]), "scheduled")
+
+
 def fill(warehouse: Warehouse, years: Years = Years(), progress: Callable[[int], None] | None = None) -> None:
     """Store `years` of nights into an empty warehouse, one store_run a night; progress(nights stored) now and then."""
     rng = np.random.default_rng(0)
     configs = templates(years)
     for i in range(years.nights):
-        tonight = [_tonight(template, i, rng) for template in configs]
-        warehouse.store_run(years.run_id(i), years.night(i), build_of(i),
-                            ValidatedNight(accepted=tonight, quarantined=[]), "scheduled")
+        store_night(warehouse, years, i, rng, configs)
         if progress is not None and (i + 1) % 100 == 0:
             progress(i + 1)

@@ -26,6 +26,12 @@ def add_models(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", nargs="+", metavar="NAME", help="only these models of the matrix (default: all)")
 
 
+def add_warehouse(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--warehouse", metavar="URL", default=None,
+                        help="the warehouse's SQLAlchemy URL (default: $VRAMWATCH_WAREHOUSE_URL, the Airflow "
+                             "connection, or SQLite under data/)")
+
+
 def add_run_selection(parser: argparse.ArgumentParser) -> None:
     """--run RUN_ID or --night DATE; neither means the latest run that stored results."""
     which = parser.add_mutually_exclusive_group()

@@ -9,12 +9,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vramwatch.cli import bench, bisect, builds, models, night, regress, report
+from vramwatch.cli import bench, bisect, builds, models, night, publish, regress, report
 from vramwatch.errors import UserError
 from vramwatch.progress import to_stderr
 
 # In the order a night runs them: the whole night and its halves first, then each stage.
-COMMANDS = (night, builds, models, bench, regress, report, bisect)
+COMMANDS = (night, builds, models, bench, regress, report, bisect, publish)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,8 +10,9 @@ default pair (the last two builds) is shown instead.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vramwatch.records import MODES
 from vramwatch.rows import COMPARED, Field, number
@@ -56,6 +57,7 @@ class ConfigDelta:
     status_a: str  # "" where the config did not run on that build
     status_b: str
     rows: list[Delta]
+    config_id: str = ""
 
     @property
     def changed(self) -> bool:
@@ -80,13 +82,14 @@ class BuildComparison:
         return [config for config in self.configs if config.changed or not self.changed_only]
 
 
-def config_order(row: pd.Series) -> tuple:
+def config_order(row: Mapping[str, Any]) -> tuple:
     """Configs as the matrix lists them: model, quant, then baseline, offload, partial by layer count."""
     mode = row["mode"]
     return (row["model"], row["quant"], MODES.index(mode) if mode in MODES else len(MODES), row["n_cpu_moe"])
 
 
-def _option(build: pd.Series) -> BuildOption:
+def build_option(build: pd.Series) -> BuildOption:
+    """A row of Warehouse.builds_with_results as the lists name it: commit, version, backend, nights, runs."""
     commit = build["llama_cpp_commit"][:9] or "commit unknown"
     nights = (build["first_night"] if build["first_night"] == build["last_night"]
               else f"{build['first_night']} → {build['last_night']}")
@@ -105,12 +108,14 @@ def _pick(options: list[BuildOption], asked: str | None, default: BuildOption,
     return found
 
 
-def _deltas(a: pd.DataFrame, b: pd.DataFrame) -> list[ConfigDelta]:
-    by_a, by_b = a.set_index("config_id"), b.set_index("config_id")
-    rows = {config_id: row for frame in (by_a, by_b) for config_id, row in frame.iterrows()}
+def config_deltas(a: Iterable[Mapping[str, Any]], b: Iterable[Mapping[str, Any]]) -> list[ConfigDelta]:
+    """Per config, each compared figure on build A and build B: the rows of Warehouse.build_figures of each, as
+    dicts (the site compares every consecutive pair of years of builds)."""
+    by_a, by_b = ({row["config_id"]: row for row in rows} for rows in (a, b))
+    rows = {**by_a, **by_b}
     configs = []
     for config_id in sorted(rows, key=lambda config_id: (config_order(rows[config_id]), config_id)):
-        sides = [frame.loc[config_id] if config_id in frame.index else None for frame in (by_a, by_b)]
+        sides = [by_a.get(config_id), by_b.get(config_id)]
         # a result that measured nothing (oom, crashed) stores zeros: it has no figures, never a zero
         values = [[number(side[f.name]) if side is not None and side["status"] == "ok" else None for side in sides]
                   for f in COMPARED]
@@ -119,21 +124,22 @@ def _deltas(a: pd.DataFrame, b: pd.DataFrame) -> list[ConfigDelta]:
             status_a="" if sides[0] is None else sides[0]["status"],
             status_b="" if sides[1] is None else sides[1]["status"],
             rows=[Delta(f, va, vb) for f, (va, vb) in zip(COMPARED, values)
-                  if {va, vb} - {None, 0.0}]))  # a buffer empty or absent on both builds says nothing
+                  if {va, vb} - {None, 0.0}],  # a buffer empty or absent on both builds says nothing
+            config_id=config_id))
     return configs
 
 
 def compare_builds(warehouse: Warehouse, asked_a: str | None = None, asked_b: str | None = None,
                    changed_only: bool = False) -> BuildComparison:
     """Builds asked_a and asked_b (ids; None or unknown: the second newest and the newest) compared per config."""
-    options = [_option(build) for _, build in warehouse.builds_with_results().iterrows()]
+    options = [build_option(build) for _, build in warehouse.builds_with_results().iterrows()]
     if len(options) < 2:
         return BuildComparison(options=options, problem="only one build has stored results: a comparison needs two")
     problems: list[str] = []
     a, b = _pick(options, asked_a, options[1], problems), _pick(options, asked_b, options[0], problems)
     columns = [f.name for f in COMPARED]
-    configs = _deltas(warehouse.build_figures(int(a.build_id), columns),
-                      warehouse.build_figures(int(b.build_id), columns))
+    configs = config_deltas(*(warehouse.build_figures(int(side.build_id), columns).to_dict("records")
+                              for side in (a, b)))
     problem = (f"{'; '.join(problems)}: pick builds from the lists (showing the default pair instead)"
                if problems else "")
     return BuildComparison(options=options, a=a, b=b, configs=configs, problem=problem, changed_only=changed_only)

@@ -9,11 +9,13 @@ is padded to at least 1 % of the values (plots.padded_range), which keeps a flat
 allocator noise up to full height.
 
 The report draws one figure of every config per model (history()); the page one small chart per config
-(config_chart()), both read the newest HISTORY_RUNS runs.
+(config_chart()); the published site one panel per figure of each config on each machine (figures_chart()), all read
+the newest HISTORY_RUNS runs.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 from vramwatch.records import NO_HOST_ENERGY, Incident, config_name
 from vramwatch.report.geometry import spread
 from vramwatch.report.plots import Figure, Series, line_figure
-from vramwatch.rows import BY_NAME, ENERGY_LINES, binary_size, number
+from vramwatch.rows import BY_NAME, ENERGY_LINES, Field, binary_size, number
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -185,3 +187,23 @@ def energy_chart(title: str, where: str, runs: Sequence[RunPoint], lines: dict[s
     latest = f"{tg.words} {tg.text(last)}" if last is not None else status if status != "ok" else "not measured"
     subtitle = f"{where}; {'host by RAPL' if host_measured else NO_HOST_ENERGY}"
     return ConfigChart(title, subtitle, flagged, latest, figure)
+
+
+# ------------------------------------------------------------------------------------------------ the site's
+
+SITE_COLUMNS = 3  # panels a row of the site's config history
+
+
+def figures_chart(caption: str, axis: Sequence[RunPoint],
+                  panels: Sequence[tuple[Field, Sequence[float | None], frozenset[str]]]) -> Figure:
+    """One config on one machine, one panel per figure: the field, its value at each run of `axis` (oldest first;
+    None where the run did not measure it) and the nights an incident of it opened (red). The panels share the run
+    axis and its build marks; a run that measured nothing is a cross."""
+    cells = []
+    for measure, values, marked_nights in panels:
+        runs = [(i, dataclasses.replace(run, value=value)) for i, (run, value) in enumerate(zip(axis, values))
+                if value is not None or run.status != "ok"]
+        cells.append((measure.words, measure.title,
+                      [_series(Track(measure.words, runs, marked_nights), measure.text)]))
+    grid = [cells[i:i + SITE_COLUMNS] for i in range(0, len(cells), SITE_COLUMNS)]
+    return _figure(caption, grid, axis, PAGE_TICKS, plot_w=PAGE_PLOT_W)

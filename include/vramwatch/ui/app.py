@@ -12,6 +12,8 @@ Who may see it is the caller's decision: `authenticate` runs before every reques
 refuses one by raising HTTPException. The plugin passes Airflow's own sign-in check; served alone, the page is open
 to whoever reaches its port.
 
+It also serves the published static site (vramwatch.report.site) under /site/, signed in and with the same headers.
+
 Everything it serves, report files and Great Expectations Data Docs included, runs on the Airflow origin, so every
 response carries a Content-Security-Policy that lets no script run at all (the page needs none; Data Docs' own
 scripts and CDN styles are blocked with the rest) and X-Content-Type-Options: nosniff.
@@ -162,6 +164,10 @@ def create_app(warehouse_url: str | None = None, reports_dir: Path | None = None
     templates.env.tests["web_link"] = is_web_link
     # The report may link files beside it (plots): serve the folder, not just the one file.
     app.mount("/reports", StaticFiles(directory=reports_dir, check_dir=False), name="reports")
+    # The published site (vramwatch publish; the nightly's publish task writes it there), with index.html for /site/
+    from vramwatch.pipeline import site_folder
+
+    app.mount("/site", StaticFiles(directory=site_folder(reports_dir), html=True, check_dir=False), name="site")
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
 
     # Plain `def` endpoints: FastAPI runs them in its thread pool, so database reads never block the event loop

@@ -65,10 +65,23 @@ def to_row(result: BenchResult) -> dict[str, Any]:
     return {**flatten(result), "record": record}
 
 
+# the same by the sub-record that holds them, so a row walks to each sub-record once
+_BY_PARENT: dict[tuple[str, ...], list[tuple[str, str]]] = {}
+for _name, _path in COLUMN_PATHS.items():
+    _BY_PARENT.setdefault(_path[:-1], []).append((_name, _path[-1]))
+
+
+def result_dict(columns: Mapping[str, Any], record: dict[str, Any]) -> dict[str, Any]:
+    """A stored result as BenchResult.to_dict() gave it: its record (taken over, not copied) with the columns of
+    COLUMN_PATHS put back. Not revived: a publisher writes it out as it is, years of rows in seconds."""
+    for parent_path, names in _BY_PARENT.items():
+        parent = _parent(record, (*parent_path, ""))
+        if parent is not None:
+            for name, key in names:
+                parent[key] = columns[name]
+    return record
+
+
 def from_row(columns: Mapping[str, Any], record: dict[str, Any]) -> BenchResult:
     """A stored result: its record (taken over, not copied) with the columns of COLUMN_PATHS put back."""
-    for name, path in COLUMN_PATHS.items():
-        parent = _parent(record, path)
-        if parent is not None:
-            parent[path[-1]] = columns[name]
-    return BenchResult.from_dict(record)
+    return BenchResult.from_dict(result_dict(columns, record))

@@ -31,6 +31,7 @@ from vramwatch.records import (
     BenchResult,
     BisectResult,
     BuildRecord,
+    BuildRequest,
     ExpectationOutcome,
     Incident,
     NightVerdicts,
@@ -599,6 +600,49 @@ class Warehouse:
             select(*columns).join(RunRow, RunRow.build_id == BuildRow.id).where(_has_results())
             .group_by(BuildRow.id).order_by(func.max(RunRow.night).desc(), func.max(RunRow.started).desc(),
                                             BuildRow.id.desc()), dates=("first_night", "last_night"))
+
+    def lanes(self) -> list[str]:
+        """The GPU workers' lanes that stored results ("" is the first worker's)."""
+        with self._sessions() as session:
+            return sorted(session.scalars(select(RunRow.lane).where(_has_results()).distinct()))
+
+    def run_index(self) -> pd.DataFrame:
+        """Every run that stored results, oldest first, with what tells whether it changed since it was last read:
+        run_id, night, lane, build_id, status, started, ended, n_results (a re-stored night ends anew)."""
+        n_results = select(func.count(ResultRow.id)).where(ResultRow.run_id == RunRow.run_id).scalar_subquery()
+        columns = (RunRow.run_id, RunRow.night, RunRow.lane, RunRow.build_id, RunRow.status,
+                   RunRow.started, RunRow.ended, n_results.label("n_results"))
+        frame = self._read_frame(select(*columns).where(_has_results()).order_by(RunRow.night, RunRow.started))
+        for column in ("started", "ended"):
+            frame[column] = frame[column].map(_iso)
+        return frame
+
+    def build_records(self) -> dict[int, BuildRecord]:
+        """Every build by id, as a record (the venv's python and source dir are the building machine's: empty)."""
+        with self._sessions() as session:
+            return {row.id: BuildRecord(
+                request=BuildRequest(version=row.version, source=row.source, location=row.location,
+                                     backend=row.backend, cuda_architectures=row.cuda_architectures,
+                                     cmake_args=row.flags),
+                status=row.status, python="", source_dir="", llama_cpp_python_version=row.llama_cpp_python_version,
+                llama_cpp_commit=row.llama_cpp_commit, duration_s=row.duration_s, artifact_bytes=row.artifact_bytes,
+                log_tail=row.log_tail, error=row.error, built_at=row.built_at)
+                for row in session.scalars(select(BuildRow))}
+
+    def stored_results(self, run_ids: Iterable[str], batch: int = 200
+                       ) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+        """Each stored result of these runs, run by run in store order: (run id, its flat row (rows.FIELDS), the
+        BenchResult as a dict, not revived: result_row.result_dict). Read `batch` runs at a time."""
+        wanted = sorted(set(run_ids))
+        columns = [ResultRow.__table__.c[name] for name in FIELD_NAMES]
+        for start in range(0, len(wanted), batch):
+            query = (select(ResultRow.run_id, *columns, ResultRow.record)
+                     .where(ResultRow.run_id.in_(wanted[start:start + batch]))
+                     .order_by(ResultRow.run_id, ResultRow.id))
+            with self.engine.connect() as connection:  # Core rows: no ORM on ~100k wide rows
+                for run_id, *values, record in connection.execute(query):
+                    flat = dict(zip(FIELD_NAMES, values))
+                    yield run_id, flat, result_row.result_dict(flat, record)
 
     def build_figures(self, build_id: int, columns: Iterable[str]) -> pd.DataFrame:
         """Per config, its newest result on this build (its newest ok one when it has one), ranked in SQL: config_id,

@@ -113,3 +113,18 @@ def test_the_energy_chart_draws_j_per_token_of_pp_and_tg_and_says_when_the_host_
                                                                                      lines.items()})
     assert [line.name for line in with_host.figure.panels[1].lines] == ["GPU", "host"]
     assert with_host.subtitle.endswith("; host by RAPL") and with_host.latest == "tg energy 2.9100 J/tok"
+
+
+def test_the_sites_chart_has_a_panel_per_figure_sharing_the_build_marks_with_incidents_on_their_own():
+    from vramwatch.report.history_chart import figures_chart
+    from vramwatch.rows import BY_NAME
+
+    axis = [RunPoint(f"2026-01-0{i + 1}", f"run{i}", "ok", None, "aaa" if i < 2 else "bbb") for i in range(4)]
+    model, tg = BY_NAME["gpu_model_mib"], BY_NAME["tg_avg_ts"]
+    figure = figures_chart("moe/Q4_K_M/baseline", axis, [
+        (model, [100.0, 100.0, 140.0, 140.0], frozenset({"2026-01-03"})),
+        (tg, [50.0, None, 49.0, 51.0], frozenset())])
+    assert [panel.title for panel in figure.panels] == [model.words, tg.words]
+    assert [len(panel.rules) for panel in figure.panels] == [1, 1]  # aaa -> bbb, on both
+    assert [len(panel.marks) for panel in figure.panels] == [1, 0]  # the incident on its own metric only
+    assert len(figure.panels[1].lines[0].points) == 3  # the run without a tg figure is no point

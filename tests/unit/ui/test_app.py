@@ -216,6 +216,22 @@ def test_incidents_endpoint_lists_open_incidents(filled, tmp_path):
     assert [i["state"] for i in client.get("/api/incidents", params={"include_resolved": True}).json()] == ["resolved"]
 
 
+def test_the_published_site_is_served_under_site_with_the_pages_headers(tmp_path, reports):
+    from vramwatch.report.site import publish
+
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    three_nights(url)
+    warehouse = Warehouse(url)
+    publish(warehouse, reports / "site")  # where the nightly's publish task writes it
+    warehouse.close()
+    with TestClient(create_app(url, reports)) as client:
+        for path in ("/site/", "/site/index.html", "/site/configs.html", "/site/site.css"):
+            served = client.get(path)
+            assert served.status_code == 200, path
+            assert "default-src 'none'" in served.headers["content-security-policy"], path
+        assert "Open incidents" in client.get("/site/").text
+
+
 def test_with_a_sign_in_check_every_path_is_refused_without_it(tmp_path, reports):
     from fastapi import HTTPException
 
@@ -227,7 +243,9 @@ def test_with_a_sign_in_check_every_path_is_refused_without_it(tmp_path, reports
     url = f"sqlite:///{tmp_path / 'warehouse.db'}"
     three_nights(url)
     with TestClient(create_app(url, reports, authenticate=signed_in)) as client:
-        for path in ("/", "/api/history", "/api/incidents", "/reports/latest.html"):
+        (reports / "site").mkdir()
+        (reports / "site" / "index.html").write_text("<html>the published site</html>")
+        for path in ("/", "/api/history", "/api/incidents", "/reports/latest.html", "/site/"):
             refused = client.get(path)
             assert (refused.status_code, refused.json()["error"]) == (401, "Not authenticated"), path
             assert "sign in to Airflow" in refused.json()["fix"]
