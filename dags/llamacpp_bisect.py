@@ -16,7 +16,7 @@ from datetime import timedelta
 
 from airflow.sdk import dag, task
 from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, params_of  # plugins/: on sys.path everywhere
-from smtp_connection import smtp_connection
+from alert_connections import alert_connections
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 from vramwatch.records import BisectRequest
@@ -52,7 +52,7 @@ def bisect_dag(worker: GpuWorker) -> None:
             from vramwatch import pipeline
 
             written = pipeline.run_task(pipeline.store_bisection, result, params, lane=worker,
-                                        smtp_connection=smtp_connection())
+                                        connections=alert_connections())
             if result["culprit"] is None or result["stopped"]:  # stored and alerted, and red: nothing was found
                 from airflow.sdk.exceptions import AirflowFailException
 

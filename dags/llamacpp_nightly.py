@@ -23,7 +23,7 @@ from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOpe
 from airflow.sdk import Param, dag, task
 from airflow.sdk.bases.decorator import task_decorator_factory
 from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS  # plugins/: on sys.path everywhere
-from smtp_connection import smtp_connection
+from alert_connections import alert_connections
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
@@ -56,7 +56,7 @@ def nightly(worker: GpuWorker) -> None:
     def _alert_on_failure(context: dict) -> None:
         from vramwatch import pipeline
 
-        pipeline.run_task(pipeline.failure_alert, context, worker, smtp_connection())
+        pipeline.run_task(pipeline.failure_alert, context, worker, alert_connections())
 
     @dag(
         dag_id=worker.nightly_dag_id,
@@ -141,14 +141,14 @@ def nightly(worker: GpuWorker) -> None:
             from vramwatch import pipeline
 
             return pipeline.run_task(pipeline.report, worker.run_id(run_id), verdicts, lane=worker,
-                                     smtp_connection=smtp_connection(),  # says when no alert can go
+                                     connections=alert_connections(),  # says when no alert can go
                                      prices=MATRIX.prices)
 
         @task
         def alert(summary: dict) -> int:
             from vramwatch import pipeline
 
-            return pipeline.run_task(pipeline.alert, summary, worker, smtp_connection())
+            return pipeline.run_task(pipeline.alert, summary, worker, alert_connections())
 
         # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
         @task(**gpu, trigger_rule="all_done")  # this GPU worker's disk: the engines and models of the builds used last
