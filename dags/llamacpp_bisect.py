@@ -15,8 +15,8 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
-from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, params_of  # plugins/: on sys.path everywhere
 from alert_connections import alert_connections
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, params_of  # plugins/: on sys.path everywhere
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 from vramwatch.records import BisectRequest

@@ -22,8 +22,8 @@ from airflow.providers.standard.decorators.python import _PythonDecoratedOperato
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
 from airflow.sdk.bases.decorator import task_decorator_factory
-from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS  # plugins/: on sys.path everywhere
 from alert_connections import alert_connections
+from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS  # plugins/: on sys.path everywhere
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
