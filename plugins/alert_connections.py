@@ -5,8 +5,9 @@ dags/ and plugins/ import Airflow; it defines no plugin.
 
 Read inside each alerting task, so no secret travels as an XCom, and through Airflow's secrets backend (an
 AIRFLOW_CONN_* variable, the metastore, Vault...), which masks each connection's password in the task log. A
-webhook's token often sits in its URL's path instead, which Airflow does not mask: that is masked here. A connection
-that is not defined leaves its channel to the environment variables (vramwatch.alerts.delivery), as the CLI uses.
+webhook's token often sits in its URL's path or a header instead, which Airflow does not mask: those are masked here.
+A connection that is not defined leaves its channel to the environment variables (vramwatch.alerts.delivery), as the
+CLI uses.
 """
 
 from __future__ import annotations
@@ -43,17 +44,24 @@ def _connection(conn_id: str):
 
 
 def _mask_webhook(connection) -> None:
-    """Mask what of an HTTP connection may be a token besides its password (which Airflow masks): the host when it
-    is a whole URL with a path or query, each path segment and query of 8 characters or more (a token; a shorter one
-    like /hook is not, and masking it would hide every "hook" in the log), and its extra's values (headers)."""
+    """Mask what of an HTTP connection may be a token besides its password (which Airflow masks): each token-like
+    part of its URL's path and query (the host as a whole URL, the extra's endpoint) and of its headers' values."""
     from airflow.sdk.log import mask_secret
 
+    extra = dict(connection.extra_dejson or {})
     host = connection.host or ""
-    parts = urlsplit(host if "://" in host else "")  # a bare host name is no secret
-    secrets = [*parts.path.split("/"), parts.query, *map(str, (connection.extra_dejson or {}).values())]
-    for secret in [host if parts.path.strip("/") or parts.query else "", *secrets]:
-        if len(secret) >= 8:
-            mask_secret(secret)
+    url = urlsplit(host if "://" in host else "")  # a bare host name is no secret
+    pieces = re.split(r"[/?&=\s]+", " ".join([url.path, url.query, str(extra.pop("endpoint", "")),
+                                              *map(str, extra.values())]))
+    for piece in pieces:
+        if _token_like(piece):
+            mask_secret(piece)
+
+
+def _token_like(text: str) -> bool:
+    """A token has letters and digits and some length; a word of a path (/hooks/vramwatch) or a header's value
+    (application/json) does not: masking those would hide every "vramwatch" in the task log."""
+    return len(text) >= 12 and any(c.isdigit() for c in text) and any(c.isalpha() for c in text)
 
 
 def _slack_notifier(conn_id: str) -> Poster:

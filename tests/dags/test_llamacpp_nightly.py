@@ -95,6 +95,25 @@ def test_the_alert_task_pages_slack_through_the_providers_notifier_and_the_webho
     assert failed.value.failures == ["slack (Airflow connection vramwatch_slack): HTTP 500"]
 
 
+def test_the_alert_task_masks_a_webhook_token_in_the_url_or_a_header_but_no_word_of_the_path(monkeypatch):
+    """Airflow masks a connection's password in the task log, not a token in its host's path or in a header. The
+    alert task masks those (what Airflow's task log filter redacts), not the path's words: "vramwatch" stays."""
+    from airflow.sdk._shared.secrets_masker import redact  # importing Airflow puts plugins/ on sys.path
+
+    path_token, header_token = "p4th-token-0123456789", "h3ader-token-0123456789"
+    monkeypatch.setenv("AIRFLOW_CONN_VRAMWATCH_WEBHOOK", json.dumps({
+        "conn_type": "http", "host": f"https://alerts.example.com/vramwatch/{path_token}?key=q{path_token}",
+        "extra": {"Authorization": f"Bearer {header_token}", "Content-Type": "application/json"}}))
+    line = f"posting to https://alerts.example.com/vramwatch/{path_token}?key=q{path_token} with {header_token}"
+    assert redact(line) == line  # nothing is masked before a task reads the connection
+
+    from alert_connections import alert_connections  # what every alerting task calls (plugins/ is on sys.path)
+
+    alert_connections()
+
+    assert redact(line) == "posting to https://alerts.example.com/vramwatch/***?key=*** with ***"
+
+
 def test_without_the_connection_the_alert_task_warns_that_nobody_was_paged(tmp_path, monkeypatch, caplog):
     from airflow.dag_processing.dagbag import DagBag
 
