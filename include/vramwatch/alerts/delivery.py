@@ -196,9 +196,10 @@ class Poster:
     @classmethod
     def from_connection(cls, connection: Any) -> Poster:
         """An HTTP connection (conn_type http: host, schema, port, login, password, extra_dejson) read as the Airflow
-        HTTP provider's hook reads it: the host as a whole URL when it has a scheme, else schema://host:port (https
-        when the schema is empty, where the provider takes http: an alert carries what regressed); extra's `endpoint` appended as the path; login and password as HTTP basic
-        auth; every other key of the extra a request header (an Authorization: Bearer ..., say)."""
+        HTTP provider's hook reads it: the host as a whole URL when it has a scheme, else schema://host:port; extra's
+        `endpoint` appended as the path; login and password as HTTP basic auth; every other key of the extra a
+        request header (an Authorization: Bearer ..., say). One difference: an empty schema means https, not http
+        (an alert says what regressed, and where the report is)."""
         name = f"the HTTP connection {connection.conn_id}"
         host = (connection.host or "").strip()
         if not host:
