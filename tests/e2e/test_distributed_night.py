@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from datetime import date, timedelta
 from pathlib import Path
 
@@ -187,17 +188,30 @@ def plant_slower_build(warehouse: Warehouse, run_id: str) -> str:
     return target
 
 
+def triggered_bisection(cluster: AirflowCluster, timeout_s: float) -> dict:
+    """The llamacpp_bisect run the night triggers, once it exists."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        runs = cluster.api("GET", f"/api/v2/dags/{BISECT_DAG}/dagRuns")["dag_runs"]
+        if runs:
+            (run,) = runs
+            return run
+        time.sleep(3)
+    raise AssertionError(f"no {BISECT_DAG} run after {timeout_s:.0f} s")
+
+
 @pytest.fixture(scope="module")
-def bisected_night(distributed_night, second_workers_night):
+def bisected_night(distributed_night):
     """The first worker's third night over a planted history in which one config generated faster on BEFORE: it
-    pages, and its bisect task triggers a llamacpp_bisect run, which this waits for (never unpausing that DAG)."""
+    pages, and its bisect task triggers a llamacpp_bisect run, which this waits for (never unpausing that DAG). The
+    night's prune waits for the one gpu slot the bisection holds, so the night ends after it."""
     cluster, first_run, _, tmp = distributed_night
     target = plant_slower_build(Warehouse(cluster.warehouse_url), first_run)
     with cluster.explained():
         run_id = cluster.trigger(DAG, {"force": True})
-        state = cluster.wait_for_run(DAG, run_id, timeout_s=420)
-        (bisection,) = cluster.api("GET", f"/api/v2/dags/{BISECT_DAG}/dagRuns")["dag_runs"]
+        bisection = triggered_bisection(cluster, timeout_s=420)
         bisect_state = cluster.wait_for_run(BISECT_DAG, bisection["dag_run_id"], timeout_s=600)
+        state = cluster.wait_for_run(DAG, run_id, timeout_s=300)
     return cluster, run_id, state, target, bisection, bisect_state, tmp
 
 
@@ -266,8 +280,10 @@ def test_a_second_gpu_worker_runs_its_night_on_its_own_queue_disk_and_reports(se
 def test_a_night_that_pages_triggers_a_bisection_that_runs_on_the_gpu_queue_to_its_end(bisected_night):
     """Fault: llamacpp_bisect was paused at creation, so the run the nightly triggered for a new incident stayed
     queued forever. The run it triggers now runs (no one unpauses the DAG here): the search on the GPU worker's queue
-    and pool, between the two releases the incident names, then its store. The planted history is not reproducible
-    (both releases are one engine here), so the search ends without a culprit: stored on the incident, then red."""
+    and pool, between the two releases the incident names, then its store on the default worker. Both releases are
+    one engine here, so the planted drop should not reproduce in the ends' A/B (3 processes a side on a loaded
+    machine may still call it): a result without a culprit is stored on the incident and turns the run red, one with
+    a culprit green."""
     cluster, run_id, state, target, bisection, bisect_state, _ = bisected_night
     with cluster.explained():
         assert state == "failed"  # the missing model, as every night here
@@ -280,11 +296,12 @@ def test_a_night_that_pages_triggers_a_bisection_that_runs_on_the_gpu_queue_to_i
         search, store = tasks["bisect"], tasks["store"]
         assert (search["state"], search["hostname"], search["queue"], search["pool"]) == (
             "success", GPU_WORKER, "gpu", "gpu")
-        assert (store["state"], store["hostname"]) == ("failed", CPU_WORKER)
-        assert bisect_state == "failed"
         (incident,) = [i for i in Warehouse(cluster.warehouse_url).incidents() if i.incident_id == conf["incident_id"]]
-        assert incident.bisection is not None and incident.bisection.culprit is None
-        assert incident.bisection.stopped and incident.bisection.steps
+        found = incident.bisection
+        assert found is not None and [step.role for step in found.steps] == ["good", "bad"]
+        ended = "success" if found.culprit else "failed"
+        assert (store["state"], store["hostname"], bisect_state) == (ended, CPU_WORKER, ended)
+        assert found.culprit is not None or found.stopped
 
 
 def test_alerts_go_through_the_airflow_connections_and_no_secret_of_theirs_is_in_any_log(bisected_night, receivers):
