@@ -16,6 +16,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from airflow.sdk import dag, task
+from alert_connections import alert_connections
 from dag_defaults import (  # plugins/: on sys.path everywhere
     DEFAULT_ARGS,
     MATRIX_NAME,
@@ -25,7 +26,6 @@ from dag_defaults import (  # plugins/: on sys.path everywhere
     params_of,
     publish_task,
 )
-from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 from vramwatch.records import BisectRequest
@@ -61,7 +61,7 @@ def bisect_dag(worker: GpuWorker) -> None:
             from vramwatch import pipeline
 
             written = pipeline.run_task(pipeline.store_bisection, result, params, lane=worker,
-                                        smtp_connection=smtp_connection())
+                                        connections=alert_connections())
             if result["culprit"] is None or result["stopped"]:  # stored and alerted, and red: nothing was found
                 from airflow.sdk.exceptions import AirflowFailException
 

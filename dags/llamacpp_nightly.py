@@ -4,7 +4,7 @@ detect_build -> build_engine -> prepare_models -> bench (one mapped task per con
   -> validate -> store -> detect_regressions -> report -> alert -> prune (GPU worker) + prune_reports
                                                                   -> publish (the static site)
                                                                   -> every_config_measured (red if any was not)
-                                             -> bisections -> bisect (one llamacpp_bisect run per new incident)
+                                             -> bisections (after prune) -> bisect (one llamacpp_bisect run per new incident)
 
 Orchestration only: every task is one call into vramwatch.pipeline, through pipeline.run_task (XComs in, records to
 the stage, JSON out). The matrix (models, quants, modes, queue) is VRAMWATCH_MATRIX (a shipped name or a YAML path;
@@ -20,8 +20,8 @@ from datetime import timedelta
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, task
+from alert_connections import alert_connections
 from dag_defaults import DEFAULT_ARGS, MATRIX_NAME, START_DATE, TAGS, bench_task, publish_task  # plugins/
-from smtp_connection import smtp_connection
 
 from vramwatch.config import GpuWorker, gpu_workers, load_matrix
 
@@ -42,7 +42,7 @@ def nightly(worker: GpuWorker) -> None:
     def _alert_on_failure(context: dict) -> None:
         from vramwatch import pipeline
 
-        pipeline.run_task(pipeline.failure_alert, context, worker, smtp_connection())
+        pipeline.run_task(pipeline.failure_alert, context, worker, alert_connections())
 
     @dag(
         dag_id=worker.nightly_dag_id,
@@ -116,7 +116,9 @@ def nightly(worker: GpuWorker) -> None:
 
             return pipeline.run_task(pipeline.detect_regressions, stored_as, MATRIX.policy, build=build)
 
-        @task
+        # after prune (below), whatever prune did: a triggered bisection takes the one GPU slot for hours, and the
+        # night's own GPU task must not wait behind it
+        @task(trigger_rule="all_done")
         def bisections(verdicts: dict, run_id: str | None = None) -> list[dict]:
             from vramwatch import pipeline
 
@@ -127,14 +129,14 @@ def nightly(worker: GpuWorker) -> None:
             from vramwatch import pipeline
 
             return pipeline.run_task(pipeline.report, worker.run_id(run_id), verdicts, lane=worker,
-                                     smtp_connection=smtp_connection(),  # says when no alert can go
+                                     connections=alert_connections(),  # says when no alert can go
                                      prices=MATRIX.prices)
 
         @task
         def alert(summary: dict) -> int:
             from vramwatch import pipeline
 
-            return pipeline.run_task(pipeline.alert, summary, worker, smtp_connection())
+            return pipeline.run_task(pipeline.alert, summary, worker, alert_connections())
 
         # prune and prune_reports run whatever the alert did: a failed alert must not leave ~75 GB a build on the disk
         @task(**gpu, trigger_rule="all_done")  # this GPU worker's disk: the engines and models of the builds used last
@@ -172,12 +174,14 @@ def nightly(worker: GpuWorker) -> None:
         stored = store(build, validated)
         verdicts = detect_regressions(build, stored)
         alerted = alert(report(verdicts))
-        alerted >> [prune(), prune_reports()]
+        pruned = prune()
+        alerted >> [pruned, prune_reports()]
         publish_task(alerted)  # the static site, once the night is stored, reported and alerted
         every_config_measured(configs, results, alerted)
         # each new VRAM or speed incident gets its culprit searched, in a run of its own (hours on the GPU worker)
-        TriggerDagRunOperator.partial(task_id="bisect", trigger_dag_id=worker.bisect_dag_id).expand(
-            conf=bisections(verdicts))
+        to_search = bisections(verdicts)
+        pruned >> to_search
+        TriggerDagRunOperator.partial(task_id="bisect", trigger_dag_id=worker.bisect_dag_id).expand(conf=to_search)
 
     llamacpp_nightly()
 

@@ -1,6 +1,6 @@
 """What every vramwatch DAG shares, declared once: the matrix they read, their start, owner, retries and tags, and
 a request record's fields as a DAG's params. It lives in plugins/ because every Airflow component puts that folder
-on sys.path (as smtp_connection does); it defines no plugin, and only dags/ import it.
+on sys.path (as alert_connections does); it defines no plugin, and only dags/ import it.
 """
 
 from __future__ import annotations

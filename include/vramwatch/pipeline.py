@@ -39,7 +39,7 @@ from vramwatch.records import (
 )
 
 if TYPE_CHECKING:
-    from vramwatch.alerts.delivery import AlertChannels
+    from vramwatch.alerts.delivery import AlertChannels, Connections
     from vramwatch.regress.detect import ABRunner
     from vramwatch.report.site import PublishResult
     from vramwatch.warehouse.store import Warehouse
@@ -172,14 +172,15 @@ def detect_regressions(run_id: str, policy: Policy, warehouse: Warehouse | None 
 
 
 def report(run_id: str, verdicts: NightVerdicts, warehouse: Warehouse | None = None, lane: Lane = FIRST_LANE,
-           smtp_connection: Any = None, refresh_latest: bool = True, prices: Prices = Prices()) -> NightSummary:
+           connections: Connections | None = None, refresh_latest: bool = True, prices: Prices = Prices()
+           ) -> NightSummary:
     """Write the night's report, in its lane's reports folder; it says at the top when its regressions would page no
     one (alerting_notices). refresh_latest False: reports/latest.* stay as they are (the night is not the newest).
     prices: the matrix's, for the cost per million tokens."""
     from vramwatch.report.write import report_for_run
 
     summary = report_for_run(_open(warehouse), run_id, verdicts, lane.reports(Paths()),
-                             notices=alerting_notices(smtp_connection), refresh_latest=refresh_latest,
+                             notices=alerting_notices(connections), refresh_latest=refresh_latest,
                              prices=prices)
     _say(f"report: {summary.report_md}")
     return summary
@@ -200,22 +201,21 @@ def site_folder(reports: Path | None = None) -> Path:
     return (reports or Paths().reports) / "site"
 
 
-def alert_channels(smtp_connection: Any = None) -> AlertChannels:
-    """The alert channels: the environment's, with the SMTP server of an Airflow connection when the DAG passes one
-    (any object with host, port, login, password and extra_dejson: this module imports no Airflow)."""
-    from vramwatch.alerts.delivery import AlertChannels, SmtpSettings
+def alert_channels(connections: Connections | None = None) -> AlertChannels:
+    """The alert channels: the environment's, each replaced by its connection where the DAG passes one (the Airflow
+    connections plugins/alert_connections.py reads in the task: this module imports no Airflow)."""
+    from vramwatch.alerts.delivery import AlertChannels, Connections
 
-    smtp = SmtpSettings.from_connection(smtp_connection) if smtp_connection is not None else None
-    return AlertChannels.from_env(smtp)
+    return AlertChannels.from_env(connections or Connections())
 
 
-def alerting_notices(smtp_connection: Any = None) -> list[str]:
+def alerting_notices(connections: Connections | None = None) -> list[str]:
     """What the report must say first about alerting: that no channel is configured, or that the settings are
     unusable (their one-line error, which never holds a secret); nothing when channels are on."""
     from vramwatch.alerts.delivery import NO_CHANNEL
 
     try:
-        channels = alert_channels(smtp_connection)
+        channels = alert_channels(connections)
     except UserError as error:
         return [f"Alerts cannot be sent: {error.message} (fix: {error.fix})."]
     return [] if channels.names else [f"Alerts are off: {NO_CHANNEL}."]
@@ -336,26 +336,26 @@ def _timed(seconds: dict[str, float], stage: str) -> Iterator[None]:
     _say(f"{stage}: {seconds[stage]:.1f} s")
 
 
-def alert(summary: NightSummary, lane: Lane = FIRST_LANE, smtp_connection: Any = None) -> int:
+def alert(summary: NightSummary, lane: Lane = FIRST_LANE, connections: Connections | None = None) -> int:
     """Page on the night's new incidents; a retry pages only the channels that have not taken the alert yet. With no
     channel configured it logs a WARNING (and the night's delivery log records it for the UI's page).
-    smtp_connection: an Airflow SMTP connection the DAG read in the task (never an XCom: it holds a password)."""
+    connections: the Airflow connections the DAG read in the task (never an XCom: they hold secrets)."""
     from vramwatch.alerts.delivery import DeliveryLog, send_alerts
 
-    sent = send_alerts(summary, alert_channels(smtp_connection),
+    sent = send_alerts(summary, alert_channels(connections),
                        DeliveryLog.for_night(lane.reports(Paths()), summary.night))
     _say(f"alert: {sent} alert(s) sent")
     return sent
 
 
-def failure_alert(context: dict[str, Any], lane: Lane = FIRST_LANE, smtp_connection: Any = None) -> int:
+def failure_alert(context: dict[str, Any], lane: Lane = FIRST_LANE, connections: Connections | None = None) -> int:
     """A DAG's failure callback: a night that did not finish alerts where regressions do."""
     from vramwatch.alerts.delivery import DeliveryLog, deliver
     from vramwatch.alerts.messages import failure_from_context
 
     failure = failure_from_context(context)
     log = DeliveryLog.for_night(lane.reports(Paths()), failure.payload["night"])
-    return deliver(failure, alert_channels(smtp_connection), log)
+    return deliver(failure, alert_channels(connections), log)
 
 
 def prune(matrix: Matrix, dry_run: bool = False) -> PruneResult:
@@ -390,7 +390,7 @@ def bisect(matrix: Matrix, request: BisectRequest) -> BisectResult:
 
 
 def store_bisection(result: BisectResult, request: BisectRequest, warehouse: Warehouse | None = None,
-                    lane: Lane = FIRST_LANE, smtp_connection: Any = None) -> str:
+                    lane: Lane = FIRST_LANE, connections: Connections | None = None) -> str:
     """Keep a bisection's result: as JSON under the lane's reports, in bisect/, on its incident (request.incident_id,
     when it has one), and in an alert (the regression alert's follow-up). request.run_id: the night that opened the
     incident, whose report is written again with the result (reports/latest.* too, while that night is still the
@@ -410,9 +410,9 @@ def store_bisection(result: BisectResult, request: BisectRequest, warehouse: War
         verdicts = warehouse.verdicts(run_id) if run_id else None
         if verdicts is not None:
             newest = warehouse.latest_run(lane=lane.label)
-            report(run_id, verdicts, warehouse, lane, smtp_connection,
+            report(run_id, verdicts, warehouse, lane, connections,
                    refresh_latest=newest is not None and newest.run_id == run_id)
-    deliver(bisection_alert(result, incident_id), alert_channels(smtp_connection),
+    deliver(bisection_alert(result, incident_id), alert_channels(connections),
             DeliveryLog.for_night(reports, result.started_at[:10]))
     _say(f"bisect: {result.headline()} -> {out}")
     return str(out)
@@ -425,7 +425,7 @@ def run_task(stage: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
     """Call a stage from a scheduler's task, which passes records as JSON (XComs, params, a DAG run's conf): each
     argument that arrives as a dict or a list becomes what the stage's type hint for it names (a record, a list of
     records), and the result goes back as JSON. Arguments that are already what the stage takes (a Matrix, a Lane,
-    an SMTP connection, a run id) pass as they are."""
+    the alert connections, a run id) pass as they are."""
     signature = inspect.signature(stage)
     bound = signature.bind(*args, **kwargs)
     for name, value in bound.arguments.items():

@@ -145,7 +145,9 @@ def test_the_nightly_triggers_a_bisection_per_new_incident_and_the_bisection_sto
     trigger = nightly.get_task("bisect")
     assert trigger.partial_kwargs["trigger_dag_id"] == "llamacpp_bisect"
     assert trigger.upstream_task_ids == {"bisections"}
-    assert nightly.get_task("bisections").upstream_task_ids == {"detect_regressions"}
+    # after the night's own GPU task (prune), whatever it did: the bisection then holds the one GPU slot for hours
+    assert nightly.get_task("bisections").upstream_task_ids == {"detect_regressions", "prune"}
+    assert nightly.get_task("bisections").trigger_rule == "all_done"
     assert bisect.get_task("store").upstream_task_ids == {"bisect"}
     assert type(bisect.timetable).__name__ == "NullTimetable"  # no schedule: only triggered
     assert {"config", "good", "bad", "level", "metric", "incident_id"} <= set(bisect.params)

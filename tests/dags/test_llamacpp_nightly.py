@@ -1,4 +1,4 @@
-"""llamacpp_nightly's own wiring, run as its tasks run it: the alert task reads SMTP from an Airflow connection."""
+"""llamacpp_nightly's own wiring, run as its tasks run it: the alert task pages through Airflow connections."""
 
 from __future__ import annotations
 
@@ -7,16 +7,17 @@ import logging
 from pathlib import Path
 
 import pytest
-from support.receivers import SmtpReceiver, self_signed_tls, serving, stop
+from support.receivers import HttpReceiver, SmtpReceiver, self_signed_tls, serving, stop
 
+from vramwatch.alerts.delivery import AlertDeliveryError
 from vramwatch.records import Incident, NightSummary
 
 DAGS = Path(__file__).resolve().parents[2] / "dags"
 PASSWORD = "conn-password-0123"
 
 
-def paging_night() -> dict:
-    grown = Incident(incident_id=1, kind="vram", metric="gpu_kv_mib", state="open", configs=["m/Q4_K_M/baseline"],
+def paging_night(incident_id: int = 1) -> dict:
+    grown = Incident(incident_id=incident_id, kind="vram", metric="gpu_kv_mib", state="open", configs=["m/Q4_K_M/baseline"],
                      summary="VRAM gpu_kv_mib +64 MiB", delta_mib=64.0, delta_pct=6.0, build_before="b1",
                      build_after="b2", opened_night="2026-02-10", is_new=True)
     return NightSummary(night="2026-02-10", run_id="scheduled__2026-02-10", report_md="r.md", report_html="r.html",
@@ -50,6 +51,67 @@ def test_the_alert_task_sends_through_the_airflow_smtp_connection_with_starttls_
     ((recipients, message),) = smtp.messages
     assert recipients == ["oncall@example.com"] and message["From"] == "vramwatch@example.com"
     assert PASSWORD not in caplog.text and PASSWORD not in json.dumps(sent)
+
+
+SLACK_TOKEN = "T0ABC/B0DEF/slack-token-4567"
+WEBHOOK_TOKEN = "webhook-token-89ab"
+
+
+def test_the_alert_task_pages_slack_through_the_providers_notifier_and_the_webhook_through_an_http_connection(
+        tmp_path, monkeypatch):
+    """Fault: Slack and the webhook were raw environment URLs, so the secrets backend never held them and Airflow
+    never masked them. They are now Airflow connections, defined here as AIRFLOW_CONN_* JSON: a Slack incoming-webhook
+    connection that the Slack provider's SlackWebhookNotifier sends through (its token in the password), and an HTTP
+    connection for the webhook (a bearer token in a header). Each replaces its environment variable, which points at
+    nothing that listens here. A Slack failure says its status, not Slack's reply or the token."""
+    from airflow.dag_processing.dagbag import DagBag
+
+    slack, webhook = serving(HttpReceiver()), serving(HttpReceiver())
+    monkeypatch.setenv("AIRFLOW_CONN_VRAMWATCH_SLACK", json.dumps({
+        "conn_type": "slackwebhook", "host": f"http://127.0.0.1:{slack.server_address[1]}/services",
+        "password": SLACK_TOKEN}))
+    monkeypatch.setenv("AIRFLOW_CONN_VRAMWATCH_WEBHOOK", json.dumps({
+        "conn_type": "http", "host": "127.0.0.1", "port": webhook.server_address[1], "schema": "http",
+        "extra": {"endpoint": "vramwatch", "Authorization": f"Bearer {WEBHOOK_TOKEN}"}}))
+    monkeypatch.setenv("VRAMWATCH_ALERT_SLACK_WEBHOOK", "http://127.0.0.1:9/nothing-listens")
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", "http://127.0.0.1:9/nothing-listens")
+    monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
+    monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
+    alert = DagBag(dag_folder=str(DAGS / "llamacpp_nightly.py")).dags["llamacpp_nightly"].get_task("alert")
+
+    try:
+        assert alert.python_callable(paging_night()) == 2
+        slack.failures = 1
+        with pytest.raises(AlertDeliveryError) as failed:
+            alert.python_callable(paging_night(incident_id=2))  # a new incident: both channels owe it a page
+    finally:
+        stop(slack, webhook)
+
+    ((slack_path, _), _) = slack.requests
+    assert slack_path == f"/services/{SLACK_TOKEN}" and "+64 MiB" in slack.bodies[0]["text"]
+    ((webhook_path, headers), _) = webhook.requests
+    assert webhook_path == "/vramwatch" and headers["Authorization"] == f"Bearer {WEBHOOK_TOKEN}"
+    assert [body["event"] for body in webhook.bodies] == ["regression", "regression"]
+    assert failed.value.failures == ["slack (Airflow connection vramwatch_slack): HTTP 500"]
+
+
+def test_the_alert_task_masks_a_webhook_token_in_the_url_or_a_header_but_no_word_of_the_path(monkeypatch):
+    """Airflow masks a connection's password in the task log, not a token in its host's path or in a header. The
+    alert task masks those (what Airflow's task log filter redacts), not the path's words: "vramwatch" stays."""
+    from airflow.sdk._shared.secrets_masker import redact  # importing Airflow puts plugins/ on sys.path
+
+    path_token, header_token = "p4th-token-0123456789", "h3ader-token-0123456789"
+    monkeypatch.setenv("AIRFLOW_CONN_VRAMWATCH_WEBHOOK", json.dumps({
+        "conn_type": "http", "host": f"https://alerts.example.com/vramwatch/{path_token}?key=q{path_token}",
+        "extra": {"Authorization": f"Bearer {header_token}", "Content-Type": "application/json"}}))
+    line = f"posting to https://alerts.example.com/vramwatch/{path_token}?key=q{path_token} with {header_token}"
+    assert redact(line) == line  # nothing is masked before a task reads the connection
+
+    from alert_connections import alert_connections  # what every alerting task calls (plugins/ is on sys.path)
+
+    alert_connections()
+
+    assert redact(line) == "posting to https://alerts.example.com/vramwatch/***?key=*** with ***"
 
 
 def test_without_the_connection_the_alert_task_warns_that_nobody_was_paged(tmp_path, monkeypatch, caplog):

@@ -34,11 +34,13 @@ REDIS_DB = 9  # the broker's Redis DB number: no other test uses it; keys are pr
 USER = "admin"
 
 
-def demo_night_matrix(folder: Path, missing_model: str = "missing-model") -> Path:
+def demo_night_matrix(folder: Path, missing_model: str = "missing-model", build: dict | None = None) -> Path:
     """The demo matrix's synthetic models at one quant, plus a model whose file is missing (its config fails, the
     night goes on), keeping every build on the GPU worker's disk (a developer's builds/ here). The real quality model
-    is left out: its perplexity takes two minutes on a CPU, and tests/e2e/test_nightly_dag.py covers it."""
+    is left out: its perplexity takes two minutes on a CPU, and tests/e2e/test_nightly_dag.py covers it.
+    `build`: settings of the matrix's build section to replace (a bundle directory as its source, say)."""
     matrix = yaml.safe_load((REPO / "include/vramwatch/matrices/demo.yaml").read_text())
+    matrix["build"].update(build or {})
     missing = {"name": missing_model, "source": {"path": str(folder / "gone.gguf")}, "quants": ["native"],
                "modes": ["baseline"]}
     matrix["models"] = [missing, *(m for m in matrix["models"] if not m.get("quality"))]

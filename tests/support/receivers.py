@@ -17,16 +17,19 @@ from pathlib import Path
 
 
 class HttpReceiver(ThreadingHTTPServer):
-    """Keeps each JSON body it accepts; the first `failures` requests get a 500 instead, and are not kept."""
+    """Keeps each JSON body it accepts, and the path and headers of every request; the first `failures` requests get
+    a 500 instead, and their bodies are not kept."""
 
     def __init__(self, failures: int = 0) -> None:
         self.bodies: list[dict] = []
+        self.requests: list[tuple[str, dict[str, str]]] = []
         self.failures = failures
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                receiver.requests.append((self.path, dict(self.headers)))
                 if receiver.failures > 0:
                     receiver.failures -= 1
                     self.send_error(500)

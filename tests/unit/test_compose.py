@@ -155,6 +155,21 @@ def test_every_alert_setting_the_code_reads_is_passed_through():
     assert all(passed[name].startswith(f"${{{name}:-") for name in read)
 
 
+def test_the_alert_connections_the_dags_read_can_be_defined_from_the_environment():
+    """Fault: Slack and the webhook were raw environment URLs, outside Airflow's secrets backend. The DAGs read them as
+    Airflow connections (plugins/alert_connections.py); each default id's AIRFLOW_CONN_* variable reaches the
+    containers, empty unless set (an empty one defines nothing: the metastore or a secrets backend may hold it)."""
+    import re
+
+    source = (REPO / "plugins" / "alert_connections.py").read_text()
+    conn_ids = re.findall(r'os.environ.get\("VRAMWATCH_ALERT_[A-Z]+_CONN_ID", "([a-z_]+)"\)', source)
+    assert sorted(conn_ids) == ["smtp_default", "vramwatch_slack", "vramwatch_webhook"]
+    passed = COMPOSE["x-airflow-common"]["environment"]
+    for conn_id in conn_ids:
+        variable = f"AIRFLOW_CONN_{conn_id.upper()}"
+        assert passed[variable] == f"${{{variable}:-}}"
+
+
 def test_sign_in_uses_a_password_the_deployment_chooses_kept_on_a_volume():
     """Fault: SimpleAuthManager generated a password inside the container, new at every recreate, written nowhere a
     user would look. (FAB's auth manager cannot be installed with the lock: see docker-compose.yaml.)"""

@@ -1,8 +1,10 @@
 """Alert delivery without Airflow: a JSON webhook (HTTP POST), SMTP e-mail and a Slack incoming webhook.
 
-Channels come from the environment (AlertChannels.from_env); the SMTP server may instead come from an Airflow
-connection, which the DAG reads and hands in as plain SmtpSettings (SmtpSettings.from_connection). With no channel at
-all, every alert step logs a WARNING: a night that pages no one must not look like one that had nothing to say. Every configured channel is tried even when one fails;
+Channels come from the environment (AlertChannels.from_env), or from a deployment's own connections (Connections:
+the Airflow ones, which plugins/alert_connections.py reads in the task, so their secrets stay in Airflow's secrets
+backend and masked in its task logs); a connection given replaces its channel's environment variables. With no
+channel at all, every alert step logs a WARNING: a night that pages no one must not look like one that had nothing
+to say. Every configured channel is tried even when one fails;
 the failures are then raised together, so the alert task fails (and retries) instead of losing a page quietly. A
 DeliveryLog remembers which channels took which incident change, so a retry, or a second run of the night, pages each
 channel once per incident change.
@@ -13,7 +15,9 @@ exception or repr here holds more of a URL than `redact` shows: scheme://host/â€
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import functools
 import http.client
 import json
 import os
@@ -22,7 +26,7 @@ import ssl
 import tempfile
 import urllib.error
 import urllib.request
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -35,10 +39,17 @@ from vramwatch.progress import for_stage, logger
 from vramwatch.records import Incident, NightSummary
 
 TIMEOUT_S = 15.0
+
+
+class SendFailed(Exception):
+    """A send that failed for a reason whose text holds no secret (a deployment's sender says which, e.g. HTTP 500)."""
+
+
 # What a send can raise. ValueError and HTTPException: a URL urllib cannot use (their text quotes the URL).
-SEND_ERRORS = (OSError, smtplib.SMTPException, ValueError, http.client.HTTPException)
+SEND_ERRORS = (OSError, smtplib.SMTPException, ValueError, http.client.HTTPException, SendFailed)
 NO_CHANNEL = ("no alert channel is configured (VRAMWATCH_ALERT_WEBHOOK, VRAMWATCH_ALERT_SLACK_WEBHOOK, "
-              "VRAMWATCH_ALERT_SMTP or the Airflow SMTP connection): regressions page no one")
+              "VRAMWATCH_ALERT_SMTP, or the Airflow connections vramwatch_webhook, vramwatch_slack and "
+              "smtp_default): regressions page no one")
 _say = for_stage("alerts")
 _log = logger("alerts")
 
@@ -57,6 +68,8 @@ def redact(url: str) -> str:
 
 def _reason(exc: BaseException) -> str:
     """Why a send failed, without the exception's text: that may quote the URL or the SMTP server's reply."""
+    if isinstance(exc, SendFailed):
+        return str(exc)
     if isinstance(exc, urllib.error.HTTPError):
         return f"HTTP {exc.code}"
     if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
@@ -68,8 +81,8 @@ class AlertDeliveryError(UserError):
     def __init__(self, failures: list[str]) -> None:
         self.failures = failures
         super().__init__("alert delivery failed: " + "; ".join(failures),
-                         "check VRAMWATCH_ALERT_* (webhook URLs, SMTP host:port, TLS, login) or the SMTP connection, "
-                         "and that the receivers are up")
+                         "check VRAMWATCH_ALERT_* (webhook URLs, SMTP host:port, TLS, login) or the alert "
+                         "connections, and that the receivers are up")
 
 
 SmtpSecurity = Literal["ssl", "starttls", "none"]
@@ -139,68 +152,120 @@ def _flag(value: Any) -> bool:
     return value is True or str(value).strip().lower() in ("true", "1", "yes", "on")
 
 
-def _webhook_url(variable: str) -> str:
-    """The variable's URL, refused at load with a redacted one-line error when urllib could not use it as it is, or
-    when it holds a user:password@ (urllib would hand that to the name lookup, and print it in its errors)."""
-    url = os.environ.get(variable, "").strip()
-    if not url:
-        return ""
+def _checked_url(url: str, name: str, fix: str) -> str:
+    """`url`, refused with a redacted one-line error (naming its setting, `name`) when urllib could not use it as it
+    is, or when it holds a user:password@ (urllib would hand that to the name lookup, and print it in its errors)."""
     try:
         parts = urlsplit(url)
     except ValueError:  # an unclosed [IPv6 bracket
         parts = urlsplit("")
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"{variable} is not an http(s) URL: {redact(url)}",
-                        f"set {variable} to the whole URL, with https:// in front")
+        raise UserError(f"{name} is not an http(s) URL: {redact(url)}", fix)
     if "@" in parts.netloc:
-        raise UserError(f"{variable} holds a user:password@ part: {redact(url)}",
+        raise UserError(f"{name} holds a user:password@ part: {redact(url)}",
                         "put the token in the URL's path or query as the receiver expects, not before the host")
     return url
 
 
+def post_json(url: str, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Content-Type": "application/json", **(headers or {})})
+    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+        response.read()
+
+
+@dataclass(frozen=True)
+class Poster:
+    """One HTTP channel: `where` names its receiver in messages (never a secret), `post` sends it a JSON body (urllib
+    here; a deployment may bring its own, as the Airflow Slack provider's notifier in plugins/alert_connections.py)."""
+
+    where: str
+    post: Callable[[dict[str, Any]], None] = field(repr=False, compare=False)
+
+    @classmethod
+    def to_url(cls, url: str, headers: dict[str, str] | None = None) -> Poster:
+        """POSTs to `url` with `headers` (an Authorization, say): both secrets, named in messages as redact shows."""
+        return cls(redact(url), functools.partial(post_json, url, headers=dict(headers or {})))
+
+    @classmethod
+    def from_env(cls, variable: str) -> Poster | None:
+        url = os.environ.get(variable, "").strip()
+        return cls.to_url(_checked_url(url, variable, f"set {variable} to the whole URL, with https:// in front")
+                          ) if url else None
+
+    @classmethod
+    def from_connection(cls, connection: Any) -> Poster:
+        """An HTTP connection (conn_type http: host, schema, port, login, password, extra_dejson) read as the Airflow
+        HTTP provider's hook reads it: the host as a whole URL when it has a scheme, else schema://host:port; extra's
+        `endpoint` appended as the path; login and password as HTTP basic auth; every other key of the extra a
+        request header (an Authorization: Bearer ..., say). One difference: an empty schema means https, not http
+        (an alert says what regressed, and where the report is)."""
+        name = f"the HTTP connection {connection.conn_id}"
+        host = (connection.host or "").strip()
+        if not host:
+            raise UserError(f"{name} has no host", "set its host to the receiver's URL (https://host/path)")
+        extra = dict(connection.extra_dejson or {})
+        base = host if "://" in host else (f"{connection.schema or 'https'}://{host}"
+                                           + (f":{connection.port}" if connection.port else ""))
+        endpoint = str(extra.pop("endpoint", "") or "")
+        url = base.rstrip("/") + "/" + endpoint.lstrip("/") if endpoint else base
+        headers = {str(key): str(value) for key, value in extra.items()}
+        if connection.login or connection.password:
+            login = f"{connection.login or ''}:{connection.password or ''}".encode()
+            headers["Authorization"] = "Basic " + base64.b64encode(login).decode()
+        return cls.to_url(_checked_url(url, name, "set its host to the receiver's whole URL, with https:// in "
+                                                  "front, or its schema, host and port"), headers)
+
+
+@dataclass(frozen=True)
+class Connections:
+    """The alert channels a deployment keeps outside the environment, each replacing its environment variables:
+    connection objects for e-mail (an SMTP one) and the JSON webhook (an HTTP one), read here (this module imports no
+    Airflow), and Slack as a ready Poster (the Slack provider's notifier). Secrets: no repr."""
+
+    smtp: Any = field(default=None, repr=False)
+    webhook: Any = field(default=None, repr=False)
+    slack: Poster | None = None
+
+
 @dataclass(frozen=True)
 class AlertChannels:
-    webhook_url: str = field(default="", repr=False)  # secrets: no repr, so no log or traceback shows them
+    webhook: Poster | None = None
     smtp: SmtpSettings | None = None
     email_to: list[str] = field(default_factory=list)
     email_from: str = "vramwatch@localhost"
-    slack_webhook_url: str = field(default="", repr=False)
+    slack: Poster | None = None
     report_base_url: str = ""  # the UI's page (e.g. https://airflow.example.com/vramwatch): alerts link reports there
 
     @classmethod
-    def from_env(cls, smtp: SmtpSettings | None = None) -> AlertChannels:
-        """VRAMWATCH_ALERT_WEBHOOK, the SMTP server (`smtp`, e.g. from an Airflow connection, else
-        SmtpSettings.from_env), VRAMWATCH_ALERT_EMAIL_TO (comma separated), VRAMWATCH_ALERT_EMAIL_FROM,
-        VRAMWATCH_ALERT_SLACK_WEBHOOK; unset ones are off. VRAMWATCH_UI_URL: the base URL alerts link the night's
-        report under."""
-        smtp = smtp or SmtpSettings.from_env()
+    def from_env(cls, connections: Connections = Connections()) -> AlertChannels:
+        """Each channel from its connection when `connections` has one, else from VRAMWATCH_ALERT_WEBHOOK,
+        VRAMWATCH_ALERT_SMTP* (SmtpSettings.from_env) and VRAMWATCH_ALERT_SLACK_WEBHOOK; unset ones are off.
+        VRAMWATCH_ALERT_EMAIL_TO (comma separated), VRAMWATCH_ALERT_EMAIL_FROM; VRAMWATCH_UI_URL: the base URL alerts
+        link the night's report under."""
+        smtp = (SmtpSettings.from_connection(connections.smtp) if connections.smtp is not None
+                else SmtpSettings.from_env())
         to = [a.strip() for a in os.environ.get("VRAMWATCH_ALERT_EMAIL_TO", "").split(",") if a.strip()]
         if smtp and not to:
             raise UserError("an SMTP server is set but VRAMWATCH_ALERT_EMAIL_TO is empty",
                             "set VRAMWATCH_ALERT_EMAIL_TO to one or more addresses, comma separated")
         sender = os.environ.get("VRAMWATCH_ALERT_EMAIL_FROM", "") or (smtp.sender if smtp else "") or cls.email_from
-        return cls(webhook_url=_webhook_url("VRAMWATCH_ALERT_WEBHOOK"), smtp=smtp, email_to=to, email_from=sender,
-                   slack_webhook_url=_webhook_url("VRAMWATCH_ALERT_SLACK_WEBHOOK"),
+        webhook = (Poster.from_connection(connections.webhook) if connections.webhook is not None
+                   else Poster.from_env("VRAMWATCH_ALERT_WEBHOOK"))
+        return cls(webhook=webhook, smtp=smtp, email_to=to, email_from=sender,
+                   slack=connections.slack or Poster.from_env("VRAMWATCH_ALERT_SLACK_WEBHOOK"),
                    report_base_url=os.environ.get("VRAMWATCH_UI_URL", "").strip())
 
     @property
     def names(self) -> list[str]:
         """The channels that are on, as delivery and the report name them."""
-        return [name for name, on in (("webhook", self.webhook_url), ("e-mail", self.smtp),
-                                      ("slack", self.slack_webhook_url)) if on]
+        return [name for name, on in (("webhook", self.webhook), ("e-mail", self.smtp), ("slack", self.slack)) if on]
 
 
 def slack_text(text: str) -> str:
     """`text` as Slack reads it literally: its control characters escaped, so `<!channel>` or `<https://x|y>` in an
     error string neither pings the channel nor becomes a link (https://api.slack.com/reference/surfaces/formatting)."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def post_json(url: str, body: dict[str, Any]) -> None:
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
-        response.read()
 
 
 def send_email(settings: SmtpSettings, sender: str, to: list[str], alert: Alert) -> None:
@@ -292,14 +357,15 @@ def deliver(alert: Alert, channels: AlertChannels, log: DeliveryLog | None = Non
     """Send one alert on every configured channel (of those named in `only`, when given) that has not taken it yet
     (per log, when given; each success is recorded at once). Returns how many took it now."""
     sends = []
-    if channels.webhook_url:
-        sends.append(("webhook", redact(channels.webhook_url), lambda: post_json(channels.webhook_url, alert.payload)))
+    if channels.webhook:
+        webhook = channels.webhook
+        sends.append(("webhook", webhook.where, lambda: webhook.post(alert.payload)))
     if channels.smtp:
         smtp = channels.smtp
         sends.append(("e-mail", smtp.where, lambda: send_email(smtp, channels.email_from, channels.email_to, alert)))
-    if channels.slack_webhook_url:
-        sends.append(("slack", redact(channels.slack_webhook_url),
-                      lambda: post_json(channels.slack_webhook_url, {"text": slack_text(alert.text)})))
+    if channels.slack:
+        slack = channels.slack
+        sends.append(("slack", slack.where, lambda: slack.post({"text": slack_text(alert.text)})))
     already = log.delivered(alert) if log is not None else set()
     if already:
         _say(f"{', '.join(sorted(already))} took it already: not sent again")

@@ -4,6 +4,7 @@ with STARTTLS, implicit TLS and AUTH)."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import logging
 
@@ -12,7 +13,16 @@ from support.receivers import HttpReceiver, SmtpReceiver, serving, stop
 from support.samples import bisection
 
 from vramwatch import pipeline
-from vramwatch.alerts.delivery import AlertChannels, AlertDeliveryError, SmtpSettings, deliver, send_alerts
+from vramwatch.alerts.delivery import (
+    AlertChannels,
+    AlertDeliveryError,
+    Connections,
+    Poster,
+    SendFailed,
+    SmtpSettings,
+    deliver,
+    send_alerts,
+)
 from vramwatch.alerts.messages import bisection_alert, failure_alert, regression_alert
 from vramwatch.errors import UserError
 from vramwatch.records import Incident, NightSummary
@@ -41,8 +51,8 @@ def summary(*incidents: Incident) -> NightSummary:
 @pytest.fixture
 def receivers():
     webhook, slack, smtp = serving(HttpReceiver()), serving(HttpReceiver()), serving(SmtpReceiver())
-    channels = AlertChannels(webhook_url=webhook.url, smtp=SmtpSettings("127.0.0.1", smtp.server_address[1]),
-                             email_to=["gpu-ops@example.com", "oncall@example.com"], slack_webhook_url=slack.url)
+    channels = AlertChannels(webhook=Poster.to_url(webhook.url), smtp=SmtpSettings("127.0.0.1", smtp.server_address[1]),
+                             email_to=["gpu-ops@example.com", "oncall@example.com"], slack=Poster.to_url(slack.url))
     yield channels, webhook, slack, smtp
     stop(webhook, slack, smtp)
 
@@ -148,8 +158,8 @@ def test_nothing_new_sends_nothing(receivers):
 
 def test_a_dead_channel_fails_loudly_after_the_others_delivered(receivers):
     channels, webhook, _, smtp = receivers
-    dead = AlertChannels(webhook_url=webhook.url, smtp=SmtpSettings("127.0.0.1", smtp.server_address[1]),
-                         email_to=["a@example.com"], slack_webhook_url="http://127.0.0.1:9/nothing-listens")
+    dead = AlertChannels(webhook=Poster.to_url(webhook.url), smtp=SmtpSettings("127.0.0.1", smtp.server_address[1]),
+                         email_to=["a@example.com"], slack=Poster.to_url("http://127.0.0.1:9/nothing-listens"))
 
     with pytest.raises(AlertDeliveryError, match="slack"):
         deliver(failure_alert("2026-02-10", "r1", "bench", "boom"), dead)
@@ -166,7 +176,7 @@ def test_channels_from_env(monkeypatch):
 
     assert channels.smtp == SmtpSettings("mail.local", 2525, "none")
     assert channels.email_to == ["a@x", "b@x"]
-    assert channels.slack_webhook_url.startswith("https://hooks.slack.com/")
+    assert channels.slack.where == "https://hooks.slack.com/…" and channels.webhook.where == "http://127.0.0.1/…"
     monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", "mail.local:smtp")
     with pytest.raises(Exception, match="host:port"):
         AlertChannels.from_env()
@@ -175,7 +185,7 @@ def test_channels_from_env(monkeypatch):
 def test_a_failed_night_alerts_through_the_dag_callback(receivers, monkeypatch, tmp_path):
     channels, webhook, _, smtp = receivers
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
-    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", channels.webhook_url)
+    monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", webhook.url)
     monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp.port}")
     monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
 
@@ -228,8 +238,8 @@ def test_a_delivery_failure_names_the_channel_and_a_redacted_url_only(receivers)
     into the task log and the failure callback. Channels built in code skip from_env's checks, so delivery redacts
     too, and the channels' repr (what a log or a traceback's locals show) holds no URL."""
     _, webhook, _, _ = receivers
-    channels = AlertChannels(webhook_url=f"hooks.slack.com/services/T0/B0/{SECRET}",
-                             slack_webhook_url=f"http://127.0.0.1:9/services/T0/B0/{SECRET}")
+    channels = AlertChannels(webhook=Poster.to_url(f"hooks.slack.com/services/T0/B0/{SECRET}"),
+                             slack=Poster.to_url(f"http://127.0.0.1:9/services/T0/B0/{SECRET}"))
 
     with pytest.raises(AlertDeliveryError) as failed:
         deliver(failure_alert("2026-02-10", "r1", "bench", "boom"), channels)
@@ -248,7 +258,7 @@ def test_a_retried_alert_pages_only_the_channels_that_failed(receivers, monkeypa
     webhook = serving(HttpReceiver(failures=1))
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     monkeypatch.setenv("VRAMWATCH_ALERT_WEBHOOK", webhook.url)
-    monkeypatch.setenv("VRAMWATCH_ALERT_SLACK_WEBHOOK", channels.slack_webhook_url)
+    monkeypatch.setenv("VRAMWATCH_ALERT_SLACK_WEBHOOK", slack.url)
     monkeypatch.setenv("VRAMWATCH_ALERT_SMTP", f"127.0.0.1:{channels.smtp.port}")
     monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
     night = summary(incident()).to_dict()
@@ -277,8 +287,10 @@ PASSWORD = "s3cret-smtp-password"
 class Connection:
     """What the DAG hands in: an Airflow connection's fields (airflow.sdk's Connection has these attributes)."""
 
-    def __init__(self, host: str, port: int, login: str = "", password: str = "", **extra) -> None:
+    def __init__(self, host: str, port: int | None, login: str = "", password: str = "", schema: str = "",
+                 conn_id: str = "test_conn", **extra) -> None:
         self.host, self.port, self.login, self.password, self.extra_dejson = host, port, login, password, extra
+        self.schema, self.conn_id = schema, conn_id
 
 
 def test_smtp_settings_read_an_airflow_connection_as_the_smtp_provider_does():
@@ -373,11 +385,69 @@ def test_smtp_tls_and_login_from_the_environment(monkeypatch):
     monkeypatch.setenv("VRAMWATCH_ALERT_EMAIL_TO", "oncall@example.com")
 
     assert AlertChannels.from_env().smtp == SmtpSettings("mail.local", 587, "starttls", "ops", PASSWORD)
-    connection = SmtpSettings.from_connection(Connection("relay", 465))
-    assert AlertChannels.from_env(connection).smtp == connection  # the Airflow connection wins
+    connection = Connection("relay", 465)
+    assert AlertChannels.from_env(Connections(smtp=connection)).smtp == SmtpSettings.from_connection(connection)
     monkeypatch.setenv("VRAMWATCH_ALERT_SMTP_TLS", "tls1.3")
     with pytest.raises(UserError, match="VRAMWATCH_ALERT_SMTP_TLS"):
         AlertChannels.from_env()
+
+
+# --------------------------------------------------------------------------------------------- connections
+
+
+def test_a_webhook_http_connection_posts_to_its_url_with_its_login_and_headers_instead_of_the_environments():
+    """The webhook as an Airflow HTTP connection (its token in the password, a header or the URL's path, where the
+    secrets backend keeps it) replaces VRAMWATCH_ALERT_WEBHOOK; read as the HTTP provider's hook reads one."""
+    webhook = serving(HttpReceiver())
+    port = webhook.server_address[1]
+    whole_url = Connection(f"http://127.0.0.1:{port}/hooks/{SECRET}", None, "ops", PASSWORD,
+                           **{"X-Api-Key": SECRET})
+    by_parts = Connection("127.0.0.1", port, schema="http", endpoint="/incoming")
+
+    try:
+        for connection in (whole_url, by_parts):
+            channels = AlertChannels.from_env(Connections(webhook=connection))
+            assert channels.names == ["webhook"] and channels.webhook.where == "http://127.0.0.1/…"
+            deliver(failure_alert("2026-02-10", "r1", "bench", "boom"), channels)
+    finally:
+        stop(webhook)
+
+    assert [body["event"] for body in webhook.bodies] == ["failure", "failure"]
+    (first_path, first_headers), (second_path, second_headers) = webhook.requests
+    assert first_path == f"/hooks/{SECRET}" and first_headers["X-Api-Key"] == SECRET
+    assert first_headers["Authorization"] == "Basic " + base64.b64encode(f"ops:{PASSWORD}".encode()).decode()
+    assert second_path == "/incoming" and "Authorization" not in second_headers
+    assert SECRET not in repr(channels) and SECRET not in repr(Connections(webhook=whole_url))
+
+
+@pytest.mark.parametrize(("host", "refusal"), [
+    ("", "has no host"),
+    (f"ftp://hooks.example.com/{SECRET}", "is not an http(s) URL: ftp://hooks.example.com/…"),
+    (f"https://ops:{SECRET}@hooks.example.com/hook", "holds a user:password@ part"),
+], ids=["no-host", "not-http", "user-password"])
+def test_an_unusable_webhook_connection_is_one_line_naming_it_without_its_secret(monkeypatch, host, refusal):
+    with pytest.raises(UserError) as refused:
+        AlertChannels.from_env(Connections(webhook=Connection(host, None, conn_id="vramwatch_webhook")))
+
+    message = str(refused.value)
+    assert "the HTTP connection vramwatch_webhook" in message and refusal in message
+    assert SECRET not in message and "\n" not in message
+
+
+def test_a_deployments_own_sender_fails_with_its_reason_and_the_other_channels_still_deliver(receivers):
+    """A sender a deployment brings (the Slack provider's notifier at the Airflow edge) says why it failed in words
+    that hold no secret (SendFailed); delivery names the channel by where the sender says it goes."""
+    channels, webhook, _, smtp = receivers
+
+    def refused(body: dict) -> None:
+        raise SendFailed("HTTP 403")
+
+    slack = Poster("Airflow connection vramwatch_slack", refused)
+    with pytest.raises(AlertDeliveryError) as failed:
+        deliver(failure_alert("2026-02-10", "r1", "bench", "boom"), dataclasses.replace(channels, slack=slack))
+
+    assert failed.value.failures == ["slack (Airflow connection vramwatch_slack): HTTP 403"]
+    assert len(webhook.bodies) == 1 and len(smtp.messages) == 1
 
 
 # --------------------------------------------------------------------------------------------- no channel at all
