@@ -7,6 +7,7 @@ for the ~10 minute compile.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -34,6 +35,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.engine)
         if item.path.is_relative_to(UNIT_TESTS):
             item.add_marker(pytest.mark.unit)
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory) -> Path:
+    """A SQLite warehouse at the newest schema, migrated once per test process."""
+    from vramwatch.warehouse.store import Warehouse
+
+    path = tmp_path_factory.mktemp("template") / "warehouse.db"
+    Warehouse(f"sqlite:///{path}").close()
+    return path
+
+
+@pytest.fixture
+def sqlite_warehouse_url(_migrated_sqlite, tmp_path) -> str:
+    """An empty SQLite warehouse of this test's own, copied from one already migrated: running the 9 migrations for
+    every test cost a tenth of `make test-unit`. Opening it still runs the (no-op) upgrade; the migrations themselves
+    are tested from empty databases in tests/unit/warehouse."""
+    path = tmp_path / "warehouse.db"
+    shutil.copyfile(_migrated_sqlite, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(scope="session")

@@ -31,8 +31,8 @@ UNPARSED = dict(memory__buffers_mib={}, memory__source_lines={}, memory__gpu_mod
 
 
 @pytest.fixture
-def warehouse_url(tmp_path, monkeypatch) -> str:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def warehouse_url(sqlite_warehouse_url, tmp_path, monkeypatch) -> str:
+    url = sqlite_warehouse_url
     monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     for channel in ("WEBHOOK", "SMTP", "EMAIL_TO", "SLACK_WEBHOOK"):

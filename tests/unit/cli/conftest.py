@@ -9,8 +9,8 @@ from vramwatch.warehouse.store import Warehouse
 
 
 @pytest.fixture
-def warehouse(tmp_path, monkeypatch):
-    opened = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+def warehouse(sqlite_warehouse_url, tmp_path, monkeypatch):
+    opened = Warehouse(sqlite_warehouse_url)
     monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", opened.url)
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     yield opened

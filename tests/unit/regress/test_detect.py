@@ -360,8 +360,8 @@ def test_detection_needs_a_run_the_history_has():
 
 
 @pytest.fixture
-def warehouse(tmp_path):
-    w = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+def warehouse(sqlite_warehouse_url):
+    w = Warehouse(sqlite_warehouse_url)
     yield w
     w.close()
 

@@ -12,8 +12,8 @@ from vramwatch.warehouse.store import Warehouse
 
 
 @pytest.fixture
-def warehouse(tmp_path):
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def warehouse(sqlite_warehouse_url):
+    url = sqlite_warehouse_url
     three_nights(url)
     opened = Warehouse(url)
     yield opened
