@@ -871,6 +871,7 @@ class ABVerdict(Record):
     verdict: ABOutcome
     reason: str
     min_detectable: float | None = None  # the smallest slowdown (a fraction) this A/B would have called slower
+    p_any: float | None = None  # one-sided: of "B is slower than A at all" (the night's screen for watching)
 
     def describe(self) -> str:
         """One line: "tg 0.81x [0.77, 0.85] (95% CI, 5 v 5 processes, p=0.008): slower"."""
