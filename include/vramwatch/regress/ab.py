@@ -209,15 +209,16 @@ def decide_night(verdicts: Sequence[ABVerdict], samples: Sequence[tuple[Sequence
 
 
 def screened(verdicts: Sequence[ABVerdict], alpha: float) -> list[bool]:
-    """Which open verdicts show that B is slower at all (p_any), by Holm's step-down procedure at `alpha` over all
-    of the night's tested verdicts: "watching" must mean a slowdown the night's many A/Bs did not make by chance,
-    not any A/B the budget stopped while its ratio leaned below 1."""
+    """Which open verdicts that may still be a slowdown beyond the policy (`leaning_slower`) show that B is slower at
+    all (p_any), by Holm's step-down procedure at `alpha` over all of the night's tested verdicts: "watching" must
+    mean a slowdown the night's many A/Bs did not make by chance, not any A/B the budget stopped while its ratio
+    leaned below 1, nor a real slowdown already shown to stay within the policy."""
     tested = sorted((v.p_any, i) for i, v in enumerate(verdicts) if v.p_any is not None)
     shown = [False] * len(verdicts)
     for rank, (p_any, index) in enumerate(tested):
         if p_any > alpha / (len(tested) - rank):
             break
-        shown[index] = verdicts[index].verdict == "inconclusive"
+        shown[index] = leaning_slower(verdicts[index])  # a slowdown below the policy (futile) is nobody's page
     return shown
 
 

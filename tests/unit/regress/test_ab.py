@@ -8,7 +8,7 @@ from support.samples import simulated_ab
 
 from vramwatch.config import ThroughputPolicy
 from vramwatch.records import ABRun, ABVerdict
-from vramwatch.regress.ab import Ask, NightPlan, compare, decide_night, screened, sequential_night
+from vramwatch.regress.ab import Ask, NightPlan, compare, decide_night, futile, screened, sequential_night
 
 # tg t/s of five processes a side, shaped like the offload tg of issue 15 (52.1 -> 42.1 t/s)
 PREVIOUS = [52.1, 50.8, 53.0, 51.5, 49.9]
@@ -200,10 +200,15 @@ def test_only_an_open_ab_slower_beyond_the_nights_chance_is_watched():
     real = compare("tg", TG * (1 + rng.normal(0, 0.07, 24)), TG * 0.9 * (1 + rng.normal(0, 0.07, 24)), POLICY,
                    noise=0.07, alpha=0.001)
 
-    shown = screened([*quiet, real], 1 - NIGHT.ab_confidence)
+    spread = np.array([0.02, -0.02] * 6)
+    within = compare("tg", TG * (1 + spread), TG * 0.965 * (1 - spread), POLICY, noise=0.02,
+                     alpha=0.001)  # a real -3.5 %, most likely within the policy: stopped as futile
 
-    assert leaning and not any(shown[:-1])  # the old rule watched every one of them
-    assert real.verdict == "inconclusive" and shown[-1]
+    shown = screened([*quiet, real, within], 1 - NIGHT.ab_confidence)
+
+    assert leaning and not any(shown[:-2])  # the old rule watched every one of them
+    assert real.verdict == "inconclusive" and shown[-2]
+    assert within.p_any < 1e-3 and within.verdict == "inconclusive" and futile(within) and not shown[-1]
 
 
 def test_three_wide_processes_borrow_the_configs_night_noise_instead_of_standing_alone():
