@@ -219,6 +219,7 @@ class NightABs:
     watching: list[str]
     not_judged: list[str]
     no_slowdown: set[tuple[str, str]]  # (config, metric column): the A/B cleared the build or saw no slowdown
+    ratios: dict[tuple[str, str], float]  # (config, metric column): what the A/B measured of the build alone
     left_open: list[str]  # metrics left open leaning slower but not beyond chance: the next night's A/B goes on with them
 
 
@@ -230,7 +231,7 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
             return "no A/B runner here (the nightly's detect_regressions runs one on the GPU worker)"
         return ab(configs[ask.config_id], ask.reference_commit, more, earlier)
 
-    out = NightABs([], [], {}, [], [], set(), [])
+    out = NightABs([], [], {}, [], [], set(), {}, [])
     policy_pct = policy.page_pct / 100
     night = sequential_night(asks, grow, policy)
     verdicts = [v for ended in night for v in ended.verdicts]
@@ -248,6 +249,8 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
         builds = builds_changed(ended.run.llama_cpp_commit_a, ended.run.llama_cpp_commit_b)
         for v in ended.verdicts:
             key = (config.config_id, f"{v.metric}_avg_ts")
+            if v.ratio is not None:
+                out.ratios[key] = v.ratio
             if v.verdict in ("no change", "not slower", "faster"):
                 out.cleared[key] = f"{builds}: same-night A/B {v.describe()}"
             if v.verdict != "slower" and v.ratio is not None and v.ratio >= 1 - policy_pct / 2:
@@ -274,11 +277,12 @@ def _ab_measured(comparisons: Sequence[ABComparison]) -> str:
 
 
 def attribute(incident: Incident, findings: Sequence[Finding], night: str, machine_changes: MachineChanges,
-              cleared: Mapping[tuple[str, str], str]) -> Incident:
+              cleared: Mapping[tuple[str, str], str], ratios: Mapping[tuple[str, str], float] = {}) -> Incident:
     """The candidate causes that changed between the night before the incident's change began and tonight (the
     build, the driver, CUDA, the GPU, the host, the matrix), and those the evidence clears: a same-night A/B that
-    showed no slowdown clears the build (the blame moves to what else changed); one that confirmed a slowdown on
-    one machine clears the machine. An unchanged build is never a cause."""
+    showed no slowdown clears the build (the blame moves to what else changed, with how much came with it: the
+    whole change less the A/B's `ratios` of the build); one that confirmed a slowdown on one machine clears the
+    machine. An unchanged build is never a cause."""
     mine = [f for f in findings if (f.kind, f.metric) == (incident.kind, incident.metric)
             and f.config_id in incident.configs]
     first = min((f.first_night for f in mine if f.first_night), default=night)
@@ -289,11 +293,21 @@ def attribute(incident: Incident, findings: Sequence[Finding], night: str, machi
     if any(f.kind == Kind.SERIES_CHANGED for f in findings if f.config_id in incident.configs):
         causes.append("matrix: the config's settings changed")
     builds = [c for c in causes if c.startswith("llama.cpp")]
-    said = [cleared[(c, incident.metric)] for c in incident.configs if builds and (c, incident.metric) in cleared]
+    said = [cleared[(c, incident.metric)] + _came_with(incident, ratios.get((c, incident.metric)), machine)
+            for c in incident.configs if builds and (c, incident.metric) in cleared]
     confirmed = [f.detail for f in mine if f.detail.startswith("same-night A/B")]
     if confirmed and machine:
         said += [f"{change}: {confirmed[0]} on one machine" for change in machine]
     return dataclasses.replace(incident, causes=causes, cleared=said)
+
+
+def _came_with(incident: Incident, build_ratio: float | None, machine: Sequence[str]) -> str:
+    """How much of a throughput change came with the machine change: the whole change (the incident's, against the
+    nights before it) divided by what the same-night A/B measured of the build alone."""
+    if incident.kind != Kind.THROUGHPUT or not machine or not build_ratio or incident.delta_pct is None:
+        return ""
+    whole = 1 + incident.delta_pct / 100
+    return f"; of {whole - 1:+.1%} in all, {whole / build_ratio - 1:+.1%} came with {', '.join(machine)}"
 
 
 def _not_judged(tonight: pd.DataFrame) -> list[str]:
@@ -335,7 +349,7 @@ def judge_night(tonight: pd.DataFrame, before: pd.DataFrame, configs: Mapping[st
     findings = [*detection.findings, *abs_.findings, *more_findings]
     found = reconcile(findings, open_incidents, detection.night, detection.tonight_status, policy,
                       detection.build)
-    found = attributed(found, findings, detection.night, machine_changes, abs_.cleared)
+    found = attributed(found, findings, detection.night, machine_changes, abs_.cleared, abs_.ratios)
     # A drop seen once that tonight's A/B found no slowdown behind, on an unchanged machine, is the night's noise:
     # the drift check still judges it tomorrow, but nobody needs to watch it.
     machine_changed = any(f.kind == Kind.ENVIRONMENT_CHANGED for f in more_findings)
@@ -405,10 +419,10 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
 
 
 def attributed(incidents: Sequence[Incident], findings: Sequence[Finding], night: str,
-               machine_changes: MachineChanges = lambda night: [],
-               cleared: Mapping[tuple[str, str], str] = {}) -> list[Incident]:
+               machine_changes: MachineChanges = lambda night: [], cleared: Mapping[tuple[str, str], str] = {},
+               ratios: Mapping[tuple[str, str], float] = {}) -> list[Incident]:
     """Tonight's incidents, those opened or grown tonight attributed (`attribute`); the others as they were."""
-    return [attribute(i, findings, night, machine_changes, cleared)
+    return [attribute(i, findings, night, machine_changes, cleared, ratios)
             if i.kind not in NOTE_KINDS and (i.opened_night == night or i.escalated) else i for i in incidents]
 
 

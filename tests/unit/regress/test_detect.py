@@ -740,6 +740,10 @@ def test_a_slowdown_the_ab_clears_the_build_of_is_blamed_on_the_driver_that_chan
     assert paged.configs == [C] and paged.build_before == commit_of(24)
     assert paged.causes == [f"llama.cpp {commit_of(24)} -> {commit_of(26)}", "gpu_driver 580.65.06 -> 590.10.01"]
     assert paged.cleared[0].startswith(f"llama.cpp {commit_of(24)} -> {commit_of(26)}: same-night A/B tg 1.00x")
+    # how much came with the driver: the whole change less the build's share (1.00x): all of it
+    whole = paged.delta_pct / 100
+    assert paged.cleared[0].endswith(f"; of {whole:+.1%} in all, {whole:+.1%} came with gpu_driver 580.65.06 -> "
+                                     "590.10.01") and whole < -0.08
     blamed = paged.headlines()[0].split(" (cleared: ")[0]
     assert blamed.endswith(", gpu_driver 580.65.06 -> 590.10.01") and "llama.cpp" not in blamed.split(", ")[-1]
     assert top_lines(second)[0] == "**Paged: 1 regression(s) tonight**"
