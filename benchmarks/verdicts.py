@@ -11,7 +11,7 @@ and the report's top line (report.tables.top_lines). The A/B's processes are
 simulated from the same noise (process noise = night noise, as issue 25 measured it on the H200), each
 AB_PROCESS_SECONDS long (the median bench process of docs/results).
 
-Run: PYTHONPATH=include .venv/bin/python benchmarks/verdicts.py [--quick]
+Run: PYTHONPATH=include .venv/bin/python benchmarks/verdicts.py [--quick] [--noise SIGMA ...]
 """
 
 from __future__ import annotations
@@ -150,6 +150,9 @@ def caught(step: float, noise: float, histories: int, configs: int = 12) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 quiet nights and 5 histories per step")
+    parser.add_argument("--noise", type=float, action="append", metavar="SIGMA",
+                        help=f"only this noise (a fraction, repeatable; default {', '.join(map(str, NOISES))}): one "
+                             "row each, so the rows can run as processes side by side")
     args = parser.parse_args()
     quiet_nights, histories = (30, 5) if args.quick else (90, 20)
     started = time.monotonic()
@@ -161,7 +164,7 @@ def main() -> None:
           f"'All clear' (100 configs) | Not 'All clear' (12 configs) | A/B GPU min/night, 12 configs (mean, max) | "
           + " | ".join(f"{step:+.0%} caught night 1 / by night 2" for step in STEPS) + " |")
     print("|---" * (5 + len(STEPS)) + "|")
-    for noise in NOISES:
+    for noise in args.noise or NOISES:
         big = quiet(100, quiet_nights, noise, seed=7)
         small = quiet(12, quiet_nights, noise, seed=8)
         steps = [caught(step, noise, histories) for step in STEPS]
