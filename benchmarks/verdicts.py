@@ -6,11 +6,12 @@ one new llama.cpp build a night (the worst case for the A/B's cost: every night'
 config's pp and tg tok/s is its level times (1 + gaussian noise); a planted step multiplies one config's tg level
 from its build on. Each judged night goes through the real flat rows (rows.flatten, the warehouse's history shape)
 and the real night judge (regress.detect.judge_night: every check, the sequential same-night A/Bs, Holm over the
-night, incidents, attribution) and the report's top line (report.tables.top_lines). The A/B's processes are
+night, incidents, attribution; the last night's A/Bs passed on, as detect_for_run reads them from the warehouse)
+and the report's top line (report.tables.top_lines). The A/B's processes are
 simulated from the same noise (process noise = night noise, as issue 25 measured it on the H200), each
 AB_PROCESS_SECONDS long (the median bench process of docs/results).
 
-Run: PYTHONPATH=include .venv/bin/python benchmarks/verdicts.py [--quick]
+Run: PYTHONPATH=include .venv/bin/python benchmarks/verdicts.py [--quick] [--noise SIGMA ...]
 """
 
 from __future__ import annotations
@@ -85,13 +86,15 @@ class History:
     def judge(self, nights: range) -> list[NightVerdicts]:
         """The verdicts of each night in `nights`, each night's open incidents carried to the next."""
         open_now: list[Incident] = []
-        out, next_id = [], 1
+        out: list[NightVerdicts] = []
+        next_id = 1
         window = 2 + max(POLICY.throughput.window, POLICY.vram.window)
         for night in nights:
             self.tonight = night
             rows = self.frame[(self.frame["night"] <= _night(night)) & (self.frame["night"] > _night(night - window))]
             tonight, before = split_tonight(rows, f"run{night:03d}")
-            verdicts = judge_night(tonight, before, self.configs, self.environments, open_now, POLICY, ab=self.ab)
+            verdicts = judge_night(tonight, before, self.configs, self.environments, open_now, POLICY, ab=self.ab,
+                                   earlier_ab=out[-1].ab if out else ())
             stored = []
             for incident in verdicts.incidents:
                 if incident.incident_id is None:
@@ -147,6 +150,9 @@ def caught(step: float, noise: float, histories: int, configs: int = 12) -> tupl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="30 quiet nights and 5 histories per step")
+    parser.add_argument("--noise", type=float, action="append", metavar="SIGMA",
+                        help=f"only this noise (a fraction, repeatable; default {', '.join(map(str, NOISES))}): one "
+                             "row each, so the rows can run as processes side by side")
     args = parser.parse_args()
     quiet_nights, histories = (30, 5) if args.quick else (90, 20)
     started = time.monotonic()
@@ -158,7 +164,7 @@ def main() -> None:
           f"'All clear' (100 configs) | Not 'All clear' (12 configs) | A/B GPU min/night, 12 configs (mean, max) | "
           + " | ".join(f"{step:+.0%} caught night 1 / by night 2" for step in STEPS) + " |")
     print("|---" * (5 + len(STEPS)) + "|")
-    for noise in NOISES:
+    for noise in args.noise or NOISES:
         big = quiet(100, quiet_nights, noise, seed=7)
         small = quiet(12, quiet_nights, noise, seed=8)
         steps = [caught(step, noise, histories) for step in STEPS]

@@ -1001,6 +1001,8 @@ class ABVerdict(Record):
     # the words of `worded` ("slower" is a rise beyond the policy)
     higher_is_worse: bool = False
 
+    p_any: float | None = None  # one-sided: of "B is slower than A at all" (the night's screen for watching)
+
     @property
     def worded(self) -> str:
         """The verdict in the figure's own words: "higher" for a J/token that rose beyond the policy."""

@@ -22,7 +22,15 @@ from vramwatch.bench.ab import run_ab
 from vramwatch.bench.runner import run_config
 from vramwatch.bisect import refs
 from vramwatch.bisect.metric import is_model_buffer, is_throughput, parse_metric, read_figure, unit
-from vramwatch.bisect.search import Probe, ab_verdict, endpoint_problem, expected_steps, figure_verdict, search
+from vramwatch.bisect.search import (
+    Probe,
+    ab_probe,
+    ab_verdict,
+    endpoint_problem,
+    expected_steps,
+    figure_verdict,
+    search,
+)
 from vramwatch.builds.detect import find_build
 from vramwatch.builds.engine import build_engine
 from vramwatch.builds.process import StepFailed
@@ -43,7 +51,6 @@ from vramwatch.records import (
     config_name,
 )
 from vramwatch.redact import mask
-from vramwatch.regress.ab import compare
 
 _say = for_stage("bisect")
 Judge = Callable[[BenchConfig, BuildRecord], Probe]  # a built ref's verdict
@@ -298,10 +305,8 @@ def _throughput_judge(bisection: _Bisection, good: str, bad: str, good_build_s: 
     reference = (bisection.config, bisection.good_build)
 
     def ab(config: BenchConfig, build: BuildRecord) -> tuple[str, Probe]:
-        run = run_ab(reference, (config, build), policy.ab_processes)
-        samples = run.samples_ts[metric]
-        verdict = compare(metric, samples["A"], samples["B"], policy.page_pct / 100, confidence=policy.ab_confidence)
-        return verdict.verdict, Probe("good", verdict.ratio, verdict.describe())
+        return ab_probe(metric, bisection.good_build.llama_cpp_commit,  # type: ignore[union-attr]
+                        lambda _ask, more, earlier: run_ab(reference, (config, build), more, earlier), policy)
 
     good_probe = Probe("good", 1.0, build_s=good_build_s, llama_cpp_commit=bisection.good_build.llama_cpp_commit)
     outcomes: dict[str, str] = {}

@@ -16,7 +16,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from vramwatch.config import ThroughputPolicy
 from vramwatch.records import BisectVerdict
+from vramwatch.regress.ab import Ask, Grow, sequential_night
 
 
 @dataclass(frozen=True)
@@ -110,10 +112,22 @@ def figure_verdict(figure: float, good: float, bad: float) -> tuple[BisectVerdic
 
 
 def ab_verdict(outcome: str, changed: str, describe: str) -> tuple[BisectVerdict, str]:
-    """A candidate's verdict from its same-night A/B against the good build: bad when it shows the endpoints' change
-    (`changed`: "slower" or "faster"), good on "no change", skipped on anything else (the A/B could not decide)."""
+    """A candidate's verdict from its A/B against the good build: bad when it shows the endpoints' change
+    (`changed`: "slower" or "faster"), good on "no change" and, for a slowdown, on "not slower" (cleared of a
+    slowdown beyond the policy, which is what the bisection asks), skipped on anything else (it could not decide)."""
     if outcome == changed:
         return "bad", describe
-    if outcome == "no change":
+    if outcome == "no change" or (changed == "slower" and outcome == "not slower"):
         return "good", describe
     return "skipped", f"the A/B against the good build did not decide: {describe}"
+
+
+def ab_probe(metric: str, reference_commit: str, grow: Grow, policy: ThroughputPolicy) -> tuple[str, Probe]:
+    """(the A/B's outcome, its probe) for one build against the good one: the nightly's sequential A/B
+    (regress.ab.sequential_night, this one ask), which adds processes while the answer is open, within the policy's
+    processes and GPU minutes. The probe's figure is the ratio; its reason the verdict's line."""
+    (ended,) = sequential_night([Ask("candidate", reference_commit, (metric,))], grow, policy)
+    if ended.run is None:
+        return "inconclusive", Probe("skipped", reason=ended.why_not)
+    (verdict,) = ended.verdicts
+    return verdict.verdict, Probe("good", verdict.ratio, verdict.describe())

@@ -31,10 +31,10 @@ from vramwatch.records import (
     builds_changed,
 )
 from vramwatch.records import IncidentKind as Kind
-from vramwatch.regress.ab import Ask, min_effect_of, sequential_night
+from vramwatch.regress.ab import Ask, leaning_slower, min_effect_of, screened, sequential_night
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
-from vramwatch.regress.throughput import Slowdown, suspected_slowdown, throughput_findings
+from vramwatch.regress.throughput import Baseline, Slowdown, suspected_slowdown, throughput_findings
 from vramwatch.regress.vram import (
     Cutoffs,
     gpu_lost_finding,
@@ -149,13 +149,27 @@ def _moved(field: Field, row: pd.Series, series: pd.DataFrame, policy: Throughpu
                               past.assign(**{column: oriented(field, past[column].astype(float))}), column, judged)
 
 
-def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolicy) -> list[Ask]:
-    """The A/Bs tonight needs, most suspicious first: tonight's configs whose tok/s is below (or J/token above) their
-    recent level (regress.throughput.suspected_slowdown) on a build that changed since the last night at that level,
-    on the same machine. Each asks about the figures that moved, against the reference build of the one that moved
-    most."""
+def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolicy,
+            earlier: Sequence[ABComparison] = ()) -> list[Ask]:
+    """The A/Bs tonight needs, most suspicious first. First those the last night left open leaning slower
+    (regress.ab.leaning_slower; `earlier` = its A/Bs): the config is A/B'd again against the same reference and the
+    two nights' samples are pooled, so a slowdown one night's budget could not show is shown over two, whether or
+    not tonight's single figure dropped again; an A/B goes on once (two nights at most: a real change just at the
+    policy would otherwise be rerun every night). Then tonight's configs whose tok/s is below their recent level
+    (regress.throughput.suspected_slowdown; or J/token above it) on a build that changed since the last night at that level, on the same
+    machine. Each asks about every metric that dropped, against the reference from before the earliest drop."""
     good = before[before["status"] == "ok"]
     past_by_series = dict(tuple(good.groupby(["config_id", "environment_id"], sort=False)))
+    builds = dict(zip(tonight["config_id"], tonight["llama_cpp_commit"].astype(str)))
+    ok_tonight = set(tonight.loc[tonight["status"] == "ok", "config_id"])
+    carried: dict[str, Ask] = {}
+    for comparison in earlier:
+        run = comparison.run
+        metrics = tuple(v.metric for v in comparison.verdicts  # not pooled already: its samples are all its own
+                        if leaning_slower(v) and v.n_a == len(run.samples_ts[v.metric]["A"]))
+        if metrics and run.config_id in ok_tonight and builds[run.config_id] != run.llama_cpp_commit_a:
+            noise = {m: n for m in metrics if (n := _noise_of(good, run.config_id, m, policy.window))}
+            carried[run.config_id] = Ask(run.config_id, run.llama_cpp_commit_a, metrics, noise, prior=run)
     asks = []
     for _, row in tonight[tonight["status"] == "ok"].iterrows():
         series = past_by_series.get((row["config_id"], row["environment_id"]))
@@ -163,13 +177,32 @@ def ab_asks(tonight: pd.DataFrame, before: pd.DataFrame, policy: ThroughputPolic
             continue
         drops = [drop for field in AB_JUDGED.values() if (number(row[field.name]) or 0) > 0
                  and (drop := _moved(field, row, series, policy)) is not None]
-        if drops:
-            worst = min(drops, key=lambda d: d.z)
-            same = [d for d in drops if d.reference_commit == worst.reference_commit]
-            asks.append((worst.z, Ask(worst.config_id, worst.reference_commit,
-                                      tuple(BY_NAME[d.metric].judged.name for d in same),
-                                      {BY_NAME[d.metric].judged.name: d.noise for d in same if d.noise})))
-    return [ask for _z, ask in sorted(asks, key=lambda pair: pair[0])]
+        if row["config_id"] in carried:
+            ask = carried[row["config_id"]]
+            more = tuple(name for d in drops if (name := BY_NAME[d.metric].judged.name) not in ask.metrics)
+            carried[row["config_id"]] = dataclasses.replace(ask, metrics=ask.metrics + more, noise={
+                **{BY_NAME[d.metric].judged.name: d.noise for d in drops if d.noise}, **ask.noise})
+        elif drops:
+            # every metric that dropped, against the reference from before the earliest drop began: a build at
+            # the level of each of them (the worst's own reference could already carry the other's change)
+            earliest = min(drops, key=lambda d: d.since)
+            asks.append((min(d.z for d in drops), Ask(earliest.config_id, earliest.reference_commit,
+                                                      tuple(BY_NAME[d.metric].judged.name for d in drops),
+                                                      {BY_NAME[d.metric].judged.name: d.noise for d in drops
+                                                       if d.noise})))
+    return [*carried.values(), *(ask for _z, ask in sorted(asks, key=lambda pair: pair[0]))]
+
+
+def _noise_of(good: pd.DataFrame, config_id: str, metric: str, window: int) -> float | None:
+    """The config's relative night-to-night noise of an A/B-judged figure ("tg", "tg_j_per_tok"), oriented as the
+    A/B compares it, from its recent good nights (None: too few)."""
+    field = AB_JUDGED[metric]
+    values = good.loc[good["config_id"] == config_id, field.name].dropna().to_numpy(float)
+    values = oriented(field, values[values > 0])
+    if len(values) < 5:
+        return None
+    baseline = Baseline.of(values[-window:])
+    return baseline.sigma / baseline.median if baseline.median else None
 
 
 def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: str) -> list[Finding]:
@@ -193,7 +226,8 @@ def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: s
 @dataclass(frozen=True)
 class NightABs:
     """What the night's A/Bs say: their comparisons, the slowdowns they confirmed, the builds they cleared (per
-    config and metric column, with the evidence), the ones left open leaning slower, and those that could not run."""
+    config and metric column, with the evidence), the open ones slower beyond chance (watching: regress.ab.screened),
+    how many more were left open for the next night, and those that could not run."""
 
     comparisons: list[ABComparison]
     findings: list[Finding]
@@ -201,6 +235,8 @@ class NightABs:
     watching: list[str]
     not_judged: list[str]
     no_slowdown: set[tuple[str, str]]  # (config, metric column): the A/B cleared the build or saw no slowdown
+    ratios: dict[tuple[str, str], float]  # (config, metric column): what the A/B measured of the build alone
+    left_open: list[str]  # metrics left open leaning slower but not beyond chance: the next night's A/B goes on with them
 
 
 def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], environments: Mapping[str, str],
@@ -211,8 +247,11 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
             return "no A/B runner here (the nightly's detect_regressions runs one on the GPU worker)"
         return ab(configs[ask.config_id], ask.reference_commit, more, earlier)
 
-    out = NightABs([], [], {}, [], [], set())
-    for ended in sequential_night(asks, grow, policy):
+    out = NightABs([], [], {}, [], [], set(), {}, [])
+    night = sequential_night(asks, grow, policy)
+    verdicts = [v for ended in night for v in ended.verdicts]
+    shown = dict(zip(map(id, verdicts), screened(verdicts, 1 - policy.ab_confidence)))
+    for ended in night:
         config = configs[ended.ask.config_id]
         name = config.config_name
         if ended.run is None:
@@ -228,13 +267,18 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
         for v in ended.verdicts:
             field, effect = AB_JUDGED[v.metric], min_effect_of(v.metric, policy)
             key, ratio = (config.config_id, field.name), None if v.ratio is None else oriented(field, v.ratio)
+            if v.ratio is not None:
+                out.ratios[key] = v.ratio
             if v.verdict in ("no change", "not slower", "faster"):
                 out.cleared[key] = f"{builds}: same-night A/B {v.describe()}"
             if v.verdict != "slower" and ratio is not None and ratio >= 1 - effect / 2:
                 out.no_slowdown.add(key)
-            elif v.verdict == "inconclusive" and ratio is not None and ratio < 1 - effect:
-                out.watching.append(f"{name} {field.words}: suspected, being confirmed (A/B stopped: "
-                                    f"{ended.stopped}): {v.describe()}")
+            if shown[id(v)]:
+                out.watching.append(f"{name} {field.words}: suspected, being confirmed (A/B stopped: {ended.stopped}; "
+                                    f"{'higher' if v.higher_is_worse else 'slower'} than the reference beyond chance over "
+                                    f"the night's A/Bs, not yet shown beyond the policy): {v.describe()}")
+            elif leaning_slower(v):
+                out.left_open.append(f"{name} {field.words}")
     return out
 
 
@@ -255,11 +299,12 @@ def _ab_measured(comparisons: Sequence[ABComparison]) -> str:
 
 
 def attribute(incident: Incident, findings: Sequence[Finding], night: str, machine_changes: MachineChanges,
-              cleared: Mapping[tuple[str, str], str]) -> Incident:
+              cleared: Mapping[tuple[str, str], str], ratios: Mapping[tuple[str, str], float] = {}) -> Incident:
     """The candidate causes that changed between the night before the incident's change began and tonight (the
     build, the driver, CUDA, the GPU, the host, the matrix), and those the evidence clears: a same-night A/B that
-    showed no slowdown clears the build (the blame moves to what else changed); one that confirmed a slowdown on
-    one machine clears the machine. An unchanged build is never a cause."""
+    showed no slowdown clears the build (the blame moves to what else changed, with how much came with it: the
+    whole change less the A/B's `ratios` of the build); one that confirmed a slowdown on one machine clears the
+    machine. An unchanged build is never a cause."""
     mine = [f for f in findings if (f.kind, f.metric) == (incident.kind, incident.metric)
             and f.config_id in incident.configs]
     first = min((f.first_night for f in mine if f.first_night), default=night)
@@ -270,11 +315,21 @@ def attribute(incident: Incident, findings: Sequence[Finding], night: str, machi
     if any(f.kind == Kind.SERIES_CHANGED for f in findings if f.config_id in incident.configs):
         causes.append("matrix: the config's settings changed")
     builds = [c for c in causes if c.startswith("llama.cpp")]
-    said = [cleared[(c, incident.metric)] for c in incident.configs if builds and (c, incident.metric) in cleared]
+    said = [cleared[(c, incident.metric)] + _came_with(incident, ratios.get((c, incident.metric)), machine)
+            for c in incident.configs if builds and (c, incident.metric) in cleared]
     confirmed = [f.detail for f in mine if f.detail.startswith("same-night A/B")]
     if confirmed and machine:
         said += [f"{change}: {confirmed[0]} on one machine" for change in machine]
     return dataclasses.replace(incident, causes=causes, cleared=said)
+
+
+def _came_with(incident: Incident, build_ratio: float | None, machine: Sequence[str]) -> str:
+    """How much of a throughput change came with the machine change: the whole change (the incident's, against the
+    nights before it) divided by what the same-night A/B measured of the build alone."""
+    if incident.kind != Kind.THROUGHPUT or not machine or not build_ratio or incident.delta_pct is None:
+        return ""
+    whole = 1 + incident.delta_pct / 100
+    return f"; of {whole - 1:+.1%} in all, {whole / build_ratio - 1:+.1%} came with {', '.join(machine)}"
 
 
 def _not_judged(tonight: pd.DataFrame) -> list[str]:
@@ -303,24 +358,29 @@ def _measured(tonight: pd.DataFrame, comparisons: Sequence[ABComparison]) -> str
 def judge_night(tonight: pd.DataFrame, before: pd.DataFrame, configs: Mapping[str, BenchConfig],
                 environments: Mapping[str, str], open_incidents: Sequence[Incident] = (), policy: Policy = Policy(),
                 accepted: Sequence[Incident] = (), ab: ABRunner | None = None, more_findings: Sequence[Finding] = (),
-                machine_changes: MachineChanges = lambda night: []) -> NightVerdicts:
+                machine_changes: MachineChanges = lambda night: [],
+                earlier_ab: Sequence[ABComparison] = ()) -> NightVerdicts:
     """The whole night's verdicts, without storing them: every check (detect_split), the same-night A/Bs tonight's
-    drops ask for (run with `ab`; configs and environments: config_id -> tonight's BenchConfig and environment_id),
-    their incidents (with more_findings, e.g. the machine's), each new one attributed to the causes that changed,
-    and what the night is watching, could not judge, and measured."""
+    drops and the last night's open A/Bs (`earlier_ab`) ask for (run with `ab`; configs and environments:
+    config_id -> tonight's BenchConfig and environment_id), their incidents (with more_findings, e.g. the machine's),
+    each new one attributed to the causes that changed, and what the night is watching, could not judge, and
+    measured."""
     detection = detect_split(tonight, before, open_incidents, policy, accepted)
-    abs_ = same_night_abs(ab_asks(tonight, before, policy.throughput), configs, environments, ab, policy.throughput)
+    abs_ = same_night_abs(ab_asks(tonight, before, policy.throughput, earlier_ab), configs, environments, ab,
+                          policy.throughput)
     findings = [*detection.findings, *abs_.findings, *more_findings]
     found = reconcile(findings, open_incidents, detection.night, detection.tonight_status, policy,
                       detection.build)
-    found = attributed(found, findings, detection.night, machine_changes, abs_.cleared)
+    found = attributed(found, findings, detection.night, machine_changes, abs_.cleared, abs_.ratios)
     # A drop seen once that tonight's A/B found no slowdown behind, on an unchanged machine, is the night's noise:
     # the drift check still judges it tomorrow, but nobody needs to watch it.
     machine_changed = any(f.kind == Kind.ENVIRONMENT_CHANGED for f in more_findings)
     suspects = [s for s in detection.suspects if machine_changed or (s.config_id, s.metric) not in abs_.no_slowdown]
     noise = len(detection.suspects) - len(suspects)
     measured = _measured(tonight, abs_.comparisons) + (
-        f"; {noise} one-night drop(s) with no slowdown behind them in the A/B" if noise else "")
+        f"; {noise} one-night drop(s) with no slowdown behind them in the A/B" if noise else "") + (
+        f"; {len(abs_.left_open)} A/B figure(s) left open, not slower beyond chance, go on tomorrow"
+        if abs_.left_open else "")
     return NightVerdicts(incidents=found, ab=abs_.comparisons, not_judged=_not_judged(tonight) + abs_.not_judged,
                          watching=_suspected(suspects) + abs_.watching, measured=measured)
 
@@ -362,10 +422,12 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
     if not quarantined.empty:
         history = pd.concat([history, quarantined], ignore_index=True)
     tonight, before = split_tonight(history, run_id)
+    earlier = warehouse.verdicts(previous.run_id) if previous else None  # its open A/Bs go on tonight
     verdicts = judge_night(tonight, before, {r.config.config_id: r.config for r in tonight_results},
                            {r.config.config_id: r.fingerprint.environment_id for r in tonight_results}, open_now,
                            policy, accepted, ab, environment_findings(previous_results, tonight_results),
-                           _machine_changes(warehouse, before, _machine(tonight_results)))
+                           _machine_changes(warehouse, before, _machine(tonight_results)),
+                           earlier.ab if earlier else ())
     if save:
         night = str(tonight["night"].iloc[0])
         environment = next(iter(warehouse.run_environments(run_id)), "")
@@ -379,8 +441,8 @@ def detect_for_run(warehouse: Warehouse, run_id: str, policy: Policy = Policy(),
 
 
 def attributed(incidents: Sequence[Incident], findings: Sequence[Finding], night: str,
-               machine_changes: MachineChanges = lambda night: [],
-               cleared: Mapping[tuple[str, str], str] = {}) -> list[Incident]:
+               machine_changes: MachineChanges = lambda night: [], cleared: Mapping[tuple[str, str], str] = {},
+               ratios: Mapping[tuple[str, str], float] = {}) -> list[Incident]:
     """Tonight's incidents, those opened or grown tonight attributed (`attribute`); the others as they were."""
-    return [attribute(i, findings, night, machine_changes, cleared)
+    return [attribute(i, findings, night, machine_changes, cleared, ratios)
             if i.kind not in NOTE_KINDS and (i.opened_night == night or i.escalated) else i for i in incidents]

@@ -32,9 +32,10 @@ environment and metric (tg_avg_ts, pp_avg_ts):
    1 - page_pct / 2 of the old median. A new build that merely matches the slow one does not close it, and the
    half-policy margin with two nights' mean keeps a real regression from flapping open/resolved on noise.
 
-The same-night A/B's trigger lives here too (`suspected_slowdown`): tonight below the config's recent level by more
-than `ab_trigger_z` of its own night noise and by at least half the policy, on a build that changed since the last
-night at that level (the A/B's reference build, by the same walk back as the drift's range).
+The same-night A/B's trigger lives here too (`suspected_slowdown`): tonight, or tonight and last night together,
+below the config's recent level by more than `ab_trigger_z` of its own night noise and by at least half the policy,
+on a build that changed since the last night at that level (the A/B's reference build, by the same walk back as the
+drift's range).
 
 Only drops are regressions: a faster build is good news and needs nobody.
 """
@@ -146,27 +147,37 @@ class Slowdown:
     metric: str  # tg_avg_ts | pp_avg_ts
     z: float  # tonight against the config's recent nights, in its own night-noise sigmas
     reference_commit: str  # the build of the last night at the config's level: the A/B's side A
+    since: str  # the first night of the drop (tonight's when last night was at the level)
     noise: float | None  # the config's relative night-to-night noise (None: under 5 nights, unknown)
 
 
 def suspected_slowdown(row: pd.Series, series: pd.DataFrame, metric: str,
                        policy: ThroughputPolicy) -> Slowdown | None:
-    """Whether tonight's `metric` is below the config's recent level by more than ab_trigger_z of its noise and by
-    half the policy, on a build that changed since the last night at that level. `series` = its earlier good rows
-    with a value on this machine, oldest first. With under 5 nights (noise unknown) the last night is the level."""
+    """Whether tonight's `metric`, or the mean of tonight and last night, is below the config's recent level by more
+    than ab_trigger_z of its noise (of one night, or of a two-night mean: sigma / sqrt 2) and by half the policy, on
+    a build that changed since the last night at that level. `series` = its earlier good rows with a value on this
+    machine, oldest first. With under 5 nights (noise unknown) the last night is the level.
+
+    Why two nights: at 7 % night noise a real -12 % step is 1.7 sigma, and one night's figure misses the trigger a
+    third of the time; two nights' mean makes it 2.4 sigma, so a step the first night missed is rarely missed again."""
     value, values = float(row[metric]), series[metric].to_numpy(float)[-policy.window:]
     if not len(values):
         return None
     noise_known = len(values) >= 5
     baseline = Baseline.of(values) if noise_known else Baseline(float(values[-1]), SIGMA_FLOOR * float(values[-1]))
-    z = baseline.z(value) if noise_known else -float("inf")
-    if z > -policy.ab_trigger_z or value > baseline.median * (1 - policy.page_pct / 200):
+    low, z = value, baseline.z(value) if noise_known else -float("inf")
+    if noise_known:
+        two_nights = (value + float(values[-1])) / 2
+        z_two = (two_nights - baseline.median) / (baseline.sigma / np.sqrt(2))
+        if z_two < z:
+            low, z = two_nights, float(z_two)
+    if z > -policy.ab_trigger_z or low > baseline.median * (1 - policy.page_pct / 200):
         return None
-    reference, _first = _range(row, series, metric, baseline.median) if noise_known else (
-        str(series["llama_cpp_commit"].iloc[-1]), "")
+    reference, first = _range(row, series, metric, baseline.median) if noise_known else (
+        str(series["llama_cpp_commit"].iloc[-1]), str(row["night"]))
     if not reference or reference == str(row["llama_cpp_commit"]):
         return None  # the same build as at the config's level: a same-night A/B has nothing to compare
-    return Slowdown(str(row["config_id"]), metric, z, reference,
+    return Slowdown(str(row["config_id"]), metric, z, reference, first,
                     baseline.sigma / baseline.median if noise_known and baseline.median else None)
 
 

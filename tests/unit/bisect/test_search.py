@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
+from support.samples import simulated_ab
 
 from vramwatch.bisect.search import (
     Probe,
+    ab_probe,
     ab_verdict,
     endpoint_problem,
     expected_steps,
     figure_verdict,
     search,
 )
+from vramwatch.config import ThroughputPolicy
+from vramwatch.regress.ab import compare
 
 REFS = [f"r{i}" for i in range(20)]
 
@@ -103,6 +108,26 @@ def test_an_exact_buffer_figure_is_judged_by_the_end_it_matches_or_approaches(fi
 
 
 @pytest.mark.parametrize(("outcome", "verdict"), [
-    ("slower", "bad"), ("no change", "good"), ("inconclusive", "skipped"), ("faster", "skipped")])
+    ("slower", "bad"), ("no change", "good"), ("not slower", "good"), ("inconclusive", "skipped"),
+    ("faster", "skipped")])
 def test_a_throughput_candidate_is_judged_by_its_ab_against_the_good_build(outcome, verdict):
+    """Session 8: "not slower" (cleared of a slowdown beyond the policy, the bisection's question) was skipped."""
     assert ab_verdict(outcome, "slower", "tg 0.81x")[0] == verdict
+    assert ab_verdict("not slower", "faster", "tg 1.02x")[0] == "skipped"  # it does not clear a speed-up
+
+
+def test_a_throughput_candidate_gets_the_sequential_ab_not_one_look():
+    """Session 8: a candidate was judged on one look of 3 processes a side, which at 3.5 % noise cannot show a -8 %
+    slowdown beyond the 5 % policy: skipped, and the culprit left ambiguous. The nightly's sequential A/B grows."""
+    def engines(seed: int):
+        rng = np.random.default_rng(seed)
+        return lambda ask, more, earlier: simulated_ab("x", ("good", "candidate"), {"tg": (118.0, 118.0 * 0.92)},
+                                                       0.035, rng, more, earlier)
+
+    policy = ThroughputPolicy()
+    outcome, probe = ab_probe("tg", "good", engines(2), policy)
+
+    one_look = engines(2)(None, policy.ab_processes, None).samples_ts["tg"]  # the same first look, alone
+    assert compare("tg", one_look["A"], one_look["B"], 0.05).verdict == "inconclusive"
+    assert outcome == "slower" and probe.figure < 0.95 and "slower" in probe.reason
+    assert ab_verdict(outcome, "slower", probe.reason)[0] == "bad"
