@@ -65,7 +65,8 @@ def energy_row(result: BenchResult, prices: Prices) -> dict:
                 f"{test}_usd_per_mtok_total": _round(cost and cost.total, 4)}
     agreement, limit, average = energy.agreement_pct, energy.power_limit_w, [
         w.power_avg_w for w in (energy.pp, energy.tg) if w and w.power_avg_w is not None]
-    return row | {"power_peak_w": energy.power_peak_w, "idle_w": energy.idle_w, "power_limit_w": limit,
+    return row | {"power_source": energy.power_source, "power_peak_w": energy.power_peak_w, "idle_w": energy.idle_w,
+                  "power_limit_w": limit,
                   "energy_agreement_pct": agreement,
                   "agreement_within_5_pct": None if agreement is None else agreement <= ENERGY_AGREEMENT_PCT,
                   "average_below_limit": None if limit is None or not average else max(average) < limit,
@@ -103,20 +104,23 @@ def markdown(doc: dict) -> str:
     lines = [f"# Energy per token, {device['gpu']} ({doc['date']})", "",
              "The nightly's bench (pipeline.measure) of each model at Q4_K_M, baseline and offload, 3 repetitions of "
              "pp512 and tg128 in one process: NVML's energy counter around each test's window (repeated until it "
-             "lasts a second), the board's power sampled at 20 Hz beside it, the idle power with the model loaded "
-             "before the tests, and the board's power limit.", "",
+             "lasts a second, ten with only GetPowerUsage), the board's power sampled at 20 Hz beside it (\"power "
+             "read\": `instant`, NVML's instant power field, or `power_usage`, nvmlDeviceGetPowerUsage, a 1-s "
+             "average on Ampere and newer), the idle power with the model loaded before the tests, and the board's "
+             "power limit.", "",
              f"Device: {device['gpu']}, driver {device['driver']}, CUDA {device['cuda']}, {device['cpu_cores']} CPU "
              f"cores ({device['cpu']}). Build: llama-cpp-python {device['llama_cpp_python']} (llama.cpp "
              f"{device['llama_cpp_commit'][:9]}), {device['backend']}. Date: {doc['date']}.", "",
              f"Command: `{doc['command']}`.", "", "## J/token and power", ""]
     lines += _table(
         ["config", "pp J/tok", "tg J/tok", "pp above idle", "tg above idle", "pp W", "tg W", "peak W", "idle W",
-         "limit W", "counter vs samples %", "within 5 %", "below limit", "host"],
+         "limit W", "power read", "counter vs samples %", "within 5 %", "below limit", "host"],
         [[r["config"], *(_shown(f"{t}_j_per_tok", r[f"{t}_j_per_tok"]) for t in TESTS),
           *(_shown(f"{t}_j_per_tok", r[f"{t}_above_idle_j_per_tok"]) for t in TESTS),
           *(_shown(f"{t}_power_avg_w", r[f"{t}_power_avg_w"]) for t in TESTS),
           _shown("gpu_power_peak_w", r["power_peak_w"]), _shown("gpu_idle_w", r["idle_w"]),
-          _shown("gpu_power_limit_w", r["power_limit_w"]), _shown("energy_agreement_pct", r["energy_agreement_pct"]),
+          _shown("gpu_power_limit_w", r["power_limit_w"]), r["power_source"] or MISSING,
+          _shown("energy_agreement_pct", r["energy_agreement_pct"]),
           _yes(r["agreement_within_5_pct"]), _yes(r["average_below_limit"]), r["host_energy"]] for r in rows])
     notes = [f"- {r['config']}: {r['energy_note'] or r['error']}" for r in rows if r["energy_note"] or r["error"]]
     lines += ["", "Above idle: the window's counter joules less the idle power over the window, per token. "

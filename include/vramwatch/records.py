@@ -610,6 +610,10 @@ class Roofline(Record):
 NO_HOST_ENERGY = "host energy not measured"  # said wherever the host's energy would stand and RAPL did not measure it
 ENERGY_MIN_WINDOW_S = 1.0  # NVML's energy counter updates in steps: a shorter window is flagged
 ENERGY_AGREEMENT_PCT = 5.0  # the counter and the power samples' integral must agree this closely, or it is flagged
+POWER_INSTANT = "instant"  # power samples from NVML's NVML_FI_DEV_POWER_INSTANT field
+# power samples from nvmlDeviceGetPowerUsage: a 1-s trailing average on Ampere (except GA100) and newer, instantaneous
+# before; the only reading before measured-night format 5
+POWER_USAGE = "power_usage"
 
 
 @dataclass(frozen=True)
@@ -655,6 +659,7 @@ class Energy(Record):
     power_limit_w: float | None = None  # the board's power management limit
     gpu_reason: str = ""  # why the GPU figures are absent; "" when measured (or for results stored before energy)
     host_reason: str = ""  # why host_j is absent, e.g. "host energy not measured: no RAPL"
+    power_source: str = ""  # what the power samples read: POWER_INSTANT or POWER_USAGE; "" when none were taken
 
     @property
     def power_peak_w(self) -> float | None:
@@ -707,7 +712,8 @@ class BenchResult(Record):
 # The measured-night format. 1: no version field. 2: cuda_context_mib is NVML process memory minus the GPU buffers,
 # and Memory keeps its source_lines. 3: each result records the model file's size as the bench read it. 4: configs
 # carry gpus, split_mode and tensor_split, the runner pins the GPUs, and NVML's process figure is read on each GPU.
-MEASURED_NIGHT_VERSION = 4
+# 5: Energy records its power_source (NVML's instant power field where the driver has it).
+MEASURED_NIGHT_VERSION = 5
 
 
 @dataclass(frozen=True)
@@ -739,6 +745,8 @@ class MeasuredNight(Record):
             night = dataclasses.replace(night, results=results)
         if version <= 3:
             night = dataclasses.replace(night, results=[_unpinned(r) for r in night.results])
+        if version <= 4:  # its power samples, where it took any, came from GetPowerUsage
+            night = dataclasses.replace(night, results=[_sampled_power_usage(r) for r in night.results])
         return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 
     def night_key(self) -> str:
@@ -746,6 +754,13 @@ class MeasuredNight(Record):
         stages took), so ingesting the same night again is recognised whatever run id it comes under."""
         measured = {"build": self.build.to_dict(), "results": [r.to_dict() for r in self.results]}
         return hashlib.sha256(json.dumps(measured, sort_keys=True).encode()).hexdigest()
+
+
+def _sampled_power_usage(result: BenchResult) -> BenchResult:
+    energy = result.energy
+    if not any(t and t.n_samples for t in (energy.pp, energy.tg)):
+        return result
+    return dataclasses.replace(result, energy=dataclasses.replace(energy, power_source=POWER_USAGE))
 
 
 def _unpinned(result: BenchResult) -> BenchResult:

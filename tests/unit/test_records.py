@@ -14,6 +14,7 @@ from support.samples import bisection
 from vramwatch.errors import UserError
 from vramwatch.records import (
     MEASURED_NIGHT_VERSION,
+    POWER_USAGE,
     BenchConfig,
     BenchKnobs,
     BenchResult,
@@ -104,6 +105,17 @@ def test_the_two_release_nights_trace_every_buffer_and_agree_on_the_cuda_context
             assert set(memory.source_lines) == set(memory.buffers_mib) and all(memory.source_lines.values())
             assert memory.cuda_context_mib == pytest.approx(memory.nvml_process_mib - memory.gpu_buffers_mib, abs=0.01)
         assert after.memory.cuda_context_mib == pytest.approx(before.memory.cuda_context_mib, abs=64)
+
+
+@pytest.mark.parametrize("model", ["deepseek", "phi"])
+def test_the_h100_energy_nights_read_as_sampled_through_get_power_usage(model):
+    """Written before the instant power field: their power samples were GetPowerUsage's (a 1-s average there)."""
+    text = (RAW / "2026-12-07-h100-energy" / f"energy-{model}.json").read_text()
+    assert json.loads(text)["format_version"] < 5
+    measured = MeasuredNight.from_json(text)
+    assert measured.results and all(r.energy.power_source == POWER_USAGE for r in measured.results)
+    assert all(r.energy.pp.n_samples for r in measured.results)  # the migration marks only rows that sampled
+    assert MeasuredNight.from_json(measured.to_json()) == measured
 
 
 def test_a_current_night_keeps_its_figures_and_a_newer_one_asks_for_an_upgrade():

@@ -123,13 +123,48 @@ def test_host_energy_is_read_over_the_same_window(tmp_path):
 
 
 def test_a_board_without_power_readings_still_has_its_counter_and_says_it_was_not_cross_checked():
-    trace = RecordedNvml()
+    trace = RecordedNvml(instant_field=False)
 
     def no_power(handle):
         raise trace.NVMLError("Not Supported")
 
     trace.nvmlDeviceGetPowerUsage = no_power
-    _, measured = meter_on(trace).window(TOKENS, 3, work)
+    meter = meter_on(trace)
+    _, measured = meter.window(TOKENS, 3, work)
+    assert meter.power_source == "" and meter.min_window_s == 0.6  # nothing to sample: no averaging to outlast
     assert measured.n_samples == 0 and measured.sampled_j is None and measured.power_peak_w is None
     assert measured.j_per_tok is not None and measured.power_avg_w == pytest.approx(350.0, rel=0.05)
     assert any("not cross-checked" in flag for flag in measured.flags)
+
+
+# A board like the H100 of 2026-12-07: GetPowerUsage is a 1-s trailing average, the instant field is the power now.
+# The load starts with the window, from idle, as a test's repetitions start after the idle reading.
+H100_LIKE = dict(load_w=350.0, idle_w=62.0, average_s=1.0)
+
+
+def test_on_a_one_second_burst_the_instant_field_agrees_with_the_counter():
+    meter = meter_on(RecordedNvml(**H100_LIKE), min_window_s=1.0)
+    _, measured = meter.window(TOKENS, 3, work)
+    assert meter.power_source == "instant" and measured.window_s < 1.5
+    assert measured.agreement_pct < ENERGY_AGREEMENT_PCT and measured.flags == []
+    assert meter.energy(measured, None, None).power_source == "instant"
+
+
+def test_on_a_one_second_burst_the_averaged_reading_lags_and_is_flagged(monkeypatch):
+    monkeypatch.setattr(energy_module, "POWER_AVERAGE_S", 0.0)  # as the code before the fix: a 1-s window regardless
+    meter = meter_on(RecordedNvml(**H100_LIKE, instant_field=False), min_window_s=1.0)
+    _, measured = meter.window(TOKENS, 3, work)
+    assert meter.power_source == "power_usage"
+    assert measured.sampled_j < measured.counter_j  # the average under-reads the burst's ramp, as on the H100's pp
+    assert measured.agreement_pct > ENERGY_AGREEMENT_PCT
+    assert any("power samples (power_usage)" in flag and "differ by" in flag for flag in measured.flags)
+
+
+def test_with_only_the_averaged_reading_the_window_is_stretched_until_the_lag_fits(monkeypatch):
+    monkeypatch.setattr(energy_module, "POWER_AVERAGE_S", 0.1)  # a tenth of NVML's averaging, to keep the test short
+    meter = meter_on(RecordedNvml(**{**H100_LIKE, "average_s": 0.1}, instant_field=False), min_window_s=0.2)
+    assert meter.min_window_s == pytest.approx(1.0)  # half the averaging over the 5 % agreement
+    _, measured = meter.window(TOKENS, 3, work)
+    assert measured.window_s >= 1.0
+    assert measured.agreement_pct < ENERGY_AGREEMENT_PCT and measured.flags == []
+    assert meter.energy(measured, None, None).power_source == "power_usage"
