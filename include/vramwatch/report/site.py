@@ -259,9 +259,11 @@ def _environment() -> jinja2.Environment:
 
 def _figure_cells(row: Mapping[str, Any], shown: Sequence[Field]) -> Markup:
     """A row's figures as table cells, each in its field's format: made here, not cell by cell in the template (a
-    config page has thousands); a row that measured nothing shows MISSING, never a 0."""
-    ok = row["status"] == "ok"
-    return Markup("".join(f"<td>{escape(f.number(number(row[f.name])) if ok else MISSING)}</td>" for f in shown))
+    config page has thousands); a row that measured nothing shows MISSING, never a 0. A formatted number needs no
+    escaping."""
+    if row["status"] != "ok":
+        return Markup(f"<td>{MISSING}</td>" * len(shown))
+    return Markup("".join(f"<td>{f.number(number(row[f.name]))}</td>" for f in shown))
 
 
 @dataclass
@@ -275,6 +277,7 @@ class _Site:
     incidents: list[Incident]
     figures: dict[int, list[dict[str, Any]]]  # build id -> Warehouse.build_figures (SITE_FIELDS), as rows
     figure_keys: dict[int, str]
+    build_of_run: dict[str, int]
 
 
 def _lane_name(lane: str) -> str:
@@ -335,7 +338,8 @@ class SiteBuilder:
             figures[build_id] = self._build_figures(path, build_id, keys[build_id])
         return _Site(runs=runs, builds=builds, build_records=records,
                      options={int(row["build_id"]): build_option(row) for _, row in builds.iterrows()},
-                     incidents=self.warehouse.incidents(), figures=figures, figure_keys=keys)
+                     incidents=self.warehouse.incidents(), figures=figures, figure_keys=keys,
+                     build_of_run={run_id: int(b) for run_id, b in zip(runs["run_id"], runs["build_id"])})
 
     def _build_figures(self, path: str, build_id: int, key: str) -> list[dict[str, Any]]:
         """One build's figures per config: from the site's own data file while its runs are unchanged, else from the
@@ -465,17 +469,25 @@ class SiteBuilder:
         for build_id in list(site.options)[::-1]:
             for row in site.figures[build_id]:
                 by_build.setdefault(row["config_id"], []).append((build_id, row))
+        # each config's rows as plain dicts, oldest first, made once for the whole frame: pandas on each config's
+        # slice reads every column through iloc per config (most of a new night's time)
+        by_config: dict[str, list[dict[str, Any]]] = {}
+        columns = list(recent.columns)
+        for values in recent.itertuples(index=False, name=None):  # Python values, as to_dict's, without its 2nd pass
+            row = dict(zip(columns, values))
+            by_config.setdefault(row["config_id"], []).append(row)
         listing = []
         signature = dict(zip(site.runs["run_id"], site.runs["signature"]))
         newest = next(iter(site.options), None)
-        for config_id, rows in recent.groupby("config_id", sort=False):
+        for config_id, rows in by_config.items():
             path = f"configs/{slug(config_id)}.html"
             mine = [i for i in site.incidents if config_id in i.configs]
             # the builds before the newest: their figures are final, so their page changes only with a new build
             earlier = [(b, row) for b, row in by_build.get(config_id, []) if b != newest]
-            key = _key("config", [signature[run_id] for run_id in rows["run_id"].unique()],  # a re-stored night too
-                       rows[["run_id", "status", "environment_id"]].to_numpy().tolist(), [i.to_dict() for i in mine])
-            last = rows.iloc[-1]
+            key = _key("config", [signature[run_id] for run_id in dict.fromkeys(r["run_id"] for r in rows)],
+                       [[r["run_id"], r["status"], r["environment_id"]] for r in rows],  # a re-stored night too
+                       [i.to_dict() for i in mine])
+            last = rows[-1]
             listing.append((config_order(last), config_id, path, last))
             self.files.make(path, key, lambda c=config_id, r=rows, i=mine, e=bool(earlier): self._config(
                 site, c, r, i, marks.get(c, {}), e))
@@ -484,33 +496,33 @@ class SiteBuilder:
                                 _key("config builds", [(site.figure_keys[b], site.options[b]) for b, _ in earlier]),
                                 lambda c=config_id, e=earlier: self._config_builds(site, c, e))
         listing.sort(key=lambda item: (item[0], item[1]))
-        models: dict[str, list[tuple[str, str, pd.Series]]] = {}
+        models: dict[str, list[tuple[str, str, dict[str, Any]]]] = {}
         for _, config_id, path, last in listing:
             models.setdefault(last["model"], []).append((config_id, path, last))
         self.files.put("configs.html", "configs", self._page("configs.html", "configs.html.j2", title="Configs",
                                                               models=models))
         return recent
 
-    def _config(self, site: _Site, config_id: str, rows: pd.DataFrame, incidents: list[Incident],
+    def _config(self, site: _Site, config_id: str, rows: list[dict[str, Any]], incidents: list[Incident],
                 marked: dict[str, set[str]], has_earlier_builds: bool) -> str:
         recipes: dict[tuple, Recipe] = {}
         recipe_of = _recipes(site, recipes)
-        build_of_run = dict(zip(site.runs["run_id"], site.runs["build_id"]))
-
-        shown = [f for f in COMPARED if rows[f.name].map(number).fillna(0).ne(0).any()]
+        shown = [f for f in COMPARED if any(number(r[f.name]) for r in rows)]
+        by_environment: dict[Any, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_environment.setdefault(row["environment_id"], []).append(row)
+        # an incident's metric is a field, or a buffer or test of llama.cpp's words: then every panel shows it
+        others = frozenset(n for metric, nights in marked.items() if metric not in BY_NAME for n in nights)
         machines = []
-        for environment_id, mine in rows.groupby("environment_id", sort=False):
-            axis = [RunPoint(r.night, r.run_id, r.status, None, str(r.llama_cpp_commit or r.build_version)[:9])
-                    for r in mine.itertuples()]
-            # an incident's metric is a field, or a buffer or test of llama.cpp's words: then every panel shows it
-            others = frozenset(n for metric, nights in marked.items() if metric not in BY_NAME for n in nights)
-            panels = [(f, [number(v) if s == "ok" else None for v, s in zip(mine[f.name], mine["status"])],
+        for environment_id, mine in by_environment.items():
+            axis = [RunPoint(r["night"], r["run_id"], r["status"], None,
+                             str(r["llama_cpp_commit"] or r["build_version"])[:9]) for r in mine]
+            panels = [(f, [number(r[f.name]) if r["status"] == "ok" else None for r in mine],
                        frozenset(marked.get(f.name, ())) | others) for f in shown]
-            last = mine.iloc[-1]
+            last = mine[-1]
             where = f"{last['gpu_name']}" if last["gpu_name"] else f"no GPU: {last['cpu_model']}"
             figure = figures_chart(f"{config_name(config_id)} on {where}", axis, panels) if shown else None
-            points = [(r, _figure_cells(r, shown), recipe_of(r, int(build_of_run[r["run_id"]])))
-                      for r in mine.iloc[::-1].to_dict("records")]
+            points = [(r, _figure_cells(r, shown), recipe_of(r, site.build_of_run[r["run_id"]])) for r in mine[::-1]]
             machines.append((environment_id, where, figure, points))
         return self._page(f"configs/{slug(config_id)}.html", "config.html.j2", title=config_name(config_id),
                           config_id=config_id, machines=machines, shown=shown, incidents=incidents,
