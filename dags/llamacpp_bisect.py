@@ -60,16 +60,24 @@ def bisect_dag(worker: GpuWorker) -> None:
         def store(result: dict, params: dict | None = None) -> str:
             from vramwatch import pipeline
 
-            written = pipeline.run_task(pipeline.store_bisection, result, params, lane=worker,
-                                        connections=alert_connections())
-            if result["culprit"] is None or result["stopped"]:  # stored and alerted, and red: nothing was found
+            return pipeline.run_task(pipeline.store_bisection, result, params, lane=worker,
+                                     connections=alert_connections())
+
+        # last, after store and publish: a search that found nothing is stored, alerted and published, then turns
+        # the run red (a leaf decides the run's colour, and publish succeeds whatever came before it)
+        @task
+        def culprit_named(result: dict) -> str:
+            if result["culprit"] is None or result["stopped"]:
                 from airflow.sdk.exceptions import AirflowFailException
 
                 raise AirflowFailException(f"no culprit for {result['config_id']} between {result['good']} and "
                                            f"{result['bad']}: {result['stopped'] or 'the search ended without one'}")
-            return written
+            return result["culprit"]
 
-        publish_task(store(bisect()))  # the site shows the search, found or stopped
+        search = bisect()
+        stored = store(search)
+        named = culprit_named(search)
+        [stored, publish_task(stored)] >> named  # the site shows the search, found or stopped
 
     llamacpp_bisect()
 

@@ -158,6 +158,9 @@ def test_the_nightly_and_the_bisection_end_by_publishing_the_site_whatever_came_
     nightly, bisect = dagbag.dags["llamacpp_nightly"], dagbag.dags["llamacpp_bisect"]
     assert nightly.get_task("publish").upstream_task_ids == {"alert"}
     assert bisect.get_task("publish").upstream_task_ids == {"store"}
+    # publish succeeds whatever came before: the bisection's colour comes from its last task, after store and publish
+    assert bisect.get_task("culprit_named").upstream_task_ids == {"bisect", "store", "publish"}
+    assert not bisect.get_task("culprit_named").downstream_task_ids
     assert {dag.get_task("publish").trigger_rule for dag in (nightly, bisect)} == {"all_done"}
 
 

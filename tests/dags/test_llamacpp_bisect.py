@@ -59,10 +59,11 @@ def test_a_bisection_that_names_no_culprit_is_stored_then_fails_its_run_saying_w
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.delenv("AIRFLOW_CONN_SMTP_DEFAULT", raising=False)
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
-    store = DagBag(dag_folder=str(DAGS / "llamacpp_bisect.py")).dags["llamacpp_bisect"].get_task("store")
+    dag = DagBag(dag_folder=str(DAGS / "llamacpp_bisect.py")).dags["llamacpp_bisect"]
+    found_nothing = bisection(found=False).to_dict()
 
+    dag.get_task("store").python_callable(found_nothing, REQUEST.to_dict())
+    assert [path.name for path in (tmp_path / "reports" / "bisect").rglob("*.json")]  # stored first
     with pytest.raises(AirflowFailException, match=r"no culprit for deepseek-moe-16b/Q4_K_M/baseline@1f3a9c0e "
                                                    r"between 0\.3\.30 and 0\.3\.36: .*0\.3\.33: build failed"):
-        store.python_callable(bisection(found=False).to_dict(), REQUEST.to_dict())
-
-    assert [path.name for path in (tmp_path / "reports" / "bisect").rglob("*.json")]  # stored before it failed
+        dag.get_task("culprit_named").python_callable(found_nothing)  # then the run's last task turns it red
