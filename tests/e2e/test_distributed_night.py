@@ -209,7 +209,7 @@ def bisected_night(distributed_night):
     target = plant_slower_build(Warehouse(cluster.warehouse_url), first_run)
     with cluster.explained():
         run_id = cluster.trigger(DAG, {"force": True})
-        bisection = triggered_bisection(cluster, timeout_s=420)
+        bisection = triggered_bisection(cluster, timeout_s=900)  # the night first: build, benches, prune
         bisect_state = cluster.wait_for_run(BISECT_DAG, bisection["dag_run_id"], timeout_s=600)
         state = cluster.wait_for_run(DAG, run_id, timeout_s=300)
     return cluster, run_id, state, target, bisection, bisect_state, tmp
