@@ -42,9 +42,10 @@ from vramwatch.records import MeasuredNight  # noqa: E402
 STEPS = ("energy-deepseek", "overhead-baseline", "overhead-offload", "energy-phi", "energy-noise")  # after "build"
 DEEPSEEK, PHI = "deepseek-moe-16b", "phi-3.5-moe"
 # Rounds of the overhead's paired comparison: baseline tg varies ~0.75 % between processes on an H100
-# (2026-12-07-h100-noise.md), less between runs in one process, so 12 pairs put a 95 % interval well inside ±1 %;
+# (2026-12-07-h100-noise.md), less between runs in one process; 12 pairs gave intervals of ±1.1 % (tg) and ±2.2 %
+# (pp) on an H100 (2026-12-07-h100-energy.md), so 40 pairs (~6 min) bring them near ±0.6 and ±1.2 %;
 # offload varies ~10 % between processes: its rounds (~12 s a run) show the direction, not a 1 % resolution.
-ROUNDS = {"baseline": 12, "offload": 4}
+ROUNDS = {"baseline": 40, "offload": 4}
 NOISE_PROCESSES = 6  # per mode (3 a side of the one engine): ~25 s baseline, ~80 s offload on an H100
 # --rehearse: tiny models on a shared CPU, where a tg128 of the tiny DeepSeek takes minutes: every step runs, smaller
 REHEARSAL = {"knobs": {"n_prompt": 32, "n_gen": 8, "reps": 1}, "rounds": 2, "noise_processes": 2}
