@@ -48,6 +48,7 @@ QUANT_TYPES = (
     "NVFP4",
 )
 MODEL_NAME_MAX = 120  # characters of a model's name the warehouse keeps (rows.FIELDS "model"); the matrix checks it
+TENSOR_SPLIT_MAX = 64  # characters of a tensor_split the warehouse keeps (rows.FIELDS "tensor_split"); knob_problems
 RESULT_MARKER = "VRAMWATCH_RESULT "  # starts the bench child's one result line on stdout
 BENCH_PARENT_ENV = "VRAMWATCH_BENCH_PARENT"  # the bench child's parent's pid: the child dies with it
 ERROR_CHARS = 500  # what a record keeps of an error: its first characters, on one line
@@ -333,6 +334,9 @@ def _split_problems(knobs: Any) -> list[str]:
         return [f"split_mode: none keeps the model on one GPU; with gpus={knobs.gpus} use layer or row (or gpus: 1)"]
     if not knobs.tensor_split:
         return []
+    if len(knobs.tensor_split) > TENSOR_SPLIT_MAX:  # its row could never be stored
+        return [f"tensor_split: {len(knobs.tensor_split)} characters, more than the {TENSOR_SPLIT_MAX} the warehouse "
+                f"keeps; write the shares shorter (3,1)"]
     if knobs.gpus == 1:
         return [f"tensor_split: {knobs.tensor_split!r} shares one GPU's model with nothing; leave it empty or set gpus"]
     try:

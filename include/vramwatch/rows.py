@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from vramwatch.errors import UserError
-from vramwatch.records import MIB, MODEL_NAME_MAX, BenchResult, IncidentKind
+from vramwatch.records import MIB, MODEL_NAME_MAX, TENSOR_SPLIT_MAX, BenchResult, IncidentKind
 
 if TYPE_CHECKING:  # the history frame's type: a GPU worker's bench (bench.ab reads the fields) runs without pandas
     import pandas as pd
@@ -166,6 +166,10 @@ FIELDS: tuple[Field, ...] = (
     Field("n_gpu_layers", INT, "config.n_gpu_layers", label="GPU layers"),
     Field("type_k", STRING, "config.type_k", length=8, label="K cache type"),
     Field("type_v", STRING, "config.type_v", length=8, label="V cache type"),
+    # the split over several GPUs (issue 29; migration 0010)
+    Field("gpus", INT, "config.gpus", label="GPUs"),
+    Field("split_mode", STRING, "config.split_mode", length=8, label="split mode"),
+    Field("tensor_split", STRING, "config.tensor_split", length=TENSOR_SPLIT_MAX, label="tensor split"),
     # llama-bench's pp and tg tests
     *_test_fields("pp"),
     *_test_fields("tg"),

@@ -15,6 +15,7 @@ from vramwatch.errors import UserError
 from vramwatch.records import (
     MEASURED_NIGHT_VERSION,
     POWER_USAGE,
+    TENSOR_SPLIT_MAX,
     BenchConfig,
     BenchKnobs,
     BenchResult,
@@ -182,7 +183,7 @@ def test_split_knobs_that_could_not_run_are_named_by_field():
     assert fields(gpus=0) == ["gpus"]
     assert fields(gpus=2, split_mode="none") == ["split_mode"]  # two GPUs pinned, the model on one
     assert fields(split_mode="tensor") == ["split_mode"]
-    for bad in ("3,1", "a,b", "1", "1,2,3", "-1,2", "0,0"):
+    for bad in ("3,1", "a,b", "1", "1,2,3", "-1,2", "0,0", f"0.{'0' * TENSOR_SPLIT_MAX}1,1"):  # the last: too long
         assert fields(gpus=1 if bad == "3,1" else 2, tensor_split=bad) == ["tensor_split"], bad
     assert split_shares(BenchKnobs(gpus=2, tensor_split="3,1")) == [0.75, 0.25]
     assert split_shares(BenchKnobs(gpus=2)) == [0.5, 0.5]  # even: never llama.cpp's split by free memory

@@ -38,6 +38,7 @@ import io
 import json
 import os
 import re
+import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -71,7 +72,9 @@ if TYPE_CHECKING:
 
 SITE_TEMPLATES = TEMPLATES / "site"
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
+# What a page shows, by version: a site published by another version is made again whole, once, since a page's key
+# names its inputs, not the code that drew it. 2: bench commands carry the split knobs (gpus, split_mode, ...).
+MANIFEST_VERSION = 2
 STYLESHEET, ICON = "site.css", "favicon.svg"
 # What the config pages, build pages and fits read of each result: the compared figures, and what the reproducing
 # command and the fits table need (the knobs the flat row keeps, the model file, the GPU memory needed).
@@ -194,8 +197,9 @@ class Recipe:
 
 def bench_command(row: Mapping[str, Any]) -> str:
     """`vramwatch bench` as it measured this row: the mode, then one flag per records.BenchKnobs field the flat row
-    keeps, spelled as the command's flags are made from that record (cli.common.add_record_flags). The knobs it does
-    not keep (timeout, host memory limit) change no figure."""
+    keeps, spelled as the command's flags are made from that record (cli.common.add_record_flags), each value quoted
+    for the shell (one GPU's empty tensor_split is ''). The knobs it does not keep (timeout, host memory limit) change
+    no figure."""
     words = ["vramwatch bench", f"{row['model']}.{row['quant']}.gguf", f"--mode {row['mode']}"]
     if row["mode"] == "partial":
         words.append(f"--n-cpu-moe {int(row['n_cpu_moe'])}")
@@ -212,7 +216,8 @@ def bench_command(row: Mapping[str, Any]) -> str:
         if isinstance(value, bool) or knob.type in ("bool", bool) or knob.name == "generation":
             words.append(flag if value else f"--no-{flag[2:]}")
         else:
-            words.append(f"{flag} {int(value) if isinstance(value, float) and value.is_integer() else value}")
+            shown = int(value) if isinstance(value, float) and value.is_integer() else value
+            words.append(f"{flag} {shlex.quote(str(shown))}")
     return " ".join(words)
 
 

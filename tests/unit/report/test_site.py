@@ -5,23 +5,28 @@ from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import html
 import io
 import json
 import re
 import shlex
+from contextlib import closing
 from pathlib import Path
 
 import pytest
-from support.samples import night, replace
+from support.samples import night, replace, result
+from support.two_gpu import two_gpu_result
 from support.warehouses import NEW_BUILD, REGRESSED, build_record, night_of, published_history
 
 from vramwatch.cli.main import build_parser
 from vramwatch.records import BenchKnobs, MeasuredNight, ValidatedNight
-from vramwatch.report.site import MANIFEST, bench_command, publish
+from vramwatch.report.site import MANIFEST, bench_command, publish, slug
 from vramwatch.rows import FIELD_NAMES, flatten
 from vramwatch.warehouse.store import Warehouse
 
 NIGHTS = 12
+SPLIT_KNOBS = ("gpus", "split_mode", "tensor_split")
 
 
 @pytest.fixture
@@ -82,16 +87,54 @@ def test_every_point_names_a_command_that_the_bench_command_line_takes(warehouse
         assert args.mode == "baseline" and args.python == "ENGINE/bin/python"
 
 
-def test_the_bench_command_has_a_flag_for_every_knob_the_row_keeps():
+def test_the_bench_command_has_a_flag_for_every_knob():
     command = bench_command({**flatten(night()[0]), "n_threads": 8, "use_mmap": False})
     assert "--n-threads 8" in command and "--no-use-mmap" in command and "--generation" in command
-    # the knobs with a column of the flat row (generation: its figures); the limits (timeout, host memory) change no
-    # figure, and the split knobs (gpus, split_mode, tensor_split) live in the stored record only, so a two-GPU row's
-    # command lacks them (a known gap, issue 29)
-    kept = {name for name in BenchKnobs.__dataclass_fields__ if name in FIELD_NAMES} | {"generation"}
-    assert {"n_threads", "use_mmap", "n_prompt", "n_gen", "flash_attn"} <= kept
-    for name in kept:
+    limits = {"timeout_s", "host_memory_limit_mib"}  # no figure depends on them: the row has no column
+    for name in BenchKnobs.__dataclass_fields__.keys() - limits:
         assert f"-{name.replace('_', '-')}" in command, name
+
+
+def test_a_two_gpu_rows_command_names_its_split_and_parses_back_to_it(tmp_path):
+    """Issue 29: the split knobs are flat-row columns, so the site's command for a two-GPU row measures that split
+    again, and its one-GPU twin's says one GPU (its empty tensor_split quoted for the shell)."""
+    split = two_gpu_result("phi-3.5-moe-Q8_0-2gpu-row", split_mode="row", tensor_split="3,1")
+    one_gpu = result("phi-3.5-moe", "Q8_0")
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    with closing(Warehouse(url)) as warehouse:
+        warehouse.store_run("run000", night_of(0), build_record(NEW_BUILD),
+                            ValidatedNight(accepted=[one_gpu, split], quarantined=[]), "test")
+        publish(warehouse, tmp_path / "site")
+    for row, expected in ((split, (2, "row", "3,1")), (one_gpu, (1, "layer", ""))):
+        page = (tmp_path / "site" / "configs" / f"{slug(row.config.config_id)}.html").read_text()
+        (command,) = set(re.findall(r"\n(vramwatch bench [^\n<]+)", page))
+        args = build_parser().parse_args(shlex.split(html.unescape(command))[1:])
+        assert (args.gpus, args.split_mode, args.tensor_split) == expected, command
+        assert args.mode == "baseline" and args.n_ctx == row.config.n_ctx
+
+
+def test_a_site_published_before_the_split_knobs_is_made_again_with_them(warehouse, tmp_path):
+    """A site the previous version published (manifest version 1: build figures and bench commands without the split
+    knobs) is made again whole: a page's key names its inputs, which did not change, not the code that drew it."""
+    site = tmp_path / "site"
+    publish(warehouse, site)
+    manifest = json.loads((site / MANIFEST).read_text())
+    for path, entry in manifest["files"].items():  # each file as version 1 wrote it, and its hash in the manifest
+        if path.endswith(".html"):
+            text = re.sub(r" --gpus \S+ --split-mode \S+ --tensor-split \S+", "", (site / path).read_text())
+        elif path.startswith("data/builds/"):
+            text = json.dumps([{name: value for name, value in row.items() if name not in SPLIT_KNOBS}
+                               for row in json.loads((site / path).read_text())])
+        else:
+            continue
+        (site / path).write_text(text)
+        entry["sha256"] = hashlib.sha256(text.encode()).hexdigest()
+    (site / MANIFEST).write_text(json.dumps({**manifest, "version": 1}))
+
+    publish(warehouse, site)
+    commands = [html.unescape(command) for page in site.rglob("*.html")
+                for command in re.findall(r"\n(vramwatch bench [^\n<]+)", page.read_text())]
+    assert commands and all(" --gpus 1 --split-mode layer --tensor-split '' " in command for command in commands)
 
 
 def test_downloads_hold_each_night_as_ingest_reads_it_and_the_history_as_csv_and_json(warehouse, tmp_path):

@@ -27,7 +27,7 @@ from vramwatch.alerts.delivery import DeliveryLog
 from vramwatch.records import ValidatedNight
 from vramwatch.report.history_chart import X_TITLE
 from vramwatch.report.style import CSP_HASH as REPORT_STYLE_HASH
-from vramwatch.ui.app import HISTORY_OFFSET_MAX, HISTORY_PAGE_MAX, create_app
+from vramwatch.ui.app import HISTORY_OFFSET_MAX, HISTORY_PAGE_MAX, TEMPLATES, create_app
 from vramwatch.warehouse.store import Warehouse
 
 
@@ -79,6 +79,22 @@ def test_page_shows_latest_night_incident_seed_table_and_charts(filled):
     assert html.count('<figure class="energy-chart') == 8 and "energy not measured (" not in html
     assert html.count("GPU energy (NVML) on NVIDIA H100 80GB HBM3; host energy not measured") == 8
     assert f"tg energy {result(mode='offload').energy.tg.j_per_tok:.4f} J/tok" in html
+
+
+def test_the_vram_and_energy_grids_are_one_macro_drawn_alike(filled):
+    """Both history sections come from one chart_grid macro: the template writes a chart's markup once, and each
+    section's charts have the same markup but for the figure's class."""
+    template = (TEMPLATES / "index.html").read_text()
+    assert template.count("<figure") == 1 and template.count("chart_grid(") == 3  # defined once, drawn twice
+    client, _ = filled
+    html = client.get("/").text
+
+    def tags(section: str) -> list[str]:
+        text = html[html.index(f'<section id="{section}">'):]
+        return re.findall(r"</?\w+", text[text.index("<h3>"):text.index("</section>")])
+
+    history, energy = tags("history"), tags("energy")
+    assert history[:history.index("<svg")] == energy[:energy.index("<svg")]  # h3, div, figure, figcaption, ...
 
 
 def test_an_incidents_bisection_shows_on_the_page_escaped(tmp_path, reports):

@@ -1,6 +1,7 @@
 """Migrations carry a warehouse written by older code over: a copy made the way 0006-era code stored its nights
 (lane-prefixed run ids, incidents copied into the verdicts, each result as flat columns and again as a whole JSON
-record) reads back right at the newest schema, on SQLite and PostgreSQL, and goes back to 0006 as it was."""
+record) reads back right at the newest schema, on SQLite and PostgreSQL, and goes back to 0006 as it was; so does one
+made the way 0009-era code stored the split knobs (in the record only), back to 0009."""
 
 from __future__ import annotations
 
@@ -9,10 +10,12 @@ from datetime import date, datetime, timezone
 
 import sqlalchemy as sa
 from support.samples import bisection, night, replace, result
+from support.two_gpu import two_gpu_result
 
 from vramwatch.records import BenchResult, Energy, Incident, NightVerdicts
 from vramwatch.rows import flatten, number
 from vramwatch.warehouse import migrate
+from vramwatch.warehouse.result_row import to_row
 from vramwatch.warehouse.store import Warehouse
 
 FIRST, SECOND = "2026-01-01", "2026-01-02"
@@ -41,28 +44,37 @@ def tables(engine: sa.Engine) -> dict[str, sa.Table]:
     return metadata.tables
 
 
+def store_environments(connection: sa.Connection, table: dict[str, sa.Table], results: list[BenchResult]) -> None:
+    for environment_id, fingerprint in {r.fingerprint.environment_id: r.fingerprint for r in results}.items():
+        connection.execute(table["environments"].insert().values(
+            environment_id=environment_id, last_night=date.fromisoformat(SECOND),
+            **{name: getattr(fingerprint, name) for name in (
+                "gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "cpu_model",
+                "cpu_cores", "ram_gib", "backend")}))
+
+
+def store_build_and_run(connection: sa.Connection, table: dict[str, sa.Table], run_id: str, night_: str,
+                        version: str, hour: int) -> None:
+    """A run of `night_` on a PyPI build of `version`, stored at the hour given, as every schema since 0007 has them."""
+    build_id = connection.execute(table["builds"].insert().values(
+        key=f"pypi-{version}-cuda-{hour}", source="pypi", location="", version=version,
+        llama_cpp_python_version=version, llama_cpp_commit=f"c0ffee{version.replace('.', '')}",
+        backend="cuda", cuda_architectures="90", flags="", status="ok", duration_s=317.0, artifact_bytes=1,
+        log_tail="", error="", built_at=f"{night_}T0{hour}:00:00+00:00")).inserted_primary_key[0]
+    started = datetime(2026, 1, int(night_[-2:]), hour, tzinfo=timezone.utc)
+    connection.execute(table["runs"].insert().values(
+        run_id=run_id, night=date.fromisoformat(night_), build_id=build_id, trigger="scheduled",
+        started=started, ended=started, status="stored", night_key=None, error=""))
+
+
 def store_as_0006(engine: sa.Engine) -> Incident:
     """RUNS and an incident opened on the second night (in its verdicts), inserted as 0006-era code stored them.
     Returns the incident as that night's verdicts held it."""
     table = tables(engine)
     with engine.begin() as connection:
-        for environment_id, fingerprint in {r.fingerprint.environment_id: r.fingerprint
-                                            for r in GPU_NIGHT + CPU_NIGHT}.items():
-            connection.execute(table["environments"].insert().values(
-                environment_id=environment_id, last_night=date.fromisoformat(SECOND),
-                **{name: getattr(fingerprint, name) for name in (
-                    "gpu_name", "gpu_count", "gpu_driver", "cuda_version", "compute_capability", "cpu_model",
-                    "cpu_cores", "ram_gib", "backend")}))
+        store_environments(connection, table, GPU_NIGHT + CPU_NIGHT)
         for hour, (run_id, (night_, version, results)) in enumerate(RUNS.items()):
-            build_id = connection.execute(table["builds"].insert().values(
-                key=f"pypi-{version}-cuda-{hour}", source="pypi", location="", version=version,
-                llama_cpp_python_version=version, llama_cpp_commit=f"c0ffee{version.replace('.', '')}",
-                backend="cuda", cuda_architectures="90", flags="", status="ok", duration_s=317.0, artifact_bytes=1,
-                log_tail="", error="", built_at=f"{night_}T0{hour}:00:00+00:00")).inserted_primary_key[0]
-            started = datetime(2026, 1, int(night_[-2:]), hour, tzinfo=timezone.utc)
-            connection.execute(table["runs"].insert().values(
-                run_id=run_id, night=date.fromisoformat(night_), build_id=build_id, trigger="scheduled",
-                started=started, ended=started, status="stored", night_key=None, error=""))
+            store_build_and_run(connection, table, run_id, night_, version, hour)
             connection.execute(table["results"].insert(), [
                 {**flatten(r), "run_id": run_id, "record": r.to_dict()} for r in results])
         incident_id = connection.execute(table["incidents"].insert().values(
@@ -136,4 +148,56 @@ def test_a_warehouse_stored_by_0006_code_reads_back_its_lanes_verdicts_and_resul
     (stored_verdicts,) = [as_dict(r) for r in raw(engine, "SELECT record FROM verdicts")]
     assert NightVerdicts.from_dict(stored_verdicts).incidents == [Incident(**{**incident.__dict__, "bisection": found})]
     assert "lane" not in {c["name"] for c in sa.inspect(engine).get_columns("runs")}
+    engine.dispose()
+
+
+# 0009-era results, whose split knobs (issue 29) lived in the stored record only: a row split with its shares, a layer
+# split, one GPU; the last row's record was stored before the knobs existed and holds none of them
+SPLIT_KNOBS = ("gpus", "split_mode", "tensor_split")
+SPLIT_NIGHT = [two_gpu_result("phi-3.5-moe-Q8_0-2gpu-row", split_mode="row", tensor_split="3,1"),
+               two_gpu_result("deepseek-moe-16b-Q4_K_M-2gpu-layer", "deepseek-moe-16b", "Q4_K_M"),
+               *night(models=("deepseek-moe-16b",), quants=("Q2_K",))]
+SPLIT_RUN = f"scheduled__{FIRST}"
+
+
+def store_as_0009(engine: sa.Engine) -> list[dict]:
+    """SPLIT_NIGHT as 0009-era code stored it: its flat columns, and a record that holds the split knobs besides what
+    no column holds. Returns the stored records."""
+    table = tables(engine)
+    rows = []
+    for r in SPLIT_NIGHT:
+        columns = to_row(r)
+        record = columns.pop("record")
+        record["config"].update({name: columns.pop(name) for name in SPLIT_KNOBS})
+        rows.append({**columns, "run_id": SPLIT_RUN, "record": record})
+    for name in SPLIT_KNOBS:
+        del rows[-1]["record"]["config"][name]
+    with engine.begin() as connection:
+        store_environments(connection, table, SPLIT_NIGHT)
+        store_build_and_run(connection, table, SPLIT_RUN, FIRST, "0.3.36", 0)
+        connection.execute(table["results"].insert(), rows)
+    return [row["record"] for row in rows]
+
+
+def test_a_warehouse_stored_by_0009_code_gains_the_split_columns_from_each_record_and_goes_back(url):
+    engine = sa.create_engine(url)
+    migrate.upgrade(engine, "0009")
+    stored = store_as_0009(engine)
+    warehouse = Warehouse(url)  # opening upgrades to the newest schema
+
+    assert [tuple(row) for row in raw(engine, "SELECT gpus, split_mode, tensor_split FROM results ORDER BY id")] == [
+        (2, "row", "3,1"), (2, "layer", ""), (1, "layer", ""), (1, "layer", "")]  # the last: BenchKnobs' defaults
+    records = [as_dict(r) for r in raw(engine, "SELECT record FROM results ORDER BY id")]
+    assert not any(set(SPLIT_KNOBS) & set(record["config"]) for record in records)  # each value once: its column
+    assert warehouse.results_for_run(SPLIT_RUN) == SPLIT_NIGHT
+    history = warehouse.history().set_index("config_name")
+    assert history.loc["phi-3.5-moe/Q8_0/baseline-2gpu-row", list(SPLIT_KNOBS)].tolist() == [2, "row", "3,1"]
+    warehouse.close()
+
+    # and back: 0009's records, the knob-less one with the defaults it was read back with
+    migrate.downgrade(engine, "0009")
+    stored[-1]["config"].update(gpus=1, split_mode="layer", tensor_split="")
+    assert [canonical(as_dict(r)) for r in raw(engine, "SELECT record FROM results ORDER BY id")] == [
+        canonical(record) for record in stored]
+    assert not set(SPLIT_KNOBS) & {c["name"] for c in sa.inspect(engine).get_columns("results")}
     engine.dispose()

@@ -92,7 +92,7 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert {"builds", "runs", "environments", "results", "quarantine", "incidents"} <= tables
     assert "alembic_version" not in tables  # Airflow's name stays free when both share a database
     assert diffs == []  # migrations and models describe the same schema
-    assert version == "0009"
+    assert version == "0010"
 
 
 def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
@@ -1067,3 +1067,21 @@ def test_energy_figures_reach_history_and_survive_0008_down_and_up(warehouse):
     again = warehouse.history().set_index("model")
     assert again.loc["deepseek-moe-16b", "tg_j_per_tok"] == pytest.approx(gpu.energy.tg.j_per_tok)
     assert again.loc["phi-3.5-moe", "energy_note"] == frame.loc["phi-3.5-moe", "energy_note"]
+
+
+RAW = Path(__file__).resolve().parents[3] / "docs" / "results" / "raw"  # what `vramwatch measure` wrote
+
+
+def test_measured_nights_of_older_formats_store_each_rows_split_in_its_columns(warehouse):
+    """Issue 29: a format-2 night measured unpinned on two H200s (read as the layer split it was) and a one-GPU night
+    written before format versions existed store with each row's gpus, split_mode and tensor_split in the flat row,
+    and read back as they were read in."""
+    nights = {"two-gpus": RAW / "2026-11-29-h200-bisect-attempt" / "measure-0.3.36-two-gpus.json",
+              "one-gpu": RAW / "2026-11-29-h200-two-releases" / "measure-0.3.36.json"}
+    measured = {run_id: MeasuredNight.from_json(path.read_text()) for run_id, path in nights.items()}
+    for i, (run_id, night_) in enumerate(measured.items()):
+        store(warehouse, run_id, f"2026-11-2{8 + i}", night_.results)
+    split = {run_id: set(map(tuple, rows[["gpus", "split_mode", "tensor_split"]].values.tolist()))
+             for run_id, rows in warehouse.history().groupby("run_id")}
+    assert split == {"two-gpus": {(2, "layer", "")}, "one-gpu": {(1, "layer", "")}}
+    assert all(warehouse.results_for_run(run_id) == night_.results for run_id, night_ in measured.items())
