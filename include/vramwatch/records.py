@@ -718,6 +718,8 @@ class BenchResult(Record):
 # carry gpus, split_mode and tensor_split, the runner pins the GPUs, and NVML's process figure is read on each GPU.
 # 5: Energy records its power_source (NVML's instant power field where the driver has it).
 MEASURED_NIGHT_VERSION = 5
+# Why a result read from a measured night written before energy readings has none (its worker never measured it).
+ENERGY_PREDATES_WORKER = "energy not measured: measured by a vramwatch worker older than energy readings"
 
 
 @dataclass(frozen=True)
@@ -751,6 +753,10 @@ class MeasuredNight(Record):
             night = dataclasses.replace(night, results=[_unpinned(r) for r in night.results])
         if version <= 4:  # its power samples, where it took any, came from GetPowerUsage
             night = dataclasses.replace(night, results=[_sampled_power_usage(r) for r in night.results])
+        # a worker from before energy readings wrote no energy at all: absent, and the row says why
+        night = dataclasses.replace(night, results=[
+            r if "energy" in stored else dataclasses.replace(r, energy=Energy(gpu_reason=ENERGY_PREDATES_WORKER))
+            for r, stored in zip(night.results, data.get("results", []))])
         return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 
     def night_key(self) -> str:

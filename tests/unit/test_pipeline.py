@@ -13,6 +13,7 @@ from support.samples import bisection, night, replace
 from vramwatch import pipeline
 from vramwatch.config import BuildSource, GpuWorker, Lane, load_matrix
 from vramwatch.records import (
+    ENERGY_PREDATES_WORKER,
     BisectRequest,
     BisectResult,
     BuildRecord,
@@ -82,6 +83,24 @@ def test_a_night_whose_buffers_did_not_parse_is_quarantined_never_a_vram_change(
     third = _measured("b7a3f21c0", "2026-01-03T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)
     after_fix = pipeline.ingest(third, "run3", "2026-01-03", trigger="test")
     assert not {IncidentKind.VRAM, IncidentKind.VRAM_IMPROVED} & {i.kind for i in after_fix.incidents}
+
+
+def test_a_gpu_night_measured_before_energy_readings_ingests_whole_and_says_why_it_has_no_energy(warehouse_url):
+    """A GPU worker upgrades later than the ingest side: its nights carry no energy at all. They are measurements
+    all the same (no row quarantined for energy), and each row says why its energy is absent."""
+    raw = Path(__file__).resolve().parents[2] / "docs" / "results" / "raw" / "2026-11-29-h200-two-releases"
+    measured = MeasuredNight.from_json((raw / "measure-0.3.36.json").read_text())
+    assert all(r.energy.gpu_reason == ENERGY_PREDATES_WORKER for r in measured.results)
+
+    summary = pipeline.ingest(measured, "run1", "2026-01-01", trigger="test")
+
+    warehouse = Warehouse(warehouse_url)
+    try:
+        stored = warehouse.history()
+    finally:
+        warehouse.close()
+    assert summary.n_quarantined == 0 and len(stored) == sum(r.ok for r in measured.results) > 0
+    assert stored["pp_j_per_tok"].isna().all() and (stored["energy_note"] == ENERGY_PREDATES_WORKER).all()
 
 
 def test_a_night_whose_validation_crashes_is_on_record_as_failed_with_its_build(warehouse_url, tmp_path, monkeypatch):

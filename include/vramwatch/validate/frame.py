@@ -76,6 +76,7 @@ def _derived(result: BenchResult, gpu_total_mib: float | None, nvml_margins: Map
             memory.buffers_mib, expected_gpu_devices(result.config, gpu_prefix(memory.buffers_mib)))) or None,
         "nvml_margin_mib": nvml_margins.get(result.fingerprint.gpu_name),  # what this GPU's history allows
         "backend": result.fingerprint.backend,
+        "energy_gpu_reason": result.energy.gpu_reason,  # why a row has no GPU energy (the bench says)
         "n_gpu_layers": result.config.n_gpu_layers,
         "gpu_total_gib": total / 1024 if total is not None else None,
         "file_bytes_on_disk": result.file_bytes_on_disk,  # read by the bench on the worker that has the file
