@@ -78,7 +78,8 @@ def _derived(result: BenchResult, gpu_total_mib: float | None, nvml_margins: Map
         "backend": result.fingerprint.backend,
         "energy_gpu_reason": result.energy.gpu_reason,  # why a row has no GPU energy (the bench says)
         "n_gpu_layers": result.config.n_gpu_layers,
-        "gpu_total_gib": total / 1024 if total is not None else None,
+        # what the config's GPUs hold together (its VRAM is the sum over them)
+        "gpu_total_gib": total * result.config.gpus / 1024 if total is not None else None,
         "file_bytes_on_disk": result.file_bytes_on_disk,  # read by the bench on the worker that has the file
         "has_fingerprint": _fingerprint_present(result),
         "too_long": _too_long(result),
@@ -94,10 +95,11 @@ def validation_frame(results: list[BenchResult], gpu_total_mib: float | None = N
         frame[column] = frame[column].map(lambda v: v if isinstance(v, str) and v.strip() else None)
     text = frame.select_dtypes(include=["object", "str"]).columns  # None makes a text column object, else str
     frame[text] = frame[text].map(lambda v: html.escape(v) if isinstance(v, str) else v)
-    # Cross-row: the VRAM the ok baseline of the same model+quant measured tonight (None where there is none). A
-    # baseline whose GPU weights did not parse is no reference: its offload row is not to blame for it.
+    # Cross-row: the VRAM the ok baseline of the same model+quant on the same GPUs and split measured tonight (None
+    # where there is none). A baseline whose GPU weights did not parse is no reference: its offload row is not to
+    # blame for it.
     measured = (frame["mode"] == "baseline") & (frame["status"] == "ok") & (frame["gpu_model_mib"] > 0)
-    baseline = frame[measured].groupby(["model", "quant"])["vram_gib"]
-    frame = frame.merge(baseline.max().rename("baseline_vram_gib"), how="left", left_on=["model", "quant"],
-                        right_index=True)
+    same = ["model", "quant", "gpus", "split_mode", "tensor_split"]
+    baseline = frame[measured].groupby(same)["vram_gib"]
+    frame = frame.merge(baseline.max().rename("baseline_vram_gib"), how="left", left_on=same, right_index=True)
     return frame

@@ -313,6 +313,26 @@ def test_a_gpu_row_without_energy_or_above_the_board_limit_is_quarantined():
     assert failed([too_hot]) == [["tg_power_within_limit"]]
 
 
+def test_a_split_is_judged_against_its_gpus_together_and_beside_its_own_baseline():
+    """A split's VRAM is the sum over its GPUs: it must fit their total, not one card's. An offload row is compared
+    with the baseline of its own GPUs and split: a one-GPU offload above its one-GPU baseline fails, though the
+    two-GPU baseline of the same model and quant (two contexts, two compute buffers) is larger still."""
+    split = two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer")
+    card_mib = split.memory.vram_gib * 1024 * 0.75  # one card holds three quarters of the split's need
+    baseline = result("phi-3.5-moe", "Q8_0", "baseline")
+    offload = result("phi-3.5-moe", "Q8_0", "offload")
+    between_mib = (baseline.memory.vram_gib + split.memory.vram_gib) / 2 * 1024  # above one, below the other
+    growth_mib = between_mib - offload.memory.vram_gib * 1024  # NVML sees the bigger buffer too
+    too_big_offload = replace(offload, memory__gpu_compute_mib=offload.memory.gpu_compute_mib + growth_mib,
+                              memory__nvml_process_mib=offload.memory.nvml_process_mib + growth_mib)
+    assert baseline.memory.vram_gib < too_big_offload.memory.vram_gib < split.memory.vram_gib
+
+    validated = validate_night([split, baseline, too_big_offload], gpu_total_mib=max(card_mib, 60 * 1024))
+    assert _by_config(validated) == {too_big_offload.config.config_name: ["offload_below_baseline_vram"]}
+    alone = validate_night([split], gpu_total_mib=card_mib)
+    assert alone.quarantined == [] and split in alone.accepted
+
+
 def test_a_split_is_accepted_with_a_context_on_each_gpu_and_quarantined_without_a_gpus_buffer():
     """Two GPUs hold two CUDA contexts: NVML's process figure exceeds the buffers by twice a one-GPU context, which
     must not read as a missed buffer beside tonight's one-GPU rows. A split whose CUDA1 KV line did not parse is no
