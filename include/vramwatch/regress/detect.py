@@ -31,7 +31,7 @@ from vramwatch.records import (
     builds_changed,
 )
 from vramwatch.records import IncidentKind as Kind
-from vramwatch.regress.ab import Ask, leaning_slower, min_effect_of, screened, sequential_night
+from vramwatch.regress.ab import Ask, compare, leaning_slower, min_effect_of, screened, sequential_night, sides
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
 from vramwatch.regress.throughput import Baseline, Slowdown, suspected_slowdown, throughput_findings
@@ -63,6 +63,7 @@ class Detection:
     suspects: list[Suspect]
     tonight_status: dict[str, str]  # config_id -> status, for every config that ran tonight
     build: str = ""  # tonight's llama.cpp commit: what an incident that ends tonight resolved under
+    drift_tests: int = 0  # series (config, machine, metric) the drift check judged tonight: tests of the night
 
 
 def _gpu_lost_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs) -> list[Finding]:
@@ -92,10 +93,10 @@ def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Se
     cutoffs = cutoffs_for(open_incidents)
     findings = (memory_and_status_findings(tonight, before, cutoffs, policy.vram)
                 + vanished_findings(tonight, before, cutoffs) + _gpu_lost_findings(tonight, before, cutoffs))
-    drift, suspects = throughput_findings(tonight, before, cutoffs, policy.throughput)
+    drift, suspects, drift_tests = throughput_findings(tonight, before, cutoffs, policy.throughput)
     return Detection(night=str(tonight["night"].iloc[0]), findings=findings + drift, suspects=suspects,
                      tonight_status=dict(zip(tonight["config_id"], tonight["status"])),
-                     build=str(tonight["llama_cpp_commit"].iloc[0]))
+                     build=str(tonight["llama_cpp_commit"].iloc[0]), drift_tests=drift_tests)
 
 
 def history_window(policy: Policy) -> int:
@@ -224,19 +225,31 @@ def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: s
 
 
 @dataclass(frozen=True)
+class OpenAB:
+    """An A/B metric the night left open that may still be a slowdown beyond the policy (regress.ab.leaning_slower):
+    watched when its p-value of "slower at all" passes the night's screen (judge_night), else left open."""
+
+    p_any: float  # of tonight's processes alone: a carried A/B's earlier ones were kept because they leaned slower
+    watching: str  # its line, if watched
+    name: str  # config and figure, if only left open
+
+
+@dataclass(frozen=True)
 class NightABs:
     """What the night's A/Bs say: their comparisons, the slowdowns they confirmed, the builds they cleared (per
-    config and metric column, with the evidence), the open ones slower beyond chance (watching: regress.ab.screened),
-    how many more were left open for the next night, and those that could not run."""
+    config and metric column, with the evidence), the metrics left open that may still be beyond the policy, the
+    p-values of "slower at all" of the others (tests of the night's screen, regress.ab.screened), how many metrics
+    the night asked about, and those that could not run."""
 
     comparisons: list[ABComparison]
     findings: list[Finding]
     cleared: dict[tuple[str, str], str]
-    watching: list[str]
     not_judged: list[str]
     no_slowdown: set[tuple[str, str]]  # (config, metric column): the A/B cleared the build or saw no slowdown
     ratios: dict[tuple[str, str], float]  # (config, metric column): what the A/B measured of the build alone
-    left_open: list[str]  # metrics left open leaning slower but not beyond chance: the next night's A/B goes on with them
+    open: list[OpenAB]
+    settled_p: list[float]  # "slower at all" of the A/B metrics not left open
+    asked: int  # metrics the night's A/Bs were asked about, run or not: tests of the night
 
 
 def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], environments: Mapping[str, str],
@@ -247,11 +260,8 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
             return "no A/B runner here (the nightly's detect_regressions runs one on the GPU worker)"
         return ab(configs[ask.config_id], ask.reference_commit, more, earlier)
 
-    out = NightABs([], [], {}, [], [], set(), {}, [])
-    night = sequential_night(asks, grow, policy)
-    verdicts = [v for ended in night for v in ended.verdicts]
-    shown = dict(zip(map(id, verdicts), screened(verdicts, 1 - policy.ab_confidence)))
-    for ended in night:
+    out = NightABs([], [], {}, [], set(), {}, [], [], sum(len(ask.metrics) for ask in asks))
+    for ended in sequential_night(asks, grow, policy):
         config = configs[ended.ask.config_id]
         name = config.config_name
         if ended.run is None:
@@ -273,12 +283,17 @@ def same_night_abs(asks: Sequence[Ask], configs: Mapping[str, BenchConfig], envi
                 out.cleared[key] = f"{builds}: same-night A/B {v.describe()}"
             if v.verdict != "slower" and ratio is not None and ratio >= 1 - effect / 2:
                 out.no_slowdown.add(key)
-            if shown[id(v)]:
-                out.watching.append(f"{name} {field.words}: suspected, being confirmed (A/B stopped: {ended.stopped}; "
-                                    f"{'higher' if v.higher_is_worse else 'slower'} than the reference beyond chance over "
-                                    f"the night's A/Bs, not yet shown beyond the policy): {v.describe()}")
-            elif leaning_slower(v):
-                out.left_open.append(f"{name} {field.words}")
+            if v.p_any is None:
+                continue
+            if not leaning_slower(v):  # settled, or a slowdown shown to stay within the policy: nobody's watch
+                out.settled_p.append(v.p_any)
+                continue
+            p_any = v.p_any if ended.ask.prior is None else compare(
+                v.metric, *sides(ended.run, v.metric), effect, noise=ended.ask.noise.get(v.metric)).p_any
+            out.open.append(OpenAB(1.0 if p_any is None else p_any, (
+                f"{name} {field.words}: suspected, being confirmed (A/B stopped: {ended.stopped}; "
+                f"{'higher' if v.higher_is_worse else 'slower'} than the reference beyond chance over the night's "
+                f"tests, not yet shown beyond the policy): {v.describe()}"), f"{name} {field.words}"))
     return out
 
 
@@ -377,12 +392,22 @@ def judge_night(tonight: pd.DataFrame, before: pd.DataFrame, configs: Mapping[st
     machine_changed = any(f.kind == Kind.ENVIRONMENT_CHANGED for f in more_findings)
     suspects = [s for s in detection.suspects if machine_changed or (s.config_id, s.metric) not in abs_.no_slowdown]
     noise = len(detection.suspects) - len(suspects)
+    # Watching: a suspicion beyond chance over every test the night made (Holm at the night's error rate over each
+    # series the drift check judged and each metric an A/B was asked about): with a hundred configs some series is
+    # below its usual spread and some A/B leans slower every night.
+    tests = [*(s.p_value for s in suspects), *(o.p_any for o in abs_.open),
+             *(s.p_value for s in detection.suspects if s not in suspects), *abs_.settled_p]
+    shown = screened(tests, 1 - policy.throughput.ab_confidence, detection.drift_tests + abs_.asked)
+    watched = [s for s, show in zip(suspects, shown) if show]
+    opened = list(zip(abs_.open, shown[len(suspects):]))
+    left_open = [o.name for o, show in opened if not show]
+    within_chance = len(suspects) - len(watched)
     measured = _measured(tonight, abs_.comparisons) + (
         f"; {noise} one-night drop(s) with no slowdown behind them in the A/B" if noise else "") + (
-        f"; {len(abs_.left_open)} A/B figure(s) left open, not slower beyond chance, go on tomorrow"
-        if abs_.left_open else "")
+        f"; {within_chance} one-night drop(s) within the night's chance, judged tomorrow" if within_chance else "") + (
+        f"; {len(left_open)} A/B figure(s) left open, not slower beyond chance, go on tomorrow" if left_open else "")
     return NightVerdicts(incidents=found, ab=abs_.comparisons, not_judged=_not_judged(tonight) + abs_.not_judged,
-                         watching=_suspected(suspects) + abs_.watching, measured=measured)
+                         watching=_suspected(watched) + [o.watching for o, show in opened if show], measured=measured)
 
 
 def _machine_changes(warehouse: Warehouse, before: pd.DataFrame, tonight: Fingerprint | None) -> MachineChanges:

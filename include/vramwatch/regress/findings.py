@@ -39,3 +39,5 @@ class Suspect:
     baseline_median: float
     baseline_sigma: float
     finding: Finding  # what it becomes if confirmed
+    # how often a night this low comes by chance (throughput.one_night_p): the night's screen for watching
+    p_value: float = 1.0

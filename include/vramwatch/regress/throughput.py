@@ -136,7 +136,21 @@ def _check(row: pd.Series, series: pd.DataFrame, metric: str, cutoff: str | None
     finding = _finding(row, metric, baseline, value, *_range(row, series, metric, baseline.median))
     if last_night_beyond:
         return finding  # persisted across two nights
-    return Suspect(row["config_id"], row["environment_id"], metric, baseline.median, baseline.sigma, finding)
+    return Suspect(row["config_id"], row["environment_id"], metric, baseline.median, baseline.sigma, finding,
+                   one_night_p(value, base_rows[metric].to_numpy(float)))
+
+
+def one_night_p(value: float, nights: np.ndarray) -> float:
+    """The one-sided p-value of a night at `value` or lower, were it one more of `nights`: the prediction interval of
+    their mean and standard deviation (Student's t, n - 1 degrees of freedom), exact for gaussian nights. Baseline's
+    trimmed sigma is not: it suits the persistence rule, but its z has two to three times the tails of this t at
+    3.5-5 sigmas, and with two hundred series a night those tails are what a screen over the night reads."""
+    from scipy.stats import t as student  # a second to import: only when a drift is suspected
+
+    n, spread = len(nights), float(np.std(nights, ddof=1))
+    if not spread:
+        return 0.0 if value < float(np.mean(nights)) else 1.0
+    return float(student.cdf((value - float(np.mean(nights))) / (spread * np.sqrt(1 + 1 / n)), n - 1))
 
 
 @dataclass(frozen=True)
@@ -182,20 +196,24 @@ def suspected_slowdown(row: pd.Series, series: pd.DataFrame, metric: str,
 
 
 def throughput_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs = {},
-                        policy: ThroughputPolicy = ThroughputPolicy()) -> tuple[list[Finding], list[Suspect]]:
-    """(findings, suspects that wait for tomorrow) for tonight's good rows, each against its own machine's nights."""
+                        policy: ThroughputPolicy = ThroughputPolicy()) -> tuple[list[Finding], list[Suspect], int]:
+    """(findings, suspects that wait for tomorrow, how many series history judged tonight: those with a baseline)
+    for tonight's good rows, each against its own machine's nights."""
     good_before = before[before["status"] == "ok"]
     past_by_series = dict(tuple(good_before.groupby(["config_id", "environment_id"], sort=False)))
     findings: list[Finding] = []
     suspects: list[Suspect] = []
+    judged = 0
     for _, row in tonight[tonight["status"] == "ok"].iterrows():
         past = past_by_series.get((row["config_id"], row["environment_id"]))
         for metric in METRICS:
             if past is None or pd.isna(row[metric]):
                 continue
-            verdict = _check(row, past[past[metric].notna()], metric, cutoffs.get((row["config_id"], metric)), policy)
+            series, cutoff = past[past[metric].notna()], cutoffs.get((row["config_id"], metric))
+            judged += cutoff is None and len(series) > policy.min_history  # min_history nights before last night
+            verdict = _check(row, series, metric, cutoff, policy)
             if isinstance(verdict, Suspect):
                 suspects.append(verdict)
             elif verdict is not None:
                 findings.append(verdict)
-    return findings, suspects
+    return findings, suspects, judged

@@ -449,7 +449,8 @@ def top_lines(verdicts: NightVerdicts) -> list[str]:
 
     Paged       each config that regressed tonight, its exact change and its cause (regress.detect.attribute);
     Watching    nothing paged, but something is suspected and being confirmed (a drift seen once, an A/B left
-                open leaning slower) or an incident is still open;
+                open leaning slower), each beyond the chance of every test the night made (regress.detect.judge_night),
+                or an incident is still open;
     All clear   nothing paged or suspected, with what was measured (and what the A/Bs could have seen).
     A last line counts the checks that should have run and could not ("Not judged"), whatever the state."""
     paging = [i for i in verdicts.incidents if i.pages]
