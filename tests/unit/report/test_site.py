@@ -25,8 +25,8 @@ NIGHTS = 12
 
 
 @pytest.fixture
-def warehouse(tmp_path):
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def warehouse(sqlite_warehouse_url):
+    url = sqlite_warehouse_url
     published_history(url, NIGHTS)
     opened = Warehouse(url)
     yield opened
