@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from vramwatch.config import Policy, ThroughputPolicy
+from vramwatch.config import VRAM_COMPONENTS, Policy, ThroughputPolicy
 from vramwatch.records import (
     ACCEPTED,
+    IDENTITY_KNOBS,
     MACHINE_FIELDS,
     NOTE_KINDS,
     ABComparison,
@@ -34,7 +35,7 @@ from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.ab import Ask, compare, leaning_slower, min_effect_of, screened, sequential_night, sides
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
-from vramwatch.regress.throughput import Baseline, Slowdown, suspected_slowdown, throughput_findings
+from vramwatch.regress.throughput import METRICS, Baseline, Slowdown, suspected_slowdown, throughput_findings
 from vramwatch.regress.vram import (
     Cutoffs,
     gpu_lost_finding,
@@ -86,9 +87,20 @@ def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident
     return detect_split(*split_tonight(history, run_id), open_incidents, policy, accepted)
 
 
+# The history columns the checks of detect_split read (with the metrics of accepted incidents): about a third of a
+# result's. Every filter and group of a night's detection copies each column it is handed, so narrowing first makes
+# detection about a fifth cheaper and changes no finding.
+DETECTION_COLUMNS = frozenset({
+    "run_id", "night", "config_id", "config_name", "environment_id", "model", "quant", "mode", "status", "error",
+    "llama_cpp_commit", "gpu_name", "cpu_model", "gpu_total_mib", "needed_mib", "n_overridden_tensors", "buffers_mib",
+    *VRAM_COMPONENTS, *METRICS, *IDENTITY_KNOBS})
+
+
 def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Sequence[Incident] = (),
                  policy: Policy = Policy(), accepted: Sequence[Incident] = ()) -> Detection:
     """detect() over history already split into tonight's rows and the runs before (rows.split_tonight)."""
+    read = DETECTION_COLUMNS | {i.metric for i in accepted}
+    tonight, before = (rows[[c for c in rows.columns if c in read]] for rows in (tonight, before))
     before = forget_before_accepted(before, accepted)
     cutoffs = cutoffs_for(open_incidents)
     findings = (memory_and_status_findings(tonight, before, cutoffs, policy.vram)

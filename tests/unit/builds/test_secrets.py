@@ -197,13 +197,13 @@ def test_a_failing_night_from_a_private_index_keeps_the_token_in(index, lookups,
         receiver.shutdown()
 
 
-def test_a_report_quoting_a_url_with_the_token_shows_it_masked(tmp_path, monkeypatch):
+def test_a_report_quoting_a_url_with_the_token_shows_it_masked(sqlite_warehouse_url, tmp_path, monkeypatch):
     """The report is text that leaves the process too: a stored bisection that stopped on a fetch error quoting a URL
     with its token (written by an older version) shows it masked in the night's Markdown and HTML."""
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     for channel in ("WEBHOOK", "SMTP", "EMAIL_TO", "SLACK_WEBHOOK"):
         monkeypatch.delenv(f"VRAMWATCH_ALERT_{channel}", raising=False)
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    url = sqlite_warehouse_url
     incident = three_nights(url)
     warehouse = Warehouse(url)
     stopped = f"cannot fetch llama.cpp from http://{USER}:{TOKEN}@10.0.0.1/llama.cpp.git"

@@ -23,8 +23,8 @@ JUDGED = "deepseek-moe-16b/Q4_K_M/offload"
 
 
 @pytest.fixture
-def warehouse_url(tmp_path, monkeypatch) -> str:
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def warehouse_url(sqlite_warehouse_url, tmp_path, monkeypatch) -> str:
+    url = sqlite_warehouse_url
     monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
     monkeypatch.setenv("VRAMWATCH_REPORTS_DIR", str(tmp_path / "reports"))
     for channel in ("WEBHOOK", "SMTP", "EMAIL_TO", "SLACK_WEBHOOK"):
@@ -98,10 +98,10 @@ def test_a_quiet_history_whose_energy_moved_by_noise_does_not_page(warehouse_url
     assert "energy per token judged" in report
 
 
-def test_a_first_night_with_energy_after_nights_without_asks_no_ab_and_raises_nothing(tmp_path):
+def test_a_first_night_with_energy_after_nights_without_asks_no_ab_and_raises_nothing(sqlite_warehouse_url):
     """Nights stored before energy was measured (their J/token NULL in the warehouse) are no level to compare with:
     the first night that measures it starts the series, without an A/B or an error."""
-    warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    warehouse = Warehouse(sqlite_warehouse_url)
     before = [replace(r, energy=Energy()) for r in night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))]
     store_nights(warehouse, [before] * 5 + [night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))])
 

@@ -71,7 +71,7 @@ def test_a_config_is_named_by_its_quant_and_mode_as_records_writes_them():
     assert config_label("deepseek-moe-16b/Q4_K_M/partial4@0123abcd") == "Q4_K_M/partial4"
 
 
-def test_the_reports_history_crosses_a_run_that_measured_nothing_as_the_page_does(tmp_path):
+def test_the_reports_history_crosses_a_run_that_measured_nothing_as_the_page_does(sqlite_warehouse_url):
     """One renderer: the report's figure showed only ok runs, so a config that ran out of memory just stopped."""
     from support.warehouses import NIGHTS, OOM, three_nights
 
@@ -79,7 +79,7 @@ def test_the_reports_history_crosses_a_run_that_measured_nothing_as_the_page_doe
     from vramwatch.report.write import HISTORY_FIELDS
     from vramwatch.warehouse.store import Warehouse
 
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    url = sqlite_warehouse_url
     three_nights(url)
     warehouse = Warehouse(url)
     frame = warehouse.history()

@@ -20,9 +20,9 @@ RUNS = (("scheduled__2026-01-04", "2026-01-04", "old"), ("scheduled__2026-01-05"
         ("manual__2026-01-05T14:00", "2026-01-05", "new"))
 
 
-def stored_history(tmp_path):
+def stored_history(url: str):
     """Three runs, two of them on one night; the third grew the DeepSeek baseline's model buffer by 1 GiB."""
-    warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    warehouse = Warehouse(url)
     rows = night(models=("deepseek-moe-16b",), quants=("Q4_K_M",))
     for run_id, day, commit in RUNS:
         grown = [replace(r, memory__gpu_model_mib=r.memory.gpu_model_mib + 1024)
@@ -33,9 +33,9 @@ def stored_history(tmp_path):
     return history, rows
 
 
-def test_two_runs_in_one_night_are_two_points_and_the_axes_say_what_they_show(tmp_path):
+def test_two_runs_in_one_night_are_two_points_and_the_axes_say_what_they_show(sqlite_warehouse_url):
     """Plots were per date: the night's second run (here the one that grew) collapsed onto the first."""
-    history, rows = stored_history(tmp_path)
+    history, rows = stored_history(sqlite_warehouse_url)
     baseline = rows[0].config.config_id
     incident = Incident(incident_id=1, kind="vram", metric="gpu_model_mib", state="open", configs=[baseline],
                         summary="grew", opened_night="2026-01-05")

@@ -30,8 +30,8 @@ SPLIT_KNOBS = ("gpus", "split_mode", "tensor_split")
 
 
 @pytest.fixture
-def warehouse(tmp_path):
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def warehouse(sqlite_warehouse_url):
+    url = sqlite_warehouse_url
     published_history(url, NIGHTS)
     opened = Warehouse(url)
     yield opened

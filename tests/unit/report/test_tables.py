@@ -13,8 +13,8 @@ from vramwatch.report.tables import fits_table, gpu_tables, seed_table_rows
 from vramwatch.warehouse.store import Warehouse
 
 
-def test_a_split_stored_and_read_back_shows_each_gpu_its_sum_and_fits_per_card(tmp_path):
-    warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+def test_a_split_stored_and_read_back_shows_each_gpu_its_sum_and_fits_per_card(sqlite_warehouse_url):
+    warehouse = Warehouse(sqlite_warehouse_url)
     one_gpu = night(models=("phi-3.5-moe",), quants=("Q8_0",))
     layer = two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer")
     row = two_gpu_result("phi-3.5-moe-Q8_0-2gpu-row", split_mode="row", tensor_split="1,1")

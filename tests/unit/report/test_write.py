@@ -195,8 +195,8 @@ def test_quality_table_flags_a_greedy_hash_that_changed_since_the_previous_build
     assert "Quality (real weights)" not in without.read_text()
 
 
-def test_report_for_run_reads_the_run_and_its_history_from_the_warehouse(tmp_path):
-    warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+def test_report_for_run_reads_the_run_and_its_history_from_the_warehouse(sqlite_warehouse_url, tmp_path):
+    warehouse = Warehouse(sqlite_warehouse_url)
     store_nights(warehouse, [night(gpu=False)] * 2)
 
     summary = report_for_run(warehouse, "run001", NOTHING, tmp_path / "reports")
@@ -206,8 +206,8 @@ def test_report_for_run_reads_the_run_and_its_history_from_the_warehouse(tmp_pat
     warehouse.close()
 
 
-def test_an_incidents_bisection_lands_in_the_report_of_a_later_rendering_escaped(tmp_path):
-    warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+def test_an_incidents_bisection_lands_in_the_report_of_a_later_rendering_escaped(sqlite_warehouse_url, tmp_path):
+    warehouse = Warehouse(sqlite_warehouse_url)
     store_nights(warehouse, [night(gpu=False)] * 2)
     opened = warehouse.save_incident(Incident(incident_id=None, kind="vram", metric="gpu_compute_mib", state="open",
                                               configs=["deepseek-moe-16b/Q4_K_M/baseline"], summary="+24 MiB"),
@@ -231,8 +231,9 @@ def test_an_incidents_bisection_lands_in_the_report_of_a_later_rendering_escaped
     warehouse.close()
 
 
-def test_the_report_lists_quarantined_rows_what_they_failed_and_the_stored_validation_outcomes(tmp_path):
-    warehouse = Warehouse(f"sqlite:///{tmp_path}/warehouse.db")
+def test_the_report_lists_quarantined_rows_what_they_failed_and_the_stored_validation_outcomes(
+        sqlite_warehouse_url, tmp_path):
+    warehouse = Warehouse(sqlite_warehouse_url)
     results = night(gpu=False)
     broken = replace(results[0], status="exploded", error="")  # an unknown status with no error: two failures
     build = BuildRecord(request=BuildRequest(version="0.3.36"), status="ok", python="", source_dir="",

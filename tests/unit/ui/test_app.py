@@ -40,8 +40,8 @@ def reports(tmp_path) -> Path:
 
 
 @pytest.fixture
-def filled(tmp_path, reports):
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def filled(sqlite_warehouse_url, reports):
+    url = sqlite_warehouse_url
     incident = three_nights(url)
     with TestClient(create_app(url, reports)) as client:
         yield client, incident
@@ -97,8 +97,8 @@ def test_the_vram_and_energy_grids_are_one_macro_drawn_alike(filled):
     assert history[:history.index("<svg")] == energy[:energy.index("<svg")]  # h3, div, figure, figcaption, ...
 
 
-def test_an_incidents_bisection_shows_on_the_page_escaped(tmp_path, reports):
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def test_an_incidents_bisection_shows_on_the_page_escaped(sqlite_warehouse_url, reports):
+    url = sqlite_warehouse_url
     incident = three_nights(url)
     with TestClient(create_app(url, reports)) as client:
         assert 'id="bisections"' not in client.get("/").text  # no search yet, no section
@@ -186,9 +186,9 @@ def test_history_pages_deeper_by_cursor_and_refuses_a_deep_offset_saying_so(fill
     assert forged.status_code == 422 and forged.json()["error"].startswith("not a history cursor")
 
 
-def test_two_runs_in_one_night_are_two_points_on_the_chart(tmp_path):
+def test_two_runs_in_one_night_are_two_points_on_the_chart(sqlite_warehouse_url, tmp_path):
     """Plots were per date: a night's second run collapsed onto the first."""
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    url = sqlite_warehouse_url
     warehouse = Warehouse(url)
     for run_id, commit in (("scheduled__2026-01-05", OLD_BUILD), ("manual__2026-01-05T14:00", NEW_BUILD)):
         warehouse.store_run(run_id, "2026-01-05", build_record(commit), ValidatedNight(accepted=night(), quarantined=[]),
@@ -221,21 +221,21 @@ def test_the_largest_api_page_and_the_page_stay_under_5_mb_on_a_big_warehouse(tm
     assert page.text.count('<figure class="vram-chart') == 100
 
 
-def test_incidents_endpoint_lists_open_incidents(filled, tmp_path):
+def test_incidents_endpoint_lists_open_incidents(sqlite_warehouse_url, filled):
     client, incident = filled
     listed = client.get("/api/incidents").json()
     assert listed == [incident.to_dict() | {"is_new": False}]
-    warehouse = Warehouse(f"sqlite:///{tmp_path / 'warehouse.db'}")
+    warehouse = Warehouse(sqlite_warehouse_url)
     warehouse.resolve_incident(incident.incident_id, "2026-01-04")
     warehouse.close()
     assert client.get("/api/incidents").json() == []
     assert [i["state"] for i in client.get("/api/incidents", params={"include_resolved": True}).json()] == ["resolved"]
 
 
-def test_the_published_site_is_served_under_site_with_the_pages_headers(tmp_path, reports):
+def test_the_published_site_is_served_under_site_with_the_pages_headers(sqlite_warehouse_url, reports):
     from vramwatch.report.site import publish
 
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    url = sqlite_warehouse_url
     three_nights(url)
     warehouse = Warehouse(url)
     publish(warehouse, reports / "site")  # where the nightly's publish task writes it
@@ -248,7 +248,7 @@ def test_the_published_site_is_served_under_site_with_the_pages_headers(tmp_path
         assert "Open incidents" in client.get("/site/").text
 
 
-def test_with_a_sign_in_check_every_path_is_refused_without_it(tmp_path, reports):
+def test_with_a_sign_in_check_every_path_is_refused_without_it(sqlite_warehouse_url, reports):
     from fastapi import HTTPException
 
     async def signed_in(request) -> str:
@@ -256,7 +256,7 @@ def test_with_a_sign_in_check_every_path_is_refused_without_it(tmp_path, reports
             raise HTTPException(status_code=401, detail="Not authenticated")
         return "ops"
 
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    url = sqlite_warehouse_url
     three_nights(url)
     with TestClient(create_app(url, reports, authenticate=signed_in)) as client:
         (reports / "site").mkdir()
@@ -303,7 +303,7 @@ def test_cpu_only_night_charts_host_memory_and_says_no_gpu_in_the_seed_table(tmp
     assert html.count("energy not measured (no GPU: GPU energy not measured; host energy not measured: no RAPL") == 8
 
 
-def test_every_response_forbids_scripts_and_sniffing(tmp_path, reports):
+def test_every_response_forbids_scripts_and_sniffing(sqlite_warehouse_url, reports):
     """Fault: stored XSS. The page, its API and every file under /reports (Data Docs included) were served with no
     Content-Security-Policy, so markup that reached a report could run script on the Airflow origin."""
     from fastapi import HTTPException
@@ -313,7 +313,7 @@ def test_every_response_forbids_scripts_and_sniffing(tmp_path, reports):
             raise HTTPException(status_code=401, detail="Not authenticated")
 
     (reports / "injected.html").write_text("<script>document.title='xss-ran'</script>")
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    url = sqlite_warehouse_url
     three_nights(url)
     with TestClient(create_app(url, reports, authenticate=ops_only), headers={"x-user": "ops"}) as client:
         responses = [client.get(path) for path in ("/", "/static/page.css", "/api/incidents", "/reports/latest.html",
@@ -347,10 +347,10 @@ def test_a_model_file_that_was_never_made_has_no_size_not_zero(tmp_path):
 
 @pytest.mark.parametrize("link", ["javascript:alert(document.domain)", "  JaVaScRiPt:alert(1)", "java\tscript:alert(1)",
                                   "data:text/html,<script>alert(1)</script>", "https://x.example/\" onclick=\"a()"])
-def test_a_culprit_link_that_is_not_a_plain_http_url_is_not_a_link(tmp_path, reports, link):
+def test_a_culprit_link_that_is_not_a_plain_http_url_is_not_a_link(sqlite_warehouse_url, reports, link):
     """Fault: the page rendered a stored culprit link as it was, so `href="javascript:..."` reached the browser
     (only the CSP kept it from running). Only http(s) links are links now; the culprit still shows, as text."""
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    url = sqlite_warehouse_url
     incident = three_nights(url)
     found = bisection()
     warehouse = Warehouse(url)
@@ -380,8 +380,8 @@ def test_the_csp_in_the_reliability_notes_is_the_apps_own():
     assert quoted == CONTENT_SECURITY_POLICY.replace(REPORT_STYLE_HASH, "<report CSS hash>")
 
 
-def test_the_page_shows_each_gpu_of_a_split_and_the_sum(tmp_path):
-    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+def test_the_page_shows_each_gpu_of_a_split_and_the_sum(sqlite_warehouse_url, tmp_path):
+    url = sqlite_warehouse_url
     warehouse = Warehouse(url)
     warehouse.store_run("scheduled__2026-01-05", "2026-01-05", build_record(OLD_BUILD), ValidatedNight(
         accepted=[*night(), two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer")], quarantined=[]), "scheduled")

@@ -17,8 +17,8 @@ from vramwatch.warehouse.store import Warehouse
 
 
 @pytest.fixture
-def url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'warehouse.db'}"
+def url(sqlite_warehouse_url) -> str:
+    return sqlite_warehouse_url
 
 
 def compare_section(html: str) -> str:

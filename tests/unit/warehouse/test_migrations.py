@@ -102,11 +102,11 @@ def as_dict(value: object) -> dict:
     return json.loads(value) if isinstance(value, str) else value  # SQLite's JSON comes back as text
 
 
-def test_a_warehouse_stored_by_0006_code_reads_back_its_lanes_verdicts_and_results_after_the_upgrade(url):
-    engine = sa.create_engine(url)
+def test_a_warehouse_stored_by_0006_code_reads_back_its_lanes_verdicts_and_results_after_the_upgrade(empty_url):
+    engine = sa.create_engine(empty_url)
     migrate.upgrade(engine, "0006")
     incident = store_as_0006(engine)
-    warehouse = Warehouse(url)  # opening upgrades to the newest schema
+    warehouse = Warehouse(empty_url)  # opening upgrades to the newest schema
 
     # the lane: a column, filled from the run ids
     assert dict(raw(engine, "SELECT run_id, lane FROM runs")) == {run_id: run_id.partition("/")[0] if "/" in run_id

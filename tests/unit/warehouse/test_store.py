@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from support.samples import CPU_HOST, bisection, night, replace, result
+from support.warehouses import empty_rows
 
 import vramwatch
 from vramwatch import pipeline
@@ -56,6 +57,14 @@ def warehouse(url):
     wh.close()
 
 
+@pytest.fixture
+def own_warehouse(empty_url):
+    """A warehouse in a database of the test's own, for tests that migrate it down and up."""
+    wh = Warehouse(empty_url)
+    yield wh
+    wh.close()
+
+
 def config_id(name: str) -> str:
     """The id a sample config of this name has (its name plus the hash of its settings)."""
     return next(r.config.config_id for r in night() if r.config.config_name == name)
@@ -79,10 +88,10 @@ def store(wh: Warehouse, run_id: str, night_: str, results, version: str = "0.3.
 # ------------------------------------------------------------------------------------------------ schema
 
 
-def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
-    Warehouse(url).close()
+def test_opening_an_empty_database_creates_the_schema_of_the_models(empty_url):
+    Warehouse(empty_url).close()
 
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(empty_url)
     with engine.connect() as connection:
         tables = set(sa.inspect(connection).get_table_names())
         context = MigrationContext.configure(connection, opts={"version_table": migrate.VERSION_TABLE})
@@ -95,12 +104,12 @@ def test_opening_an_empty_database_creates_the_schema_of_the_models(url):
     assert version == "0010"
 
 
-def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
-    engine = sa.create_engine(url)
+def test_a_database_at_the_first_schema_gains_the_quality_columns(empty_url):
+    engine = sa.create_engine(empty_url)
     migrate.upgrade(engine, "0001")
     assert "perplexity" not in {c["name"] for c in sa.inspect(engine).get_columns("results")}
 
-    Warehouse(url).close()  # opening upgrades to the newest schema
+    Warehouse(empty_url).close()  # opening upgrades to the newest schema
 
     columns = {c["name"] for c in sa.inspect(engine).get_columns("results")}
     assert {"perplexity", "quality_tokens", "greedy_sha256"} <= columns
@@ -109,15 +118,15 @@ def test_a_database_at_the_first_schema_gains_the_quality_columns(url):
     engine.dispose()
 
 
-def test_stored_history_takes_the_settings_into_its_config_ids_on_upgrade(url):
+def test_stored_history_takes_the_settings_into_its_config_ids_on_upgrade(empty_url):
     rows = night(quants=("Q2_K",))
-    warehouse = Warehouse(url)
+    warehouse = Warehouse(empty_url)
     store(warehouse, "n1", "2026-01-01", rows[1:], quarantined=[QuarantinedResult(rows[0], ["vram_non_negative"])])
     incident = warehouse.save_incident(
         Incident(incident_id=None, kind="vram", metric="gpu_kv_mib", state="open", configs=[rows[1].config.config_id],
                  summary="s", opened_night="2026-01-01"), rows[1].fingerprint.environment_id, "2026-01-01")
     warehouse.close()
-    engine = sa.create_engine(url)
+    engine = sa.create_engine(empty_url)
 
     def ids(table: str) -> list[str]:
         with engine.connect() as connection:
@@ -129,7 +138,7 @@ def test_stored_history_takes_the_settings_into_its_config_ids_on_upgrade(url):
 
     assert ids("results") == [r.config.config_id for r in rows[1:]]
     assert ids("quarantine") == [rows[0].config.config_id]
-    warehouse = Warehouse(url)
+    warehouse = Warehouse(empty_url)
     (back,) = warehouse.incidents()
     assert back.incident_id == incident.incident_id and back.configs == [rows[1].config.config_id]
     history = warehouse.history()
@@ -378,8 +387,8 @@ def test_a_builds_figures_are_each_configs_newest_ok_result_on_it(warehouse):
     assert by_name.loc[OFFLOAD, "night"] == "2026-01-03"
 
 
-def test_a_warehouse_at_0004_gains_the_read_indexes_and_loses_them_on_downgrade(url):
-    engine = sa.create_engine(url)
+def test_a_warehouse_at_0004_gains_the_read_indexes_and_loses_them_on_downgrade(empty_url):
+    engine = sa.create_engine(empty_url)
     migrate.upgrade(engine, "0004")
 
     def indexes() -> set[str]:
@@ -387,7 +396,7 @@ def test_a_warehouse_at_0004_gains_the_read_indexes_and_loses_them_on_downgrade(
         return {i["name"] for table in ("results", "runs") for i in inspector.get_indexes(table)}
 
     assert "ix_results_series" not in indexes()
-    Warehouse(url).close()
+    Warehouse(empty_url).close()
     assert {"ix_results_series", "ix_runs_night_started", "ix_runs_build_id"} <= indexes()
     migrate.downgrade(engine, "0004")
     assert not {"ix_results_series", "ix_runs_night_started", "ix_runs_build_id"} & indexes()
@@ -579,11 +588,8 @@ def test_airflow_connections_in_uri_and_json_form_become_sqlalchemy_urls():
 @pytest.fixture
 def postgres(postgres_database):
     """The session's PostgreSQL database, at the newest schema, left empty for the next test even if this one fails."""
-    Warehouse(postgres_database).close()
     yield postgres_database
-    engine = sa.create_engine(postgres_database)
-    migrate.downgrade(engine, "base")
-    engine.dispose()
+    empty_rows(postgres_database)
 
 
 @pytest.fixture
@@ -1043,7 +1049,8 @@ def test_store_run_itself_keeps_a_stored_nights_night_unless_told_to_move_it(war
     assert [(r.run_id, r.night, r.n_results) for r in warehouse.runs()] == [("first", "2026-01-05", len(rows))]
 
 
-def test_energy_figures_reach_history_and_survive_0008_down_and_up(warehouse):
+def test_energy_figures_reach_history_and_survive_0008_down_and_up(own_warehouse):
+    warehouse = own_warehouse
     """Energy (issue 27): its columns in history; a CPU row's absent figures NULL with their reason; a downgrade
     to 0007 puts the moved figures back into the record and the upgrade takes them out into the columns again."""
     gpu, cpu = result("deepseek-moe-16b", "Q2_K"), result("phi-3.5-moe", "Q2_K", gpu=False)
