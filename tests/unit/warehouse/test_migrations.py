@@ -179,7 +179,8 @@ def store_as_0009(engine: sa.Engine) -> list[dict]:
     return [row["record"] for row in rows]
 
 
-def test_a_warehouse_stored_by_0009_code_gains_the_split_columns_from_each_record_and_goes_back(url):
+def test_a_warehouse_stored_by_0009_code_gains_the_split_columns_from_each_record_and_goes_back(empty_url):
+    url = empty_url
     engine = sa.create_engine(url)
     migrate.upgrade(engine, "0009")
     stored = store_as_0009(engine)
