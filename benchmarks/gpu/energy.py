@@ -47,8 +47,8 @@ DEEPSEEK, PHI = "deepseek-moe-16b", "phi-3.5-moe"
 # offload varies ~10 % between processes: its rounds (~12 s a run) show the direction, not a 1 % resolution.
 ROUNDS = {"baseline": 40, "offload": 4}
 NOISE_PROCESSES = 6  # per mode (3 a side of the one engine): ~25 s baseline, ~80 s offload on an H100
-# --rehearse: tiny models on a shared CPU, where a tg128 of the tiny DeepSeek takes minutes: every step runs, smaller
-REHEARSAL = {"knobs": {"n_prompt": 32, "n_gen": 8, "reps": 1}, "rounds": 2, "noise_processes": 2}
+# --rehearse: every step runs, fewer rounds and processes (plan.load gives the rehearsal's bench sizes)
+REHEARSAL = {"rounds": 2, "noise_processes": 2}
 
 
 def only(matrix: Matrix, model: str) -> Matrix:
@@ -90,7 +90,6 @@ def main() -> None:
     matrix = plan.load("energy")
     rounds, noise_processes = ROUNDS, NOISE_PROCESSES
     if args.rehearse:
-        matrix = matrix.model_copy(update=REHEARSAL["knobs"])
         rounds, noise_processes = dict.fromkeys(ROUNDS, REHEARSAL["rounds"]), REHEARSAL["noise_processes"]
     version = matrix.build.version
     (plan.OUT / "logs").mkdir(parents=True, exist_ok=True)

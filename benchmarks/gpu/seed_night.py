@@ -40,15 +40,21 @@ DISK = Path(os.environ.get("SEED_NIGHT_DISK", "/root/vwdisk"))  # a disk folder,
 VERSION = "0.3.36"
 MATRICES = REPO / "benchmarks" / "gpu"
 SCALE = "full"  # "tiny" when rehearsing
+# --rehearse: tiny models on a shared CPU, where a tg128 of a tiny model takes tens of seconds: every step runs, smaller
+REHEARSAL_KNOBS = {"n_prompt": 32, "n_gen": 8, "reps": 1}
+FIDELITY_REPS = 5
 
 
 def load(name: str) -> Matrix:
-    """benchmarks/gpu/<name>.yaml; when rehearsing, at tiny scale on the demo matrix's engine."""
+    """benchmarks/gpu/<name>.yaml; when rehearsing, at tiny scale and the rehearsal's sizes, with the demo matrix's
+    engine and generation test (16 tokens, not 100)."""
     matrix = load_matrix(MATRICES / f"{name}.yaml")
     if SCALE == "full":
         return matrix
     models = [m.model_copy(update={"source": SynthSource(synth=m.source.synth, scale=SCALE)}) for m in matrix.models]
-    return matrix.model_copy(update={"build": load_matrix("demo").build, "models": models})
+    demo = load_matrix("demo")
+    return matrix.model_copy(update={"build": demo.build, "generation": demo.generation, "models": models,
+                                     **REHEARSAL_KNOBS})
 
 
 def log(message: str) -> None:
@@ -108,8 +114,10 @@ def measure(name: str, matrix: Matrix | None = None, version: str = VERSION) -> 
 
 
 def fidelity(name: str, model: Path) -> None:
+    sizes = (["--reps", str(FIDELITY_REPS)] if SCALE == "full" else
+             [f"--{knob.replace('_', '-')}={value}" for knob, value in REHEARSAL_KNOBS.items()])
     subprocess.run([sys.executable, str(REPO / "benchmarks" / "engine_vs_llama_bench.py"), "--model", str(model),
-                    "--reps", "5", "--out", str(OUT / f"{name}.json")], check=True)
+                    *sizes, "--out", str(OUT / f"{name}.json")], check=True)
     for row in json.loads((OUT / f"{name}.json").read_text())["rows"]:
         log(f"  {row['mode']} {row['test']}: llama-bench {row['llama_bench_ts']:.1f} engine {row['engine_ts']:.1f} "
             f"ratio {row['ratio']}")

@@ -44,20 +44,19 @@ def offline(command: list[str], env: dict[str, str], timeout: int) -> subprocess
                           env=env, capture_output=True, text=True, timeout=timeout)
 
 
-def test_the_demo_night_runs_with_every_non_loopback_connection_refused(tmp_path, demo_models):
+def test_the_demo_night_runs_with_every_non_loopback_connection_refused(tmp_path, demo_models,
+                                                                        airflow_sqlite_db):
     matrix = yaml.safe_load((REPO / "include/vramwatch/matrices/demo.yaml").read_text())
     matrix["models"] = [m for m in matrix["models"] if not m.get("quality")]  # the CPU perplexity adds minutes
     matrix.update(quants=["Q4_K_M"], keep_builds=1000)  # builds/ is this checkout's: prune none of them
     (tmp_path / "night.yaml").write_text(yaml.safe_dump(matrix, sort_keys=False))
     env = {**os.environ,
            "AIRFLOW_HOME": str(tmp_path / "airflow"),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/airflow/airflow.db",
+           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sqlite_db(tmp_path / "airflow"),
            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
            "VRAMWATCH_MATRIX": str(tmp_path / "night.yaml"),
            "VRAMWATCH_WAREHOUSE_URL": f"sqlite:///{tmp_path}/warehouse.db",
            "VRAMWATCH_REPORTS_DIR": str(tmp_path / "reports"), "PYTHONPATH": str(REPO / "include")}
-    (tmp_path / "airflow").mkdir()
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True, timeout=600)
 
     probe = offline([sys.executable, "-c", PROBE], env, timeout=120)
     assert probe.returncode == 0, probe.stderr

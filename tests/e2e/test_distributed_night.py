@@ -24,6 +24,7 @@ import pytest
 from support.airflow_cluster import (
     CPU_WORKER,
     GPU_WORKER,
+    POLL_S,
     AirflowCluster,
     Worker,
     default_and_gpu_workers,
@@ -196,7 +197,7 @@ def triggered_bisection(cluster: AirflowCluster, timeout_s: float) -> dict:
         if runs:
             (run,) = runs
             return run
-        time.sleep(3)
+        time.sleep(POLL_S)
     raise AssertionError(f"no {BISECT_DAG} run after {timeout_s:.0f} s")
 
 

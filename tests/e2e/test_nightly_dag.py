@@ -25,7 +25,7 @@ MISSING = "missing-model"
 
 
 @pytest.fixture(scope="module")
-def night(tmp_path_factory, demo_models):
+def night(tmp_path_factory, demo_models, airflow_sqlite_db):
     """One forced demo night in a throwaway Airflow home, warehouse and reports dir."""
     tmp = tmp_path_factory.mktemp("night")
     matrix = tmp / "demo.yaml"  # builds/ is this checkout's: the night must not prune a developer's other engines
@@ -36,7 +36,7 @@ def night(tmp_path_factory, demo_models):
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(tmp / "airflow"),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp}/airflow/airflow.db",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sqlite_db(tmp / "airflow"),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO / "dags"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
         "VRAMWATCH_MATRIX": str(matrix),
@@ -44,8 +44,6 @@ def night(tmp_path_factory, demo_models):
         "VRAMWATCH_REPORTS_DIR": str(tmp / "reports"),
         "PYTHONPATH": str(REPO / "include"),
     }
-    (tmp / "airflow").mkdir()
-    subprocess.run([AIRFLOW, "db", "migrate"], env=env, check=True, capture_output=True)
     for day in range(1, 31):  # 30 earlier nights: with tonight's, one more than the matrix keeps Data Docs for
         night = tmp / "reports" / f"2000-01-{day:02d}"
         (night / "data_docs").mkdir(parents=True)

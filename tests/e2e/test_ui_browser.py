@@ -192,7 +192,7 @@ def test_a_markup_model_name_runs_no_script_in_data_docs_or_the_report(tmp_path)
         assert "&lt;img src=x onerror=" in loaded[page][1], page
 
 
-def _api_server(warehouse_env, name: str, auth_env: dict):
+def _api_server(warehouse_env, airflow_sqlite_db, name: str, auth_env: dict):
     """`airflow api-server` on a free loopback port, SQLite metadata, our plugins/, the simple auth manager."""
     env, tmp, incident = warehouse_env
     home = tmp / name
@@ -200,7 +200,7 @@ def _api_server(warehouse_env, name: str, auth_env: dict):
     env = {
         **env,
         "AIRFLOW_HOME": str(home),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{home}/airflow.db",
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": airflow_sqlite_db(home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(home / "dags"),
         "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
         "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
@@ -208,8 +208,6 @@ def _api_server(warehouse_env, name: str, auth_env: dict):
             "airflow.api_fastapi.auth.managers.simple.simple_auth_manager.SimpleAuthManager",
         **auth_env,
     }
-    migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True, timeout=300)
-    assert migrate.returncode == 0, migrate.stdout[-3000:] + migrate.stderr[-3000:]
     port = _free_port()
     base = f"http://127.0.0.1:{port}"
     server = _serve([AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1"], env,
@@ -219,18 +217,19 @@ def _api_server(warehouse_env, name: str, auth_env: dict):
 
 
 @pytest.fixture(scope="module")
-def airflow_api_server(warehouse_env):
+def airflow_api_server(warehouse_env, airflow_sqlite_db):
     # Every request is an admin: the REST API and the UI need no login in these tests.
-    yield from _api_server(warehouse_env, "airflow", {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"})
+    yield from _api_server(warehouse_env, airflow_sqlite_db, "airflow",
+                           {"AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"})
 
 
 @pytest.fixture(scope="module")
-def airflow_api_server_with_login(warehouse_env):
+def airflow_api_server_with_login(warehouse_env, airflow_sqlite_db):
     """A deployment with real users: one viewer, "ops", whose password is in a file as the simple manager reads it."""
     _env, tmp, _incident = warehouse_env
     passwords = tmp / "passwords.json"
     passwords.write_text('{"ops": "night-shift"}')
-    yield from _api_server(warehouse_env, "airflow-login", {
+    yield from _api_server(warehouse_env, airflow_sqlite_db, "airflow-login", {
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "False",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "ops:viewer",
         "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),

@@ -1,7 +1,8 @@
 """A real distributed Airflow 3.3 on loopback, as docker-compose.yaml runs it: api-server, scheduler, dag-processor,
 triggerer and Celery workers, PostgreSQL for Airflow's metadata and the vramwatch warehouse, Redis as the broker.
 
-Every database is fresh and uniquely named and dropped on stop; the broker's keys carry a unique prefix in their own
+Every database is fresh and uniquely named and dropped on stop (the metadata database is a copy of a template migrated
+once per Airflow version, which stays as a cache); the broker's keys carry a unique prefix in their own
 Redis DB number and are deleted on stop; every process runs in its own process group, which stop() ends. Logs of
 all processes land in one folder; `log_tails()` is what a failing test prints.
 
@@ -10,6 +11,7 @@ Used by tests/e2e/test_distributed_night.py and scripts/screenshots.py.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import secrets
@@ -31,7 +33,11 @@ REPO = Path(__file__).resolve().parents[2]
 AIRFLOW = str(Path(sys.executable).with_name("airflow"))
 PG = "postgres@127.0.0.1:5432"
 REDIS_DB = 9  # the broker's Redis DB number: no other test uses it; keys are prefixed per cluster anyway
+# `airflow db migrate` on PostgreSQL costs 4.5 CPU-seconds (13 s on the shared machine) per cluster; a copy of a
+# database already migrated by this Airflow version costs a fraction of a second
+METADATA_TEMPLATE = "vw_airflow_template_" + importlib.metadata.version("apache-airflow").replace(".", "_")
 USER = "admin"
+POLL_S = 0.5  # between looks at a run's or a process's state: a REST call or a log read, cheap beside a task
 
 
 def demo_night_matrix(folder: Path, missing_model: str = "missing-model", build: dict | None = None) -> Path:
@@ -130,11 +136,9 @@ class AirflowCluster:
         """Databases, schema, every process, the pools; returns once the API says all parts are healthy, every
         worker is ready and the DAG processor has parsed the DAGs."""
         deadline = time.monotonic() + timeout_s
-        for database in (self.metadata_db, self.warehouse_db):
-            self._psql(f"CREATE DATABASE {database}")
-        migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=self.env, capture_output=True, text=True,
-                                 timeout=timeout_s)
-        assert migrate.returncode == 0, f"airflow db migrate failed:\n{migrate.stdout[-3000:]}{migrate.stderr[-3000:]}"
+        self._migrated_template(timeout_s)
+        self._psql(f"CREATE DATABASE {self.metadata_db} TEMPLATE {METADATA_TEMPLATE}")
+        self._psql(f"CREATE DATABASE {self.warehouse_db}")
         self._spawn("api-server", [AIRFLOW, "api-server", "--host", "127.0.0.1", "--port", str(self.port),
                                    "--workers", "1"])
         for part in ("scheduler", "dag-processor", "triggerer"):
@@ -177,6 +181,25 @@ class AirflowCluster:
         if keys:
             broker.delete(*keys)
 
+    def _migrated_template(self, timeout_s: float) -> None:
+        """METADATA_TEMPLATE, migrated under a name of this cluster's own and renamed when done, unless it exists: a
+        cluster that starts beside this one never copies a half-migrated database."""
+        if self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{METADATA_TEMPLATE}'"):
+            return
+        scratch = f"vw_airflow_migrating_{secrets.token_hex(4)}"
+        self._psql(f"CREATE DATABASE {scratch}")
+        env = {**self.env, "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"postgresql+psycopg2://{PG}/{scratch}"}
+        migrate = subprocess.run([AIRFLOW, "db", "migrate"], env=env, capture_output=True, text=True,
+                                 timeout=timeout_s)
+        try:
+            assert migrate.returncode == 0, (f"airflow db migrate failed:\n{migrate.stdout[-3000:]}"
+                                             f"{migrate.stderr[-3000:]}")
+            self._psql(f"ALTER DATABASE {scratch} RENAME TO {METADATA_TEMPLATE}")
+        except (AssertionError, subprocess.CalledProcessError):
+            self._psql(f"DROP DATABASE IF EXISTS {scratch}")
+            if not self._psql(f"SELECT 1 FROM pg_database WHERE datname = '{METADATA_TEMPLATE}'"):
+                raise  # not a cluster beside this one that made it first
+
     @contextmanager
     def explained(self) -> Iterator[None]:
         """An assertion that fails inside says what every process logged last."""
@@ -214,7 +237,7 @@ class AirflowCluster:
             state = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
             if state in ("success", "failed"):
                 return state
-            time.sleep(3)
+            time.sleep(POLL_S)
         done = {(t["task_id"], t["rendered_map_index"]): t["state"] for t in self.task_instances(dag_id, run_id)}
         raise AssertionError(f"run {run_id} still {state} after {timeout_s:.0f} s; tasks: {done}")
 
@@ -257,7 +280,7 @@ class AirflowCluster:
                 raise AssertionError(f"waiting until {what}: processes exited: {exited}\n{self.log_tails()}")
             if check():
                 return
-            time.sleep(2)
+            time.sleep(POLL_S)
         raise AssertionError(f"timed out waiting until {what}\n{self.log_tails()}")
 
     def _spawn(self, name: str, command: list[str], env: dict[str, str] | None = None) -> None:
@@ -266,9 +289,10 @@ class AirflowCluster:
                                                     stderr=subprocess.STDOUT, start_new_session=True)
 
     @staticmethod
-    def _psql(statement: str) -> None:
-        subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qc", statement],
-                       check=True, capture_output=True, timeout=120)
+    def _psql(statement: str) -> str:
+        """Run `statement` in the server's postgres database; returns what it printed (rows unaligned, no header)."""
+        return subprocess.run(["psql", "-h", "127.0.0.1", "-U", "postgres", "-d", "postgres", "-qAtc", statement],
+                              check=True, capture_output=True, text=True, timeout=120).stdout.strip()
 
 
 def _signal_group(process: subprocess.Popen, sig: signal.Signals) -> None:
