@@ -84,7 +84,8 @@ NOISE_DF = 20  # degrees of freedom of a config's night noise: at least min_hist
 def _logs(a: np.ndarray, b: np.ndarray, noise: float | None) -> _Logs:
     log_a, log_b = np.log(a), np.log(b)
     d = float(np.mean(log_b) - np.mean(log_a))
-    var_a, var_b = float(np.var(log_a, ddof=1)) / len(a), float(np.var(log_b, ddof=1)) / len(b)
+    spread_a, spread_b = float(np.var(log_a, ddof=1)), float(np.var(log_b, ddof=1))  # of one process
+    var_a, var_b = spread_a / len(a), spread_b / len(b)  # of each side's mean
     se = math.sqrt(var_a + var_b)
     if noise:
         # The config's night noise bounds its process noise (each night's figure is one process): the standard
@@ -95,8 +96,8 @@ def _logs(a: np.ndarray, b: np.ndarray, noise: float | None) -> _Logs:
         known = noise * math.sqrt(1 / len(a) + 1 / len(b))
         if known >= se:
             return _Logs(d, known, math.inf)
-        spread = (NOISE_DF * noise**2 + (len(a) - 1) * float(np.var(log_a, ddof=1))
-                  + (len(b) - 1) * float(np.var(log_b, ddof=1))) / (NOISE_DF + len(a) + len(b) - 2)
+        spread = (NOISE_DF * noise**2 + (len(a) - 1) * spread_a + (len(b) - 1) * spread_b) / (
+            NOISE_DF + len(a) + len(b) - 2)
         return _Logs(d, max(known, math.sqrt(spread * (1 / len(a) + 1 / len(b)))), NOISE_DF + len(a) + len(b) - 2.0)
     # Welch-Satterthwaite; identical samples on both sides (se 0) have all the degrees of freedom there are
     df = (var_a + var_b) ** 2 / (var_a**2 / (len(a) - 1) + var_b**2 / (len(b) - 1)) if se else len(a) + len(b) - 2.0

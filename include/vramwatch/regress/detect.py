@@ -35,7 +35,14 @@ from vramwatch.records import IncidentKind as Kind
 from vramwatch.regress.ab import Ask, compare, leaning_slower, min_effect_of, screened, sequential_night, sides
 from vramwatch.regress.findings import Finding, Suspect
 from vramwatch.regress.incidents import cutoffs_for, forget_before_accepted, reconcile
-from vramwatch.regress.throughput import METRICS, Baseline, Slowdown, suspected_slowdown, throughput_findings
+from vramwatch.regress.throughput import (
+    METRICS,
+    NOISE_MIN_NIGHTS,
+    Baseline,
+    Slowdown,
+    suspected_slowdown,
+    throughput_findings,
+)
 from vramwatch.regress.vram import (
     Cutoffs,
     gpu_lost_finding,
@@ -212,10 +219,7 @@ def _noise_of(good: pd.DataFrame, config_id: str, metric: str, window: int) -> f
     field = AB_JUDGED[metric]
     values = good.loc[good["config_id"] == config_id, field.name].dropna().to_numpy(float)
     values = oriented(field, values[values > 0])
-    if len(values) < 5:
-        return None
-    baseline = Baseline.of(values[-window:])
-    return baseline.sigma / baseline.median if baseline.median else None
+    return Baseline.of(values[-window:]).relative_sigma if len(values) >= NOISE_MIN_NIGHTS else None
 
 
 def ab_findings(comparison: ABComparison, config: BenchConfig, environment_id: str) -> list[Finding]:

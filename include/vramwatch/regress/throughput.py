@@ -56,6 +56,7 @@ METRICS = ("tg_avg_ts", "pp_avg_ts")
 MAD_TO_SIGMA = 1.4826  # MAD of a normal distribution times this is its standard deviation
 Z_SUSPECT = 3.5
 SIGMA_FLOOR = 0.005  # relative: a config that measured identical numbers for a month does not page on 0.1 %
+NOISE_MIN_NIGHTS = 5  # good nights before a config's night-to-night noise is known
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,11 @@ class Baseline:
 
     def z(self, value: float) -> float:
         return (value - self.median) / self.sigma
+
+    @property
+    def relative_sigma(self) -> float | None:
+        """The night-to-night noise as a fraction of the level (None for a level of 0)."""
+        return self.sigma / self.median if self.median else None
 
     def beyond(self, value: float, policy: ThroughputPolicy) -> bool:
         """Lower than the baseline by more than Z_SUSPECT sigmas and by at least the policy's page_pct."""
@@ -119,15 +125,21 @@ def _still_regressed(row: pd.Series, series: pd.DataFrame, metric: str, cutoff: 
     return _finding(row, metric, baseline, float(row[metric]), str(base_rows["llama_cpp_commit"].iloc[-1]))
 
 
+def _drift_base(series: pd.DataFrame, policy: ThroughputPolicy) -> pd.DataFrame | None:
+    """The nights the drift check's baseline is made of: the last `window` before last night, so that a drop landing
+    last night is judged against the same reference twice; None under min_history of them (nothing to judge)."""
+    base_rows = series.iloc[:-1].tail(policy.window)
+    return base_rows if len(base_rows) >= policy.min_history else None
+
+
 def _check(row: pd.Series, series: pd.DataFrame, metric: str, cutoff: str | None,
            policy: ThroughputPolicy) -> Finding | Suspect | None:
     """One config and metric tonight. `series` = its earlier good rows with a value on this machine, oldest first."""
     value = float(row[metric])
     if cutoff is not None:
         return _still_regressed(row, series, metric, cutoff, policy)
-    # Baseline without last night, so that a drop landing last night is judged against the same reference twice.
-    base_rows, last = series.iloc[:-1].tail(policy.window), series.iloc[-1:] if len(series) else series
-    if len(base_rows) < policy.min_history:
+    base_rows, last = _drift_base(series, policy), series.iloc[-1:]
+    if base_rows is None:
         return None
     baseline = Baseline.of(base_rows[metric].to_numpy(float))
     if not baseline.beyond(value, policy):
@@ -177,7 +189,7 @@ def suspected_slowdown(row: pd.Series, series: pd.DataFrame, metric: str,
     value, values = float(row[metric]), series[metric].to_numpy(float)[-policy.window:]
     if not len(values):
         return None
-    noise_known = len(values) >= 5
+    noise_known = len(values) >= NOISE_MIN_NIGHTS
     baseline = Baseline.of(values) if noise_known else Baseline(float(values[-1]), SIGMA_FLOOR * float(values[-1]))
     low, z = value, baseline.z(value) if noise_known else -float("inf")
     if noise_known:
@@ -192,7 +204,7 @@ def suspected_slowdown(row: pd.Series, series: pd.DataFrame, metric: str,
     if not reference or reference == str(row["llama_cpp_commit"]):
         return None  # the same build as at the config's level: a same-night A/B has nothing to compare
     return Slowdown(str(row["config_id"]), metric, z, reference, first,
-                    baseline.sigma / baseline.median if noise_known and baseline.median else None)
+                    baseline.relative_sigma if noise_known else None)
 
 
 def throughput_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cutoffs = {},
@@ -210,7 +222,7 @@ def throughput_findings(tonight: pd.DataFrame, before: pd.DataFrame, cutoffs: Cu
             if past is None or pd.isna(row[metric]):
                 continue
             series, cutoff = past[past[metric].notna()], cutoffs.get((row["config_id"], metric))
-            judged += cutoff is None and len(series) > policy.min_history  # min_history nights before last night
+            judged += cutoff is None and _drift_base(series, policy) is not None
             verdict = _check(row, series, metric, cutoff, policy)
             if isinstance(verdict, Suspect):
                 suspects.append(verdict)
