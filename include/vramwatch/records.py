@@ -751,12 +751,12 @@ class MeasuredNight(Record):
             night = dataclasses.replace(night, results=results)
         if version <= 3:
             night = dataclasses.replace(night, results=[_unpinned(r) for r in night.results])
-        if version <= 4:  # its power samples, where it took any, came from GetPowerUsage
-            night = dataclasses.replace(night, results=[_sampled_power_usage(r) for r in night.results])
-        # a worker from before energy readings wrote no energy at all: absent, and the row says why
-        night = dataclasses.replace(night, results=[
-            r if "energy" in stored else dataclasses.replace(r, energy=Energy(gpu_reason=ENERGY_PREDATES_WORKER))
-            for r, stored in zip(night.results, data.get("results", []))])
+        if version <= 4:  # its power samples, where it took any, came from GetPowerUsage; a worker from before
+            # energy readings wrote no energy at all: absent, and the row says why
+            night = dataclasses.replace(night, results=[
+                _sampled_power_usage(r) if "energy" in stored
+                else dataclasses.replace(r, energy=Energy(gpu_reason=ENERGY_PREDATES_WORKER))
+                for r, stored in zip(night.results, data.get("results", []))])
         return dataclasses.replace(night, format_version=MEASURED_NIGHT_VERSION)
 
     def night_key(self) -> str:
