@@ -26,7 +26,14 @@ from vramwatch.builds.engine import BENCH_CHILD_EXTRAS
 from vramwatch.builds.llama_bench import configure_tools
 from vramwatch.builds.process import StepFailed, run_step, say
 from vramwatch.builds.slim import keep
-from vramwatch.builds.sources import COMMIT_MARKER, extract_all, fetch_sdist, read_llama_cpp_commit, unpack_sdist
+from vramwatch.builds.sources import (
+    COMMIT_MARKER,
+    default_index,
+    extract_all,
+    fetch_sdist,
+    read_llama_cpp_commit,
+    unpack_sdist,
+)
 from vramwatch.config import BuildSource, Paths
 from vramwatch.errors import UserError
 
@@ -76,7 +83,7 @@ def make_bundle(version: str, out_dir: Path, paths: Paths, python_version: str |
     log.write_text("")
     target = (python_version or f"{sys.version_info.major}.{sys.version_info.minor}").removeprefix("cp")
     try:
-        tree = unpack_sdist(fetch_sdist(version, [], paths, log), paths.cache / "src" / version)
+        tree = unpack_sdist(fetch_sdist(version, default_index(), paths, log), paths.cache / "src" / version)
         archive = out_dir / f"llama_cpp_python-{version}.tar.gz"
         say(f"packing the slim sdist -> {archive}")
         _pack_slim(tree, archive.name.removesuffix(".tar.gz"), read_llama_cpp_commit(tree), archive)

@@ -80,6 +80,11 @@ def pip_index(request: BuildRequest) -> PipIndex:
                          "--find-links", str(Path(request.location, "wheels"))), engine_env())
     if request.source == "pypi" and request.location:
         return PipIndex((), {**engine_env(), "PIP_INDEX_URL": with_credentials(index_url(request.location))})
+    return default_index()
+
+
+def default_index() -> PipIndex:
+    """pip's own configuration (pip.conf, PIP_* variables)."""
     return PipIndex((), engine_env())
 
 

@@ -28,6 +28,7 @@ from vramwatch.builds.backend import build_request
 from vramwatch.builds.bundle import make_bundle
 from vramwatch.builds.engine import build_engine, cached_wheel, list_builds
 from vramwatch.builds.slim import keep
+from vramwatch.builds.sources import find_sdist
 from vramwatch.config import BuildSource, Paths, load_matrix
 from vramwatch.errors import UserError
 
@@ -62,9 +63,19 @@ def offline(monkeypatch):
 
 @pytest.fixture(scope="module")
 def bundle(tmp_path_factory, engine_build):
+    """Made as on a fresh machine: pip downloads the release's sdist (from a local find-links folder here); only
+    the unpacked tree is shared."""
     maker = _paths(tmp_path_factory.mktemp("maker"))
-    share_release(maker, Path(engine_build.source_dir), VERSION)
-    return make_bundle(VERSION, tmp_path_factory.mktemp("bundle"), maker)
+    index = tmp_path_factory.mktemp("index")
+    sdist = find_sdist(Paths().cache / "sdists", VERSION)
+    (index / sdist.name).symlink_to(sdist)
+    (maker.cache / "src").mkdir(parents=True)
+    (maker.cache / "src" / VERSION).symlink_to(engine_build.source_dir)
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("PIP_FIND_LINKS", str(index))
+        made = make_bundle(VERSION, tmp_path_factory.mktemp("bundle"), maker)
+    assert find_sdist(maker.cache / "sdists", VERSION), "the bundle did not download its sdist"
+    return made
 
 
 def test_slim_rule_keeps_sources_and_vocab_only():
