@@ -107,7 +107,7 @@ def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Se
                  policy: Policy = Policy(), accepted: Sequence[Incident] = ()) -> Detection:
     """detect() over history already split into tonight's rows and the runs before (rows.split_tonight)."""
     read = DETECTION_COLUMNS | {i.metric for i in accepted}
-    tonight, before = (rows[[c for c in rows.columns if c in read]] for rows in (tonight, before))
+    tonight, before = (_one_block(rows[[c for c in rows.columns if c in read]]) for rows in (tonight, before))
     before = forget_before_accepted(before, accepted)
     cutoffs = cutoffs_for(open_incidents)
     findings = (memory_and_status_findings(tonight, before, cutoffs, policy.vram)
@@ -116,6 +116,13 @@ def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Se
     return Detection(night=str(tonight["night"].iloc[0]), findings=findings + drift, suspects=suspects,
                      tonight_status=dict(zip(tonight["config_id"], tonight["status"])),
                      build=str(tonight["llama_cpp_commit"].iloc[0]), drift_tests=drift_tests)
+
+
+def _one_block(rows: pd.DataFrame) -> pd.DataFrame:
+    """rows with its text columns as objects: pandas keeps each text column in a block of its own and copies every
+    block at every filter, and the checks filter each config's history several times per metric."""
+    text = {column: object for column, dtype in rows.dtypes.items() if isinstance(dtype, pd.StringDtype)}
+    return rows.astype(text).copy() if text else rows  # the copy puts the object columns into one block
 
 
 def history_window(policy: Policy) -> int:
