@@ -548,6 +548,13 @@ class Memory(Record):
         return {device: round(sum(kinds.values()), 2) for device, kinds in by_device.items()}
 
     @property
+    def needed_card_mib(self) -> float | None:
+        """GPU memory the config needs on its fullest card: what "fits on N x size" holds against the size (on one
+        GPU, needed_mib). None without a GPU, or where a row split leaves each card's share unknown."""
+        per_card = self.needed_by_device()
+        return max(per_card.values()) if per_card else None
+
+    @property
     def vram_gib(self) -> float | None:
         """The seed's metric: GPU model + KV + compute buffers, GiB. None without a GPU."""
         if not self.has_gpu:

@@ -196,6 +196,7 @@ FIELDS: tuple[Field, ...] = (
     _mib("memory", "host_rss_peak_mib", "host RSS peak"),
     Field("vram_gib", FLOAT, "memory.vram_gib", optional=True, label="VRAM", unit=GIB_UNIT, format=".2f"),
     _mib("memory", "needed_mib", "GPU memory needed", optional=True),
+    _mib("memory", "needed_card_mib", "GPU memory needed per card", optional=True),  # its fullest card (0011)
     Field("n_overridden_tensors", INT, "n_overridden_tensors", label="tensors on CPU"),
     # roofline
     Field("active_bytes_per_token", BIGINT, "roofline.active_bytes_per_token", label="active bytes per token",

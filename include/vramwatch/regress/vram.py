@@ -227,20 +227,23 @@ def _component_findings(row: pd.Series, gpu_rows: pd.DataFrame, cutoffs: Cutoffs
 
 
 def _fit_findings(row: pd.Series, good: pd.DataFrame, cutoffs: Cutoffs, policy: VramPolicy) -> list[Finding]:
-    """Sizes of the policy the config's need fit last time and no longer fits tonight."""
-    after = number(row["needed_mib"])
+    """Sizes of the policy the config's need fit last time and no longer fits tonight: on a split over N GPUs, the
+    need of its fullest card against N cards of the size."""
+    need = "needed_card_mib"
+    after = number(row[need])
+    cards, on = (f"{row['gpus']} x ", " on its fullest card") if row["gpus"] > 1 else ("", "")
     findings = []
     for size in policy.fits_gib:
         metric = f"fits_{size:g}gib"
-        ref = _reference(good[good["needed_mib"].notna()], cutoffs.get((row["config_id"], metric)))
-        before = None if ref is None else number(ref["needed_mib"])
+        ref = _reference(good[good[need].notna()], cutoffs.get((row["config_id"], metric)))
+        before = None if ref is None else number(ref[need])
         limit = size * 1024
         if after is not None and before is not None and before <= limit < after:
             findings.append(row_finding(
                 Kind.NO_LONGER_FITS, metric, row, ref, before=before, after=after, delta_mib=after - before,
                 delta_pct=100.0 * (after - before) / before,
-                change=f"{config_name(row['config_id'])}: needs {after / 1024:.2f} GiB, no longer fits {size:g} GiB "
-                       f"(needed {before / 1024:.2f})"))
+                change=f"{config_name(row['config_id'])}: needs {after / 1024:.2f} GiB{on}, no longer fits "
+                       f"{cards}{size:g} GiB (needed {before / 1024:.2f})"))
     return findings
 
 

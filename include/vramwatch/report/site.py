@@ -73,14 +73,15 @@ if TYPE_CHECKING:
 SITE_TEMPLATES = TEMPLATES / "site"
 MANIFEST = "manifest.json"
 # What a page shows, by version: a site published by another version is made again whole, once, since a page's key
-# names its inputs, not the code that drew it. 2: bench commands carry the split knobs (gpus, split_mode, ...).
-MANIFEST_VERSION = 2
+# names its inputs, not the code that drew it. 2: bench commands carry the split knobs (gpus, split_mode, ...);
+# 3: a split fits on N cards of a size when its fullest card does.
+MANIFEST_VERSION = 3
 STYLESHEET, ICON = "site.css", "favicon.svg"
 # What the config pages, build pages and fits read of each result: the compared figures, and what the reproducing
 # command and the fits table need (the knobs the flat row keeps, the model file, the GPU memory needed).
 KNOB_FIELDS = tuple(f.name for f in dataclasses.fields(BenchKnobs) if f.name in BY_NAME)
 SITE_FIELDS = tuple(dict.fromkeys((*(f.name for f in COMPARED), *KNOB_FIELDS, "model", "quant", "mode", "n_cpu_moe",
-                                   "file_sha256", "file_bytes", "gen_tokens", "needed_mib", "vram_gib")))
+                                   "file_sha256", "file_bytes", "gen_tokens", "needed_card_mib", "vram_gib")))
 JSON_FIELDS = frozenset(f.name for f in FIELDS if f.kind == JSON)
 RECENT_CHANGES = 15  # events in the index's feed
 # history downloads: the run and its build, then every flat-row field
@@ -560,13 +561,12 @@ class SiteBuilder:
         newest = ok.drop_duplicates(["config_id", "environment_id"], keep="last")
         rows = []
         for _, row in sorted(newest.iterrows(), key=lambda item: (config_order(item[1]), item[1]["n_ctx"])):
-            need = number(row["needed_mib"])
-            cells = ["no GPU" if need is None else "fits" if need <= size * 1024 else "does not fit"
-                     for size in GPU_SIZES_GIB]
+            need = number(row["needed_card_mib"])
+            cells = [_fits_cell(row, need, size) for size in GPU_SIZES_GIB]
             rows.append((row, need, cells, f"configs/{slug(row['config_id'])}.html"))
         self.files.put("fits.html", "fits", self._page("fits.html", "fits.html.j2", title="Fits on a GPU of",
                                                         rows=rows, sizes=GPU_SIZES_GIB,
-                                                        needed=BY_NAME["needed_mib"]))
+                                                        needed=BY_NAME["needed_card_mib"]))
 
     # the index: per lane, did the last night regress, and what
 
@@ -591,6 +591,18 @@ class SiteBuilder:
         self.files.put("index.html", "index", self._page("index.html", "index.html.j2", title="vramwatch",
                                                           lanes=lanes, events=events[:RECENT_CHANGES],
                                                           n_runs=len(site.runs), n_builds=len(site.options)))
+
+
+def _fits_cell(row: Mapping[str, Any], need: float | None, size: int) -> tuple[str, str]:
+    """(words, css class) of whether a config fits GPUs of `size` GiB, as many as it runs on: its fullest card's
+    need within the size."""
+    if need is not None:
+        fits = need <= size * 1024
+        words = "fits" if fits else "does not fit"
+        return (f"{words} on {row['gpus']} x {size} GiB" if row["gpus"] > 1 else words), "fits" if fits else "nofit"
+    if number(row["gpu_total_mib"]) is None:
+        return "no GPU", ""
+    return "per card not known (row split, no NVML)", ""
 
 
 def publish(warehouse: Warehouse, out: Path | str) -> PublishResult:

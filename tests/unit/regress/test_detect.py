@@ -30,6 +30,7 @@ from vramwatch.records import (
     BuildRecord,
     BuildRequest,
     Incident,
+    IncidentKind,
     NightSummary,
     NightVerdicts,
     TestResult,
@@ -776,6 +777,21 @@ def test_the_top_line_is_all_clear_with_what_was_measured_and_not_judged_only_fo
     assert line.startswith("phi-3.5-moe/Q4_K_M/baseline throughput (tg below its recent level): no same-night A/B: "
                            "no A/B runner here")
     assert top_lines(without)[-1].startswith("Not judged: 1 check(s) that should have run and could not")
+
+
+def test_a_split_whose_fuller_card_outgrows_a_size_no_longer_fits_n_cards_of_it():
+    """Issue 29: Phi-3.5-MoE Q8_0 split by layer fits on 2 x 24 GiB while its fuller card needs 22.8 GiB; +1200 MiB
+    of weights on that card no longer fits it. Judged on the summed need (43.3 -> 44.5 GiB), it never fit one 24 GiB
+    card and still fits one of 48: nothing would page."""
+    def split(**planted: float) -> list[BenchResult]:
+        return [two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer", **planted)]
+
+    incidents = simulate([split()] * 2 + [split(**{"CUDA0/model": 1200.0})])
+
+    (fit,) = [i for i in incidents[2] if i.kind == IncidentKind.NO_LONGER_FITS]
+    assert (fit.metric, fit.pages) == ("fits_24gib", True)
+    assert fit.changes == ["phi-3.5-moe/Q8_0/baseline-2gpu-layer: needs 24.02 GiB on its fullest card, no longer "
+                           "fits 2 x 24 GiB (needed 22.85)"]
 
 
 def test_a_change_on_one_gpu_of_a_split_pages_naming_that_gpu_and_its_component():

@@ -22,6 +22,7 @@ from support.warehouses import NEW_BUILD, REGRESSED, build_record, night_of, pub
 from vramwatch.cli.main import build_parser
 from vramwatch.records import BenchKnobs, MeasuredNight, ValidatedNight
 from vramwatch.report.site import MANIFEST, bench_command, publish, slug
+from vramwatch.report.tables import GPU_SIZES_GIB
 from vramwatch.rows import FIELD_NAMES, flatten
 from vramwatch.warehouse.store import Warehouse
 
@@ -111,6 +112,31 @@ def test_a_two_gpu_rows_command_names_its_split_and_parses_back_to_it(tmp_path):
         args = build_parser().parse_args(shlex.split(html.unescape(command))[1:])
         assert (args.gpus, args.split_mode, args.tensor_split) == expected, command
         assert args.mode == "baseline" and args.n_ctx == row.config.n_ctx
+
+
+def test_a_split_fits_on_n_cards_of_a_size_when_its_fullest_card_does(tmp_path):
+    """Issue 29: Phi-3.5-MoE Q8_0 needs 42.7 GiB on one GPU; split by layer over two, its fuller card needs 22.8 GiB,
+    so it fits on 2 x 24 GiB (the flat row's summed need, 43.3 GiB, does not fit one such card). A row split without
+    NVML on each card has no per-card need to judge."""
+    layer = two_gpu_result("phi-3.5-moe-Q8_0-2gpu-layer")
+    row_split = two_gpu_result("phi-3.5-moe-Q8_0-2gpu-row", split_mode="row", tensor_split="3,1")
+    row_split = replace(row_split, memory__nvml_process_by_device_mib={}, memory__nvml_process_mib=None)
+    one_gpu = result("phi-3.5-moe", "Q8_0")
+    url = f"sqlite:///{tmp_path / 'warehouse.db'}"
+    with closing(Warehouse(url)) as warehouse:
+        warehouse.store_run("run000", night_of(0), build_record(NEW_BUILD),
+                            ValidatedNight(accepted=[one_gpu, layer, row_split], quarantined=[]), "test")
+        publish(warehouse, tmp_path / "site")
+    page = (tmp_path / "site" / "fits.html").read_text()
+    cells = {html.unescape(re.sub(r"<[^>]+>", "", mode)): [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", row)]
+             for mode, row in re.findall(r'<td class="text">(baseline[^<]*)</td>(.*?)</tr>', page, re.DOTALL)}
+    at_24 = 2 + GPU_SIZES_GIB.index(24)  # after the context and the need
+
+    assert cells["baseline"][at_24] == "does not fit"
+    assert cells["baseline on 2 GPUs (layer)"][1] == f"{layer.memory.needed_card_mib:.2f}"
+    assert cells["baseline on 2 GPUs (layer)"][at_24] == "fits on 2 x 24 GiB"
+    assert cells["baseline on 2 GPUs (layer)"][at_24 - 1] == "does not fit on 2 x 16 GiB"
+    assert cells["baseline on 2 GPUs (row)"][at_24] == "per card not known (row split, no NVML)"
 
 
 def test_a_site_published_before_the_split_knobs_is_made_again_with_them(warehouse, tmp_path):

@@ -5,6 +5,7 @@ made the way 0009-era code stored the split knobs (in the record only), back to 
 
 from __future__ import annotations
 
+import importlib
 import json
 from datetime import date, datetime, timezone
 
@@ -188,6 +189,10 @@ def test_a_warehouse_stored_by_0009_code_gains_the_split_columns_from_each_recor
 
     assert [tuple(row) for row in raw(engine, "SELECT gpus, split_mode, tensor_split FROM results ORDER BY id")] == [
         (2, "row", "3,1"), (2, "layer", ""), (1, "layer", ""), (1, "layer", "")]  # the last: BenchKnobs' defaults
+    # 0011: each card's need, from the columns and the record, as the code computes it (a split's is its fuller card's)
+    assert list(raw(engine, "SELECT needed_card_mib FROM results ORDER BY id")) == [
+        r.memory.needed_card_mib for r in SPLIT_NIGHT]
+    assert SPLIT_NIGHT[0].memory.needed_card_mib < SPLIT_NIGHT[0].memory.needed_mib / 1.8
     records = [as_dict(r) for r in raw(engine, "SELECT record FROM results ORDER BY id")]
     assert not any(set(SPLIT_KNOBS) & set(record["config"]) for record in records)  # each value once: its column
     assert warehouse.results_for_run(SPLIT_RUN) == SPLIT_NIGHT
@@ -202,3 +207,17 @@ def test_a_warehouse_stored_by_0009_code_gains_the_split_columns_from_each_recor
         canonical(record) for record in stored]
     assert not set(SPLIT_KNOBS) & {c["name"] for c in sa.inspect(engine).get_columns("results")}
     engine.dispose()
+
+
+def test_0011s_frozen_need_per_card_agrees_with_the_code_on_every_kind_of_row():
+    """The migration computes needed_card_mib with its own frozen copy of Memory.needed_card_mib: they agree on one
+    GPU, no GPU, layer and row splits with NVML on each card, and both splits without it (each card's buffers; a row
+    split's share unknown)."""
+    migration = importlib.import_module("vramwatch.warehouse.migrations.versions.0011_needed_per_card")
+    without_nvml = {"memory__nvml_process_by_device_mib": {}, "memory__nvml_process_mib": None}
+    rows = [result("phi-3.5-moe", "Q8_0"), result(gpu=False), *SPLIT_NIGHT[:2],
+            *(replace(r, **without_nvml) for r in SPLIT_NIGHT[:2])]
+    expected = [r.memory.needed_card_mib for r in rows]
+    assert expected[1] is None and expected[4] is None and len({*expected[2:4], expected[5]}) == 3
+    assert [migration.needed_card_mib(r.memory.needed_mib, r.memory.buffers_mib, r.memory.nvml_process_by_device_mib)
+            for r in rows] == expected
