@@ -72,7 +72,7 @@ test-containers: install ## only the images and the compose stack under podman, 
 	$(PY) scripts/ensure_tools.py podman aardvark-dns mmdebstrap docker-compose
 	$(PY) -m pytest -ra -s tests/containers
 
-test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser, nor wait out a timeout
+test-unit: lint ## the fast loop: unit tests that need no engine build, Airflow run or browser, nor take seconds (`slow`)
 	$(UNIT_TESTS) "unit and not engine and not slow"
 
 lint: install ## ruff (undefined names, unused imports, import order) and import-linter (layers, cycles)
