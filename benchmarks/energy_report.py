@@ -32,7 +32,8 @@ from vramwatch.rows import AB_JUDGED, BY_NAME, MISSING  # noqa: E402
 
 MEASURED = ("energy-deepseek.json", "energy-phi.json")
 MODES = ("baseline", "offload")
-COMMAND = ("PLAN=energy bash benchmarks/gpu/seed_night.sh 560 (carry: device; chained calls while the plan runs), "
+DEVICE_COMMAND = "PLAN=energy bash benchmarks/gpu/seed_night.sh 560"
+COMMAND = ("{device} (carry: device; chained calls while the plan runs), "
            "then python benchmarks/energy_report.py RESULTS_DIR --date {date} --out docs/results")
 RESOLVES_PCT = 1.0  # the overhead target: a 95 % interval within ±1 % resolves it
 
@@ -189,6 +190,8 @@ def main() -> None:
     parser.add_argument("results", type=Path)
     parser.add_argument("--date", required=True)
     parser.add_argument("--out", type=Path, default=Path("docs/results"))
+    parser.add_argument("--device-command", default=DEVICE_COMMAND,
+                        help="the device call as it ran (its SECONDS and --only STEP...), for the record")
     args = parser.parse_args()
     nights = [MeasuredNight.from_json((args.results / name).read_text()) for name in MEASURED
               if (args.results / name).is_file()]
@@ -208,7 +211,7 @@ def main() -> None:
     expected = [*MEASURED, *(f"overhead-{m}.json" for m in MODES), *(f"energy-noise-{m}.json" for m in MODES)]
     slug = device["gpu"].replace("NVIDIA ", "").split()[0].lower() if first.gpu_name else "cpu"
     stem = f"{args.date}-{slug}-energy"
-    doc = {"date": args.date, "stem": stem, "device": device, "command": COMMAND.format(date=args.date),
+    doc = {"date": args.date, "stem": stem, "device": device, "command": COMMAND.format(device=args.device_command, date=args.date),
            "prices": {"gpu_hour": prices.gpu_hour, "host_hour": prices.host_hour, "kwh": prices.kwh,
                       "currency": prices.currency, "note": "the README's example prices, not quotes"},
            "configs": [energy_row(r, prices) for night in nights for r in night.results],
