@@ -195,8 +195,9 @@ def _prepare(build_backend: str | None) -> _PreparedSuite:
     return _PreparedSuite(context, batch, suite, columns)
 
 
-# A night without Data Docs reuses its process's context: making one and its suite is about 15 % of a validation, and
-# Batch.validate keeps nothing in it. A night with Data Docs gets a fresh one, whose site lists that night alone.
+# A night without Data Docs reuses its process's context and validates its batch directly: a fresh context, suite and
+# checkpoint per night cost about a tenth of a validation, and Batch.validate keeps nothing in the context. A night
+# with Data Docs gets a fresh one, whose site lists that night alone.
 _prepared = functools.cache(_prepare)
 _PREPARED_LOCK = threading.Lock()
 
