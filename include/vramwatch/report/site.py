@@ -62,7 +62,7 @@ from vramwatch.report.compare import BuildOption, build_option, config_deltas, c
 from vramwatch.report.history_chart import HISTORY_RUNS, RunPoint, figures_chart
 from vramwatch.report.style import CSS as REPORT_CSS
 from vramwatch.report.style import TEMPLATES
-from vramwatch.report.tables import GPU_SIZES_GIB, NIGHT_STATES, top_lines
+from vramwatch.report.tables import GPU_SIZES_GIB, NIGHT_STATES, fits_on_cards, top_lines
 from vramwatch.rows import BY_NAME, COMPARED, FIELD_NAMES, FIELDS, JSON, MISSING, Field, number
 
 if TYPE_CHECKING:
@@ -594,15 +594,9 @@ class SiteBuilder:
 
 
 def _fits_cell(row: Mapping[str, Any], need: float | None, size: int) -> tuple[str, str]:
-    """(words, css class) of whether a config fits GPUs of `size` GiB, as many as it runs on: its fullest card's
-    need within the size."""
-    if need is not None:
-        fits = need <= size * 1024
-        words = "fits" if fits else "does not fit"
-        return (f"{words} on {row['gpus']} x {size} GiB" if row["gpus"] > 1 else words), "fits" if fits else "nofit"
-    if number(row["gpu_total_mib"]) is None:
-        return "no GPU", ""
-    return "per card not known (row split, no NVML)", ""
+    """(words, css class) of whether a config fits GPUs of `size` GiB, as many as it runs on (fits_on_cards)."""
+    words, fits = fits_on_cards(need, int(row["gpus"]), size, number(row["gpu_total_mib"]) is not None)
+    return words, "" if fits is None else "fits" if fits else "nofit"
 
 
 def publish(warehouse: Warehouse, out: Path | str) -> PublishResult:

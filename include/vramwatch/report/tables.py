@@ -188,16 +188,22 @@ def fits_table(results: Sequence[BenchResult]) -> Table:
 
 
 def _fits_on_cards(result: BenchResult, gib_size: int) -> str:
-    """"fits on 2 x 24 GiB" when every card's need is within the size; the config's status, or why not known."""
+    """Whether a config on several GPUs fits that many cards of the size (fits_on_cards), or its status."""
     if not result.ok:
         return result.status
-    per_card = result.memory.needed_by_device()
-    if per_card is None:
-        return NO_GPU if not result.memory.has_gpu else "per card not known (row split, no NVML)"
-    cards = result.config.gpus
-    if max(per_card.values()) <= gib_size * 1024:
-        return f"fits on {cards} x {gib_size} GiB"
-    return "does not fit"
+    return fits_on_cards(result.memory.needed_card_mib, result.config.gpus, gib_size, result.memory.has_gpu)[0]
+
+
+def fits_on_cards(need_card_mib: float | None, gpus: int, gib_size: int, has_gpu: bool) -> tuple[str, bool | None]:
+    """Whether a config fits as many cards of `gib_size` GiB as it runs on, judged by its fullest card's need
+    (Memory.needed_card_mib), in words ("fits"; on several cards "fits on 2 x 24 GiB", "does not fit on 2 x 16 GiB")
+    and as a bool; without a need, why (no GPU, or a row split's share of each card unknown) and None. The report's
+    fits table and the published site's fits page say it alike."""
+    if need_card_mib is None:
+        return ("per card not known (row split, no NVML)" if has_gpu else NO_GPU), None
+    fits = need_card_mib <= gib_size * 1024
+    words = "fits" if fits else "does not fit"
+    return (f"{words} on {gpus} x {gib_size} GiB" if gpus > 1 else words), fits
 
 
 def gpu_tables(results: Sequence[BenchResult]) -> list[Table]:

@@ -44,7 +44,7 @@ def test_a_split_stored_and_read_back_shows_each_gpu_its_sum_and_fits_per_card(s
     assert by_quant["Q8_0"]["48 GiB"] == "baseline" and by_quant["Q8_0"]["24 GiB"] == "offload"
     # CUDA0 needs 23393.50 MiB (22.85 GiB) of NVML: two 24 GiB cards hold the split, two 16 GiB cards do not
     assert by_quant["Q8_0 baseline-2gpu-layer"]["24 GiB"] == "fits on 2 x 24 GiB"
-    assert by_quant["Q8_0 baseline-2gpu-layer"]["16 GiB"] == "does not fit"
+    assert by_quant["Q8_0 baseline-2gpu-layer"]["16 GiB"] == "does not fit on 2 x 16 GiB"
     assert "fits on 2 x 24 GiB" in markdown.render("t", [], [], [], [fits])
 
     page = load_dashboard(warehouse)
