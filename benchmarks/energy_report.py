@@ -211,7 +211,8 @@ def main() -> None:
     expected = [*MEASURED, *(f"overhead-{m}.json" for m in MODES), *(f"energy-noise-{m}.json" for m in MODES)]
     slug = device["gpu"].replace("NVIDIA ", "").split()[0].lower() if first.gpu_name else "cpu"
     stem = f"{args.date}-{slug}-energy"
-    doc = {"date": args.date, "stem": stem, "device": device, "command": COMMAND.format(device=args.device_command, date=args.date),
+    command = COMMAND.format(device=args.device_command, date=args.date)
+    doc = {"date": args.date, "stem": stem, "device": device, "command": command,
            "prices": {"gpu_hour": prices.gpu_hour, "host_hour": prices.host_hour, "kwh": prices.kwh,
                       "currency": prices.currency, "note": "the README's example prices, not quotes"},
            "configs": [energy_row(r, prices) for night in nights for r in night.results],

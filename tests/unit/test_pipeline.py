@@ -52,7 +52,7 @@ def _measured(commit: str, built_at: str, unparsed_baseline: bool, tmp_path: Pat
     return MeasuredNight.from_json(path.read_text())
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_night_whose_buffers_did_not_parse_is_quarantined_never_a_vram_change(warehouse_url, tmp_path):
     first = _measured("e3a74b29", "2026-01-01T01:00:00+00:00", unparsed_baseline=False, tmp_path=tmp_path)
     second = _measured("0c1e57098", "2026-01-02T01:00:00+00:00", unparsed_baseline=True, tmp_path=tmp_path)
@@ -135,7 +135,7 @@ def _release_night(version: str, commit: str, compute_growth: float) -> Measured
     return MeasuredNight(build=build, results=results)
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_new_vram_incident_asks_for_a_release_bisection_between_its_two_builds(warehouse_url, tmp_path):
     pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
     summary = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
@@ -153,7 +153,7 @@ def test_a_new_vram_incident_asks_for_a_release_bisection_between_its_two_builds
     assert pipeline.bisections_to_start(seen_before, load_matrix("seed"), "run3") == []
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_task_passes_json_and_gets_json_the_stage_records_between(warehouse_url, tmp_path):
     """The scheduler's one adapter: a verdicts XCom becomes NightVerdicts (the stage's type hint), the requests it
     returns are the conf the bisect DAG is triggered with, and that conf is the request its bisect task revives."""
@@ -173,7 +173,7 @@ def _config_of(request: BisectRequest, matrix_name: str) -> tuple[str, str]:
     return request.config, matrix_name
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(warehouse_url, tmp_path):
     """Fault: the culprit reached the incident and the alert, but the report of the night that opened the incident
     showed it only when someone wrote that report again."""
@@ -191,7 +191,7 @@ def test_a_stored_bisection_lands_on_its_incident_in_a_json_file_and_the_report(
         assert culprit in Path(written).read_text()
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_bisection_stored_after_a_later_night_leaves_that_nights_report_the_latest(warehouse_url, tmp_path):
     pipeline.ingest(_release_night("0.3.30", "a" * 40, 0.0), "run1", "2026-01-01", trigger="test")
     opened = pipeline.ingest(_release_night("0.3.36", "f" * 40, 24.13), "run2", "2026-01-02", trigger="test")
@@ -211,7 +211,7 @@ def _request_of(incident_id: int | None, run_id: str) -> BisectRequest:
     return BisectRequest(result.config_id, result.good, result.bad, incident_id=incident_id, run_id=run_id)
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_second_gpu_workers_lane_keeps_its_reports_in_its_own_folder(warehouse_url, tmp_path):
     """The lane is one value passed whole (a DAG passes its GpuWorker): its reports folder and its warehouse label
     come from it, so a second worker's report, alert log and pruning stay under reports/<label>/."""
@@ -235,7 +235,7 @@ def _measured_again(measured: MeasuredNight) -> MeasuredNight:
                                                   for r in measured.results])
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_night_measured_again_pages_its_incident_once(warehouse_url, monkeypatch):
     """Fault: a second measurement of a night found the incident the first opened, as new that night, and paged it
     again: delivery was remembered per run. Now it is per incident change and channel."""
@@ -254,7 +254,7 @@ def test_a_night_measured_again_pages_its_incident_once(warehouse_url, monkeypat
     assert [body["run_id"] for body in webhook.bodies] == ["run2"]
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_two_runs_of_one_night_keep_their_own_report_and_data_docs_and_the_night_shows_the_newest(
         warehouse_url, tmp_path):
     """Fault: two runs of one night shared reports/<night>/: the second overwrote the first's report and Data Docs."""

@@ -99,8 +99,8 @@ def detect(history: pd.DataFrame, run_id: str, open_incidents: Sequence[Incident
 # detection about a fifth cheaper and changes no finding.
 DETECTION_COLUMNS = frozenset({
     "run_id", "night", "config_id", "config_name", "environment_id", "model", "quant", "mode", "status", "error",
-    "llama_cpp_commit", "gpu_name", "cpu_model", "gpu_total_mib", "needed_card_mib", "n_overridden_tensors", "buffers_mib",
-    *VRAM_COMPONENTS, *METRICS, *IDENTITY_KNOBS})
+    "llama_cpp_commit", "gpu_name", "cpu_model", "gpu_total_mib", "needed_card_mib", "n_overridden_tensors",
+    "buffers_mib", *VRAM_COMPONENTS, *METRICS, *IDENTITY_KNOBS})
 
 
 def detect_split(tonight: pd.DataFrame, before: pd.DataFrame, open_incidents: Sequence[Incident] = (),

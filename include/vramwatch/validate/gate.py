@@ -329,8 +329,8 @@ def validate_night(results: list[BenchResult], gpu_total_mib: float | None = Non
     """
     if not results:
         return ValidatedNight(accepted=[], quarantined=[])
-    failures, outcomes, docs = _run_suite(validation_frame(results, gpu_total_mib, learned_nvml_margins(results)), data_docs_dir, build_backend,
-                                          [r.config.config_name for r in results])
+    frame = validation_frame(results, gpu_total_mib, learned_nvml_margins(results))
+    failures, outcomes, docs = _run_suite(frame, data_docs_dir, build_backend, [r.config.config_name for r in results])
     accepted = [r for i, r in enumerate(results) if i not in failures]
     quarantined = [QuarantinedResult(r, failures[i]) for i, r in enumerate(results) if i in failures]
     for q in quarantined:

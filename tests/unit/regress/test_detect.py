@@ -174,7 +174,7 @@ def test_a_creep_below_the_policy_each_night_pages_once_when_it_adds_up():
     assert incidents[6][0].state == "resolved"
 
 
-@pytest.mark.slow  # simulates months of nights of detection: make test runs it, test-unit not
+@pytest.mark.slow  # simulates 65 nights of detection
 def test_a_creep_longer_than_the_window_pages_once_it_passes_the_policy_with_the_whole_amount():
     """Fault: +0.4 MiB a night for 60 nights (+24 MiB) never paged: the reference, the lowest value of the last 30
     good nights, rose with the creep. It must page the night the sum passes 16 MiB (night 40 of the creep), once,
@@ -243,7 +243,7 @@ def test_an_accepted_level_is_the_reference_from_the_night_it_opened():
     assert (further.kind, further.delta_mib, further.build_before) == ("vram", 128.0, commit_of(4))
 
 
-@pytest.mark.slow  # simulates 90 nights of detection: make test runs it, test-unit not
+@pytest.mark.slow  # simulates 90 nights of detection
 @pytest.mark.parametrize("sigma", [0.015, 0.03])
 def test_ninety_nights_of_noise_raise_nothing(sigma):
     incidents = simulate(noisy_nights(90, sigma, seed=7))
@@ -432,7 +432,7 @@ def on_machine(results: list[BenchResult], **fingerprint) -> list[BenchResult]:
     return [replace(r, **{f"fingerprint__{k}": v for k, v in fingerprint.items()}) for r in results]
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_detection_on_the_recent_window_judges_as_detection_on_all_of_history(warehouse):
     """Fault: the scan read all of history (8-9 s on 3 years x 100 configs). Reading only each config's recent
     window, and the nights before each open incident, must judge every night exactly as all of history did: an

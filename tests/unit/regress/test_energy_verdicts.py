@@ -72,7 +72,7 @@ def two_nights(tmp_path: Path, tg_energy_tonight: float, ab) -> pipeline.NightSu
                            trigger="test", ab=ab)
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_build_whose_token_costs_ten_percent_more_energy_pages_through_the_ab(warehouse_url, tmp_path, seed):
     rng = np.random.default_rng(100 + seed)
@@ -89,7 +89,7 @@ def test_a_build_whose_token_costs_ten_percent_more_energy_pages_through_the_ab(
     assert "| tg energy |" in report and "| higher |" in report  # the A/B table, in J/token as measured
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 @pytest.mark.parametrize("seed", [1, 2])
 def test_a_quiet_history_whose_energy_moved_by_noise_does_not_page(warehouse_url, tmp_path, seed):
     summary = two_nights(tmp_path, 1.04, replayed_ab(1.0, seed))  # +4 %: enough to ask the A/B, nothing behind it

@@ -128,7 +128,7 @@ def test_a_split_fits_on_n_cards_of_a_size_when_its_fullest_card_does(tmp_path):
                             ValidatedNight(accepted=[one_gpu, layer, row_split], quarantined=[]), "test")
         publish(warehouse, tmp_path / "site")
     page = (tmp_path / "site" / "fits.html").read_text()
-    cells = {html.unescape(re.sub(r"<[^>]+>", "", mode)): [html.unescape(c) for c in re.findall(r"<td[^>]*>([^<]*)</td>", row)]
+    cells = {html.unescape(mode): [html.unescape(cell) for cell in re.findall(r"<td[^>]*>([^<]*)</td>", row)]
              for mode, row in re.findall(r'<td class="text">(baseline[^<]*)</td>(.*?)</tr>', page, re.DOTALL)}
     at_24 = 2 + GPU_SIZES_GIB.index(24)  # after the context and the need
 

@@ -792,7 +792,7 @@ def test_concurrent_ingests_of_the_same_night_store_it_once(postgres):
     warehouse.close()
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_reingesting_a_night_under_a_new_run_id_does_not_double_its_rows(url, ingest_env, monkeypatch):
     """Fault: ingesting the same measured night again under a new run id stored every row a second time."""
     monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
@@ -934,7 +934,7 @@ def runs_of(url: str) -> list[tuple[str, str, int]]:
         warehouse.close()
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_stored_night_ingested_under_another_night_is_refused_unless_moved_and_the_move_says_so(
         url, ingest_env, monkeypatch, capsys):
     """Fault: ingesting a measured night again with another --night silently moved the stored night, and its report
@@ -1014,7 +1014,7 @@ def test_ten_concurrent_ingests_of_one_measured_night_all_exit_0_and_store_it_on
     assert (run_folder / "summary.md").is_file() and (run_folder / "data_docs" / "index.html").is_file()
 
 
-@pytest.mark.slow  # takes whole nights through GX validation, the warehouse and the report: make test runs it, test-unit not
+@pytest.mark.slow  # whole nights through validation, the warehouse and the report
 def test_a_night_moved_off_a_night_with_another_run_leaves_that_run_the_nights_latest(ingest_env, monkeypatch):
     url = f"sqlite:///{ingest_env / 'warehouse.db'}"
     monkeypatch.setenv("VRAMWATCH_WAREHOUSE_URL", url)
